@@ -1,0 +1,19 @@
+{
+  "targets": [
+    {
+      "target_name": "switchboard",
+      "sources": [
+        "<!@(node -p \"const s=require('./cpp/sources.json'); s.core.concat(s.addon).join(' ')\")"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "include",
+        "cpp"
+      ],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_DISABLE_CPP_EXCEPTIONS"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-fexceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+      "libraries": ["-ldl", "-lpthread"]
+    }
+  ]
+}

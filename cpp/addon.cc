@@ -1,0 +1,565 @@
+// N-API binding of the core. No routing logic lives here: each function
+// converts arguments, calls the core and converts the result back.
+#include <dlfcn.h>
+
+#include <napi.h>
+
+#include <memory>
+
+#include "config.h"
+#include "core.h"
+#include "json_extract.h"
+#include "module.h"
+#include "wire.h"
+
+namespace {
+
+// Slots of the shared Float64Array a submit fills, so the per-message call
+// returns a number and creates no JavaScript object. lib/native.ts mirrors it.
+enum InfoSlot {
+  INFO_VERDICT, INFO_ID, INFO_REFID, INFO_GROUPID, INFO_FLAGS, INFO_TYPE, INFO_EXPIRY,
+  INFO_FRAME_LEN,    // out[0, frameLen): the encoded delivery
+  INFO_PAYLOAD_LEN,  // out[frameLen, +payloadLen): the payload after the chain
+  INFO_TO_LEN,       // then the destination after the chain
+  INFO_OUT_GROWN,    // 1 when `out` was replaced by a larger buffer
+  INFO_COUNT
+};
+
+Napi::Error make_error(Napi::Env env, const std::string &code, const std::string &message) {
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("code", Napi::String::New(env, code));
+  return e;
+}
+
+std::string as_string(const Napi::Value &v) { return v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string(); }
+
+Napi::Object config_to_js(Napi::Env env, const sb::Config &c) {
+  auto items_to_js = [&](const std::vector<sb::ConfigItem> &items) {
+    Napi::Array a = Napi::Array::New(env, items.size());
+    for (size_t i = 0; i < items.size(); ++i) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("key", items[i].key);
+      o.Set("value", items[i].value);
+      o.Set("line", static_cast<double>(items[i].line));
+      a.Set(static_cast<uint32_t>(i), o);
+    }
+    return a;
+  };
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("file", c.file);
+  out.Set("dir", c.dir);
+  out.Set("settings", items_to_js(c.settings));
+  Napi::Array mods = Napi::Array::New(env, c.modules.size());
+  for (size_t i = 0; i < c.modules.size(); ++i) {
+    Napi::Object m = Napi::Object::New(env);
+    m.Set("name", c.modules[i].name);
+    m.Set("line", static_cast<double>(c.modules[i].line));
+    m.Set("items", items_to_js(c.modules[i].items));
+    mods.Set(static_cast<uint32_t>(i), m);
+  }
+  out.Set("modules", mods);
+  return out;
+}
+
+Napi::Error config_error_to_js(Napi::Env env, const sb::ConfigError &err) {
+  Napi::Error e = make_error(env, err.code, err.to_string());
+  e.Set("file", err.file);
+  e.Set("line", static_cast<double>(err.line));
+  return e;
+}
+
+// {file} or {text, file, dir}: the config as the user gave it.
+bool read_config(const Napi::Object &src, sb::Config &cfg, sb::ConfigError &err) {
+  std::string file = as_string(src.Get("file"));
+  if (src.Get("text").IsString()) {
+    std::string dir = as_string(src.Get("dir"));
+    return sb::config_parse(as_string(src.Get("text")), file.empty() ? "<inline>" : file, dir.empty() ? "." : dir, cfg,
+                            err);
+  }
+  return sb::config_load(file, cfg, err);
+}
+
+Napi::Value ParseConfig(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) {
+    make_error(env, "E_BAD_ARGUMENT", "parseConfig expects {file} or {text, file, dir}").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  sb::Config cfg;
+  sb::ConfigError err;
+  if (!read_config(info[0].As<Napi::Object>(), cfg, err)) {
+    config_error_to_js(env, err).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return config_to_js(env, cfg);
+}
+
+// State shared by the JS handle and the wake-up callback; the callback may
+// run after the handle is closed, so it holds its own reference.
+struct State {
+  sb::Core core;
+  Napi::ThreadSafeFunction tsfn;
+  Napi::FunctionReference on_events;
+  bool tsfn_live = false;
+};
+
+Napi::Object delivery_to_js(Napi::Env env, const sb::Outgoing &o) {
+  Napi::Object m = Napi::Object::New(env);
+  m.Set("module", o.module);
+  m.Set("from", o.from);
+  m.Set("to", o.to);
+  m.Set("id", static_cast<double>(o.params.id));
+  m.Set("refid", static_cast<double>(o.params.refid));
+  m.Set("groupid", static_cast<double>(o.params.groupid));
+  m.Set("flags", static_cast<double>(o.params.flags));
+  m.Set("type", static_cast<double>(o.params.type));
+  m.Set("expiry", static_cast<double>(o.params.expiry));
+  m.Set("payload", Napi::Buffer<char>::Copy(env, o.payload.data(), o.payload.size()));
+  return m;
+}
+
+void drain_and_emit(Napi::Env env, State &st) {
+  std::vector<sb::Outgoing> deliveries;
+  std::vector<sb::LogLine> logs;
+  sb::core_drain(st.core, deliveries, logs);
+  if ((deliveries.empty() && logs.empty()) || st.on_events.IsEmpty()) return;
+  Napi::HandleScope scope(env);
+  Napi::Array d = Napi::Array::New(env, deliveries.size());
+  for (size_t i = 0; i < deliveries.size(); ++i) d.Set(static_cast<uint32_t>(i), delivery_to_js(env, deliveries[i]));
+  Napi::Array l = Napi::Array::New(env, logs.size());
+  for (size_t i = 0; i < logs.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("module", logs[i].module);
+    o.Set("level", static_cast<double>(logs[i].level));
+    o.Set("text", logs[i].text);
+    l.Set(static_cast<uint32_t>(i), o);
+  }
+  st.on_events.Call({d, l});
+}
+
+class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "CoreHandle",
+                       {InstanceMethod<&CoreHandle::Submit>("submit"),
+                        InstanceMethod<&CoreHandle::Out>("out"),
+                        InstanceMethod<&CoreHandle::Info>("info"),
+                        InstanceMethod<&CoreHandle::Instances>("instances"),
+                        InstanceMethod<&CoreHandle::Login>("login"),
+                        InstanceMethod<&CoreHandle::Status>("status"),
+                        InstanceMethod<&CoreHandle::Call>("call"),
+                        InstanceMethod<&CoreHandle::CallStatus>("callStatus"),
+                        InstanceMethod<&CoreHandle::Drain>("drain"),
+                        InstanceMethod<&CoreHandle::Close>("close")});
+  }
+
+  // new CoreHandle(configSource, onEvents)
+  CoreHandle(const Napi::CallbackInfo &info) : Napi::ObjectWrap<CoreHandle>(info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject() || !info[1].IsFunction()) {
+      make_error(env, "E_BAD_ARGUMENT", "CoreHandle expects (configSource, onEvents)").ThrowAsJavaScriptException();
+      return;
+    }
+    sb::Config cfg;
+    sb::ConfigError cerr;
+    if (!read_config(info[0].As<Napi::Object>(), cfg, cerr)) {
+      config_error_to_js(env, cerr).ThrowAsJavaScriptException();
+      return;
+    }
+    state_ = std::make_shared<State>();
+    state_->on_events = Napi::Persistent(info[1].As<Napi::Function>());
+    std::shared_ptr<State> st = state_;
+    state_->tsfn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "switchboard-drain", 0, 1);
+    state_->tsfn.Unref(env);
+    state_->tsfn_live = true;
+    auto *holder = new std::shared_ptr<State>(st);
+    sb::Host host;
+    host.data = holder;
+    host.wake = [](void *data) {
+      std::shared_ptr<State> s = *static_cast<std::shared_ptr<State> *>(data);
+      s->tsfn.NonBlockingCall([s](Napi::Env env, Napi::Function) { drain_and_emit(env, *s); });
+    };
+    wake_holder_ = holder;
+
+    sb::OpenError oerr;
+    bool ok = sb::core_open(state_->core, cfg, host, oerr);
+    // Lines logged during load (warnings, a failing init's output) reach the
+    // caller's log before open returns or throws.
+    drain_and_emit(env, *state_);
+    if (!ok) {
+      Napi::Error e = make_error(env, oerr.code, oerr.message);
+      if (!oerr.module.empty()) e.Set("module", oerr.module);
+      if (!oerr.file.empty()) e.Set("file", oerr.file);
+      if (oerr.line) e.Set("line", static_cast<double>(oerr.line));
+      Napi::Array lines = Napi::Array::New(env, oerr.module_log.size());
+      for (size_t i = 0; i < oerr.module_log.size(); ++i) lines.Set(static_cast<uint32_t>(i), oerr.module_log[i]);
+      e.Set("moduleLog", lines);
+      Shutdown();
+      e.ThrowAsJavaScriptException();
+      return;
+    }
+    size_t cap = 8 * state_->core.max_payload + 8192;
+    GrowOut(env, cap);
+    info_ = Napi::Persistent(Napi::Float64Array::New(env, INFO_COUNT));
+    info_ptr_ = info_.Value().Data();
+  }
+
+  ~CoreHandle() override { Shutdown(); }
+
+ private:
+  void GrowOut(Napi::Env env, size_t cap) {
+    Napi::Buffer<char> b = Napi::Buffer<char>::New(env, cap);
+    out_ = Napi::Persistent(b);
+    out_ptr_ = b.Data();
+    out_cap_ = cap;
+  }
+
+  bool Open(Napi::Env env) {
+    if (state_ && !state_->core.closed) return true;
+    make_error(env, "E_CORE_CLOSED", "this core is closed; open a new one").ThrowAsJavaScriptException();
+    return false;
+  }
+
+  // submit(from: string, frame: Uint8Array, outFormat: 0|1) -> verdict >= 0, or a negative wire error
+  Napi::Value Submit(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    char from[512];
+    size_t from_len = 0;
+    if (!info[0].IsString() || !info[1].IsTypedArray()) {
+      make_error(env, "E_BAD_ARGUMENT", "submit expects (from: string, frame: Uint8Array, outFormat?: 0 | 1)")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    napi_get_value_string_utf8(env, info[0], from, sizeof from, &from_len);
+    if (from_len == 0 || from_len >= sizeof from - 1) {
+      make_error(env, "E_BAD_ADDRESS", "the sender address must be 1 to 510 bytes").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::TypedArray ta = info[1].As<Napi::TypedArray>();
+    Napi::ArrayBuffer ab = ta.ArrayBuffer();
+    const uint8_t *data = static_cast<const uint8_t *>(ab.Data()) + ta.ByteOffset();
+    int fmt = info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : -1;
+
+    sb::SubmitResult res;
+    last_detail_.clear();
+    int rc = sb::core_submit(state_->core, from, from_len, data, ta.ByteLength(), fmt, res, &last_detail_);
+    if (rc != sb::WIRE_OK) return Napi::Number::New(env, rc);
+
+    double *in = info_ptr_;
+    const mesibo_message_params_t &p = res.params;
+    in[INFO_VERDICT] = res.verdict;
+    in[INFO_ID] = static_cast<double>(p.id);
+    in[INFO_REFID] = static_cast<double>(p.refid);
+    in[INFO_GROUPID] = static_cast<double>(p.groupid);
+    in[INFO_FLAGS] = static_cast<double>(p.flags);
+    in[INFO_TYPE] = static_cast<double>(p.type);
+    in[INFO_EXPIRY] = static_cast<double>(p.expiry);
+    size_t to_len = p.to ? std::strlen(p.to) : 0;
+    size_t need = res.frame_len + res.payload_len + to_len;
+    in[INFO_OUT_GROWN] = 0;
+    if (need > out_cap_) {
+      GrowOut(env, need * 2);
+      in[INFO_OUT_GROWN] = 1;
+    }
+    char *o = out_ptr_;
+    if (res.frame_len) std::memcpy(o, res.frame, res.frame_len);
+    if (res.payload_len) std::memcpy(o + res.frame_len, res.payload, res.payload_len);
+    if (to_len) std::memcpy(o + res.frame_len + res.payload_len, p.to, to_len);
+    in[INFO_FRAME_LEN] = static_cast<double>(res.frame_len);
+    in[INFO_PAYLOAD_LEN] = static_cast<double>(res.payload_len);
+    in[INFO_TO_LEN] = static_cast<double>(to_len);
+    return Napi::Number::New(env, res.verdict);
+  }
+
+  Napi::Value Out(const Napi::CallbackInfo &info) {
+    if (out_.IsEmpty()) return info.Env().Undefined();
+    return out_.Value();
+  }
+
+  // info() -> the shared Float64Array; lastError detail is returned by
+  // info(true) as a string.
+  Napi::Value Info(const Napi::CallbackInfo &info) {
+    if (info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value()) return Napi::String::New(info.Env(), last_detail_);
+    if (info_.IsEmpty()) return info.Env().Undefined();
+    return info_.Value();
+  }
+
+  Napi::Value Instances(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    auto &chain = state_->core.chain;
+    Napi::Array a = Napi::Array::New(env, chain.size());
+    for (size_t i = 0; i < chain.size(); ++i) {
+      const sb::Instance &inst = *chain[i];
+      const mesibo_module_t &m = inst.slot->mod;
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", inst.name);
+      o.Set("file", inst.file);
+      o.Set("position", static_cast<double>(inst.position));
+      o.Set("description", m.description ? Napi::Value(Napi::String::New(env, m.description)) : env.Null());
+      o.Set("logLevel", static_cast<double>(inst.log_level));
+      Napi::Array hooks = Napi::Array::New(env);
+      const void *fns[sb::HOOK_COUNT] = {reinterpret_cast<const void *>(m.on_message),
+                                         reinterpret_cast<const void *>(m.on_message_status),
+                                         reinterpret_cast<const void *>(m.on_login),
+                                         reinterpret_cast<const void *>(m.on_call),
+                                         reinterpret_cast<const void *>(m.on_call_status)};
+      Napi::Object stats = Napi::Object::New(env);
+      for (int h = 0; h < sb::HOOK_COUNT; ++h) {
+        if (!fns[h]) continue;
+        const char *name = sb::hook_name(static_cast<sb::Hook>(h));
+        hooks.Set(hooks.Length(), name);
+        Napi::Object s = Napi::Object::New(env);
+        s.Set("calls", static_cast<double>(inst.stats[h].calls));
+        s.Set("totalNs", static_cast<double>(inst.stats[h].total_ns));
+        s.Set("maxNs", static_cast<double>(inst.stats[h].max_ns));
+        stats.Set(name, s);
+      }
+      o.Set("hooks", hooks);
+      o.Set("stats", stats);
+      a.Set(static_cast<uint32_t>(i), o);
+    }
+    return a;
+  }
+
+  // login(address, online, flags)
+  Napi::Value Login(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    std::string address = as_string(info[0]);
+    mesibo_user_t u{};
+    u.address = &address[0];
+    u.online = info[1].ToBoolean() ? 1 : 0;
+    u.flags = info[2].IsNumber() ? static_cast<mesibo_uint_t>(info[2].As<Napi::Number>().Int64Value()) : 0;
+    sb::core_dispatch_login(state_->core, &u);
+    return env.Undefined();
+  }
+
+  // status({id, status, from, to, groupid, ...})
+  Napi::Value Status(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    if (!info[0].IsObject()) {
+      make_error(env, "E_BAD_ARGUMENT", "status expects {id, status, from, to}").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Object o = info[0].As<Napi::Object>();
+    auto num = [&](const char *k) -> mesibo_uint_t {
+      Napi::Value v = o.Get(k);
+      return v.IsNumber() ? static_cast<mesibo_uint_t>(v.As<Napi::Number>().Int64Value()) : 0;
+    };
+    std::string from = as_string(o.Get("from")), to = as_string(o.Get("to"));
+    mesibo_message_params_t p{};
+    p.aid = num("aid");
+    p.id = num("id");
+    p.refid = num("refid");
+    p.groupid = num("groupid");
+    p.flags = num("flags");
+    p.type = num("type");
+    p.expiry = num("expiry");
+    p.uflags = num("uflags");
+    p.status = num("status");
+    p.from = &from[0];
+    p.to = &to[0];
+    sb::core_dispatch_status(state_->core, &p);
+    return env.Undefined();
+  }
+
+  Napi::Value Call(const Napi::CallbackInfo &info) {
+    if (Open(info.Env())) sb::core_dispatch_call(state_->core);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value CallStatus(const Napi::CallbackInfo &info) {
+    if (Open(info.Env())) sb::core_dispatch_call_status(state_->core);
+    return info.Env().Undefined();
+  }
+
+  // Runs what is queued now instead of waiting for the wake-up.
+  Napi::Value Drain(const Napi::CallbackInfo &info) {
+    if (state_) drain_and_emit(info.Env(), *state_);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo &info) {
+    if (state_ && !state_->core.closed) {
+      sb::core_close(state_->core);
+      drain_and_emit(info.Env(), *state_);  // on_cleanup's log lines
+    }
+    Shutdown();
+    return info.Env().Undefined();
+  }
+
+  void Shutdown() {
+    if (!state_) return;
+    sb::core_close(state_->core);
+    if (state_->tsfn_live) {
+      state_->tsfn_live = false;
+      state_->tsfn.Release();
+    }
+    // Nothing may wake a closed core: no module can reach it any more (the
+    // slot registry forgot its modules), and the host is cleared under the
+    // queue lock before the holder goes.
+    {
+      std::lock_guard<std::mutex> lock(state_->core.mu);
+      state_->core.host = sb::Host{};
+    }
+    delete wake_holder_;
+    wake_holder_ = nullptr;
+  }
+
+  std::shared_ptr<State> state_;
+  std::shared_ptr<State> *wake_holder_ = nullptr;
+  Napi::Reference<Napi::Buffer<char>> out_;
+  char *out_ptr_ = nullptr;
+  size_t out_cap_ = 0;
+  Napi::Reference<Napi::Float64Array> info_;
+  double *info_ptr_ = nullptr;
+  std::string last_detail_;
+};
+
+Napi::Value Noop(const Napi::CallbackInfo &info) { return info.Env().Undefined(); }
+
+// decodeFrame(buf, maxPayload) -> {op, format, id, ..., to, payload} or {error, code, detail}
+Napi::Value DecodeFrame(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray()) return env.Undefined();
+  Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+  const uint8_t *data = static_cast<const uint8_t *>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+  size_t max = info[1].IsNumber() ? static_cast<size_t>(info[1].As<Napi::Number>().Int64Value()) : 65536;
+  sb::WireMessage m{};
+  sb::WireScratch scratch;
+  std::string detail;
+  int rc = sb::wire_decode(data, ta.ByteLength(), max, m, scratch, &detail);
+  Napi::Object o = Napi::Object::New(env);
+  if (rc != sb::WIRE_OK) {
+    o.Set("error", static_cast<double>(rc));
+    o.Set("code", sb::wire_error_code(rc));
+    o.Set("message", sb::wire_error_message(rc));
+    o.Set("detail", detail);
+    return o;
+  }
+  o.Set("op", m.op == sb::WIRE_OP_MESSAGE ? "msg" : "status");
+  o.Set("format", m.format == sb::WIRE_JSON ? "json" : "binary");
+  o.Set("id", static_cast<double>(m.id));
+  o.Set("refid", static_cast<double>(m.refid));
+  o.Set("groupid", static_cast<double>(m.groupid));
+  o.Set("flags", static_cast<double>(m.flags));
+  o.Set("type", static_cast<double>(m.type));
+  o.Set("expiry", static_cast<double>(m.expiry));
+  o.Set("status", static_cast<double>(m.status));
+  o.Set("to", std::string(m.to, m.to_len));
+  o.Set("payload", Napi::Buffer<char>::Copy(env, m.payload, m.payload_len));
+  return o;
+}
+
+// encodeFrame(kind: 'msg'|'status'|'error', fields, format) -> Buffer
+Napi::Value EncodeFrame(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  std::string kind = as_string(info[0]);
+  if (!info[1].IsObject()) return env.Undefined();
+  Napi::Object f = info[1].As<Napi::Object>();
+  auto fmt = static_cast<sb::WireFormat>(info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : 0);
+  auto num = [&](const char *k) -> uint32_t {
+    Napi::Value v = f.Get(k);
+    return v.IsNumber() ? v.As<Napi::Number>().Uint32Value() : 0;
+  };
+  std::string from = as_string(f.Get("from")), to = as_string(f.Get("to"));
+  mesibo_message_params_t p{};
+  p.id = num("id");
+  p.refid = num("refid");
+  p.groupid = num("groupid");
+  p.flags = num("flags");
+  p.type = num("type");
+  p.expiry = num("expiry");
+  p.status = num("status");
+  p.from = &from[0];
+  p.to = &to[0];
+  std::string out;
+  if (kind == "msg") {
+    std::string payload;
+    Napi::Value pv = f.Get("payload");
+    if (pv.IsTypedArray()) {
+      Napi::TypedArray ta = pv.As<Napi::TypedArray>();
+      payload.assign(static_cast<const char *>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ByteLength());
+    } else {
+      payload = as_string(pv);
+    }
+    sb::wire_encode_message(fmt, p, payload.data(), payload.size(), out);
+  } else if (kind == "status") {
+    sb::wire_encode_status(fmt, p, out);
+  } else {
+    sb::wire_encode_error(fmt, static_cast<int>(info[1].As<Napi::Object>().Get("error").ToNumber().Int32Value()),
+                          p.id, as_string(f.Get("detail")).c_str(), out);
+  }
+  return Napi::Buffer<char>::Copy(env, out.data(), out.size());
+}
+
+// wireError(n) -> {code, message}
+Napi::Value WireErrorInfo(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int n = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 0;
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("code", sb::wire_error_code(n));
+  o.Set("message", sb::wire_error_message(n));
+  return o;
+}
+
+// jsonExtract(buf, key, offset?) -> {value, next} | null
+Napi::Value JsonExtract(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray() || !info[1].IsString()) return env.Null();
+  Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+  const char *data = static_cast<const char *>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+  size_t off = info[2].IsNumber() ? static_cast<size_t>(info[2].As<Napi::Number>().Int64Value()) : 0;
+  if (off > ta.ByteLength()) return env.Null();
+  std::string key = as_string(info[1]);
+  const char *next = nullptr;
+  char *v = sb::json_extract(data + off, ta.ByteLength() - off, key.c_str(), &next);
+  if (!v) return env.Null();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("value", v);
+  o.Set("next", static_cast<double>(next - data));
+  std::free(v);
+  return o;
+}
+
+// Node dlopens addons without RTLD_GLOBAL, so modules loaded later could not
+// see mesibo_log and friends. Re-opening our own file with RTLD_NOLOAD |
+// RTLD_GLOBAL promotes the already-loaded addon into the global scope. The
+// addon is built with hidden visibility, so only the mesibo_* functions and
+// the N-API entry point become visible.
+bool make_symbols_global(std::string &why) {
+  Dl_info di;
+  if (!dladdr(reinterpret_cast<void *>(&mesibo_log), &di) || !di.dli_fname) {
+    why = "dladdr could not find the addon file";
+    return false;
+  }
+  if (!dlopen(di.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL)) {
+    const char *e = dlerror();
+    why = e ? e : "dlopen failed";
+    return false;
+  }
+  return true;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  std::string why;
+  exports.Set("symbolsGlobal", Napi::Boolean::New(env, make_symbols_global(why)));
+  if (!why.empty()) exports.Set("symbolsGlobalError", why);
+  exports.Set("CoreHandle", CoreHandle::Define(env));
+  exports.Set("parseConfig", Napi::Function::New(env, ParseConfig));
+  exports.Set("noop", Napi::Function::New(env, Noop));
+  exports.Set("decodeFrame", Napi::Function::New(env, DecodeFrame));
+  exports.Set("encodeFrame", Napi::Function::New(env, EncodeFrame));
+  exports.Set("jsonExtract", Napi::Function::New(env, JsonExtract));
+  exports.Set("wireError", Napi::Function::New(env, WireErrorInfo));
+  exports.Set("moduleVersion", Napi::Number::New(env, MESIBO_MODULE_VERSION));
+  exports.Set("infoSlots", Napi::Number::New(env, INFO_COUNT));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(switchboard, Init)

@@ -1,0 +1,166 @@
+// The routing core: the module chain, the loader and the queues that connect
+// module threads to the loop thread. Plain C++17: the N-API binding
+// (addon.cc) and the native tests both drive it through these functions.
+#pragma once
+#include <cstddef>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "config.h"
+#include "module.h"
+#include "wire.h"
+
+namespace sb {
+
+struct Core;
+struct Instance;
+
+// What a module sees is `mod`; `owner` lets the exported functions find the
+// instance again from the pointer a module hands back. Slots live on the heap
+// so their address never moves.
+struct ModuleSlot {
+  mesibo_module_t mod;
+  Instance *owner;
+};
+
+enum Hook { HOOK_MESSAGE, HOOK_STATUS, HOOK_LOGIN, HOOK_CALL, HOOK_CALL_STATUS, HOOK_COUNT };
+const char *hook_name(Hook h);
+
+struct HookStats {
+  uint64_t calls = 0;
+  uint64_t total_ns = 0;
+  uint64_t max_ns = 0;
+};
+
+// One declaration of a module in the configuration: its own config, context
+// and position, even when the same library is declared twice.
+struct Instance {
+  Core *core = nullptr;
+  ModuleSlot *slot = nullptr;
+  std::string name;
+  std::string file;
+  size_t position = 0;
+  int log_level = 0;
+  void *dl = nullptr;
+  module_config_t *config = nullptr;  // one allocation: header, items, strings
+  bool initialised = false;
+  bool warned_result = false;
+  bool capturing_init_log = false;
+  std::vector<std::string> init_log;  // lines logged during init, for load errors
+  HookStats stats[HOOK_COUNT];
+};
+
+struct LogLine {
+  std::string module;  // empty for the core's own lines
+  int level = 0;
+  std::string text;
+};
+
+// A message a module sent with mesibo_message, copied so the caller may reuse
+// its buffers at once. After the chain it becomes a delivery.
+struct Outgoing {
+  size_t start = 0;    // the chain position it enters at: after the sender
+  std::string module;  // the sending instance's name
+  mesibo_message_params_t params{};
+  std::string to, from, payload;
+};
+
+// How the core reaches its embedder. `wake` may be called from any thread and
+// must arrange for core_drain() to run soon on the loop thread.
+struct Host {
+  void (*wake)(void *data) = nullptr;
+  void *data = nullptr;
+};
+
+struct OpenError {
+  std::string code;     // stable code: E_CONFIG_*, E_MODULE_*
+  std::string message;  // what went wrong and what to do
+  std::string module;   // the instance involved, if any
+  std::string file;     // the file involved, if any
+  int line = 0;         // the config line, if any
+  std::vector<std::string> module_log;  // what the module logged during init
+};
+
+struct Core {
+  Config config;
+  Host host;
+  std::vector<std::unique_ptr<Instance>> chain;
+  size_t max_payload = 65536;
+  bool closed = false;
+
+  // Per-message scratch, reused so the steady state allocates nothing.
+  WireMessage msg{};
+  WireScratch scratch;
+  std::string from_buf;
+  std::string out;
+
+  // Filled from any thread, emptied by core_drain on the loop thread.
+  std::mutex mu;
+  std::vector<Outgoing> outbox;
+  std::vector<LogLine> logs;
+  bool wake_pending = false;
+
+  // Ids for module messages sent with id 0.
+  std::atomic<uint32_t> next_id{1};
+};
+
+constexpr uint32_t MSGSTATUS_SENT = 1;  // "sent": accepted by the server (no named constant in module.h)
+
+// Parses nothing: `config` is already parsed. Loads and initialises every
+// module in order. On failure, the instances loaded so far are cleaned up and
+// unloaded, `err` says why, and false is returned.
+bool core_open(Core &core, const Config &config, Host host, OpenError &err);
+
+// Runs on_cleanup once per instance in reverse order, then closes the
+// libraries. Safe to call twice.
+void core_close(Core &core);
+
+// Result of one client frame through the chain.
+struct SubmitResult {
+  int verdict = MESIBO_RESULT_PASS;  // PASS: deliver `frame`; CONSUMED: a module dropped it
+  mesibo_message_params_t params{};  // after the chain (modules may have changed fields)
+  const char *payload = nullptr;     // after the chain
+  size_t payload_len = 0;
+  const char *frame = nullptr;       // encoded delivery (PASS only); valid until the next submit
+  size_t frame_len = 0;
+};
+
+// Decodes `frame` from the authenticated `from`, runs the chain and encodes
+// the delivery in `out_format` (WIRE_JSON, WIRE_BINARY, or -1 for the format
+// the frame came in). Returns WIRE_OK or a negative WireError
+// (`detail` says more). Loop thread only.
+int core_submit(Core &core, const char *from, size_t from_len, const uint8_t *frame, size_t len,
+                int out_format, SubmitResult &res, std::string *detail);
+
+// Runs on_message from chain position `start`. `len` is updated when a module
+// shortens a text payload in place. Returns PASS or CONSUMED.
+int chain_run(Core &core, size_t start, mesibo_message_params_t *p, char *payload, size_t *len);
+
+void core_dispatch_status(Core &core, mesibo_message_params_t *p);
+void core_dispatch_login(Core &core, mesibo_user_t *user);
+void core_dispatch_call(Core &core);
+void core_dispatch_call_status(Core &core);
+
+// Loop thread: takes what modules sent (running each through the rest of the
+// chain) and what was logged since the last drain.
+void core_drain(Core &core, std::vector<Outgoing> &deliveries, std::vector<LogLine> &logs);
+
+// Queues a module-originated message; any thread. 0 or -1.
+int core_send_from_module(Instance *inst, const mesibo_message_params_t *p, const char *payload, size_t len);
+
+// Queues a log line from the core itself or a module; any thread.
+void core_log(Core &core, const std::string &module, int level, std::string text);
+void core_logf(Core &core, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+// The live-slot registry: exported functions called with a stale or foreign
+// module pointer must not touch freed memory.
+Instance *slot_lookup_locked(const mesibo_module_t *mod);
+std::mutex &slot_registry_mutex();
+
+uint64_t now_ns();
+
+}  // namespace sb

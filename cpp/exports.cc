@@ -1,0 +1,116 @@
+// The functions modules call, exported with C linkage and default visibility
+// so that a module compiled with no -l flags resolves them at load time (see
+// addon.cc for how the addon makes its symbols global).
+#include <pthread.h>
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "core.h"
+#include "json_extract.h"
+
+#define SB_API extern "C" __attribute__((visibility("default")))
+
+using sb::Instance;
+
+SB_API mesibo_int_t mesibo_vlog(mesibo_module_t *mod, mesibo_uint_t level, const char *format, va_list args) {
+  if (!format) return MESIBO_RESULT_FAIL;
+  std::lock_guard<std::mutex> lock(sb::slot_registry_mutex());
+  Instance *inst = sb::slot_lookup_locked(mod);
+  if (inst && static_cast<long>(level) > inst->log_level && level != 0) return MESIBO_RESULT_OK;
+  char buf[1024];
+  va_list copy;
+  va_copy(copy, args);
+  int n = std::vsnprintf(buf, sizeof buf, format, copy);
+  va_end(copy);
+  if (n < 0) return MESIBO_RESULT_FAIL;
+  std::string text;
+  if (static_cast<size_t>(n) < sizeof buf) {
+    text.assign(buf, static_cast<size_t>(n));
+  } else {
+    text.resize(static_cast<size_t>(n) + 1);
+    std::vsnprintf(&text[0], text.size(), format, args);
+    text.resize(static_cast<size_t>(n));
+  }
+  if (!inst) {
+    // A module that passes a pointer the server did not give it (or one
+    // whose instance was already cleaned up) still gets its line out.
+    std::fprintf(stderr, "[module ?] %s%s", text.c_str(), text.empty() || text.back() != '\n' ? "\n" : "");
+    return MESIBO_RESULT_OK;
+  }
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  if (inst->capturing_init_log) inst->init_log.push_back(text);
+  sb::core_log(*inst->core, inst->name, static_cast<int>(level), std::move(text));
+  return MESIBO_RESULT_OK;
+}
+
+SB_API mesibo_int_t mesibo_log(mesibo_module_t *mod, mesibo_uint_t level, const char *format, ...) {
+  va_list ap;
+  va_start(ap, format);
+  mesibo_int_t r = mesibo_vlog(mod, level, format, ap);
+  va_end(ap);
+  return r;
+}
+
+SB_API mesibo_int_t mesibo_message(mesibo_module_t *mod, mesibo_message_params_t *p, const char *message,
+                                   mesibo_uint_t len) {
+  if (!p || (!message && len)) return MESIBO_RESULT_FAIL;
+  std::lock_guard<std::mutex> lock(sb::slot_registry_mutex());
+  Instance *inst = sb::slot_lookup_locked(mod);
+  if (!inst) return MESIBO_RESULT_FAIL;
+  const bool has_dest = (p->to && p->to[0]) || p->groupid;
+  if (!has_dest) {
+    sb::core_logf(*inst->core, 0, "module \"%s\": mesibo_message without a destination (set params.to or params.groupid)",
+                  inst->name.c_str());
+    return MESIBO_RESULT_FAIL;
+  }
+  if (len > inst->core->max_payload) {
+    sb::core_logf(*inst->core, 0, "module \"%s\": mesibo_message of %lu bytes is larger than max_message_size (%zu)",
+                  inst->name.c_str(), static_cast<unsigned long>(len), inst->core->max_payload);
+    return MESIBO_RESULT_FAIL;
+  }
+  return sb::core_send_from_module(inst, p, message, len);
+}
+
+SB_API char *mesibo_util_getconfig(mesibo_module_t *mod, const char *item_name) {
+  if (!mod || !mod->config || !item_name) return nullptr;
+  for (mesibo_int_t i = 0; i < mod->config->count; ++i) {
+    module_config_item_t &it = mod->config->items[i];
+    if (it.name && std::strcmp(it.name, item_name) == 0) return it.value;
+  }
+  return nullptr;
+}
+
+SB_API char *mesibo_util_json_extract(char *src, mesibo_int_t len, const char *key, char **next) {
+  if (!src || len < 0) return nullptr;
+  const char *n = nullptr;
+  char *v = sb::json_extract(src, static_cast<size_t>(len), key, next ? &n : nullptr);
+  if (v && next) *next = const_cast<char *>(n);
+  return v;
+}
+
+namespace {
+struct ThreadStart {
+  void *(*fn)(void *);
+  void *data;
+};
+}  // namespace
+
+SB_API void mesibo_util_create_thread(void *(*fn)(void *), void *data, size_t stacksize, const char *name) {
+  if (!fn) return;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  if (stacksize >= static_cast<size_t>(PTHREAD_STACK_MIN)) pthread_attr_setstacksize(&attr, stacksize);
+  pthread_t t;
+  if (pthread_create(&t, &attr, fn, data) == 0 && name && name[0]) {
+    char short_name[16];  // the kernel keeps 15 characters
+    std::snprintf(short_name, sizeof short_name, "%s", name);
+    pthread_setname_np(t, short_name);
+  }
+  pthread_attr_destroy(&attr);
+}
+
+SB_API mesibo_int_t mesibo_util_usec() { return static_cast<mesibo_int_t>(sb::now_ns() / 1000); }

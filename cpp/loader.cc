@@ -1,0 +1,274 @@
+// The loader: finds mesibo_mod_NAME.so, resolves its init symbol, fills the
+// module struct the way the ABI promises and calls init; at shutdown runs
+// on_cleanup in reverse order and closes the libraries.
+#include <dlfcn.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <unordered_set>
+
+#include "core.h"
+
+namespace sb {
+
+namespace {
+
+std::unordered_set<const mesibo_module_t *> &live_slots() {
+  static std::unordered_set<const mesibo_module_t *> s;
+  return s;
+}
+
+void slot_register(ModuleSlot *slot) {
+  std::lock_guard<std::mutex> lock(slot_registry_mutex());
+  live_slots().insert(&slot->mod);
+}
+
+void slot_unregister(ModuleSlot *slot) {
+  std::lock_guard<std::mutex> lock(slot_registry_mutex());
+  live_slots().erase(&slot->mod);
+}
+
+// The module's config block as the ABI lays it out: the count, the items and
+// every string in one allocation, so a module may strtok a value in place and
+// one free() releases it all after on_cleanup.
+module_config_t *make_module_config(const ModuleDecl &decl) {
+  if (decl.items.empty()) return nullptr;
+  size_t header = sizeof(module_config_t) + decl.items.size() * sizeof(module_config_item_t);
+  size_t strings = 0;
+  for (const auto &it : decl.items) strings += it.key.size() + 1 + it.value.size() + 1;
+  char *block = static_cast<char *>(std::calloc(1, header + strings));
+  if (!block) return nullptr;
+  auto *cfg = reinterpret_cast<module_config_t *>(block);
+  cfg->count = static_cast<mesibo_int_t>(decl.items.size());
+  char *p = block + header;
+  for (size_t i = 0; i < decl.items.size(); ++i) {
+    const auto &it = decl.items[i];
+    cfg->items[i].name = p;
+    std::memcpy(p, it.key.c_str(), it.key.size() + 1);
+    p += it.key.size() + 1;
+    cfg->items[i].value = p;
+    std::memcpy(p, it.value.c_str(), it.value.size() + 1);
+    p += it.value.size() + 1;
+  }
+  return cfg;
+}
+
+// The server fills `invoke`; nothing in the current ABI defines call ids, so
+// it answers every id with FAIL rather than leaving a NULL a module might call.
+mesibo_int_t invoke_unsupported(mesibo_int_t, mesibo_module_t *, ...) { return MESIBO_RESULT_FAIL; }
+
+bool file_exists(const std::string &path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+bool looks_like_not_shared_object(const char *dlerr) {
+  static const char *const kSigns[] = {"invalid ELF header", "file too short", "only ET_DYN and ET_EXEC",
+                                       "not an ELF", "wrong ELF class", "ELF file"};
+  for (const char *s : kSigns)
+    if (std::strstr(dlerr, s)) return true;
+  return false;
+}
+
+// The init symbol a C++ module exports when its author forgot MESIBO_EXPORT,
+// for the two init signatures found in the wild: (int, module*, int) and
+// (int, module*, unsigned). mesibo_module_t is a typedef of
+// struct mesibo_module_s, which is the name that mangles.
+std::string mangled_init(const std::string &symbol, bool unsigned_len) {
+  const char *i = sizeof(mesibo_int_t) == sizeof(long) ? "l" : "i";
+  const char *u = sizeof(mesibo_uint_t) == sizeof(unsigned long) ? "m" : "j";
+  return "_Z" + std::to_string(symbol.size()) + symbol + i + "P15mesibo_module_s" + (unsigned_len ? u : i);
+}
+
+void fail(OpenError &err, const char *code, const Instance &inst, std::string message) {
+  err.code = code;
+  err.module = inst.name;
+  err.file = inst.file;
+  err.message = std::move(message);
+}
+
+bool init_log_says(const Instance &inst, const char *what) {
+  for (const auto &l : inst.init_log)
+    if (l.find(what) != std::string::npos) return true;
+  return false;
+}
+
+bool load_instance(Core &core, const ModuleDecl &decl, Instance &inst, OpenError &err) {
+  err.line = decl.line;
+  if (const std::string *lvl = decl.item("log")) {
+    char *end = nullptr;
+    long v = std::strtol(lvl->c_str(), &end, 10);
+    if (lvl->empty() || *end != '\0' || v < 0) {
+      fail(err, "E_CONFIG_BAD_VALUE", inst,
+           "module \"" + inst.name + "\": log = \"" + *lvl + "\" is not a log level; use a whole number such as 0, 1 or 2");
+      err.file = core.config.file;
+      return false;
+    }
+    inst.log_level = static_cast<int>(v);
+  }
+
+  if (!file_exists(inst.file)) {
+    fail(err, "E_MODULE_NOT_FOUND", inst,
+         "module \"" + inst.name + "\": " + inst.file + " does not exist (" + std::strerror(errno) +
+             "); build the module there, set module_dir, or give the block a path = item");
+    return false;
+  }
+
+  // RTLD_NOW: a module that needs a symbol the server does not provide fails
+  // here, at start-up, rather than in the middle of a message.
+  dlerror();
+  inst.dl = dlopen(inst.file.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!inst.dl) {
+    const char *why = dlerror();
+    std::string reason = why ? why : "unknown dlopen error";
+    if (looks_like_not_shared_object(reason.c_str()))
+      fail(err, "E_MODULE_NOT_SHARED_OBJECT", inst,
+           "module \"" + inst.name + "\": " + inst.file + " is not a shared object (" + reason +
+               "); compile it with g++ -shared -fPIC -I include");
+    else
+      fail(err, "E_MODULE_LOAD_FAILED", inst, "module \"" + inst.name + "\": cannot load " + inst.file + ": " + reason);
+    return false;
+  }
+
+  std::string symbol = "mesibo_module_" + inst.name + "_init";
+  auto init = reinterpret_cast<mesibo_module_init_fn>(dlsym(inst.dl, symbol.c_str()));
+  if (!init) {
+    for (bool unsigned_len : {false, true}) {
+      std::string mangled = mangled_init(symbol, unsigned_len);
+      init = reinterpret_cast<mesibo_module_init_fn>(dlsym(inst.dl, mangled.c_str()));
+      if (init) {
+        core_logf(core, 0,
+                  "warning: module \"%s\": %s exports its init function with a C++ name (%s); add MESIBO_EXPORT "
+                  "before it so the symbol is %s",
+                  inst.name.c_str(), inst.file.c_str(), mangled.c_str(), symbol.c_str());
+        break;
+      }
+    }
+  }
+  if (!init) {
+    fail(err, "E_MODULE_NO_INIT", inst,
+         "module \"" + inst.name + "\": " + inst.file + " does not export " + symbol +
+             "; define it with MESIBO_EXPORT, and check that the module name in the config matches the one in the "
+             "source");
+    return false;
+  }
+
+  inst.config = make_module_config(decl);
+  inst.slot = new ModuleSlot{};
+  inst.slot->owner = &inst;
+  mesibo_module_t *m = &inst.slot->mod;
+  m->name = inst.name.c_str();
+  m->config = inst.config;
+  m->signature = MESIBO_MODULE_SIGNATURE;
+  m->invoke = invoke_unsupported;
+  slot_register(inst.slot);
+
+  inst.capturing_init_log = true;
+  mesibo_int_t rc;
+  try {
+    rc = init(MESIBO_MODULE_VERSION, m, static_cast<mesibo_int_t>(sizeof(mesibo_module_t)));
+  } catch (...) {
+    rc = MESIBO_RESULT_FAIL;
+    inst.init_log.push_back("init threw a C++ exception");
+  }
+  inst.capturing_init_log = false;
+  if (rc != MESIBO_RESULT_OK) {
+    const bool sanity = init_log_says(inst, "module version mismatch") || init_log_says(inst, "module size mismatch") ||
+                        init_log_says(inst, "module signature mismatch");
+    std::string said;
+    for (const auto &l : inst.init_log) said += "\n  " + inst.name + ": " + l;
+    if (sanity)
+      fail(err, "E_MODULE_SANITY_CHECK", inst,
+           "module \"" + inst.name + "\": " + inst.file +
+               " failed its sanity check: it was compiled against a different module.h; rebuild it against "
+               "Switchboard's include/module.h" + said);
+    else
+      fail(err, "E_MODULE_INIT_FAILED", inst,
+           "module \"" + inst.name + "\": " + symbol + " in " + inst.file + " returned " + std::to_string(rc) +
+               (said.empty() ? " and logged nothing" : "; it logged:" + said));
+    err.module_log = inst.init_log;
+    return false;
+  }
+  inst.initialised = true;
+  return true;
+}
+
+void unload_instance(Core &core, Instance &inst) {
+  if (inst.initialised && inst.slot->mod.on_cleanup) {
+    try {
+      inst.slot->mod.on_cleanup(&inst.slot->mod);
+    } catch (...) {
+      core_logf(core, 0, "module \"%s\": on_cleanup threw a C++ exception", inst.name.c_str());
+    }
+  }
+  inst.initialised = false;
+  if (inst.slot) {
+    slot_unregister(inst.slot);
+    delete inst.slot;
+    inst.slot = nullptr;
+  }
+  std::free(inst.config);
+  inst.config = nullptr;
+  if (inst.dl) dlclose(inst.dl);
+  inst.dl = nullptr;
+}
+
+}  // namespace
+
+std::mutex &slot_registry_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+Instance *slot_lookup_locked(const mesibo_module_t *mod) {
+  if (!mod || live_slots().count(mod) == 0) return nullptr;
+  return reinterpret_cast<const ModuleSlot *>(mod)->owner;
+}
+
+bool core_open(Core &core, const Config &config, Host host, OpenError &err) {
+  core.config = config;
+  core.host = host;
+  core.closed = false;
+
+  if (const std::string *v = config.setting("max_message_size")) {
+    char *end = nullptr;
+    unsigned long long n = std::strtoull(v->c_str(), &end, 10);
+    if (v->empty() || *end != '\0' || n == 0 || n > (64ull << 20)) {
+      err.code = "E_CONFIG_BAD_VALUE";
+      err.file = config.file;
+      err.message = "max_message_size = \"" + *v + "\" must be a byte count between 1 and 67108864";
+      return false;
+    }
+    core.max_payload = static_cast<size_t>(n);
+  }
+
+  std::string dir = config.dir;
+  if (const std::string *md = config.setting("module_dir")) dir = config.resolve_path(*md);
+
+  for (const auto &decl : config.modules) {
+    auto inst = std::make_unique<Instance>();
+    inst->core = &core;
+    inst->name = decl.name;
+    inst->position = core.chain.size();
+    const std::string *path = decl.item("path");
+    inst->file = path ? config.resolve_path(*path) : dir + "/mesibo_mod_" + decl.name + ".so";
+    Instance &ref = *inst;
+    core.chain.push_back(std::move(inst));
+    if (!load_instance(core, decl, ref, err)) {
+      core_close(core);
+      return false;
+    }
+  }
+  return true;
+}
+
+void core_close(Core &core) {
+  if (core.closed) return;
+  core.closed = true;
+  for (size_t i = core.chain.size(); i-- > 0;) unload_instance(core, *core.chain[i]);
+  core.chain.clear();
+}
+
+}  // namespace sb

@@ -1,0 +1,204 @@
+/**
+ * The typed facade over the native core: open a chain from a config file,
+ * push client frames through it, hear what modules send and log.
+ */
+import { EventEmitter } from 'node:events';
+import { SwitchboardError } from './errors';
+import { Info, native, type ConfigSource, type NativeCoreHandle, type NativeDelivery, type NativeInstance, type NativeLogLine } from './native';
+
+export type Verdict = 'pass' | 'consumed';
+export type WireFormat = 'json' | 'binary';
+
+/** A message as the chain left it. */
+export interface Message {
+  id: number;
+  refid: number;
+  groupid: number;
+  flags: number;
+  type: number;
+  expiry: number;
+  from: string;
+  to: string;
+  payload: Buffer;
+}
+
+/** A message a module sent with mesibo_message, after the rest of the chain passed it. */
+export interface ModuleMessage extends Message {
+  /** The instance that sent it. */
+  module: string;
+}
+
+export interface SubmitResult {
+  verdict: Verdict;
+  message: Message;
+  /** The encoded delivery frame for the recipient; null when a module consumed the message. */
+  frame: Buffer | null;
+}
+
+export interface LogEntry {
+  /** The module instance that logged, or null for the core's own lines. */
+  module: string | null;
+  level: number;
+  text: string;
+}
+
+export type ModuleInfo = NativeInstance;
+
+export interface OpenOptions {
+  /** Receives every log line, including those logged while modules load. Default: stderr. */
+  onLog?: (entry: LogEntry) => void;
+}
+
+export type CoreConfig = { configFile: string } | { configText: string; configFile?: string; baseDir?: string };
+
+const FORMAT_CODE: Record<WireFormat, number> = { json: 0, binary: 1 };
+
+function defaultLog(e: LogEntry): void {
+  process.stderr.write(`${e.module ? `[${e.module}] ` : '[switchboard] '}${e.text}\n`);
+}
+
+export interface CoreEvents {
+  message: [ModuleMessage];
+  log: [LogEntry];
+}
+
+export class Core extends EventEmitter<CoreEvents> {
+  private handle: NativeCoreHandle | null;
+  private out: Buffer;
+  private readonly info: Float64Array;
+
+  private constructor(src: ConfigSource, opts: OpenOptions) {
+    super();
+    const onLog = opts.onLog ?? defaultLog;
+    const onEvents = (deliveries: NativeDelivery[], logs: NativeLogLine[]) => {
+      for (const l of logs) {
+        const entry: LogEntry = { module: l.module || null, level: l.level, text: l.text };
+        onLog(entry);
+        this.emit('log', entry);
+      }
+      for (const d of deliveries) this.emit('message', d);
+    };
+    try {
+      this.handle = new native.CoreHandle(src, onEvents);
+    } catch (e) {
+      throw SwitchboardError.from(e);
+    }
+    this.out = this.handle.out();
+    this.info = this.handle.info();
+  }
+
+  /** Loads and initialises every module of the config, in order. Throws a SwitchboardError (E_CONFIG_*, E_MODULE_*) on failure. */
+  static open(config: CoreConfig, opts: OpenOptions = {}): Core {
+    const src: ConfigSource =
+      'configText' in config
+        ? { text: config.configText, file: config.configFile, dir: config.baseDir }
+        : { file: config.configFile };
+    return new Core(src, opts);
+  }
+
+  /** The module instances in chain order, with the hooks each set and the time spent in them. */
+  get modules(): ModuleInfo[] {
+    return this.live().instances();
+  }
+
+  /**
+   * Runs one client frame from the authenticated `from` through the chain.
+   * Throws a SwitchboardError with the wire error code (E_FRAME_*, ...) when
+   * the frame is bad. `format` picks the delivery frame's encoding (default:
+   * the one the frame came in).
+   */
+  submit(from: string, frame: Uint8Array | string, format?: WireFormat): SubmitResult {
+    const bytes = typeof frame === 'string' ? Buffer.from(frame) : frame;
+    const v = this.submitRaw(from, bytes, format ? FORMAT_CODE[format] : -1);
+    if (v < 0) throw this.frameError(v);
+    const info = this.info;
+    const out = this.out;
+    const frameLen = info[Info.FrameLen];
+    const payloadLen = info[Info.PayloadLen];
+    const toLen = info[Info.ToLen];
+    const message: Message = {
+      id: info[Info.Id],
+      refid: info[Info.Refid],
+      groupid: info[Info.Groupid],
+      flags: info[Info.Flags],
+      type: info[Info.Type],
+      expiry: info[Info.Expiry],
+      from,
+      to: out.toString('utf8', frameLen + payloadLen, frameLen + payloadLen + toLen),
+      payload: Buffer.from(out.subarray(frameLen, frameLen + payloadLen)),
+    };
+    return {
+      verdict: v === 1 ? 'consumed' : 'pass',
+      message,
+      frame: v === 1 ? null : Buffer.from(out.subarray(0, frameLen)),
+    };
+  }
+
+  /**
+   * The allocation-free form of submit for transports: returns the verdict
+   * (0 pass, 1 consumed) or a negative wire error, and leaves the delivery
+   * frame in `outBuffer()` at [0, info[FrameLen]).
+   */
+  submitRaw(from: string, frame: Uint8Array, outFormat = -1): number {
+    const v = this.live().submit(from, frame, outFormat);
+    if (v >= 0 && this.info[Info.OutGrown] === 1) this.out = this.live().out();
+    return v;
+  }
+
+  outBuffer(): Buffer {
+    return this.out;
+  }
+
+  infoArray(): Float64Array {
+    return this.info;
+  }
+
+  /** Runs on_login on every instance that set it (online=false for a logout). */
+  login(address: string, online = true, flags = 0): void {
+    this.live().login(address, online, flags);
+  }
+
+  /** Runs on_message_status on every instance that set it. */
+  status(p: { id: number; status: number; from: string; to: string; groupid?: number; refid?: number; flags?: number; type?: number; expiry?: number; uflags?: number; aid?: number }): void {
+    this.live().status(p);
+  }
+
+  call(): void {
+    this.live().call();
+  }
+
+  callStatus(): void {
+    this.live().callStatus();
+  }
+
+  /** Processes now what modules sent from other threads, instead of on the next loop turn. */
+  drain(): void {
+    this.live().drain();
+  }
+
+  /** Runs on_cleanup once per instance in reverse order and unloads the modules. Safe to call twice. */
+  close(): void {
+    if (!this.handle) return;
+    this.handle.close();
+    this.handle = null;
+  }
+
+  get closed(): boolean {
+    return this.handle === null;
+  }
+
+  private live(): NativeCoreHandle {
+    if (!this.handle) throw new SwitchboardError('E_CORE_CLOSED', 'this core is closed; open a new one with Core.open()');
+    return this.handle;
+  }
+
+  private frameError(code: number): SwitchboardError {
+    return wireError(code, this.live().info(true));
+  }
+}
+
+/** Turns a negative wire error number into a SwitchboardError with its stable code and message. */
+export function wireError(code: number, detail = ''): SwitchboardError {
+  const e = native.wireError(code);
+  return new SwitchboardError(e.code, detail ? `${e.message} (${detail})` : e.message, { detail: detail || undefined });
+}

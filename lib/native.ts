@@ -1,0 +1,77 @@
+/**
+ * Loads the addon: a local build (through `bindings`) first, then a prebuilt
+ * binary from prebuilds/ (node-gyp-build). SWITCHBOARD_ADDON names a specific
+ * .node file, which is how the AddressSanitizer build is tested.
+ */
+import path from 'node:path';
+
+export interface NativeConfigItem { key: string; value: string; line: number }
+export interface NativeConfig {
+  file: string;
+  dir: string;
+  settings: NativeConfigItem[];
+  modules: { name: string; line: number; items: NativeConfigItem[] }[];
+}
+export interface NativeDelivery {
+  module: string; from: string; to: string;
+  id: number; refid: number; groupid: number; flags: number; type: number; expiry: number;
+  payload: Buffer;
+}
+export interface NativeLogLine { module: string; level: number; text: string }
+export interface NativeInstance {
+  name: string; file: string; position: number; description: string | null; logLevel: number;
+  hooks: string[];
+  stats: Record<string, { calls: number; totalNs: number; maxNs: number }>;
+}
+export type ConfigSource = { file: string } | { text: string; file?: string; dir?: string };
+
+export interface NativeCoreHandle {
+  submit(from: string, frame: Uint8Array, outFormat: number): number;
+  out(): Buffer;
+  info(): Float64Array;
+  info(detail: true): string;
+  instances(): NativeInstance[];
+  login(address: string, online: boolean, flags: number): void;
+  status(p: Record<string, unknown>): void;
+  call(): void;
+  callStatus(): void;
+  drain(): void;
+  close(): void;
+}
+
+export interface NativeAddon {
+  symbolsGlobal: boolean;
+  symbolsGlobalError?: string;
+  moduleVersion: number;
+  infoSlots: number;
+  CoreHandle: new (src: ConfigSource, onEvents: (d: NativeDelivery[], l: NativeLogLine[]) => void) => NativeCoreHandle;
+  parseConfig(src: ConfigSource): NativeConfig;
+  noop(): void;
+  decodeFrame(buf: Uint8Array, maxPayload?: number): Record<string, unknown>;
+  encodeFrame(kind: 'msg' | 'status' | 'error', fields: Record<string, unknown>, format: number): Buffer;
+  wireError(code: number): { code: string; message: string };
+  jsonExtract(buf: Uint8Array, key: string, offset?: number): { value: string; next: number } | null;
+}
+
+/** Slots of the Float64Array that `submit` fills (mirrors InfoSlot in cpp/addon.cc). */
+export const enum Info {
+  Verdict, Id, Refid, Groupid, Flags, Type, Expiry, FrameLen, PayloadLen, ToLen, OutGrown,
+}
+
+export const packageRoot = path.resolve(__dirname, '..');
+
+function load(): NativeAddon {
+  const explicit = process.env.SWITCHBOARD_ADDON;
+  if (explicit) return require(path.resolve(explicit)) as NativeAddon;
+  try {
+    return require('bindings')({ bindings: 'switchboard.node', module_root: packageRoot }) as NativeAddon;
+  } catch (first) {
+    try {
+      return require('node-gyp-build')(packageRoot) as NativeAddon;
+    } catch {
+      throw first;
+    }
+  }
+}
+
+export const native: NativeAddon = load();
