@@ -187,6 +187,15 @@ describe('mesibo_message from a module', () => {
   });
 });
 
+describe('helpers modules call', () => {
+  it('mesibo_util_json_extract finds nested values and continues with next', () => {
+    const { core, lines } = start('module recorder {\n tag = j\n extract = name\n}\n');
+    const body = JSON.stringify({ items: [{ name: 'a' }, { note: 'name', name: 'b "q"' }, { deep: { name: 3 } }] });
+    core.submit('alice', msg('bob', body));
+    expect(lines().filter((l) => l.includes('extracted'))).toEqual(['j extracted a', 'j extracted b "q"', 'j extracted 3']);
+  });
+});
+
 describe('other hooks', () => {
   it('dispatches on_login, on_message_status, on_call and on_call_status to the instances that set them', () => {
     const { core, lines } = start('module recorder {\n tag = r1\n}\nmodule recorder {\n tag = r2\n}\n');

@@ -5,6 +5,7 @@
  *   rewrite = none | upper | shorten:N | to:ADDR
  *   reply   = TEXT   (answers the sender with TEXT via mesibo_message)
  *   only_to = ADDR   (act only on messages to ADDR; PASS the rest untouched)
+ *   extract = KEY    (logs every value of KEY in a JSON payload, using next)
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -14,7 +15,7 @@
 #include "module.h"
 
 typedef struct {
-  const char *tag, *verdict, *rewrite, *reply, *only_to;
+  const char *tag, *verdict, *rewrite, *reply, *only_to, *extract;
   char to_buf[64];
 } rec_t;
 
@@ -28,6 +29,14 @@ static mesibo_int_t rec_on_message(mesibo_module_t *m, mesibo_message_params_t *
   if (r->only_to && strcmp(p->to, r->only_to) != 0) return MESIBO_RESULT_PASS;
   mesibo_log(m, 0, "%s saw from=%s to=%s id=%lu len=%lu text=%.*s", r->tag, p->from, p->to, (unsigned long)p->id,
              (unsigned long)len, (int)len, msg);
+  if (r->extract) {
+    char *at = msg, *next = NULL, *v;
+    while ((v = mesibo_util_json_extract(at, (mesibo_int_t)(len - (mesibo_uint_t)(at - msg)), r->extract, &next)) != NULL) {
+      mesibo_log(m, 0, "%s extracted %s", r->tag, v);
+      free(v);
+      at = next;
+    }
+  }
   if (strcmp(r->rewrite, "upper") == 0) {
     mesibo_uint_t i;
     for (i = 0; i < len; i++) msg[i] = (char)toupper((unsigned char)msg[i]);
@@ -91,6 +100,7 @@ MESIBO_EXPORT mesibo_int_t mesibo_module_recorder_init(mesibo_int_t version, mes
   r->rewrite = cfg(m, "rewrite", "none");
   r->reply = mesibo_util_getconfig(m, "reply");
   r->only_to = mesibo_util_getconfig(m, "only_to");
+  r->extract = mesibo_util_getconfig(m, "extract");
   m->ctx = r;
   m->description = "records what it sees";
   m->on_message = rec_on_message;
