@@ -220,31 +220,34 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     return false;
   }
 
-  // submit(from: string, frame: Uint8Array, outFormat: 0|1) -> verdict >= 0, or a negative wire error
+  // submit(from: string, frame: Uint8Array, outFormat: 0|1|-1) -> verdict >= 0, or a negative wire error.
+  // The per-message call: raw N-API with no handle it does not need (the
+  // node-addon-api wrappers cost several extra calls per argument).
   Napi::Value Submit(const Napi::CallbackInfo &info) {
-    Napi::Env env = info.Env();
-    if (!Open(env)) return env.Undefined();
+    napi_env env = info.Env();
+    if (!Open(info.Env())) return info.Env().Undefined();
+    if (info.Length() < 2) return BadSubmit(info.Env());
     char from[512];
     size_t from_len = 0;
-    if (!info[0].IsString() || !info[1].IsTypedArray()) {
-      make_error(env, "E_BAD_ARGUMENT", "submit expects (from: string, frame: Uint8Array, outFormat?: 0 | 1)")
-          .ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    napi_get_value_string_utf8(env, info[0], from, sizeof from, &from_len);
+    if (napi_get_value_string_utf8(env, info[0], from, sizeof from, &from_len) != napi_ok) return BadSubmit(info.Env());
     if (from_len == 0 || from_len >= sizeof from - 1) {
-      make_error(env, "E_BAD_ADDRESS", "the sender address must be 1 to 510 bytes").ThrowAsJavaScriptException();
-      return env.Undefined();
+      make_error(info.Env(), "E_BAD_ADDRESS", "the sender address must be 1 to 510 bytes").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
     }
-    Napi::TypedArray ta = info[1].As<Napi::TypedArray>();
-    Napi::ArrayBuffer ab = ta.ArrayBuffer();
-    const uint8_t *data = static_cast<const uint8_t *>(ab.Data()) + ta.ByteOffset();
-    int fmt = info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : -1;
+    napi_typedarray_type type;
+    size_t length = 0;
+    void *data = nullptr;
+    if (napi_get_typedarray_info(env, info[1], &type, &length, &data, nullptr, nullptr) != napi_ok ||
+        (type != napi_uint8_array && type != napi_int8_array && type != napi_uint8_clamped_array))
+      return BadSubmit(info.Env());
+    int32_t fmt = -1;
+    if (info.Length() > 2) napi_get_value_int32(env, info[2], &fmt);
 
     sb::SubmitResult res;
     last_detail_.clear();
-    int rc = sb::core_submit(state_->core, from, from_len, data, ta.ByteLength(), fmt, res, &last_detail_);
-    if (rc != sb::WIRE_OK) return Napi::Number::New(env, rc);
+    int rc = sb::core_submit(state_->core, from, from_len, static_cast<const uint8_t *>(data), length, fmt, res,
+                             &last_detail_);
+    if (rc != sb::WIRE_OK) return Napi::Number::New(info.Env(), rc);
 
     double *in = info_ptr_;
     const mesibo_message_params_t &p = res.params;
@@ -259,7 +262,7 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     size_t need = res.frame_len + res.payload_len + to_len;
     in[INFO_OUT_GROWN] = 0;
     if (need > out_cap_) {
-      GrowOut(env, need * 2);
+      GrowOut(info.Env(), need * 2);
       in[INFO_OUT_GROWN] = 1;
     }
     char *o = out_ptr_;
@@ -269,7 +272,15 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     in[INFO_FRAME_LEN] = static_cast<double>(res.frame_len);
     in[INFO_PAYLOAD_LEN] = static_cast<double>(res.payload_len);
     in[INFO_TO_LEN] = static_cast<double>(to_len);
-    return Napi::Number::New(env, res.verdict);
+    napi_value v;
+    napi_create_int32(env, static_cast<int32_t>(res.verdict), &v);  // a small integer: no allocation
+    return Napi::Value(env, v);
+  }
+
+  Napi::Value BadSubmit(Napi::Env env) {
+    make_error(env, "E_BAD_ARGUMENT", "submit expects (from: string, frame: Uint8Array, outFormat?: 0 | 1 | -1)")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
   }
 
   Napi::Value Out(const Napi::CallbackInfo &info) {
@@ -312,8 +323,8 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
         hooks.Set(hooks.Length(), name);
         Napi::Object s = Napi::Object::New(env);
         s.Set("calls", static_cast<double>(inst.stats[h].calls));
-        s.Set("totalNs", static_cast<double>(inst.stats[h].total_ns));
-        s.Set("maxNs", static_cast<double>(inst.stats[h].max_ns));
+        s.Set("totalNs", static_cast<double>(inst.stats[h].total_ticks) * sb::ns_per_tick());
+        s.Set("maxNs", static_cast<double>(inst.stats[h].max_ticks) * sb::ns_per_tick());
         stats.Set(name, s);
       }
       o.Set("hooks", hooks);

@@ -18,15 +18,20 @@ namespace {
 // block, and the log is where their authors will look.
 constexpr uint64_t kSlowCallbackNs = 50ull * 1000 * 1000;
 
-void record(Core &core, Instance &inst, Hook h, uint64_t started) {
-  uint64_t ns = now_ns() - started;
+// Records one callback that started at `started` and returns the time it
+// ended, which the chain reuses as the next module's start.
+uint64_t record(Core &core, Instance &inst, Hook h, uint64_t started) {
+  static const uint64_t slow_ticks = static_cast<uint64_t>(kSlowCallbackNs / ns_per_tick());
+  uint64_t now = ticks();
+  uint64_t t = now - started;
   HookStats &s = inst.stats[h];
   ++s.calls;
-  s.total_ns += ns;
-  if (ns > s.max_ns) s.max_ns = ns;
-  if (ns > kSlowCallbackNs)
-    core_logf(core, 0, "warning: module \"%s\" %s took %llu ms; callbacks run on the event loop and must not block",
-              inst.name.c_str(), hook_name(h), static_cast<unsigned long long>(ns / 1000000));
+  s.total_ticks += t;
+  if (t > s.max_ticks) s.max_ticks = t;
+  if (t > slow_ticks)
+    core_logf(core, 0, "warning: module \"%s\" %s took %.0f ms; callbacks run on the event loop and must not block",
+              inst.name.c_str(), hook_name(h), static_cast<double>(t) * ns_per_tick() / 1e6);
+  return now;
 }
 
 void wake(Core &core, std::unique_lock<std::mutex> &lock) {
@@ -43,6 +48,22 @@ uint64_t now_ns() {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+double ns_per_tick() {
+  static const double ratio = [] {
+#if defined(__x86_64__)
+    uint64_t n0 = now_ns(), t0 = ticks();
+    uint64_t n1;
+    do n1 = now_ns();
+    while (n1 - n0 < 2000000);  // 2 ms: good to well under 1 %
+    uint64_t t1 = ticks();
+    return t1 > t0 ? static_cast<double>(n1 - n0) / static_cast<double>(t1 - t0) : 1.0;
+#else
+    return 1.0;
+#endif
+  }();
+  return ratio;
 }
 
 const char *hook_name(Hook h) {
@@ -62,11 +83,11 @@ int chain_run(Core &core, size_t start, mesibo_message_params_t *p, char *payloa
   // that had no NUL to begin with; binary payloads keep their length.
   const bool text = std::memchr(payload, 0, *len) == nullptr;
   const size_t n = core.chain.size();
+  uint64_t t0 = ticks();
   for (size_t i = start; i < n; ++i) {
     Instance &inst = *core.chain[i];
     mesibo_module_t *m = &inst.slot->mod;
     if (!m->on_message) continue;
-    uint64_t t0 = now_ns();
     mesibo_int_t r;
     try {
       r = m->on_message(m, p, payload, static_cast<mesibo_uint_t>(*len));
@@ -74,7 +95,7 @@ int chain_run(Core &core, size_t start, mesibo_message_params_t *p, char *payloa
       r = MESIBO_RESULT_PASS;
       core_logf(core, 0, "module \"%s\" on_message threw a C++ exception; the message was passed on", inst.name.c_str());
     }
-    record(core, inst, HOOK_MESSAGE, t0);
+    t0 = record(core, inst, HOOK_MESSAGE, t0);
     if (text) {
       if (const void *nul = std::memchr(payload, 0, *len)) *len = static_cast<const char *>(nul) - payload;
     }
@@ -133,7 +154,7 @@ void core_dispatch_status(Core &core, mesibo_message_params_t *p) {
     Instance &inst = *ip;
     mesibo_module_t *m = &inst.slot->mod;
     if (!m->on_message_status) continue;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = ticks();
     try {
       reinterpret_cast<three_args>(reinterpret_cast<void *>(m->on_message_status))(m, p, p->status);
     } catch (...) {
@@ -148,7 +169,7 @@ void core_dispatch_login(Core &core, mesibo_user_t *user) {
     Instance &inst = *ip;
     mesibo_module_t *m = &inst.slot->mod;
     if (!m->on_login) continue;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = ticks();
     try {
       m->on_login(m, user);
     } catch (...) {
@@ -164,7 +185,7 @@ static void dispatch_simple(Core &core, Hook h) {
     mesibo_module_t *m = &inst.slot->mod;
     mesibo_int_t (*fn)(mesibo_module_t *) = h == HOOK_CALL ? m->on_call : m->on_call_status;
     if (!fn) continue;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = ticks();
     try {
       fn(m);
     } catch (...) {

@@ -231,6 +231,7 @@ bool core_open(Core &core, const Config &config, Host host, OpenError &err) {
   core.config = config;
   core.host = host;
   core.closed = false;
+  ns_per_tick();  // calibrate now rather than on the first message
 
   if (const std::string *v = config.setting("max_message_size")) {
     char *end = nullptr;

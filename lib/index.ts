@@ -2,4 +2,4 @@ export { Core } from './core';
 export type { CoreConfig, LogEntry, Message, ModuleInfo, ModuleMessage, OpenOptions, SubmitResult, Verdict, WireFormat } from './core';
 export { SwitchboardError } from './errors';
 export { parseConfig, type ParsedConfig } from './config';
-export { decodeFrame, encodeFrame, jsonExtract } from './wire';
+export { decodeFrame, encodeClientMessage, encodeFrame, jsonExtract, type ClientMessage, type DecodedFrame, type FrameError } from './wire';
