@@ -4,6 +4,8 @@
 # into an empty folder with no compiler, cmake or make on PATH, and opens a
 # core from the installed package.
 set -euo pipefail
+# The installing user sets neither of these; CI does for its own build.
+unset SWITCHBOARD_BUILD_FROM_SOURCE SWITCHBOARD_WERROR SWITCHBOARD_ADDON
 src=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -19,5 +19,6 @@ function prebuiltLoads() {
 if (process.env.SWITCHBOARD_BUILD_FROM_SOURCE !== '1' && prebuiltLoads()) {
   console.log('switchboard: using the prebuilt addon');
 } else {
-  execSync('npx cmake-js compile --CDCMAKE_BUILD_TYPE=Release', { cwd: root, stdio: 'inherit' });
+  const werror = process.env.SWITCHBOARD_WERROR === '1' ? ' --CDSWITCHBOARD_WERROR=ON' : '';
+  execSync(`npx cmake-js compile --CDCMAKE_BUILD_TYPE=Release${werror}`, { cwd: root, stdio: 'inherit' });
 }
