@@ -17,10 +17,14 @@ namespace {
 // Slots of the shared Float64Array a submit fills, so the per-message call
 // returns a number and creates no JavaScript object. lib/native.ts mirrors it.
 enum InfoSlot {
-  INFO_VERDICT, INFO_ID, INFO_REFID, INFO_GROUPID, INFO_FLAGS, INFO_TYPE, INFO_EXPIRY,
-  INFO_FRAME_LEN,    // out[0, frameLen): the encoded delivery
-  INFO_PAYLOAD_LEN,  // out[frameLen, +payloadLen): the payload after the chain
-  INFO_TO_LEN,       // then the destination after the chain
+  INFO_VERDICT, INFO_OP, INFO_FORMAT,
+  INFO_ID, INFO_REFID, INFO_GROUPID, INFO_FLAGS, INFO_TYPE, INFO_EXPIRY, INFO_STATUS, INFO_UFLAGS,
+  // Lengths of what out() holds, in this order from byte 0:
+  INFO_FRAME_LEN,    // the delivery (message) or the status frame (receipt)
+  INFO_FRAME2_LEN,   // the binary delivery too, when asked for both forms
+  INFO_PAYLOAD_LEN,  // the payload after the chain
+  INFO_TO_LEN,       // the destination after the chain
+  INFO_ACK_LEN,      // the "sent" status for the sender
   INFO_OUT_GROWN,    // 1 when `out` was replaced by a larger buffer
   INFO_COUNT
 };
@@ -252,26 +256,38 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     double *in = info_ptr_;
     const mesibo_message_params_t &p = res.params;
     in[INFO_VERDICT] = res.verdict;
+    in[INFO_OP] = res.op;
+    in[INFO_FORMAT] = res.format;
     in[INFO_ID] = static_cast<double>(p.id);
     in[INFO_REFID] = static_cast<double>(p.refid);
     in[INFO_GROUPID] = static_cast<double>(p.groupid);
     in[INFO_FLAGS] = static_cast<double>(p.flags);
     in[INFO_TYPE] = static_cast<double>(p.type);
     in[INFO_EXPIRY] = static_cast<double>(p.expiry);
+    in[INFO_STATUS] = static_cast<double>(p.status);
+    in[INFO_UFLAGS] = static_cast<double>(p.uflags);
     size_t to_len = p.to ? std::strlen(p.to) : 0;
-    size_t need = res.frame_len + res.payload_len + to_len;
+    size_t need = res.frame_len + res.frame2_len + res.payload_len + to_len + res.ack_len;
     in[INFO_OUT_GROWN] = 0;
     if (need > out_cap_) {
       GrowOut(info.Env(), need * 2);
       in[INFO_OUT_GROWN] = 1;
     }
     char *o = out_ptr_;
-    if (res.frame_len) std::memcpy(o, res.frame, res.frame_len);
-    if (res.payload_len) std::memcpy(o + res.frame_len, res.payload, res.payload_len);
-    if (to_len) std::memcpy(o + res.frame_len + res.payload_len, p.to, to_len);
+    auto put = [&o](const char *src, size_t n) {
+      if (n) std::memcpy(o, src, n);
+      o += n;
+    };
+    put(res.frame, res.frame_len);
+    put(res.frame2, res.frame2_len);
+    put(res.payload, res.payload_len);
+    put(p.to, to_len);
+    put(res.ack, res.ack_len);
     in[INFO_FRAME_LEN] = static_cast<double>(res.frame_len);
+    in[INFO_FRAME2_LEN] = static_cast<double>(res.frame2_len);
     in[INFO_PAYLOAD_LEN] = static_cast<double>(res.payload_len);
     in[INFO_TO_LEN] = static_cast<double>(to_len);
+    in[INFO_ACK_LEN] = static_cast<double>(res.ack_len);
     napi_value v;
     napi_create_int32(env, static_cast<int32_t>(res.verdict), &v);  // a small integer: no allocation
     return Napi::Value(env, v);
@@ -347,7 +363,9 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     return env.Undefined();
   }
 
-  // status({id, status, from, to, groupid, ...})
+  // status({id, status, from, to, groupid, ...}, format?) -> runs
+  // on_message_status; with a format (0 JSON, 1 binary) also returns the
+  // status frame for `to`.
   Napi::Value Status(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     if (!Open(env)) return env.Undefined();
@@ -373,8 +391,12 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     p.status = num("status");
     p.from = &from[0];
     p.to = &to[0];
-    sb::core_dispatch_status(state_->core, &p);
-    return env.Undefined();
+    if (!info[1].IsNumber()) {
+      sb::core_dispatch_status(state_->core, &p);
+      return env.Undefined();
+    }
+    size_t n = sb::core_status(state_->core, &p, info[1].As<Napi::Number>().Int32Value());
+    return Napi::Buffer<char>::Copy(env, state_->core.ack.data(), n);
   }
 
   Napi::Value Call(const Napi::CallbackInfo &info) {

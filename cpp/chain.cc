@@ -116,33 +116,79 @@ int core_submit(Core &core, const char *from, size_t from_len, const uint8_t *fr
   WireMessage &m = core.msg;
   int rc = wire_decode(frame, len, core.max_payload, m, core.scratch, detail);
   if (rc != WIRE_OK) return rc;
-  if (m.op != WIRE_OP_MESSAGE) return WIRE_E_UNKNOWN_OP;
 
   core.from_buf.assign(from, from_len);  // NUL-terminated by std::string; capacity reused
   mesibo_message_params_t &p = res.params;
   p = mesibo_message_params_t{};
   p.id = m.id;
+  p.to = m.to;
+  p.from = &core.from_buf[0];
+  res.op = m.op;
+  res.format = m.format;
+  res.frame2 = nullptr;
+  res.frame2_len = 0;
+
+  if (m.op == WIRE_OP_STATUS) {
+    // A receipt from `from` about message m.id that m.to sent: the status
+    // frame goes to m.to and names `from` as the peer.
+    p.status = m.status;
+    core_dispatch_status(core, &p);
+    res.verdict = MESIBO_RESULT_PASS;
+    res.payload = nullptr;
+    res.payload_len = 0;
+    WireFormat f = out_format == WIRE_JSON || out_format == WIRE_BINARY ? static_cast<WireFormat>(out_format) : m.format;
+    res.frame_len = wire_encode_status(f, p, core.out);
+    res.frame = core.out.data();
+    res.ack = nullptr;
+    res.ack_len = 0;
+    return WIRE_OK;
+  }
+
   p.refid = m.refid;
   p.groupid = m.groupid;
   p.flags = m.flags;
   p.type = m.type;
   p.expiry = m.expiry;
-  p.to = m.to;
-  p.from = &core.from_buf[0];
+  if (m.to_len && !core.online.empty()) {
+    auto it = core.online.find(std::string(m.to, m.to_len));
+    if (it != core.online.end() && it->second > 0) p.uflags |= MOD_MESIBO_UFLAG_DESTONLINE;
+  }
 
   size_t plen = m.payload_len;
   res.verdict = chain_run(core, 0, &p, m.payload, &plen);
   res.payload = m.payload;
   res.payload_len = plen;
   if (res.verdict == MESIBO_RESULT_PASS) {
-    WireFormat f = out_format == WIRE_JSON || out_format == WIRE_BINARY ? static_cast<WireFormat>(out_format) : m.format;
+    WireFormat f = out_format == OUT_BOTH ? WIRE_JSON
+                   : out_format == WIRE_JSON || out_format == WIRE_BINARY ? static_cast<WireFormat>(out_format)
+                                                                          : m.format;
     res.frame_len = wire_encode_message(f, p, m.payload, plen, core.out);
     res.frame = core.out.data();
+    if (out_format == OUT_BOTH) {
+      res.frame2_len = wire_encode_message(WIRE_BINARY, p, m.payload, plen, core.out2);
+      res.frame2 = core.out2.data();
+    }
   } else {
     res.frame = nullptr;
     res.frame_len = 0;
   }
+
+  // "Sent": the sender hears it about the destination, in its own form.
+  mesibo_message_params_t sent{};
+  sent.id = p.id;
+  sent.groupid = p.groupid;
+  sent.status = MSGSTATUS_SENT;
+  sent.from = p.to;
+  sent.to = p.from;
+  core_dispatch_status(core, &sent);
+  res.ack_len = wire_encode_status(m.format, sent, core.ack);
+  res.ack = core.ack.data();
   return WIRE_OK;
+}
+
+size_t core_status(Core &core, mesibo_message_params_t *p, int format) {
+  core_dispatch_status(core, p);
+  return wire_encode_status(format == WIRE_BINARY ? WIRE_BINARY : WIRE_JSON, *p, core.ack);
 }
 
 void core_dispatch_status(Core &core, mesibo_message_params_t *p) {
@@ -165,6 +211,14 @@ void core_dispatch_status(Core &core, mesibo_message_params_t *p) {
 }
 
 void core_dispatch_login(Core &core, mesibo_user_t *user) {
+  if (user->address) {
+    if (user->online) {
+      ++core.online[user->address];
+    } else {
+      auto it = core.online.find(user->address);
+      if (it != core.online.end() && --it->second <= 0) core.online.erase(it);
+    }
+  }
   for (auto &ip : core.chain) {
     Instance &inst = *ip;
     mesibo_module_t *m = &inst.slot->mod;

@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "config.h"
@@ -99,7 +100,11 @@ struct Core {
   WireMessage msg{};
   WireScratch scratch;
   std::string from_buf;
-  std::string out;
+  std::string out, out2, ack;
+
+  // Connections per address, kept by core_dispatch_login: it sets
+  // MOD_MESIBO_UFLAG_DESTONLINE in params.uflags before the chain runs.
+  std::unordered_map<std::string, int> online;
 
   // Filled from any thread, emptied by core_drain on the loop thread.
   std::mutex mu;
@@ -122,28 +127,53 @@ bool core_open(Core &core, const Config &config, Host host, OpenError &err);
 // libraries. Safe to call twice.
 void core_close(Core &core);
 
-// Result of one client frame through the chain.
+// What the delivery frame is encoded as: one format, or both (for a user
+// whose devices speak different forms).
+constexpr int OUT_SAME = -1;  // the form the frame came in
+constexpr int OUT_BOTH = 2;   // frame in JSON, frame2 in binary
+
+// Result of one client frame through the core. All pointers stay valid until
+// the next submit.
 struct SubmitResult {
+  int op = WIRE_OP_MESSAGE;          // WIRE_OP_MESSAGE or WIRE_OP_STATUS (a receipt)
+  int format = WIRE_JSON;            // the form the frame came in
   int verdict = MESIBO_RESULT_PASS;  // PASS: deliver `frame`; CONSUMED: a module dropped it
   mesibo_message_params_t params{};  // after the chain (modules may have changed fields)
   const char *payload = nullptr;     // after the chain
   size_t payload_len = 0;
-  const char *frame = nullptr;       // encoded delivery (PASS only); valid until the next submit
+  // Message: the delivery for params.to / the group (PASS only). Status: the
+  // status frame for params.to, the user the receipt is for.
+  const char *frame = nullptr;
   size_t frame_len = 0;
+  const char *frame2 = nullptr;  // the binary form too, with OUT_BOTH
+  size_t frame2_len = 0;
+  // Message: the "sent" status (1) for the sender, in the sender's form.
+  const char *ack = nullptr;
+  size_t ack_len = 0;
 };
 
-// Decodes `frame` from the authenticated `from`, runs the chain and encodes
-// the delivery in `out_format` (WIRE_JSON, WIRE_BINARY, or -1 for the format
-// the frame came in). Returns WIRE_OK or a negative WireError
-// (`detail` says more). Loop thread only.
+// Decodes `frame` from the authenticated `from` and:
+// - a message: runs the chain, encodes the delivery in `out_format`
+//   (WIRE_JSON, WIRE_BINARY, OUT_SAME or OUT_BOTH) and the sender's "sent"
+//   status, and runs on_message_status for that status;
+// - a receipt (status 2 or 3): runs on_message_status and encodes the status
+//   frame for the user it is addressed to.
+// Returns WIRE_OK or a negative WireError (`detail` says more). Loop thread
+// only.
 int core_submit(Core &core, const char *from, size_t from_len, const uint8_t *frame, size_t len,
                 int out_format, SubmitResult &res, std::string *detail);
+
+// Encodes a status frame (e.g. a failure the transport decided) for p.to and
+// runs on_message_status. Returns the frame's length; it is in core.ack.
+size_t core_status(Core &core, mesibo_message_params_t *p, int format);
 
 // Runs on_message from chain position `start`. `len` is updated when a module
 // shortens a text payload in place. Returns PASS or CONSUMED.
 int chain_run(Core &core, size_t start, mesibo_message_params_t *p, char *payload, size_t *len);
 
 void core_dispatch_status(Core &core, mesibo_message_params_t *p);
+// Runs on_login and keeps core.online up to date (user->online 1: a
+// connection opened, 0: one closed).
 void core_dispatch_login(Core &core, mesibo_user_t *user);
 void core_dispatch_call(Core &core);
 void core_dispatch_call_status(Core &core);

@@ -29,10 +29,19 @@ export interface ModuleMessage extends Message {
 }
 
 export interface SubmitResult {
+  /** 'msg': a message went through the chain; 'status': a receipt (delivered/read) from the recipient. */
+  op: 'msg' | 'status';
   verdict: Verdict;
+  /** The message after the chain; for a receipt, id and `to` (the user the receipt is for). */
   message: Message;
-  /** The encoded delivery frame for the recipient; null when a module consumed the message. */
+  /** For a receipt: 2 delivered, 3 read. */
+  status: number;
+  /** MOD_MESIBO_UFLAG_DESTONLINE (1) when the recipient had a connection (see login()). */
+  uflags: number;
+  /** The encoded delivery frame for the recipient (or the status frame for a receipt); null when a module consumed the message. */
   frame: Buffer | null;
+  /** The "sent" status frame for the sender (messages only). */
+  ack: Buffer | null;
 }
 
 export interface LogEntry {
@@ -43,6 +52,22 @@ export interface LogEntry {
 }
 
 export type ModuleInfo = NativeInstance;
+
+export interface StatusParams {
+  id: number;
+  status: number;
+  /** The peer the status is about. */
+  from: string;
+  /** The user the status is for. */
+  to: string;
+  groupid?: number;
+  refid?: number;
+  flags?: number;
+  type?: number;
+  expiry?: number;
+  uflags?: number;
+  aid?: number;
+}
 
 export interface OpenOptions {
   /** Receives every log line, including those logged while modules load. Default: stderr. */
@@ -113,9 +138,10 @@ export class Core extends EventEmitter<CoreEvents> {
     if (v < 0) throw this.frameError(v);
     const info = this.info;
     const out = this.out;
-    const frameLen = info[Info.FrameLen];
-    const payloadLen = info[Info.PayloadLen];
-    const toLen = info[Info.ToLen];
+    const frameEnd = info[Info.FrameLen];
+    const payloadAt = frameEnd + info[Info.Frame2Len];
+    const toAt = payloadAt + info[Info.PayloadLen];
+    const ackAt = toAt + info[Info.ToLen];
     const message: Message = {
       id: info[Info.Id],
       refid: info[Info.Refid],
@@ -124,13 +150,18 @@ export class Core extends EventEmitter<CoreEvents> {
       type: info[Info.Type],
       expiry: info[Info.Expiry],
       from,
-      to: out.toString('utf8', frameLen + payloadLen, frameLen + payloadLen + toLen),
-      payload: Buffer.from(out.subarray(frameLen, frameLen + payloadLen)),
+      to: out.toString('utf8', toAt, ackAt),
+      payload: Buffer.from(out.subarray(payloadAt, toAt)),
     };
+    const op = info[Info.Op] === 2 ? 'status' : 'msg';
     return {
+      op,
       verdict: v === 1 ? 'consumed' : 'pass',
       message,
-      frame: v === 1 ? null : Buffer.from(out.subarray(0, frameLen)),
+      status: info[Info.Status],
+      uflags: info[Info.Uflags],
+      frame: v === 1 ? null : Buffer.from(out.subarray(0, frameEnd)),
+      ack: info[Info.AckLen] ? Buffer.from(out.subarray(ackAt, ackAt + info[Info.AckLen])) : null,
     };
   }
 
@@ -153,14 +184,19 @@ export class Core extends EventEmitter<CoreEvents> {
     return this.info;
   }
 
-  /** Runs on_login on every instance that set it (online=false for a logout). */
+  /** Runs on_login on every instance that set it (online=false for a logout), once per connection; the core counts connections per address to set uflags. */
   login(address: string, online = true, flags = 0): void {
     this.live().login(address, online, flags);
   }
 
   /** Runs on_message_status on every instance that set it. */
-  status(p: { id: number; status: number; from: string; to: string; groupid?: number; refid?: number; flags?: number; type?: number; expiry?: number; uflags?: number; aid?: number }): void {
+  status(p: StatusParams): void {
     this.live().status(p);
+  }
+
+  /** Runs on_message_status and returns the status frame for `p.to` (about peer `p.from`), e.g. a failure the server decided. */
+  statusFrame(p: StatusParams, format: WireFormat = 'json'): Buffer {
+    return this.live().status(p, FORMAT_CODE[format]);
   }
 
   call(): void {

@@ -1,5 +1,5 @@
 export { Core } from './core';
-export type { CoreConfig, LogEntry, Message, ModuleInfo, ModuleMessage, OpenOptions, SubmitResult, Verdict, WireFormat } from './core';
+export type { CoreConfig, LogEntry, Message, ModuleInfo, ModuleMessage, OpenOptions, StatusParams, SubmitResult, Verdict, WireFormat } from './core';
 export { SwitchboardError } from './errors';
 export { parseConfig, type ParsedConfig } from './config';
 export { decodeFrame, encodeClientMessage, encodeFrame, jsonExtract, type ClientMessage, type DecodedFrame, type FrameError } from './wire';

@@ -32,7 +32,8 @@ export interface NativeCoreHandle {
   info(detail: true): string;
   instances(): NativeInstance[];
   login(address: string, online: boolean, flags: number): void;
-  status(p: Record<string, unknown>): void;
+  status(p: object): void;
+  status(p: object, format: number): Buffer;
   call(): void;
   callStatus(): void;
   drain(): void;
@@ -55,7 +56,9 @@ export interface NativeAddon {
 
 /** Slots of the Float64Array that `submit` fills (mirrors InfoSlot in cpp/addon.cc). */
 export const enum Info {
-  Verdict, Id, Refid, Groupid, Flags, Type, Expiry, FrameLen, PayloadLen, ToLen, OutGrown,
+  Verdict, Op, Format,
+  Id, Refid, Groupid, Flags, Type, Expiry, Status, Uflags,
+  FrameLen, Frame2Len, PayloadLen, ToLen, AckLen, OutGrown,
 }
 
 export const packageRoot = path.resolve(__dirname, '..');

@@ -1,6 +1,7 @@
 // The module chain as a module author sees it: modules compiled with the
 // system compiler, declared in config text, driven through Core.submit.
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Info } from '../lib/native';
 import { compileModule, msg, open, until, type Opened } from './helpers';
 
 let dir: string;
@@ -184,6 +185,58 @@ describe('mesibo_message from a module', () => {
     }
     expect(wrong).toEqual([]);
     expect(next).toEqual(new Array(8).fill(10_000));
+  });
+});
+
+describe('statuses and receipts', () => {
+  it('answers every accepted message with a "sent" status for the sender, which runs on_message_status', () => {
+    const { core, lines } = start('module recorder {\n tag = r\n verdict = consume\n}\n');
+    const r = core.submit('alice', msg('bob', 'hi', { id: 21 }));
+    expect(r.verdict).toBe('consumed');
+    expect(JSON.parse(r.ack!.toString())).toEqual({ op: 'status', id: 21, from: 'bob', status: 1 });
+    expect(lines()).toContain('r status id=21 status=1 from=bob to=alice');
+  });
+
+  it('turns a receipt from the recipient into a status frame for the original sender', () => {
+    const { core, lines } = start('module recorder {\n tag = r\n}\n');
+    const r = core.submit('bob', JSON.stringify({ op: 'status', id: 21, to: 'alice', status: 2 }));
+    expect(r.op).toBe('status');
+    expect(r.status).toBe(2);
+    expect(r.message.to).toBe('alice');
+    expect(JSON.parse(r.frame!.toString())).toEqual({ op: 'status', id: 21, from: 'bob', status: 2 });
+    expect(r.ack).toBeNull();
+    expect(lines()).toContain('r status id=21 status=2 from=bob to=alice');
+  });
+
+  it('encodes a status the server decides, such as an invalid destination', () => {
+    const { core } = start('module recorder\n');
+    const f = core.statusFrame({ id: 4, status: 0x83, from: 'nobody', to: 'alice' });
+    expect(JSON.parse(f.toString())).toEqual({ op: 'status', id: 4, from: 'nobody', status: 0x83 });
+  });
+
+  it('sets MOD_MESIBO_UFLAG_DESTONLINE while the recipient has a connection', () => {
+    const { core } = start('module recorder\n');
+    expect(core.submit('alice', msg('bob', 'x')).uflags).toBe(0);
+    core.login('bob', true);
+    core.login('bob', true);
+    expect(core.submit('alice', msg('bob', 'x')).uflags).toBe(1);
+    core.login('bob', false);
+    expect(core.submit('alice', msg('bob', 'x')).uflags).toBe(1);
+    core.login('bob', false);
+    expect(core.submit('alice', msg('bob', 'x')).uflags).toBe(0);
+  });
+
+  it('encodes the delivery in both forms for a recipient with JSON and binary devices', () => {
+    const { core } = start('module recorder\n');
+    const v = core.submitRaw('alice', Buffer.from(msg('bob', 'both')), 2);
+    expect(v).toBe(0);
+    const info = core.infoArray();
+    const out = core.outBuffer();
+    const json = out.subarray(0, info[Info.FrameLen]);
+    const bin = out.subarray(info[Info.FrameLen], info[Info.FrameLen] + info[Info.Frame2Len]);
+    expect(JSON.parse(json.toString()).data).toBe('both');
+    expect(bin[0]).toBe(0xb5);
+    expect(bin.includes(Buffer.from('both'))).toBe(true);
   });
 });
 

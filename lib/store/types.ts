@@ -1,0 +1,112 @@
+/**
+ * The store behind store-and-forward, users and groups. The server talks only
+ * to this interface, so the embedded SQLite store (`./sqlite`) can be swapped
+ * for a networked one (PostgreSQL) without touching the server.
+ *
+ * Durability contract: message writes (`enqueue`, `ack`) are buffered in
+ * memory and become durable together at the next `flush()`. The server calls
+ * `flush()` once per event-loop turn and only then tells senders their
+ * messages were sent, so "sent" always means "survives a killed process".
+ * User and group changes are rare and commit immediately.
+ */
+
+/** One recipient's copy of a message, as committed. */
+export interface StoredMessage {
+  /**
+   * Assigned by the store when the copy is committed, and never reused. It
+   * increases in the order copies were enqueued, so delivering a recipient's
+   * copies by seq keeps every sender's order.
+   */
+  seq: number;
+  /** The user address this copy is for (a group message has one copy per member). */
+  recipient: string;
+  /** The authenticated address of the sender. */
+  sender: string;
+  /** The sender's 32-bit message id; with recipient and sender it names the copy for `ack`. */
+  id: number;
+  refid: number;
+  groupid: number;
+  flags: number;
+  type: number;
+  /** Seconds to live, as the sender gave it (0 = none); kept so it can be forwarded as is. */
+  expiry: number;
+  /** Milliseconds since the epoch after which the copy is no longer delivered (0 = never). */
+  expiresAt: number;
+  payload: Buffer;
+}
+
+/** A copy to enqueue: everything but the seq, which the store assigns. */
+export type NewMessage = Omit<StoredMessage, 'seq'>;
+
+/**
+ * Errors carry a stable `code` (see SwitchboardError): E_STORE_OPEN,
+ * E_STORE_CORRUPT, E_STORE_VERSION when opening; E_STORE_WRITE when a flush
+ * fails; E_STORE_READONLY, E_STORE_CLOSED, E_STORE_NO_GROUP, E_STORE_NO_USER,
+ * E_STORE_TOKEN_IN_USE and E_STORE_ARGUMENT for calls the store cannot serve.
+ */
+export interface Store {
+  // ---- users -------------------------------------------------------------
+  // Tokens are hashed by the caller: the store never sees a raw token.
+
+  /** Creates a user. Returns false, changing nothing, if the address exists. Throws E_STORE_TOKEN_IN_USE if another user has this token hash. */
+  addUser(address: string, tokenHash: string): boolean;
+  /** Deletes a user with its group memberships and its pending messages, buffered ones included. Returns false if there was no such user. */
+  removeUser(address: string): boolean;
+  /** Replaces a user's token hash (the old token stops working). Returns false if there is no such user. */
+  setTokenHash(address: string, tokenHash: string): boolean;
+  /** The address whose token hash this is, or null. */
+  userByTokenHash(tokenHash: string): string | null;
+  userExists(address: string): boolean;
+  /** Every address, sorted. */
+  listUsers(): string[];
+
+  // ---- groups (gid: a positive 32-bit integer) ---------------------------
+
+  /** Creates a group. Returns false, changing nothing, if the gid exists. Throws E_STORE_ARGUMENT for a gid out of range. */
+  addGroup(gid: number, name: string): boolean;
+  /** Deletes a group and its memberships. Copies already fanned out to members stay. Returns false if there was no such group. */
+  removeGroup(gid: number): boolean;
+  groupExists(gid: number): boolean;
+  /**
+   * Adds then removes members, all or nothing (an address in both lists ends
+   * up not a member). Adding a member twice or removing a non-member is not an
+   * error. Throws E_STORE_NO_GROUP for an unknown group, E_STORE_NO_USER
+   * naming any address in `add` that is not a user.
+   */
+  editMembers(gid: number, add: string[], remove: string[]): void;
+  /** The group's member addresses, sorted; empty for an unknown group. */
+  members(gid: number): string[];
+  /** The gids the address is a member of, ascending. */
+  groupsOf(address: string): number[];
+
+  // ---- messages: buffered, durable at the next flush() -------------------
+
+  /** Buffers one recipient's copy. Nothing is written until flush(). */
+  enqueue(m: NewMessage): void;
+  /**
+   * Buffers the deletion of a delivered copy. It also cancels any copy with
+   * the same (recipient, sender, id) enqueued earlier in the same buffer, so
+   * a copy enqueued and acknowledged between two flushes is never written.
+   */
+  ack(recipient: string, sender: string, id: number): void;
+  /**
+   * Commits everything buffered, in the order it was buffered, in ONE
+   * transaction, and returns how many writes that was. On failure it throws
+   * E_STORE_WRITE, nothing of the batch is committed and the buffer is kept.
+   */
+  flush(): number;
+  /** Writes buffered and not yet committed. */
+  readonly pendingWrites: number;
+  /**
+   * The recipient's committed, unexpired copies in seq order, at most `limit`
+   * of them. Buffered writes are not seen: a copy is readable only once it is
+   * durable, so nothing is delivered that a crash could take back.
+   */
+  pending(recipient: string, limit?: number): StoredMessage[];
+  /** How many committed, unexpired copies wait for the recipient (or for everyone). */
+  countPending(recipient?: string): number;
+  /** Deletes committed copies that expired at `nowMs` (default: now). Returns how many. */
+  purgeExpired(nowMs?: number): number;
+  /** Flushes what is buffered, then closes. Calling it again does nothing. */
+  close(): void;
+}
