@@ -42,6 +42,13 @@ void wake(Core &core, std::unique_lock<std::mutex> &lock) {
   if (need && host.wake) host.wake(host.data);
 }
 
+// The form of `frame` for an out_format: JSON first when both are wanted.
+WireFormat first_format(int out_format, WireFormat in) {
+  if (out_format == WIRE_JSON || out_format == OUT_BOTH) return WIRE_JSON;
+  if (out_format == WIRE_BINARY) return WIRE_BINARY;
+  return in;
+}
+
 }  // namespace
 
 uint64_t now_ns() {
@@ -136,9 +143,12 @@ int core_submit(Core &core, const char *from, size_t from_len, const uint8_t *fr
     res.verdict = MESIBO_RESULT_PASS;
     res.payload = nullptr;
     res.payload_len = 0;
-    WireFormat f = out_format == WIRE_JSON || out_format == WIRE_BINARY ? static_cast<WireFormat>(out_format) : m.format;
-    res.frame_len = wire_encode_status(f, p, core.out);
+    res.frame_len = wire_encode_status(first_format(out_format, m.format), p, core.out);
     res.frame = core.out.data();
+    if (out_format == OUT_BOTH) {
+      res.frame2_len = wire_encode_status(WIRE_BINARY, p, core.out2);
+      res.frame2 = core.out2.data();
+    }
     res.ack = nullptr;
     res.ack_len = 0;
     return WIRE_OK;
@@ -159,10 +169,7 @@ int core_submit(Core &core, const char *from, size_t from_len, const uint8_t *fr
   res.payload = m.payload;
   res.payload_len = plen;
   if (res.verdict == MESIBO_RESULT_PASS) {
-    WireFormat f = out_format == OUT_BOTH ? WIRE_JSON
-                   : out_format == WIRE_JSON || out_format == WIRE_BINARY ? static_cast<WireFormat>(out_format)
-                                                                          : m.format;
-    res.frame_len = wire_encode_message(f, p, m.payload, plen, core.out);
+    res.frame_len = wire_encode_message(first_format(out_format, m.format), p, m.payload, plen, core.out);
     res.frame = core.out.data();
     if (out_format == OUT_BOTH) {
       res.frame2_len = wire_encode_message(WIRE_BINARY, p, m.payload, plen, core.out2);

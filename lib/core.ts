@@ -176,6 +176,11 @@ export class Core extends EventEmitter<CoreEvents> {
     return v;
   }
 
+  /** What the last failed submit said about its frame (which field, which byte). */
+  lastErrorDetail(): string {
+    return this.live().info(true);
+  }
+
   outBuffer(): Buffer {
     return this.out;
   }

@@ -3,3 +3,4 @@ export type { CoreConfig, LogEntry, Message, ModuleInfo, ModuleMessage, OpenOpti
 export { SwitchboardError } from './errors';
 export { parseConfig, type ParsedConfig } from './config';
 export { decodeFrame, encodeClientMessage, encodeFrame, jsonExtract, type ClientMessage, type DecodedFrame, type FrameError } from './wire';
+export { Server, Status, type ServerSettings, type StartOptions } from './server';

@@ -81,12 +81,18 @@ export interface Store {
 
   // ---- messages: buffered, durable at the next flush() -------------------
 
-  /** Buffers one recipient's copy. Nothing is written until flush(). */
+  /**
+   * Buffers one recipient's copy; nothing is written until flush(). Throws
+   * E_STORE_ARGUMENT at once for a malformed copy, so one bad message can
+   * never make a whole batch fail. The recipient is not checked against the
+   * users: that costs a read per copy and the server knows its recipients.
+   */
   enqueue(m: NewMessage): void;
   /**
-   * Buffers the deletion of a delivered copy. It also cancels any copy with
-   * the same (recipient, sender, id) enqueued earlier in the same buffer, so
-   * a copy enqueued and acknowledged between two flushes is never written.
+   * Buffers the deletion of a delivered copy: every copy named (recipient,
+   * sender, id), should the sender have repeated an id. It also cancels such
+   * copies enqueued earlier in the same buffer, so a copy enqueued and
+   * acknowledged between two flushes is never written at all.
    */
   ack(recipient: string, sender: string, id: number): void;
   /**
@@ -107,6 +113,9 @@ export interface Store {
   countPending(recipient?: string): number;
   /** Deletes committed copies that expired at `nowMs` (default: now). Returns how many. */
   purgeExpired(nowMs?: number): number;
-  /** Flushes what is buffered, then closes. Calling it again does nothing. */
+  /**
+   * Flushes what is buffered, then closes, even if that flush throws (those
+   * writes were never reported as committed). Calling it again does nothing.
+   */
   close(): void;
 }

@@ -1,0 +1,192 @@
+/**
+ * The backend API, in the style of mesibo's: JSON POSTed to /api with an
+ * `op`, authenticated by the config's app_token (the `Authorization: Bearer`
+ * header or a `token` field). Every answer is JSON; every failure has a 4xx
+ * status and a stable code. docs/api.md lists the operations.
+ */
+import type uWS from 'uWebSockets.js';
+import { SwitchboardError } from '../errors';
+import type { Store } from '../store/types';
+import { hashToken, newToken, sameSecret } from './tokens';
+
+export interface ApiContext {
+  appToken: string | null;
+  store: Store;
+  users: Set<string>;
+  groups: Map<number, Set<string>>;
+  online(): string[];
+  send(from: string, frame: Uint8Array): { status: number; id: number; verdict: 'pass' | 'consumed' };
+  revoke(address: string): void;
+  loadGroup(gid: number): string[] | null;
+  log(line: string): void;
+}
+
+const MAX_BODY = 1024 * 1024;
+const ADDRESS = /^[^\x00-\x1f]{1,255}$/u;
+
+class ApiError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+type Body = Record<string, unknown>;
+
+function str(b: Body, key: string): string {
+  const v = b[key];
+  if (typeof v !== 'string' || !v) throw new ApiError(400, 'E_BAD_REQUEST', `"${key}" is required and must be a non-empty string`);
+  return v;
+}
+
+function address(b: Body, key: string): string {
+  const v = str(b, key);
+  if (!ADDRESS.test(v) || Buffer.byteLength(v) > 255) throw new ApiError(400, 'E_BAD_ADDRESS', `"${key}" must be 1 to 255 bytes of text without control characters`);
+  return v;
+}
+
+function gid(b: Body): number {
+  const v = b.gid;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 0xffffffff) throw new ApiError(400, 'E_BAD_REQUEST', '"gid" must be an integer from 1 to 4294967295');
+  return v;
+}
+
+function addresses(b: Body, key: string): string[] {
+  const v = b[key] ?? [];
+  if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || !ADDRESS.test(x))) throw new ApiError(400, 'E_BAD_REQUEST', `"${key}" must be an array of user addresses`);
+  return v as string[];
+}
+
+const ops: Record<string, (ctx: ApiContext, b: Body) => Body> = {
+  useradd(ctx, b) {
+    const addr = address(b, 'address');
+    const token = newToken();
+    if (!ctx.store.addUser(addr, hashToken(token))) throw new ApiError(409, 'E_USER_EXISTS', `user ${addr} exists; use op "usertoken" to issue it a new token`);
+    ctx.users.add(addr);
+    return { address: addr, token };
+  },
+  usertoken(ctx, b) {
+    const addr = address(b, 'address');
+    const token = newToken();
+    if (!ctx.store.setTokenHash(addr, hashToken(token))) throw new ApiError(404, 'E_NO_SUCH_USER', `no user ${addr}; add it with op "useradd"`);
+    ctx.revoke(addr);
+    return { address: addr, token };
+  },
+  userdel(ctx, b) {
+    const addr = address(b, 'address');
+    if (!ctx.store.removeUser(addr)) throw new ApiError(404, 'E_NO_SUCH_USER', `no user ${addr}`);
+    ctx.users.delete(addr);
+    for (const members of ctx.groups.values()) members.delete(addr);
+    ctx.revoke(addr);
+    return { address: addr };
+  },
+  users(ctx) {
+    return { users: ctx.store.listUsers() };
+  },
+  groupadd(ctx, b) {
+    const g = gid(b);
+    const name = typeof b.name === 'string' ? b.name : '';
+    if (!ctx.store.addGroup(g, name)) throw new ApiError(409, 'E_GROUP_EXISTS', `group ${g} exists`);
+    const members = addresses(b, 'members');
+    const unknown = members.filter((m) => !ctx.users.has(m));
+    if (unknown.length) throw new ApiError(404, 'E_NO_SUCH_USER', `no such users: ${unknown.join(', ')}`);
+    if (members.length) ctx.store.editMembers(g, members, []);
+    ctx.groups.delete(g);
+    return { gid: g, members: ctx.store.members(g) };
+  },
+  groupdel(ctx, b) {
+    const g = gid(b);
+    if (!ctx.store.removeGroup(g)) throw new ApiError(404, 'E_NO_SUCH_GROUP', `no group ${g}`);
+    ctx.groups.delete(g);
+    return { gid: g };
+  },
+  groupeditmembers(ctx, b) {
+    const g = gid(b);
+    if (!ctx.store.groupExists(g)) throw new ApiError(404, 'E_NO_SUCH_GROUP', `no group ${g}; add it with op "groupadd"`);
+    const add = addresses(b, 'add');
+    const remove = addresses(b, 'remove');
+    const unknown = add.filter((m) => !ctx.users.has(m));
+    if (unknown.length) throw new ApiError(404, 'E_NO_SUCH_USER', `no such users: ${unknown.join(', ')}`);
+    ctx.store.editMembers(g, add, remove);
+    ctx.groups.delete(g); // reloaded from the store on next use
+    return { gid: g, members: ctx.store.members(g) };
+  },
+  message(ctx, b) {
+    const from = address(b, 'from');
+    if (!ctx.users.has(from)) throw new ApiError(404, 'E_NO_SUCH_USER', `no user ${from} to send as`);
+    const frame: Body = { op: 'msg', id: typeof b.id === 'number' ? b.id : (Math.random() * 0xfffffffe + 1) >>> 0 || 1 };
+    for (const k of ['to', 'gid', 'refid', 'type', 'flags', 'expiry', 'data', 'b64']) if (b[k] !== undefined) frame[k] = b[k];
+    try {
+      const r = ctx.send(from, Buffer.from(JSON.stringify(frame)));
+      return { id: r.id, status: r.status, verdict: r.verdict };
+    } catch (e) {
+      if (e instanceof SwitchboardError) throw new ApiError(400, e.code, e.message);
+      throw e;
+    }
+  },
+  online(ctx) {
+    return { online: ctx.online() };
+  },
+};
+
+function reply(res: uWS.HttpResponse, status: number, body: Body): void {
+  res.cork(() => {
+    res.writeStatus(`${status} ${status === 200 ? 'OK' : 'Error'}`).writeHeader('Content-Type', 'application/json').end(JSON.stringify(body));
+  });
+}
+
+export function handleApi(ctx: ApiContext, res: uWS.HttpResponse, req: uWS.HttpRequest): void {
+  let aborted = false;
+  res.onAborted(() => {
+    aborted = true;
+  });
+  if (req.getMethod() !== 'post') {
+    reply(res, 405, { ok: false, code: 'E_METHOD', message: 'use POST with a JSON body' });
+    return;
+  }
+  const auth = req.getHeader('authorization');
+  const chunks: Buffer[] = [];
+  let size = 0;
+  res.onData((chunk, isLast) => {
+    if (aborted) return;
+    size += chunk.byteLength;
+    if (size > MAX_BODY) {
+      if (!aborted) reply(res, 413, { ok: false, code: 'E_BODY_TOO_LARGE', message: `request bodies are limited to ${MAX_BODY} bytes` });
+      aborted = true;
+      return;
+    }
+    chunks.push(Buffer.from(chunk.slice(0)));
+    if (!isLast) return;
+    let status = 200;
+    let body: Body;
+    try {
+      body = { ok: true, ...run(ctx, auth, Buffer.concat(chunks)) };
+    } catch (e) {
+      if (e instanceof ApiError) {
+        status = e.status;
+        body = { ok: false, code: e.code, message: e.message };
+      } else {
+        status = 500;
+        body = { ok: false, code: 'E_INTERNAL', message: 'the server failed to handle this request; see its log' };
+        ctx.log(`[api] internal error: ${(e as Error).stack ?? e}`);
+      }
+    }
+    if (!aborted) reply(res, status, body);
+  });
+}
+
+function run(ctx: ApiContext, auth: string, raw: Buffer): Body {
+  let b: unknown;
+  try {
+    b = JSON.parse(raw.toString('utf8'));
+  } catch {
+    throw new ApiError(400, 'E_BAD_JSON', 'the body is not valid JSON; send {"op": "...", ...}');
+  }
+  if (!b || typeof b !== 'object' || Array.isArray(b)) throw new ApiError(400, 'E_BAD_JSON', 'the body must be a JSON object with an "op"');
+  const body = b as Body;
+  const token = auth.startsWith('Bearer ') ? auth.slice(7) : typeof body.token === 'string' ? body.token : '';
+  if (!ctx.appToken) throw new ApiError(403, 'E_API_DISABLED', 'the backend API is off: set app_token in the config to enable it');
+  if (!token || !sameSecret(token, ctx.appToken)) throw new ApiError(401, 'E_UNAUTHORIZED', 'missing or wrong app token: send Authorization: Bearer <app_token>');
+  const op = typeof body.op === 'string' ? ops[body.op] : undefined;
+  if (!op || !Object.prototype.hasOwnProperty.call(ops, body.op as string)) throw new ApiError(400, 'E_UNKNOWN_OP', `unknown op ${JSON.stringify(body.op)}; ops: ${Object.keys(ops).join(', ')}`);
+  return op(ctx, body);
+}

@@ -1,0 +1,2 @@
+export { Server, Status, type StartOptions } from './server';
+export type { ServerSettings } from './settings';

@@ -1,0 +1,569 @@
+/**
+ * The messaging server: uWebSockets.js carries client traffic, the native
+ * core decodes each frame and runs the module chain, this file routes what
+ * comes back (publish to the recipient's topics, store for later, statuses
+ * to the sender) and keeps sessions, presence and the store in step.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import uWS from 'uWebSockets.js';
+import { parseConfig, type ParsedConfig } from '../config';
+import { Core, type LogEntry } from '../core';
+import { SwitchboardError } from '../errors';
+import { Info, native } from '../native';
+import { SqliteStore } from '../store/sqlite';
+import type { Store, StoredMessage } from '../store/types';
+import { handleApi, type ApiContext } from './api';
+import { settingsFrom, type ServerSettings } from './settings';
+import { hashToken } from './tokens';
+
+/** mesibo status codes the server sends (see include/module.h). */
+export const Status = {
+  SENT: 1,
+  DELIVERED: 2,
+  READ: 3,
+  NOTACTIVE: 0x81,
+  INVALIDDEST: 0x83,
+  BLOCKED: 0x88,
+} as const;
+
+const FLAG_DELIVERY_RECEIPT = 0x1;
+const FLAG_READ_RECEIPT = 0x2;
+const FLAG_TRANSIENT = 0x4;
+const OP_STATUS = 2;
+const OUT_JSON = 0;
+const OUT_BINARY = 1;
+const OUT_BOTH = 2;
+const WIRE_E_UNKNOWN_OP = -5;
+const CLOSE_AUTH = 4001;
+/** Receipt flags remembered for messages still in flight, so a receipt goes back only when asked for. */
+const MAX_TRACKED_RECEIPTS = 1_000_000;
+
+/** Per-connection state (uWebSockets.js user data). */
+interface Conn {
+  address: string; // '' until logged in
+  device: string;
+  binary: boolean; // the form the server sends in
+  open: boolean;
+  tokens: number; // rate limiter: frames left in this second's bucket
+  refill: number; // ms time of the last refill
+  lastLimitError: number;
+  presence: Set<string>;
+  /** Set when the upgrade carried a token that did not authenticate. */
+  authError?: string;
+}
+type WS = uWS.WebSocket<Conn>;
+
+interface PendingAck {
+  ws: WS;
+  frame: Buffer;
+  binary: boolean;
+}
+
+export interface StartOptions {
+  /** A config file (default: ./mesibo.conf), or config text. */
+  configFile?: string;
+  configText?: string;
+  /** Folder relative paths in configText resolve against (default: cwd). */
+  baseDir?: string;
+  /** Replace settings after the config is read (tests: port 0, a temp data_dir). */
+  overrides?: Partial<ServerSettings>;
+  /** Receives every log line; default: stderr with a timestamp. */
+  log?: (line: string) => void;
+}
+
+function defaultLog(line: string): void {
+  process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+}
+
+export class Server {
+  readonly settings: ServerSettings;
+  readonly core: Core;
+  readonly store: Store;
+  /** The port actually listened on (useful with port 0). */
+  port = 0;
+
+  private readonly app: uWS.TemplatedApp;
+  private listenSocket: uWS.us_listen_socket | null = null;
+  private readonly log: (line: string) => void;
+  private readonly users = new Set<string>();
+  private readonly groups = new Map<number, Set<string>>();
+  /** Live connections per address. */
+  private readonly devices = new Map<string, Set<WS>>();
+  private jsonDevices = 0;
+  private binaryDevices = 0;
+  private readonly receiptFlags = new Map<string, number>();
+  private acks: PendingAck[] = [];
+  private flushScheduled = false;
+  private purgeTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
+
+  private constructor(cfg: ParsedConfig, settings: ServerSettings, core: Core, store: Store, log: (line: string) => void) {
+    this.settings = settings;
+    this.core = core;
+    this.store = store;
+    this.log = log;
+    for (const u of store.listUsers()) this.users.add(u);
+    this.app = settings.tlsCert ? uWS.SSLApp({ cert_file_name: settings.tlsCert, key_file_name: settings.tlsKey! }) : uWS.App();
+    void cfg;
+    core.on('message', (m) => this.routeModuleMessage(m));
+    this.installRoutes();
+  }
+
+  /** Reads the config, opens the core and the store, and listens. Rejects with a SwitchboardError on any start-up problem. */
+  static async start(opts: StartOptions = {}): Promise<Server> {
+    const log = opts.log ?? defaultLog;
+    const cfg =
+      opts.configText !== undefined
+        ? parseConfig({ text: opts.configText, file: opts.configFile ?? '<inline>', dir: opts.baseDir ?? process.cwd() })
+        : parseConfig({ file: path.resolve(opts.configFile ?? 'mesibo.conf') });
+    const settings = { ...settingsFrom(cfg), ...opts.overrides };
+    for (const f of [settings.tlsCert, settings.tlsKey]) {
+      if (f && !fs.existsSync(f)) throw new SwitchboardError('E_TLS', `TLS file ${f} does not exist; fix tls_cert/tls_key in ${cfg.file}`);
+    }
+    try {
+      fs.mkdirSync(settings.dataDir, { recursive: true });
+      fs.accessSync(settings.dataDir, fs.constants.W_OK);
+    } catch (e) {
+      throw new SwitchboardError('E_DATA_DIR', `data_dir ${settings.dataDir} is not a writable folder (${(e as Error).message}); create it or point data_dir elsewhere`);
+    }
+    const storeFile = path.join(settings.dataDir, 'switchboard.db');
+    const store = SqliteStore.open(storeFile);
+    let core: Core;
+    try {
+      const coreLog = (e: LogEntry) => log(`${e.module ? `[${e.module}]` : '[core]'} ${e.text}`);
+      core =
+        opts.configText !== undefined
+          ? Core.open({ configText: opts.configText, configFile: opts.configFile, baseDir: opts.baseDir ?? process.cwd() }, { onLog: coreLog })
+          : Core.open({ configFile: path.resolve(opts.configFile ?? 'mesibo.conf') }, { onLog: coreLog });
+    } catch (e) {
+      store.close();
+      throw e;
+    }
+    const server = new Server(cfg, settings, core, store, log);
+    try {
+      await server.listen();
+    } catch (e) {
+      server.core.close();
+      server.store.close();
+      throw e;
+    }
+    server.purgeTimer = setInterval(() => server.store.purgeExpired(), 60_000);
+    server.purgeTimer.unref();
+    const scheme = settings.tlsCert ? 'wss' : 'ws';
+    const modules = core.modules.map((m) => m.name).join(', ') || 'none';
+    log(`switchboard listening on ${scheme}://${settings.host}:${server.port} (modules: ${modules}; store: sqlite ${storeFile}; durable: ${settings.durable ? 'on' : 'off'})`);
+    return server;
+  }
+
+  private listen(): Promise<void> {
+    const { host, port } = this.settings;
+    return new Promise((resolve, reject) => {
+      // Exclusive: a busy port is an error, not a second server sharing it.
+      // The typings lack the (host, port, options, cb) form the binary has.
+      const listen = this.app.listen as unknown as (h: string, p: number, o: number, cb: (ls: uWS.us_listen_socket | false) => void) => void;
+      const exclusive = (uWS as unknown as { LIBUS_LISTEN_EXCLUSIVE_PORT: number }).LIBUS_LISTEN_EXCLUSIVE_PORT;
+      listen.call(this.app, host, port, exclusive, (ls: uWS.us_listen_socket | false) => {
+        if (!ls) {
+          reject(new SwitchboardError('E_LISTEN', `cannot listen on ${host}:${port}: the port is in use or the address is not local; change listen in the config`));
+          return;
+        }
+        this.listenSocket = ls;
+        this.port = uWS.us_socket_local_port(ls as unknown as uWS.us_socket);
+        resolve();
+      });
+    });
+  }
+
+  /** Stops accepting, closes every connection, flushes the store, runs on_cleanup. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.listenSocket) uWS.us_listen_socket_close(this.listenSocket);
+    this.listenSocket = null;
+    for (const set of [...this.devices.values()]) for (const ws of [...set]) ws.end(1001, 'server shutting down');
+    if (this.purgeTimer) clearInterval(this.purgeTimer);
+    this.flushNow();
+    this.store.close();
+    this.core.close();
+    (this.app as unknown as { close?: () => void }).close?.();
+    this.log('switchboard stopped');
+  }
+
+  // --- sessions -------------------------------------------------------------
+
+  private installRoutes(): void {
+    const s = this.settings;
+    const api: ApiContext = {
+      appToken: s.appToken,
+      store: this.store,
+      users: this.users,
+      groups: this.groups,
+      online: () => [...this.devices.keys()],
+      send: (from, frame) => this.sendAs(from, frame),
+      revoke: (address) => this.disconnect(address, 'E_AUTH', 'your token was revoked or your user was removed; log in again with a new token'),
+      loadGroup: (gid) => this.group(gid),
+      log: this.log,
+    };
+    this.app.get('/health', (res) => {
+      res.cork(() => {
+        res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ ok: true, connections: this.jsonDevices + this.binaryDevices, modules: this.core.modules.length }));
+      });
+    });
+    this.app.any('/api', (res, req) => handleApi(api, res, req));
+    this.app.any('/api/*', (res, req) => handleApi(api, res, req));
+
+    this.app.ws<Conn>('/*', {
+      maxPayloadLength: 2 * s.maxMessageSize + 64 * 1024,
+      // A client that does not read is cut off rather than buffered without
+      // bound; what it missed stays in the store until it acknowledges.
+      maxBackpressure: 1024 * 1024,
+      closeOnBackpressureLimit: 1 as unknown as number,
+      idleTimeout: s.idleTimeout,
+      sendPingsAutomatically: true,
+      upgrade: (res, req, context) => {
+        const query = new URLSearchParams(req.getQuery() ?? '');
+        const key = req.getHeader('sec-websocket-key');
+        const protocol = req.getHeader('sec-websocket-protocol');
+        const extensions = req.getHeader('sec-websocket-extensions');
+        const conn: Conn = {
+          address: '',
+          device: query.get('device') ?? '',
+          binary: query.get('format') === 'binary',
+          open: true,
+          tokens: s.rateLimit,
+          refill: Date.now(),
+          lastLimitError: 0,
+          presence: new Set(),
+        };
+        const token = query.get('token');
+        if (token) {
+          const address = this.store.userByTokenHash(hashToken(token));
+          if (address) conn.address = address;
+          else conn.authError = 'the token is unknown or was revoked; ask the backend for a new one';
+        }
+        res.upgrade(conn, key, protocol, extensions, context);
+      },
+      open: (ws) => {
+        const c = ws.getUserData();
+        if (c.authError) this.refuse(ws, 'E_AUTH', c.authError);
+        else if (c.address) this.loggedIn(ws);
+      },
+      message: (ws, ab, isBinary) => this.onFrame(ws, ab, isBinary),
+      close: (ws) => this.onClose(ws),
+    });
+  }
+
+  private refuse(ws: WS, code: string, message: string): void {
+    const c = ws.getUserData();
+    if (!c.open) return;
+    ws.send(JSON.stringify({ op: 'error', code, message }), false);
+    ws.end(CLOSE_AUTH, code);
+  }
+
+  private loggedIn(ws: WS): void {
+    const c = ws.getUserData();
+    const addr = c.address;
+    let set = this.devices.get(addr);
+    const first = !set;
+    if (!set) this.devices.set(addr, (set = new Set()));
+    set.add(ws);
+    if (c.binary) this.binaryDevices++;
+    else this.jsonDevices++;
+    ws.subscribe(topic(addr, c.binary));
+    this.core.login(addr, true);
+    ws.send(JSON.stringify({ op: 'hello', address: addr, device: c.device, v: 1, max: this.settings.maxMessageSize }), false);
+    if (first) this.app.publish(`p/${addr}`, JSON.stringify({ op: 'presence', from: addr, online: true }), false);
+    this.deliverPending(ws);
+  }
+
+  private onClose(ws: WS): void {
+    const c = ws.getUserData();
+    c.open = false;
+    if (!c.address) return;
+    const set = this.devices.get(c.address);
+    if (!set || !set.delete(ws)) return;
+    if (c.binary) this.binaryDevices--;
+    else this.jsonDevices--;
+    if (this.stopped) return;
+    this.core.login(c.address, false);
+    if (set.size === 0) {
+      this.devices.delete(c.address);
+      this.app.publish(`p/${c.address}`, JSON.stringify({ op: 'presence', from: c.address, online: false }), false);
+    }
+  }
+
+  /** Closes every connection of `address` with an error (revoked token, removed user). */
+  private disconnect(address: string, code: string, message: string): void {
+    for (const ws of [...(this.devices.get(address) ?? [])]) this.refuse(ws, code, message);
+  }
+
+  /** Sends what the store holds for this user: messages that arrived while it was offline or were not acknowledged yet. */
+  private deliverPending(ws: WS): void {
+    const c = ws.getUserData();
+    const pending = this.store.pending(c.address, 10_000);
+    if (!pending.length) return;
+    ws.cork(() => {
+      for (const m of pending) ws.send(encodeStored(m, c.binary), c.binary);
+    });
+  }
+
+  // --- frames -----------------------------------------------------------
+
+  private onFrame(ws: WS, ab: ArrayBuffer, isBinary: boolean): void {
+    const c = ws.getUserData();
+    if (!c.address) {
+      this.login(ws, ab, isBinary);
+      return;
+    }
+    if (!this.allow(ws, c)) return;
+    const frame = new Uint8Array(ab);
+    const outFormat = this.binaryDevices === 0 ? OUT_JSON : this.jsonDevices === 0 ? OUT_BINARY : OUT_BOTH;
+    const v = this.core.submitRaw(c.address, frame, outFormat);
+    if (v < 0) {
+      if (v === WIRE_E_UNKNOWN_OP && !isBinary && this.control(ws, c, ab)) return;
+      ws.send(native.encodeFrame('error', { error: v, id: 0, detail: this.core.lastErrorDetail() }, c.binary ? 1 : 0), c.binary);
+      return;
+    }
+    this.route(c.address, v, outFormat, ws);
+  }
+
+  /** Token bucket: rate_limit frames per second, with a burst of one second's worth. */
+  private allow(ws: WS, c: Conn): boolean {
+    const now = Date.now();
+    if (now - c.refill >= 1000) {
+      c.tokens = this.settings.rateLimit;
+      c.refill = now;
+    }
+    if (c.tokens > 0) {
+      c.tokens--;
+      return true;
+    }
+    if (now - c.lastLimitError >= 1000) {
+      c.lastLimitError = now;
+      ws.send(JSON.stringify({ op: 'error', code: 'E_RATE_LIMITED', message: `more than ${this.settings.rateLimit} frames in a second; frames are dropped until the next second, send slower` }), false);
+    }
+    return false;
+  }
+
+  private login(ws: WS, ab: ArrayBuffer, isBinary: boolean): void {
+    let req: { op?: unknown; token?: unknown; device?: unknown; format?: unknown } | null = null;
+    if (!isBinary) {
+      try {
+        req = JSON.parse(Buffer.from(ab).toString('utf8'));
+      } catch {
+        req = null;
+      }
+    }
+    if (!req || req.op !== 'login') {
+      this.refuse(ws, 'E_NOT_LOGGED_IN', 'log in first: connect with ?token=TOKEN or send {"op":"login","token":"TOKEN"}');
+      return;
+    }
+    const address = typeof req.token === 'string' ? this.store.userByTokenHash(hashToken(req.token)) : null;
+    if (!address) {
+      this.refuse(ws, 'E_AUTH', 'the token is unknown or was revoked; ask the backend for a new one');
+      return;
+    }
+    const c = ws.getUserData();
+    c.address = address;
+    if (typeof req.device === 'string') c.device = req.device;
+    if (req.format === 'binary') c.binary = true;
+    this.loggedIn(ws);
+  }
+
+  /** JSON control frames the core does not route: presence. Returns false for anything else. */
+  private control(ws: WS, c: Conn, ab: ArrayBuffer): boolean {
+    let req: { op?: unknown; to?: unknown; sub?: unknown };
+    try {
+      req = JSON.parse(Buffer.from(ab).toString('utf8'));
+    } catch {
+      return false;
+    }
+    if (req.op === 'presence' && typeof req.to === 'string' && req.to) {
+      const t = `p/${req.to}`;
+      if (req.sub === false) {
+        ws.unsubscribe(t);
+        c.presence.delete(req.to);
+      } else {
+        ws.subscribe(t);
+        c.presence.add(req.to);
+      }
+      ws.send(JSON.stringify({ op: 'presence', from: req.to, online: this.devices.has(req.to) }), false);
+      return true;
+    }
+    if (req.op === 'login') {
+      ws.send(JSON.stringify({ op: 'error', code: 'E_ALREADY_LOGGED_IN', message: `this connection is already logged in as ${c.address}` }), false);
+      return true;
+    }
+    return false;
+  }
+
+  // --- routing ----------------------------------------------------------
+
+  /**
+   * Routes what the core returned for one frame from `from`. `ws` is the
+   * sender's connection (null for the backend API). Returns the status the
+   * sender gets.
+   */
+  private route(from: string, verdict: number, outFormat: number, ws: WS | null): number {
+    const info = this.core.infoArray();
+    const out = this.core.outBuffer();
+    const frameLen = info[Info.FrameLen];
+    const frame2Len = info[Info.Frame2Len];
+    const payloadAt = frameLen + frame2Len;
+    const toAt = payloadAt + info[Info.PayloadLen];
+    const ackAt = toAt + info[Info.ToLen];
+    const to = info[Info.ToLen] ? out.toString('utf8', toAt, ackAt) : '';
+    const id = info[Info.Id];
+
+    if (info[Info.Op] === OP_STATUS) {
+      const status = info[Info.Status];
+      if (status === Status.DELIVERED) this.store.ack(from, to, id);
+      if (this.wantsReceipt(to, from, id, status)) this.publish(to, out, frameLen, frame2Len, outFormat);
+      if (status === Status.DELIVERED) this.scheduleFlush();
+      return status;
+    }
+
+    const ackLen = info[Info.AckLen];
+    const senderBinary = info[Info.Format] === 1;
+    const gid = info[Info.Groupid];
+    const flags = info[Info.Flags];
+    let status: number = Status.SENT;
+    let stored = false;
+    if (verdict === 0) {
+      const recipients = gid ? this.group(gid) : this.users.has(to) ? [to] : null;
+      if (!recipients) status = Status.INVALIDDEST;
+      else if (gid && !recipients.includes(from)) status = Status.BLOCKED;
+      else if (flags & FLAG_TRANSIENT && !gid && !this.devices.has(to)) status = Status.NOTACTIVE;
+      else {
+        let payload: Buffer | null = null;
+        const expiry = info[Info.Expiry];
+        for (const r of recipients) {
+          if (r === from && gid) continue;
+          const online = this.devices.has(r);
+          if (online) this.publish(r, out, frameLen, frame2Len, outFormat);
+          if (flags & FLAG_TRANSIENT) continue;
+          if (online && !this.settings.durable) continue;
+          payload ??= Buffer.from(out.subarray(payloadAt, toAt));
+          this.store.enqueue({
+            recipient: r, sender: from, id, refid: info[Info.Refid], groupid: gid, flags, type: info[Info.Type], expiry,
+            expiresAt: expiry ? Date.now() + expiry * 1000 : 0, payload,
+          });
+          stored = true;
+          if (flags & (FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(from, r, id, flags);
+        }
+      }
+    }
+    if (!ws) {
+      if (stored) this.flushNow();
+      return status;
+    }
+    if (status !== Status.SENT) {
+      const f = this.core.statusFrame({ id, status, from: to, to: from, groupid: gid }, senderBinary ? 'binary' : 'json');
+      ws.send(f, senderBinary);
+    } else if (stored) {
+      // "Sent" means durable: the ack waits for this turn's group commit.
+      this.acks.push({ ws, frame: Buffer.from(out.subarray(ackAt, ackAt + ackLen)), binary: senderBinary });
+      this.scheduleFlush();
+    } else {
+      ws.send(out.subarray(ackAt, ackAt + ackLen), senderBinary);
+    }
+    return status;
+  }
+
+  private publish(to: string, out: Buffer, frameLen: number, frame2Len: number, outFormat: number): void {
+    if (outFormat === OUT_BOTH) {
+      this.app.publish(topic(to, false), out.subarray(0, frameLen), false);
+      this.app.publish(topic(to, true), out.subarray(frameLen, frameLen + frame2Len), true);
+    } else {
+      this.app.publish(topic(to, outFormat === OUT_BINARY), out.subarray(0, frameLen), outFormat === OUT_BINARY);
+    }
+  }
+
+  private trackReceipt(sender: string, recipient: string, id: number, flags: number): void {
+    if (this.receiptFlags.size >= MAX_TRACKED_RECEIPTS) {
+      const oldest = this.receiptFlags.keys().next().value;
+      if (oldest !== undefined) this.receiptFlags.delete(oldest);
+    }
+    this.receiptFlags.set(`${sender}\0${recipient}\0${id}`, flags);
+  }
+
+  /** Whether `recipient`'s receipt `status` for `sender`'s message `id` goes back to the sender (its flags asked for it). */
+  private wantsReceipt(sender: string, recipient: string, id: number, status: number): boolean {
+    const key = `${sender}\0${recipient}\0${id}`;
+    const flags = this.receiptFlags.get(key);
+    // Not tracked (sent before a restart, or evicted): pass it on rather than lose it.
+    if (flags === undefined) return true;
+    if (status === Status.READ || !(flags & FLAG_READ_RECEIPT)) this.receiptFlags.delete(key);
+    return status === Status.READ ? (flags & FLAG_READ_RECEIPT) !== 0 : (flags & FLAG_DELIVERY_RECEIPT) !== 0;
+  }
+
+  private group(gid: number): string[] | null {
+    let members = this.groups.get(gid);
+    if (!members) {
+      if (!this.store.groupExists(gid)) return null;
+      members = new Set(this.store.members(gid));
+      this.groups.set(gid, members);
+    }
+    return [...members];
+  }
+
+  /** A message from the backend API, as user `from`: the same path as a client frame. */
+  private sendAs(from: string, frame: Uint8Array): { status: number; id: number; verdict: 'pass' | 'consumed' } {
+    const outFormat = this.binaryDevices === 0 ? OUT_JSON : this.jsonDevices === 0 ? OUT_BINARY : OUT_BOTH;
+    const v = this.core.submitRaw(from, frame, outFormat);
+    if (v < 0) throw wireErrorFor(v, this.core.lastErrorDetail());
+    const status = this.route(from, v, outFormat, null);
+    return { status, id: this.core.infoArray()[Info.Id], verdict: v === 1 ? 'consumed' : 'pass' };
+  }
+
+  /** A module's mesibo_message, after the rest of the chain passed it. */
+  private routeModuleMessage(m: { from: string; to: string; id: number; refid: number; groupid: number; flags: number; type: number; expiry: number; payload: Buffer }): void {
+    const recipients = m.groupid ? this.group(m.groupid) : this.users.has(m.to) ? [m.to] : null;
+    if (!recipients) {
+      this.log(`[core] a module sent message ${m.id} to unknown destination ${m.to || `group ${m.groupid}`}; dropped`);
+      return;
+    }
+    const stored: StoredMessage = { seq: 0, recipient: '', sender: m.from, id: m.id, refid: m.refid, groupid: m.groupid, flags: m.flags, type: m.type, expiry: m.expiry, expiresAt: m.expiry ? Date.now() + m.expiry * 1000 : 0, payload: m.payload };
+    for (const r of recipients) {
+      if (r === m.from && m.groupid) continue;
+      for (const ws of this.devices.get(r) ?? []) ws.send(encodeStored({ ...stored, recipient: r }, ws.getUserData().binary), ws.getUserData().binary);
+      if (m.flags & FLAG_TRANSIENT) continue;
+      if (this.devices.has(r) && !this.settings.durable) continue;
+      const { seq: _seq, ...copy } = { ...stored, recipient: r };
+      void _seq;
+      this.store.enqueue(copy);
+    }
+    this.scheduleFlush();
+  }
+
+  // --- group commit -------------------------------------------------------
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flushNow());
+  }
+
+  private flushNow(): void {
+    this.flushScheduled = false;
+    if (this.store.pendingWrites) this.store.flush();
+    const acks = this.acks;
+    if (!acks.length) return;
+    this.acks = [];
+    for (const a of acks) if (a.ws.getUserData().open) a.ws.send(a.frame, a.binary);
+  }
+}
+
+function topic(address: string, binary: boolean): string {
+  return binary ? `u/${address}/b` : `u/${address}/j`;
+}
+
+function encodeStored(m: StoredMessage, binary: boolean): Buffer {
+  return native.encodeFrame('msg', { id: m.id, from: m.sender, to: m.groupid ? '' : m.recipient, groupid: m.groupid, refid: m.refid, flags: m.flags, type: m.type, expiry: m.expiry, payload: m.payload }, binary ? 1 : 0);
+}
+
+function wireErrorFor(code: number, detail: string): SwitchboardError {
+  const e = native.wireError(code);
+  return new SwitchboardError(e.code, detail ? `${e.message} (${detail})` : e.message, { detail });
+}

@@ -1,0 +1,400 @@
+/**
+ * The default store: one embedded SQLite file (better-sqlite3), so nothing
+ * else has to run for `npm start`.
+ *
+ * Message writes use group commit: enqueue() and ack() only append to an
+ * in-memory buffer, and flush() commits the whole buffer in one transaction.
+ * The server flushes once per event-loop turn and tells senders "sent" only
+ * after that, so all the messages of a turn share one commit.
+ */
+import Database from 'better-sqlite3';
+import { SwitchboardError } from '../errors';
+import type { NewMessage, Store, StoredMessage } from './types';
+
+/** Stored in PRAGMA user_version. Bump it, and migrate in openSchema(), when the tables change. */
+export const SCHEMA_VERSION = 1;
+
+// STRICT tables refuse a value of the wrong type instead of storing it.
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS users (
+    address    TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE
+  ) STRICT, WITHOUT ROWID;
+
+  CREATE TABLE IF NOT EXISTS groups (
+    gid  INTEGER PRIMARY KEY,
+    name TEXT NOT NULL
+  ) STRICT;
+
+  CREATE TABLE IF NOT EXISTS members (
+    gid     INTEGER NOT NULL REFERENCES groups(gid) ON DELETE CASCADE,
+    address TEXT NOT NULL REFERENCES users(address) ON DELETE CASCADE,
+    PRIMARY KEY (gid, address)
+  ) STRICT, WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS members_by_address ON members (address, gid);
+
+  -- AUTOINCREMENT: a seq is never handed out twice, even after the newest
+  -- copy is deleted, so a seq can safely name a copy outside the store.
+  CREATE TABLE IF NOT EXISTS messages (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient  TEXT NOT NULL,
+    sender     TEXT NOT NULL,
+    id         INTEGER NOT NULL,
+    refid      INTEGER NOT NULL,
+    groupid    INTEGER NOT NULL,
+    flags      INTEGER NOT NULL,
+    type       INTEGER NOT NULL,
+    expiry     INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    payload    BLOB NOT NULL
+  ) STRICT;
+  CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (recipient, seq);
+  CREATE INDEX IF NOT EXISTS messages_by_copy ON messages (recipient, sender, id);
+  CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expires_at) WHERE expires_at > 0;
+`;
+
+const MESSAGE_COLUMNS = 'seq, recipient, sender, id, refid, groupid, flags, type, expiry, expires_at AS expiresAt, payload';
+const UNEXPIRED = '(expires_at = 0 OR expires_at > ?)';
+
+/** A buffered write; null once cancelled by an ack or a removeUser. */
+type Write = { kind: 'enqueue'; m: NewMessage } | { kind: 'ack'; recipient: string; sender: string; id: number } | null;
+
+/** Names one copy without ambiguity whatever characters the addresses hold. */
+function copyKey(recipient: string, sender: string, id: number): string {
+  return `${recipient.length}:${recipient}${sender.length}:${sender}${id}`;
+}
+
+function sqliteCode(e: unknown): string {
+  return String((e as { code?: unknown }).code ?? '');
+}
+
+function openError(e: unknown, file: string): SwitchboardError {
+  if (e instanceof SwitchboardError) return e;
+  const code = sqliteCode(e);
+  const reason = (e as Error).message ?? String(e);
+  if (code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT')) {
+    return new SwitchboardError('E_STORE_CORRUPT', `The store file "${file}" is not a SQLite database or is damaged (${reason}). Restore it from a backup, or move it aside to start with an empty store.`, { file, detail: code });
+  }
+  return new SwitchboardError('E_STORE_OPEN', `Cannot open the store file "${file}": ${reason}. Check that its folder exists and that the server's user may write there, or point the store at another file.`, { file, detail: code || undefined });
+}
+
+function argumentError(what: string): SwitchboardError {
+  return new SwitchboardError('E_STORE_ARGUMENT', what);
+}
+
+const isAddress = (a: unknown): a is string => typeof a === 'string' && a.length > 0;
+
+function checkMessage(m: NewMessage): void {
+  if (!isAddress(m.recipient) || !isAddress(m.sender)) throw argumentError('A stored message needs a non-empty recipient and sender.');
+  for (const f of ['id', 'refid', 'groupid', 'flags', 'type', 'expiry', 'expiresAt'] as const) {
+    if (!Number.isSafeInteger(m[f]) || m[f] < 0) throw argumentError(`A stored message's ${f} must be a non-negative integer, not ${String(m[f])}.`);
+  }
+  if (!Buffer.isBuffer(m.payload)) throw argumentError('A stored message payload must be a Buffer.');
+}
+
+/**
+ * Creates the tables of a new file, accepts a file of this version, and
+ * refuses one written by a newer Switchboard rather than guess at it.
+ */
+function openSchema(db: Database.Database, file: string, readonly: boolean): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version > SCHEMA_VERSION) {
+    throw new SwitchboardError('E_STORE_VERSION', `The store file "${file}" has schema version ${version}, written by a newer Switchboard; this one reads up to version ${SCHEMA_VERSION}. Upgrade Switchboard, or restore a backup made by this version.`, { file });
+  }
+  if (readonly) {
+    if (version === 0) throw new SwitchboardError('E_STORE_OPEN', `The store file "${file}" holds no Switchboard store yet; open it writable once to create one.`, { file });
+    return;
+  }
+  db.transaction(() => {
+    db.exec(SCHEMA);
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+  })();
+}
+
+/** Every statement the store runs, prepared once when it opens. */
+function prepareStatements(db: Database.Database) {
+  return {
+    addUser: db.prepare('INSERT INTO users (address, token_hash) VALUES (?, ?) ON CONFLICT (address) DO NOTHING'),
+    deleteUser: db.prepare('DELETE FROM users WHERE address = ?'),
+    setTokenHash: db.prepare('UPDATE users SET token_hash = ? WHERE address = ?'),
+    userByTokenHash: db.prepare('SELECT address FROM users WHERE token_hash = ?').pluck(),
+    userExists: db.prepare('SELECT 1 FROM users WHERE address = ?').pluck(),
+    listUsers: db.prepare('SELECT address FROM users ORDER BY address').pluck(),
+
+    addGroup: db.prepare('INSERT INTO groups (gid, name) VALUES (?, ?) ON CONFLICT (gid) DO NOTHING'),
+    deleteGroup: db.prepare('DELETE FROM groups WHERE gid = ?'),
+    groupExists: db.prepare('SELECT 1 FROM groups WHERE gid = ?').pluck(),
+    addMember: db.prepare('INSERT INTO members (gid, address) VALUES (?, ?) ON CONFLICT DO NOTHING'),
+    deleteMember: db.prepare('DELETE FROM members WHERE gid = ? AND address = ?'),
+    members: db.prepare('SELECT address FROM members WHERE gid = ? ORDER BY address').pluck(),
+    groupsOf: db.prepare('SELECT gid FROM members WHERE address = ? ORDER BY gid').pluck(),
+
+    insertMessage: db.prepare(
+      'INSERT INTO messages (recipient, sender, id, refid, groupid, flags, type, expiry, expires_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+    ),
+    deleteCopy: db.prepare('DELETE FROM messages WHERE recipient = ? AND sender = ? AND id = ?'),
+    deleteRecipient: db.prepare('DELETE FROM messages WHERE recipient = ?'),
+    pending: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE recipient = ? AND ${UNEXPIRED} ORDER BY seq LIMIT ?`),
+    countFor: db.prepare(`SELECT count(*) FROM messages WHERE recipient = ? AND ${UNEXPIRED}`).pluck(),
+    countAll: db.prepare(`SELECT count(*) FROM messages WHERE ${UNEXPIRED}`).pluck(),
+    purgeExpired: db.prepare('DELETE FROM messages WHERE expires_at > 0 AND expires_at <= ?'),
+  };
+}
+
+export class SqliteStore implements Store {
+  private readonly db: Database.Database;
+  private readonly readonly: boolean;
+  private closed = false;
+
+  // The write buffer, in the order the writes were made.
+  private writes: Write[] = [];
+  private live = 0;
+  /** Buffered enqueues by copyKey, so an ack can cancel them. */
+  private enqueued = new Map<string, number[]>();
+
+  private readonly sql: ReturnType<typeof prepareStatements>;
+  private readonly commitWrites: (writes: Write[]) => number;
+  private readonly removeUserTx: (address: string) => boolean;
+  private readonly editMembersTx: (gid: number, add: string[], remove: string[]) => void;
+
+  /**
+   * Opens the store in `file`, creating the file and its tables if needed.
+   * Throws E_STORE_OPEN if the file cannot be opened or created (missing or
+   * unwritable folder, or with `readonly` a file that does not exist),
+   * E_STORE_CORRUPT if it is not a SQLite database, and E_STORE_VERSION if a
+   * newer Switchboard wrote it.
+   */
+  static open(file: string, opts: { readonly?: boolean } = {}): SqliteStore {
+    const readonly = opts.readonly ?? false;
+    let db: Database.Database | undefined;
+    try {
+      db = new Database(file, { readonly, fileMustExist: readonly });
+      if (!readonly) {
+        // WAL with synchronous=NORMAL: before flush() returns, the commit is
+        // written to the WAL file, i.e. handed to the OS, so a killed server
+        // process loses nothing it reported as sent. That is the guarantee we
+        // give. A power cut or kernel crash can still lose the last commits
+        // (not corrupt the file); covering that too (FULL) costs an fsync on
+        // every event-loop turn.
+        db.pragma('journal_mode = WAL');
+        db.pragma('synchronous = NORMAL');
+      }
+      db.pragma('foreign_keys = ON');
+      openSchema(db, file, readonly);
+      return new SqliteStore(db, readonly);
+    } catch (e) {
+      db?.close();
+      throw openError(e, file);
+    }
+  }
+
+  private constructor(db: Database.Database, readonly: boolean) {
+    this.db = db;
+    this.readonly = readonly;
+    this.sql = prepareStatements(db);
+
+    const sql = this.sql;
+    this.commitWrites = db.transaction((writes: Write[]) => {
+      let n = 0;
+      for (const w of writes) {
+        if (w === null) continue;
+        if (w.kind === 'enqueue') {
+          const m = w.m;
+          sql.insertMessage.run(m.recipient, m.sender, m.id, m.refid, m.groupid, m.flags, m.type, m.expiry, m.expiresAt, m.payload);
+        } else {
+          sql.deleteCopy.run(w.recipient, w.sender, w.id);
+        }
+        n++;
+      }
+      return n;
+    });
+    this.removeUserTx = db.transaction((address: string) => {
+      sql.deleteRecipient.run(address);
+      return sql.deleteUser.run(address).changes > 0;
+    });
+    this.editMembersTx = db.transaction((gid: number, add: string[], remove: string[]) => {
+      if (!sql.groupExists.get(gid)) throw new SwitchboardError('E_STORE_NO_GROUP', `There is no group ${gid}; create it before editing its members.`);
+      const unknown = add.filter((a) => !sql.userExists.get(a));
+      if (unknown.length > 0) throw new SwitchboardError('E_STORE_NO_USER', `Cannot add ${unknown.map((a) => `"${a}"`).join(', ')} to group ${gid}: not a user. Create the user first.`, { detail: unknown.join(',') });
+      for (const a of add) sql.addMember.run(gid, a);
+      for (const r of remove) sql.deleteMember.run(gid, r);
+    });
+  }
+
+  // ---- users ---------------------------------------------------------------
+
+  addUser(address: string, tokenHash: string): boolean {
+    this.checkWritable();
+    if (!isAddress(address)) throw argumentError('A user address must be a non-empty string.');
+    return this.withTokenCheck(() => this.sql.addUser.run(address, tokenHash).changes > 0);
+  }
+
+  removeUser(address: string): boolean {
+    this.checkWritable();
+    this.dropBufferedFor(address);
+    return this.removeUserTx(address);
+  }
+
+  setTokenHash(address: string, tokenHash: string): boolean {
+    this.checkWritable();
+    return this.withTokenCheck(() => this.sql.setTokenHash.run(tokenHash, address).changes > 0);
+  }
+
+  userByTokenHash(tokenHash: string): string | null {
+    this.checkOpen();
+    return (this.sql.userByTokenHash.get(tokenHash) as string | undefined) ?? null;
+  }
+
+  userExists(address: string): boolean {
+    this.checkOpen();
+    return this.sql.userExists.get(address) !== undefined;
+  }
+
+  listUsers(): string[] {
+    this.checkOpen();
+    return this.sql.listUsers.all() as string[];
+  }
+
+  // ---- groups --------------------------------------------------------------
+
+  addGroup(gid: number, name: string): boolean {
+    this.checkWritable();
+    if (!Number.isInteger(gid) || gid < 1 || gid > 0xffffffff) throw argumentError(`A group id must be an integer from 1 to 4294967295, not ${gid}.`);
+    return this.sql.addGroup.run(gid, name).changes > 0;
+  }
+
+  removeGroup(gid: number): boolean {
+    this.checkWritable();
+    return this.sql.deleteGroup.run(gid).changes > 0;
+  }
+
+  groupExists(gid: number): boolean {
+    this.checkOpen();
+    return this.sql.groupExists.get(gid) !== undefined;
+  }
+
+  editMembers(gid: number, add: string[], remove: string[]): void {
+    this.checkWritable();
+    this.editMembersTx(gid, add, remove);
+  }
+
+  members(gid: number): string[] {
+    this.checkOpen();
+    return this.sql.members.all(gid) as string[];
+  }
+
+  groupsOf(address: string): number[] {
+    this.checkOpen();
+    return this.sql.groupsOf.all(address) as number[];
+  }
+
+  // ---- messages ------------------------------------------------------------
+
+  enqueue(m: NewMessage): void {
+    this.checkWritable();
+    checkMessage(m);
+    const key = copyKey(m.recipient, m.sender, m.id);
+    const at = this.enqueued.get(key);
+    if (at) at.push(this.writes.length);
+    else this.enqueued.set(key, [this.writes.length]);
+    this.writes.push({ kind: 'enqueue', m });
+    this.live++;
+  }
+
+  ack(recipient: string, sender: string, id: number): void {
+    this.checkWritable();
+    const key = copyKey(recipient, sender, id);
+    for (const i of this.enqueued.get(key) ?? []) this.cancel(i);
+    this.enqueued.delete(key);
+    // Still needed: a copy of that name may already be committed.
+    this.writes.push({ kind: 'ack', recipient, sender, id });
+    this.live++;
+  }
+
+  flush(): number {
+    this.checkOpen();
+    if (this.live === 0) {
+      this.clearBuffer();
+      return 0;
+    }
+    let n: number;
+    try {
+      n = this.commitWrites(this.writes);
+    } catch (e) {
+      // Rolled back: keep the buffer so the next flush retries it.
+      throw new SwitchboardError('E_STORE_WRITE', `Could not commit ${this.live} buffered store writes: ${(e as Error).message}. Nothing of this batch was stored; check the disk holding the store file.`, { detail: sqliteCode(e) || undefined });
+    }
+    this.clearBuffer();
+    return n;
+  }
+
+  get pendingWrites(): number {
+    return this.live;
+  }
+
+  pending(recipient: string, limit = -1): StoredMessage[] {
+    this.checkOpen();
+    return this.sql.pending.all(recipient, Date.now(), limit) as StoredMessage[];
+  }
+
+  countPending(recipient?: string): number {
+    this.checkOpen();
+    const now = Date.now();
+    return (recipient === undefined ? this.sql.countAll.get(now) : this.sql.countFor.get(recipient, now)) as number;
+  }
+
+  purgeExpired(nowMs = Date.now()): number {
+    this.checkWritable();
+    return this.sql.purgeExpired.run(nowMs).changes;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    try {
+      if (!this.readonly) this.flush();
+    } finally {
+      this.closed = true;
+      this.db.close();
+    }
+  }
+
+  // ---- internals -----------------------------------------------------------
+
+  private clearBuffer(): void {
+    this.writes = [];
+    this.enqueued.clear();
+    this.live = 0;
+  }
+
+  private cancel(i: number): void {
+    if (this.writes[i] === null) return;
+    this.writes[i] = null;
+    this.live--;
+  }
+
+  /** A removed user's buffered copies must not be written after its committed ones are deleted. */
+  private dropBufferedFor(address: string): void {
+    this.writes.forEach((w, i) => {
+      if (w !== null && (w.kind === 'enqueue' ? w.m.recipient : w.recipient) === address) this.cancel(i);
+    });
+  }
+
+  /** Two users with one token hash would make login ambiguous, so the column is UNIQUE. */
+  private withTokenCheck(write: () => boolean): boolean {
+    try {
+      return write();
+    } catch (e) {
+      if (sqliteCode(e) === 'SQLITE_CONSTRAINT_UNIQUE') throw new SwitchboardError('E_STORE_TOKEN_IN_USE', 'Another user already has this token. Issue a fresh random token.');
+      throw e;
+    }
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new SwitchboardError('E_STORE_CLOSED', 'The store is closed.');
+  }
+
+  private checkWritable(): void {
+    this.checkOpen();
+    if (this.readonly) throw new SwitchboardError('E_STORE_READONLY', 'The store was opened read-only; open it without { readonly: true } to change it.');
+  }
+}
