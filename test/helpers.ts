@@ -71,9 +71,9 @@ export function open(dir: string, configBody: string): Opened {
 }
 
 /** Waits until `cond` holds, turning the event loop meanwhile. */
-export async function until(cond: () => boolean, ms = 20_000): Promise<void> {
+export async function until(cond: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
   const end = Date.now() + ms;
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > end) throw new Error('timed out waiting for a condition');
     await new Promise((r) => setTimeout(r, 5));
   }

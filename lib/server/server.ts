@@ -36,6 +36,7 @@ const OUT_BINARY = 1;
 const OUT_BOTH = 2;
 const WIRE_E_UNKNOWN_OP = -5;
 const CLOSE_AUTH = 4001;
+const MAX_BACKPRESSURE = 4 * 1024 * 1024;
 /** Receipt flags remembered for messages still in flight, so a receipt goes back only when asked for. */
 const MAX_TRACKED_RECEIPTS = 1_000_000;
 
@@ -217,7 +218,7 @@ export class Server {
       maxPayloadLength: 2 * s.maxMessageSize + 64 * 1024,
       // A client that does not read is cut off rather than buffered without
       // bound; what it missed stays in the store until it acknowledges.
-      maxBackpressure: 1024 * 1024,
+      maxBackpressure: MAX_BACKPRESSURE,
       closeOnBackpressureLimit: 1 as unknown as number,
       idleTimeout: s.idleTimeout,
       sendPingsAutomatically: true,
@@ -418,9 +419,11 @@ export class Server {
 
     if (info[Info.Op] === OP_STATUS) {
       const status = info[Info.Status];
-      if (status === Status.DELIVERED) this.store.ack(from, to, id);
       if (this.wantsReceipt(to, from, id, status)) this.publish(to, out, frameLen, frame2Len, outFormat);
-      if (status === Status.DELIVERED) this.scheduleFlush();
+      if (status === Status.DELIVERED) {
+        this.store.ack(from, to, id);
+        this.scheduleFlush();
+      }
       return status;
     }
 
@@ -478,6 +481,19 @@ export class Server {
     } else {
       this.app.publish(topic(to, outFormat === OUT_BINARY), out.subarray(0, frameLen), outFormat === OUT_BINARY);
     }
+    // uWebSockets.js skips a subscriber whose backpressure would pass the
+    // limit; such a device would silently miss messages. Close it once it is
+    // half way there instead: what it missed waits in the store and comes
+    // on its next connection.
+    for (const ws of this.devices.get(to) ?? []) {
+      if (ws.getBufferedAmount() >= MAX_BACKPRESSURE / 2) {
+        // Not end(): a close frame would queue behind what it does not read.
+        if (ws.getUserData().open) {
+          this.log(`[transport] closing a connection of ${to} that stopped reading (${ws.getBufferedAmount()} bytes waiting)`);
+          ws.close();
+        }
+      }
+    }
   }
 
   private trackReceipt(sender: string, recipient: string, id: number, flags: number): void {
@@ -488,12 +504,21 @@ export class Server {
     this.receiptFlags.set(`${sender}\0${recipient}\0${id}`, flags);
   }
 
-  /** Whether `recipient`'s receipt `status` for `sender`'s message `id` goes back to the sender (its flags asked for it). */
+  /**
+   * Whether `recipient`'s receipt `status` for `sender`'s message `id` goes
+   * back to the sender: only when the message's flags asked for it. Flags of
+   * messages in flight are kept in memory; a message from before a restart
+   * is looked up in the store (its copy is still there until this delivered
+   * receipt removes it).
+   */
   private wantsReceipt(sender: string, recipient: string, id: number, status: number): boolean {
     const key = `${sender}\0${recipient}\0${id}`;
-    const flags = this.receiptFlags.get(key);
-    // Not tracked (sent before a restart, or evicted): pass it on rather than lose it.
-    if (flags === undefined) return true;
+    let flags = this.receiptFlags.get(key);
+    if (flags === undefined && status === Status.DELIVERED) {
+      flags = this.store.flagsOf(recipient, sender, id) ?? 0;
+      if (flags & FLAG_READ_RECEIPT) this.trackReceipt(sender, recipient, id, flags);
+    }
+    if (!flags) return false;
     if (status === Status.READ || !(flags & FLAG_READ_RECEIPT)) this.receiptFlags.delete(key);
     return status === Status.READ ? (flags & FLAG_READ_RECEIPT) !== 0 : (flags & FLAG_DELIVERY_RECEIPT) !== 0;
   }

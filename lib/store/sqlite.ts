@@ -132,6 +132,7 @@ function prepareStatements(db: Database.Database) {
     insertMessage: db.prepare(
       'INSERT INTO messages (recipient, sender, id, refid, groupid, flags, type, expiry, expires_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
     ),
+    flagsOf: db.prepare('SELECT flags FROM messages WHERE recipient = ? AND sender = ? AND id = ? LIMIT 1').pluck(),
     deleteCopy: db.prepare('DELETE FROM messages WHERE recipient = ? AND sender = ? AND id = ?'),
     deleteRecipient: db.prepare('DELETE FROM messages WHERE recipient = ?'),
     pending: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE recipient = ? AND ${UNEXPIRED} ORDER BY seq LIMIT ?`),
@@ -335,6 +336,12 @@ export class SqliteStore implements Store {
   pending(recipient: string, limit = -1): StoredMessage[] {
     this.checkOpen();
     return this.sql.pending.all(recipient, Date.now(), limit) as StoredMessage[];
+  }
+
+  flagsOf(recipient: string, sender: string, id: number): number | null {
+    this.checkOpen();
+    const f = this.sql.flagsOf.get(recipient, sender, id) as number | undefined;
+    return f === undefined ? null : f;
   }
 
   countPending(recipient?: string): number {

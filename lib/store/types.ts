@@ -109,6 +109,8 @@ export interface Store {
    * durable, so nothing is delivered that a crash could take back.
    */
   pending(recipient: string, limit?: number): StoredMessage[];
+  /** The flags of the recipient's committed copy of sender's message `id`, or null when there is none. */
+  flagsOf(recipient: string, sender: string, id: number): number | null;
   /** How many committed, unexpired copies wait for the recipient (or for everyone). */
   countPending(recipient?: string): number;
   /** Deletes committed copies that expired at `nowMs` (default: now). Returns how many. */

@@ -1,0 +1,265 @@
+// End to end over loopback: the real server, real WebSocket clients (the
+// SDK in lib/client over the `ws` package), real modules and a real SQLite
+// file.
+import path from 'node:path';
+import WebSocket from 'ws';
+import { afterEach, describe, expect, it } from 'vitest';
+import { SwitchboardClient, type IncomingMessage, type StatusEvent } from '../lib/client';
+import { Server } from '../lib/index';
+import { compileModule, root, tempDir, until } from './helpers';
+
+const APP = 'e2e-token';
+const samples = path.join(root, 'build', 'modules');
+const running: Server[] = [];
+const clients: SwitchboardClient[] = [];
+
+async function start(body = '', dataDir = tempDir()): Promise<Server> {
+  const s = await Server.start({ configText: `listen = 127.0.0.1:0\ndata_dir = ${dataDir}\napp_token = ${APP}\nmodule_dir = ${samples}\n${body}`, log: () => {} });
+  running.push(s);
+  return s;
+}
+
+async function api(s: Server, body: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const r = await fetch(`http://127.0.0.1:${s.port}/api`, { method: 'POST', headers: { Authorization: `Bearer ${APP}` }, body: JSON.stringify(body) });
+  return (await r.json()) as Record<string, unknown>;
+}
+
+async function user(s: Server, address: string): Promise<string> {
+  const r = await api(s, { op: 'useradd', address });
+  return r.token as string;
+}
+
+interface Peer {
+  c: SwitchboardClient;
+  got: IncomingMessage[];
+  statuses: StatusEvent[];
+  texts(): string[];
+}
+
+async function connect(s: Server, token: string, device = ''): Promise<Peer> {
+  const c = new SwitchboardClient({ url: `ws://127.0.0.1:${s.port}/`, token, device, WebSocket: WebSocket as never, reconnect: { minDelayMs: 20, maxDelayMs: 200 } });
+  clients.push(c);
+  const got: IncomingMessage[] = [];
+  const statuses: StatusEvent[] = [];
+  c.on('message', (m) => got.push(m));
+  c.on('status', (st) => statuses.push(st));
+  await c.connect();
+  return { c, got, statuses, texts: () => got.map((m) => m.text ?? '') };
+}
+
+afterEach(async () => {
+  while (clients.length) clients.pop()!.close();
+  while (running.length) await running.pop()!.stop();
+});
+
+describe('two users', () => {
+  it('chat 1:1 with sent, delivered and read receipts', async () => {
+    const s = await start();
+    const alice = await connect(s, await user(s, 'alice'));
+    const bob = await connect(s, await user(s, 'bob'));
+    const sending = alice.c.send('bob', 'hi bob', { flags: 0x3 });
+    expect(await sending.sent).toBe(1);
+    await until(() => bob.got.length === 1);
+    expect(bob.got[0]).toMatchObject({ from: 'alice', to: 'bob', id: sending.id, text: 'hi bob' });
+    await until(() => alice.statuses.some((x) => x.status === 2));
+    bob.c.markRead(bob.got[0]);
+    await until(() => alice.statuses.some((x) => x.status === 3));
+    expect(alice.statuses.filter((x) => x.id === sending.id).map((x) => x.status)).toEqual([1, 2, 3]);
+    // The delivered receipt removed it from the store.
+    await until(() => s.store.countPending('bob') === 0);
+  });
+
+  it('sends no receipts the message did not ask for', async () => {
+    const s = await start();
+    const alice = await connect(s, await user(s, 'alice'));
+    const bob = await connect(s, await user(s, 'bob'));
+    await alice.c.send('bob', 'quiet').sent;
+    await until(() => bob.got.length === 1);
+    expect(bob.c.markRead(bob.got[0])).toBe(false);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(alice.statuses.map((x) => x.status)).toEqual([1]);
+  });
+
+  it('stores messages for an offline user and delivers them in order when it connects', async () => {
+    const s = await start();
+    const alice = await connect(s, await user(s, 'alice'));
+    const bobToken = await user(s, 'bob');
+    for (let i = 0; i < 20; i++) await alice.c.send('bob', `m${i}`).sent;
+    expect(s.store.countPending('bob')).toBe(20);
+    const bob = await connect(s, bobToken);
+    await until(() => bob.got.length === 20);
+    expect(bob.texts()).toEqual(Array.from({ length: 20 }, (_, i) => `m${i}`));
+    await until(() => s.store.countPending('bob') === 0);
+  });
+
+  it('keeps pending messages across a restart', async () => {
+    const dir = tempDir();
+    let s = await start('', dir);
+    const alice = await connect(s, await user(s, 'alice'));
+    const bobToken = await user(s, 'bob');
+    await alice.c.send('bob', 'before restart').sent;
+    alice.c.close();
+    await s.stop();
+    running.pop();
+    s = await start('', dir);
+    const bob = await connect(s, bobToken);
+    await until(() => bob.got.length === 1);
+    expect(bob.texts()).toEqual(['before restart']);
+  });
+
+  it('delivers to every device of a user', async () => {
+    const s = await start();
+    const alice = await connect(s, await user(s, 'alice'));
+    const bobToken = await user(s, 'bob');
+    const phone = await connect(s, bobToken, 'phone');
+    const laptop = await connect(s, bobToken, 'laptop');
+    expect(phone.c.hello?.device).toBe('phone');
+    await alice.c.send('bob', 'to both').sent;
+    await until(() => phone.got.length === 1 && laptop.got.length === 1);
+  });
+
+  it('reports an unknown recipient as an invalid destination', async () => {
+    const s = await start();
+    const alice = await connect(s, await user(s, 'alice'));
+    await expect(alice.c.send('nobody', 'hello?').sent).rejects.toMatchObject({ status: 0x83 });
+  });
+
+  it('sends transient messages only to online users', async () => {
+    const s = await start();
+    const alice = await connect(s, await user(s, 'alice'));
+    await user(s, 'bob');
+    await expect(alice.c.send('bob', 'are you there', { flags: 0x4 }).sent).rejects.toMatchObject({ status: 0x81 });
+    expect(s.store.countPending('bob')).toBe(0);
+  });
+});
+
+describe('groups', () => {
+  it('fans out to 100 members; non-members are refused', async () => {
+    const s = await start();
+    const tokens: string[] = [];
+    for (let i = 0; i < 100; i++) tokens.push(await user(s, `m${i}`));
+    await api(s, { op: 'groupadd', gid: 42, members: Array.from({ length: 100 }, (_, i) => `m${i}`) });
+    const outsider = await connect(s, await user(s, 'outsider'));
+    const members = await Promise.all(tokens.map((t) => connect(s, t)));
+    const sending = members[0].c.sendToGroup(42, 'hello group');
+    expect(await sending.sent).toBe(1);
+    await until(() => members.slice(1).every((m) => m.got.length === 1));
+    expect(members[0].got).toHaveLength(0);
+    expect(members[57].got[0]).toMatchObject({ from: 'm0', groupid: 42, text: 'hello group' });
+    await expect(outsider.c.sendToGroup(42, 'let me in').sent).rejects.toMatchObject({ status: 0x88 });
+    await expect(outsider.c.sendToGroup(99, 'no such group').sent).rejects.toMatchObject({ status: 0x83 });
+  });
+});
+
+describe('presence', () => {
+  it('tells subscribers when a user comes and goes', async () => {
+    const s = await start();
+    const alice = await connect(s, await user(s, 'alice'));
+    const bobToken = await user(s, 'bob');
+    const seen: boolean[] = [];
+    alice.c.on('presence', (p) => p.address === 'bob' && seen.push(p.online));
+    alice.c.subscribePresence('bob');
+    await until(() => seen.length === 1);
+    const bob = await connect(s, bobToken);
+    await until(() => seen.length === 2);
+    bob.c.close();
+    await until(() => seen.length === 3);
+    expect(seen).toEqual([false, true, false]);
+  });
+});
+
+describe('the module chain on every message', () => {
+  it('a filter consumes (the sender still gets "sent"), a rewrite reaches the recipient, a bot answers', async () => {
+    const dir = compileModule({ name: 'recorder', source: 'test/modules/recorder.c' });
+    const s = await start(`module filter {\n blocked_words = darn\n}\nmodule recorder {\n path = ${dir}/mesibo_mod_recorder.so\n rewrite = upper\n only_to = bob\n}\nmodule echo\n`);
+    const alice = await connect(s, await user(s, 'alice'));
+    const bob = await connect(s, await user(s, 'bob'));
+    expect(await alice.c.send('bob', 'oh darn').sent).toBe(1);
+    expect(await alice.c.send('bob', 'shout this').sent).toBe(1);
+    expect(await alice.c.send('echo', 'ping').sent).toBe(1);
+    await until(() => bob.got.length === 1 && alice.got.length === 1);
+    expect(bob.texts()).toEqual(['SHOUT THIS']);
+    expect(alice.got[0]).toMatchObject({ from: 'echo', text: 'echo: ping' });
+  });
+});
+
+describe('bad input', () => {
+  async function raw(s: Server, token: string): Promise<{ ws: WebSocket; frames: Record<string, unknown>[]; closed: Promise<number> }> {
+    const ws = new WebSocket(`ws://127.0.0.1:${s.port}/?token=${token}`);
+    const frames: Record<string, unknown>[] = [];
+    ws.on('message', (d, isBinary) => frames.push(isBinary ? { binary: d } : JSON.parse(d.toString())));
+    const closed = new Promise<number>((r) => ws.on('close', (code) => r(code)));
+    await new Promise((r) => ws.on('open', r));
+    return { ws, frames, closed };
+  }
+
+  it('malformed frames and unknown ops get error codes; the connection keeps working', async () => {
+    const s = await start();
+    const token = await user(s, 'alice');
+    await user(s, 'bob');
+    const a = await raw(s, token);
+    await until(() => a.frames.length === 1);
+    a.ws.send('{"op":"msg",');
+    a.ws.send('{"op":"fly","id":1}');
+    a.ws.send('{"op":"msg","id":3,"to":"bob","data":"fine"}');
+    await until(() => a.frames.length === 4);
+    expect(a.frames.slice(1).map((f) => f.code ?? f.status)).toEqual(['E_FRAME_MALFORMED', 'E_UNKNOWN_OP', 1]);
+    a.ws.close();
+  });
+
+  it('an oversized payload gets E_PAYLOAD_TOO_LARGE', async () => {
+    const s = await start('max_message_size = 1000\n');
+    const a = await raw(s, await user(s, 'alice'));
+    await user(s, 'bob');
+    a.ws.send(JSON.stringify({ op: 'msg', id: 1, to: 'bob', data: 'x'.repeat(5000) }));
+    await until(() => a.frames.length === 2);
+    expect(a.frames[1]).toMatchObject({ op: 'error', code: 'E_PAYLOAD_TOO_LARGE' });
+  });
+
+  it('a flood is rate limited with E_RATE_LIMITED, and other users are still served', async () => {
+    const s = await start('rate_limit = 50\n');
+    const a = await raw(s, await user(s, 'alice'));
+    const carol = await connect(s, await user(s, 'carol'));
+    const bob = await connect(s, await user(s, 'bob'));
+    for (let i = 1; i <= 200; i++) a.ws.send(JSON.stringify({ op: 'msg', id: i, to: 'bob', data: 'flood' }));
+    await until(() => a.frames.some((f) => f.code === 'E_RATE_LIMITED'));
+    expect(await carol.c.send('bob', 'still here').sent).toBe(1);
+    await until(() => bob.got.some((m) => m.text === 'still here'));
+    expect(bob.got.filter((m) => m.text === 'flood').length).toBeLessThanOrEqual(60);
+  });
+
+  it('unauthenticated sockets can do nothing; revoked tokens are refused', async () => {
+    const s = await start();
+    const anon = new WebSocket(`ws://127.0.0.1:${s.port}/`);
+    const frames: Record<string, unknown>[] = [];
+    anon.on('message', (d) => frames.push(JSON.parse(d.toString())));
+    const code = new Promise<number>((r) => anon.on('close', (c) => r(c)));
+    await new Promise((r) => anon.on('open', r));
+    anon.send('{"op":"msg","id":1,"to":"x","data":"y"}');
+    expect(await code).toBe(4001);
+    expect(frames[0]).toMatchObject({ code: 'E_NOT_LOGGED_IN' });
+
+    const old = await user(s, 'dave');
+    const live = await raw(s, old);
+    await api(s, { op: 'usertoken', address: 'dave' });
+    expect(await live.closed).toBe(4001);
+    const again = new SwitchboardClient({ url: `ws://127.0.0.1:${s.port}/`, token: old, WebSocket: WebSocket as never });
+    clients.push(again);
+    await expect(again.connect()).rejects.toMatchObject({ code: 'E_AUTH' });
+  });
+
+  it('a client that does not read is disconnected instead of growing server memory', async () => {
+    const s = await start();
+    const alice = await connect(s, await user(s, 'alice'));
+    const slow = await raw(s, await user(s, 'slow'));
+    // Stop reading: the kernel buffers fill, then uWebSockets.js's backpressure limit closes it.
+    (slow.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+    const big = 'y'.repeat(60_000);
+    const sent = Array.from({ length: 200 }, () => alice.c.send('slow', big).sent);
+    // The server drops the connection (the paused client cannot see it yet).
+    await until(async () => !((await api(s, { op: 'online' })).online as string[]).includes('slow'), 15_000);
+    // Nothing was lost: what it missed waits in the store.
+    await Promise.all(sent);
+    expect(s.store.countPending('slow')).toBe(200);
+  });
+});
