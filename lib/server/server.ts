@@ -37,6 +37,9 @@ const OUT_BOTH = 2;
 const WIRE_E_UNKNOWN_OP = -5;
 const CLOSE_AUTH = 4001;
 const MAX_BACKPRESSURE = 4 * 1024 * 1024;
+/** The backlog is sent while less than this waits in the socket's buffer. */
+const BACKLOG_BUFFER = 512 * 1024;
+const BACKLOG_PAGE = 500;
 /** Receipt flags remembered for messages still in flight, so a receipt goes back only when asked for. */
 const MAX_TRACKED_RECEIPTS = 1_000_000;
 
@@ -50,6 +53,9 @@ interface Conn {
   refill: number; // ms time of the last refill
   lastLimitError: number;
   presence: Set<string>;
+  /** The stored backlog is sent page by page; live deliveries start after it. */
+  backlogSeq: number;
+  backlogDone: boolean;
   /** Set when the upgrade carried a token that did not authenticate. */
   authError?: string;
 }
@@ -95,6 +101,8 @@ export class Server {
   private binaryDevices = 0;
   private readonly receiptFlags = new Map<string, number>();
   private acks: PendingAck[] = [];
+  /** Deliveries waiting for this turn's group commit (durable on). */
+  private held: { to: string; frames: HeldFrames }[] = [];
   private flushScheduled = false;
   private purgeTimer: NodeJS.Timeout | null = null;
   private stopped = false;
@@ -236,6 +244,8 @@ export class Server {
           refill: Date.now(),
           lastLimitError: 0,
           presence: new Set(),
+          backlogSeq: 0,
+          backlogDone: false,
         };
         const token = query.get('token');
         if (token) {
@@ -251,6 +261,7 @@ export class Server {
         else if (c.address) this.loggedIn(ws);
       },
       message: (ws, ab, isBinary) => this.onFrame(ws, ab, isBinary),
+      drain: (ws) => this.pump(ws),
       close: (ws) => this.onClose(ws),
     });
   }
@@ -271,11 +282,10 @@ export class Server {
     set.add(ws);
     if (c.binary) this.binaryDevices++;
     else this.jsonDevices++;
-    ws.subscribe(topic(addr, c.binary));
     this.core.login(addr, true);
     ws.send(JSON.stringify({ op: 'hello', address: addr, device: c.device, v: 1, max: this.settings.maxMessageSize }), false);
     if (first) this.app.publish(`p/${addr}`, JSON.stringify({ op: 'presence', from: addr, online: true }), false);
-    this.deliverPending(ws);
+    this.pump(ws);
   }
 
   private onClose(ws: WS): void {
@@ -299,14 +309,27 @@ export class Server {
     for (const ws of [...(this.devices.get(address) ?? [])]) this.refuse(ws, code, message);
   }
 
-  /** Sends what the store holds for this user: messages that arrived while it was offline or were not acknowledged yet. */
-  private deliverPending(ws: WS): void {
+  /**
+   * Sends what the store holds for this user (messages that arrived while it
+   * was offline or were not acknowledged yet), page by page as the socket
+   * drains, and only then subscribes it to live deliveries, so that nothing
+   * live overtakes the backlog.
+   */
+  private pump(ws: WS): void {
     const c = ws.getUserData();
-    const pending = this.store.pending(c.address, 10_000);
-    if (!pending.length) return;
-    ws.cork(() => {
-      for (const m of pending) ws.send(encodeStored(m, c.binary), c.binary);
-    });
+    if (!c.open || c.backlogDone) return;
+    while (ws.getBufferedAmount() < BACKLOG_BUFFER) {
+      const page = this.store.pending(c.address, BACKLOG_PAGE, c.backlogSeq);
+      if (!page.length) {
+        c.backlogDone = true;
+        ws.subscribe(topic(c.address, c.binary));
+        return;
+      }
+      ws.cork(() => {
+        for (const m of page) ws.send(encodeStored(m, c.binary), c.binary);
+      });
+      c.backlogSeq = page[page.length - 1].seq;
+    }
   }
 
   // --- frames -----------------------------------------------------------
@@ -440,13 +463,25 @@ export class Server {
       else if (flags & FLAG_TRANSIENT && !gid && !this.devices.has(to)) status = Status.NOTACTIVE;
       else {
         let payload: Buffer | null = null;
+        let held: HeldFrames | null = null;
         const expiry = info[Info.Expiry];
+        const transient = (flags & FLAG_TRANSIENT) !== 0;
+        // With durability on, a recipient sees a message only once it is in
+        // the store: a copy published before the commit could be lost with
+        // a killed process, and its resend would then arrive after later
+        // messages, out of the sender's order.
+        const hold = this.settings.durable && !transient;
         for (const r of recipients) {
           if (r === from && gid) continue;
           const online = this.devices.has(r);
-          if (online) this.publish(r, out, frameLen, frame2Len, outFormat);
-          if (flags & FLAG_TRANSIENT) continue;
-          if (online && !this.settings.durable) continue;
+          if (online) {
+            if (!hold) this.publish(r, out, frameLen, frame2Len, outFormat);
+            else {
+              held ??= holdFrames(out, frameLen, frame2Len, outFormat);
+              this.held.push({ to: r, frames: held });
+            }
+          }
+          if (transient || (online && !this.settings.durable)) continue;
           payload ??= Buffer.from(out.subarray(payloadAt, toAt));
           this.store.enqueue({
             recipient: r, sender: from, id, refid: info[Info.Refid], groupid: gid, flags, type: info[Info.Type], expiry,
@@ -481,6 +516,16 @@ export class Server {
     } else {
       this.app.publish(topic(to, outFormat === OUT_BINARY), out.subarray(0, frameLen), outFormat === OUT_BINARY);
     }
+    this.closeSlow(to);
+  }
+
+  private publishHeld(h: { to: string; frames: HeldFrames }): void {
+    if (h.frames.json) this.app.publish(topic(h.to, false), h.frames.json, false);
+    if (h.frames.binary) this.app.publish(topic(h.to, true), h.frames.binary, true);
+    this.closeSlow(h.to);
+  }
+
+  private closeSlow(to: string): void {
     // uWebSockets.js skips a subscriber whose backpressure would pass the
     // limit; such a device would silently miss messages. Close it once it is
     // half way there instead: what it missed waits in the store and comes
@@ -573,11 +618,28 @@ export class Server {
   private flushNow(): void {
     this.flushScheduled = false;
     if (this.store.pendingWrites) this.store.flush();
+    const held = this.held;
+    if (held.length) {
+      this.held = [];
+      for (const h of held) this.publishHeld(h);
+    }
     const acks = this.acks;
     if (!acks.length) return;
     this.acks = [];
     for (const a of acks) if (a.ws.getUserData().open) a.ws.send(a.frame, a.binary);
   }
+}
+
+/** Copies of a delivery's frames that outlive the core's reused buffer. */
+interface HeldFrames {
+  json: Buffer | null;
+  binary: Buffer | null;
+}
+
+function holdFrames(out: Buffer, frameLen: number, frame2Len: number, outFormat: number): HeldFrames {
+  const first = Buffer.from(out.subarray(0, frameLen));
+  if (outFormat === OUT_BOTH) return { json: first, binary: Buffer.from(out.subarray(frameLen, frameLen + frame2Len)) };
+  return outFormat === OUT_BINARY ? { json: null, binary: first } : { json: first, binary: null };
 }
 
 function topic(address: string, binary: boolean): string {

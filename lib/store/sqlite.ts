@@ -135,7 +135,7 @@ function prepareStatements(db: Database.Database) {
     flagsOf: db.prepare('SELECT flags FROM messages WHERE recipient = ? AND sender = ? AND id = ? LIMIT 1').pluck(),
     deleteCopy: db.prepare('DELETE FROM messages WHERE recipient = ? AND sender = ? AND id = ?'),
     deleteRecipient: db.prepare('DELETE FROM messages WHERE recipient = ?'),
-    pending: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE recipient = ? AND ${UNEXPIRED} ORDER BY seq LIMIT ?`),
+    pending: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE recipient = ? AND seq > ? AND ${UNEXPIRED} ORDER BY seq LIMIT ?`),
     countFor: db.prepare(`SELECT count(*) FROM messages WHERE recipient = ? AND ${UNEXPIRED}`).pluck(),
     countAll: db.prepare(`SELECT count(*) FROM messages WHERE ${UNEXPIRED}`).pluck(),
     purgeExpired: db.prepare('DELETE FROM messages WHERE expires_at > 0 AND expires_at <= ?'),
@@ -333,9 +333,9 @@ export class SqliteStore implements Store {
     return this.live;
   }
 
-  pending(recipient: string, limit = -1): StoredMessage[] {
+  pending(recipient: string, limit = -1, afterSeq = 0): StoredMessage[] {
     this.checkOpen();
-    return this.sql.pending.all(recipient, Date.now(), limit) as StoredMessage[];
+    return this.sql.pending.all(recipient, afterSeq, Date.now(), limit) as StoredMessage[];
   }
 
   flagsOf(recipient: string, sender: string, id: number): number | null {

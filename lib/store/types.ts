@@ -105,10 +105,10 @@ export interface Store {
   readonly pendingWrites: number;
   /**
    * The recipient's committed, unexpired copies in seq order, at most `limit`
-   * of them. Buffered writes are not seen: a copy is readable only once it is
+   * of them, starting after `afterSeq` (for paging). Buffered writes are not seen: a copy is readable only once it is
    * durable, so nothing is delivered that a crash could take back.
    */
-  pending(recipient: string, limit?: number): StoredMessage[];
+  pending(recipient: string, limit?: number, afterSeq?: number): StoredMessage[];
   /** The flags of the recipient's committed copy of sender's message `id`, or null when there is none. */
   flagsOf(recipient: string, sender: string, id: number): number | null;
   /** How many committed, unexpired copies wait for the recipient (or for everyone). */
