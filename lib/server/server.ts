@@ -285,6 +285,10 @@ export class Server {
     this.core.login(addr, true);
     ws.send(JSON.stringify({ op: 'hello', address: addr, device: c.device, v: 1, max: this.settings.maxMessageSize }), false);
     if (first) this.app.publish(`p/${addr}`, JSON.stringify({ op: 'presence', from: addr, online: true }), false);
+    // A message routed earlier in this loop turn, while this user was
+    // offline, is buffered but not committed: the backlog would miss it and
+    // the live subscription comes too late for it. Commit it first.
+    if (this.store.pendingWrites) this.flushNow();
     this.pump(ws);
   }
 
