@@ -1,6 +1,7 @@
 // End to end over loopback: the real server, real WebSocket clients (the
 // SDK in lib/client over the `ws` package), real modules and a real SQLite
 // file.
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import WebSocket from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -69,6 +70,16 @@ describe('two users', () => {
     await until(() => s.store.countPending('bob') === 0);
   });
 
+  it('receipts work in both directions', async () => {
+    const s = await start();
+    const alice = await connect(s, await user(s, 'alice'));
+    const bob = await connect(s, await user(s, 'bob'));
+    const a = alice.c.send('bob', 'ping', { flags: 0x1 });
+    const b = bob.c.send('alice', 'pong', { flags: 0x1 });
+    await Promise.all([a.sent, b.sent]);
+    await until(() => alice.statuses.some((x) => x.id === a.id && x.status === 2) && bob.statuses.some((x) => x.id === b.id && x.status === 2));
+  });
+
   it('sends no receipts the message did not ask for', async () => {
     const s = await start();
     const alice = await connect(s, await user(s, 'alice'));
@@ -130,6 +141,22 @@ describe('two users', () => {
     await user(s, 'bob');
     await expect(alice.c.send('bob', 'are you there', { flags: 0x4 }).sent).rejects.toMatchObject({ status: 0x81 });
     expect(s.store.countPending('bob')).toBe(0);
+  });
+});
+
+describe('TLS', () => {
+  it('serves wss:// when tls_cert and tls_key are set', async () => {
+    const dir = tempDir();
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1', '-keyout', `${dir}/key.pem`, '-out', `${dir}/cert.pem`], { stdio: 'pipe' });
+    const s = await start(`tls_cert = ${dir}/cert.pem\ntls_key = ${dir}/key.pem\n`);
+    const refused = await fetch(`https://127.0.0.1:${s.port}/health`).catch((e: Error) => e);
+    expect(refused).toBeInstanceOf(Error); // self-signed: fetch refuses it, which shows TLS is on
+    const r = await new Promise<string>((resolve, reject) => {
+      const ws = new WebSocket(`wss://127.0.0.1:${s.port}/?token=nope`, { rejectUnauthorized: false });
+      ws.on('message', (d) => resolve(JSON.parse(d.toString()).code));
+      ws.on('error', reject);
+    });
+    expect(r).toBe('E_AUTH');
   });
 });
 
