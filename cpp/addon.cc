@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "core.h"
+#include "io.h"
 #include "json_extract.h"
 #include "module.h"
 #include "wire.h"
@@ -578,6 +579,8 @@ bool make_symbols_global(std::string &why) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  uv_loop_t *loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) == napi_ok && loop) sb::io_attach(loop);
   std::string why;
   exports.Set("symbolsGlobal", Napi::Boolean::New(env, make_symbols_global(why)));
   if (!why.empty()) exports.Set("symbolsGlobalError", why);
