@@ -7,7 +7,20 @@
  * The server flushes once per event-loop turn and tells senders "sent" only
  * after that, so all the messages of a turn share one commit.
  */
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+
+/**
+ * better-sqlite3 is an optional dependency: it compiles SQLite, which needs a
+ * compiler where no prebuilt binary can be fetched, and the native core is
+ * useful without it. It is loaded when a store is opened.
+ */
+function loadSqlite(): typeof Database {
+  try {
+    return require('better-sqlite3') as typeof Database;
+  } catch (e) {
+    throw new SwitchboardError('E_STORE_UNAVAILABLE', `the SQLite store needs the better-sqlite3 package, which is not installed or did not build here (${(e as Error).message.split('\n')[0]}); run npm install better-sqlite3@12 where a C++ compiler is available`);
+  }
+}
 import { SwitchboardError } from '../errors';
 import type { NewMessage, Store, StoredMessage } from './types';
 
@@ -169,7 +182,8 @@ export class SqliteStore implements Store {
     const readonly = opts.readonly ?? false;
     let db: Database.Database | undefined;
     try {
-      db = new Database(file, { readonly, fileMustExist: readonly });
+      const Sqlite = loadSqlite();
+      db = new Sqlite(file, { readonly, fileMustExist: readonly });
       if (!readonly) {
         // WAL with synchronous=NORMAL: before flush() returns, the commit is
         // written to the WAL file, i.e. handed to the OS, so a killed server
