@@ -103,6 +103,19 @@ describe('two users', () => {
     await until(() => s.store.countPending('bob') === 0);
   });
 
+  it('with durable = off, stores only for offline users and still removes what was delivered', async () => {
+    const s = await start('durable = off\n');
+    const alice = await connect(s, await user(s, 'alice'));
+    const bobToken = await user(s, 'bob');
+    await alice.c.send('bob', 'while away', { flags: 0x1 }).sent;
+    expect(s.store.countPending('bob')).toBe(1);
+    const bob = await connect(s, bobToken);
+    await alice.c.send('bob', 'live').sent;
+    await until(() => bob.got.length === 2);
+    expect(bob.texts()).toEqual(['while away', 'live']);
+    await until(() => s.store.countPending('bob') === 0 && alice.statuses.some((x) => x.status === 2));
+  });
+
   it('keeps pending messages across a restart', async () => {
     const dir = tempDir();
     let s = await start('', dir);

@@ -56,6 +56,8 @@ interface Conn {
   /** The stored backlog is sent page by page; live deliveries start after it. */
   backlogSeq: number;
   backlogDone: boolean;
+  /** With durability off: "sender\0id" of stored copies sent from the backlog, awaiting their receipt. */
+  stored: Set<string> | null;
   /** Set when the upgrade carried a token that did not authenticate. */
   authError?: string;
 }
@@ -113,6 +115,7 @@ export class Server {
     this.store = store;
     this.log = log;
     for (const u of store.listUsers()) this.users.add(u);
+    for (const r of store.receiptFlagsPending(FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(r.sender, r.recipient, r.id, r.flags);
     this.app = settings.tlsCert ? uWS.SSLApp({ cert_file_name: settings.tlsCert, key_file_name: settings.tlsKey! }) : uWS.App();
     void cfg;
     core.on('message', (m) => this.routeModuleMessage(m));
@@ -246,6 +249,7 @@ export class Server {
           presence: new Set(),
           backlogSeq: 0,
           backlogDone: false,
+          stored: s.durable ? null : new Set(),
         };
         const token = query.get('token');
         if (token) {
@@ -330,7 +334,10 @@ export class Server {
         return;
       }
       ws.cork(() => {
-        for (const m of page) ws.send(encodeStored(m, c.binary), c.binary);
+        for (const m of page) {
+          ws.send(encodeStored(m, c.binary), c.binary);
+          c.stored?.add(`${m.sender}\0${m.id}`);
+        }
       });
       c.backlogSeq = page[page.length - 1].seq;
     }
@@ -447,7 +454,9 @@ export class Server {
     if (info[Info.Op] === OP_STATUS) {
       const status = info[Info.Status];
       if (this.wantsReceipt(to, from, id, status)) this.publish(to, out, frameLen, frame2Len, outFormat);
-      if (status === Status.DELIVERED) {
+      // With durability off only messages for offline users are stored: a
+      // receipt for anything else has no copy to delete.
+      if (status === Status.DELIVERED && (this.settings.durable || ws?.getUserData().stored?.delete(`${to}\0${id}`))) {
         this.store.ack(from, to, id);
         this.scheduleFlush();
       }
@@ -555,18 +564,13 @@ export class Server {
 
   /**
    * Whether `recipient`'s receipt `status` for `sender`'s message `id` goes
-   * back to the sender: only when the message's flags asked for it. Flags of
-   * messages in flight are kept in memory; a message from before a restart
-   * is looked up in the store (its copy is still there until this delivered
-   * receipt removes it).
+   * back to the sender: only when the message's flags asked for it. The
+   * flags of messages that want receipts are kept in memory from routing
+   * (and, at start-up, from the store) until the receipt has gone back.
    */
   private wantsReceipt(sender: string, recipient: string, id: number, status: number): boolean {
     const key = `${sender}\0${recipient}\0${id}`;
-    let flags = this.receiptFlags.get(key);
-    if (flags === undefined && status === Status.DELIVERED) {
-      flags = this.store.flagsOf(recipient, sender, id) ?? 0;
-      if (flags & FLAG_READ_RECEIPT) this.trackReceipt(sender, recipient, id, flags);
-    }
+    const flags = this.receiptFlags.get(key);
     if (!flags) return false;
     if (status === Status.READ || !(flags & FLAG_READ_RECEIPT)) this.receiptFlags.delete(key);
     return status === Status.READ ? (flags & FLAG_READ_RECEIPT) !== 0 : (flags & FLAG_DELIVERY_RECEIPT) !== 0;

@@ -145,7 +145,7 @@ function prepareStatements(db: Database.Database) {
     insertMessage: db.prepare(
       'INSERT INTO messages (recipient, sender, id, refid, groupid, flags, type, expiry, expires_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
     ),
-    flagsOf: db.prepare('SELECT flags FROM messages WHERE recipient = ? AND sender = ? AND id = ? LIMIT 1').pluck(),
+    receiptFlags: db.prepare('SELECT recipient, sender, id, flags FROM messages WHERE (flags & ?) != 0 ORDER BY seq'),
     deleteCopy: db.prepare('DELETE FROM messages WHERE recipient = ? AND sender = ? AND id = ?'),
     deleteRecipient: db.prepare('DELETE FROM messages WHERE recipient = ?'),
     pending: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE recipient = ? AND seq > ? AND ${UNEXPIRED} ORDER BY seq LIMIT ?`),
@@ -352,10 +352,9 @@ export class SqliteStore implements Store {
     return this.sql.pending.all(recipient, afterSeq, Date.now(), limit) as StoredMessage[];
   }
 
-  flagsOf(recipient: string, sender: string, id: number): number | null {
+  receiptFlagsPending(mask: number): { recipient: string; sender: string; id: number; flags: number }[] {
     this.checkOpen();
-    const f = this.sql.flagsOf.get(recipient, sender, id) as number | undefined;
-    return f === undefined ? null : f;
+    return this.sql.receiptFlags.all(mask) as { recipient: string; sender: string; id: number; flags: number }[];
   }
 
   countPending(recipient?: string): number {

@@ -109,8 +109,8 @@ export interface Store {
    * durable, so nothing is delivered that a crash could take back.
    */
   pending(recipient: string, limit?: number, afterSeq?: number): StoredMessage[];
-  /** The flags of the recipient's committed copy of sender's message `id`, or null when there is none. */
-  flagsOf(recipient: string, sender: string, id: number): number | null;
+  /** Committed copies whose flags ask for a receipt (`flags & mask`), for the server to remember at start-up. */
+  receiptFlagsPending(mask: number): { recipient: string; sender: string; id: number; flags: number }[];
   /** How many committed, unexpired copies wait for the recipient (or for everyone). */
   countPending(recipient?: string): number;
   /** Deletes committed copies that expired at `nowMs` (default: now). Returns how many. */

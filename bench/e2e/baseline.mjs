@@ -1,0 +1,56 @@
+// bench/e2e/baseline: the transport's ceiling. A bare uWebSockets.js server
+// that does the least a message router can: each connection subscribes to
+// its own topic (?u=NAME), and a text frame is published, unchanged, to the
+// topic named by its "to" field, found with indexOf (no JSON.parse, no auth,
+// no statuses, no store). Switchboard's numbers in bench/e2e/run.mjs are read
+// against this one.
+//
+//   node bench/e2e/baseline.mjs [port] [--exit-on-stdin-eof]
+//
+// It prints "PORT <n>" once listening. With --exit-on-stdin-eof it exits when
+// its stdin closes, so a parent that dies takes it along (bench/e2e/run.mjs).
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const uWS = require('uWebSockets.js');
+
+const TO = Buffer.from('"to":"');
+const QUOTE = 0x22;
+
+const app = uWS.App();
+app.ws('/*', {
+  maxPayloadLength: 1 << 20,
+  maxBackpressure: 1 << 20,
+  idleTimeout: 120,
+  upgrade: (res, req, context) => {
+    const u = new URLSearchParams(req.getQuery() ?? '').get('u') ?? '';
+    res.upgrade({ u }, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'), req.getHeader('sec-websocket-extensions'), context);
+  },
+  open: (ws) => {
+    ws.subscribe(ws.getUserData().u);
+  },
+  message: (ws, ab, isBinary) => {
+    const b = Buffer.from(ab);
+    const at = b.indexOf(TO);
+    if (at < 0) return;
+    const start = at + TO.length;
+    const end = b.indexOf(QUOTE, start);
+    if (end < 0) return;
+    app.publish(b.latin1Slice(start, end), ab, isBinary);
+  },
+});
+
+const args = process.argv.slice(2);
+const port = Number(args.find((a) => /^\d+$/.test(a)) ?? 0);
+if (args.includes('--exit-on-stdin-eof')) {
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.resume();
+}
+
+app.listen('127.0.0.1', port, (ls) => {
+  if (!ls) {
+    console.error('baseline: cannot listen');
+    process.exit(1);
+  }
+  console.log(`PORT ${uWS.us_socket_local_port(ls)}`);
+});

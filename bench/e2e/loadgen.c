@@ -1,0 +1,836 @@
+/*
+ * bench/e2e/loadgen: a WebSocket load generator for Switchboard and for the
+ * raw uWebSockets.js baseline (bench/e2e/baseline.mjs).
+ *
+ * Connections come in pairs: connection i sends 1:1 messages to its peer
+ * i^1. Each message carries its send time (CLOCK_MONOTONIC, ns) as the first
+ * 20 digits of "data"; the receiver computes the latency and acknowledges
+ * with a delivered status, as a real client would. One epoll loop per thread
+ * drives many non-blocking connections; frames are pre-built and masked once
+ * per connection, and only the id and timestamp digits are patched (and
+ * re-masked) per message. Writes are batched: one write() per connection per
+ * loop turn.
+ *
+ *   loadgen --port P --conns N --seconds S [--host 127.0.0.1] [--tokens FILE]
+ *           [--window W | --rate MSG_PER_S] [--size BYTES] [--warmup S]
+ *           [--threads T] [--baseline]
+ *
+ * Window mode (default, W=64): a connection has at most W messages without a
+ * "sent" status and at most W not yet received by its peer. Rate mode: the
+ * connections together send MSG_PER_S, each on its own schedule; latency is
+ * measured from the scheduled time, so a server that falls behind is not
+ * flattered (no coordinated omission); the window (default 4096) still bounds
+ * what is in flight, and "late" counts messages sent over 1 ms after they fell
+ * due (the generator or the window fell behind).
+ *
+ * --baseline: no token, no hello and no "sent" status (the baseline server
+ * has no auth and sends no statuses); connection i connects as /?u=c<i>.
+ *
+ * Output: a human summary on stderr; on stdout "MEASURE start" and "MEASURE
+ * end" when the measured window opens and closes, then one line:
+ *   RESULT {"msgs":..,"msgPerSec":..,"p50Ms":..,...,"cpuPct":..}
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TS_DIGITS 20
+#define ID_DIGITS 10
+#define FIRST_ID 1000000000u /* ten digits from the start: ids are patched in place */
+#define MAX_EVENTS 256
+#define RBUF_INITIAL (64 * 1024)
+#define WBUF_HIGH (256 * 1024) /* stop adding messages while this much is unwritten */
+#define LAT_FINE 1000000                 /* 1 us buckets up to 1 s, */
+#define LAT_BUCKETS (LAT_FINE + 100000) /* then 1 ms buckets up to 101 s (the last one takes the rest) */
+
+enum state { ST_CONNECTING, ST_HANDSHAKE, ST_HELLO, ST_READY, ST_DEAD };
+
+struct thread;
+
+struct conn {
+  int fd;
+  int idx;
+  enum state state;
+  struct thread *th;
+  struct conn *peer;
+  char addr[256];
+  char *token;
+  unsigned char mask[4];
+
+  unsigned char *rbuf;
+  size_t rlen, rcap;
+  unsigned char *wbuf;
+  size_t woff, wlen, wcap;
+  int polling_out;
+
+  /* Pre-built masked frames: the message and the delivered status. */
+  unsigned char *msg;
+  size_t msg_len, msg_id_at, msg_ts_at; /* offsets of the digits inside the frame */
+  unsigned char ack[512];
+  size_t ack_len, ack_id_at;
+  size_t payload_at; /* offset of the WebSocket payload in msg (mask applies from here) */
+  size_t ack_payload_at;
+
+  uint32_t next_id;
+  uint64_t sent;      /* messages written */
+  uint64_t sent_ok;   /* "sent" statuses received (status 1) */
+  uint64_t received;  /* messages received from the peer */
+  uint64_t delivered; /* delivered statuses relayed back to us (status 2) */
+  uint64_t errors;
+  double rate_per_conn;
+  uint64_t phase_ns; /* rate mode: when this connection's first message falls due */
+};
+
+struct thread {
+  pthread_t tid;
+  int id;
+  int epfd;
+  struct conn **conns;
+  int nconns;
+  int ready; /* connections logged in */
+  /* results */
+  uint64_t msgs_in_window;
+  uint64_t sent_in_window;
+  uint64_t errors, closed;
+  uint64_t late; /* rate mode: messages that went out more than 1 ms after they fell due */
+  uint32_t *lat; /* histogram, 1 us buckets */
+  uint64_t lat_max_ns;
+  double cpu_s;  /* user+sys of this thread during the measured window */
+  double user_s; /* the user part */
+  char first_error[512];
+};
+
+/* Settings (read-only once threads start). */
+static const char *g_host = "127.0.0.1";
+static int g_port;
+static const char *g_tokens_file;
+static int g_nconns = 32;
+static double g_seconds = 3, g_warmup = 0.5;
+static int g_window = -1;
+static double g_rate;
+static int g_size = 32;
+static int g_threads = 1;
+static int g_baseline;
+static struct sockaddr_storage g_sa;
+static socklen_t g_salen;
+
+static uint64_t g_t0;                  /* process start, ns */
+static _Atomic int g_go;               /* all connections ready: start sending */
+static _Atomic int g_failed;           /* a thread gave up */
+static uint64_t g_start_ns, g_meas_ns, g_end_ns; /* set before g_go */
+static _Atomic int g_nready;
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec - g_t0;
+}
+
+static void sleep_until(uint64_t t) {
+  uint64_t n = now_ns();
+  if (t <= n) return;
+  struct timespec ts = {.tv_sec = (time_t)((t - n) / 1000000000u), .tv_nsec = (long)((t - n) % 1000000000u)};
+  while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+  }
+}
+
+/* This thread's CPU time (user + system) in seconds; *user gets the user part. */
+static double thread_cpu_s(double *user) {
+  struct rusage ru;
+  getrusage(RUSAGE_THREAD, &ru);
+  *user = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6;
+  return *user + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+static void die(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "loadgen: ");
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "\n");
+  va_end(ap);
+  exit(1);
+}
+
+static void *xmalloc(size_t n) {
+  void *p = malloc(n);
+  if (!p) die("out of memory");
+  return p;
+}
+
+static void conn_fail(struct conn *c, const char *fmt, ...) {
+  if (c->state == ST_DEAD) return;
+  struct thread *th = c->th;
+  if (!th->first_error[0]) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = snprintf(th->first_error, sizeof th->first_error, "connection %d: ", c->idx);
+    vsnprintf(th->first_error + n, sizeof th->first_error - (size_t)n, fmt, ap);
+    va_end(ap);
+  }
+  th->closed++;
+  c->state = ST_DEAD;
+  epoll_ctl(th->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+  close(c->fd);
+}
+
+/* --- writing frames ------------------------------------------------------ */
+
+static void wbuf_append(struct conn *c, const void *p, size_t n) {
+  if (c->woff && c->woff == c->wlen) c->woff = c->wlen = 0;
+  if (c->wlen + n > c->wcap) {
+    if (c->woff) {
+      memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
+      c->wlen -= c->woff;
+      c->woff = 0;
+    }
+    while (c->wlen + n > c->wcap) c->wcap *= 2;
+    c->wbuf = realloc(c->wbuf, c->wcap);
+    if (!c->wbuf) die("out of memory");
+  }
+  memcpy(c->wbuf + c->wlen, p, n);
+  c->wlen += n;
+}
+
+static size_t wbuf_pending(const struct conn *c) { return c->wlen - c->woff; }
+
+static void set_pollout(struct conn *c, int on) {
+  if (c->polling_out == on) return;
+  struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0), .data.ptr = c};
+  epoll_ctl(c->th->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+  c->polling_out = on;
+}
+
+static void flush(struct conn *c) {
+  while (wbuf_pending(c)) {
+    ssize_t n = write(c->fd, c->wbuf + c->woff, wbuf_pending(c));
+    if (n > 0) {
+      c->woff += (size_t)n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      set_pollout(c, 1);
+      return;
+    }
+    conn_fail(c, "write: %s", strerror(errno));
+    return;
+  }
+  c->woff = c->wlen = 0;
+  set_pollout(c, 0);
+}
+
+/* Writes the header of a masked client frame into out; returns its length (with the mask key). */
+static size_t frame_header(unsigned char *out, int opcode, size_t len, const unsigned char mask[4]) {
+  size_t h = 0;
+  out[h++] = (unsigned char)(0x80 | opcode);
+  if (len < 126) {
+    out[h++] = (unsigned char)(0x80 | len);
+  } else if (len < 65536) {
+    out[h++] = 0x80 | 126;
+    out[h++] = (unsigned char)(len >> 8);
+    out[h++] = (unsigned char)len;
+  } else {
+    out[h++] = 0x80 | 127;
+    for (int i = 7; i >= 0; i--) out[h++] = (unsigned char)((uint64_t)len >> (8 * i));
+  }
+  memcpy(out + h, mask, 4);
+  return h + 4;
+}
+
+static void mask_bytes(unsigned char *p, size_t n, const unsigned char mask[4], size_t offset_in_payload) {
+  for (size_t i = 0; i < n; i++) p[i] ^= mask[(offset_in_payload + i) & 3];
+}
+
+/* Writes `digits` decimal digits of v at dst (masked as payload bytes starting at payload offset `off`). */
+static void patch_digits(unsigned char *frame, size_t payload_at, size_t at, int digits, uint64_t v, const unsigned char mask[4]) {
+  for (int i = digits - 1; i >= 0; i--) {
+    size_t pos = at + (size_t)i;
+    frame[pos] = (unsigned char)(('0' + v % 10) ^ mask[(pos - payload_at) & 3]);
+    v /= 10;
+  }
+}
+
+static void build_frames(struct conn *c) {
+  const char *to = c->peer->addr;
+  size_t dlen = (size_t)(g_size < TS_DIGITS ? TS_DIGITS : g_size);
+  size_t cap = 128 + strlen(to) + dlen;
+  char *text = xmalloc(cap);
+  int n = snprintf(text, cap, "{\"op\":\"msg\",\"id\":%u,\"to\":\"%s\",\"data\":\"", FIRST_ID, to);
+  size_t ts_text_at = (size_t)n;
+  memset(text + n, 'x', dlen);
+  memset(text + n, '0', TS_DIGITS);
+  n += (int)dlen;
+  n += snprintf(text + n, cap - (size_t)n, "\"}");
+  size_t tlen = (size_t)n;
+
+  c->msg = xmalloc(tlen + 14);
+  c->payload_at = frame_header(c->msg, 1, tlen, c->mask);
+  memcpy(c->msg + c->payload_at, text, tlen);
+  mask_bytes(c->msg + c->payload_at, tlen, c->mask, 0);
+  c->msg_len = c->payload_at + tlen;
+  c->msg_id_at = c->payload_at + 17; /* strlen("{\"op\":\"msg\",\"id\":") */
+  c->msg_ts_at = c->payload_at + ts_text_at;
+  free(text);
+
+  char atext[400];
+  int an = snprintf(atext, sizeof atext, "{\"op\":\"status\",\"id\":%u,\"to\":\"%s\",\"status\":2}", FIRST_ID, to);
+  c->ack_payload_at = frame_header(c->ack, 1, (size_t)an, c->mask);
+  memcpy(c->ack + c->ack_payload_at, atext, (size_t)an);
+  mask_bytes(c->ack + c->ack_payload_at, (size_t)an, c->mask, 0);
+  c->ack_len = c->ack_payload_at + (size_t)an;
+  c->ack_id_at = c->ack_payload_at + 20; /* strlen("{\"op\":\"status\",\"id\":") */
+}
+
+static void send_message(struct conn *c, uint64_t ts) {
+  patch_digits(c->msg, c->payload_at, c->msg_id_at, ID_DIGITS, c->next_id++, c->mask);
+  patch_digits(c->msg, c->payload_at, c->msg_ts_at, TS_DIGITS, ts, c->mask);
+  wbuf_append(c, c->msg, c->msg_len);
+  c->sent++;
+}
+
+/* Copies the ten id digits of a received message into the delivered-status frame. */
+static void send_ack(struct conn *c, const unsigned char *id_digits) {
+  for (int i = 0; i < ID_DIGITS; i++) {
+    size_t pos = c->ack_id_at + (size_t)i;
+    c->ack[pos] = (unsigned char)(id_digits[i] ^ c->mask[(pos - c->ack_payload_at) & 3]);
+  }
+  wbuf_append(c, c->ack, c->ack_len);
+}
+
+static void send_control(struct conn *c, int opcode, const unsigned char *p, size_t n) {
+  unsigned char f[14 + 125];
+  if (n > 125) n = 125;
+  size_t h = frame_header(f, opcode, n, c->mask);
+  memcpy(f + h, p, n);
+  mask_bytes(f + h, n, c->mask, 0);
+  wbuf_append(c, f, h + n);
+}
+
+/* How many messages c may send now. */
+static int64_t window_room(const struct conn *c) {
+  int64_t room = (int64_t)g_window - (int64_t)(c->sent - c->peer->received);
+  if (!g_baseline) {
+    int64_t r2 = (int64_t)g_window - (int64_t)(c->sent - c->sent_ok);
+    if (r2 < room) room = r2;
+  }
+  return room;
+}
+
+/* --- reading frames ------------------------------------------------------ */
+
+static uint64_t parse_digits(const unsigned char *p, const unsigned char *end, const unsigned char **after) {
+  uint64_t v = 0;
+  while (p < end && *p >= '0' && *p <= '9') v = v * 10 + (uint64_t)(*p++ - '0');
+  if (after) *after = p;
+  return v;
+}
+
+static size_t lat_bucket(uint64_t us) {
+  if (us < LAT_FINE) return (size_t)us;
+  uint64_t ms = (us - LAT_FINE) / 1000;
+  return ms < LAT_BUCKETS - LAT_FINE ? LAT_FINE + (size_t)ms : LAT_BUCKETS - 1;
+}
+
+static int in_window(uint64_t t) { return t >= g_meas_ns && t < g_end_ns; }
+
+static void on_text(struct conn *c, const unsigned char *p, size_t n, uint64_t t) {
+  struct thread *th = c->th;
+  const unsigned char *end = p + n;
+  /* Server frames start {"op":"msg" / {"op":"status" / {"op":"hello" / {"op":"error" (the server's key order). */
+  if (n > 8 && memcmp(p, "{\"op\":\"", 7) == 0) {
+    switch (p[7]) {
+    case 'm': { /* {"op":"msg","id":NNNNNNNNNN,...,"data":"TTTT... */
+      if (n < 17 + ID_DIGITS) break;
+      const unsigned char *id = p + 17;
+      const unsigned char *d = memmem(id, (size_t)(end - id), "\"data\":\"", 8);
+      if (!d || end - (d + 8) < TS_DIGITS) break;
+      uint64_t ts = parse_digits(d + 8, d + 8 + TS_DIGITS, NULL);
+      c->received++;
+      send_ack(c, id);
+      if (in_window(t)) {
+        uint64_t lat = t > ts ? t - ts : 0;
+        uint64_t us = lat / 1000;
+        th->lat[lat_bucket(us)]++;
+        if (lat > th->lat_max_ns) th->lat_max_ns = lat;
+        th->msgs_in_window++;
+      }
+      return;
+    }
+    case 's': { /* {"op":"status","id":N,"from":"..","status":S} */
+      const unsigned char *s = memmem(p, n, "\"status\":", 9);
+      if (!s) break;
+      uint64_t st = parse_digits(s + 9, end, NULL);
+      if (st == 1) c->sent_ok++;
+      else if (st == 2 || st == 3) c->delivered++;
+      else {
+        c->errors++;
+        th->errors++;
+        if (!th->first_error[0]) snprintf(th->first_error, sizeof th->first_error, "connection %d: failure status: %.*s", c->idx, (int)(n > 300 ? 300 : n), p);
+      }
+      return;
+    }
+    case 'h': { /* {"op":"hello","address":"u1",...} */
+      if (c->state != ST_HELLO) return;
+      const unsigned char *a = memmem(p, n, "\"address\":\"", 11);
+      if (!a) break;
+      a += 11;
+      const unsigned char *q = memchr(a, '"', (size_t)(end - a));
+      if (!q || q - a >= (long)sizeof c->addr) break;
+      memcpy(c->addr, a, (size_t)(q - a));
+      c->addr[q - a] = 0;
+      c->state = ST_READY;
+      th->ready++;
+      return;
+    }
+    case 'e':
+      c->errors++;
+      th->errors++;
+      if (!th->first_error[0]) snprintf(th->first_error, sizeof th->first_error, "connection %d: server error: %.*s", c->idx, (int)(n > 300 ? 300 : n), p);
+      return;
+    default:
+      return; /* presence and other ops */
+    }
+  }
+  c->errors++;
+  th->errors++;
+  if (!th->first_error[0]) snprintf(th->first_error, sizeof th->first_error, "connection %d: unexpected frame: %.*s", c->idx, (int)(n > 300 ? 300 : n), p);
+}
+
+/* Parses every complete frame in rbuf; returns 0 if the connection was closed. */
+static int parse_frames(struct conn *c, uint64_t t) {
+  size_t off = 0;
+  while (c->rlen - off >= 2) {
+    unsigned char *f = c->rbuf + off;
+    size_t avail = c->rlen - off;
+    int opcode = f[0] & 0x0f;
+    int masked = f[1] & 0x80;
+    uint64_t len = f[1] & 0x7f;
+    size_t h = 2;
+    if (len == 126) {
+      if (avail < 4) break;
+      len = ((uint64_t)f[2] << 8) | f[3];
+      h = 4;
+    } else if (len == 127) {
+      if (avail < 10) break;
+      len = 0;
+      for (int i = 0; i < 8; i++) len = (len << 8) | f[2 + i];
+      h = 10;
+    }
+    if (masked) h += 4; /* servers must not mask; tolerate it */
+    if (len > (1u << 30)) {
+      conn_fail(c, "frame of %llu bytes", (unsigned long long)len);
+      return 0;
+    }
+    if (avail < h + len) {
+      if (h + len > c->rcap) { /* grow so the frame fits */
+        size_t cap = c->rcap;
+        while (cap < h + len) cap *= 2;
+        memmove(c->rbuf, f, avail);
+        c->rlen = avail;
+        off = 0;
+        c->rbuf = realloc(c->rbuf, cap);
+        if (!c->rbuf) die("out of memory");
+        c->rcap = cap;
+      }
+      break;
+    }
+    unsigned char *p = f + h;
+    if (masked) mask_bytes(p, len, f + h - 4, 0);
+    switch (opcode) {
+    case 0x1:
+    case 0x2:
+      on_text(c, p, len, t);
+      break;
+    case 0x8: {
+      int code = len >= 2 ? (p[0] << 8 | p[1]) : 0;
+      conn_fail(c, "server closed the connection (%d %.*s)", code, (int)(len > 2 ? len - 2 : 0), p + 2);
+      return 0;
+    }
+    case 0x9:
+      send_control(c, 0xA, p, len);
+      break;
+    default:
+      break; /* pong, continuation: the servers here never fragment */
+    }
+    off += h + len;
+  }
+  if (off) {
+    memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+    c->rlen -= off;
+  }
+  return 1;
+}
+
+static void on_handshake(struct conn *c) {
+  unsigned char *e = memmem(c->rbuf, c->rlen, "\r\n\r\n", 4);
+  if (!e) {
+    if (c->rlen == c->rcap) conn_fail(c, "HTTP response headers too long");
+    return;
+  }
+  if (c->rlen < 12 || memcmp(c->rbuf, "HTTP/1.1 101", 12) != 0) {
+    unsigned char *eol = memchr(c->rbuf, '\r', c->rlen);
+    conn_fail(c, "upgrade refused: %.*s", (int)(eol ? eol - c->rbuf : 80), c->rbuf);
+    return;
+  }
+  size_t hl = (size_t)(e + 4 - c->rbuf);
+  memmove(c->rbuf, c->rbuf + hl, c->rlen - hl);
+  c->rlen -= hl;
+  if (g_baseline) {
+    c->state = ST_READY;
+    c->th->ready++;
+  } else {
+    c->state = ST_HELLO;
+  }
+}
+
+static void on_readable(struct conn *c, uint64_t t) {
+  for (;;) {
+    if (c->rlen == c->rcap) {
+      c->rcap *= 2;
+      c->rbuf = realloc(c->rbuf, c->rcap);
+      if (!c->rbuf) die("out of memory");
+    }
+    size_t space = c->rcap - c->rlen;
+    ssize_t n = read(c->fd, c->rbuf + c->rlen, space);
+    if (n > 0) {
+      c->rlen += (size_t)n;
+      if (c->state == ST_HANDSHAKE) {
+        on_handshake(c);
+        if (c->state == ST_DEAD || c->state == ST_HANDSHAKE) return;
+      }
+      if (!parse_frames(c, t)) return;
+      if ((size_t)n < space) return; /* a short read: the socket is drained */
+      continue;
+    }
+    if (n == 0) {
+      conn_fail(c, "server closed the TCP connection");
+      return;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+    conn_fail(c, "read: %s", strerror(errno));
+    return;
+  }
+}
+
+static void on_connected(struct conn *c) {
+  int err = 0;
+  socklen_t el = sizeof err;
+  getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+  if (err) {
+    conn_fail(c, "connect to %s:%d: %s", g_host, g_port, strerror(err));
+    return;
+  }
+  char req[1024];
+  int n = g_baseline ? snprintf(req, sizeof req, "GET /?u=%s HTTP/1.1\r\n", c->addr) : snprintf(req, sizeof req, "GET /?token=%s HTTP/1.1\r\n", c->token);
+  n += snprintf(req + n, sizeof req - (size_t)n,
+                "Host: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                g_host, g_port);
+  c->state = ST_HANDSHAKE;
+  wbuf_append(c, req, (size_t)n);
+  flush(c);
+}
+
+static void conn_start(struct conn *c) {
+  c->fd = socket(g_sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (c->fd < 0) die("socket: %s", strerror(errno));
+  int one = 1;
+  setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  c->state = ST_CONNECTING;
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
+  c->polling_out = 1;
+  if (epoll_ctl(c->th->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) die("epoll_ctl: %s", strerror(errno));
+  if (connect(c->fd, (struct sockaddr *)&g_sa, g_salen) < 0 && errno != EINPROGRESS) die("connect: %s", strerror(errno));
+}
+
+/* --- the loop ------------------------------------------------------------- */
+
+/* Sends what each connection may send now. In rate mode returns when the next message falls due (ns), else 0. */
+static uint64_t fill(struct thread *th, uint64_t t) {
+  uint64_t next = 0;
+  for (int i = 0; i < th->nconns; i++) {
+    struct conn *c = th->conns[i];
+    if (c->state != ST_READY || c->peer->state != ST_READY) continue;
+    int64_t room = window_room(c);
+    if (g_rate > 0) {
+      /* Message k falls due at phase + k / rate and is stamped with that time, however late it goes out. The
+       * phases spread the connections over one period, so together they send evenly rather than in bursts. */
+      uint64_t due = t < c->phase_ns ? 0 : (uint64_t)((double)(t - c->phase_ns) / 1e9 * c->rate_per_conn) + 1;
+      while (c->sent < due && room > 0 && wbuf_pending(c) < WBUF_HIGH) {
+        uint64_t sched = c->phase_ns + (uint64_t)((double)c->sent / c->rate_per_conn * 1e9);
+        if (t - sched > 1000000 && in_window(t)) th->late++;
+        send_message(c, sched);
+        room--;
+      }
+      /* A connection held back by its window or its write buffer wakes us with an event, not a timer. */
+      if (room > 0 && wbuf_pending(c) < WBUF_HIGH) {
+        uint64_t at = c->phase_ns + (uint64_t)((double)c->sent / c->rate_per_conn * 1e9);
+        if (!next || at < next) next = at;
+      }
+    } else {
+      while (room-- > 0 && wbuf_pending(c) < WBUF_HIGH) send_message(c, t);
+    }
+  }
+  return next;
+}
+
+/* Waits for events, at most until `until` (ns; 0: 1 ms), with nanosecond precision where the kernel has epoll_pwait2. */
+static int wait_events(struct thread *th, struct epoll_event *evs, uint64_t until) {
+  static int no_pwait2;
+  uint64_t now = now_ns();
+  uint64_t wait = until > now ? until - now : 0;
+  if (!until || wait > 1000000) wait = 1000000;
+  if (!no_pwait2) {
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)wait};
+    int n = epoll_pwait2(th->epfd, evs, MAX_EVENTS, &ts, NULL);
+    if (n >= 0 || errno != ENOSYS) return n;
+    no_pwait2 = 1;
+  }
+  return epoll_wait(th->epfd, evs, MAX_EVENTS, wait ? (int)((wait + 999999) / 1000000) : 0);
+}
+
+static void *thread_main(void *arg) {
+  struct thread *th = arg;
+  struct epoll_event evs[MAX_EVENTS];
+  for (int i = 0; i < th->nconns; i++) conn_start(th->conns[i]);
+
+  int reported_ready = 0, built = 0, measuring = 0;
+  uint64_t next_due = 0;
+  uint64_t sent_at_meas = 0;
+  double cpu_at_meas = 0, user_at_meas = 0, user_now = 0;
+  for (;;) {
+    int n = wait_events(th, evs, next_due);
+    if (n < 0 && errno != EINTR) die("epoll_wait: %s", strerror(errno));
+    uint64_t t = now_ns();
+    for (int i = 0; i < n; i++) {
+      struct conn *c = evs[i].data.ptr;
+      if (c->state == ST_DEAD) continue;
+      if (c->state == ST_CONNECTING) {
+        if (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) on_connected(c);
+        continue;
+      }
+      if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c, t);
+      if (c->state != ST_DEAD && (evs[i].events & EPOLLOUT)) flush(c);
+    }
+    if (!reported_ready && th->ready == th->nconns) {
+      reported_ready = 1;
+      atomic_fetch_add(&g_nready, 1);
+    }
+    if (th->closed && !atomic_load(&g_go)) {
+      atomic_store(&g_failed, 1);
+      break;
+    }
+    if (atomic_load(&g_failed)) break;
+    if (atomic_load(&g_go)) {
+      if (!built) {
+        for (int i = 0; i < th->nconns; i++) build_frames(th->conns[i]);
+        built = 1;
+      }
+      if (!measuring && t >= g_meas_ns) {
+        measuring = 1;
+        cpu_at_meas = thread_cpu_s(&user_at_meas);
+        for (int i = 0; i < th->nconns; i++) sent_at_meas += th->conns[i]->sent;
+      }
+      if (t >= g_end_ns) break;
+      next_due = fill(th, t);
+    }
+    for (int i = 0; i < th->nconns; i++) {
+      struct conn *c = th->conns[i];
+      if (c->state != ST_DEAD && c->state != ST_CONNECTING && wbuf_pending(c) && !c->polling_out) flush(c);
+    }
+  }
+  th->cpu_s = thread_cpu_s(&user_now) - cpu_at_meas;
+  th->user_s = user_now - user_at_meas;
+  uint64_t sent = 0;
+  for (int i = 0; i < th->nconns; i++) sent += th->conns[i]->sent;
+  th->sent_in_window = sent - sent_at_meas;
+  return NULL;
+}
+
+/* --- set-up and report ------------------------------------------------------ */
+
+static char **read_tokens(const char *file, int need) {
+  FILE *f = fopen(file, "r");
+  if (!f) die("cannot open token file %s: %s", file, strerror(errno));
+  char **tok = xmalloc(sizeof(char *) * (size_t)need);
+  char line[1024];
+  int n = 0;
+  while (n < need && fgets(line, sizeof line, f)) {
+    size_t l = strcspn(line, "\r\n");
+    line[l] = 0;
+    if (!l) continue;
+    tok[n++] = strdup(line);
+  }
+  fclose(f);
+  if (n < need) die("%s has %d tokens; %d connections need one each", file, n, need);
+  return tok;
+}
+
+static double pct_ms(const uint32_t *h, uint64_t total, double q) {
+  if (!total) return 0;
+  uint64_t rank = (uint64_t)(q * (double)total);
+  if (rank >= total) rank = total - 1;
+  uint64_t acc = 0;
+  for (size_t i = 0; i < LAT_BUCKETS; i++) {
+    acc += h[i];
+    if (acc > rank) return i < LAT_FINE ? (double)(i + 0.5) / 1000.0 : (double)LAT_FINE / 1000.0 + (double)(i - LAT_FINE) + 0.5;
+  }
+  return 0;
+}
+
+static void usage(void) {
+  fprintf(stderr,
+          "usage: loadgen --port P --conns N --seconds S [--host H] [--tokens FILE]\n"
+          "               [--window W | --rate MSG_PER_S] [--size BYTES] [--warmup S] [--threads T] [--baseline]\n");
+  exit(2);
+}
+
+int main(int argc, char **argv) {
+  g_t0 = 0;
+  g_t0 = now_ns();
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define OPT(name) (strcmp(a, name) == 0 && v && (i++, 1))
+    if (OPT("--host")) g_host = v;
+    else if (OPT("--port")) g_port = atoi(v);
+    else if (OPT("--tokens")) g_tokens_file = v;
+    else if (OPT("--conns")) g_nconns = atoi(v);
+    else if (OPT("--seconds")) g_seconds = atof(v);
+    else if (OPT("--warmup")) g_warmup = atof(v);
+    else if (OPT("--window")) g_window = atoi(v);
+    else if (OPT("--rate")) g_rate = atof(v);
+    else if (OPT("--size")) g_size = atoi(v);
+    else if (OPT("--threads")) g_threads = atoi(v);
+    else if (strcmp(a, "--baseline") == 0) g_baseline = 1;
+    else usage();
+#undef OPT
+  }
+  if (g_port <= 0 || g_nconns < 2 || g_nconns % 2 || g_seconds <= 0 || g_threads < 1 || g_size < 0) usage();
+  if (!g_baseline && !g_tokens_file) die("--tokens FILE is needed (or --baseline)");
+  if (g_window < 0) g_window = g_rate > 0 ? 4096 : 64;
+  if (g_window < 1) usage();
+  if (g_threads > g_nconns / 2) g_threads = g_nconns / 2;
+
+  struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
+  char port[16];
+  snprintf(port, sizeof port, "%d", g_port);
+  int gai = getaddrinfo(g_host, port, &hints, &ai);
+  if (gai) die("%s: %s", g_host, gai_strerror(gai));
+  memcpy(&g_sa, ai->ai_addr, ai->ai_addrlen);
+  g_salen = ai->ai_addrlen;
+  freeaddrinfo(ai);
+
+  char **tokens = g_baseline ? NULL : read_tokens(g_tokens_file, g_nconns);
+  struct conn *conns = calloc((size_t)g_nconns, sizeof *conns);
+  struct thread *ths = calloc((size_t)g_threads, sizeof *ths);
+  if (!conns || !ths) die("out of memory");
+  for (int t = 0; t < g_threads; t++) {
+    ths[t].id = t;
+    ths[t].epfd = epoll_create1(EPOLL_CLOEXEC);
+    ths[t].conns = xmalloc(sizeof(struct conn *) * (size_t)g_nconns);
+    ths[t].lat = calloc(LAT_BUCKETS, sizeof(uint32_t));
+    if (!ths[t].lat) die("out of memory");
+  }
+  srand((unsigned)getpid());
+  for (int i = 0; i < g_nconns; i++) {
+    struct conn *c = &conns[i];
+    struct thread *th = &ths[(i / 2) % g_threads]; /* a pair shares a thread */
+    c->idx = i;
+    c->th = th;
+    c->peer = &conns[i ^ 1];
+    c->token = tokens ? tokens[i] : NULL;
+    if (g_baseline) snprintf(c->addr, sizeof c->addr, "c%d", i);
+    for (int k = 0; k < 4; k++) c->mask[k] = (unsigned char)(rand() | 1);
+    c->rcap = RBUF_INITIAL;
+    c->rbuf = xmalloc(c->rcap);
+    c->wcap = 64 * 1024;
+    c->wbuf = xmalloc(c->wcap);
+    c->next_id = FIRST_ID;
+    c->rate_per_conn = g_rate / g_nconns;
+    th->conns[th->nconns++] = c;
+  }
+
+  for (int t = 0; t < g_threads; t++) pthread_create(&ths[t].tid, NULL, thread_main, &ths[t]);
+
+  /* Wait for every connection to log in (10 s at most). */
+  uint64_t deadline = now_ns() + 10000000000ull;
+  while (atomic_load(&g_nready) < g_threads && !atomic_load(&g_failed) && now_ns() < deadline) usleep(1000);
+  int ok = atomic_load(&g_nready) == g_threads && !atomic_load(&g_failed);
+  if (!ok) atomic_store(&g_failed, 1);
+  g_start_ns = now_ns();
+  for (int i = 0; i < g_nconns; i++) conns[i].phase_ns = g_rate > 0 ? g_start_ns + (uint64_t)((double)i / g_rate * 1e9) : g_start_ns;
+  g_meas_ns = g_start_ns + (uint64_t)(g_warmup * 1e9);
+  g_end_ns = g_meas_ns + (uint64_t)(g_seconds * 1e9);
+  atomic_store(&g_go, 1);
+  if (ok) {
+    /* Markers so a caller can sample the server's CPU over exactly the measured window. */
+    sleep_until(g_meas_ns);
+    printf("MEASURE start\n");
+    fflush(stdout);
+    sleep_until(g_end_ns);
+    printf("MEASURE end\n");
+    fflush(stdout);
+  }
+  for (int t = 0; t < g_threads; t++) pthread_join(ths[t].tid, NULL);
+
+  uint64_t msgs = 0, sent = 0, errors = 0, closed = 0, late = 0, lat_max = 0, delivered = 0, sent_ok = 0;
+  double cpu = 0, user = 0;
+  const char *first_error = "";
+  for (int t = 0; t < g_threads; t++) {
+    struct thread *th = &ths[t];
+    msgs += th->msgs_in_window;
+    sent += th->sent_in_window;
+    errors += th->errors;
+    closed += th->closed;
+    late += th->late;
+    cpu += th->cpu_s;
+    user += th->user_s;
+    if (th->lat_max_ns > lat_max) lat_max = th->lat_max_ns;
+    if (!first_error[0] && th->first_error[0]) first_error = th->first_error;
+    if (t > 0)
+      for (size_t i = 0; i < LAT_BUCKETS; i++) ths[0].lat[i] += th->lat[i];
+  }
+  for (int i = 0; i < g_nconns; i++) {
+    delivered += conns[i].delivered;
+    sent_ok += conns[i].sent_ok;
+  }
+  if (!ok) {
+    int ready = 0;
+    for (int t = 0; t < g_threads; t++) ready += ths[t].ready;
+    die("only %d of %d connections logged in%s%s", ready, g_nconns, first_error[0] ? "; " : "", first_error);
+  }
+  double p50 = pct_ms(ths[0].lat, msgs, 0.50), p99 = pct_ms(ths[0].lat, msgs, 0.99), p999 = pct_ms(ths[0].lat, msgs, 0.999);
+  double rate = (double)msgs / g_seconds;
+  double cpu_pct = 100.0 * cpu / g_seconds, user_pct = 100.0 * user / g_seconds;
+  fprintf(stderr,
+          "loadgen: %s %d conns, %s %g, %d-byte data, %.1f s (+%.1f s warm-up): %.0f msg/s delivered; latency p50 %.3f ms, p99 %.3f ms, "
+          "p99.9 %.3f ms, max %.3f ms; generator CPU %.1f%% of one core (user %.1f%%)\n",
+          g_baseline ? "baseline," : "switchboard,", g_nconns, g_rate > 0 ? "rate" : "window", g_rate > 0 ? g_rate : g_window, g_size,
+          g_seconds, g_warmup, rate, p50, p99, p999, lat_max / 1e6, cpu_pct, user_pct);
+  if (errors || closed) fprintf(stderr, "loadgen: %llu error frames, %llu connections lost; first: %s\n", (unsigned long long)errors, (unsigned long long)closed, first_error);
+  printf("RESULT {\"msgs\":%llu,\"sent\":%llu,\"msgPerSec\":%.1f,\"p50Ms\":%.3f,\"p99Ms\":%.3f,\"p999Ms\":%.3f,\"maxMs\":%.3f,"
+         "\"cpuPct\":%.1f,\"cpuUserPct\":%.1f,\"errors\":%llu,\"closed\":%llu,\"late\":%llu,\"sentStatuses\":%llu,\"deliveredStatuses\":%llu}\n",
+         (unsigned long long)msgs, (unsigned long long)sent, rate, p50, p99, p999, lat_max / 1e6, cpu_pct, user_pct, (unsigned long long)errors,
+         (unsigned long long)closed, (unsigned long long)late, (unsigned long long)sent_ok, (unsigned long long)delivered);
+  fflush(stdout);
+  return errors || closed ? 3 : 0;
+}
