@@ -10,6 +10,7 @@
 #include <unordered_set>
 
 #include "core.h"
+#include "http_client.h"
 
 namespace sb {
 
@@ -227,6 +228,8 @@ Instance *slot_lookup_locked(const mesibo_module_t *mod) {
   return reinterpret_cast<const ModuleSlot *>(mod)->owner;
 }
 
+// http_client.cc: the extra CA bundle mesibo_util_http trusts (empty: none).
+
 bool core_open(Core &core, const Config &config, Host host, OpenError &err) {
   core.config = config;
   core.host = host;
@@ -243,6 +246,15 @@ bool core_open(Core &core, const Config &config, Host host, OpenError &err) {
       return false;
     }
     core.max_payload = static_cast<size_t>(n);
+  }
+
+  const std::string *ca = config.setting("http_ca_file");
+  std::string ca_why;
+  if (!http_set_ca_file(ca ? config.resolve_path(*ca) : std::string(), &ca_why)) {
+    err.code = "E_CONFIG_BAD_VALUE";
+    err.file = config.file;
+    err.message = "http_ca_file = \"" + *ca + "\": " + ca_why;
+    return false;
   }
 
   std::string dir = config.dir;

@@ -14,6 +14,8 @@ for src in fuzz/*_fuzz.cc; do
     wire_fuzz) deps="cpp/wire.cc" ;;
     json_extract_fuzz) deps="cpp/json_extract.cc" ;;
     config_fuzz) deps="cpp/config.cc" ;;
+    http_fuzz) deps="cpp/http_parse.cc" ;;
+    ws_frame_fuzz) deps="cpp/ws_frame.cc" ;;
     *) echo "fuzz/run.sh: no sources listed for $name" >&2; exit 1 ;;
   esac
   $CXX -g -O1 -std=c++17 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \

@@ -18,7 +18,7 @@ afterEach(() => {
 
 describe('the CMake build', () => {
   it('compiled every sample into build/modules', () => {
-    for (const name of ['skeleton', 'filter', 'echo']) expect(fs.existsSync(path.join(built, `mesibo_mod_${name}.so`))).toBe(true);
+    for (const name of ['skeleton', 'filter', 'echo', 'chatbot', 'translate']) expect(fs.existsSync(path.join(built, `mesibo_mod_${name}.so`))).toBe(true);
   });
 });
 
