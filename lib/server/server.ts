@@ -7,12 +7,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import uWS from 'uWebSockets.js';
-import { parseConfig, type ParsedConfig } from '../config';
+import { parseConfig } from '../config';
 import { Core, type LogEntry } from '../core';
 import { SwitchboardError } from '../errors';
 import { Info, native } from '../native';
 import { SqliteStore } from '../store/sqlite';
-import type { Store, StoredMessage } from '../store/types';
+import type { NewMessage, Store } from '../store/types';
 import { handleApi, type ApiContext } from './api';
 import { settingsFrom, type ServerSettings } from './settings';
 import { hashToken } from './tokens';
@@ -109,7 +109,7 @@ export class Server {
   private purgeTimer: NodeJS.Timeout | null = null;
   private stopped = false;
 
-  private constructor(cfg: ParsedConfig, settings: ServerSettings, core: Core, store: Store, log: (line: string) => void) {
+  private constructor(settings: ServerSettings, core: Core, store: Store, log: (line: string) => void) {
     this.settings = settings;
     this.core = core;
     this.store = store;
@@ -117,7 +117,6 @@ export class Server {
     for (const u of store.listUsers()) this.users.add(u);
     for (const r of store.receiptFlagsPending(FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(r.sender, r.recipient, r.id, r.flags);
     this.app = settings.tlsCert ? uWS.SSLApp({ cert_file_name: settings.tlsCert, key_file_name: settings.tlsKey! }) : uWS.App();
-    void cfg;
     core.on('message', (m) => this.routeModuleMessage(m));
     this.installRoutes();
   }
@@ -152,7 +151,7 @@ export class Server {
       store.close();
       throw e;
     }
-    const server = new Server(cfg, settings, core, store, log);
+    const server = new Server(settings, core, store, log);
     try {
       await server.listen();
     } catch (e) {
@@ -595,22 +594,35 @@ export class Server {
     return { status, id: this.core.infoArray()[Info.Id], verdict: v === 1 ? 'consumed' : 'pass' };
   }
 
-  /** A module's mesibo_message, after the rest of the chain passed it. */
+  /**
+   * A module's mesibo_message, after the rest of the chain passed it: the
+   * same delivery rules as a client's message (stored first when durable,
+   * live only to devices whose backlog is done).
+   */
   private routeModuleMessage(m: { from: string; to: string; id: number; refid: number; groupid: number; flags: number; type: number; expiry: number; payload: Buffer }): void {
     const recipients = m.groupid ? this.group(m.groupid) : this.users.has(m.to) ? [m.to] : null;
     if (!recipients) {
       this.log(`[core] a module sent message ${m.id} to unknown destination ${m.to || `group ${m.groupid}`}; dropped`);
       return;
     }
-    const stored: StoredMessage = { seq: 0, recipient: '', sender: m.from, id: m.id, refid: m.refid, groupid: m.groupid, flags: m.flags, type: m.type, expiry: m.expiry, expiresAt: m.expiry ? Date.now() + m.expiry * 1000 : 0, payload: m.payload };
+    const transient = (m.flags & FLAG_TRANSIENT) !== 0;
+    const hold = this.settings.durable && !transient;
+    const copy: NewMessage = {
+      recipient: m.groupid ? '' : m.to, sender: m.from, id: m.id, refid: m.refid, groupid: m.groupid, flags: m.flags, type: m.type,
+      expiry: m.expiry, expiresAt: m.expiry ? Date.now() + m.expiry * 1000 : 0, payload: m.payload,
+    };
+    let frames: HeldFrames | null = null;
     for (const r of recipients) {
       if (r === m.from && m.groupid) continue;
-      for (const ws of this.devices.get(r) ?? []) ws.send(encodeStored({ ...stored, recipient: r }, ws.getUserData().binary), ws.getUserData().binary);
-      if (m.flags & FLAG_TRANSIENT) continue;
-      if (this.devices.has(r) && !this.settings.durable) continue;
-      const { seq: _seq, ...copy } = { ...stored, recipient: r };
-      void _seq;
-      this.store.enqueue(copy);
+      const online = this.devices.has(r);
+      if (online) {
+        frames ??= { json: this.jsonDevices ? encodeStored(copy, false) : null, binary: this.binaryDevices ? encodeStored(copy, true) : null };
+        if (hold) this.held.push({ to: r, frames });
+        else this.publishHeld({ to: r, frames });
+      }
+      if (transient || (online && !this.settings.durable)) continue;
+      this.store.enqueue({ ...copy, recipient: r });
+      if (m.flags & (FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(m.from, r, m.id, m.flags);
     }
     this.scheduleFlush();
   }
@@ -654,7 +666,7 @@ function topic(address: string, binary: boolean): string {
   return binary ? `u/${address}/b` : `u/${address}/j`;
 }
 
-function encodeStored(m: StoredMessage, binary: boolean): Buffer {
+function encodeStored(m: NewMessage, binary: boolean): Buffer {
   return native.encodeFrame('msg', { id: m.id, from: m.sender, to: m.groupid ? '' : m.recipient, groupid: m.groupid, refid: m.refid, flags: m.flags, type: m.type, expiry: m.expiry, payload: m.payload }, binary ? 1 : 0);
 }
 

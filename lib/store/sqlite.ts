@@ -142,8 +142,13 @@ function prepareStatements(db: Database.Database) {
     members: db.prepare('SELECT address FROM members WHERE gid = ? ORDER BY address').pluck(),
     groupsOf: db.prepare('SELECT gid FROM members WHERE address = ? ORDER BY gid').pluck(),
 
+    // A copy the recipient still has pending is not stored twice: a sender
+    // that resends after a crash (its "sent" was lost) must not get a fresh
+    // copy behind later messages, nor a fresh expiry for an old message.
     insertMessage: db.prepare(
-      'INSERT INTO messages (recipient, sender, id, refid, groupid, flags, type, expiry, expires_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      'INSERT INTO messages (recipient, sender, id, refid, groupid, flags, type, expiry, expires_at, payload) ' +
+        'SELECT @recipient, @sender, @id, @refid, @groupid, @flags, @type, @expiry, @expiresAt, @payload ' +
+        'WHERE NOT EXISTS (SELECT 1 FROM messages WHERE recipient = @recipient AND sender = @sender AND id = @id)',
     ),
     receiptFlags: db.prepare('SELECT recipient, sender, id, flags FROM messages WHERE (flags & ?) != 0 ORDER BY seq'),
     deleteCopy: db.prepare('DELETE FROM messages WHERE recipient = ? AND sender = ? AND id = ?'),
@@ -215,7 +220,7 @@ export class SqliteStore implements Store {
         if (w === null) continue;
         if (w.kind === 'enqueue') {
           const m = w.m;
-          sql.insertMessage.run(m.recipient, m.sender, m.id, m.refid, m.groupid, m.flags, m.type, m.expiry, m.expiresAt, m.payload);
+          sql.insertMessage.run(m);
         } else {
           sql.deleteCopy.run(w.recipient, w.sender, w.id);
         }

@@ -86,6 +86,9 @@ export interface Store {
    * E_STORE_ARGUMENT at once for a malformed copy, so one bad message can
    * never make a whole batch fail. The recipient is not checked against the
    * users: that costs a read per copy and the server knows its recipients.
+   * A copy named like one the recipient still has committed (same sender and
+   * id: a resend after a lost "sent") is dropped at flush, so the original
+   * keeps its place in the order and its expiry.
    */
   enqueue(m: NewMessage): void;
   /**
