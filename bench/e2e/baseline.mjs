@@ -8,7 +8,8 @@
 //   node bench/e2e/baseline.mjs [port] [--exit-on-stdin-eof]
 //
 // It prints "PORT <n>" once listening. With --exit-on-stdin-eof it exits when
-// its stdin closes, so a parent that dies takes it along (bench/e2e/run.mjs).
+// its stdin closes, so a parent that dies takes it along (bench/e2e/run.mjs),
+// and answers a line on stdin with a full collection (under --expose-gc).
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
@@ -44,6 +45,16 @@ const args = process.argv.slice(2);
 const port = Number(args.find((a) => /^\d+$/.test(a)) ?? 0);
 if (args.includes('--exit-on-stdin-eof')) {
   process.stdin.on('end', () => process.exit(0));
+  // A line on stdin asks for a full garbage collection (with node --expose-gc); the answer is "GC done".
+  let line = '';
+  process.stdin.on('data', (d) => {
+    line += d;
+    if (line.includes('\n')) {
+      line = '';
+      globalThis.gc?.();
+      console.log('GC done');
+    }
+  });
   process.stdin.resume();
 }
 

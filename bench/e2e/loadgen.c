@@ -13,7 +13,7 @@
  *
  *   loadgen --port P --conns N --seconds S [--host 127.0.0.1] [--tokens FILE]
  *           [--window W | --rate MSG_PER_S] [--size BYTES] [--warmup S]
- *           [--threads T] [--baseline]
+ *           [--threads T] [--baseline | --mqtt] [--idle] [--ready-timeout S]
  *
  * Window mode (default, W=64): a connection has at most W messages without a
  * "sent" status and at most W not yet received by its peer. Rate mode: the
@@ -25,6 +25,19 @@
  *
  * --baseline: no token, no hello and no "sent" status (the baseline server
  * has no auth and sends no statuses); connection i connects as /?u=c<i>.
+ *
+ * --mqtt: MQTT 3.1.1 over plain TCP instead of WebSocket (for Mosquitto).
+ * Connection i sends CONNECT (client id "lg-c<i>", clean session, keep-alive
+ * off) and SUBSCRIBE to topic "c<i>" (QoS 0), and is ready on SUBACK; it then
+ * PUBLISHes (QoS 0) to its peer's topic. The payload is the same JSON text
+ * as the baseline's frames (same size, the send time at the same place).
+ * QoS 0 has no acknowledgement and the receiver sends none, so, as with
+ * --baseline, the window counts messages not yet received by the peer.
+ *
+ * --idle: connect and log in every connection, then send nothing for
+ * warm-up + seconds (answering pings), for memory measurements. At most 256
+ * connections per thread are connecting at a time, and the open-file limit is
+ * raised to its hard limit. --ready-timeout (default 10 s) bounds the log-in.
  *
  * Output: a human summary on stderr; on stdout "MEASURE start" and "MEASURE
  * end" when the measured window opens and closes, then one line:
@@ -127,6 +140,9 @@ static double g_rate;
 static int g_size = 32;
 static int g_threads = 1;
 static int g_baseline;
+static int g_mqtt;
+static int g_idle;
+static double g_ready_timeout = 10;
 static struct sockaddr_storage g_sa;
 static socklen_t g_salen;
 
@@ -267,6 +283,36 @@ static void patch_digits(unsigned char *frame, size_t payload_at, size_t at, int
   }
 }
 
+/* MQTT remaining-length varint; returns its size. */
+static size_t mqtt_varint(unsigned char *out, size_t v) {
+  size_t n = 0;
+  do {
+    unsigned char b = v % 128;
+    v /= 128;
+    out[n++] = (unsigned char)(b | (v ? 0x80 : 0));
+  } while (v);
+  return n;
+}
+
+/* The PUBLISH frame (QoS 0) to the peer's topic; the payload is the baseline's JSON text, unmasked. */
+static void build_mqtt_publish(struct conn *c, const char *text, size_t tlen, size_t ts_text_at) {
+  const char *topic = c->peer->addr;
+  size_t tl = strlen(topic);
+  c->msg = xmalloc(tlen + tl + 16);
+  size_t h = 0;
+  c->msg[h++] = 0x30;
+  h += mqtt_varint(c->msg + h, 2 + tl + tlen);
+  c->msg[h++] = (unsigned char)(tl >> 8);
+  c->msg[h++] = (unsigned char)tl;
+  memcpy(c->msg + h, topic, tl);
+  h += tl;
+  c->payload_at = h; /* the mask is all zeros in MQTT mode, so patch_digits writes plain digits */
+  memcpy(c->msg + h, text, tlen);
+  c->msg_len = h + tlen;
+  c->msg_id_at = h + 17;
+  c->msg_ts_at = h + ts_text_at;
+}
+
 static void build_frames(struct conn *c) {
   const char *to = c->peer->addr;
   size_t dlen = (size_t)(g_size < TS_DIGITS ? TS_DIGITS : g_size);
@@ -279,6 +325,11 @@ static void build_frames(struct conn *c) {
   n += (int)dlen;
   n += snprintf(text + n, cap - (size_t)n, "\"}");
   size_t tlen = (size_t)n;
+  if (g_mqtt) {
+    build_mqtt_publish(c, text, tlen, ts_text_at);
+    free(text);
+    return;
+  }
 
   c->msg = xmalloc(tlen + 14);
   c->payload_at = frame_header(c->msg, 1, tlen, c->mask);
@@ -326,7 +377,7 @@ static void send_control(struct conn *c, int opcode, const unsigned char *p, siz
 /* How many messages c may send now. */
 static int64_t window_room(const struct conn *c) {
   int64_t room = (int64_t)g_window - (int64_t)(c->sent - c->peer->received);
-  if (!g_baseline) {
+  if (!g_baseline && !g_mqtt) {
     int64_t r2 = (int64_t)g_window - (int64_t)(c->sent - c->sent_ok);
     if (r2 < room) room = r2;
   }
@@ -363,7 +414,7 @@ static void on_text(struct conn *c, const unsigned char *p, size_t n, uint64_t t
       if (!d || end - (d + 8) < TS_DIGITS) break;
       uint64_t ts = parse_digits(d + 8, d + 8 + TS_DIGITS, NULL);
       c->received++;
-      send_ack(c, id);
+      if (!g_mqtt) send_ack(c, id);
       if (in_window(t)) {
         uint64_t lat = t > ts ? t - ts : 0;
         uint64_t us = lat / 1000;
@@ -478,6 +529,81 @@ static int parse_frames(struct conn *c, uint64_t t) {
   return 1;
 }
 
+/* Parses every complete MQTT packet in rbuf; returns 0 if the connection was closed. */
+static int parse_mqtt(struct conn *c, uint64_t t) {
+  size_t off = 0;
+  for (;;) {
+    unsigned char *f = c->rbuf + off;
+    size_t avail = c->rlen - off;
+    if (avail < 2) break;
+    size_t len = 0, h = 1;
+    int complete = 0;
+    for (int shift = 0; h < avail && h <= 4; shift += 7) {
+      unsigned char b = f[h++];
+      len |= (size_t)(b & 0x7f) << shift;
+      if (!(b & 0x80)) {
+        complete = 1;
+        break;
+      }
+    }
+    if (!complete) {
+      if (h > 4) {
+        conn_fail(c, "bad MQTT remaining length");
+        return 0;
+      }
+      break;
+    }
+    if (avail < h + len) {
+      if (h + len > c->rcap) {
+        size_t cap = c->rcap;
+        while (cap < h + len) cap *= 2;
+        memmove(c->rbuf, f, avail);
+        c->rlen = avail;
+        off = 0;
+        c->rbuf = realloc(c->rbuf, cap);
+        if (!c->rbuf) die("out of memory");
+        c->rcap = cap;
+      }
+      break;
+    }
+    unsigned char *p = f + h;
+    switch (f[0] >> 4) {
+    case 2: /* CONNACK: flags, return code */
+      if (len < 2 || p[1] != 0) {
+        conn_fail(c, "CONNACK refused (return code %d)", len >= 2 ? p[1] : -1);
+        return 0;
+      }
+      if (c->state == ST_HANDSHAKE) c->state = ST_HELLO;
+      break;
+    case 9: /* SUBACK: packet id, granted QoS */
+      if (len < 3 || p[2] == 0x80) {
+        conn_fail(c, "SUBSCRIBE refused");
+        return 0;
+      }
+      if (c->state == ST_HELLO) {
+        c->state = ST_READY;
+        c->th->ready++;
+      }
+      break;
+    case 3: { /* PUBLISH: topic length, topic, [packet id if QoS > 0], payload */
+      if (len < 2) break;
+      size_t tl = (size_t)p[0] << 8 | p[1];
+      size_t at = 2 + tl + (((f[0] >> 1) & 3) ? 2 : 0);
+      if (at <= len) on_text(c, p + at, len - at, t);
+      break;
+    }
+    default:
+      break; /* PINGRESP and the rest */
+    }
+    off += h + len;
+  }
+  if (off) {
+    memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+    c->rlen -= off;
+  }
+  return 1;
+}
+
 static void on_handshake(struct conn *c) {
   unsigned char *e = memmem(c->rbuf, c->rlen, "\r\n\r\n", 4);
   if (!e) {
@@ -511,11 +637,15 @@ static void on_readable(struct conn *c, uint64_t t) {
     ssize_t n = read(c->fd, c->rbuf + c->rlen, space);
     if (n > 0) {
       c->rlen += (size_t)n;
-      if (c->state == ST_HANDSHAKE) {
-        on_handshake(c);
-        if (c->state == ST_DEAD || c->state == ST_HANDSHAKE) return;
+      if (g_mqtt) {
+        if (!parse_mqtt(c, t)) return;
+      } else {
+        if (c->state == ST_HANDSHAKE) {
+          on_handshake(c);
+          if (c->state == ST_DEAD || c->state == ST_HANDSHAKE) return;
+        }
+        if (!parse_frames(c, t)) return;
       }
-      if (!parse_frames(c, t)) return;
       if ((size_t)n < space) return; /* a short read: the socket is drained */
       continue;
     }
@@ -536,6 +666,34 @@ static void on_connected(struct conn *c) {
   getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
   if (err) {
     conn_fail(c, "connect to %s:%d: %s", g_host, g_port, strerror(err));
+    return;
+  }
+  if (g_mqtt) {
+    /* CONNECT (MQTT 3.1.1, clean session, keep-alive 0) and SUBSCRIBE (topic = own address, QoS 0), pipelined. */
+    unsigned char p[600];
+    char id[300];
+    int il = snprintf(id, sizeof id, "lg-%s", c->addr);
+    size_t tl = strlen(c->addr), n = 0;
+    p[n++] = 0x10;
+    n += mqtt_varint(p + n, 10 + 2 + (size_t)il);
+    memcpy(p + n, "\0\4MQTT\4\2\0\0", 10);
+    n += 10;
+    p[n++] = (unsigned char)(il >> 8);
+    p[n++] = (unsigned char)il;
+    memcpy(p + n, id, (size_t)il);
+    n += (size_t)il;
+    p[n++] = 0x82;
+    n += mqtt_varint(p + n, 2 + 2 + tl + 1);
+    p[n++] = 0;
+    p[n++] = 1;
+    p[n++] = (unsigned char)(tl >> 8);
+    p[n++] = (unsigned char)tl;
+    memcpy(p + n, c->addr, tl);
+    n += tl;
+    p[n++] = 0;
+    c->state = ST_HANDSHAKE;
+    wbuf_append(c, p, n);
+    flush(c);
     return;
   }
   char req[1024];
@@ -610,7 +768,9 @@ static int wait_events(struct thread *th, struct epoll_event *evs, uint64_t unti
 static void *thread_main(void *arg) {
   struct thread *th = arg;
   struct epoll_event evs[MAX_EVENTS];
-  for (int i = 0; i < th->nconns; i++) conn_start(th->conns[i]);
+  /* At most 256 connections of this thread connect at a time (the listen backlog is finite). */
+  int started = 0;
+  while (started < th->nconns && started < 256) conn_start(th->conns[started++]);
 
   int reported_ready = 0, built = 0, measuring = 0;
   uint64_t next_due = 0;
@@ -630,6 +790,7 @@ static void *thread_main(void *arg) {
       if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c, t);
       if (c->state != ST_DEAD && (evs[i].events & EPOLLOUT)) flush(c);
     }
+    while (started < th->nconns && started - th->ready - (int)th->closed < 256) conn_start(th->conns[started++]);
     if (!reported_ready && th->ready == th->nconns) {
       reported_ready = 1;
       atomic_fetch_add(&g_nready, 1);
@@ -650,7 +811,7 @@ static void *thread_main(void *arg) {
         for (int i = 0; i < th->nconns; i++) sent_at_meas += th->conns[i]->sent;
       }
       if (t >= g_end_ns) break;
-      next_due = fill(th, t);
+      if (!g_idle) next_due = fill(th, t);
     }
     for (int i = 0; i < th->nconns; i++) {
       struct conn *c = th->conns[i];
@@ -699,7 +860,8 @@ static double pct_ms(const uint32_t *h, uint64_t total, double q) {
 static void usage(void) {
   fprintf(stderr,
           "usage: loadgen --port P --conns N --seconds S [--host H] [--tokens FILE]\n"
-          "               [--window W | --rate MSG_PER_S] [--size BYTES] [--warmup S] [--threads T] [--baseline]\n");
+          "               [--window W | --rate MSG_PER_S] [--size BYTES] [--warmup S] [--threads T]\n"
+          "               [--baseline | --mqtt] [--idle] [--ready-timeout S]\n");
   exit(2);
 }
 
@@ -720,12 +882,16 @@ int main(int argc, char **argv) {
     else if (OPT("--rate")) g_rate = atof(v);
     else if (OPT("--size")) g_size = atoi(v);
     else if (OPT("--threads")) g_threads = atoi(v);
+    else if (OPT("--ready-timeout")) g_ready_timeout = atof(v);
     else if (strcmp(a, "--baseline") == 0) g_baseline = 1;
+    else if (strcmp(a, "--mqtt") == 0) g_mqtt = 1;
+    else if (strcmp(a, "--idle") == 0) g_idle = 1;
     else usage();
 #undef OPT
   }
   if (g_port <= 0 || g_nconns < 2 || g_nconns % 2 || g_seconds <= 0 || g_threads < 1 || g_size < 0) usage();
-  if (!g_baseline && !g_tokens_file) die("--tokens FILE is needed (or --baseline)");
+  if (g_mqtt && g_baseline) usage();
+  if (!g_baseline && !g_mqtt && !g_tokens_file) die("--tokens FILE is needed (or --baseline)");
   if (g_window < 0) g_window = g_rate > 0 ? 4096 : 64;
   if (g_window < 1) usage();
   if (g_threads > g_nconns / 2) g_threads = g_nconns / 2;
@@ -739,7 +905,15 @@ int main(int argc, char **argv) {
   g_salen = ai->ai_addrlen;
   freeaddrinfo(ai);
 
-  char **tokens = g_baseline ? NULL : read_tokens(g_tokens_file, g_nconns);
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (rlim_t)g_nconns + 16 > rl.rlim_cur)
+    die("%d connections need more open files than the limit (%llu); raise it with ulimit -n", g_nconns, (unsigned long long)rl.rlim_cur);
+
+  char **tokens = g_baseline || g_mqtt ? NULL : read_tokens(g_tokens_file, g_nconns);
   struct conn *conns = calloc((size_t)g_nconns, sizeof *conns);
   struct thread *ths = calloc((size_t)g_threads, sizeof *ths);
   if (!conns || !ths) die("out of memory");
@@ -758,11 +932,11 @@ int main(int argc, char **argv) {
     c->th = th;
     c->peer = &conns[i ^ 1];
     c->token = tokens ? tokens[i] : NULL;
-    if (g_baseline) snprintf(c->addr, sizeof c->addr, "c%d", i);
-    for (int k = 0; k < 4; k++) c->mask[k] = (unsigned char)(rand() | 1);
-    c->rcap = RBUF_INITIAL;
+    if (g_baseline || g_mqtt) snprintf(c->addr, sizeof c->addr, "c%d", i);
+    for (int k = 0; k < 4; k++) c->mask[k] = g_mqtt ? 0 : (unsigned char)(rand() | 1);
+    c->rcap = g_idle ? 4096 : RBUF_INITIAL; /* buffers grow when a frame needs it */
     c->rbuf = xmalloc(c->rcap);
-    c->wcap = 64 * 1024;
+    c->wcap = g_idle ? 4096 : 64 * 1024;
     c->wbuf = xmalloc(c->wcap);
     c->next_id = FIRST_ID;
     c->rate_per_conn = g_rate / g_nconns;
@@ -771,8 +945,8 @@ int main(int argc, char **argv) {
 
   for (int t = 0; t < g_threads; t++) pthread_create(&ths[t].tid, NULL, thread_main, &ths[t]);
 
-  /* Wait for every connection to log in (10 s at most). */
-  uint64_t deadline = now_ns() + 10000000000ull;
+  /* Wait for every connection to log in (--ready-timeout, 10 s by default). */
+  uint64_t deadline = now_ns() + (uint64_t)(g_ready_timeout * 1e9);
   while (atomic_load(&g_nready) < g_threads && !atomic_load(&g_failed) && now_ns() < deadline) usleep(1000);
   int ok = atomic_load(&g_nready) == g_threads && !atomic_load(&g_failed);
   if (!ok) atomic_store(&g_failed, 1);
@@ -824,7 +998,7 @@ int main(int argc, char **argv) {
   fprintf(stderr,
           "loadgen: %s %d conns, %s %g, %d-byte data, %.1f s (+%.1f s warm-up): %.0f msg/s delivered; latency p50 %.3f ms, p99 %.3f ms, "
           "p99.9 %.3f ms, max %.3f ms; generator CPU %.1f%% of one core (user %.1f%%)\n",
-          g_baseline ? "baseline," : "switchboard,", g_nconns, g_rate > 0 ? "rate" : "window", g_rate > 0 ? g_rate : g_window, g_size,
+          g_mqtt ? "mqtt," : g_baseline ? "baseline," : "switchboard,", g_nconns, g_rate > 0 ? "rate" : "window", g_rate > 0 ? g_rate : g_window, g_size,
           g_seconds, g_warmup, rate, p50, p99, p999, lat_max / 1e6, cpu_pct, user_pct);
   if (errors || closed) fprintf(stderr, "loadgen: %llu error frames, %llu connections lost; first: %s\n", (unsigned long long)errors, (unsigned long long)closed, first_error);
   printf("RESULT {\"msgs\":%llu,\"sent\":%llu,\"msgPerSec\":%.1f,\"p50Ms\":%.3f,\"p99Ms\":%.3f,\"p999Ms\":%.3f,\"maxMs\":%.3f,"

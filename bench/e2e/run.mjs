@@ -4,6 +4,16 @@
 //   npm run build:ts && node bench/e2e/run.mjs [--seconds 3] [--connections 32]
 //       [--reps 3] [--window 64 | --rate MSG_PER_S] [--size 32] [--warmup 0.5]
 //       [--max-other 20] [--retries 1]
+//       [--parts throughput,latency,memory] [--servers baseline,mosquitto,switchboard]
+//       [--latency-reps 1] [--latency-retries 0] [--idle-connections 10000]
+//
+// Parts (all by default): "throughput", the maximum (or, with --rate, a fixed
+// rate) of every server; "latency", then p50/p99/p99.9 at 25, 50 and 75 % of
+// each server's own maximum (needs "throughput"; skipped with --rate);
+// "memory", RSS per idle connection at --idle-connections connections, for
+// fresh baseline and Switchboard servers. Servers: the uWebSockets.js
+// baseline, Mosquitto 2 (MQTT 3.1.1, QoS 0; skipped with a note if the
+// `mosquitto` binary is missing) and the four Switchboard configurations.
 //
 // It builds the C load generator (bench/e2e/loadgen.c) into build-bench/e2e/,
 // runs it against the baseline, then against Switchboard with 0 and 3 PASS
@@ -20,6 +30,7 @@
 // Internal: `run.mjs --server-child CONFIG_JSON` is the Switchboard child.
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -41,6 +52,16 @@ async function serverChild({ configText }) {
   process.on('SIGTERM', stop);
   // The parent's end of stdin closes when it dies, however it dies.
   process.stdin.on('end', stop);
+  // "gc" on stdin (the memory part runs this child with --expose-gc): collect, then answer "GC done".
+  let line = '';
+  process.stdin.on('data', (d) => {
+    line += d;
+    if (line.includes('\n')) {
+      line = '';
+      globalThis.gc?.();
+      process.stdout.write('GC done\n');
+    }
+  });
   process.stdin.resume();
   process.stdout.write(`PORT ${server.port}\n`);
 }
@@ -48,14 +69,36 @@ async function serverChild({ configText }) {
 // --- the parent -------------------------------------------------------------------
 
 function parseArgs(argv) {
-  const o = { seconds: 3, connections: 32, reps: 3, window: 0, rate: 0, size: 32, warmup: 0.5, 'max-other': 20, retries: 1 };
+  const o = {
+    seconds: 3, connections: 32, reps: 3, window: 0, rate: 0, size: 32, warmup: 0.5, 'max-other': 20, retries: 1,
+    'latency-reps': 1, 'latency-retries': 0, 'idle-connections': 10000,
+  };
+  const lists = { parts: ['throughput', 'latency', 'memory'], servers: ['baseline', 'mosquitto', 'switchboard'] };
+  const usage = (bad) => {
+    console.error(
+      'usage: node bench/e2e/run.mjs [--seconds N] [--connections N] [--reps N] [--window W | --rate MSG_PER_S] [--size BYTES] [--warmup S] [--max-other PCT] [--retries N]\n' +
+        '         [--parts throughput,latency,memory] [--servers baseline,mosquitto,switchboard] [--latency-reps N] [--latency-retries N] [--idle-connections N]\n' +
+        `(bad argument: ${bad})`,
+    );
+    process.exit(2);
+  };
   for (let i = 0; i < argv.length; i++) {
     const key = argv[i].replace(/^--/, '');
-    if (!(key in o) || i + 1 >= argv.length || !Number.isFinite(Number(argv[i + 1]))) {
-      console.error(`usage: node bench/e2e/run.mjs [--seconds N] [--connections N] [--reps N] [--window W | --rate MSG_PER_S] [--size BYTES] [--warmup S] [--max-other PCT] [--retries N]\n(bad argument: ${argv[i]})`);
-      process.exit(2);
+    if (key in lists && i + 1 < argv.length) {
+      const items = argv[++i].split(',').filter(Boolean);
+      if (!items.length || items.some((x) => !lists[key].includes(x))) usage(`${argv[i - 1]} ${argv[i]}`);
+      o[key] = new Set(items);
+      continue;
     }
+    if (!(key in o) || i + 1 >= argv.length || !Number.isFinite(Number(argv[i + 1]))) usage(argv[i]);
     o[key] = Number(argv[++i]);
+  }
+  for (const k of Object.keys(lists)) if (!(o[k] instanceof Set)) o[k] = new Set(lists[k]);
+  if (o.parts.has('latency') && o.rate > 0) o.parts.delete('latency');
+  if (o.parts.has('latency')) o.parts.add('throughput');
+  if (o['idle-connections'] < 2 || o['idle-connections'] % 2) {
+    console.error('--idle-connections must be even and at least 2');
+    process.exit(2);
   }
   if (o.connections < 2 || o.connections % 2) {
     console.error('--connections must be even (connections are paired) and at least 2');
@@ -88,8 +131,8 @@ async function stopChild(child) {
 }
 
 /** Starts a server child and resolves with its port once it prints "PORT n". */
-function startServer(name, args, pin) {
-  const [cmd, argv] = pin ? ['taskset', ['-c', pin.server, process.execPath, ...args]] : [process.execPath, args];
+function startServer(name, args, pin, nodeFlags = []) {
+  const [cmd, argv] = pin ? ['taskset', ['-c', pin.server, process.execPath, ...nodeFlags, ...args]] : [process.execPath, [...nodeFlags, ...args]];
   const child = track(spawn(cmd, argv, { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] }));
   let out = '';
   let err = '';
@@ -103,7 +146,7 @@ function startServer(name, args, pin) {
       const m = /PORT (\d+)/.exec(out);
       if (m) {
         clearTimeout(timer);
-        resolve({ child, port: Number(m[1]), stderr: () => err });
+        resolve({ child, port: Number(m[1]), stderr: () => err, stdout: () => out });
       }
     });
     child.on('exit', (code, sig) => {
@@ -145,7 +188,7 @@ function machineBusyTicks() {
 }
 
 /** One generator run; resolves with its RESULT plus the server's CPU % over the measured window. */
-function runLoadgen(bin, args, o, serverPid, pin) {
+function runLoadgen(bin, args, o, serverPid, pin, hooks = {}) {
   const [cmd, argv] = pin ? ['taskset', ['-c', pin.gen, bin, ...args]] : [bin, args];
   const child = track(spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] }));
   let out = '';
@@ -159,10 +202,16 @@ function runLoadgen(bin, args, o, serverPid, pin) {
   let busy0 = NaN;
   let busy1 = NaN;
   child.stdout.on('data', () => {
-    if (Number.isNaN(t0) && out.includes('MEASURE start')) [t0, busy0] = [cpuTicks(serverPid), machineBusyTicks()];
-    if (Number.isNaN(t1) && out.includes('MEASURE end')) [t1, busy1] = [cpuTicks(serverPid), machineBusyTicks()];
+    if (Number.isNaN(t0) && out.includes('MEASURE start')) {
+      [t0, busy0] = [cpuTicks(serverPid), machineBusyTicks()];
+      hooks.onStart?.();
+    }
+    if (Number.isNaN(t1) && out.includes('MEASURE end')) {
+      [t1, busy1] = [cpuTicks(serverPid), machineBusyTicks()];
+      hooks.onEnd?.();
+    }
   });
-  const limit = (o.warmup + o.seconds + 20) * 1000;
+  const limit = (o.warmup + o.seconds + 20 + (hooks.extraS ?? 0)) * 1000;
   const kill = setTimeout(() => child.kill('SIGKILL'), limit);
   return new Promise((resolve, reject) => {
     child.on('exit', (code, sig) => {
@@ -171,8 +220,9 @@ function runLoadgen(bin, args, o, serverPid, pin) {
       if (!m) return reject(new Error(`loadgen failed (${code ?? sig}):\n${err}`));
       const r = JSON.parse(m[1]);
       if (r.errors || r.closed) return reject(new Error(`loadgen saw ${r.errors} error frames and ${r.closed} lost connections:\n${err}`));
-      r.serverCpuPct = ((t1 - t0) / hz / o.seconds) * 100;
-      r.otherCpuPct = Math.max(0, ((busy1 - busy0) / hz / o.seconds) * 100 - r.serverCpuPct - r.cpuPct);
+      const secs = hooks.seconds ?? o.seconds;
+      r.serverCpuPct = ((t1 - t0) / hz / secs) * 100;
+      r.otherCpuPct = Math.max(0, ((busy1 - busy0) / hz / secs) * 100 - r.serverCpuPct - r.cpuPct);
       resolve(r);
     });
   });
@@ -195,6 +245,84 @@ const median = (xs) => {
   return s.length ? s[Math.floor(s.length / 2)] : NaN;
 };
 
+/** A free TCP port on 127.0.0.1 (for Mosquitto, which cannot listen on port 0 and tell us). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts Mosquitto with a temporary config on a free loopback port; resolves once it accepts connections. */
+async function startMosquitto(tmp, pin) {
+  const port = await freePort();
+  const conf = path.join(tmp, 'mosquitto.conf');
+  fs.writeFileSync(conf, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'set_tcp_nodelay true', 'log_dest stderr', 'log_type error', 'log_type warning', ''].join('\n'));
+  const [cmd, argv] = pin ? ['taskset', ['-c', pin.server, 'mosquitto', '-c', conf]] : ['mosquitto', ['-c', conf]];
+  const child = track(spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] }));
+  let err = '';
+  child.stderr.on('data', (d) => (err = (err + d).slice(-4000)));
+  const deadline = Date.now() + 10000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`mosquitto exited (${child.exitCode}) before it listened; its stderr:\n${err}`);
+    const ok = await new Promise((r) => {
+      const s = net.connect(port, '127.0.0.1', () => (s.destroy(), r(true)));
+      s.on('error', () => r(false));
+    });
+    if (ok) return { child, port, stderr: () => err };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`mosquitto did not listen within 10 s; its stderr:\n${err}`);
+}
+
+function hasCommand(cmd) {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Resident memory of process `pid` in KB (VmRSS). */
+function rssKb(pid) {
+  const m = /VmRSS:\s*(\d+)\s*kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
+/** `n` users made through POST /api, `conc` requests at a time; returns their tokens. */
+async function makeUsers(port, prefix, n, conc = 32) {
+  const tokens = new Array(n);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(conc, n) }, async () => {
+      while (next < n) {
+        const i = next++;
+        tokens[i] = (await api(port, { op: 'useradd', address: `${prefix}${i}` })).token;
+      }
+    }),
+  );
+  return tokens;
+}
+
+function switchboardConfigText(tmp, modDir, durable, modules) {
+  const dataDir = fs.mkdtempSync(path.join(tmp, 'data-'));
+  return [
+    'listen = 127.0.0.1:0',
+    `data_dir = ${dataDir}`,
+    'app_token = bench-app-token',
+    `durable = ${durable}`,
+    'rate_limit = 10000000',
+    `module_dir = ${modDir}`,
+    ...Array(modules).fill('module pass'),
+    '',
+  ].join('\n');
+}
+
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   process.on('exit', killAll);
@@ -204,11 +332,17 @@ async function main() {
       process.exit(130);
     });
 
-  if (!fs.existsSync(path.join(root, 'dist/index.js'))) {
+  if (o.servers.has('switchboard') && !fs.existsSync(path.join(root, 'dist/index.js'))) {
     console.error('dist/index.js is missing: run `npm run build:ts` first');
     process.exit(1);
   }
+  const notes = [];
+  if (o.servers.has('mosquitto') && o.parts.has('throughput') && !hasCommand('mosquitto')) {
+    o.servers.delete('mosquitto');
+    notes.push('Mosquitto was skipped: no `mosquitto` binary (apt-get install -y mosquitto).');
+  }
   const startedAt = new Date().toISOString();
+  const t0 = Date.now();
   const version = codeVersion();
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-e2e-'));
   process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -229,106 +363,232 @@ async function main() {
   }
   const cores = os.availableParallelism?.() ?? os.cpus().length;
   const pin = hasTaskset && cores >= 2 ? { server: '0', gen: '1' } : null;
+  const cpu = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/) ?? [, os.arch()])[1];
+  const f = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
+  const int = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
+  const pinText = pin ? `server pinned to core ${pin.server}, generator to core ${pin.gen}` : 'not pinned';
+
+  console.log(`# bench/e2e  ${startedAt}  ${version}`);
+  console.log(`# ${cpu}, ${cores} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}, node ${process.version}${hasCommand('mosquitto') ? `, ${(() => { try { return execFileSync('mosquitto', ['-h'], { encoding: 'utf8' }).split('\n')[0]; } catch (e) { return String(e.stdout ?? '').split('\n')[0] || 'mosquitto'; } })()}` : ''}; ${pinText}`);
 
   const window = o.window || (o.rate > 0 ? 4096 : 64);
   const modeText = o.rate > 0 ? `fixed rate ${o.rate} msg/s in total (window ${window})` : `window ${window} per connection`;
   const mode = [...(o.rate > 0 ? ['--rate', String(o.rate)] : []), '--window', String(window)];
-  const common = ['--host', '127.0.0.1', '--conns', String(o.connections), '--seconds', String(o.seconds), '--warmup', String(o.warmup), '--size', String(o.size), ...mode];
-  const configs = [{ name: 'uWebSockets.js baseline', baseline: true }];
-  for (const durable of ['off', 'on']) for (const modules of [0, 3]) configs.push({ name: `Switchboard, ${modules} PASS modules, durable ${durable}`, durable, modules });
+  const base = (seconds) => ['--host', '127.0.0.1', '--conns', String(o.connections), '--seconds', String(seconds), '--warmup', String(o.warmup), '--size', String(o.size)];
+  const configs = [];
+  if (o.servers.has('baseline')) configs.push({ name: 'uWebSockets.js baseline', kind: 'baseline' });
+  if (o.servers.has('mosquitto')) configs.push({ name: 'Mosquitto 2 (MQTT 3.1.1, QoS 0)', kind: 'mosquitto' });
+  if (o.servers.has('switchboard'))
+    for (const durable of ['off', 'on']) for (const modules of [0, 3]) configs.push({ name: `Switchboard, ${modules} PASS modules, durable ${durable}`, kind: 'switchboard', durable, modules });
 
-  try {
-    // Every server starts first and idles until its turn, so the repetitions can
-    // go round-robin: a burst of load from elsewhere on the machine then lands
-    // on one repetition of several configurations, not on every repetition of one.
-    for (const c of configs) {
-      if (c.baseline) {
-        c.server = await startServer('baseline', [path.join(here, 'baseline.mjs'), '0', '--exit-on-stdin-eof'], pin);
-        c.args = async () => ['--baseline'];
-      } else {
-        const dataDir = fs.mkdtempSync(path.join(tmp, 'data-'));
-        const configText = [
-          'listen = 127.0.0.1:0',
-          `data_dir = ${dataDir}`,
-          'app_token = bench-app-token',
-          `durable = ${c.durable}`,
-          'rate_limit = 10000000',
-          `module_dir = ${modDir}`,
-          ...Array(c.modules).fill('module pass'),
-          '',
-        ].join('\n');
-        c.server = await startServer(c.name, [path.join(here, 'run.mjs'), '--server-child', JSON.stringify({ configText })], pin);
-        // Fresh users for every run: what one run leaves unacknowledged in the
-        // store stays with its users and never reaches the next one.
-        c.args = async (attempt) => {
-          const tokens = [];
-          for (let i = 0; i < o.connections; i++) tokens.push((await api(c.server.port, { op: 'useradd', address: `r${attempt}u${i}` })).token);
-          const file = path.join(tmp, `tokens-${configs.indexOf(c)}-${attempt}`);
-          fs.writeFileSync(file, tokens.join('\n') + '\n');
-          return ['--tokens', file];
-        };
-      }
-      c.runs = [];
-    }
-    console.error(`e2e: ${configs.length} configurations x ${o.reps} repetitions x ${o.seconds} s, ${o.connections} connections, ${modeText}`);
-    // A run during which other processes used more than --max-other % of a
-    // core is repeated (the machine is shared), at most --retries extra times
-    // per configuration; the table then uses the quietest --reps runs. Each
-    // round starts at a different configuration, so none always runs first.
-    const maxAttempts = o.reps + (o['max-other'] > 0 ? o.retries : 0);
+  /**
+   * Runs `plan` (a list of {c, args, label}) round-robin until each has `reps` quiet runs or reps + retries runs;
+   * a run during which other processes used more than --max-other % is repeated (the machine is shared). Each
+   * round starts at a different item, so none always runs first. Each item gets .used: its quietest `reps` runs.
+   */
+  const runPlan = async (plan, reps, seconds, retries) => {
+    const maxAttempts = reps + (o['max-other'] > 0 ? retries : 0);
+    for (const p of plan) p.runs = [];
     for (let round = 0; round < maxAttempts; round++) {
-      for (const c of [...configs.slice(round % configs.length), ...configs.slice(0, round % configs.length)]) {
-        if (c.runs.filter((r) => quietEnough(r, o)).length >= o.reps || c.runs.length >= maxAttempts) continue;
+      for (const p of [...plan.slice(round % plan.length), ...plan.slice(0, round % plan.length)]) {
+        if (p.runs.filter((r) => quietEnough(r, o)).length >= reps || p.runs.length >= maxAttempts) continue;
         try {
-          const res = await runLoadgen(bin, [...common, '--port', String(c.server.port), ...(await c.args(c.runs.length))], o, c.server.child.pid, pin);
-          c.runs.push(res);
+          const res = await runLoadgen(bin, [...base(seconds), ...p.args, '--port', String(p.c.server.port), ...(await p.c.auth())], o, p.c.server.child.pid, pin, { seconds });
+          p.runs.push(res);
           console.error(
-            `  ${c.name}: ${Math.round(res.msgPerSec)} msg/s, p50 ${res.p50Ms} ms, server CPU ${res.serverCpuPct.toFixed(0)}%, other processes ${res.otherCpuPct.toFixed(0)}%${quietEnough(res, o) ? '' : ' (busy machine: will repeat)'}`,
+            `  ${p.c.name}${p.label ?? ''}: ${Math.round(res.msgPerSec)} msg/s, p50 ${res.p50Ms} ms, p99 ${res.p99Ms} ms, server CPU ${res.serverCpuPct.toFixed(0)}%, other processes ${res.otherCpuPct.toFixed(0)}%${quietEnough(res, o) ? '' : ' (busy machine: will repeat)'}`,
           );
         } catch (e) {
-          throw new Error(`${c.name}: ${e.message}\n${c.baseline ? 'baseline' : 'server'} stderr:\n${c.server.stderr()}`);
+          throw new Error(`${p.c.name}: ${e.message}\nserver stderr:\n${p.c.server.stderr()}`);
         }
       }
     }
-    for (const c of configs) c.used = [...c.runs].sort((a, b) => a.otherCpuPct - b.otherCpuPct).slice(0, o.reps);
-    for (const c of configs) await stopChild(c.server.child);
+    for (const p of plan) p.used = [...p.runs].sort((a, b) => a.otherCpuPct - b.otherCpuPct).slice(0, reps);
+  };
+  const med = (p, k) => median(p.used.map((r) => r[k]));
+  const busyMark = (p) => (p.used.some((r) => !quietEnough(r, o)) ? ' (busy)' : '');
+  const cpuNote =
+    'CPU columns: % of one core over the measured window; the generator\'s user part is its own code, the rest is the kernel (loopback TCP, ' +
+    'which also runs much of the receiving side\'s network stack in the sender\'s time). "Other processes" is what the rest of the machine used meanwhile (all cores together). ' +
+    `Runs during which other processes used more than ${o['max-other']}% were repeated (up to ${o.retries} extra time${o.retries === 1 ? '' : 's'} per row; latency rows: ${o['latency-retries']}); rows marked (busy) still include such runs.`;
+
+  try {
+    if (o.parts.has('throughput') && configs.length) {
+      // Every server starts first and idles until its turn, so the repetitions can
+      // go round-robin: a burst of load from elsewhere on the machine then lands
+      // on one repetition of several configurations, not on every repetition of one.
+      for (const c of configs) {
+        if (c.kind === 'baseline') {
+          c.server = await startServer('baseline', [path.join(here, 'baseline.mjs'), '0', '--exit-on-stdin-eof'], pin);
+          c.auth = async () => ['--baseline'];
+        } else if (c.kind === 'mosquitto') {
+          c.server = await startMosquitto(tmp, pin);
+          c.auth = async () => ['--mqtt'];
+        } else {
+          const configText = switchboardConfigText(tmp, modDir, c.durable, c.modules);
+          c.server = await startServer(c.name, [path.join(here, 'run.mjs'), '--server-child', JSON.stringify({ configText })], pin);
+          // Fresh users for every run: what one run leaves unacknowledged in the
+          // store stays with its users and never reaches the next one.
+          let attempt = 0;
+          c.auth = async () => {
+            const n = attempt++;
+            const tokens = await makeUsers(c.server.port, `r${n}u`, o.connections);
+            const file = path.join(tmp, `tokens-${configs.indexOf(c)}-${n}`);
+            fs.writeFileSync(file, tokens.join('\n') + '\n');
+            return ['--tokens', file];
+          };
+        }
+      }
+
+      // --- part 1: maximum throughput (or a fixed rate) -----------------------------
+      console.error(`e2e throughput: ${configs.length} configurations x ${o.reps} repetitions x ${o.seconds} s, ${o.connections} connections, ${modeText}`);
+      const plan = configs.map((c) => ({ c, args: mode }));
+      await runPlan(plan, o.reps, o.seconds, o.retries);
+      for (const p of plan) p.c.max = med(p, 'msgPerSec');
+      const baseRate = configs.find((c) => c.kind === 'baseline')?.max;
+      const mqttRate = configs.find((c) => c.kind === 'mosquitto')?.max;
+      const lateCol = o.rate > 0;
+      console.log('');
+      console.log(`## ${o.rate > 0 ? `Fixed rate ${o.rate} msg/s` : 'Maximum throughput'}`);
+      console.log('');
+      console.log(
+        `# ${o.connections} connections (${o.connections / 2} pairs), ${modeText}, ${o.size}-byte data, ${o.reps} x ${o.seconds} s (+${o.warmup} s warm-up), median of each column`,
+      );
+      console.log('');
+      console.log(
+        `| configuration | delivered msg/s | % of baseline | x Mosquitto | p50 ms | p99 ms | p99.9 ms |${lateCol ? ' sent >1 ms late % |' : ''} generator CPU % (user part) | server CPU % | other processes CPU % | runs used (msg/s) |`,
+      );
+      console.log(`|---|---:|---:|---:|---:|---:|---:|${lateCol ? '---:|' : ''}---:|---:|---:|---|`);
+      for (const p of plan) {
+        const rate = p.c.max;
+        console.log(
+          `| ${p.c.name} | ${int(rate)} | ${f((100 * rate) / baseRate, 1)} | ${f(rate / mqttRate, 2)} | ${f(med(p, 'p50Ms'))} | ${f(med(p, 'p99Ms'))} | ${f(med(p, 'p999Ms'))} | ${lateCol ? `${f(median(p.used.map((r) => (100 * r.late) / Math.max(1, r.sent))), 1)} | ` : ''}` +
+            `${f(med(p, 'cpuPct'), 0)} (${f(med(p, 'cpuUserPct'), 0)}) | ${f(med(p, 'serverCpuPct'), 0)} | ${f(med(p, 'otherCpuPct'), 0)}${busyMark(p)} | ${p.used.map((r) => Math.round(r.msgPerSec)).join(', ')} |`,
+        );
+      }
+      console.log('');
+      console.log(
+        cpuNote +
+          (mqttRate ? ' Mosquitto: the receiver sends nothing back (QoS 0 has no acknowledgement), so it handles one message per delivery where the others handle two (the message and the delivered status).' : '') +
+          (lateCol ? ' Latency is measured from when a message fell due, so "sent >1 ms late" (the generator or its window fell behind) is part of it.' : ''),
+      );
+
+      // --- part 2: latency at 25/50/75 % of each configuration's own maximum --------
+      if (o.parts.has('latency')) {
+        const fracs = [0.25, 0.5, 0.75];
+        const lplan = [];
+        for (const frac of fracs)
+          for (const c of configs)
+            if (Number.isFinite(c.max) && c.max > 0) {
+              const rate = Math.max(1, Math.round(c.max * frac));
+              lplan.push({ c, frac, rate, label: ` at ${frac * 100}% (${rate} msg/s)`, args: ['--rate', String(rate), '--window', '4096'] });
+            }
+        console.error(`e2e latency: ${lplan.length} runs x ${o['latency-reps']} x ${o.seconds} s at 25/50/75 % of each maximum`);
+        await runPlan(lplan, o['latency-reps'], o.seconds, o['latency-retries']);
+        lplan.sort((a, b) => configs.indexOf(a.c) - configs.indexOf(b.c) || a.frac - b.frac);
+        console.log('');
+        console.log('## Latency at 25, 50 and 75 % of each configuration\'s maximum');
+        console.log('');
+        console.log(`# rate mode (window 4096), ${o.connections} connections, ${o.size}-byte data, ${o['latency-reps']} x ${o.seconds} s (+${o.warmup} s warm-up) per row${o['latency-reps'] > 1 ? ', median of each column' : ''}; latency from when each message fell due`);
+        console.log('');
+        console.log('| configuration | load | target msg/s | delivered msg/s | p50 ms | p99 ms | p99.9 ms | sent >1 ms late % | generator CPU % | server CPU % | other processes CPU % |');
+        console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+        for (const p of lplan)
+          console.log(
+            `| ${p.c.name} | ${p.frac * 100}% | ${int(p.rate)} | ${int(med(p, 'msgPerSec'))} | ${f(med(p, 'p50Ms'))} | ${f(med(p, 'p99Ms'))} | ${f(med(p, 'p999Ms'))} | ${f(median(p.used.map((r) => (100 * r.late) / Math.max(1, r.sent))), 1)} | ` +
+              `${f(med(p, 'cpuPct'), 0)} | ${f(med(p, 'serverCpuPct'), 0)} | ${f(med(p, 'otherCpuPct'), 0)}${busyMark(p)} |`,
+          );
+        console.log('');
+        console.log('The target rates are fractions of the medians in the throughput table above, measured in the same run. "Sent >1 ms late" counts messages the generator sent over 1 ms after they fell due (its core was busy or the window was full); their lateness is part of the latency.');
+      }
+      for (const c of configs) await stopChild(c.server.child);
+    }
+
+    // --- part 3: memory per idle connection ------------------------------------------
+    const memServers = configs.filter((c) => c.kind !== 'mosquitto').length ? configs.filter((c) => c.kind === 'baseline' || (c.kind === 'switchboard' && c.modules === 0 && c.durable === 'on')) : [];
+    if (o.servers.has('baseline') && !memServers.some((c) => c.kind === 'baseline')) memServers.push({ name: 'uWebSockets.js baseline', kind: 'baseline' });
+    if (o.servers.has('switchboard') && !memServers.some((c) => c.kind === 'switchboard')) memServers.push({ name: 'Switchboard, 0 PASS modules, durable on', kind: 'switchboard', durable: 'on', modules: 0 });
+    if (o.parts.has('memory') && memServers.length) {
+      const n = o['idle-connections'];
+      console.error(`e2e memory: ${n} idle connections to fresh servers`);
+      const rows = [];
+      const hold = 2;
+      const settle = 1;
+      for (const c of memServers) {
+        let server;
+        let tokensArg = ['--baseline'];
+        let usersS = NaN;
+        if (c.kind === 'baseline') {
+          server = await startServer('baseline', [path.join(here, 'baseline.mjs'), '0', '--exit-on-stdin-eof'], pin, ['--expose-gc']);
+        } else {
+          server = await startServer(c.name, [path.join(here, 'run.mjs'), '--server-child', JSON.stringify({ configText: switchboardConfigText(tmp, modDir, c.durable, c.modules) })], pin, ['--expose-gc']);
+          const u0 = Date.now();
+          const tokens = await makeUsers(server.port, 'idle', n);
+          usersS = (Date.now() - u0) / 1000;
+          const file = path.join(tmp, 'tokens-idle');
+          fs.writeFileSync(file, tokens.join('\n') + '\n');
+          tokensArg = ['--tokens', file];
+        }
+        try {
+          // RSS as it is, and after a full garbage collection (asked over stdin), before and with the connections.
+          let gcs = 0;
+          const gcRss = async () => {
+            const want = ++gcs;
+            server.child.stdin.write('gc\n');
+            const deadline = Date.now() + 5000;
+            while ((server.stdout().match(/GC done/g) ?? []).length < want && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+            return rssKb(server.child.pid);
+          };
+          await new Promise((r) => setTimeout(r, settle * 1000));
+          const before = rssKb(server.child.pid);
+          const beforeGc = await gcRss();
+          // The generator opens every connection, idles for `settle` s (its warm-up), then `hold` s more (its
+          // measured window): RSS is read as the window opens, then again after a collection, before it closes.
+          let after = NaN;
+          let afterGc = Promise.resolve(NaN);
+          const r = await runLoadgen(
+            bin,
+            ['--host', '127.0.0.1', '--conns', String(n), '--seconds', String(hold), '--warmup', String(settle), '--idle', '--ready-timeout', '120', '--port', String(server.port), ...tokensArg],
+            o,
+            server.child.pid,
+            pin,
+            {
+              seconds: hold,
+              extraS: 120,
+              onStart: () => {
+                after = rssKb(server.child.pid);
+                afterGc = gcRss();
+              },
+            },
+          );
+          rows.push({ c, before, after, beforeGc, afterGc: await afterGc, n, usersS, r });
+          const last = rows.at(-1);
+          console.error(`  ${c.name}: RSS ${before} kB -> ${after} kB with ${n} idle connections (after GC: ${beforeGc} kB -> ${last.afterGc} kB): ${f((after - before) / n, 2)} (${f((last.afterGc - beforeGc) / n, 2)}) KB per connection`);
+        } catch (e) {
+          throw new Error(`${c.name} (memory): ${e.message}\nserver stderr:\n${server.stderr()}`);
+        } finally {
+          await stopChild(server.child);
+        }
+      }
+      console.log('');
+      console.log('## Memory per idle connection');
+      console.log('');
+      console.log(`# ${n} idle connections from one generator process (each logged in: to Switchboard with its own user, "hello" received), opened at most 256 at a time; server RSS (VmRSS) ${settle} s after start-up (after the users were made) and ${settle} s after the last connection logged in`);
+      console.log('');
+      console.log('| server | connections | RSS before MB | RSS with connections MB | KB per connection | after a full GC: before MB | with connections MB | KB per connection |');
+      console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
+      for (const row of rows)
+        console.log(
+          `| ${row.c.name} | ${int(row.n)} | ${f(row.before / 1024, 1)} | ${f(row.after / 1024, 1)} | ${f((row.after - row.before) / row.n, 2)} | ${f(row.beforeGc / 1024, 1)} | ${f(row.afterGc / 1024, 1)} | ${f((row.afterGc - row.beforeGc) / row.n, 2)} |`,
+        );
+      console.log('');
+      console.log('KB = 1024 bytes. The first three columns are RSS as it was (garbage not yet collected included); the last three read it right after a full collection (node --expose-gc, global.gc() asked for over stdin), which V8 does not always return to the OS.' + (rows.some((x) => Number.isFinite(x.usersS)) ? ` Making the ${n} Switchboard users through POST /api (32 requests at a time) took ${f(rows.find((x) => Number.isFinite(x.usersS)).usersS, 1)} s.` : ''));
+    }
   } finally {
     killAll();
   }
-
-  const base = median(configs[0].used.map((r) => r.msgPerSec));
-  const cpu = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/) ?? [, os.arch()])[1];
-  const f = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
-  console.log(`# bench/e2e  ${startedAt}  ${version}`);
-  console.log(
-    `# ${cpu}, ${cores} cores, node ${process.version}; ${o.connections} connections (${o.connections / 2} pairs), ${modeText}, ${o.size}-byte data, ` +
-      `${o.reps} x ${o.seconds} s (+${o.warmup} s warm-up), median of each column; ${pin ? `server pinned to core ${pin.server}, generator to core ${pin.gen}` : 'not pinned'}`,
-  );
-  console.log('');
-  const lateCol = o.rate > 0;
-  console.log(
-    `| configuration | delivered msg/s | % of baseline | p50 ms | p99 ms | p99.9 ms |${lateCol ? ' sent >1 ms late % |' : ''} generator CPU % (user part) | server CPU % | other processes CPU % | runs used (msg/s) |`,
-  );
-  console.log(`|---|---:|---:|---:|---:|---:|${lateCol ? '---:|' : ''}---:|---:|---:|---|`);
-  let busy = false;
-  for (const c of configs) {
-    const m = (k) => median(c.used.map((r) => r[k]));
-    const rate = m('msgPerSec');
-    const noisy = c.used.filter((r) => !quietEnough(r, o)).length;
-    busy ||= noisy > 0;
-    console.log(
-      `| ${c.name} | ${Math.round(rate).toLocaleString('en-US')} | ${f((100 * rate) / base, 1)} | ${f(m('p50Ms'))} | ${f(m('p99Ms'))} | ${f(m('p999Ms'))} | ${lateCol ? `${f(median(c.used.map((r) => (100 * r.late) / Math.max(1, r.sent))), 1)} | ` : ''}` +
-        `${f(m('cpuPct'), 0)} (${f(m('cpuUserPct'), 0)}) | ${f(m('serverCpuPct'), 0)} | ${f(m('otherCpuPct'), 0)}${noisy ? ' (busy)' : ''} | ${c.used.map((r) => Math.round(r.msgPerSec)).join(', ')} |`,
-    );
-  }
-  console.log('');
-  console.log(
-    'CPU columns: % of one core over the measured window; the generator\'s user part is its own code, the rest is the kernel (loopback TCP, ' +
-      'which also runs much of the receiving side\'s network stack in the sender\'s time). "Other processes" is what the rest of the machine used meanwhile (all cores together). ' +
-      `Runs during which other processes used more than ${o['max-other']}% were repeated (up to ${o.retries} extra time${o.retries === 1 ? '' : 's'} per configuration)` +
-      (busy ? '; rows marked (busy) still include such runs.' : '.') +
-      (lateCol ? ' Latency is measured from when a message fell due, so "sent >1 ms late" (the generator or its window fell behind) is part of it.' : ''),
-  );
+  for (const note of notes) console.log(`\n${note}`);
+  console.error(`e2e: done in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
 }
 
 /** Whether the rest of the machine stayed under --max-other during run `r`. */
