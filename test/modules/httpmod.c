@@ -124,6 +124,7 @@ static void run(job_t *j)
 		fetch_t *f = (fetch_t *)calloc(1, sizeof *f);
 		mesibo_http_t stack_req, *req = &stack_req;
 		mesibo_int_t r;
+		char tag[64];
 		f->m = j->m;
 		f->quiet = j->quiet;
 		f->no_data = j->no_data;
@@ -169,8 +170,11 @@ static void run(job_t *j)
 		req->on_status = j->no_status ? NULL : on_status;
 		req->on_data = j->no_data ? NULL : on_data;
 		req->on_close = j->no_close ? NULL : on_close;
+		/* f may be freed by on_close on the loop thread before the call
+		 * returns here (calls from a thread): keep what we log after it. */
+		snprintf(tag, sizeof tag, "%s", f->tag);
 		r = mesibo_util_http(req, f);
-		mesibo_log(j->m, 0, "%s call %ld", f->tag, (long)r);
+		mesibo_log(j->m, 0, "%s call %ld", tag, (long)r);
 		if (j->scribble) {
 			/* The server promised to copy everything: take it all back now. */
 			scribble_free((char *)req->url);
