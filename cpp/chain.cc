@@ -160,7 +160,8 @@ int core_submit(Core &core, const char *from, size_t from_len, const uint8_t *fr
   p.type = m.type;
   p.expiry = m.expiry;
   if (m.to_len && !core.online.empty()) {
-    auto it = core.online.find(std::string(m.to, m.to_len));
+    core.online_key.assign(m.to, m.to_len);
+    auto it = core.online.find(core.online_key);
     if (it != core.online.end() && it->second > 0) p.uflags |= MOD_MESIBO_UFLAG_DESTONLINE;
   }
 

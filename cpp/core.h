@@ -105,6 +105,7 @@ struct Core {
   // Connections per address, kept by core_dispatch_login: it sets
   // MOD_MESIBO_UFLAG_DESTONLINE in params.uflags before the chain runs.
   std::unordered_map<std::string, int> online;
+  std::string online_key;  // lookup scratch: no string built per message
 
   // Filled from any thread, emptied by core_drain on the loop thread.
   std::mutex mu;

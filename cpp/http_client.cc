@@ -430,21 +430,6 @@ bool file_exists(const char *path) {
   return path && ::stat(path, &st) == 0;
 }
 
-// The peer is verified against the system's CAs. OpenSSL's default paths are
-// where the OpenSSL build expects them; a Node binary from nodejs.org looks in
-// /usr/local/ssl, which most distributions do not have, so the usual system
-// bundles are loaded when the default paths are missing.
-void load_system_cas(SSL_CTX *ctx) {
-  SSL_CTX_set_default_verify_paths(ctx);
-  if (std::getenv(X509_get_default_cert_file_env()) || std::getenv(X509_get_default_cert_dir_env())) return;
-  if (file_exists(X509_get_default_cert_file()) || file_exists(X509_get_default_cert_dir())) return;
-  static const char *const kBundles[] = {"/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
-                                         "/etc/ssl/ca-bundle.pem", "/etc/ssl/cert.pem",
-                                         "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem"};
-  for (const char *b : kBundles)
-    if (file_exists(b) && SSL_CTX_load_verify_locations(ctx, b, nullptr) == 1) return;
-}
-
 SSL_CTX *tls_context(unsigned *generation, std::string *why) {
   ClearOpenSslErrors clear;
   Client &cl = client();
@@ -1222,6 +1207,17 @@ std::string http_ca_file() {
   TlsSettings &s = tls_settings();
   std::lock_guard<std::mutex> lock(s.mu);
   return s.ca_file;
+}
+
+void load_system_cas(SSL_CTX *ctx) {
+  SSL_CTX_set_default_verify_paths(ctx);
+  if (std::getenv(X509_get_default_cert_file_env()) || std::getenv(X509_get_default_cert_dir_env())) return;
+  if (file_exists(X509_get_default_cert_file()) || file_exists(X509_get_default_cert_dir())) return;
+  static const char *const kBundles[] = {"/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
+                                         "/etc/ssl/ca-bundle.pem", "/etc/ssl/cert.pem",
+                                         "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem"};
+  for (const char *b : kBundles)
+    if (file_exists(b) && SSL_CTX_load_verify_locations(ctx, b, nullptr) == 1) return;
 }
 
 }  // namespace sb

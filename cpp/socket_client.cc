@@ -15,7 +15,6 @@
 // TLS is Node's OpenSSL over memory BIOs, so the loop does every read and
 // write itself; the WebSocket framing is ws_frame.h.
 #include <dlfcn.h>
-#include <sys/stat.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -236,26 +235,6 @@ bool parse_url(const char *text, Url &u) {
   unsigned char buf[sizeof(in6_addr)];
   u.host_is_ip = uv_inet_pton(AF_INET, u.host.c_str(), buf) == 0 || uv_inet_pton(AF_INET6, u.host.c_str(), buf) == 0;
   return true;
-}
-
-bool file_exists(const char *path) {
-  struct stat st;
-  return path && ::stat(path, &st) == 0;
-}
-
-// The system's CAs. OpenSSL's default paths are where the OpenSSL build
-// expects them; a Node binary from nodejs.org looks in /usr/local/ssl, which
-// most distributions lack, so the usual bundles are tried when they are
-// missing.
-void load_system_cas(SSL_CTX *ctx) {
-  SSL_CTX_set_default_verify_paths(ctx);
-  if (std::getenv(X509_get_default_cert_file_env()) || std::getenv(X509_get_default_cert_dir_env())) return;
-  if (file_exists(X509_get_default_cert_file()) || file_exists(X509_get_default_cert_dir())) return;
-  static const char *const kBundles[] = {"/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
-                                         "/etc/ssl/ca-bundle.pem", "/etc/ssl/cert.pem",
-                                         "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem"};
-  for (const char *b : kBundles)
-    if (file_exists(b) && SSL_CTX_load_verify_locations(ctx, b, nullptr) == 1) return;
 }
 
 // One client context per CA file (normally one per process), made on first
