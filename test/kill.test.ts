@@ -18,13 +18,12 @@
 // SWITCHBOARD_KILL_ROUNDS sets the number of kills (default 5).
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
+import { freePort, writeChildServer } from './child-server';
 
-const root = path.resolve(__dirname, '..');
 const APP_TOKEN = 'kill-test-app-token';
 
 const SEED = process.env.SWITCHBOARD_KILL_SEED ? Number(process.env.SWITCHBOARD_KILL_SEED) >>> 0 : (Math.random() * 2 ** 32) >>> 0;
@@ -63,38 +62,10 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 // ---------------------------------------------------------------------------
 // The server in a child process.
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
-
-const SERVER_SCRIPT = `'use strict';
-const fs = require('node:fs');
-const { Server } = require(${JSON.stringify(path.join(root, 'dist', 'index.js'))});
-const configText = fs.readFileSync(process.argv[2], 'utf8');
-Server.start({ configText, log: (line) => process.stderr.write(line + '\\n') }).then(
-  (server) => {
-    let stopping = false;
-    const stop = () => {
-      if (stopping) return;
-      stopping = true;
-      server.stop().then(() => process.exit(0), (e) => { process.stderr.write('STOP FAILED ' + ((e && e.stack) || e) + '\\n'); process.exit(3); });
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-    process.stdout.write('READY ' + server.port + '\\n');
-  },
-  (e) => {
-    process.stderr.write('START FAILED [' + (e.code || '') + '] ' + e.message + '\\n');
-    process.exit(e.code === 'E_LISTEN' ? 2 : 1);
-  },
-);
-`;
 
 class ServerProcess {
+  private readonly script: string;
+  private readonly conf: string;
   private child: ChildProcess | null = null;
   private exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> | null = null;
   /** The last lines the server logged, for failure messages. */
@@ -106,11 +77,7 @@ class ServerProcess {
     readonly dir: string,
     readonly port: number,
   ) {
-    fs.writeFileSync(path.join(dir, 'server.js'), SERVER_SCRIPT);
-    fs.writeFileSync(
-      path.join(dir, 'switchboard.conf'),
-      `listen = 127.0.0.1:${port}\ndata_dir = ${path.join(dir, 'data')}\napp_token = ${APP_TOKEN}\nrate_limit = 1000000\n`,
-    );
+    [this.script, this.conf] = writeChildServer(dir, port, APP_TOKEN);
   }
 
   private note(line: string): void {
@@ -122,7 +89,7 @@ class ServerProcess {
   async start(): Promise<void> {
     const t0 = Date.now();
     for (let attempt = 0; ; attempt++) {
-      const child = spawn(process.execPath, [path.join(this.dir, 'server.js'), path.join(this.dir, 'switchboard.conf')], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [this.script, this.conf], { stdio: ['ignore', 'pipe', 'pipe'] });
       const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
       let out = '';
       let err = '';

@@ -4,67 +4,34 @@
 // is kill.test.ts.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
+import { freePort, writeChildServer } from './child-server';
 
-const root = path.resolve(__dirname, '..');
 const APP_TOKEN = 'restart-test-app-token';
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
-
-const SERVER_SCRIPT = `'use strict';
-const fs = require('node:fs');
-const { Server } = require(${JSON.stringify(path.join(root, 'dist', 'index.js'))});
-const configText = fs.readFileSync(process.argv[2], 'utf8');
-Server.start({ configText, log: (line) => process.stderr.write(line + '\\n') }).then(
-  (server) => {
-    let stopping = false;
-    const stop = () => {
-      if (stopping) return;
-      stopping = true;
-      server.stop().then(() => process.exit(0), (e) => { process.stderr.write('STOP FAILED ' + ((e && e.stack) || e) + '\\n'); process.exit(3); });
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-    process.stdout.write('READY ' + server.port + '\\n');
-  },
-  (e) => {
-    process.stderr.write('START FAILED [' + (e.code || '') + '] ' + e.message + '\\n');
-    process.exit(e.code === 'E_LISTEN' ? 2 : 1);
-  },
-);
-`;
 
 type Exit = { code: number | null; signal: NodeJS.Signals | null };
 
 /** The server in a child process, on a fixed port and data_dir for its whole life. */
 class ServerProcess {
+  private readonly script: string;
+  private readonly conf: string;
   private child: ChildProcess | null = null;
   private exited: Promise<Exit> | null = null;
   readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-restart-'));
   log = '';
 
   constructor(readonly port: number) {
-    fs.writeFileSync(path.join(this.dir, 'server.js'), SERVER_SCRIPT);
-    fs.writeFileSync(
-      path.join(this.dir, 'switchboard.conf'),
-      `listen = 127.0.0.1:${port}\ndata_dir = ${path.join(this.dir, 'data')}\napp_token = ${APP_TOKEN}\nrate_limit = 1000000\n`,
-    );
+    [this.script, this.conf] = writeChildServer(this.dir, port, APP_TOKEN);
   }
 
   async start(): Promise<void> {
     for (let attempt = 0; ; attempt++) {
-      const child = spawn(process.execPath, [path.join(this.dir, 'server.js'), path.join(this.dir, 'switchboard.conf')], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [this.script, this.conf], { stdio: ['ignore', 'pipe', 'pipe'] });
       const exited = new Promise<Exit>((r) => child.once('exit', (code, signal) => r({ code, signal })));
       let out = '';
       child.stderr!.on('data', (d) => (this.log += d));
