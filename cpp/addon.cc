@@ -4,6 +4,7 @@
 
 #include <napi.h>
 
+#include <algorithm>
 #include <memory>
 
 #include "config.h"
@@ -27,7 +28,16 @@ enum InfoSlot {
   INFO_TO_LEN,       // the destination after the chain
   INFO_ACK_LEN,      // the "sent" status for the sender
   INFO_OUT_GROWN,    // 1 when `out` was replaced by a larger buffer
+  INFO_TOKEN,        // verdict 2 (deferred): the token its completion will carry
   INFO_COUNT
+};
+
+// Slots of the Float64Array a script hook call fills (lib/native.ts: Hook).
+// The strings and the payload are in the hook buffer: [from][to][payload].
+enum HookSlot {
+  HK_ID, HK_REFID, HK_GROUPID, HK_FLAGS, HK_TYPE, HK_EXPIRY, HK_UFLAGS, HK_STATUS, HK_ONLINE,
+  HK_FROM_LEN, HK_TO_LEN, HK_PAYLOAD_LEN,
+  HK_COUNT
 };
 
 Napi::Error make_error(Napi::Env env, const std::string &code, const std::string &message) {
@@ -99,6 +109,8 @@ Napi::Value ParseConfig(const Napi::CallbackInfo &info) {
   return config_to_js(env, cfg);
 }
 
+class CoreHandle;
+
 // State shared by the JS handle and the wake-up callback; the callback may
 // run after the handle is closed, so it holds its own reference.
 struct State {
@@ -106,7 +118,13 @@ struct State {
   Napi::ThreadSafeFunction tsfn;
   Napi::FunctionReference on_events;
   bool tsfn_live = false;
+  CoreHandle *owner = nullptr;  // cleared when the handle shuts down
+  uint64_t js_calls = 0;        // calls from the addon into JavaScript
+  uv_timer_t *timer = nullptr;  // checks deferred decisions' deadlines
+  bool timer_on = false;
 };
+
+void drain_and_emit(Napi::Env env, State &st);
 
 Napi::Object delivery_to_js(Napi::Env env, const sb::Outgoing &o) {
   Napi::Object m = Napi::Object::New(env);
@@ -123,12 +141,21 @@ Napi::Object delivery_to_js(Napi::Env env, const sb::Outgoing &o) {
   return m;
 }
 
+void emit_completions(Napi::Env env, State &st, std::vector<sb::Completion> &done);
+void sync_timer(State &st);
+
 void drain_and_emit(Napi::Env env, State &st) {
   std::vector<sb::Outgoing> deliveries;
   std::vector<sb::LogLine> logs;
-  sb::core_drain(st.core, deliveries, logs);
-  if ((deliveries.empty() && logs.empty()) || st.on_events.IsEmpty()) return;
+  std::vector<sb::Completion> done;
+  sb::core_drain(st.core, deliveries, logs, &done);
+  sync_timer(st);
+  if ((deliveries.empty() && logs.empty() && done.empty()) || st.on_events.IsEmpty()) return;
   Napi::HandleScope scope(env);
+  if (deliveries.empty() && logs.empty()) {
+    emit_completions(env, st, done);
+    return;
+  }
   Napi::Array d = Napi::Array::New(env, deliveries.size());
   for (size_t i = 0; i < deliveries.size(); ++i) d.Set(static_cast<uint32_t>(i), delivery_to_js(env, deliveries[i]));
   Napi::Array l = Napi::Array::New(env, logs.size());
@@ -139,8 +166,25 @@ void drain_and_emit(Napi::Env env, State &st) {
     o.Set("text", logs[i].text);
     l.Set(static_cast<uint32_t>(i), o);
   }
+  ++st.js_calls;
   st.on_events.Call({d, l});
+  emit_completions(env, st, done);
 }
+
+// The deadline check runs while any message waits for a decision. The
+// timer is unreferenced: waiting messages alone do not keep Node running.
+void sync_timer(State &st) {
+  if (!st.timer) return;
+  bool want = !st.core.waiting.empty();
+  if (want == st.timer_on) return;
+  st.timer_on = want;
+  if (want) uv_timer_start(st.timer, [](uv_timer_t *t) {
+      auto *s = static_cast<std::shared_ptr<State> *>(t->data);
+      sb::core_expire((*s)->core, sb::now_ns());  // wakes the drain when something timed out
+    }, 20, 20);
+  else uv_timer_stop(st.timer);
+}
+
 
 class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
  public:
@@ -155,7 +199,143 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
                         InstanceMethod<&CoreHandle::Call>("call"),
                         InstanceMethod<&CoreHandle::CallStatus>("callStatus"),
                         InstanceMethod<&CoreHandle::Drain>("drain"),
-                        InstanceMethod<&CoreHandle::Close>("close")});
+                        InstanceMethod<&CoreHandle::Close>("close"),
+                        InstanceMethod<&CoreHandle::Scripts>("scripts"),
+                        InstanceMethod<&CoreHandle::AttachScript>("attachScript"),
+                        InstanceMethod<&CoreHandle::AddScript>("addScript"),
+                        InstanceMethod<&CoreHandle::ScriptHooks>("scriptHooks"),
+                        InstanceMethod<&CoreHandle::Defer>("defer"),
+                        InstanceMethod<&CoreHandle::Resolve>("resolve"),
+                        InstanceMethod<&CoreHandle::HookSet>("hookSet"),
+                        InstanceMethod<&CoreHandle::Send>("send"),
+                        InstanceMethod<&CoreHandle::Log>("log"),
+                        InstanceMethod<&CoreHandle::CountError>("countError"),
+                        InstanceMethod<&CoreHandle::Counters>("counters")});
+  }
+
+  // Fills the info slots and the out buffer from a result, as submit does.
+  void Fill(Napi::Env env, const sb::SubmitResult &res) {
+    double *in = info_ptr_;
+    const mesibo_message_params_t &p = res.params;
+    in[INFO_VERDICT] = res.verdict;
+    in[INFO_OP] = res.op;
+    in[INFO_FORMAT] = res.format;
+    in[INFO_ID] = static_cast<double>(p.id);
+    in[INFO_REFID] = static_cast<double>(p.refid);
+    in[INFO_GROUPID] = static_cast<double>(p.groupid);
+    in[INFO_FLAGS] = static_cast<double>(p.flags);
+    in[INFO_TYPE] = static_cast<double>(p.type);
+    in[INFO_EXPIRY] = static_cast<double>(p.expiry);
+    in[INFO_STATUS] = static_cast<double>(p.status);
+    in[INFO_UFLAGS] = static_cast<double>(p.uflags);
+    in[INFO_TOKEN] = static_cast<double>(res.token);
+    size_t to_len = p.to ? std::strlen(p.to) : 0;
+    size_t need = res.frame_len + res.frame2_len + res.payload_len + to_len + res.ack_len;
+    in[INFO_OUT_GROWN] = 0;
+    if (need > out_cap_) {
+      GrowOut(env, need * 2);
+      in[INFO_OUT_GROWN] = 1;
+    }
+    char *o = out_ptr_;
+    auto put = [&o](const char *src, size_t n) {
+      if (n) std::memcpy(o, src, n);
+      o += n;
+    };
+    put(res.frame, res.frame_len);
+    put(res.frame2, res.frame2_len);
+    put(res.payload, res.payload_len);
+    put(p.to, to_len);
+    put(res.ack, res.ack_len);
+    in[INFO_FRAME_LEN] = static_cast<double>(res.frame_len);
+    in[INFO_FRAME2_LEN] = static_cast<double>(res.frame2_len);
+    in[INFO_PAYLOAD_LEN] = static_cast<double>(res.payload_len);
+    in[INFO_TO_LEN] = static_cast<double>(to_len);
+    in[INFO_ACK_LEN] = static_cast<double>(res.ack_len);
+  }
+
+  // A client message finished after a deferral: the info slots and out
+  // buffer describe it while the JS completion handler runs.
+  void EmitCompletion(Napi::Env env, sb::Completion &c) {
+    if (on_complete_.IsEmpty()) return;
+    sb::SubmitResult r;
+    r.op = sb::WIRE_OP_MESSAGE;
+    r.format = c.format;
+    r.verdict = c.verdict;
+    r.token = c.token;
+    r.params = c.params;
+    r.params.to = &c.to[0];
+    r.params.from = &c.from[0];
+    r.payload = c.payload.data();
+    r.payload_len = c.payload.size();
+    r.frame = c.frame.data();
+    r.frame_len = c.frame.size();
+    r.frame2 = c.frame2.data();
+    r.frame2_len = c.frame2.size();
+    r.ack = c.ack.data();
+    r.ack_len = c.ack.size();
+    Fill(env, r);
+    ++state_->js_calls;
+    on_complete_.Call({Napi::Number::New(env, static_cast<double>(c.token)), Napi::Number::New(env, c.verdict),
+                       Napi::String::New(env, c.from)});
+  }
+
+  // A script module's hook: the params in hook slots, [from][to][payload] in
+  // the hook buffer, then one call into JavaScript. Returns its verdict.
+  mesibo_int_t CallHook(sb::Hook hook, sb::Instance &inst, mesibo_message_params_t *p, sb::ChainMsg *cm,
+                        mesibo_user_t *user) {
+    if (on_hook_.IsEmpty()) return MESIBO_RESULT_PASS;
+    double *h = hook_ptr_;
+    const char *from = nullptr, *to = nullptr;
+    if (p) {
+      h[HK_ID] = static_cast<double>(p->id);
+      h[HK_REFID] = static_cast<double>(p->refid);
+      h[HK_GROUPID] = static_cast<double>(p->groupid);
+      h[HK_FLAGS] = static_cast<double>(p->flags);
+      h[HK_TYPE] = static_cast<double>(p->type);
+      h[HK_EXPIRY] = static_cast<double>(p->expiry);
+      h[HK_UFLAGS] = static_cast<double>(p->uflags);
+      h[HK_STATUS] = static_cast<double>(p->status);
+      from = p->from;
+      to = p->to;
+    }
+    if (user) {
+      h[HK_ONLINE] = user->online;
+      h[HK_FLAGS] = static_cast<double>(user->flags);
+      from = user->address;
+    }
+    size_t fl = from ? std::strlen(from) : 0, tl = to ? std::strlen(to) : 0, pl = cm ? cm->len : 0;
+    if (fl + tl + pl > hook_cap_) pl = 0;  // cannot happen: payloads are capped at max_message_size
+    char *b = hook_buf_ptr_;
+    if (fl) std::memcpy(b, from, fl);
+    if (tl) std::memcpy(b + fl, to, tl);
+    if (pl) std::memcpy(b + fl + tl, cm->payload, pl);
+    h[HK_FROM_LEN] = static_cast<double>(fl);
+    h[HK_TO_LEN] = static_cast<double>(tl);
+    h[HK_PAYLOAD_LEN] = static_cast<double>(pl);
+
+    napi_env env = env_;
+    napi_value fn = on_hook_.Value(), argv[2], recv, result;
+    napi_create_int32(env, hook, &argv[0]);
+    napi_create_uint32(env, inst.script_id, &argv[1]);
+    napi_get_undefined(env, &recv);
+    sb::ChainMsg *saved = current_;
+    current_ = cm;
+    ++state_->js_calls;
+    napi_status st = napi_call_function(env, recv, fn, 2, argv, &result);
+    current_ = saved;
+    if (st != napi_ok) {
+      // The TypeScript side catches what a module throws; this is a failure
+      // of that glue itself. Keep the server up and say so.
+      napi_value exc;
+      napi_get_and_clear_last_exception(env, &exc);
+      ++inst.errors;
+      sb::core_logf(state_->core, 0, "script module \"%s\" %s failed in the host; treated as its on_error verdict",
+                    inst.name.c_str(), sb::hook_name(hook));
+      return inst.on_error;
+    }
+    int32_t r = 0;
+    if (napi_get_value_int32(env, result, &r) != napi_ok) return MESIBO_RESULT_PASS;
+    return r;
   }
 
   // new CoreHandle(configSource, onEvents)
@@ -172,6 +352,8 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
       return;
     }
     state_ = std::make_shared<State>();
+    state_->owner = this;
+    env_ = env;
     state_->on_events = Napi::Persistent(info[1].As<Napi::Function>());
     std::shared_ptr<State> st = state_;
     state_->tsfn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "switchboard-drain", 0, 1);
@@ -184,7 +366,26 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
       std::shared_ptr<State> s = *static_cast<std::shared_ptr<State> *>(data);
       s->tsfn.NonBlockingCall([s](Napi::Env env, Napi::Function) { drain_and_emit(env, *s); });
     };
+    host.script_message = [](void *data, sb::Instance &inst, sb::ChainMsg &m) -> mesibo_int_t {
+      State &s = **static_cast<std::shared_ptr<State> *>(data);
+      return s.owner ? s.owner->CallHook(sb::HOOK_MESSAGE, inst, m.p, &m, nullptr) : MESIBO_RESULT_PASS;
+    };
+    host.script_status = [](void *data, sb::Instance &inst, mesibo_message_params_t *p) {
+      State &s = **static_cast<std::shared_ptr<State> *>(data);
+      if (s.owner) s.owner->CallHook(sb::HOOK_STATUS, inst, p, nullptr, nullptr);
+    };
+    host.script_login = [](void *data, sb::Instance &inst, mesibo_user_t *u) {
+      State &s = **static_cast<std::shared_ptr<State> *>(data);
+      if (s.owner) s.owner->CallHook(sb::HOOK_LOGIN, inst, nullptr, nullptr, u);
+    };
     wake_holder_ = holder;
+    uv_loop_t *loop = nullptr;
+    if (napi_get_uv_event_loop(env, &loop) == napi_ok && loop) {
+      state_->timer = new uv_timer_t;
+      uv_timer_init(loop, state_->timer);
+      state_->timer->data = new std::shared_ptr<State>(st);
+      uv_unref(reinterpret_cast<uv_handle_t *>(state_->timer));
+    }
 
     sb::OpenError oerr;
     bool ok = sb::core_open(state_->core, cfg, host, oerr);
@@ -207,6 +408,12 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     GrowOut(env, cap);
     info_ = Napi::Persistent(Napi::Float64Array::New(env, INFO_COUNT));
     info_ptr_ = info_.Value().Data();
+    hook_ = Napi::Persistent(Napi::Float64Array::New(env, HK_COUNT));
+    hook_ptr_ = hook_.Value().Data();
+    hook_cap_ = state_->core.max_payload + 2048;
+    Napi::Buffer<char> hb = Napi::Buffer<char>::New(env, hook_cap_);
+    hook_buf_ = Napi::Persistent(hb);
+    hook_buf_ptr_ = hb.Data();
   }
 
   ~CoreHandle() override { Shutdown(); }
@@ -253,42 +460,8 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     int rc = sb::core_submit(state_->core, from, from_len, static_cast<const uint8_t *>(data), length, fmt, res,
                              &last_detail_);
     if (rc != sb::WIRE_OK) return Napi::Number::New(info.Env(), rc);
-
-    double *in = info_ptr_;
-    const mesibo_message_params_t &p = res.params;
-    in[INFO_VERDICT] = res.verdict;
-    in[INFO_OP] = res.op;
-    in[INFO_FORMAT] = res.format;
-    in[INFO_ID] = static_cast<double>(p.id);
-    in[INFO_REFID] = static_cast<double>(p.refid);
-    in[INFO_GROUPID] = static_cast<double>(p.groupid);
-    in[INFO_FLAGS] = static_cast<double>(p.flags);
-    in[INFO_TYPE] = static_cast<double>(p.type);
-    in[INFO_EXPIRY] = static_cast<double>(p.expiry);
-    in[INFO_STATUS] = static_cast<double>(p.status);
-    in[INFO_UFLAGS] = static_cast<double>(p.uflags);
-    size_t to_len = p.to ? std::strlen(p.to) : 0;
-    size_t need = res.frame_len + res.frame2_len + res.payload_len + to_len + res.ack_len;
-    in[INFO_OUT_GROWN] = 0;
-    if (need > out_cap_) {
-      GrowOut(info.Env(), need * 2);
-      in[INFO_OUT_GROWN] = 1;
-    }
-    char *o = out_ptr_;
-    auto put = [&o](const char *src, size_t n) {
-      if (n) std::memcpy(o, src, n);
-      o += n;
-    };
-    put(res.frame, res.frame_len);
-    put(res.frame2, res.frame2_len);
-    put(res.payload, res.payload_len);
-    put(p.to, to_len);
-    put(res.ack, res.ack_len);
-    in[INFO_FRAME_LEN] = static_cast<double>(res.frame_len);
-    in[INFO_FRAME2_LEN] = static_cast<double>(res.frame2_len);
-    in[INFO_PAYLOAD_LEN] = static_cast<double>(res.payload_len);
-    in[INFO_TO_LEN] = static_cast<double>(to_len);
-    in[INFO_ACK_LEN] = static_cast<double>(res.ack_len);
+    Fill(info.Env(), res);
+    if (res.verdict == sb::VERDICT_DEFERRED) sync_timer(*state_);
     napi_value v;
     napi_create_int32(env, static_cast<int32_t>(res.verdict), &v);  // a small integer: no allocation
     return Napi::Value(env, v);
@@ -327,6 +500,8 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
       o.Set("position", static_cast<double>(inst.position));
       o.Set("description", m.description ? Napi::Value(Napi::String::New(env, m.description)) : env.Null());
       o.Set("logLevel", static_cast<double>(inst.log_level));
+      o.Set("script", Napi::Boolean::New(env, inst.script));
+      o.Set("errors", static_cast<double>(inst.errors));
       Napi::Array hooks = Napi::Array::New(env);
       const void *fns[sb::HOOK_COUNT] = {reinterpret_cast<const void *>(m.on_message),
                                          reinterpret_cast<const void *>(m.on_message_status),
@@ -335,7 +510,7 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
                                          reinterpret_cast<const void *>(m.on_call_status)};
       Napi::Object stats = Napi::Object::New(env);
       for (int h = 0; h < sb::HOOK_COUNT; ++h) {
-        if (!fns[h]) continue;
+        if (inst.script ? !(inst.script_hooks & (1u << h)) : !fns[h]) continue;
         const char *name = sb::hook_name(static_cast<sb::Hook>(h));
         hooks.Set(hooks.Length(), name);
         Napi::Object s = Napi::Object::New(env);
@@ -425,8 +600,199 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     return info.Env().Undefined();
   }
 
+  sb::Instance *ScriptInstance(const Napi::Value &id) {
+    if (!state_ || state_->core.closed || !id.IsNumber()) return nullptr;
+    uint32_t want = id.As<Napi::Number>().Uint32Value();
+    for (auto &ip : state_->core.chain)
+      if (ip->script && ip->script_id == want) return ip.get();
+    return nullptr;
+  }
+
+  static unsigned HooksFrom(const Napi::Value &v) {
+    return v.IsNumber() ? v.As<Napi::Number>().Uint32Value() &
+                              ((1u << sb::HOOK_MESSAGE) | (1u << sb::HOOK_STATUS) | (1u << sb::HOOK_LOGIN))
+                        : 0;
+  }
+
+  // scripts(onHook, onComplete) -> [hookInfo, hookBuffer]
+  Napi::Value Scripts(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    if (info[0].IsFunction()) on_hook_ = Napi::Persistent(info[0].As<Napi::Function>());
+    if (info[1].IsFunction()) on_complete_ = Napi::Persistent(info[1].As<Napi::Function>());
+    Napi::Array a = Napi::Array::New(env, 2);
+    a.Set(0u, hook_.Value());
+    a.Set(1u, hook_buf_.Value());
+    return a;
+  }
+
+  // attachScript(position, scriptId, hooks): the script block at `position`
+  // (from the config) is loaded; it implements `hooks` (bits 1 << Hook).
+  Napi::Value AttachScript(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    auto &chain = state_->core.chain;
+    uint32_t pos = info[0].IsNumber() ? info[0].As<Napi::Number>().Uint32Value() : UINT32_MAX;
+    if (pos >= chain.size() || !chain[pos]->script) {
+      make_error(env, "E_BAD_ARGUMENT", "attachScript: no script block at that position").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    chain[pos]->script_id = info[1].As<Napi::Number>().Uint32Value();
+    chain[pos]->script_hooks = HooksFrom(info[2]);
+    return env.Undefined();
+  }
+
+  // scriptHooks(scriptId, hooks): the hooks a script implements (after its init).
+  Napi::Value ScriptHooks(const Napi::CallbackInfo &info) {
+    if (sb::Instance *inst = ScriptInstance(info[0])) inst->script_hooks = HooksFrom(info[1]);
+    return info.Env().Undefined();
+  }
+
+  // addScript(name, position, scriptId, hooks, timeoutMs, onError, logLevel) -> position
+  Napi::Value AddScript(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    size_t pos = info[1].IsNumber() ? static_cast<size_t>(std::max(0.0, info[1].As<Napi::Number>().DoubleValue()))
+                                    : state_->core.chain.size();
+    sb::Instance *inst = sb::core_add_script(state_->core, as_string(info[0]), pos);
+    inst->script_id = info[2].As<Napi::Number>().Uint32Value();
+    inst->script_hooks = HooksFrom(info[3]);
+    if (info[4].IsNumber() && info[4].As<Napi::Number>().DoubleValue() > 0)
+      inst->timeout_ns = static_cast<uint64_t>(info[4].As<Napi::Number>().DoubleValue() * 1e6);
+    if (info[5].IsNumber()) inst->on_error = info[5].As<Napi::Number>().Int32Value() == 1 ? 1 : 0;
+    if (info[6].IsNumber()) inst->log_level = info[6].As<Napi::Number>().Int32Value();
+    return Napi::Number::New(env, static_cast<double>(inst->position));
+  }
+
+  // defer() -> handle (inside a script's message hook), or 0.
+  Napi::Value Defer(const Napi::CallbackInfo &info) {
+    if (!state_ || state_->core.closed) return Napi::Number::New(info.Env(), 0);
+    return Napi::Number::New(info.Env(), static_cast<double>(sb::core_take_handle(state_->core, state_->core.running)));
+  }
+
+  // resolve(handle, verdict, payload|null, fields|null) -> true when it was waiting.
+  // fields: [type, flags, expiry, refid].
+  Napi::Value Resolve(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!state_ || state_->core.closed || !info[0].IsNumber()) return Napi::Boolean::New(env, false);
+    sb::Resolution r;
+    r.handle = static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue());
+    r.verdict = info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 0;
+    if (info[2].IsTypedArray()) {
+      Napi::TypedArray ta = info[2].As<Napi::TypedArray>();
+      if (ta.ByteLength() > state_->core.max_payload) {
+        make_error(env, "E_PAYLOAD_TOO_LARGE", "the replacement payload is larger than max_message_size")
+            .ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      r.replace = true;
+      r.payload.assign(static_cast<const char *>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ByteLength());
+    }
+    if (info[3].IsArray()) {
+      Napi::Array f = info[3].As<Napi::Array>();
+      r.fields = true;
+      r.type = static_cast<uint64_t>(f.Get(0u).ToNumber().Int64Value());
+      r.flags = static_cast<uint64_t>(f.Get(1u).ToNumber().Int64Value());
+      r.expiry = static_cast<uint64_t>(f.Get(2u).ToNumber().Int64Value());
+      r.refid = static_cast<uint64_t>(f.Get(3u).ToNumber().Int64Value());
+    }
+    bool ok = sb::core_resolve(state_->core, std::move(r)) == 0;
+    // Continue the message now rather than on the next wake-up.
+    if (ok) drain_and_emit(env, *state_);
+    return Napi::Boolean::New(env, ok);
+  }
+
+  // hookSet(payload|null, fields|null): inside a script's message hook, the
+  // module changed the message.
+  Napi::Value HookSet(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!current_) return Napi::Boolean::New(env, false);
+    if (info[0].IsTypedArray()) {
+      Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+      if (ta.ByteLength() > state_->core.max_payload) {
+        make_error(env, "E_PAYLOAD_TOO_LARGE", "the new payload is larger than max_message_size")
+            .ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      sb::chain_replace_payload(*current_, static_cast<const char *>(ta.ArrayBuffer().Data()) + ta.ByteOffset(),
+                                ta.ByteLength());
+    }
+    if (info[1].IsArray()) {
+      Napi::Array f = info[1].As<Napi::Array>();
+      current_->p->type = static_cast<mesibo_uint_t>(f.Get(0u).ToNumber().Int64Value());
+      current_->p->flags = static_cast<mesibo_uint_t>(f.Get(1u).ToNumber().Int64Value());
+      current_->p->expiry = static_cast<mesibo_uint_t>(f.Get(2u).ToNumber().Int64Value());
+      current_->p->refid = static_cast<mesibo_uint_t>(f.Get(3u).ToNumber().Int64Value());
+    }
+    return Napi::Boolean::New(env, true);
+  }
+
+  // send(scriptId, {to, from, id, refid, groupid, flags, type, expiry}, payload) -> 0 | -1
+  Napi::Value Send(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    sb::Instance *inst = ScriptInstance(info[0]);
+    if (!inst || !info[1].IsObject()) return Napi::Number::New(env, -1);
+    Napi::Object o = info[1].As<Napi::Object>();
+    auto num = [&](const char *k) -> mesibo_uint_t {
+      Napi::Value v = o.Get(k);
+      return v.IsNumber() ? static_cast<mesibo_uint_t>(v.As<Napi::Number>().Int64Value()) : 0;
+    };
+    std::string to = as_string(o.Get("to")), from = as_string(o.Get("from"));
+    mesibo_message_params_t p{};
+    p.id = num("id");
+    p.refid = num("refid");
+    p.groupid = num("groupid");
+    p.flags = num("flags");
+    p.type = num("type");
+    p.expiry = num("expiry");
+    p.to = to.empty() ? nullptr : &to[0];
+    p.from = from.empty() ? nullptr : &from[0];
+    std::string payload;
+    if (info[2].IsTypedArray()) {
+      Napi::TypedArray ta = info[2].As<Napi::TypedArray>();
+      payload.assign(static_cast<const char *>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ByteLength());
+    } else {
+      payload = as_string(info[2]);
+    }
+    if ((to.empty() && !p.groupid) || payload.size() > state_->core.max_payload) return Napi::Number::New(env, -1);
+    return Napi::Number::New(env, sb::core_send_from_module(inst, &p, payload.data(), payload.size()));
+  }
+
+  // log(scriptId, level, text): kept when level <= the block's log level.
+  Napi::Value Log(const Napi::CallbackInfo &info) {
+    sb::Instance *inst = ScriptInstance(info[0]);
+    if (!inst) return info.Env().Undefined();
+    int level = info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 0;
+    if (level > inst->log_level && level != 0) return info.Env().Undefined();
+    sb::core_log(state_->core, inst->name, level, as_string(info[2]));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value CountError(const Napi::CallbackInfo &info) {
+    if (sb::Instance *inst = ScriptInstance(info[0])) ++inst->errors;
+    return info.Env().Undefined();
+  }
+
+  // counters() -> {jsCalls, waiting}
+  Napi::Value Counters(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("jsCalls", static_cast<double>(state_ ? state_->js_calls : 0));
+    o.Set("waiting", static_cast<double>(state_ ? sb::core_waiting(state_->core) : 0));
+    return o;
+  }
+
   void Shutdown() {
     if (!state_) return;
+    state_->owner = nullptr;
+    if (state_->timer) {
+      uv_timer_stop(state_->timer);
+      uv_close(reinterpret_cast<uv_handle_t *>(state_->timer), [](uv_handle_t *h) {
+        delete static_cast<std::shared_ptr<State> *>(h->data);
+        delete reinterpret_cast<uv_timer_t *>(h);
+      });
+      state_->timer = nullptr;
+    }
     sb::core_close(state_->core);
     if (state_->tsfn_live) {
       state_->tsfn_live = false;
@@ -451,7 +817,22 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
   Napi::Reference<Napi::Float64Array> info_;
   double *info_ptr_ = nullptr;
   std::string last_detail_;
+  napi_env env_ = nullptr;
+  Napi::FunctionReference on_hook_, on_complete_;
+  Napi::Reference<Napi::Float64Array> hook_;
+  double *hook_ptr_ = nullptr;
+  Napi::Reference<Napi::Buffer<char>> hook_buf_;
+  char *hook_buf_ptr_ = nullptr;
+  size_t hook_cap_ = 0;
+  sb::ChainMsg *current_ = nullptr;  // the message a script's hook is looking at
 };
+
+void emit_completions(Napi::Env env, State &st, std::vector<sb::Completion> &done) {
+  for (auto &c : done) {
+    if (!st.owner) return;
+    st.owner->EmitCompletion(env, c);
+  }
+}
 
 Napi::Value Noop(const Napi::CallbackInfo &info) { return info.Env().Undefined(); }
 

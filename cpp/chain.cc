@@ -84,27 +84,68 @@ const char *hook_name(Hook h) {
   }
 }
 
-int chain_run(Core &core, size_t start, mesibo_message_params_t *p, char *payload, size_t *len) {
+void chain_replace_payload(ChainMsg &m, const char *data, size_t len) {
+  std::string &own = *m.own;
+  own.assign(data ? data : "", data ? len : 0);
+  own.push_back('\0');  // a native module later in the chain may read it as a C string
+  m.payload = &own[0];
+  m.len = len;
+}
+
+int chain_run(Core &core, size_t start, ChainMsg &msg, size_t *stopped) {
   // A module can only shorten a payload in place by writing a NUL at the new
   // end (the ABI passes len by value). That reading is only safe for payloads
   // that had no NUL to begin with; binary payloads keep their length.
-  const bool text = std::memchr(payload, 0, *len) == nullptr;
+  bool text = std::memchr(msg.payload, 0, msg.len) == nullptr;
   const size_t n = core.chain.size();
   uint64_t t0 = ticks();
   for (size_t i = start; i < n; ++i) {
     Instance &inst = *core.chain[i];
     mesibo_module_t *m = &inst.slot->mod;
-    if (!m->on_message) continue;
     mesibo_int_t r;
-    try {
-      r = m->on_message(m, p, payload, static_cast<mesibo_uint_t>(*len));
-    } catch (...) {
-      r = MESIBO_RESULT_PASS;
-      core_logf(core, 0, "module \"%s\" on_message threw a C++ exception; the message was passed on", inst.name.c_str());
+    core.running_handle = 0;
+    if (inst.script) {
+      if (!(inst.script_hooks & (1u << HOOK_MESSAGE)) || !core.host.script_message) continue;
+      const char *before = msg.payload;
+      core.running = &inst;
+      r = core.host.script_message(core.host.data, inst, msg);
+      core.running = nullptr;
+      t0 = record(core, inst, HOOK_MESSAGE, t0);
+      if (msg.payload != before) text = std::memchr(msg.payload, 0, msg.len) == nullptr;
+    } else {
+      if (!m->on_message) continue;
+      core.running = &inst;
+      try {
+        r = m->on_message(m, msg.p, msg.payload, static_cast<mesibo_uint_t>(msg.len));
+      } catch (...) {
+        r = MESIBO_RESULT_PASS;
+        core_logf(core, 0, "module \"%s\" on_message threw a C++ exception; the message was passed on",
+                  inst.name.c_str());
+      }
+      core.running = nullptr;
+      t0 = record(core, inst, HOOK_MESSAGE, t0);
+      if (text) {
+        if (const void *nul = std::memchr(msg.payload, 0, msg.len)) msg.len = static_cast<const char *>(nul) - msg.payload;
+      }
     }
-    t0 = record(core, inst, HOOK_MESSAGE, t0);
-    if (text) {
-      if (const void *nul = std::memchr(payload, 0, *len)) *len = static_cast<const char *>(nul) - payload;
+    if (r == SWITCHBOARD_RESULT_DEFER) {
+      if (core.running_handle) {
+        *stopped = i;
+        return SWITCHBOARD_RESULT_DEFER;
+      }
+      if (!inst.warned_defer) {
+        inst.warned_defer = true;
+        core_logf(core, 0,
+                  "module \"%s\" on_message returned SWITCHBOARD_RESULT_DEFER without taking a handle with "
+                  "switchboard_defer; treating it as PASS (logged once)",
+                  inst.name.c_str());
+      }
+      r = MESIBO_RESULT_PASS;
+    } else if (core.running_handle) {
+      // It took a handle and decided at once after all: the handle is void.
+      std::lock_guard<std::mutex> lock(core.mu);
+      core.live_handles.erase(core.running_handle);
+      core.running_handle = 0;
     }
     if (r == MESIBO_RESULT_CONSUMED) return MESIBO_RESULT_CONSUMED;
     if (r != MESIBO_RESULT_PASS && !inst.warned_result) {
@@ -117,6 +158,160 @@ int chain_run(Core &core, size_t start, mesibo_message_params_t *p, char *payloa
   }
   return MESIBO_RESULT_PASS;
 }
+
+namespace {
+
+// Messages from one sender to one destination (a user, or a group) form a
+// conversation: while one of them waits for a deferred decision, the later
+// ones wait behind it.
+void conv_key(std::string &key, const char *from, const char *to, mesibo_uint_t groupid) {
+  key.clear();
+  if (groupid) {
+    key.push_back('g');
+    key.append(std::to_string(groupid));
+  } else {
+    key.push_back('u');
+    key.append(to ? to : "");
+  }
+  key.push_back('\x1f');
+  key.append(from ? from : "");
+}
+
+std::unique_ptr<Pending> snapshot(const mesibo_message_params_t &p, const char *payload, size_t len) {
+  auto pd = std::make_unique<Pending>();
+  pd->params = p;
+  pd->to = p.to ? p.to : "";
+  pd->from = p.from ? p.from : "";
+  pd->params.to = nullptr;
+  pd->params.from = nullptr;
+  pd->payload.assign(payload, len);
+  return pd;
+}
+
+// Registers `pd` as waiting for the handle the instance at `stopped` took.
+void park(Core &core, Pending &pd, size_t stopped) {
+  pd.handle = core.running_handle;
+  core.running_handle = 0;
+  pd.at = core.chain[stopped].get();
+  pd.next = stopped + 1;
+  pd.deadline = now_ns() + pd.at->timeout_ns;
+  core.waiting[pd.handle] = &pd;
+}
+
+// Encodes a finished message: the delivery (PASS) in out_format, and the
+// sender's "sent" status, after running on_message_status for it.
+void encode_outcome(Core &core, mesibo_message_params_t &p, const char *payload, size_t len, int in_format,
+                    int out_format, int verdict, std::string &frame, size_t &frame_len, std::string &frame2,
+                    size_t &frame2_len, std::string &ack, size_t &ack_len) {
+  frame_len = frame2_len = 0;
+  if (verdict == MESIBO_RESULT_PASS) {
+    frame_len = wire_encode_message(first_format(out_format, static_cast<WireFormat>(in_format)), p, payload, len, frame);
+    if (out_format == OUT_BOTH) frame2_len = wire_encode_message(WIRE_BINARY, p, payload, len, frame2);
+  }
+  // "Sent": the sender hears it about the destination, in its own form.
+  mesibo_message_params_t sent{};
+  sent.id = p.id;
+  sent.groupid = p.groupid;
+  sent.status = MSGSTATUS_SENT;
+  sent.from = p.to;
+  sent.to = p.from;
+  core_dispatch_status(core, &sent);
+  ack_len = wire_encode_status(static_cast<WireFormat>(in_format), sent, ack);
+}
+
+void complete(Core &core, Pending &pd, int verdict, std::vector<Outgoing> &deliveries,
+              std::vector<Completion> *completions) {
+  if (pd.origin == ORIGIN_MODULE) {
+    if (verdict != MESIBO_RESULT_PASS) return;
+    Outgoing o;
+    o.module = std::move(pd.module);
+    o.params = pd.params;
+    o.params.to = o.params.from = nullptr;
+    o.to = std::move(pd.to);
+    o.from = std::move(pd.from);
+    o.payload = std::move(pd.payload);
+    deliveries.push_back(std::move(o));
+    return;
+  }
+  if (!completions) return;
+  Completion c;
+  c.token = pd.token;
+  c.verdict = verdict;
+  c.format = pd.in_format;
+  c.out_format = pd.out_format;
+  c.to = std::move(pd.to);
+  c.from = std::move(pd.from);
+  c.payload = std::move(pd.payload);
+  c.params = pd.params;
+  c.params.to = &c.to[0];
+  c.params.from = &c.from[0];
+  size_t fl, f2l, al;
+  encode_outcome(core, c.params, c.payload.data(), c.payload.size(), c.format, c.out_format, verdict, c.frame, fl,
+                 c.frame2, f2l, c.ack, al);
+  c.frame.resize(fl);
+  c.frame2.resize(f2l);
+  c.ack.resize(al);
+  c.params.to = c.params.from = nullptr;  // the strings move with the Completion
+  completions->push_back(std::move(c));
+}
+
+// Runs the conversation `key` forward: every message at its head that is
+// not waiting for a decision goes on through the chain and is completed.
+void advance(Core &core, const std::string &key, std::vector<Outgoing> &deliveries,
+             std::vector<Completion> *completions) {
+  auto it = core.conversations.find(key);
+  if (it == core.conversations.end()) return;
+  auto &q = it->second;
+  while (!q.empty() && !core.closed) {
+    Pending &h = *q.front();
+    if (h.handle) return;  // still waiting
+    int verdict = MESIBO_RESULT_CONSUMED;
+    if (!h.consumed) {
+      h.params.to = &h.to[0];
+      h.params.from = &h.from[0];
+      h.payload.push_back('\0');
+      ChainMsg cm{&h.params, &h.payload[0], h.payload.size() - 1, &h.payload};
+      size_t stopped = 0;
+      verdict = chain_run(core, h.next, cm, &stopped);
+      h.payload.resize(cm.len);
+      h.params.to = h.params.from = nullptr;
+      if (verdict == SWITCHBOARD_RESULT_DEFER) {
+        park(core, h, stopped);
+        return;
+      }
+    }
+    complete(core, h, verdict, deliveries, completions);
+    q.pop_front();
+  }
+  core.conversations.erase(it);
+}
+
+// Queues a message behind its conversation if that one is waiting; returns
+// the queued entry, or nullptr when the message may run now.
+Pending *queue_if_busy(Core &core, const mesibo_message_params_t &p, const char *payload, size_t len) {
+  if (core.conversations.empty()) return nullptr;
+  conv_key(core.conv_scratch, p.from, p.to, p.groupid);
+  auto it = core.conversations.find(core.conv_scratch);
+  if (it == core.conversations.end()) return nullptr;
+  auto pd = snapshot(p, payload, len);
+  pd->conv = core.conv_scratch;
+  Pending *raw = pd.get();
+  it->second.push_back(std::move(pd));
+  return raw;
+}
+
+// A message that deferred at `stopped` starts waiting, at the head of its
+// (new) conversation queue.
+Pending *start_waiting(Core &core, const mesibo_message_params_t &p, const char *payload, size_t len, size_t stopped) {
+  auto pd = snapshot(p, payload, len);
+  conv_key(pd->conv, p.from, p.to, p.groupid);
+  park(core, *pd, stopped);
+  Pending *raw = pd.get();
+  core.conversations[raw->conv].push_back(std::move(pd));
+  return raw;
+}
+
+}  // namespace
 
 int core_submit(Core &core, const char *from, size_t from_len, const uint8_t *frame, size_t len, int out_format,
                 SubmitResult &res, std::string *detail) {
@@ -132,6 +327,7 @@ int core_submit(Core &core, const char *from, size_t from_len, const uint8_t *fr
   p.from = &core.from_buf[0];
   res.op = m.op;
   res.format = m.format;
+  res.token = 0;
   res.frame2 = nullptr;
   res.frame2_len = 0;
 
@@ -165,33 +361,91 @@ int core_submit(Core &core, const char *from, size_t from_len, const uint8_t *fr
     if (it != core.online.end() && it->second > 0) p.uflags |= MOD_MESIBO_UFLAG_DESTONLINE;
   }
 
-  size_t plen = m.payload_len;
-  res.verdict = chain_run(core, 0, &p, m.payload, &plen);
-  res.payload = m.payload;
-  res.payload_len = plen;
-  if (res.verdict == MESIBO_RESULT_PASS) {
-    res.frame_len = wire_encode_message(first_format(out_format, m.format), p, m.payload, plen, core.out);
-    res.frame = core.out.data();
-    if (out_format == OUT_BOTH) {
-      res.frame2_len = wire_encode_message(WIRE_BINARY, p, m.payload, plen, core.out2);
-      res.frame2 = core.out2.data();
-    }
-  } else {
+  ChainMsg cm{&p, m.payload, m.payload_len, &core.payload_own};
+  Pending *pd = queue_if_busy(core, p, cm.payload, cm.len);
+  int verdict = MESIBO_RESULT_PASS;
+  if (!pd) {
+    size_t stopped = 0;
+    verdict = chain_run(core, 0, cm, &stopped);
+    if (verdict == SWITCHBOARD_RESULT_DEFER) pd = start_waiting(core, p, cm.payload, cm.len, stopped);
+  }
+  res.payload = cm.payload;
+  res.payload_len = cm.len;
+  if (pd) {
+    // Nothing to route yet: a Completion with this token comes from core_drain.
+    pd->origin = ORIGIN_CLIENT;
+    pd->token = core.next_token++;
+    pd->in_format = m.format;
+    pd->out_format = out_format;
+    res.verdict = VERDICT_DEFERRED;
+    res.token = pd->token;
     res.frame = nullptr;
     res.frame_len = 0;
+    res.ack = nullptr;
+    res.ack_len = 0;
+    return WIRE_OK;
   }
-
-  // "Sent": the sender hears it about the destination, in its own form.
-  mesibo_message_params_t sent{};
-  sent.id = p.id;
-  sent.groupid = p.groupid;
-  sent.status = MSGSTATUS_SENT;
-  sent.from = p.to;
-  sent.to = p.from;
-  core_dispatch_status(core, &sent);
-  res.ack_len = wire_encode_status(m.format, sent, core.ack);
+  res.verdict = verdict;
+  size_t fl, f2l, al;
+  encode_outcome(core, p, cm.payload, cm.len, m.format, out_format, verdict, core.out, fl, core.out2, f2l, core.ack,
+                 al);
+  res.frame = verdict == MESIBO_RESULT_PASS ? core.out.data() : nullptr;
+  res.frame_len = fl;
+  if (f2l) {
+    res.frame2 = core.out2.data();
+    res.frame2_len = f2l;
+  }
   res.ack = core.ack.data();
+  res.ack_len = al;
   return WIRE_OK;
+}
+
+uint64_t core_take_handle(Core &core, Instance *inst) {
+  if (!inst || core.running != inst) return 0;
+  if (core.running_handle) return core.running_handle;
+  std::lock_guard<std::mutex> lock(core.mu);
+  uint64_t h = core.next_handle++;
+  core.live_handles.insert(h);
+  core.running_handle = h;
+  return h;
+}
+
+int core_resolve(Core &core, Resolution r) {
+  if (r.verdict != MESIBO_RESULT_PASS && r.verdict != MESIBO_RESULT_CONSUMED) return -1;
+  std::unique_lock<std::mutex> lock(core.mu);
+  if (core.closed || !core.live_handles.erase(r.handle)) return -1;
+  core.resolutions.push_back(std::move(r));
+  wake(core, lock);
+  return 0;
+}
+
+size_t core_expire(Core &core, uint64_t now) {
+  size_t n = 0;
+  for (auto &kv : core.waiting) {
+    Pending &pd = *kv.second;
+    if (pd.deadline > now) continue;
+    Resolution r;
+    r.handle = kv.first;
+    r.verdict = pd.at ? pd.at->on_error : MESIBO_RESULT_PASS;
+    r.timed_out = true;
+    {
+      std::lock_guard<std::mutex> lock(core.mu);
+      if (!core.live_handles.erase(r.handle)) continue;  // decided in time; the decision is queued
+      core.resolutions.push_back(std::move(r));
+    }
+    ++n;
+  }
+  if (n) {
+    std::unique_lock<std::mutex> lock(core.mu);
+    wake(core, lock);
+  }
+  return n;
+}
+
+size_t core_waiting(const Core &core) {
+  size_t n = 0;
+  for (const auto &kv : core.conversations) n += kv.second.size();
+  return n;
 }
 
 size_t core_status(Core &core, mesibo_message_params_t *p, int format) {
@@ -206,6 +460,13 @@ void core_dispatch_status(Core &core, mesibo_message_params_t *p) {
   using three_args = mesibo_int_t (*)(mesibo_module_t *, mesibo_message_params_t *, mesibo_uint_t);
   for (auto &ip : core.chain) {
     Instance &inst = *ip;
+    if (inst.script) {
+      if (!(inst.script_hooks & (1u << HOOK_STATUS)) || !core.host.script_status) continue;
+      uint64_t t0 = ticks();
+      core.host.script_status(core.host.data, inst, p);
+      record(core, inst, HOOK_STATUS, t0);
+      continue;
+    }
     mesibo_module_t *m = &inst.slot->mod;
     if (!m->on_message_status) continue;
     uint64_t t0 = ticks();
@@ -229,6 +490,13 @@ void core_dispatch_login(Core &core, mesibo_user_t *user) {
   }
   for (auto &ip : core.chain) {
     Instance &inst = *ip;
+    if (inst.script) {
+      if (!(inst.script_hooks & (1u << HOOK_LOGIN)) || !core.host.script_login) continue;
+      uint64_t t0 = ticks();
+      core.host.script_login(core.host.data, inst, user);
+      record(core, inst, HOOK_LOGIN, t0);
+      continue;
+    }
     mesibo_module_t *m = &inst.slot->mod;
     if (!m->on_login) continue;
     uint64_t t0 = ticks();
@@ -244,6 +512,7 @@ void core_dispatch_login(Core &core, mesibo_user_t *user) {
 static void dispatch_simple(Core &core, Hook h) {
   for (auto &ip : core.chain) {
     Instance &inst = *ip;
+    if (inst.script) continue;
     mesibo_module_t *m = &inst.slot->mod;
     mesibo_int_t (*fn)(mesibo_module_t *) = h == HOOK_CALL ? m->on_call : m->on_call_status;
     if (!fn) continue;
@@ -297,26 +566,67 @@ void core_logf(Core &core, int level, const char *fmt, ...) {
   core_log(core, std::string(), level, std::move(text));
 }
 
-void core_drain(Core &core, std::vector<Outgoing> &deliveries, std::vector<LogLine> &logs) {
+void core_drain(Core &core, std::vector<Outgoing> &deliveries, std::vector<LogLine> &logs,
+                std::vector<Completion> *completions) {
   std::vector<Outgoing> batch;
+  std::vector<Resolution> decided;
   {
     std::lock_guard<std::mutex> lock(core.mu);
     batch.swap(core.outbox);
+    decided.swap(core.resolutions);
     core.wake_pending = false;
   }
   for (auto &o : batch) {
     if (core.closed) break;
     o.params.to = &o.to[0];
     o.params.from = &o.from[0];
-    // The payload buffer must be writable and may be shortened in place; it
-    // is this message's own copy.
-    o.payload.push_back('\0');
-    size_t len = o.payload.size() - 1;
-    int verdict = chain_run(core, o.start, &o.params, &o.payload[0], &len);
-    o.payload.resize(len);
+    Pending *pd = queue_if_busy(core, o.params, o.payload.data(), o.payload.size());
+    int verdict = MESIBO_RESULT_CONSUMED;
+    if (!pd) {
+      // The payload buffer must be writable and may be shortened in place; it
+      // is this message's own copy.
+      o.payload.push_back('\0');
+      ChainMsg cm{&o.params, &o.payload[0], o.payload.size() - 1, &o.payload};
+      size_t stopped = 0;
+      verdict = chain_run(core, o.start, cm, &stopped);
+      o.payload.resize(cm.len);
+      if (verdict == SWITCHBOARD_RESULT_DEFER) pd = start_waiting(core, o.params, o.payload.data(), o.payload.size(), stopped);
+    } else {
+      pd->next = o.start;
+    }
     o.params.to = nullptr;
     o.params.from = nullptr;
+    if (pd) {
+      pd->origin = ORIGIN_MODULE;
+      pd->module = o.module;
+      continue;
+    }
     if (verdict == MESIBO_RESULT_PASS) deliveries.push_back(std::move(o));
+  }
+  for (auto &r : decided) {
+    if (core.closed) break;
+    auto it = core.waiting.find(r.handle);
+    if (it == core.waiting.end()) continue;
+    Pending &pd = *it->second;
+    core.waiting.erase(it);
+    pd.handle = 0;
+    if (r.timed_out) {
+      core_logf(core, 0, "module \"%s\" did not decide message %lu from %s within %.0f ms; it was %s (on_error)",
+                pd.at ? pd.at->name.c_str() : "?", static_cast<unsigned long>(pd.params.id), pd.from.c_str(),
+                pd.at ? static_cast<double>(pd.at->timeout_ns) / 1e6 : 0.0,
+                r.verdict == MESIBO_RESULT_CONSUMED ? "dropped" : "passed on");
+      if (pd.at) ++pd.at->errors;
+    }
+    if (r.replace) pd.payload = std::move(r.payload);
+    if (r.fields) {
+      pd.params.type = r.type;
+      pd.params.flags = r.flags;
+      pd.params.expiry = r.expiry;
+      pd.params.refid = r.refid;
+    }
+    if (r.verdict == MESIBO_RESULT_CONSUMED) pd.consumed = true;
+    std::string key = pd.conv;  // pd may be freed by advance
+    advance(core, key, deliveries, completions);
   }
   std::lock_guard<std::mutex> lock(core.mu);
   // Lines logged by the modules that just ran are included in this drain.

@@ -5,14 +5,17 @@
 #include <cstddef>
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "config.h"
 #include "module.h"
+#include "switchboard.h"
 #include "wire.h"
 
 namespace sb {
@@ -53,6 +56,17 @@ struct Instance {
   module_config_t *config = nullptr;  // one allocation: header, items, strings
   bool initialised = false;
   bool warned_result = false;
+  bool warned_defer = false;
+  // A script (TypeScript/JavaScript) module: no library; the host calls it
+  // for the hooks in `script_hooks` (bits 1 << Hook) through Host.script_*.
+  bool script = false;
+  unsigned script_hooks = 0;
+  uint32_t script_id = 0;  // the host's name for it
+  // Deferred verdicts: how long a message may wait for this instance, and
+  // what it becomes when the wait ends in a timeout or an error.
+  uint64_t timeout_ns = 5000ull * 1000 * 1000;
+  int on_error = MESIBO_RESULT_PASS;
+  uint64_t errors = 0;  // timeouts, and errors the host counted (throws, rejections)
   bool capturing_init_log = false;
   std::vector<std::string> init_log;  // lines logged during init, for load errors
   HookStats stats[HOOK_COUNT];
@@ -73,11 +87,73 @@ struct Outgoing {
   std::string to, from, payload;
 };
 
+// A message in the chain: the params, and a payload a module may rewrite in
+// place (native) or replace with one of any length (chain_replace_payload).
+struct ChainMsg {
+  mesibo_message_params_t *p = nullptr;
+  char *payload = nullptr;
+  size_t len = 0;
+  std::string *own = nullptr;  // storage for a replacement; payload may point into it
+};
+
+// Replaces the payload with a copy of data[0, len).
+void chain_replace_payload(ChainMsg &m, const char *data, size_t len);
+
 // How the core reaches its embedder. `wake` may be called from any thread and
-// must arrange for core_drain() to run soon on the loop thread.
+// must arrange for core_drain() to run soon on the loop thread. The script_*
+// calls run script modules (loop thread) for the hooks they subscribed to.
 struct Host {
   void (*wake)(void *data) = nullptr;
   void *data = nullptr;
+  // Returns MESIBO_RESULT_PASS, MESIBO_RESULT_CONSUMED or SWITCHBOARD_RESULT_DEFER
+  // (after taking a handle with core_take_handle).
+  mesibo_int_t (*script_message)(void *data, Instance &inst, ChainMsg &m) = nullptr;
+  void (*script_status)(void *data, Instance &inst, mesibo_message_params_t *p) = nullptr;
+  void (*script_login)(void *data, Instance &inst, mesibo_user_t *u) = nullptr;
+};
+
+// Where a message waiting for a decision came from.
+enum Origin { ORIGIN_CLIENT, ORIGIN_MODULE };
+
+// A message waiting at a chain position for a deferred decision, or queued
+// behind one in the same conversation (same sender, same destination).
+struct Pending {
+  uint64_t handle = 0;  // the decision it waits for; 0 while only queued
+  size_t next = 0;      // chain position it continues at
+  Instance *at = nullptr;  // the instance that deferred it
+  uint64_t deadline = 0;   // now_ns() by which `at` must decide
+  bool consumed = false;   // decided: dropped
+  Origin origin = ORIGIN_CLIENT;
+  uint64_t token = 0;      // ORIGIN_CLIENT: what submit returned for it
+  int in_format = WIRE_JSON;
+  int out_format = -1;
+  std::string module;      // ORIGIN_MODULE: the sending instance
+  mesibo_message_params_t params{};
+  std::string to, from, payload;
+  std::string conv;
+};
+
+// A decision from any thread, applied on the loop thread.
+struct Resolution {
+  uint64_t handle = 0;
+  int verdict = MESIBO_RESULT_PASS;
+  bool replace = false;
+  bool timed_out = false;
+  bool fields = false;  // type/flags/expiry/refid below replace the params'
+  uint64_t type = 0, flags = 0, expiry = 0, refid = 0;
+  std::string payload;
+};
+
+// A client message whose chain finished after a deferral: what core_submit
+// would have returned for it, for the transport to route.
+struct Completion {
+  uint64_t token = 0;
+  int verdict = MESIBO_RESULT_PASS;
+  int format = WIRE_JSON;
+  int out_format = -1;
+  mesibo_message_params_t params{};  // to/from point into the strings below
+  std::string to, from, payload;
+  std::string frame, frame2, ack;
 };
 
 struct OpenError {
@@ -115,6 +191,21 @@ struct Core {
 
   // Ids for module messages sent with id 0.
   std::atomic<uint32_t> next_id{1};
+
+  // Deferred decisions. Loop thread: the instance whose on_message is
+  // running and the handle it took; the conversations with a message waiting
+  // (key: conv_key) and the waiting messages by handle. Under `mu`: handles
+  // that may still be resolved, and decisions to apply.
+  Instance *running = nullptr;
+  uint64_t running_handle = 0;
+  std::unordered_map<std::string, std::deque<std::unique_ptr<Pending>>> conversations;
+  std::unordered_map<uint64_t, Pending *> waiting;
+  std::string conv_scratch;
+  std::string payload_own;  // a replacement payload for the message in core_submit
+  uint64_t next_token = 1;
+  uint64_t next_handle = 1;               // under mu
+  std::unordered_set<uint64_t> live_handles;  // under mu
+  std::vector<Resolution> resolutions;        // under mu
 };
 
 constexpr uint32_t MSGSTATUS_SENT = 1;  // "sent": accepted by the server (no named constant in module.h)
@@ -135,10 +226,16 @@ constexpr int OUT_BOTH = 2;   // frame in JSON, frame2 in binary
 
 // Result of one client frame through the core. All pointers stay valid until
 // the next submit.
+// core_submit's verdict for a message that waits for a deferred decision
+// (its own, or one ahead of it in its conversation): nothing to route now;
+// a Completion with `token` follows from core_drain.
+constexpr int VERDICT_DEFERRED = 2;
+
 struct SubmitResult {
   int op = WIRE_OP_MESSAGE;          // WIRE_OP_MESSAGE or WIRE_OP_STATUS (a receipt)
   int format = WIRE_JSON;            // the form the frame came in
-  int verdict = MESIBO_RESULT_PASS;  // PASS: deliver `frame`; CONSUMED: a module dropped it
+  int verdict = MESIBO_RESULT_PASS;  // PASS: deliver `frame`; CONSUMED: a module dropped it; VERDICT_DEFERRED
+  uint64_t token = 0;                // VERDICT_DEFERRED: names the Completion to come
   mesibo_message_params_t params{};  // after the chain (modules may have changed fields)
   const char *payload = nullptr;     // after the chain
   size_t payload_len = 0;
@@ -168,9 +265,25 @@ int core_submit(Core &core, const char *from, size_t from_len, const uint8_t *fr
 // runs on_message_status. Returns the frame's length; it is in core.ack.
 size_t core_status(Core &core, mesibo_message_params_t *p, int format);
 
-// Runs on_message from chain position `start`. `len` is updated when a module
-// shortens a text payload in place. Returns PASS or CONSUMED.
-int chain_run(Core &core, size_t start, mesibo_message_params_t *p, char *payload, size_t *len);
+// Runs on_message from chain position `start`. `m.len` is updated when a
+// module shortens a text payload in place. Returns PASS, CONSUMED, or
+// SWITCHBOARD_RESULT_DEFER with *stopped set to the deferring position and
+// core.running_handle to its handle.
+int chain_run(Core &core, size_t start, ChainMsg &m, size_t *stopped);
+
+// Deferred decisions. core_take_handle: inside on_message (or a script's
+// message hook) only; a handle for the message being processed, 0 outside.
+// core_resolve: any thread; 0, or -1 for a handle that is not waiting.
+uint64_t core_take_handle(Core &core, Instance *inst);
+int core_resolve(Core &core, Resolution r);
+// Loop thread: turns waits past their deadline into their on_error verdict.
+// Returns how many timed out.
+size_t core_expire(Core &core, uint64_t now);
+// Number of messages waiting or queued behind a deferred decision.
+size_t core_waiting(const Core &core);
+// Adds a script instance at `position` (clamped to the chain's end). Loop
+// thread, between messages.
+Instance *core_add_script(Core &core, const std::string &name, size_t position);
 
 void core_dispatch_status(Core &core, mesibo_message_params_t *p);
 // Runs on_login and keeps core.online up to date (user->online 1: a
@@ -181,7 +294,10 @@ void core_dispatch_call_status(Core &core);
 
 // Loop thread: takes what modules sent (running each through the rest of the
 // chain) and what was logged since the last drain.
-void core_drain(Core &core, std::vector<Outgoing> &deliveries, std::vector<LogLine> &logs);
+// Also applies decisions (running the rest of the chain) and returns the
+// client messages that finished.
+void core_drain(Core &core, std::vector<Outgoing> &deliveries, std::vector<LogLine> &logs,
+                std::vector<Completion> *completions = nullptr);
 
 // Queues a module-originated message; any thread. 0 or -1.
 int core_send_from_module(Instance *inst, const mesibo_message_params_t *p, const char *payload, size_t len);

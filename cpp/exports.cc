@@ -114,3 +114,50 @@ SB_API void mesibo_util_create_thread(void *(*fn)(void *), void *data, size_t st
 }
 
 SB_API mesibo_int_t mesibo_util_usec() { return static_cast<mesibo_int_t>(sb::now_ns() / 1000); }
+
+// --- switchboard.h: extensions beyond the mesibo ABI -------------------------
+
+SB_API mesibo_int_t switchboard_has_extension(mesibo_module_t *mod, const char *name) {
+  if (!name) return 0;
+  {
+    std::lock_guard<std::mutex> lock(sb::slot_registry_mutex());
+    if (!sb::slot_lookup_locked(mod)) return 0;
+  }
+  return std::strcmp(name, SWITCHBOARD_EXT_DEFER) == 0 ? 1 : 0;
+}
+
+SB_API switchboard_deferred_t *switchboard_defer(mesibo_module_t *mod, mesibo_message_params_t *) {
+  Instance *inst;
+  {
+    std::lock_guard<std::mutex> lock(sb::slot_registry_mutex());
+    inst = sb::slot_lookup_locked(mod);
+  }
+  if (!inst) return nullptr;
+  // core_take_handle answers 0 unless this instance's on_message is running
+  // right now, which only happens on the loop thread.
+  uint64_t h = sb::core_take_handle(*inst->core, inst);
+  return reinterpret_cast<switchboard_deferred_t *>(static_cast<uintptr_t>(h));
+}
+
+SB_API mesibo_int_t switchboard_resolve(mesibo_module_t *mod, switchboard_deferred_t *handle, mesibo_int_t verdict,
+                                        const char *payload, mesibo_uint_t len) {
+  if (!handle || (verdict != MESIBO_RESULT_PASS && verdict != MESIBO_RESULT_CONSUMED)) return MESIBO_RESULT_FAIL;
+  if (!payload && len) return MESIBO_RESULT_FAIL;
+  std::lock_guard<std::mutex> lock(sb::slot_registry_mutex());
+  Instance *inst = sb::slot_lookup_locked(mod);
+  if (!inst) return MESIBO_RESULT_FAIL;
+  sb::Core &core = *inst->core;
+  if (payload && len > core.max_payload) {
+    sb::core_logf(core, 0, "module \"%s\": switchboard_resolve with a %lu-byte payload, larger than max_message_size (%zu)",
+                  inst->name.c_str(), static_cast<unsigned long>(len), core.max_payload);
+    return MESIBO_RESULT_FAIL;
+  }
+  sb::Resolution r;
+  r.handle = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(handle));
+  r.verdict = static_cast<int>(verdict);
+  if (payload) {
+    r.replace = true;
+    r.payload.assign(payload, len);
+  }
+  return sb::core_resolve(core, std::move(r)) == 0 ? MESIBO_RESULT_OK : MESIBO_RESULT_FAIL;
+}

@@ -96,18 +96,67 @@ bool init_log_says(const Instance &inst, const char *what) {
   return false;
 }
 
-bool load_instance(Core &core, const ModuleDecl &decl, Instance &inst, OpenError &err) {
-  err.line = decl.line;
+// "5", "2.5", "5s", "250ms" -> nanoseconds; false for anything else.
+bool parse_duration(const std::string &v, uint64_t &ns) {
+  if (v.empty()) return false;
+  char *end = nullptr;
+  double x = std::strtod(v.c_str(), &end);
+  std::string unit(end);
+  while (!unit.empty() && unit.front() == ' ') unit.erase(unit.begin());
+  double scale;
+  if (unit.empty() || unit == "s") scale = 1e9;
+  else if (unit == "ms") scale = 1e6;
+  else return false;
+  if (end == v.c_str() || !(x > 0) || x * scale > 3600e9) return false;
+  ns = static_cast<uint64_t>(x * scale);
+  return true;
+}
+
+// Items every block may carry, whatever its module: log, and for deferred
+// decisions defer_timeout (script blocks: timeout) and on_error.
+bool read_common_items(Core &core, const ModuleDecl &decl, Instance &inst, OpenError &err) {
+  auto bad = [&](const std::string &msg) {
+    fail(err, "E_CONFIG_BAD_VALUE", inst, "module \"" + inst.name + "\": " + msg);
+    err.file = core.config.file;
+    return false;
+  };
   if (const std::string *lvl = decl.item("log")) {
     char *end = nullptr;
     long v = std::strtol(lvl->c_str(), &end, 10);
-    if (lvl->empty() || *end != '\0' || v < 0) {
-      fail(err, "E_CONFIG_BAD_VALUE", inst,
-           "module \"" + inst.name + "\": log = \"" + *lvl + "\" is not a log level; use a whole number such as 0, 1 or 2");
-      err.file = core.config.file;
-      return false;
-    }
+    if (lvl->empty() || *end != '\0' || v < 0)
+      return bad("log = \"" + *lvl + "\" is not a log level; use a whole number such as 0, 1 or 2");
     inst.log_level = static_cast<int>(v);
+  }
+  const char *tkey = "defer_timeout";
+  const std::string *t = decl.item(tkey);
+  if (!t && inst.script) t = decl.item(tkey = "timeout");
+  if (t && !parse_duration(*t, inst.timeout_ns))
+    return bad(std::string(tkey) + " = \"" + *t +
+               "\" is not a duration; use seconds (5, 0.5) or a unit (250ms, 2s), at most one hour");
+  if (const std::string *oe = decl.item("on_error")) {
+    if (*oe == "pass") inst.on_error = MESIBO_RESULT_PASS;
+    else if (*oe == "consume" || *oe == "consumed") inst.on_error = MESIBO_RESULT_CONSUMED;
+    else return bad("on_error = \"" + *oe + "\" must be pass or consume");
+  }
+  return true;
+}
+
+// A script module's block: nothing to load here; the host (lib/modules.ts)
+// loads the script and tells the core which hooks it implements.
+void prepare_script(Instance &inst) {
+  inst.slot = new ModuleSlot{};
+  inst.slot->owner = &inst;
+  inst.slot->mod.name = inst.name.c_str();
+  inst.slot->mod.signature = MESIBO_MODULE_SIGNATURE;
+  inst.initialised = true;
+}
+
+bool load_instance(Core &core, const ModuleDecl &decl, Instance &inst, OpenError &err) {
+  err.line = decl.line;
+  if (!read_common_items(core, decl, inst, err)) return false;
+  if (inst.script) {
+    prepare_script(inst);
+    return true;
   }
 
   if (!file_exists(inst.file)) {
@@ -266,7 +315,15 @@ bool core_open(Core &core, const Config &config, Host host, OpenError &err) {
     inst->name = decl.name;
     inst->position = core.chain.size();
     const std::string *path = decl.item("path");
-    inst->file = path ? config.resolve_path(*path) : dir + "/mesibo_mod_" + decl.name + ".so";
+    if (const std::string *script = decl.item("script")) {
+      // A path (./x.js, /abs/x.js) resolves against the config's folder; a
+      // package name is left for the host to resolve.
+      inst->script = true;
+      bool is_path = !script->empty() && ((*script)[0] == '.' || (*script)[0] == '/');
+      inst->file = is_path ? config.resolve_path(*script) : *script;
+    } else {
+      inst->file = path ? config.resolve_path(*path) : dir + "/mesibo_mod_" + decl.name + ".so";
+    }
     Instance &ref = *inst;
     core.chain.push_back(std::move(inst));
     if (!load_instance(core, decl, ref, err)) {
@@ -279,9 +336,40 @@ bool core_open(Core &core, const Config &config, Host host, OpenError &err) {
 
 void core_close(Core &core) {
   if (core.closed) return;
-  core.closed = true;
+  {
+    std::lock_guard<std::mutex> lock(core.mu);
+    core.closed = true;
+    core.live_handles.clear();
+    core.resolutions.clear();
+  }
+  // Messages still waiting for a decision were never acknowledged as sent:
+  // their senders resend them to the next server.
+  core.waiting.clear();
+  core.conversations.clear();
   for (size_t i = core.chain.size(); i-- > 0;) unload_instance(core, *core.chain[i]);
   core.chain.clear();
+}
+
+Instance *core_add_script(Core &core, const std::string &name, size_t position) {
+  if (position > core.chain.size()) position = core.chain.size();
+  auto inst = std::make_unique<Instance>();
+  inst->core = &core;
+  inst->name = name;
+  inst->script = true;
+  inst->file = name;
+  prepare_script(*inst);
+  Instance *raw = inst.get();
+  core.chain.insert(core.chain.begin() + static_cast<std::ptrdiff_t>(position), std::move(inst));
+  for (size_t i = 0; i < core.chain.size(); ++i) core.chain[i]->position = i;
+  // Messages waiting to continue after `position` now find the new instance
+  // before their resume point: move it along.
+  for (auto &kv : core.conversations)
+    for (auto &pd : kv.second)
+      if (pd->next > position) ++pd->next;
+  std::lock_guard<std::mutex> lock(core.mu);
+  for (auto &o : core.outbox)
+    if (o.start > position) ++o.start;
+  return raw;
 }
 
 }  // namespace sb

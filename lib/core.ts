@@ -4,9 +4,11 @@
  */
 import { EventEmitter } from 'node:events';
 import { SwitchboardError } from './errors';
-import { Info, native, type ConfigSource, type NativeCoreHandle, type NativeDelivery, type NativeInstance, type NativeLogLine } from './native';
+import { loadScript, ScriptHost, type ModuleExport, type UseOptions } from './modules';
+import { Info, native, VERDICT_DEFERRED, type ConfigSource, type NativeCoreHandle, type NativeDelivery, type NativeInstance, type NativeLogLine } from './native';
 
-export type Verdict = 'pass' | 'consumed';
+/** 'deferred': a module decides later (or an earlier message of the same conversation is still waiting); a 'complete' event follows. */
+export type Verdict = 'pass' | 'consumed' | 'deferred';
 export type WireFormat = 'json' | 'binary';
 
 /** A message as the chain left it. */
@@ -40,8 +42,10 @@ export interface SubmitResult {
   uflags: number;
   /** The encoded delivery frame for the recipient (or the status frame for a receipt); null when a module consumed the message. */
   frame: Buffer | null;
-  /** The "sent" status frame for the sender (messages only). */
+  /** The "sent" status frame for the sender (messages only; null while deferred). */
   ack: Buffer | null;
+  /** For verdict 'deferred': the token the 'complete' event will carry. */
+  token: number;
 }
 
 export interface LogEntry {
@@ -85,6 +89,12 @@ function defaultLog(e: LogEntry): void {
 export interface CoreEvents {
   message: [ModuleMessage];
   log: [LogEntry];
+  /**
+   * A message that submit returned as deferred has been decided (verdict 0
+   * pass, 1 consumed). While the listeners run, infoArray()/outBuffer()
+   * describe it as submitRaw would have, and result(from) builds the object.
+   */
+  complete: [token: number, verdict: number, from: string];
 }
 
 export class Core extends EventEmitter<CoreEvents> {
@@ -110,6 +120,81 @@ export class Core extends EventEmitter<CoreEvents> {
     }
     this.out = this.handle.out();
     this.info = this.handle.info();
+    const handle = this.handle;
+    this.scripts = new ScriptHost(
+      handle,
+      (token, verdict, from) => {
+        if (this.info[Info.OutGrown] === 1) this.out = handle.out();
+        this.emit('complete', token, verdict, from);
+      },
+      (module, text) => onEvents([], [{ module, level: 0, text }]),
+    );
+    try {
+      this.ready = this.loadConfigScripts(src);
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+    this.ready.catch(() => undefined); // the caller awaits it; never an unhandled rejection
+  }
+
+  /** Resolves when every script module's init (which may be async) has finished; rejects with its error. */
+  readonly ready: Promise<void>;
+  private readonly scripts: ScriptHost;
+
+  private loadConfigScripts(src: ConfigSource): Promise<void> {
+    const instances = this.live().instances();
+    if (!instances.some((i) => i.script)) return Promise.resolve();
+    const cfg = native.parseConfig(src);
+    const inits: Promise<void>[] = [];
+    for (const inst of instances) {
+      if (!inst.script) continue;
+      const decl = cfg.modules[inst.position];
+      const items: Record<string, string> = {};
+      for (const it of decl?.items ?? []) items[it.key] = it.value;
+      const exported = loadScript(inst.file, cfg.dir, inst.name);
+      const onError = items.on_error === 'consume' || items.on_error === 'consumed' ? 1 : 0;
+      const id = this.scripts.newId();
+      this.live().attachScript(inst.position, id, 0);
+      const { script, init } = this.scripts.create(id, inst.name, exported, items, inst.logLevel, onError);
+      const attach = () => {
+        if (this.handle) this.scripts.register(script);
+      };
+      if (init && typeof (init as Promise<void>).then === 'function') {
+        inits.push(
+          Promise.resolve(init).then(attach, (e) => {
+            throw new SwitchboardError('E_SCRIPT_INIT_FAILED', `module "${inst.name}": init rejected: ${e instanceof Error ? e.message : String(e)}`, { module: inst.name });
+          }),
+        );
+      } else {
+        attach();
+      }
+    }
+    return Promise.all(inits).then(() => undefined);
+  }
+
+  /**
+   * Adds a TypeScript/JavaScript module to the chain at `opts.position`
+   * (default: the end), after its init (which may be async) has finished.
+   */
+  async use(name: string, module: ModuleExport, opts: UseOptions = {}): Promise<void> {
+    const onError = opts.onError === 'consume' ? 1 : 0;
+    const id = this.scripts.newId();
+    // In the chain (with no hooks yet) before the factory and init run, so
+    // they can log. A module whose init fails stays there, inert.
+    this.live().addScript(name, opts.position ?? Number.MAX_SAFE_INTEGER, id, 0, opts.timeout ?? 0, onError, opts.log ?? 0);
+    const { script, init } = this.scripts.create(id, name, module, opts.config ?? {}, opts.log ?? 0, onError);
+    try {
+      await init;
+    } catch (e) {
+      throw new SwitchboardError('E_SCRIPT_INIT_FAILED', `module "${name}": init rejected: ${e instanceof Error ? e.message : String(e)}`, { module: name });
+    }
+    if (this.handle) this.scripts.register(script);
+  }
+
+  /** Calls from the addon into JavaScript so far, and messages waiting for a deferred decision. */
+  counters(): { jsCalls: number; waiting: number } {
+    return this.live().counters();
   }
 
   /** Loads and initialises every module of the config, in order. Throws a SwitchboardError (E_CONFIG_*, E_MODULE_*) on failure. */
@@ -136,7 +221,13 @@ export class Core extends EventEmitter<CoreEvents> {
     const bytes = typeof frame === 'string' ? Buffer.from(frame) : frame;
     const v = this.submitRaw(from, bytes, format ? FORMAT_CODE[format] : -1);
     if (v < 0) throw this.frameError(v);
+    return this.result(from);
+  }
+
+  /** The object form of what infoArray()/outBuffer() hold now (after submitRaw, or in a 'complete' listener). */
+  result(from: string): SubmitResult {
     const info = this.info;
+    const v = info[Info.Verdict];
     const out = this.out;
     const frameEnd = info[Info.FrameLen];
     const payloadAt = frameEnd + info[Info.Frame2Len];
@@ -156,18 +247,20 @@ export class Core extends EventEmitter<CoreEvents> {
     const op = info[Info.Op] === 2 ? 'status' : 'msg';
     return {
       op,
-      verdict: v === 1 ? 'consumed' : 'pass',
+      verdict: v === 1 ? 'consumed' : v === VERDICT_DEFERRED ? 'deferred' : 'pass',
       message,
       status: info[Info.Status],
       uflags: info[Info.Uflags],
-      frame: v === 1 ? null : Buffer.from(out.subarray(0, frameEnd)),
+      frame: v === 0 ? Buffer.from(out.subarray(0, frameEnd)) : null,
       ack: info[Info.AckLen] ? Buffer.from(out.subarray(ackAt, ackAt + info[Info.AckLen])) : null,
+      token: info[Info.Token],
     };
   }
 
   /**
    * The allocation-free form of submit for transports: returns the verdict
-   * (0 pass, 1 consumed) or a negative wire error, and leaves the delivery
+   * (0 pass, 1 consumed, 2 deferred: a 'complete' event with
+   * info[Token] follows) or a negative wire error, and leaves the delivery
    * frame in `outBuffer()` at [0, info[FrameLen]).
    */
   submitRaw(from: string, frame: Uint8Array, outFormat = -1): number {
@@ -220,6 +313,7 @@ export class Core extends EventEmitter<CoreEvents> {
   /** Runs on_cleanup once per instance in reverse order and unloads the modules. Safe to call twice. */
   close(): void {
     if (!this.handle) return;
+    this.scripts?.cleanup();
     this.handle.close();
     this.handle = null;
   }

@@ -4,3 +4,5 @@ export { SwitchboardError } from './errors';
 export { parseConfig, type ParsedConfig } from './config';
 export { decodeFrame, encodeClientMessage, encodeFrame, jsonExtract, type ClientMessage, type DecodedFrame, type FrameError } from './wire';
 export { Server, Status, type ServerSettings, type StartOptions } from './server';
+export { defineModule, ChainMessage } from './modules';
+export type { ModuleContext, ModuleExport, ModuleLogin, ModuleStatus, ModuleVerdict, SendParams, SwitchboardModule, UseOptions } from './modules';

@@ -20,6 +20,10 @@ export interface NativeDelivery {
 export interface NativeLogLine { module: string; level: number; text: string }
 export interface NativeInstance {
   name: string; file: string; position: number; description: string | null; logLevel: number;
+  /** A TypeScript/JavaScript module (a `script =` block, or added with use()). */
+  script: boolean;
+  /** Timeouts of deferred decisions, and errors its host counted (throws, rejections). */
+  errors: number;
   hooks: string[];
   stats: Record<string, { calls: number; totalNs: number; maxNs: number }>;
 }
@@ -38,6 +42,17 @@ export interface NativeCoreHandle {
   callStatus(): void;
   drain(): void;
   close(): void;
+  scripts(onHook: (hook: number, scriptId: number) => number, onComplete: (token: number, verdict: number, from: string) => void): [Float64Array, Buffer];
+  attachScript(position: number, scriptId: number, hooks: number): void;
+  scriptHooks(scriptId: number, hooks: number): void;
+  addScript(name: string, position: number, scriptId: number, hooks: number, timeoutMs: number, onError: number, logLevel: number): number;
+  defer(): number;
+  resolve(handle: number, verdict: number, payload: Uint8Array | null, fields: number[] | null): boolean;
+  hookSet(payload: Uint8Array | null, fields: number[] | null): boolean;
+  send(scriptId: number, params: Record<string, unknown>, payload: Uint8Array | string): number;
+  log(scriptId: number, level: number, text: string): void;
+  countError(scriptId: number): void;
+  counters(): { jsCalls: number; waiting: number };
 }
 
 export interface NativeAddon {
@@ -58,8 +73,22 @@ export interface NativeAddon {
 export const enum Info {
   Verdict, Op, Format,
   Id, Refid, Groupid, Flags, Type, Expiry, Status, Uflags,
-  FrameLen, Frame2Len, PayloadLen, ToLen, AckLen, OutGrown,
+  FrameLen, Frame2Len, PayloadLen, ToLen, AckLen, OutGrown, Token,
 }
+
+/** Slots of the Float64Array a script hook call fills (mirrors HookSlot in cpp/addon.cc). */
+export const enum HookSlot {
+  Id, Refid, Groupid, Flags, Type, Expiry, Uflags, Status, Online,
+  FromLen, ToLen, PayloadLen,
+}
+
+/** Hook numbers (mirror sb::Hook in cpp/core.h). */
+export const enum HookKind { Message = 0, Status = 1, Login = 2 }
+
+/** on_message's "decide later" (SWITCHBOARD_RESULT_DEFER in include/switchboard.h). */
+export const RESULT_DEFER = 0x5342;
+/** submit's verdict for a message that waits for a deferred decision. */
+export const VERDICT_DEFERRED = 2;
 
 export const packageRoot = path.resolve(__dirname, '..');
 

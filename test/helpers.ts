@@ -29,7 +29,7 @@ export function compileModule(o: CompileOptions): string {
   const src = path.join(root, o.source);
   const cxx = /\.(cc|cpp)$/.test(src);
   const args = ['-shared', '-fPIC', '-O1', '-I', include, ...(o.defines ?? []).map((d) => `-D${d}`)];
-  const key = createHash('sha1').update(fs.readFileSync(src)).update(fs.readFileSync(path.join(include, 'module.h'))).update(JSON.stringify([o.name, args])).digest('hex').slice(0, 16);
+  const key = createHash('sha1').update(fs.readFileSync(src)).update(fs.readFileSync(path.join(include, 'module.h'))).update(fs.readFileSync(path.join(include, 'switchboard.h'))).update(JSON.stringify([o.name, args])).digest('hex').slice(0, 16);
   const dir = o.outDir ?? path.join(cacheDir, key);
   const out = path.join(dir, `mesibo_mod_${o.name}.so`);
   if (!fs.existsSync(out)) {

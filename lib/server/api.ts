@@ -15,11 +15,14 @@ export interface ApiContext {
   users: Set<string>;
   groups: Map<number, Set<string>>;
   online(): string[];
-  send(from: string, frame: Uint8Array): { status: number; id: number; verdict: 'pass' | 'consumed' };
+  /** A Promise when a module deferred its decision: the answer waits for it. */
+  send(from: string, frame: Uint8Array): SendResult | Promise<SendResult>;
   revoke(address: string): void;
   loadGroup(gid: number): string[] | null;
   log(line: string): void;
 }
+
+type SendResult = { status: number; id: number; verdict: 'pass' | 'consumed' };
 
 const MAX_BODY = 1024 * 1024;
 const ADDRESS = /^[^\x00-\x1f]{1,255}$/u;
@@ -56,7 +59,7 @@ function addresses(b: Body, key: string): string[] {
   return v as string[];
 }
 
-const ops: Record<string, (ctx: ApiContext, b: Body) => Body> = {
+const ops: Record<string, (ctx: ApiContext, b: Body) => Body | Promise<Body>> = {
   useradd(ctx, b) {
     const addr = address(b, 'address');
     const token = newToken();
@@ -117,6 +120,7 @@ const ops: Record<string, (ctx: ApiContext, b: Body) => Body> = {
     for (const k of ['to', 'gid', 'refid', 'type', 'flags', 'expiry', 'data', 'b64']) if (b[k] !== undefined) frame[k] = b[k];
     try {
       const r = ctx.send(from, Buffer.from(JSON.stringify(frame)));
+      if (r instanceof Promise) return r.then((d) => ({ id: d.id, status: d.status, verdict: d.verdict }));
       return { id: r.id, status: r.status, verdict: r.verdict };
     } catch (e) {
       if (e instanceof SwitchboardError) throw new ApiError(400, e.code, e.message);
@@ -156,25 +160,35 @@ export function handleApi(ctx: ApiContext, res: uWS.HttpResponse, req: uWS.HttpR
     }
     chunks.push(Buffer.from(chunk.slice(0)));
     if (!isLast) return;
-    let status = 200;
-    let body: Body;
+    const fail = (e: unknown): [number, Body] => {
+      if (e instanceof ApiError) return [e.status, { ok: false, code: e.code, message: e.message }];
+      ctx.log(`[api] internal error: ${(e as Error).stack ?? e}`);
+      return [500, { ok: false, code: 'E_INTERNAL', message: 'the server failed to handle this request; see its log' }];
+    };
+    let result: Body | Promise<Body>;
     try {
-      body = { ok: true, ...run(ctx, auth, Buffer.concat(chunks)) };
+      result = run(ctx, auth, Buffer.concat(chunks));
     } catch (e) {
-      if (e instanceof ApiError) {
-        status = e.status;
-        body = { ok: false, code: e.code, message: e.message };
-      } else {
-        status = 500;
-        body = { ok: false, code: 'E_INTERNAL', message: 'the server failed to handle this request; see its log' };
-        ctx.log(`[api] internal error: ${(e as Error).stack ?? e}`);
-      }
+      const [status, body] = fail(e);
+      if (!aborted) reply(res, status, body);
+      return;
     }
-    if (!aborted) reply(res, status, body);
+    if (result instanceof Promise) {
+      // A message a module is still deciding: answer when it has.
+      result.then(
+        (b) => !aborted && reply(res, 200, { ok: true, ...b }),
+        (e) => {
+          const [status, body] = fail(e);
+          if (!aborted) reply(res, status, body);
+        },
+      );
+      return;
+    }
+    if (!aborted) reply(res, 200, { ok: true, ...result });
   });
 }
 
-function run(ctx: ApiContext, auth: string, raw: Buffer): Body {
+function run(ctx: ApiContext, auth: string, raw: Buffer): Body | Promise<Body> {
   let b: unknown;
   try {
     b = JSON.parse(raw.toString('utf8'));

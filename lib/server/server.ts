@@ -10,7 +10,8 @@ import uWS from 'uWebSockets.js';
 import { parseConfig } from '../config';
 import { Core, type LogEntry } from '../core';
 import { SwitchboardError } from '../errors';
-import { Info, native } from '../native';
+import { Info, native, VERDICT_DEFERRED } from '../native';
+import type { ModuleExport, UseOptions } from '../modules';
 import { SqliteStore } from '../store/sqlite';
 import type { NewMessage, Store } from '../store/types';
 import { handleApi, type ApiContext } from './api';
@@ -108,6 +109,8 @@ export class Server {
   private flushScheduled = false;
   private purgeTimer: NodeJS.Timeout | null = null;
   private stopped = false;
+  /** Messages waiting for a deferred decision, by the core's token: who to answer when it completes. */
+  private readonly deferred = new Map<number, Deferred>();
 
   private constructor(settings: ServerSettings, core: Core, store: Store, log: (line: string) => void) {
     this.settings = settings;
@@ -118,6 +121,7 @@ export class Server {
     for (const r of store.receiptFlagsPending(FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(r.sender, r.recipient, r.id, r.flags);
     this.app = settings.tlsCert ? uWS.SSLApp({ cert_file_name: settings.tlsCert, key_file_name: settings.tlsKey! }) : uWS.App();
     core.on('message', (m) => this.routeModuleMessage(m));
+    core.on('complete', (token, verdict, from) => this.completed(token, verdict, from));
     this.installRoutes();
   }
 
@@ -153,6 +157,7 @@ export class Server {
     }
     const server = new Server(settings, core, store, log);
     try {
+      await core.ready; // script modules' init
       await server.listen();
     } catch (e) {
       server.core.close();
@@ -184,6 +189,14 @@ export class Server {
         resolve();
       });
     });
+  }
+
+  /**
+   * Adds a TypeScript/JavaScript module to the chain (default: at its end;
+   * `opts.position` 0 is first). Resolves once its init has finished.
+   */
+  use(name: string, module: ModuleExport, opts: UseOptions = {}): Promise<void> {
+    return this.core.use(name, module, opts);
   }
 
   /** Stops accepting, closes every connection, flushes the store, runs on_cleanup. */
@@ -359,7 +372,26 @@ export class Server {
       ws.send(native.encodeFrame('error', { error: v, id: 0, detail: this.core.lastErrorDetail() }, c.binary ? 1 : 0), c.binary);
       return;
     }
+    if (v === VERDICT_DEFERRED) {
+      this.deferred.set(this.core.infoArray()[Info.Token], { ws, outFormat, api: null });
+      return;
+    }
     this.route(c.address, v, outFormat, ws);
+  }
+
+  /**
+   * A deferred message has been decided; infoArray()/outBuffer() describe it
+   * as they would after submitRaw. The sender's "sent" comes now, so a
+   * message that was waiting when the server died was never acknowledged
+   * and the client resends it.
+   */
+  private completed(token: number, verdict: number, from: string): void {
+    const d = this.deferred.get(token);
+    if (!d) return;
+    this.deferred.delete(token);
+    const ws = d.ws && d.ws.getUserData().open ? d.ws : null;
+    const status = this.route(from, verdict, d.outFormat, ws);
+    d.api?.({ status, id: this.core.infoArray()[Info.Id], verdict: verdict === 1 ? 'consumed' : 'pass' });
   }
 
   /** Token bucket: rate_limit frames per second, with a burst of one second's worth. */
@@ -586,10 +618,14 @@ export class Server {
   }
 
   /** A message from the backend API, as user `from`: the same path as a client frame. */
-  private sendAs(from: string, frame: Uint8Array): { status: number; id: number; verdict: 'pass' | 'consumed' } {
+  private sendAs(from: string, frame: Uint8Array): SendResult | Promise<SendResult> {
     const outFormat = this.binaryDevices === 0 ? OUT_JSON : this.jsonDevices === 0 ? OUT_BINARY : OUT_BOTH;
     const v = this.core.submitRaw(from, frame, outFormat);
     if (v < 0) throw wireErrorFor(v, this.core.lastErrorDetail());
+    if (v === VERDICT_DEFERRED) {
+      const token = this.core.infoArray()[Info.Token];
+      return new Promise((resolve) => this.deferred.set(token, { ws: null, outFormat, api: resolve }));
+    }
     const status = this.route(from, v, outFormat, null);
     return { status, id: this.core.infoArray()[Info.Id], verdict: v === 1 ? 'consumed' : 'pass' };
   }
@@ -648,6 +684,15 @@ export class Server {
     this.acks = [];
     for (const a of acks) if (a.ws.getUserData().open) a.ws.send(a.frame, a.binary);
   }
+}
+
+type SendResult = { status: number; id: number; verdict: 'pass' | 'consumed' };
+
+interface Deferred {
+  ws: WS | null;
+  outFormat: number;
+  /** A backend API request waiting for the answer. */
+  api: ((r: SendResult) => void) | null;
 }
 
 /** Copies of a delivery's frames that outlive the core's reused buffer. */
