@@ -648,7 +648,7 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     return info.Env().Undefined();
   }
 
-  // addScript(name, position, scriptId, hooks, timeoutMs, onError, logLevel) -> position
+  // addScript(name, position, scriptId, hooks, timeoutMs, onError, logLevel, onlyTo) -> position
   Napi::Value AddScript(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     if (!Open(env)) return env.Undefined();
@@ -661,6 +661,7 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
       inst->timeout_ns = static_cast<uint64_t>(info[4].As<Napi::Number>().DoubleValue() * 1e6);
     if (info[5].IsNumber()) inst->on_error = info[5].As<Napi::Number>().Int32Value() == 1 ? 1 : 0;
     if (info[6].IsNumber()) inst->log_level = info[6].As<Napi::Number>().Int32Value();
+    if (info[7].IsString()) inst->script_to = info[7].As<Napi::String>().Utf8Value();
     return Napi::Number::New(env, static_cast<double>(inst->position));
   }
 

@@ -106,6 +106,7 @@ int chain_run(Core &core, size_t start, ChainMsg &msg, size_t *stopped) {
     core.running_handle = 0;
     if (inst.script) {
       if (!(inst.script_hooks & (1u << HOOK_MESSAGE)) || !core.host.script_message) continue;
+      if (!inst.script_to.empty() && (msg.p->groupid || !msg.p->to || inst.script_to != msg.p->to)) continue;
       const char *before = msg.payload;
       core.running = &inst;
       r = core.host.script_message(core.host.data, inst, msg);

@@ -62,6 +62,7 @@ struct Instance {
   bool script = false;
   unsigned script_hooks = 0;
   uint32_t script_id = 0;  // the host's name for it
+  std::string script_to;   // when set: only messages to this user reach the script (bots)
   // Deferred verdicts: how long a message may wait for this instance, and
   // what it becomes when the wait ends in a timeout or an error.
   uint64_t timeout_ns = 5000ull * 1000 * 1000;

@@ -182,7 +182,7 @@ export class Core extends EventEmitter<CoreEvents> {
     const id = this.scripts.newId();
     // In the chain (with no hooks yet) before the factory and init run, so
     // they can log. A module whose init fails stays there, inert.
-    this.live().addScript(name, opts.position ?? Number.MAX_SAFE_INTEGER, id, 0, opts.timeout ?? 0, onError, opts.log ?? 0);
+    this.live().addScript(name, opts.position ?? Number.MAX_SAFE_INTEGER, id, 0, opts.timeout ?? 0, onError, opts.log ?? 0, opts.onlyTo);
     const { script, init } = this.scripts.create(id, name, module, opts.config ?? {}, opts.log ?? 0, onError);
     try {
       await init;

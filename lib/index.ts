@@ -3,6 +3,6 @@ export type { CoreConfig, LogEntry, Message, ModuleInfo, ModuleMessage, OpenOpti
 export { SwitchboardError } from './errors';
 export { parseConfig, type ParsedConfig } from './config';
 export { decodeFrame, encodeClientMessage, encodeFrame, jsonExtract, type ClientMessage, type DecodedFrame, type FrameError } from './wire';
-export { Server, Status, type ServerSettings, type StartOptions } from './server';
+export { Bot, Server, Status, type BotHandler, type BotMessage, type FormatMessage, type IngestMessage, type Middleware, type Middlewares, type Pattern, type PipelineMessage, type ServerSettings, type StartOptions } from './server';
 export { defineModule, ChainMessage } from './modules';
 export type { ModuleContext, ModuleExport, ModuleLogin, ModuleStatus, ModuleVerdict, SendParams, SwitchboardModule, UseOptions } from './modules';

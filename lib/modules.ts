@@ -171,6 +171,8 @@ export interface UseOptions {
   onError?: 'pass' | 'consume';
   /** ctx.log level (default 0). */
   log?: number;
+  /** onMessage only for direct messages to this user (the core skips the call for all others). */
+  onlyTo?: string;
 }
 
 interface Script {

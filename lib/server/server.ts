@@ -11,12 +11,14 @@ import { parseConfig } from '../config';
 import { Core, type LogEntry } from '../core';
 import { SwitchboardError } from '../errors';
 import { Info, native, VERDICT_DEFERRED } from '../native';
-import type { ModuleExport, UseOptions } from '../modules';
+import type { ChainMessage, ModuleExport, UseOptions } from '../modules';
+import { Bot } from './bot';
+import { Decoded, Format, Ingest, KeyedSerial, Stage, type Middlewares } from './pipeline';
 import { SqliteStore } from '../store/sqlite';
 import type { NewMessage, Store } from '../store/types';
 import { handleApi, type ApiContext } from './api';
 import { settingsFrom, type ServerSettings } from './settings';
-import { hashToken } from './tokens';
+import { hashToken, newToken } from './tokens';
 
 /** mesibo status codes the server sends (see include/module.h). */
 export const Status = {
@@ -61,6 +63,18 @@ interface Conn {
   stored: Set<string> | null;
   /** Set when the upgrade carried a token that did not authenticate. */
   authError?: string;
+}
+
+/** A message's fields, copied out of the core's reused buffers for the send stage. */
+interface Snapshot {
+  id: number;
+  refid: number;
+  groupid: number;
+  flags: number;
+  type: number;
+  expiry: number;
+  to: string;
+  payload: Buffer;
 }
 type WS = uWS.WebSocket<Conn>;
 
@@ -111,6 +125,17 @@ export class Server {
   private stopped = false;
   /** Messages waiting for a deferred decision, by the core's token: who to answer when it completes. */
   private readonly deferred = new Map<number, Deferred>();
+  /**
+   * The Botkit-style stages (docs/pipeline.md). An empty stage costs one
+   * property check per message.
+   */
+  readonly middleware: Middlewares;
+  /** Frames of one connection (pre-chain stages) and deliveries to one user (send stage) stay in order. */
+  private readonly serial: KeyedSerial<unknown>;
+  /** Categories set before the chain, for the receive and send stages ("from\0id"). */
+  private readonly categories = new Map<string, string>();
+  private readonly bots = new Map<string, Bot>();
+  private warnedAsyncFormat = false;
 
   private constructor(settings: ServerSettings, core: Core, store: Store, log: (line: string) => void) {
     this.settings = settings;
@@ -120,6 +145,20 @@ export class Server {
     for (const u of store.listUsers()) this.users.add(u);
     for (const r of store.receiptFlagsPending(FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(r.sender, r.recipient, r.id, r.flags);
     this.app = settings.tlsCert ? uWS.SSLApp({ cert_file_name: settings.tlsCert, key_file_name: settings.tlsKey! }) : uWS.App();
+    const stageError = (stage: string, e: unknown) => this.log(`[middleware.${stage}] ${e instanceof Error ? (e.stack ?? e.message) : String(e)}; the message went on as it was`);
+    this.serial = new KeyedSerial((e) => this.log(`[transport] ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`));
+    this.middleware = {
+      ingest: new Stage('ingest', stageError),
+      normalize: new Stage('normalize', stageError),
+      categorize: new Stage('categorize', stageError),
+      // The receive stage is a script module at the end of the chain, added
+      // when its first middleware is.
+      receive: new Stage('receive', stageError, () => {
+        this.core.use('middleware.receive', { onMessage: (m) => this.receiveStage(m) }, { timeout: 30_000 }).catch((e) => this.log(`[middleware.receive] ${String(e)}`));
+      }),
+      send: new Stage('send', stageError),
+      format: new Stage('format', stageError),
+    };
     core.on('message', (m) => this.routeModuleMessage(m));
     core.on('complete', (token, verdict, from) => this.completed(token, verdict, from));
     this.installRoutes();
@@ -197,6 +236,27 @@ export class Server {
    */
   use(name: string, module: ModuleExport, opts: UseOptions = {}): Promise<void> {
     return this.core.use(name, module, opts);
+  }
+
+  /**
+   * A bot user: messages to `address` go to its handlers (hears/on) instead
+   * of a person. The user is created when it does not exist.
+   */
+  bot(address: string): Bot {
+    let b = this.bots.get(address);
+    if (b) return b;
+    if (!this.users.has(address)) {
+      // Nobody learns this token: no one can log in as the bot.
+      this.store.addUser(address, hashToken(newToken()));
+      this.users.add(address);
+    }
+    b = new Bot(address, this.log, (from, id) => this.categories.get(`${from}\0${id}`) ?? 'bot');
+    this.bots.set(address, b);
+    const bot = b;
+    this.core
+      .use(`bot:${address}`, { init: (ctx) => bot.attach(ctx), onMessage: (m) => bot.handle(m) }, { onlyTo: address })
+      .catch((e) => this.log(`[bot ${address}] ${String(e)}`));
+    return b;
   }
 
   /** Stops accepting, closes every connection, flushes the store, runs on_cleanup. */
@@ -346,8 +406,10 @@ export class Server {
         return;
       }
       ws.cork(() => {
+        const format = !this.middleware.format.empty;
         for (const m of page) {
-          ws.send(encodeStored(m, c.binary), c.binary);
+          const f = format ? this.formatFrame(c, c.address, encodeStored(m, c.binary)) : encodeStored(m, c.binary);
+          if (f) ws.send(f, c.binary);
           c.stored?.add(`${m.sender}\0${m.id}`);
         }
       });
@@ -364,7 +426,19 @@ export class Server {
       return;
     }
     if (!this.allow(ws, c)) return;
-    const frame = new Uint8Array(ab);
+    const mw = this.middleware;
+    if (!mw.ingest.empty || !mw.normalize.empty || !mw.categorize.empty) {
+      // Middleware may take its time: the frame must outlive this callback,
+      // and frames of one connection keep their order.
+      const copy = Buffer.from(new Uint8Array(ab));
+      this.serial.run(ws, () => this.preChain(ws, c, copy, isBinary));
+      return;
+    }
+    this.submitFrame(ws, c, new Uint8Array(ab), isBinary);
+  }
+
+  private submitFrame(ws: WS, c: Conn, frame: Uint8Array, isBinary: boolean): void {
+    const ab = frame;
     const outFormat = this.binaryDevices === 0 ? OUT_JSON : this.jsonDevices === 0 ? OUT_BINARY : OUT_BOTH;
     const v = this.core.submitRaw(c.address, frame, outFormat);
     if (v < 0) {
@@ -392,6 +466,112 @@ export class Server {
     const ws = d.ws && d.ws.getUserData().open ? d.ws : null;
     const status = this.route(from, verdict, d.outFormat, ws);
     d.api?.({ status, id: this.core.infoArray()[Info.Id], verdict: verdict === 1 ? 'consumed' : 'pass' });
+  }
+
+  /** ingest, normalize and categorize, then the core. */
+  private preChain(ws: WS, c: Conn, frame: Buffer, isBinary: boolean): void | Promise<void> {
+    if (!c.open) return; // the client resends what was not acknowledged
+    const mw = this.middleware;
+    if (!mw.ingest.empty) {
+      const m = new Ingest(c.address, 'client', frame, isBinary);
+      const r = mw.ingest.run(m);
+      if (r instanceof Promise) return r.then((ok) => (ok ? this.decodedStages(ws, c, m.frame, isBinary) : this.ackDropped(ws, c, m.frame)));
+      if (!r) return this.ackDropped(ws, c, m.frame);
+      frame = m.frame;
+    }
+    return this.decodedStages(ws, c, frame, isBinary);
+  }
+
+  private decodedStages(ws: WS, c: Conn, frame: Buffer, isBinary: boolean): void | Promise<void> {
+    const mw = this.middleware;
+    if (mw.normalize.empty && mw.categorize.empty) return this.submitIfOpen(ws, c, frame, isBinary);
+    const d = native.decodeFrame(frame, this.settings.maxMessageSize);
+    // Statuses, control frames and bad frames go to the core as they are.
+    if (d.error !== undefined || d.op !== 'msg') return this.submitIfOpen(ws, c, frame, isBinary);
+    const m = this.decoded(c.address, d);
+    const after = (ok: boolean): void => {
+      if (!ok) return this.ackDropped(ws, c, frame);
+      this.submitIfOpen(ws, c, this.reencode(m, d.format === 'binary'), isBinary);
+    };
+    const r = this.runDecoded(m);
+    if (r instanceof Promise) return r.then(after);
+    after(r);
+  }
+
+  private submitIfOpen(ws: WS, c: Conn, frame: Uint8Array, isBinary: boolean): void {
+    if (c.open) this.submitFrame(ws, c, frame, isBinary);
+  }
+
+  private decoded(from: string, d: Record<string, unknown>): Decoded {
+    const m = new Decoded(from);
+    m.to = d.to as string;
+    m.groupid = d.groupid as number;
+    m.id = d.id as number;
+    m.refid = d.refid as number;
+    m.flags = d.flags as number;
+    m.type = d.type as number;
+    m.expiry = d.expiry as number;
+    m.payload = d.payload as Buffer;
+    m.category = this.defaultCategory(m.to, m.groupid);
+    return m;
+  }
+
+  private defaultCategory(to: string, groupid: number): string {
+    return groupid ? 'group' : this.bots.has(to) ? 'bot' : 'direct';
+  }
+
+  /** normalize, then categorize; remembers the category for the later stages. */
+  private runDecoded(m: Decoded): boolean | Promise<boolean> {
+    const mw = this.middleware;
+    const remember = (ok: boolean): boolean => {
+      if (ok && (!mw.receive.empty || !mw.send.empty)) this.categories.set(`${m.from}\0${m.id}`, m.category);
+      return ok;
+    };
+    const r = mw.normalize.run(m);
+    const cat = (ok: boolean): boolean | Promise<boolean> => {
+      if (!ok) return false;
+      m.category = m.category || this.defaultCategory(m.to, m.groupid);
+      const r2 = mw.categorize.run(m);
+      return r2 instanceof Promise ? r2.then(remember) : remember(r2);
+    };
+    return r instanceof Promise ? r.then(cat) : cat(r);
+  }
+
+  private reencode(m: Decoded, binary: boolean): Buffer {
+    return native.encodeFrame('msg', { id: m.id, to: m.groupid ? '' : m.to, groupid: m.groupid, refid: m.refid, flags: m.flags, type: m.type, expiry: m.expiry, payload: m.payload }, binary ? 1 : 0) as Buffer;
+  }
+
+  /** A message a pre-chain stage dropped is "sent" for its sender (as one a module consumed), so the client does not resend it. */
+  private ackDropped(ws: WS, c: Conn, frame: Buffer): void {
+    const d = native.decodeFrame(frame, this.settings.maxMessageSize);
+    if (d.error !== undefined || d.op !== 'msg' || !c.open) return;
+    const binary = d.format === 'binary';
+    ws.send(this.core.statusFrame({ id: d.id as number, status: Status.SENT, from: d.to as string, to: c.address, groupid: d.groupid as number }, binary ? 'binary' : 'json'), binary);
+  }
+
+  /** The receive stage, run as the last module of the chain. */
+  private receiveStage(cm: ChainMessage): 'pass' | 'consumed' | Promise<'pass' | 'consumed'> {
+    const m = new Decoded(cm.from);
+    m.to = cm.to;
+    m.groupid = cm.groupid;
+    m.id = cm.id;
+    m.refid = cm.refid;
+    m.flags = cm.flags;
+    m.type = cm.type;
+    m.expiry = cm.expiry;
+    m.payload = cm.payload;
+    m.category = this.categories.get(`${cm.from}\0${cm.id}`) ?? this.defaultCategory(cm.to, cm.groupid);
+    const back = (ok: boolean): 'pass' | 'consumed' => {
+      if (!ok) return 'consumed';
+      if (m.payload !== cm.payload) cm.payload = m.payload;
+      cm.refid = m.refid;
+      cm.flags = m.flags;
+      cm.type = m.type;
+      cm.expiry = m.expiry;
+      return 'pass';
+    };
+    const r = this.middleware.receive.run(m);
+    return r instanceof Promise ? r.then(back) : back(r);
   }
 
   /** Token bucket: rate_limit frames per second, with a burst of one second's worth. */
@@ -438,10 +618,10 @@ export class Server {
   }
 
   /** JSON control frames the core does not route: presence. Returns false for anything else. */
-  private control(ws: WS, c: Conn, ab: ArrayBuffer): boolean {
+  private control(ws: WS, c: Conn, bytes: Uint8Array): boolean {
     let req: { op?: unknown; to?: unknown; sub?: unknown };
     try {
-      req = JSON.parse(Buffer.from(ab).toString('utf8'));
+      req = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
     } catch {
       return false;
     }
@@ -505,7 +685,17 @@ export class Server {
       if (!recipients) status = Status.INVALIDDEST;
       else if (gid && !recipients.includes(from)) status = Status.BLOCKED;
       else if (flags & FLAG_TRANSIENT && !gid && !this.devices.has(to)) status = Status.NOTACTIVE;
-      else {
+      else if (!this.middleware.send.empty || !this.middleware.format.empty) {
+        // Per-recipient middleware: each copy is built, stored and sent on
+        // its own; the sender's "sent" follows the last one.
+        const snap: Snapshot = {
+          id, refid: info[Info.Refid], groupid: gid, flags, type: info[Info.Type], expiry: info[Info.Expiry], to,
+          payload: Buffer.from(out.subarray(payloadAt, toAt)),
+        };
+        const ack = ws ? { ws, frame: Buffer.from(out.subarray(ackAt, ackAt + ackLen)), binary: senderBinary } : null;
+        this.deliverEach(from, recipients, snap, ack);
+        return status;
+      } else {
         let payload: Buffer | null = null;
         let held: HeldFrames | null = null;
         const expiry = info[Info.Expiry];
@@ -553,6 +743,106 @@ export class Server {
     return status;
   }
 
+  /**
+   * The send stage per recipient (in order per recipient), then storage and
+   * delivery of that recipient's copy; `ack` goes to the sender after the
+   * last copy (after the commit when a copy was stored).
+   */
+  private deliverEach(from: string, recipients: string[], snap: Snapshot, ack: PendingAck | null): void {
+    const targets = recipients.filter((r) => !(r === from && snap.groupid));
+    let remaining = targets.length;
+    let stored = false;
+    const category = this.categories.get(`${from}\0${snap.id}`) ?? this.defaultCategory(snap.to, snap.groupid);
+    const one = () => {
+      if (--remaining > 0) return;
+      this.categories.delete(`${from}\0${snap.id}`);
+      if (!ack) {
+        if (stored) this.scheduleFlush();
+        return;
+      }
+      if (stored) {
+        this.acks.push(ack);
+        this.scheduleFlush();
+      } else if (ack.ws.getUserData().open) {
+        ack.ws.send(ack.frame, ack.binary);
+      }
+    };
+    if (!remaining) {
+      remaining = 1;
+      one();
+      return;
+    }
+    for (const r of targets) {
+      this.serial.run(`r\0${r}`, () => {
+        const m = new Decoded(from);
+        m.to = snap.groupid ? '' : snap.to;
+        m.recipient = r;
+        m.groupid = snap.groupid;
+        m.id = snap.id;
+        m.refid = snap.refid;
+        m.flags = snap.flags;
+        m.type = snap.type;
+        m.expiry = snap.expiry;
+        m.payload = snap.payload;
+        m.category = category;
+        const go = (ok: boolean): void => {
+          if (ok && this.deliverCopy(r, from, m)) stored = true;
+          one();
+        };
+        const res = this.middleware.send.empty ? true : this.middleware.send.run(m);
+        if (res instanceof Promise) return res.then(go);
+        go(res);
+      });
+    }
+  }
+
+  /** Stores (as the rules say) and sends one recipient's copy. Returns whether it was stored. */
+  private deliverCopy(r: string, from: string, m: Decoded): boolean {
+    const copy: NewMessage = {
+      recipient: r, sender: from, id: m.id, refid: m.refid, groupid: m.groupid, flags: m.flags, type: m.type,
+      expiry: m.expiry, expiresAt: m.expiry ? Date.now() + m.expiry * 1000 : 0, payload: m.payload,
+    };
+    const transient = (m.flags & FLAG_TRANSIENT) !== 0;
+    const online = this.devices.has(r);
+    if (online) {
+      const frames: HeldFrames = { json: this.jsonDevices ? encodeStored(copy, false) : null, binary: this.binaryDevices ? encodeStored(copy, true) : null };
+      if (this.settings.durable && !transient) this.held.push({ to: r, frames });
+      else this.publishHeld({ to: r, frames });
+    }
+    if (transient || (online && !this.settings.durable)) return false;
+    this.store.enqueue(copy);
+    if (m.flags & (FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(from, r, m.id, m.flags);
+    return true;
+  }
+
+  /** The format stage: each connection of `to` whose backlog is done gets its own frame. Synchronous by contract. */
+  private sendFormatted(to: string, frames: HeldFrames): void {
+    for (const ws of this.devices.get(to) ?? []) {
+      const c = ws.getUserData();
+      if (!c.open || !c.backlogDone) continue;
+      const f = c.binary ? frames.binary : frames.json;
+      if (!f) continue;
+      const out = this.formatFrame(c, to, f);
+      if (out) ws.send(out, c.binary);
+    }
+    this.closeSlow(to);
+  }
+
+  /** Runs the format stage on one frame for one connection; null when dropped. */
+  private formatFrame(c: Conn, to: string, frame: Buffer): Buffer | null {
+    const m = new Format(to, c.device, c.binary, frame);
+    const r = this.middleware.format.run(m);
+    if (r instanceof Promise) {
+      if (!this.warnedAsyncFormat) {
+        this.warnedAsyncFormat = true;
+        this.log('[middleware.format] a format middleware returned a Promise or did not call next at once; format runs per connection and must be synchronous, so the frame was sent as it stood (logged once)');
+      }
+      r.catch(() => undefined);
+      return m.dropped ? null : m.frame;
+    }
+    return r ? m.frame : null;
+  }
+
   private publish(to: string, out: Buffer, frameLen: number, frame2Len: number, outFormat: number): void {
     if (outFormat === OUT_BOTH) {
       this.app.publish(topic(to, false), out.subarray(0, frameLen), false);
@@ -564,6 +854,7 @@ export class Server {
   }
 
   private publishHeld(h: { to: string; frames: HeldFrames }): void {
+    if (!this.middleware.format.empty) return this.sendFormatted(h.to, h.frames);
     if (h.frames.json) this.app.publish(topic(h.to, false), h.frames.json, false);
     if (h.frames.binary) this.app.publish(topic(h.to, true), h.frames.binary, true);
     this.closeSlow(h.to);
@@ -639,6 +930,10 @@ export class Server {
     const recipients = m.groupid ? this.group(m.groupid) : this.users.has(m.to) ? [m.to] : null;
     if (!recipients) {
       this.log(`[core] a module sent message ${m.id} to unknown destination ${m.to || `group ${m.groupid}`}; dropped`);
+      return;
+    }
+    if (!this.middleware.send.empty || !this.middleware.format.empty) {
+      this.deliverEach(m.from, recipients, { id: m.id, refid: m.refid, groupid: m.groupid, flags: m.flags, type: m.type, expiry: m.expiry, to: m.to, payload: m.payload }, null);
       return;
     }
     const transient = (m.flags & FLAG_TRANSIENT) !== 0;
