@@ -54,9 +54,10 @@ export class Bot {
   }
 
   /**
-   * Runs `handler` for messages no hears() matched: type 'message' for all
-   * of them, 'direct_message' for the same (bots hear direct messages), or
-   * a category name set by a categorize middleware.
+   * Runs `handler` for messages no hears() matched. Types: a category name
+   * (set by a categorize middleware; 'bot' by default), 'direct_message', or
+   * 'message'. Only the most specific type that has handlers runs: the
+   * message's category, else 'direct_message', else 'message'.
    */
   on(types: string | string[], handler: BotHandler): this {
     for (const t of Array.isArray(types) ? types : [types]) {
@@ -114,8 +115,10 @@ export class Bot {
         }
       }
     }
-    const list = [...(this.handlers.get(message.category) ?? []), ...(this.handlers.get('direct_message') ?? []), ...(this.handlers.get('message') ?? [])];
-    for (const handler of new Set(list)) await handler(message, this);
+    // The most specific type with handlers wins: the category, then
+    // direct_message, then message.
+    const list = this.handlers.get(message.category) ?? this.handlers.get('direct_message') ?? this.handlers.get('message') ?? [];
+    for (const handler of list) await handler(message, this);
   }
 
   private matches(p: Pattern, message: BotMessage): boolean {

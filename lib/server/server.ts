@@ -451,6 +451,7 @@ export class Server {
       return;
     }
     this.route(c.address, v, outFormat, ws);
+    if (this.categories.size) this.categories.delete(`${c.address}\0${this.core.infoArray()[Info.Id]}`);
   }
 
   /**
@@ -465,6 +466,7 @@ export class Server {
     this.deferred.delete(token);
     const ws = d.ws && d.ws.getUserData().open ? d.ws : null;
     const status = this.route(from, verdict, d.outFormat, ws);
+    if (this.categories.size) this.categories.delete(`${from}\0${this.core.infoArray()[Info.Id]}`);
     d.api?.({ status, id: this.core.infoArray()[Info.Id], verdict: verdict === 1 ? 'consumed' : 'pass' });
   }
 
@@ -524,7 +526,7 @@ export class Server {
   private runDecoded(m: Decoded): boolean | Promise<boolean> {
     const mw = this.middleware;
     const remember = (ok: boolean): boolean => {
-      if (ok && (!mw.receive.empty || !mw.send.empty)) this.categories.set(`${m.from}\0${m.id}`, m.category);
+      if (ok && (!mw.receive.empty || !mw.send.empty || this.bots.size)) this.categories.set(`${m.from}\0${m.id}`, m.category);
       return ok;
     };
     const r = mw.normalize.run(m);
