@@ -153,6 +153,24 @@ describe('middleware stages', () => {
     expect(trace).toEqual(['ingest client false', 'normalize   !shout  ', 'categorize direct', 'receive command !shout', 'send bob command [command] !shout', 'format bob phone']);
   });
 
+  it('messages from the backend API go through ingest, normalize and categorize too', async () => {
+    const s = await start();
+    const seen: string[] = [];
+    s.middleware.ingest.use((m) => void seen.push(`ingest ${m.source}`));
+    s.middleware.normalize.use(async (m) => {
+      seen.push(`normalize ${m.text}`);
+      if (m.text === 'nope') m.drop();
+      m.text = m.text.toUpperCase();
+    });
+    const bob = await connect(s, 'bob');
+    await api(s, { op: 'useradd', address: 'alice' });
+    expect(await api(s, { op: 'message', from: 'alice', to: 'bob', data: 'hi', id: 5 })).toMatchObject({ ok: true, id: 5, verdict: 'pass' });
+    expect(await api(s, { op: 'message', from: 'alice', to: 'bob', data: 'nope', id: 6 })).toMatchObject({ ok: true, id: 6, verdict: 'consumed' });
+    await until(() => bob.got.length === 1);
+    expect(bob.got[0]).toMatchObject({ id: 5, text: 'HI' });
+    expect(seen.filter((x) => x !== 'ingest client')).toEqual(['ingest api', 'normalize hi', 'ingest api', 'normalize nope']);
+  });
+
   it('any stage can drop a message; the sender still gets "sent" and nobody receives it', async () => {
     for (const stage of ['ingest', 'normalize', 'categorize', 'receive', 'send', 'format'] as const) {
       const s = await start('', { durable: false });

@@ -309,8 +309,20 @@ async function makeUsers(port, prefix, n, conc = 32) {
   return tokens;
 }
 
-function switchboardConfigText(tmp, modDir, durable, modules) {
+/** Script modules for the TypeScript-module rows: one PASS decided at once, one decided by a resolved Promise. */
+const SCRIPTS = {
+  sync: 'module.exports = { onMessage() { return "pass"; } };\n',
+  async: 'module.exports = { async onMessage() { return "pass"; } };\n',
+};
+
+function switchboardConfigText(tmp, modDir, durable, modules, script = null) {
   const dataDir = fs.mkdtempSync(path.join(tmp, 'data-'));
+  let scriptBlock = [];
+  if (script) {
+    const file = path.join(tmp, `script-${script}.js`);
+    fs.writeFileSync(file, SCRIPTS[script]);
+    scriptBlock = [`module ts_${script} {`, `\tscript = ${file}`, '}'];
+  }
   return [
     'listen = 127.0.0.1:0',
     `data_dir = ${dataDir}`,
@@ -319,6 +331,7 @@ function switchboardConfigText(tmp, modDir, durable, modules) {
     'rate_limit = 10000000',
     `module_dir = ${modDir}`,
     ...Array(modules).fill('module pass'),
+    ...scriptBlock,
     '',
   ].join('\n');
 }
@@ -378,8 +391,12 @@ async function main() {
   const configs = [];
   if (o.servers.has('baseline')) configs.push({ name: 'uWebSockets.js baseline', kind: 'baseline' });
   if (o.servers.has('mosquitto')) configs.push({ name: 'Mosquitto 2 (MQTT 3.1.1, QoS 0)', kind: 'mosquitto' });
-  if (o.servers.has('switchboard'))
+  if (o.servers.has('switchboard')) {
     for (const durable of ['off', 'on']) for (const modules of [0, 3]) configs.push({ name: `Switchboard, ${modules} PASS modules, durable ${durable}`, kind: 'switchboard', durable, modules });
+    // One TypeScript module after the 3 native ones: what a JS call per
+    // message costs, decided at once and through a Promise (deferred verdict).
+    for (const script of ['sync', 'async']) configs.push({ name: `Switchboard, 3 PASS modules + 1 TS ${script} PASS, durable off`, kind: 'switchboard', durable: 'off', modules: 3, script });
+  }
 
   /**
    * Runs `plan` (a list of {c, args, label}) round-robin until each has `reps` quiet runs or reps + retries runs;
@@ -425,7 +442,7 @@ async function main() {
           c.server = await startMosquitto(tmp, pin);
           c.auth = async () => ['--mqtt'];
         } else {
-          const configText = switchboardConfigText(tmp, modDir, c.durable, c.modules);
+          const configText = switchboardConfigText(tmp, modDir, c.durable, c.modules, c.script);
           c.server = await startServer(c.name, [path.join(here, 'run.mjs'), '--server-child', JSON.stringify({ configText })], pin);
           // Fresh users for every run: what one run leaves unacknowledged in the
           // store stays with its users and never reaches the next one.

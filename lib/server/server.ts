@@ -912,6 +912,35 @@ export class Server {
 
   /** A message from the backend API, as user `from`: the same path as a client frame. */
   private sendAs(from: string, frame: Uint8Array): SendResult | Promise<SendResult> {
+    const mw = this.middleware;
+    if (!mw.ingest.empty || !mw.normalize.empty || !mw.categorize.empty) return this.sendAsStaged(from, Buffer.from(frame));
+    return this.submitAs(from, frame);
+  }
+
+  /** The backend API's message through ingest, normalize and categorize. A drop answers verdict 'consumed'. */
+  private async sendAsStaged(from: string, frame: Buffer): Promise<SendResult> {
+    const mw = this.middleware;
+    const dropped = (f: Buffer): SendResult => {
+      const d = native.decodeFrame(f, this.settings.maxMessageSize);
+      return { status: Status.SENT, id: (d.id as number) ?? 0, verdict: 'consumed' };
+    };
+    if (!mw.ingest.empty) {
+      const m = new Ingest(from, 'api', frame, false);
+      if (!(await mw.ingest.run(m))) return dropped(m.frame);
+      frame = m.frame;
+    }
+    if (!mw.normalize.empty || !mw.categorize.empty) {
+      const d = native.decodeFrame(frame, this.settings.maxMessageSize);
+      if (d.error === undefined && d.op === 'msg') {
+        const m = this.decoded(from, d);
+        if (!(await this.runDecoded(m))) return dropped(frame);
+        frame = this.reencode(m, d.format === 'binary');
+      }
+    }
+    return this.submitAs(from, frame);
+  }
+
+  private submitAs(from: string, frame: Uint8Array): SendResult | Promise<SendResult> {
     const outFormat = this.binaryDevices === 0 ? OUT_JSON : this.jsonDevices === 0 ? OUT_BINARY : OUT_BOTH;
     const v = this.core.submitRaw(from, frame, outFormat);
     if (v < 0) throw wireErrorFor(v, this.core.lastErrorDetail());
