@@ -402,7 +402,8 @@ int core_submit(Core &core, const char *from, size_t from_len, const uint8_t *fr
 }
 
 uint64_t core_take_handle(Core &core, Instance *inst) {
-  if (!inst || core.running != inst) return 0;
+  // Another thread must not even read `running`: the loop thread writes it.
+  if (!inst || std::this_thread::get_id() != core.loop_thread || core.running != inst) return 0;
   if (core.running_handle) return core.running_handle;
   std::lock_guard<std::mutex> lock(core.mu);
   uint64_t h = core.next_handle++;

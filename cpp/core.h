@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -199,6 +200,7 @@ struct Core {
   // that may still be resolved, and decisions to apply.
   Instance *running = nullptr;
   uint64_t running_handle = 0;
+  std::thread::id loop_thread;  // the thread core_open ran on
   std::unordered_map<std::string, std::deque<std::unique_ptr<Pending>>> conversations;
   std::unordered_map<uint64_t, Pending *> waiting;
   std::string conv_scratch;

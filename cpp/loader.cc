@@ -283,6 +283,7 @@ bool core_open(Core &core, const Config &config, Host host, OpenError &err) {
   core.config = config;
   core.host = host;
   core.closed = false;
+  core.loop_thread = std::this_thread::get_id();
   ns_per_tick();  // calibrate now rather than on the first message
 
   if (const std::string *v = config.setting("max_message_size")) {
