@@ -226,22 +226,38 @@ describe('chatbot', () => {
 // ---------------------------------------------------------------------------
 
 describe('translate', () => {
+  // The server has Switchboard's "defer" extension, so the module defers each
+  // message and resolves it with the translation: the message keeps its id.
   function translator(endpoint: string, extra = ''): string {
     return `module translate {\n endpoint = ${endpoint}\n source = en\n target = es\n api_key = lt-key\n timeout = 2\n log = 1\n${extra}}\n`;
   }
 
-  it('delivers the translation from the original sender, with the same refid, type and flags', async () => {
+  /** LibreTranslate answering after `delayMs(q)` milliseconds. */
+  function slowly(delayMs: (q: string) => number): Reply {
+    return (seen, res) => {
+      setTimeout(() => libretranslate(seen, res), delayMs(JSON.parse(seen.body).q));
+    };
+  }
+
+  it('delivers the translation under the original id, and the sender gets delivered and read for it', async () => {
     const api = await service(libretranslate);
-    const { s } = await start(translator(`${api.url}/translate`));
+    const { s, log } = await start(translator(`${api.url}/translate`));
     const alice = await connect(s, 'alice');
     const bob = await connect(s, 'bob');
-    const sending = alice.c.send('bob', 'hello', { refid: 77, type: 5, flags: 0x1 });
+    const statuses: Array<{ id: number; status: number }> = [];
+    alice.c.on('status', (st) => statuses.push(st));
+    const sending = alice.c.send('bob', 'hello', { refid: 77, type: 5, flags: 0x3 });
     expect(await sending.sent).toBe(1);
     await until(() => bob.got.length === 1);
-    expect(bob.got[0]).toMatchObject({ from: 'alice', to: 'bob', refid: 77, type: 5, flags: 0x1, text: 'hola' });
-    // A new message: the classic mesibo way (see modules/translate/README.md).
-    expect(bob.got[0].id).not.toBe(sending.id);
+    expect(bob.got[0]).toMatchObject({ id: sending.id, from: 'alice', to: 'bob', refid: 77, type: 5, flags: 0x3, text: 'hola' });
+    await until(() => statuses.some((x) => x.id === sending.id && x.status === 2));
+    expect(bob.c.markRead(bob.got[0])).toBe(true);
+    await until(() => statuses.some((x) => x.id === sending.id && x.status === 3));
+    expect(statuses.filter((x) => x.id === sending.id).map((x) => x.status)).toEqual([1, 2, 3]);
+    expect(statuses.every((x) => x.id === sending.id)).toBe(true);
     expect(JSON.parse(api.seen[0].body)).toEqual({ q: 'hello', source: 'en', target: 'es', format: 'text', api_key: 'lt-key' });
+    expect(log).toContain(`[translate] translated message ${sending.id} from alice to bob`);
+    expect(log.some((l) => l.includes('deferring (messages keep their ids)'))).toBe(true);
   });
 
   it('escapes the text it sends and delivers what comes back byte for byte', async () => {
@@ -249,9 +265,47 @@ describe('translate', () => {
     const { s } = await start(translator(`${api.url}/translate`));
     const alice = await connect(s, 'alice');
     const bob = await connect(s, 'bob');
-    alice.c.send('bob', 'good "morning"\n');
+    const sending = alice.c.send('bob', 'good "morning"\n');
     await until(() => bob.got.length === 1);
-    expect(bob.got[0].text).toBe('buenos "días"\n');
+    expect(bob.got[0]).toMatchObject({ id: sending.id, text: 'buenos "días"\n' });
+  });
+
+  it('replaces the payload with a longer one of any length', async () => {
+    const long = 'x'.repeat(20_000);
+    const api = await service((_s, res) => json(res, 200, { translatedText: long }));
+    const { s } = await start(translator(`${api.url}/translate`));
+    const alice = await connect(s, 'alice');
+    const bob = await connect(s, 'bob');
+    const sending = alice.c.send('bob', 'hi');
+    await until(() => bob.got.length === 1);
+    expect(bob.got[0]).toMatchObject({ id: sending.id, text: long });
+  });
+
+  it('delivers the original when the translation is larger than max_message_size', async () => {
+    const api = await service((_s, res) => json(res, 200, { translatedText: 'x'.repeat(2000) }));
+    const { s, log } = await start(`max_message_size = 1000\n${translator(`${api.url}/translate`)}`);
+    const alice = await connect(s, 'alice');
+    const bob = await connect(s, 'bob');
+    const sending = alice.c.send('bob', 'hello');
+    await until(() => bob.got.length === 1);
+    expect(bob.got[0]).toMatchObject({ id: sending.id, text: 'hello' });
+    expect(log).toContain(`[translate] message ${sending.id} from alice to bob delivered untranslated: the translation is larger than max_message_size`);
+  });
+
+  it('without a timeout item, gives up on the service before defer_timeout, so the module decides', async () => {
+    const api = await service(() => {}); // never answers
+    const { s, log } = await start(`module translate {\n endpoint = ${api.url}/translate\n target = es\n defer_timeout = 2s\n}\n`);
+    const alice = await connect(s, 'alice');
+    const bob = await connect(s, 'bob');
+    const t0 = Date.now();
+    const sending = alice.c.send('bob', 'hello');
+    await until(() => bob.got.length === 1);
+    const waited = Date.now() - t0;
+    expect(waited).toBeGreaterThanOrEqual(900); // timeout: 1 s, the whole seconds below 2 s
+    expect(waited).toBeLessThan(1900);
+    expect(bob.got[0]).toMatchObject({ id: sending.id, text: 'hello' });
+    expect(log.some((l) => l.startsWith(`[translate] message ${sending.id} from alice to bob delivered untranslated: the request failed`))).toBe(true);
+    expect(log.some((l) => l.includes('did not decide') || l.includes('warning'))).toBe(false);
   });
 
   it('translates only for the configured destinations; others get the original itself', async () => {
@@ -261,9 +315,9 @@ describe('translate', () => {
     const bob = await connect(s, 'bob');
     const dave = await connect(s, 'dave');
     const toDave = alice.c.send('dave', 'hello');
-    alice.c.send('bob', 'hello');
+    const toBob = alice.c.send('bob', 'hello');
     await until(() => bob.got.length === 1 && dave.got.length === 1);
-    expect(bob.got[0].text).toBe('hola');
+    expect(bob.got[0]).toMatchObject({ id: toBob.id, text: 'hola' });
     expect(dave.got[0]).toMatchObject({ id: toDave.id, text: 'hello' });
     expect(api.seen).toHaveLength(1);
   });
@@ -277,7 +331,7 @@ describe('translate', () => {
     const bob = await connect(s, 'bob');
     const sending = alice.c.send('bob', 'hello', { refid: 9 });
     await until(() => bob.got.length === 1);
-    expect(bob.got[0]).toMatchObject({ from: 'alice', refid: 9, text: 'hello' });
+    expect(bob.got[0]).toMatchObject({ id: sending.id, from: 'alice', refid: 9, text: 'hello' });
     expect(log.some((l) => l.startsWith(`[translate] message ${sending.id} from alice to bob delivered untranslated: the request failed`))).toBe(true);
   });
 
@@ -288,8 +342,52 @@ describe('translate', () => {
     const bob = await connect(s, 'bob');
     const sending = alice.c.send('bob', 'hello');
     await until(() => bob.got.length === 1);
-    expect(bob.got[0].text).toBe('hello');
+    expect(bob.got[0]).toMatchObject({ id: sending.id, text: 'hello' });
     expect(log).toContain(`[translate] message ${sending.id} from alice to bob delivered untranslated: HTTP status 400: es is not a supported target language`);
+  });
+
+  it('delivers the original at defer_timeout when the service is slower, and drops the late translation', async () => {
+    const api = await service(slowly(() => 1000));
+    const { s, log } = await start(translator(`${api.url}/translate`, ' defer_timeout = 300ms\n'));
+    expect(log).toContain('[translate] warning: timeout (2 s) is not below defer_timeout (300 ms): a message whose translation takes longer is decided by the server\'s on_error, not translated');
+    const alice = await connect(s, 'alice');
+    const bob = await connect(s, 'bob');
+    const t0 = Date.now();
+    const sending = alice.c.send('bob', 'hello');
+    expect(await sending.sent).toBe(1);
+    await until(() => bob.got.length === 1);
+    const waited = Date.now() - t0;
+    expect(waited).toBeGreaterThanOrEqual(250);
+    expect(waited).toBeLessThan(900);
+    expect(bob.got[0]).toMatchObject({ id: sending.id, text: 'hello' });
+    expect(log).toContain(`[core] module "translate" did not decide message ${sending.id} from alice within 300 ms; it was passed on (on_error)`);
+    // The answer comes at 1 s: too late to change anything, and logged.
+    await until(() => log.some((l) => l === `[translate] message ${sending.id} from alice to bob: decided by the server at defer_timeout (on_error) before the translation came`));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(bob.got).toHaveLength(1);
+  });
+
+  it('keeps each conversation in order while a message waits; other conversations go on', async () => {
+    const api = await service(slowly((q) => (q === 'first' ? 500 : 0)));
+    const { s } = await start(translator(`${api.url}/translate`));
+    const alice = await connect(s, 'alice');
+    const bob = await connect(s, 'bob');
+    const carol = await connect(s, 'carol');
+    const first = alice.c.send('bob', 'first');
+    const second = alice.c.send('bob', 'second');
+    const third = alice.c.send('carol', 'third');
+    await until(() => carol.got.length === 1);
+    expect(bob.got).toHaveLength(0); // carol's message did not wait for bob's
+    await until(() => bob.got.length === 2);
+    expect(bob.got.map((m) => [m.id, m.text])).toEqual([
+      [first.id, '[es] first'],
+      [second.id, '[es] second'],
+    ]);
+    expect(carol.got[0]).toMatchObject({ id: third.id, text: '[es] third' });
+    // The second reached the module only once the first was decided.
+    const asked = api.seen.map((x) => JSON.parse(x.body).q as string);
+    expect(asked).toHaveLength(3);
+    expect(asked[2]).toBe('second');
   });
 
   it('a chatbot behind the translator answers in the translated language', async () => {
@@ -299,8 +397,8 @@ describe('translate', () => {
     const ai = await service(completions);
     const { s } = await start(`${translator(`${lt.url}/translate`, ' destinations = assistant\n')}module chatbot {\n address = assistant\n endpoint = ${ai.url}/v1/chat/completions\n}\n`);
     const alice = await connect(s, 'alice');
-    alice.c.send('assistant', 'hello');
+    const sending = alice.c.send('assistant', 'hello');
     await until(() => alice.got.length === 1);
-    expect(alice.got[0]).toMatchObject({ from: 'assistant', text: 'You said: hola' });
+    expect(alice.got[0]).toMatchObject({ from: 'assistant', refid: sending.id, text: 'You said: hola' });
   });
 });

@@ -1,9 +1,8 @@
 /*
  * translate: translates text messages on their way to the recipient, with a
- * LibreTranslate-style HTTP API. The original is consumed; the translation
- * goes to the same recipient, from the same sender, with the same refid,
- * type, flags and expiry. When the service fails, the original is delivered
- * untranslated, so a message is never lost to a translation problem.
+ * LibreTranslate-style HTTP API. When the service fails, the original is
+ * delivered untranslated, so a message is never lost to a translation
+ * problem.
  *
  *   module translate {
  *       endpoint = http://127.0.0.1:5000/translate
@@ -11,7 +10,8 @@
  *       target = es
  *       api_key = xxxx
  *       destinations = bob, carol
- *       timeout = 10
+ *       timeout = 4
+ *       defer_timeout = 5
  *       log = 1
  *   }
  *
@@ -20,25 +20,39 @@
  * destinations, when set, limits translation to messages for those
  * addresses; group messages, media and presence updates always pass on.
  *
- * The delivered message is a new message, with a new id: the classic mesibo
- * way for a module that replaces a message it cannot rewrite in place (a
- * translation is rarely the same length). Receipts for it therefore carry
- * the new id, which the sender's app never saw.
+ * Two ways to replace a message, picked at init:
+ *
+ * - Deferred (a server with Switchboard's "defer" extension, see
+ *   include/switchboard.h): on_message takes a handle and returns
+ *   SWITCHBOARD_RESULT_DEFER; the request's last callback resolves the
+ *   handle with PASS and the translation as the new payload, or PASS alone
+ *   (the original) on failure. The message keeps its id, so the sender's
+ *   delivered and read statuses work. The server bounds the wait with the
+ *   block's defer_timeout; timeout (the HTTP limit) defaults to the largest
+ *   whole number of seconds below it, so the module normally decides first.
+ *
+ * - Classic (any other server, such as mesibo's): the original is consumed
+ *   and the translation goes out as a new message, with a new id, from the
+ *   same sender, with the same refid, type, flags and expiry.
  *
  * The shape is the one of modules/chatbot/chatbot.c: copy in on_message,
- * ask asynchronously (mesibo_util_http), send from on_close.
+ * ask asynchronously (mesibo_util_http), decide or send from on_close.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "module.h"
+#include "switchboard.h"
 
 #define MAX_ANSWER_BYTES (1024 * 1024)
+#define CLASSIC_TIMEOUT 10          /* seconds: timeout's default without deferring */
+#define DEFAULT_DEFER_TIMEOUT_MS 5000 /* the server's default defer_timeout */
 
 typedef struct translate_s {
 	const char *endpoint, *source, *target, *api_key, *destinations;
 	mesibo_uint_t timeout; /* seconds */
+	int defer;             /* the server has the "defer" extension */
 	uint32_t last_id;
 	int pending;           /* messages waiting for the service */
 	int unloaded;          /* on_cleanup ran while some were pending */
@@ -49,13 +63,15 @@ typedef struct buf_s {
 	size_t len, cap;
 } buf_t;
 
-/* One message on its way: its envelope and text, copied in on_message. */
+/* One message on its way: its envelope (and, classic only, its text), copied
+ * in on_message; params.to and params.from are NULL, to and from are ours. */
 typedef struct job_s {
 	mesibo_module_t *mod;
 	translate_t *tr;
+	switchboard_deferred_t *handle; /* deferred: the pending decision */
 	mesibo_message_params_t params;
 	char *to, *from;
-	char *text;
+	char *text; /* classic only: the original, to send when the service fails */
 	size_t text_len;
 	mesibo_int_t status; /* the HTTP status, 0 until known */
 	int too_big;
@@ -204,8 +220,35 @@ static mesibo_int_t translate_on_data(void *cbdata, mesibo_int_t state, mesibo_i
 	return 0;
 }
 
-/* The last callback of every request: deliver the translation, or the
- * original, and free the job. */
+/* Deferred: decides the message. With a translation, PASS with it as the
+ * new payload (or, should the server refuse that payload, PASS alone);
+ * without one, PASS alone: the original goes on, with its id. */
+static void decide(job_t *j, const char *text, const char *why)
+{
+	mesibo_int_t r = MESIBO_RESULT_FAIL;
+
+	if (text)
+		r = switchboard_resolve(j->mod, j->handle, SWITCHBOARD_RESULT_PASS, text, (mesibo_uint_t)strlen(text));
+	if (r == MESIBO_RESULT_OK) {
+		mesibo_log(j->mod, 1, "translated message %lu from %s to %s\n",
+				(unsigned long)j->params.id, j->from, j->to);
+	} else if (switchboard_resolve(j->mod, j->handle, SWITCHBOARD_RESULT_PASS, NULL, 0) == MESIBO_RESULT_OK) {
+		/* Only a payload over max_message_size makes the first call fail
+		 * and this one succeed (the server logs that too). */
+		mesibo_log(j->mod, 0, "message %lu from %s to %s delivered untranslated: %s\n",
+				(unsigned long)j->params.id, j->from, j->to,
+				text ? "the translation is larger than max_message_size" : why);
+	} else {
+		/* The handle is void: the wait ended (defer_timeout) first, and the
+		 * server decided the message by on_error and logged it. */
+		mesibo_log(j->mod, 0, "message %lu from %s to %s: decided by the server at defer_timeout (on_error) before %s%s\n",
+				(unsigned long)j->params.id, j->from, j->to,
+				text ? "the translation came" : "the request ended: ", text ? "" : why);
+	}
+}
+
+/* The last callback of every request: decide the message (deferred), or
+ * deliver the translation or the original (classic); free the job. */
 static void translate_on_close(void *cbdata, mesibo_int_t result)
 {
 	job_t *j = (job_t *)cbdata;
@@ -216,7 +259,8 @@ static void translate_on_close(void *cbdata, mesibo_int_t result)
 
 	tr->pending--;
 	if (tr->unloaded) {
-		/* Shutting down: the config is gone and so is the chain. */
+		/* Shutting down: the config is gone and so is the chain (a deferred
+		 * message was dropped unacknowledged; its sender sends it again). */
 		job_free(j);
 		if (tr->pending == 0)
 			translate_free(tr);
@@ -224,11 +268,12 @@ static void translate_on_close(void *cbdata, mesibo_int_t result)
 	}
 	if (result == MESIBO_RESULT_OK && j->status >= 200 && j->status <= 299 && !j->too_big)
 		text = mesibo_util_json_extract(body, (mesibo_int_t)j->answer.len, "translatedText", NULL);
-	if (text && text[0]) {
-		mesibo_log(j->mod, 1, "translated message %lu from %s to %s\n",
-				(unsigned long)j->params.id, j->from, j->to);
-		deliver(j, text, strlen(text));
-	} else {
+	if (text && !text[0]) {
+		free(text);
+		text = NULL;
+	}
+	why[0] = '\0';
+	if (!text) {
 		if (result != MESIBO_RESULT_OK) {
 			snprintf(why, sizeof why, "the request failed (unreachable or timed out; the server log says which)");
 		} else if (j->too_big) {
@@ -241,6 +286,14 @@ static void translate_on_close(void *cbdata, mesibo_int_t result)
 		} else {
 			snprintf(why, sizeof why, "no translatedText in the answer");
 		}
+	}
+	if (j->handle) {
+		decide(j, text, why);
+	} else if (text) {
+		mesibo_log(j->mod, 1, "translated message %lu from %s to %s\n",
+				(unsigned long)j->params.id, j->from, j->to);
+		deliver(j, text, strlen(text));
+	} else {
 		mesibo_log(j->mod, 0, "message %lu from %s to %s delivered untranslated: %s\n",
 				(unsigned long)j->params.id, j->from, j->to, why);
 		deliver(j, j->text, j->text_len);
@@ -256,6 +309,7 @@ static mesibo_int_t translate_on_message(mesibo_module_t *mod, mesibo_message_pa
 	buf_t body = {NULL, 0, 0};
 	mesibo_http_t req;
 	job_t *j;
+	int deferred;
 
 	if (p->groupid != 0 || !p->to || len == 0 ||
 			(p->flags & (MOD_MESIBO_MSGFLAG_PRESENCE | MOD_MESIBO_MSGFLAG_MEDIA)) ||
@@ -269,11 +323,19 @@ static mesibo_int_t translate_on_message(mesibo_module_t *mod, mesibo_message_pa
 	j->mod = mod;
 	j->tr = tr;
 	j->params = *p;
+	j->params.to = j->params.from = NULL; /* the server's, valid during this call only */
 	j->to = copy(p->to, strlen(p->to));
 	j->from = copy(p->from, strlen(p->from));
-	j->text = copy(message, len);
-	j->text_len = len;
-	if (!j->to || !j->from || !j->text ||
+	/* Deferred, the server keeps the original: only a classic job needs it.
+	 * (Should the server give no handle, the classic way still works.) */
+	if (tr->defer)
+		j->handle = switchboard_defer(mod, p);
+	deferred = j->handle != NULL;
+	if (!deferred) {
+		j->text = copy(message, len);
+		j->text_len = len;
+	}
+	if (!j->to || !j->from || (!deferred && !j->text) ||
 			buf_str(&body, "{\"q\":") || buf_json(&body, message, len) ||
 			buf_str(&body, ",\"source\":") || buf_json(&body, tr->source, strlen(tr->source)) ||
 			buf_str(&body, ",\"target\":") || buf_json(&body, tr->target, strlen(tr->target)) ||
@@ -282,10 +344,12 @@ static mesibo_int_t translate_on_message(mesibo_module_t *mod, mesibo_message_pa
 			buf_str(&body, "}")) {
 		free(body.p);
 		job_free(j);
-		return MESIBO_RESULT_PASS;
+		return MESIBO_RESULT_PASS; /* gives a handle we took up */
 	}
 
-	/* mesibo_util_http copies the request and its strings before returning. */
+	/* mesibo_util_http copies the request and its strings before returning;
+	 * its callbacks run later, on this (the loop) thread, so not before
+	 * on_message has returned. */
 	memset(&req, 0, sizeof req);
 	req.url = tr->endpoint;
 	req.post = body.p;
@@ -303,9 +367,10 @@ static mesibo_int_t translate_on_message(mesibo_module_t *mod, mesibo_message_pa
 		job_free(j);
 		return MESIBO_RESULT_PASS;
 	}
+	/* From here on j belongs to the request: on_close decides and frees it. */
 	tr->pending++;
 	free(body.p);
-	return MESIBO_RESULT_CONSUMED;
+	return deferred ? SWITCHBOARD_RESULT_DEFER : MESIBO_RESULT_CONSUMED;
 }
 
 /* Requests still in flight will call back after this: they own tr now. */
@@ -326,10 +391,34 @@ static const char *config_or(mesibo_module_t *m, const char *name, const char *f
 	return v && v[0] ? v : fallback;
 }
 
+/* The block's defer_timeout in milliseconds, read as the server reads it
+ * (seconds, or a number with "ms" or "s"); the server refuses a bad one. */
+static unsigned long defer_timeout_ms(mesibo_module_t *m)
+{
+	const char *v = config_or(m, "defer_timeout", NULL);
+	char *end;
+	double x;
+
+	if (!v)
+		return DEFAULT_DEFER_TIMEOUT_MS;
+	x = strtod(v, &end);
+	while (*end == ' ')
+		end++;
+	if (strcmp(end, "ms") == 0)
+		x /= 1000;
+	else if (*end && strcmp(end, "s") != 0)
+		return DEFAULT_DEFER_TIMEOUT_MS;
+	if (end == v || !(x > 0) || x > 3600)
+		return DEFAULT_DEFER_TIMEOUT_MS;
+	return (unsigned long)(x * 1000 + 0.5);
+}
+
 MESIBO_EXPORT mesibo_int_t mesibo_module_translate_init(mesibo_int_t version, mesibo_module_t *m,
 		mesibo_int_t len)
 {
 	translate_t *tr;
+	const char *timeout;
+	unsigned long defer_ms = 0;
 
 	MESIBO_MODULE_SANITY_CHECK(m, version, len);
 
@@ -344,17 +433,39 @@ MESIBO_EXPORT mesibo_int_t mesibo_module_translate_init(mesibo_int_t version, me
 	tr->source = config_or(m, "source", "auto");
 	tr->api_key = config_or(m, "api_key", NULL);
 	tr->destinations = config_or(m, "destinations", NULL);
-	tr->timeout = (mesibo_uint_t)strtoul(config_or(m, "timeout", "10"), NULL, 10);
+	/* Deferring, two clocks run: the server's defer_timeout bounds the wait,
+	 * timeout bounds the request. By default the request ends first (the
+	 * largest whole number of seconds below defer_timeout, at most 10), so
+	 * the module decides, and logs why, before the server's on_error does. */
+	tr->defer = switchboard_supports(m, SWITCHBOARD_EXT_DEFER);
+	if (tr->defer)
+		defer_ms = defer_timeout_ms(m);
+	timeout = config_or(m, "timeout", NULL);
+	if (timeout)
+		tr->timeout = (mesibo_uint_t)strtoul(timeout, NULL, 10);
+	else if (!tr->defer)
+		tr->timeout = CLASSIC_TIMEOUT;
+	else if (defer_ms <= 1000)
+		tr->timeout = 1;
+	else if ((defer_ms - 1) / 1000 < CLASSIC_TIMEOUT)
+		tr->timeout = (mesibo_uint_t)((defer_ms - 1) / 1000);
+	else
+		tr->timeout = CLASSIC_TIMEOUT;
 	if (!tr->endpoint || !tr->target || tr->timeout == 0) {
 		mesibo_log(m, 0, "endpoint and target are required; timeout must be a number of seconds\n");
 		free(tr);
 		return MESIBO_RESULT_FAIL;
 	}
-	/* Message ids: see modules/echo/echo.c. */
+	if (tr->defer && tr->timeout * 1000 >= defer_ms)
+		mesibo_log(m, 0, "warning: timeout (%lu s) is not below defer_timeout (%lu ms): a message whose translation "
+				"takes longer is decided by the server's on_error, not translated\n",
+				(unsigned long)tr->timeout, defer_ms);
+	/* Message ids (classic): see modules/echo/echo.c. */
 	tr->last_id = (uint32_t)mesibo_util_usec();
 
-	mesibo_log(m, 1, "translating %s to %s with %s, for %s\n", tr->source, tr->target, tr->endpoint,
-			tr->destinations ? tr->destinations : "every recipient");
+	mesibo_log(m, 1, "translating %s to %s with %s, for %s; %s\n", tr->source, tr->target, tr->endpoint,
+			tr->destinations ? tr->destinations : "every recipient",
+			tr->defer ? "deferring (messages keep their ids)" : "as new messages (no defer extension)");
 
 	m->ctx = tr;
 	m->description = "Sample module: translates messages with a LibreTranslate-style service";
