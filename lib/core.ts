@@ -105,13 +105,28 @@ export class Core extends EventEmitter<CoreEvents> {
   private constructor(src: ConfigSource, opts: OpenOptions) {
     super();
     const onLog = opts.onLog ?? defaultLog;
+    // A listener that throws must not cost the events after it (the addon
+    // hands over a batch in one call): report it and go on.
+    const safely = (what: string, fn: () => void) => {
+      try {
+        fn();
+      } catch (e) {
+        try {
+          onLog({ module: null, level: 0, text: `a '${what}' listener threw: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}` });
+        } catch {
+          // the log itself failed; nothing more to do
+        }
+      }
+    };
     const onEvents = (deliveries: NativeDelivery[], logs: NativeLogLine[]) => {
       for (const l of logs) {
         const entry: LogEntry = { module: l.module || null, level: l.level, text: l.text };
-        onLog(entry);
-        this.emit('log', entry);
+        safely('log', () => {
+          onLog(entry);
+          this.emit('log', entry);
+        });
       }
-      for (const d of deliveries) this.emit('message', d);
+      for (const d of deliveries) safely('message', () => this.emit('message', d));
     };
     try {
       this.handle = new native.CoreHandle(src, onEvents);
@@ -125,7 +140,7 @@ export class Core extends EventEmitter<CoreEvents> {
       handle,
       (token, verdict, from) => {
         if (this.info[Info.OutGrown] === 1) this.out = handle.out();
-        this.emit('complete', token, verdict, from);
+        safely('complete', () => this.emit('complete', token, verdict, from));
       },
       (module, text) => onEvents([], [{ module, level: 0, text }]),
     );

@@ -370,6 +370,24 @@ describe('async verdicts', () => {
     o.core.close();
   });
 
+  it('a throwing "complete" listener is reported and costs no other completion', async () => {
+    const o = start('');
+    await o.core.use('gate', { onMessage: () => new Promise<'pass'>((r) => setTimeout(() => r('pass'), 10)) });
+    let first = true;
+    o.core.on('complete', () => {
+      if (first) {
+        first = false;
+        throw new Error('listener bug');
+      }
+    });
+    const a = o.core.submit('alice', msg('bob', 'a'));
+    const b = o.core.submit('carol', msg('bob', 'b'));
+    await until(() => o.completed.has(a.token) && o.completed.has(b.token));
+    expect(o.lines().some((l) => l.startsWith("a 'complete' listener threw: Error: listener bug"))).toBe(true);
+    expect(o.core.counters().waiting).toBe(0);
+    o.core.close();
+  });
+
   it('closing the core while messages wait is safe, and their late decisions are ignored', async () => {
     const o = start('');
     await o.core.use('gate', delayed());
