@@ -163,3 +163,43 @@ TEST("exported helpers: getconfig, json_extract, usec, and calls with a foreign 
   CHECK_EQ(mesibo_message(m, &nodest, "hi", 2), mesibo_int_t(-1));
   CHECK_EQ(mesibo_util_http(nullptr, nullptr), mesibo_int_t(-1));
 }
+
+TEST("deferred decisions: a conversation waits, completes in order, times out, and close frees what waits") {
+  std::string dir = build_module("deferrer", "deferrer.c");
+  Opened o(dir, "module deferrer {\n defer_timeout = 100ms\n}\n");
+  CHECK(o.ok);
+  sb::SubmitResult r;
+  CHECK_EQ(o.submit("alice", frame("bob", "later:20:first", 1), r), 0);
+  CHECK_EQ(r.verdict, sb::VERDICT_DEFERRED);
+  uint64_t t1 = r.token;
+  CHECK_EQ(o.submit("alice", frame("bob", "plain", 2), r), 0);  // queued behind the first
+  CHECK_EQ(r.verdict, sb::VERDICT_DEFERRED);
+  CHECK_EQ(o.submit("carol", frame("bob", "never", 3), r), 0);  // its own conversation
+  uint64_t t3 = r.token;
+  CHECK_EQ(sb::core_waiting(o.core), size_t(3));
+  std::vector<sb::Completion> done;
+  for (int i = 0; i < 2000 && done.size() < 3; ++i) {
+    sb::core_expire(o.core, sb::now_ns());
+    sb::core_drain(o.core, o.sent, o.logs, &done);
+    usleep(1000);
+  }
+  CHECK_EQ(done.size(), size_t(3));
+  if (done.size() == 3) {
+    // alice's two in order, then carol's undecided one at its deadline.
+    std::vector<uint64_t> order;
+    for (auto &c : done) order.push_back(c.token);
+    CHECK_EQ(order[0], t1);
+    CHECK_EQ(order[1], t1 + 1);
+    CHECK_EQ(order[2], t3);
+    CHECK_EQ(done[0].payload, std::string("FIRST [deferrer after 20 ms]"));
+    CHECK(done[0].frame.find("\"id\":1") != std::string::npos);
+    CHECK(done[0].ack.find("\"status\":1") != std::string::npos);
+    CHECK_EQ(done[1].payload, std::string("plain"));
+    CHECK_EQ(done[2].verdict, MESIBO_RESULT_PASS);
+  }
+  CHECK_EQ(o.core.chain[0]->errors, uint64_t(1));
+  // Messages still waiting when the core closes are freed with it.
+  CHECK_EQ(o.submit("dave", frame("bob", "never", 4), r), 0);
+  CHECK_EQ(o.submit("dave", frame("bob", "queued", 5), r), 0);
+  CHECK_EQ(sb::core_waiting(o.core), size_t(2));
+}
