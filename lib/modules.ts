@@ -16,44 +16,98 @@ import { HookKind, HookSlot, RESULT_DEFER, type NativeCoreHandle } from './nativ
 /** What onMessage decides. `undefined` (no return) passes the message on. */
 export type ModuleVerdict = 'pass' | 'consumed' | void;
 
-/** A message as a script module sees it; `payload`/`text` and the writable fields may be changed. */
+/**
+ * A message as a script module sees it; `payload`/`text` and the writable
+ * fields may be changed. Read what you need during onMessage (or before the
+ * Promise it returned settles): the sender, recipient and payload are read
+ * from the core's buffer on first use, and a message kept past that and read
+ * for the first time afterwards throws E_MESSAGE_EXPIRED.
+ */
 export class ChainMessage {
   readonly id: number;
   readonly groupid: number;
   /** MOD_MESIBO_UFLAG_DESTONLINE (1) when the recipient is connected. */
   readonly uflags: number;
-  /** The authenticated sender. */
-  readonly from: string;
-  /** The recipient ('' for a group message). */
-  readonly to: string;
-  refid: number;
-  flags: number;
-  type: number;
-  expiry: number;
-  private bytes: Buffer;
+  private _refid: number;
+  private _flags: number;
+  private _type: number;
+  private _expiry: number;
+  private fieldsChanged = false;
+  private _from: string | undefined;
+  private _to: string | undefined;
+  private bytes: Buffer | undefined;
   private replaced = false;
-  private readonly orig: [number, number, number, number];
+  /** The core's buffer while the hook runs; null once detached or expired. */
+  private buf: Buffer | null;
+  private readonly fromLen: number;
+  private readonly toLen: number;
+  private readonly payloadLen: number;
 
   /** @internal */
   constructor(info: Float64Array, buf: Buffer) {
-    const fromLen = info[HookSlot.FromLen];
-    const toLen = info[HookSlot.ToLen];
-    const payloadLen = info[HookSlot.PayloadLen];
+    this.fromLen = info[HookSlot.FromLen];
+    this.toLen = info[HookSlot.ToLen];
+    this.payloadLen = info[HookSlot.PayloadLen];
     this.id = info[HookSlot.Id];
     this.groupid = info[HookSlot.Groupid];
     this.uflags = info[HookSlot.Uflags];
-    this.refid = info[HookSlot.Refid];
-    this.flags = info[HookSlot.Flags];
-    this.type = info[HookSlot.Type];
-    this.expiry = info[HookSlot.Expiry];
-    this.from = buf.toString('utf8', 0, fromLen);
-    this.to = toLen ? buf.toString('utf8', fromLen, fromLen + toLen) : '';
-    this.bytes = Buffer.from(buf.subarray(fromLen + toLen, fromLen + toLen + payloadLen));
-    this.orig = [this.type, this.flags, this.expiry, this.refid];
+    this._refid = info[HookSlot.Refid];
+    this._flags = info[HookSlot.Flags];
+    this._type = info[HookSlot.Type];
+    this._expiry = info[HookSlot.Expiry];
+    this.buf = buf;
+  }
+
+  private source(): Buffer {
+    if (this.buf) return this.buf;
+    throw new SwitchboardError('E_MESSAGE_EXPIRED', `message ${this.id}: its sender, recipient and payload can only be read during onMessage (or before its Promise settles); read them there and keep the values`);
+  }
+
+  /** The authenticated sender. */
+  get from(): string {
+    return (this._from ??= this.source().toString('utf8', 0, this.fromLen));
+  }
+  /** The recipient ('' for a group message). */
+  get to(): string {
+    if (this._to === undefined) this._to = this.toLen ? this.source().toString('utf8', this.fromLen, this.fromLen + this.toLen) : '';
+    return this._to;
+  }
+
+  get refid(): number {
+    return this._refid;
+  }
+  set refid(v: number) {
+    this._refid = v;
+    this.fieldsChanged = true;
+  }
+  get flags(): number {
+    return this._flags;
+  }
+  set flags(v: number) {
+    this._flags = v;
+    this.fieldsChanged = true;
+  }
+  get type(): number {
+    return this._type;
+  }
+  set type(v: number) {
+    this._type = v;
+    this.fieldsChanged = true;
+  }
+  get expiry(): number {
+    return this._expiry;
+  }
+  set expiry(v: number) {
+    this._expiry = v;
+    this.fieldsChanged = true;
   }
 
   /** The payload bytes. Assign a new value (any length) to change what later modules and the recipient get. */
   get payload(): Buffer {
+    if (!this.bytes) {
+      const at = this.fromLen + this.toLen;
+      this.bytes = Buffer.from(this.source().subarray(at, at + this.payloadLen));
+    }
     return this.bytes;
   }
   set payload(v: Uint8Array | string) {
@@ -63,7 +117,9 @@ export class ChainMessage {
 
   /** The payload as UTF-8 text; assign to replace it. */
   get text(): string {
-    return this.bytes.toString('utf8');
+    if (this.bytes) return this.bytes.toString('utf8');
+    const at = this.fromLen + this.toLen;
+    return this.source().toString('utf8', at, at + this.payloadLen);
   }
   set text(v: string) {
     this.payload = v;
@@ -74,12 +130,28 @@ export class ChainMessage {
     return this.groupid !== 0;
   }
 
+  /** @internal The hook is returning a Promise: copy what was not read yet, the buffer is about to be reused. */
+  detach(): void {
+    if (!this.buf) return;
+    void this.from;
+    void this.to;
+    void this.payload;
+    this.buf = null;
+  }
+
+  /** @internal The hook returned: what was not read can no longer be. */
+  expire(): void {
+    this.buf = null;
+  }
+
   /** @internal What changed, for the core: [payload or null, fields or null]. */
   changes(): [Buffer | null, number[] | null] {
-    const f = [this.type, this.flags, this.expiry, this.refid];
-    const o = this.orig;
-    const fieldsChanged = f[0] !== o[0] || f[1] !== o[1] || f[2] !== o[2] || f[3] !== o[3];
-    return [this.replaced ? this.bytes : null, fieldsChanged ? f : null];
+    return [this.replaced ? this.bytes! : null, this.fieldsChanged ? [this._type, this._flags, this._expiry, this._refid] : null];
+  }
+
+  /** @internal */
+  get changed(): boolean {
+    return this.replaced || this.fieldsChanged;
   }
 }
 
@@ -249,7 +321,8 @@ function requireTs(file: string, blockName: string): unknown {
  * Promise it returns) into the core's verdict.
  */
 export class ScriptHost {
-  private readonly scripts = new Map<number, Script>();
+  /** By id (small integers). */
+  private readonly scripts: (Script | undefined)[] = [];
   private nextId = 1;
   private readonly info: Float64Array;
   private readonly buf: Buffer;
@@ -265,7 +338,7 @@ export class ScriptHost {
   }
 
   get size(): number {
-    return this.scripts.size;
+    return this.scripts.filter(Boolean).length;
   }
 
   /** A new script id: give it to the core (attachScript/addScript) before create(), so ctx.log works in the factory and init. */
@@ -307,20 +380,20 @@ export class ScriptHost {
 
   /** Starts calling the script's hooks. */
   register(script: Script): void {
-    this.scripts.set(script.id, script);
+    this.scripts[script.id] = script;
     this.handle.scriptHooks(script.id, hooksOf(script.module));
   }
 
   /** Runs onCleanup of every script, last first. */
   cleanup(): void {
-    for (const s of [...this.scripts.values()].reverse()) {
+    for (const s of this.scripts.filter((x): x is Script => x !== undefined).reverse()) {
       try {
         s.module.onCleanup?.(s.ctx);
       } catch (e) {
         this.log(s.name, `onCleanup threw: ${describe(e)}`);
       }
     }
-    this.scripts.clear();
+    this.scripts.length = 0;
   }
 
   private fail(s: Script, what: string, e: unknown): void {
@@ -340,7 +413,7 @@ export class ScriptHost {
 
   /** Called by the core, synchronously, at the script's position. */
   private hook(kind: number, id: number): number {
-    const s = this.scripts.get(id);
+    const s = this.scripts[id];
     if (!s) return PASS;
     const info = this.info;
     if (kind === HookKind.Message) {
@@ -349,10 +422,12 @@ export class ScriptHost {
       try {
         r = s.module.onMessage!(msg, s.ctx);
       } catch (e) {
+        msg.expire();
         this.fail(s, 'onMessage threw', e);
         return s.onError;
       }
       if (r !== null && typeof r === 'object' && typeof (r as PromiseLike<unknown>).then === 'function') {
+        msg.detach();
         const handle = this.handle.defer();
         (r as PromiseLike<unknown>).then(
           (v) => {
@@ -374,9 +449,10 @@ export class ScriptHost {
         );
         return RESULT_DEFER;
       }
-      const code = this.verdict(s, r);
-      const [payload, fields] = msg.changes();
-      if (payload || fields) {
+      msg.expire();
+      const code = r === undefined ? PASS : this.verdict(s, r);
+      if (msg.changed) {
+        const [payload, fields] = msg.changes();
         try {
           this.handle.hookSet(payload, fields);
         } catch (e) {

@@ -168,6 +168,24 @@ describe('use()', () => {
     o.core.close();
   });
 
+  it('a message kept past onMessage keeps what was read, and says clearly what it can no longer read', async () => {
+    const o = start('');
+    const kept: import('../lib/modules').ChainMessage[] = [];
+    await o.core.use('keeper', {
+      onMessage(m) {
+        void m.from;
+        kept.push(m);
+      },
+    });
+    o.core.submit('alice', msg('bob', 'first'));
+    o.core.submit('carol', msg('dave', 'second'));
+    expect(kept[0].from).toBe('alice');
+    expect(kept[0].id).toBe(1);
+    expect(() => kept[0].text).toThrow(expect.objectContaining({ code: 'E_MESSAGE_EXPIRED' }));
+    expect(() => kept[1].to).toThrow(/can only be read during onMessage/);
+    o.core.close();
+  });
+
   it('ctx.send enters the chain after the module; the module does not see its own message', async () => {
     const o = start('module recorder {\n tag = after\n}\n');
     const seen: string[] = [];
