@@ -396,6 +396,35 @@ describe('opening', () => {
     expect(codeOf(() => SqliteStore.open(file))).toBe('E_STORE_CORRUPT');
   });
 
+  it('a version 1 file is migrated: the copy index becomes unique and the first of any duplicate copies stays', () => {
+    const file = storeFile();
+    const raw = new Database(file);
+    raw.exec(`
+      CREATE TABLE users (address TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE) STRICT, WITHOUT ROWID;
+      CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, recipient TEXT NOT NULL, sender TEXT NOT NULL, id INTEGER NOT NULL,
+        refid INTEGER NOT NULL, groupid INTEGER NOT NULL, flags INTEGER NOT NULL, type INTEGER NOT NULL,
+        expiry INTEGER NOT NULL, expires_at INTEGER NOT NULL, payload BLOB NOT NULL) STRICT;
+      CREATE INDEX messages_by_copy ON messages (recipient, sender, id);
+      INSERT INTO messages (recipient, sender, id, refid, groupid, flags, type, expiry, expires_at, payload) VALUES
+        ('bob', 'alice', 1, 0, 0, 0, 0, 0, 0, x'6f6c64'),
+        ('bob', 'alice', 2, 0, 0, 0, 0, 0, 0, x'32'),
+        ('bob', 'alice', 1, 0, 0, 0, 0, 0, 0, x'6e6577');
+    `);
+    raw.pragma('user_version = 1');
+    raw.close();
+    const st = open(file);
+    expect(st.pending('bob').map((m) => `${m.id}:${m.payload.toString()}`)).toEqual(['1:old', '2:2']);
+    st.enqueue(msg('bob', 'alice', 2));
+    st.flush();
+    expect(st.countPending('bob')).toBe(2);
+    st.close();
+    const check = new Database(file, { readonly: true });
+    expect(check.pragma('user_version', { simple: true })).toBe(2);
+    expect(check.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages' ORDER BY name").pluck().all()).toEqual(['messages_by_expiry', 'messages_by_recipient', 'messages_copy']);
+    check.close();
+  });
+
   it('a file from a newer schema is refused with E_STORE_VERSION', () => {
     const file = storeFile();
     const raw = new Database(file);

@@ -25,7 +25,7 @@ import { SwitchboardError } from '../errors';
 import type { NewMessage, Store, StoredMessage } from './types';
 
 /** Stored in PRAGMA user_version. Bump it, and migrate in openSchema(), when the tables change. */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 // STRICT tables refuse a value of the wrong type instead of storing it.
 const SCHEMA = `
@@ -62,7 +62,10 @@ const SCHEMA = `
     payload    BLOB NOT NULL
   ) STRICT;
   CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (recipient, seq);
-  CREATE INDEX IF NOT EXISTS messages_by_copy ON messages (recipient, sender, id);
+  -- One copy per recipient, sender and id (version 2; version 1 had a plain
+  -- index and checked with NOT EXISTS): a resend after a lost "sent" is
+  -- ignored, and inserts need no statement journal.
+  CREATE UNIQUE INDEX IF NOT EXISTS messages_copy ON messages (recipient, sender, id);
   CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expires_at) WHERE expires_at > 0;
 `;
 
@@ -119,6 +122,14 @@ function openSchema(db: Database.Database, file: string, readonly: boolean): voi
     return;
   }
   db.transaction(() => {
+    if (version === 1) {
+      // 1 -> 2: the copy index becomes unique. Version 1 never stored a copy
+      // twice, but keep the first one of any duplicate rather than fail.
+      db.exec(`
+        DELETE FROM messages WHERE seq NOT IN (SELECT min(seq) FROM messages GROUP BY recipient, sender, id);
+        DROP INDEX IF EXISTS messages_by_copy;
+      `);
+    }
     db.exec(SCHEMA);
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
   })();
@@ -144,11 +155,13 @@ function prepareStatements(db: Database.Database) {
 
     // A copy the recipient still has pending is not stored twice: a sender
     // that resends after a crash (its "sent" was lost) must not get a fresh
-    // copy behind later messages, nor a fresh expiry for an old message.
+    // copy behind later messages, nor a fresh expiry for an old message. The
+    // unique index says so; OR IGNORE keeps the first copy. (checkMessage
+    // has vouched for every other constraint, which OR IGNORE would also
+    // silence.) Positional parameters: binding an object costs more.
     insertMessage: db.prepare(
-      'INSERT INTO messages (recipient, sender, id, refid, groupid, flags, type, expiry, expires_at, payload) ' +
-        'SELECT @recipient, @sender, @id, @refid, @groupid, @flags, @type, @expiry, @expiresAt, @payload ' +
-        'WHERE NOT EXISTS (SELECT 1 FROM messages WHERE recipient = @recipient AND sender = @sender AND id = @id)',
+      'INSERT OR IGNORE INTO messages (recipient, sender, id, refid, groupid, flags, type, expiry, expires_at, payload) ' +
+        'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
     ),
     receiptFlags: db.prepare('SELECT recipient, sender, id, flags FROM messages WHERE (flags & ?) != 0 ORDER BY seq'),
     deleteCopy: db.prepare('DELETE FROM messages WHERE recipient = ? AND sender = ? AND id = ?'),
@@ -220,7 +233,7 @@ export class SqliteStore implements Store {
         if (w === null) continue;
         if (w.kind === 'enqueue') {
           const m = w.m;
-          sql.insertMessage.run(m);
+          sql.insertMessage.run(m.recipient, m.sender, m.id, m.refid, m.groupid, m.flags, m.type, m.expiry, m.expiresAt, m.payload);
         } else {
           sql.deleteCopy.run(w.recipient, w.sender, w.id);
         }
