@@ -671,7 +671,7 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     return Napi::Number::New(info.Env(), static_cast<double>(sb::core_take_handle(state_->core, state_->core.running)));
   }
 
-  // resolve(handle, verdict, payload|null, fields|null) -> true when it was waiting.
+  // resolve(handle, verdict, payload|null, fields|null, drainNow = true) -> true when it was waiting.
   // fields: [type, flags, expiry, refid].
   Napi::Value Resolve(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
@@ -697,9 +697,10 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
       r.expiry = static_cast<uint64_t>(f.Get(2u).ToNumber().Int64Value());
       r.refid = static_cast<uint64_t>(f.Get(3u).ToNumber().Int64Value());
     }
-    bool ok = sb::core_resolve(state_->core, std::move(r)) == 0;
-    // Continue the message now rather than on the next wake-up.
-    if (ok) drain_and_emit(env, *state_);
+    // No wake-up (an eventfd write per message): the caller drains, now
+    // (default) or once after a batch of resolves (drainNow false).
+    bool ok = sb::core_resolve(state_->core, std::move(r), false) == 0;
+    if (ok && !(info[4].IsBoolean() && !info[4].As<Napi::Boolean>().Value())) drain_and_emit(env, *state_);
     return Napi::Boolean::New(env, ok);
   }
 

@@ -412,12 +412,12 @@ uint64_t core_take_handle(Core &core, Instance *inst) {
   return h;
 }
 
-int core_resolve(Core &core, Resolution r) {
+int core_resolve(Core &core, Resolution r, bool wake_host) {
   if (r.verdict != MESIBO_RESULT_PASS && r.verdict != MESIBO_RESULT_CONSUMED) return -1;
   std::unique_lock<std::mutex> lock(core.mu);
   if (core.closed || !core.live_handles.erase(r.handle)) return -1;
   core.resolutions.push_back(std::move(r));
-  wake(core, lock);
+  if (wake_host) wake(core, lock);
   return 0;
 }
 

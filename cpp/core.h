@@ -278,7 +278,8 @@ int chain_run(Core &core, size_t start, ChainMsg &m, size_t *stopped);
 // message hook) only; a handle for the message being processed, 0 outside.
 // core_resolve: any thread; 0, or -1 for a handle that is not waiting.
 uint64_t core_take_handle(Core &core, Instance *inst);
-int core_resolve(Core &core, Resolution r);
+// `wake` false: the caller (on the loop thread) drains right after.
+int core_resolve(Core &core, Resolution r, bool wake = true);
 // Loop thread: turns waits past their deadline into their on_error verdict.
 // Returns how many timed out.
 size_t core_expire(Core &core, uint64_t now);

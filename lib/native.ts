@@ -47,7 +47,7 @@ export interface NativeCoreHandle {
   scriptHooks(scriptId: number, hooks: number): void;
   addScript(name: string, position: number, scriptId: number, hooks: number, timeoutMs: number, onError: number, logLevel: number, onlyTo?: string): number;
   defer(): number;
-  resolve(handle: number, verdict: number, payload: Uint8Array | null, fields: number[] | null): boolean;
+  resolve(handle: number, verdict: number, payload: Uint8Array | null, fields: number[] | null, drainNow?: boolean): boolean;
   hookSet(payload: Uint8Array | null, fields: number[] | null): boolean;
   send(scriptId: number, params: Record<string, unknown>, payload: Uint8Array | string): number;
   log(scriptId: number, level: number, text: string): void;

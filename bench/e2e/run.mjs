@@ -132,6 +132,8 @@ async function stopChild(child) {
 
 /** Starts a server child and resolves with its port once it prints "PORT n". */
 function startServer(name, args, pin, nodeFlags = []) {
+  // SWITCHBOARD_BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles each server.
+  nodeFlags = [...nodeFlags, ...(process.env.SWITCHBOARD_BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
   const [cmd, argv] = pin ? ['taskset', ['-c', pin.server, process.execPath, ...nodeFlags, ...args]] : [process.execPath, [...nodeFlags, ...args]];
   const child = track(spawn(cmd, argv, { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] }));
   let out = '';
