@@ -587,7 +587,9 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
 
   // Runs what is queued now instead of waiting for the wake-up.
   Napi::Value Drain(const Napi::CallbackInfo &info) {
-    if (state_) drain_and_emit(info.Env(), *state_);
+    // Not from inside a module's hook: the chain there is mid-way, and the
+    // wake-up that follows drains anyway.
+    if (state_ && !state_->core.running) drain_and_emit(info.Env(), *state_);
     return info.Env().Undefined();
   }
 
@@ -652,6 +654,11 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
   Napi::Value AddScript(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     if (!Open(env)) return env.Undefined();
+    if (state_->core.running) {
+      make_error(env, "E_CORE_BUSY", "a module cannot be added from inside a module's hook; add it after the hook returns")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
     size_t pos = info[1].IsNumber() ? static_cast<size_t>(std::max(0.0, info[1].As<Napi::Number>().DoubleValue()))
                                     : state_->core.chain.size();
     sb::Instance *inst = sb::core_add_script(state_->core, as_string(info[0]), pos);
@@ -698,9 +705,11 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
       r.refid = static_cast<uint64_t>(f.Get(3u).ToNumber().Int64Value());
     }
     // No wake-up (an eventfd write per message): the caller drains, now
-    // (default) or once after a batch of resolves (drainNow false).
-    bool ok = sb::core_resolve(state_->core, std::move(r), false) == 0;
-    if (ok && !(info[4].IsBoolean() && !info[4].As<Napi::Boolean>().Value())) drain_and_emit(env, *state_);
+    // (default) or once after a batch of resolves (drainNow false). Inside a
+    // module's hook the chain is mid-way: leave the drain to the wake-up.
+    bool in_hook = state_->core.running != nullptr;
+    bool ok = sb::core_resolve(state_->core, std::move(r), in_hook) == 0;
+    if (ok && !in_hook && !(info[4].IsBoolean() && !info[4].As<Napi::Boolean>().Value())) drain_and_emit(env, *state_);
     return Napi::Boolean::New(env, ok);
   }
 

@@ -194,6 +194,9 @@ export class Core extends EventEmitter<CoreEvents> {
    */
   async use(name: string, module: ModuleExport, opts: UseOptions = {}): Promise<void> {
     const onError = opts.onError === 'consume' ? 1 : 0;
+    // Never in the middle of a chain: a use() from inside a module's hook
+    // (or a middleware added there) takes effect after it returns.
+    await Promise.resolve();
     const id = this.scripts.newId();
     // In the chain (with no hooks yet) before the factory and init run, so
     // they can log. A module whose init fails stays there, inert.

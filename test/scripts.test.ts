@@ -186,6 +186,26 @@ describe('use()', () => {
     o.core.close();
   });
 
+  it('use() and drain() called from inside a hook wait until the chain is done with the message', async () => {
+    const o = start('module recorder {\n tag = after\n}\n');
+    const seen: string[] = [];
+    let added: Promise<void> | null = null;
+    await o.core.use('grower', {
+      onMessage(m) {
+        seen.push(`grower ${m.text}`);
+        o.core.drain();
+        added ??= o.core.use('late', { onMessage: (x) => void seen.push(`late ${x.text}`) }, { position: 0 });
+      },
+    }, { position: 0 });
+    o.core.submit('alice', msg('bob', 'one'));
+    expect(o.lines('recorder').filter((l) => l.includes(' saw '))).toHaveLength(1);
+    await added;
+    o.core.submit('alice', msg('bob', 'two'));
+    expect(seen).toEqual(['grower one', 'late two', 'grower two']);
+    expect(o.core.modules.map((m) => m.name)).toEqual(['late', 'grower', 'recorder']);
+    o.core.close();
+  });
+
   it('ctx.send enters the chain after the module; the module does not see its own message', async () => {
     const o = start('module recorder {\n tag = after\n}\n');
     const seen: string[] = [];
