@@ -116,6 +116,34 @@ describe('two users', () => {
     await until(() => s.store.countPending('bob') === 0 && alice.statuses.some((x) => x.status === 2));
   });
 
+  for (const durable of ['off', 'on']) {
+    it(`with durable = ${durable}, messages that arrive while a device is still receiving its backlog are not lost`, async () => {
+      const s = await start(`durable = ${durable}\n`);
+      const alice = await connect(s, await user(s, 'alice'));
+      const bobToken = await user(s, 'bob');
+      // A backlog larger than what the server sends before the socket drains.
+      const big = 'x'.repeat(30_000);
+      for (let i = 0; i < 600; i++) alice.c.send('bob', `old ${i} ${big}`);
+      await until(() => s.store.countPending('bob') === 600);
+      // bob connects and stops reading: the backlog stalls half way.
+      const got: string[] = [];
+      const ws = new WebSocket(`ws://127.0.0.1:${s.port}/?token=${bobToken}`);
+      ws.on('message', (d) => {
+        const f = JSON.parse(d.toString());
+        if (f.op === 'msg') got.push(String(f.data).split(' ').slice(0, 2).join(' '));
+      });
+      await new Promise((r) => ws.once('open', r));
+      (ws as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
+      await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 20; i++) await alice.c.send('bob', `live ${i}`).sent;
+      (ws as unknown as { _socket: { resume(): void } })._socket.resume();
+      await until(() => got.length >= 620);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(got).toEqual([...Array.from({ length: 600 }, (_, i) => `old ${i}`), ...Array.from({ length: 20 }, (_, i) => `live ${i}`)]);
+      ws.close();
+    });
+  }
+
   it('keeps pending messages across a restart', async () => {
     const dir = tempDir();
     let s = await start('', dir);

@@ -135,6 +135,8 @@ export class Server {
   /** Categories set before the chain, for the receive and send stages ("from\0id"). */
   private readonly categories = new Map<string, string>();
   private readonly bots = new Map<string, Bot>();
+  /** Devices per address whose stored backlog is still being sent (not yet subscribed to live deliveries). */
+  private readonly pumping = new Map<string, number>();
   private warnedAsyncFormat = false;
 
   private constructor(settings: ServerSettings, core: Core, store: Store, log: (line: string) => void) {
@@ -365,7 +367,14 @@ export class Server {
     // offline, is buffered but not committed: the backlog would miss it and
     // the live subscription comes too late for it. Commit it first.
     if (this.store.pendingWrites) this.flushNow();
+    this.pumping.set(addr, (this.pumping.get(addr) ?? 0) + 1);
     this.pump(ws);
+  }
+
+  private pumpDone(address: string): void {
+    const n = (this.pumping.get(address) ?? 1) - 1;
+    if (n > 0) this.pumping.set(address, n);
+    else this.pumping.delete(address);
   }
 
   private onClose(ws: WS): void {
@@ -374,6 +383,10 @@ export class Server {
     if (!c.address) return;
     const set = this.devices.get(c.address);
     if (!set || !set.delete(ws)) return;
+    if (!c.backlogDone) {
+      c.backlogDone = true;
+      this.pumpDone(c.address);
+    }
     if (c.binary) this.binaryDevices--;
     else this.jsonDevices--;
     if (this.stopped) return;
@@ -399,9 +412,13 @@ export class Server {
     const c = ws.getUserData();
     if (!c.open || c.backlogDone) return;
     while (ws.getBufferedAmount() < BACKLOG_BUFFER) {
+      // What was stored for this user since the last page (while this device
+      // was not subscribed yet) must be in the next one.
+      if (this.store.pendingWrites) this.flushNow();
       const page = this.store.pending(c.address, BACKLOG_PAGE, c.backlogSeq);
       if (!page.length) {
         c.backlogDone = true;
+        this.pumpDone(c.address);
         ws.subscribe(topic(c.address, c.binary));
         return;
       }
@@ -411,9 +428,12 @@ export class Server {
           const f = format ? this.formatFrame(c, c.address, encodeStored(m, c.binary)) : encodeStored(m, c.binary);
           if (f) ws.send(f, c.binary);
           c.stored?.add(`${m.sender}\0${m.id}`);
+          c.backlogSeq = m.seq;
+          // Large messages: stop within the page rather than overshoot the
+          // buffer (a slow reader would then look like one that stopped).
+          if (ws.getBufferedAmount() >= BACKLOG_BUFFER) break;
         }
       });
-      c.backlogSeq = page[page.length - 1].seq;
     }
   }
 
@@ -717,7 +737,7 @@ export class Server {
               this.held.push({ to: r, frames: held });
             }
           }
-          if (transient || (online && !this.settings.durable)) continue;
+          if (transient || (online && !this.settings.durable && !this.pumping.has(r))) continue;
           payload ??= Buffer.from(out.subarray(payloadAt, toAt));
           this.store.enqueue({
             recipient: r, sender: from, id, refid: info[Info.Refid], groupid: gid, flags, type: info[Info.Type], expiry,
@@ -811,7 +831,7 @@ export class Server {
       if (this.settings.durable && !transient) this.held.push({ to: r, frames });
       else this.publishHeld({ to: r, frames });
     }
-    if (transient || (online && !this.settings.durable)) return false;
+    if (transient || (online && !this.settings.durable && !this.pumping.has(r))) return false;
     this.store.enqueue(copy);
     if (m.flags & (FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(from, r, m.id, m.flags);
     return true;
@@ -982,7 +1002,7 @@ export class Server {
         if (hold) this.held.push({ to: r, frames });
         else this.publishHeld({ to: r, frames });
       }
-      if (transient || (online && !this.settings.durable)) continue;
+      if (transient || (online && !this.settings.durable && !this.pumping.has(r))) continue;
       this.store.enqueue({ ...copy, recipient: r });
       if (m.flags & (FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(m.from, r, m.id, m.flags);
     }
