@@ -598,6 +598,9 @@ describe('a server that breaks the WebSocket protocol', () => {
     cmd(o, 'open', `t ws://127.0.0.1:${srv.port}`);
     await waitFor(o, 't', 'close type=0');
     expect(ev(o, 't').filter((l) => l.startsWith('data'))).toEqual([`data len=131 text=abc${'d'.repeat(128)}`]);
+    // The close reply is written just before the close event; under a slow
+    // (sanitised, busy) run it may reach the fake server a moment later.
+    await until(() => clientFrames(srv.received()).some((f) => f.opcode === 0x8));
     const got = clientFrames(srv.received());
     expect(got.map((f) => [f.opcode, f.payload.toString('hex')])).toEqual([
       [0xa, Buffer.from('p').toString('hex')],

@@ -317,7 +317,7 @@ const SCRIPTS = {
   async: 'module.exports = { async onMessage() { return "pass"; } };\n',
 };
 
-function switchboardConfigText(tmp, modDir, durable, modules, script = null) {
+function switchboardConfigText(tmp, modDir, durable, modules, script = null, filter = false) {
   const dataDir = fs.mkdtempSync(path.join(tmp, 'data-'));
   let scriptBlock = [];
   if (script) {
@@ -333,6 +333,7 @@ function switchboardConfigText(tmp, modDir, durable, modules, script = null) {
     'rate_limit = 10000000',
     `module_dir = ${modDir}`,
     ...Array(modules).fill('module pass'),
+    ...(filter ? ['module filter {', `\tpath = ${path.join(root, 'build/modules/mesibo_mod_filter.so')}`, '\tblocked_words = spam, scam, phishing, malware', '}'] : []),
     ...scriptBlock,
     '',
   ].join('\n');
@@ -398,6 +399,9 @@ async function main() {
     // One TypeScript module after the 3 native ones: what a JS call per
     // message costs, decided at once and through a Promise (deferred verdict).
     for (const script of ['sync', 'async']) configs.push({ name: `Switchboard, 3 PASS modules + 1 TS ${script} PASS, durable off`, kind: 'switchboard', durable: 'off', modules: 3, script });
+    // The sample profanity filter (modules/filter) instead of PASS modules:
+    // a module that reads every payload.
+    configs.push({ name: 'Switchboard, filter module, durable off', kind: 'switchboard', durable: 'off', modules: 0, filter: true });
   }
 
   /**
@@ -444,7 +448,7 @@ async function main() {
           c.server = await startMosquitto(tmp, pin);
           c.auth = async () => ['--mqtt'];
         } else {
-          const configText = switchboardConfigText(tmp, modDir, c.durable, c.modules, c.script);
+          const configText = switchboardConfigText(tmp, modDir, c.durable, c.modules, c.script, c.filter);
           c.server = await startServer(c.name, [path.join(here, 'run.mjs'), '--server-child', JSON.stringify({ configText })], pin);
           // Fresh users for every run: what one run leaves unacknowledged in the
           // store stays with its users and never reaches the next one.
