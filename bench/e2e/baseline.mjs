@@ -1,7 +1,7 @@
 // bench/e2e/baseline: the transport's ceiling. A bare uWebSockets.js server
 // that does the least a message router can: each connection subscribes to
-// its own topic (?u=NAME), and a text frame is published, unchanged, to the
-// topic named by its "to" field, found with indexOf (no JSON.parse, no auth,
+// its own topic (?u=NAME) and, for group fan-out, its group's (&g=gGID), and a
+// text frame is published, unchanged, to the topic named by its "to" field, found with indexOf (no JSON.parse, no auth,
 // no statuses, no store). Switchboard's numbers in bench/e2e/run.mjs are read
 // against this one.
 //
@@ -24,11 +24,15 @@ app.ws('/*', {
   maxBackpressure: 1 << 20,
   idleTimeout: 120,
   upgrade: (res, req, context) => {
-    const u = new URLSearchParams(req.getQuery() ?? '').get('u') ?? '';
-    res.upgrade({ u }, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'), req.getHeader('sec-websocket-extensions'), context);
+    const q = new URLSearchParams(req.getQuery() ?? '');
+    const u = q.get('u') ?? '';
+    const g = q.get('g') ?? '';
+    res.upgrade({ u, g }, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'), req.getHeader('sec-websocket-extensions'), context);
   },
   open: (ws) => {
-    ws.subscribe(ws.getUserData().u);
+    const d = ws.getUserData();
+    ws.subscribe(d.u);
+    if (d.g) ws.subscribe(d.g); // group fan-out: &g=g<gid>
   },
   message: (ws, ab, isBinary) => {
     const b = Buffer.from(ab);
@@ -37,7 +41,11 @@ app.ws('/*', {
     const start = at + TO.length;
     const end = b.indexOf(QUOTE, start);
     if (end < 0) return;
-    app.publish(b.latin1Slice(start, end), ab, isBinary);
+    const topic = b.latin1Slice(start, end);
+    // A group topic ("g<gid>") reaches every member but the sender, as a
+    // Switchboard group message does.
+    if (topic.charCodeAt(0) === 0x67) ws.publish(topic, ab, isBinary);
+    else app.publish(topic, ab, isBinary);
   },
 });
 

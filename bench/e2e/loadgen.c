@@ -34,6 +34,15 @@
  * QoS 0 has no acknowledgement and the receiver sends none, so, as with
  * --baseline, the window counts messages not yet received by the peer.
  *
+ * --group N [--gid-base B]: group fan-out instead of pairs. Connections
+ * i*N .. i*N+N-1 form group B+i (Switchboard: a group of those users that the
+ * caller created; --baseline: topic "g<gid>" that they subscribe to with
+ * &g=), and each sends its messages to its group, so every message reaches
+ * N-1 receivers; delivered msg/s counts receptions. Receivers send no
+ * delivered status (the messages ask for none). The window bounds both a
+ * connection's messages without a "sent" status (Switchboard) and the
+ * group's messages not yet received by all its members.
+ *
  * --idle: connect and log in every connection, then send nothing for
  * warm-up + seconds (answering pings), for memory measurements. At most 256
  * connections per thread are connecting at a time, and the open-file limit is
@@ -76,12 +85,21 @@ enum state { ST_CONNECTING, ST_HANDSHAKE, ST_HELLO, ST_READY, ST_DEAD };
 
 struct thread;
 
+/* Group fan-out (--group): shared by the group's connections, which may be on
+ * different threads, hence the atomics. */
+struct group {
+  uint64_t sent;     /* messages its members sent */
+  uint64_t received; /* receptions by its members */
+};
+
 struct conn {
   int fd;
   int idx;
   enum state state;
   struct thread *th;
   struct conn *peer;
+  struct group *grp; /* --group */
+  int gid;
   char addr[256];
   char *token;
   unsigned char mask[4];
@@ -142,6 +160,8 @@ static int g_threads = 1;
 static int g_baseline;
 static int g_mqtt;
 static int g_idle;
+static int g_group;           /* members per group; 0: pairs */
+static int g_gid_base = 1000; /* the first group's id */
 static double g_ready_timeout = 10;
 static struct sockaddr_storage g_sa;
 static socklen_t g_salen;
@@ -318,7 +338,10 @@ static void build_frames(struct conn *c) {
   size_t dlen = (size_t)(g_size < TS_DIGITS ? TS_DIGITS : g_size);
   size_t cap = 128 + strlen(to) + dlen;
   char *text = xmalloc(cap);
-  int n = snprintf(text, cap, "{\"op\":\"msg\",\"id\":%u,\"to\":\"%s\",\"data\":\"", FIRST_ID, to);
+  int n;
+  if (g_group && g_baseline) n = snprintf(text, cap, "{\"op\":\"msg\",\"id\":%u,\"to\":\"g%d\",\"data\":\"", FIRST_ID, c->gid);
+  else if (g_group) n = snprintf(text, cap, "{\"op\":\"msg\",\"id\":%u,\"gid\":%d,\"data\":\"", FIRST_ID, c->gid);
+  else n = snprintf(text, cap, "{\"op\":\"msg\",\"id\":%u,\"to\":\"%s\",\"data\":\"", FIRST_ID, to);
   size_t ts_text_at = (size_t)n;
   memset(text + n, 'x', dlen);
   memset(text + n, '0', TS_DIGITS);
@@ -354,6 +377,7 @@ static void send_message(struct conn *c, uint64_t ts) {
   patch_digits(c->msg, c->payload_at, c->msg_ts_at, TS_DIGITS, ts, c->mask);
   wbuf_append(c, c->msg, c->msg_len);
   c->sent++;
+  if (c->grp) __atomic_add_fetch(&c->grp->sent, 1, __ATOMIC_RELAXED);
 }
 
 /* Copies the ten id digits of a received message into the delivered-status frame. */
@@ -376,7 +400,16 @@ static void send_control(struct conn *c, int opcode, const unsigned char *p, siz
 
 /* How many messages c may send now. */
 static int64_t window_room(const struct conn *c) {
-  int64_t room = (int64_t)g_window - (int64_t)(c->sent - c->peer->received);
+  int64_t room;
+  if (c->grp) {
+    /* The group's messages not yet received by all N-1 other members. */
+    uint64_t gs = __atomic_load_n(&c->grp->sent, __ATOMIC_RELAXED);
+    uint64_t gr = __atomic_load_n(&c->grp->received, __ATOMIC_RELAXED);
+    int64_t inflight = (int64_t)(gs * (uint64_t)(g_group - 1)) - (int64_t)gr;
+    room = (int64_t)g_window - inflight / (g_group - 1) / g_group;
+  } else {
+    room = (int64_t)g_window - (int64_t)(c->sent - c->peer->received);
+  }
   if (!g_baseline && !g_mqtt) {
     int64_t r2 = (int64_t)g_window - (int64_t)(c->sent - c->sent_ok);
     if (r2 < room) room = r2;
@@ -414,7 +447,8 @@ static void on_text(struct conn *c, const unsigned char *p, size_t n, uint64_t t
       if (!d || end - (d + 8) < TS_DIGITS) break;
       uint64_t ts = parse_digits(d + 8, d + 8 + TS_DIGITS, NULL);
       c->received++;
-      if (!g_mqtt) send_ack(c, id);
+      if (c->grp) __atomic_add_fetch(&c->grp->received, 1, __ATOMIC_RELAXED);
+      else if (!g_mqtt) send_ack(c, id);
       if (in_window(t)) {
         uint64_t lat = t > ts ? t - ts : 0;
         uint64_t us = lat / 1000;
@@ -697,7 +731,9 @@ static void on_connected(struct conn *c) {
     return;
   }
   char req[1024];
-  int n = g_baseline ? snprintf(req, sizeof req, "GET /?u=%s HTTP/1.1\r\n", c->addr) : snprintf(req, sizeof req, "GET /?token=%s HTTP/1.1\r\n", c->token);
+  int n = g_baseline ? (g_group ? snprintf(req, sizeof req, "GET /?u=%s&g=g%d HTTP/1.1\r\n", c->addr, c->gid)
+                                 : snprintf(req, sizeof req, "GET /?u=%s HTTP/1.1\r\n", c->addr))
+                     : snprintf(req, sizeof req, "GET /?token=%s HTTP/1.1\r\n", c->token);
   n += snprintf(req + n, sizeof req - (size_t)n,
                 "Host: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -886,12 +922,15 @@ int main(int argc, char **argv) {
     else if (strcmp(a, "--baseline") == 0) g_baseline = 1;
     else if (strcmp(a, "--mqtt") == 0) g_mqtt = 1;
     else if (strcmp(a, "--idle") == 0) g_idle = 1;
+    else if (OPT("--group")) g_group = atoi(v);
+    else if (OPT("--gid-base")) g_gid_base = atoi(v);
     else usage();
 #undef OPT
   }
   if (g_port <= 0 || g_nconns < 2 || g_nconns % 2 || g_seconds <= 0 || g_threads < 1 || g_size < 0) usage();
   if (g_mqtt && g_baseline) usage();
   if (!g_baseline && !g_mqtt && !g_tokens_file) die("--tokens FILE is needed (or --baseline)");
+  if (g_group && (g_group < 2 || g_nconns % g_group || g_mqtt)) die("--group N needs N >= 2 dividing --conns, and no --mqtt");
   if (g_window < 0) g_window = g_rate > 0 ? 4096 : 64;
   if (g_window < 1) usage();
   if (g_threads > g_nconns / 2) g_threads = g_nconns / 2;
@@ -915,6 +954,7 @@ int main(int argc, char **argv) {
 
   char **tokens = g_baseline || g_mqtt ? NULL : read_tokens(g_tokens_file, g_nconns);
   struct conn *conns = calloc((size_t)g_nconns, sizeof *conns);
+  struct group *groups = g_group ? calloc((size_t)(g_nconns / g_group), sizeof *groups) : NULL;
   struct thread *ths = calloc((size_t)g_threads, sizeof *ths);
   if (!conns || !ths) die("out of memory");
   for (int t = 0; t < g_threads; t++) {
@@ -931,6 +971,10 @@ int main(int argc, char **argv) {
     c->idx = i;
     c->th = th;
     c->peer = &conns[i ^ 1];
+    if (g_group) {
+      c->gid = g_gid_base + i / g_group;
+      c->grp = &groups[i / g_group];
+    }
     c->token = tokens ? tokens[i] : NULL;
     if (g_baseline || g_mqtt) snprintf(c->addr, sizeof c->addr, "c%d", i);
     for (int k = 0; k < 4; k++) c->mask[k] = g_mqtt ? 0 : (unsigned char)(rand() | 1);

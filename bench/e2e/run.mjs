@@ -70,13 +70,13 @@ async function serverChild({ configText }) {
 
 function parseArgs(argv) {
   const o = {
-    seconds: 3, connections: 32, reps: 3, window: 0, rate: 0, size: 32, warmup: 0.5, 'max-other': 20, retries: 1,
+    seconds: 3, connections: 32, reps: 3, window: 0, rate: 0, size: 32, warmup: 0.5, 'max-other': 20, retries: 1, group: 0,
     'latency-reps': 1, 'latency-retries': 0, 'idle-connections': 10000,
   };
   const lists = { parts: ['throughput', 'latency', 'memory'], servers: ['baseline', 'mosquitto', 'switchboard'] };
   const usage = (bad) => {
     console.error(
-      'usage: node bench/e2e/run.mjs [--seconds N] [--connections N] [--reps N] [--window W | --rate MSG_PER_S] [--size BYTES] [--warmup S] [--max-other PCT] [--retries N]\n' +
+      'usage: node bench/e2e/run.mjs [--seconds N] [--connections N] [--reps N] [--window W | --rate MSG_PER_S] [--size BYTES] [--warmup S] [--max-other PCT] [--retries N] [--group MEMBERS]\n' +
         '         [--parts throughput,latency,memory] [--servers baseline,mosquitto,switchboard] [--latency-reps N] [--latency-retries N] [--idle-connections N]\n' +
         `(bad argument: ${bad})`,
     );
@@ -99,6 +99,17 @@ function parseArgs(argv) {
   if (o['idle-connections'] < 2 || o['idle-connections'] % 2) {
     console.error('--idle-connections must be even and at least 2');
     process.exit(2);
+  }
+  if (o.group && (o.group < 2 || o.connections % o.group)) {
+    console.error('--group N needs N >= 2 dividing --connections');
+    process.exit(2);
+  }
+  // Group fan-out has no MQTT mode (a broker also delivers to the sender), and
+  // measures throughput only.
+  if (o.group) {
+    o.servers.delete('mosquitto');
+    o.parts.delete('latency');
+    o.parts.delete('memory');
   }
   if (o.connections < 2 || o.connections % 2) {
     console.error('--connections must be even (connections are paired) and at least 2');
@@ -390,7 +401,7 @@ async function main() {
   const window = o.window || (o.rate > 0 ? 4096 : 64);
   const modeText = o.rate > 0 ? `fixed rate ${o.rate} msg/s in total (window ${window})` : `window ${window} per connection`;
   const mode = [...(o.rate > 0 ? ['--rate', String(o.rate)] : []), '--window', String(window)];
-  const base = (seconds) => ['--host', '127.0.0.1', '--conns', String(o.connections), '--seconds', String(seconds), '--warmup', String(o.warmup), '--size', String(o.size)];
+  const base = (seconds) => ['--host', '127.0.0.1', '--conns', String(o.connections), '--seconds', String(seconds), '--warmup', String(o.warmup), '--size', String(o.size), ...(o.group ? ['--group', String(o.group)] : [])];
   const configs = [];
   if (o.servers.has('baseline')) configs.push({ name: 'uWebSockets.js baseline', kind: 'baseline' });
   if (o.servers.has('mosquitto')) configs.push({ name: 'Mosquitto 2 (MQTT 3.1.1, QoS 0)', kind: 'mosquitto' });
@@ -458,7 +469,15 @@ async function main() {
             const tokens = await makeUsers(c.server.port, `r${n}u`, o.connections);
             const file = path.join(tmp, `tokens-${configs.indexOf(c)}-${n}`);
             fs.writeFileSync(file, tokens.join('\n') + '\n');
-            return ['--tokens', file];
+            if (!o.group) return ['--tokens', file];
+            // Fresh groups too: connections i*G .. i*G+G-1 are group base+i.
+            const gidBase = 1000 + n * 10000;
+            for (let g = 0; g < o.connections / o.group; g++) {
+              const members = Array.from({ length: o.group }, (_, k) => `r${n}u${g * o.group + k}`);
+              const r = await api(c.server.port, { op: 'groupadd', gid: gidBase + g, members });
+              if (!r.ok) throw new Error(`groupadd failed: ${JSON.stringify(r)}`);
+            }
+            return ['--tokens', file, '--gid-base', String(gidBase)];
           };
         }
       }
@@ -475,7 +494,7 @@ async function main() {
       console.log(`## ${o.rate > 0 ? `Fixed rate ${o.rate} msg/s` : 'Maximum throughput'}`);
       console.log('');
       console.log(
-        `# ${o.connections} connections (${o.connections / 2} pairs), ${modeText}, ${o.size}-byte data, ${o.reps} x ${o.seconds} s (+${o.warmup} s warm-up), median of each column`,
+        `# ${o.connections} connections (${o.group ? `${o.connections / o.group} groups of ${o.group}, each message delivered to ${o.group - 1} members; msg/s counts deliveries` : `${o.connections / 2} pairs`}), ${modeText}, ${o.size}-byte data, ${o.reps} x ${o.seconds} s (+${o.warmup} s warm-up), median of each column`,
       );
       console.log('');
       console.log(
