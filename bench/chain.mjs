@@ -96,6 +96,34 @@ for (const [name, mod] of Object.entries(scripts)) {
   core.close();
 }
 
+// One TypeScript module with an async PASS: every message waits for its
+// Promise (a deferred verdict), in batches of 64 per loop turn over 16
+// conversations, until every completion has come back.
+const asyncRows = [];
+async function turnsNs(kind) {
+  const core = Core.open({ configText: `module_dir = ${modDir}\n` + 'module pass\n'.repeat(3) }, { onLog: () => {} });
+  await core.use('ts', kind === 'sync' ? { onMessage() { return 'pass'; } } : { async onMessage() { return 'pass'; } });
+  let done = 0;
+  core.on('complete', () => void done++);
+  const frames = Array.from({ length: 64 }, (_, i) => encodeClientMessage({ id: i + 1, to: `u${i % 16}`, payload: 'x'.repeat(60) }, 'json'));
+  const n = Math.min(N, 200_000);
+  let deferred = 0;
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < n; i += 64) {
+    for (let j = 0; j < 64; j++) if (core.submitRaw(`s${j % 16}`, frames[j]) === 2) deferred++;
+    await new Promise((r) => setImmediate(r));
+  }
+  while (done < deferred) await new Promise((r) => setImmediate(r));
+  const ns = Number(process.hrtime.bigint() - t0) / n;
+  core.close();
+  return ns;
+}
+for (const kind of ['sync', 'async']) {
+  const runs = [];
+  for (let rep = 0; rep < REPS; rep++) runs.push(await turnsNs(kind));
+  asyncRows.push({ kind, ns: median(runs) });
+}
+
 // The same chain without N-API.
 let nativeRows = [];
 try {
@@ -133,6 +161,9 @@ for (const r of rows) {
   );
 }
 const worst = Math.max(...rows.filter((r) => r.modules === 3).map((r) => r.ns));
+console.log('');
+console.log('3 PASS modules + 1 TS module, JSON, 64 messages per loop turn (includes the turn itself):');
+for (const r of asyncRows) console.log(`  ${r.kind} PASS: ${r.ns.toFixed(0)} ns per message`);
 for (const name of Object.keys(scripts)) {
   const ts = rows.find((r) => r.modules === `3 + ${name}` && r.format === 'json');
   const nat = rows.find((r) => r.modules === 3 && r.format === 'json');
