@@ -5,6 +5,8 @@
 #include <napi.h>
 
 #include <algorithm>
+#include <array>
+#include <string_view>
 #include <memory>
 
 #include "config.h"
@@ -47,6 +49,43 @@ Napi::Error make_error(Napi::Env env, const std::string &code, const std::string
 }
 
 std::string as_string(const Napi::Value &v) { return v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string(); }
+
+// A payload argument: a typed array's bytes (no copy), or a string's UTF-8
+// kept in `scratch`.
+std::string_view payload_arg(const Napi::Value &v, std::string &scratch) {
+  if (v.IsTypedArray()) {
+    Napi::TypedArray ta = v.As<Napi::TypedArray>();
+    return {static_cast<const char *>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ByteLength()};
+  }
+  scratch = as_string(v);
+  return scratch;
+}
+
+// The numeric params of a {id, refid, groupid, flags, type, expiry, status,
+// uflags, aid} object (absent ones are 0); `from` and `to` are the caller's.
+void params_from_js(const Napi::Object &o, mesibo_message_params_t &p) {
+  auto num = [&](const char *k) -> mesibo_uint_t {
+    Napi::Value v = o.Get(k);
+    return v.IsNumber() ? static_cast<mesibo_uint_t>(v.As<Napi::Number>().Int64Value()) : 0;
+  };
+  p.aid = num("aid");
+  p.id = num("id");
+  p.refid = num("refid");
+  p.groupid = num("groupid");
+  p.flags = num("flags");
+  p.type = num("type");
+  p.expiry = num("expiry");
+  p.uflags = num("uflags");
+  p.status = num("status");
+}
+
+// [type, flags, expiry, refid]: the params a script module may change.
+std::array<uint64_t, 4> script_fields(const Napi::Value &v) {
+  Napi::Array f = v.As<Napi::Array>();
+  std::array<uint64_t, 4> out{};
+  for (uint32_t i = 0; i < 4; ++i) out[i] = static_cast<uint64_t>(f.Get(i).ToNumber().Int64Value());
+  return out;
+}
 
 Napi::Object config_to_js(Napi::Env env, const sb::Config &c) {
   auto items_to_js = [&](const std::vector<sb::ConfigItem> &items) {
@@ -550,21 +589,9 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
       return env.Undefined();
     }
     Napi::Object o = info[0].As<Napi::Object>();
-    auto num = [&](const char *k) -> mesibo_uint_t {
-      Napi::Value v = o.Get(k);
-      return v.IsNumber() ? static_cast<mesibo_uint_t>(v.As<Napi::Number>().Int64Value()) : 0;
-    };
     std::string from = as_string(o.Get("from")), to = as_string(o.Get("to"));
     mesibo_message_params_t p{};
-    p.aid = num("aid");
-    p.id = num("id");
-    p.refid = num("refid");
-    p.groupid = num("groupid");
-    p.flags = num("flags");
-    p.type = num("type");
-    p.expiry = num("expiry");
-    p.uflags = num("uflags");
-    p.status = num("status");
+    params_from_js(o, p);
     p.from = &from[0];
     p.to = &to[0];
     if (!info[1].IsNumber()) {
@@ -687,22 +714,19 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     r.handle = static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue());
     r.verdict = info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 0;
     if (info[2].IsTypedArray()) {
-      Napi::TypedArray ta = info[2].As<Napi::TypedArray>();
-      if (ta.ByteLength() > state_->core.max_payload) {
-        make_error(env, "E_PAYLOAD_TOO_LARGE", "the replacement payload is larger than max_message_size")
-            .ThrowAsJavaScriptException();
-        return env.Undefined();
-      }
+      std::string unused;
+      std::string_view b = payload_arg(info[2], unused);
+      if (b.size() > state_->core.max_payload) return TooLarge(env);
       r.replace = true;
-      r.payload.assign(static_cast<const char *>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ByteLength());
+      r.payload.assign(b.data(), b.size());
     }
     if (info[3].IsArray()) {
-      Napi::Array f = info[3].As<Napi::Array>();
       r.fields = true;
-      r.type = static_cast<uint64_t>(f.Get(0u).ToNumber().Int64Value());
-      r.flags = static_cast<uint64_t>(f.Get(1u).ToNumber().Int64Value());
-      r.expiry = static_cast<uint64_t>(f.Get(2u).ToNumber().Int64Value());
-      r.refid = static_cast<uint64_t>(f.Get(3u).ToNumber().Int64Value());
+      std::array<uint64_t, 4> f = script_fields(info[3]);
+      r.type = f[0];
+      r.flags = f[1];
+      r.expiry = f[2];
+      r.refid = f[3];
     }
     // No wake-up (an eventfd write per message): the caller drains, now
     // (default) or once after a batch of resolves (drainNow false). Inside a
@@ -719,23 +743,26 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     Napi::Env env = info.Env();
     if (!current_) return Napi::Boolean::New(env, false);
     if (info[0].IsTypedArray()) {
-      Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
-      if (ta.ByteLength() > state_->core.max_payload) {
-        make_error(env, "E_PAYLOAD_TOO_LARGE", "the new payload is larger than max_message_size")
-            .ThrowAsJavaScriptException();
-        return env.Undefined();
-      }
-      sb::chain_replace_payload(*current_, static_cast<const char *>(ta.ArrayBuffer().Data()) + ta.ByteOffset(),
-                                ta.ByteLength());
+      std::string unused;
+      std::string_view b = payload_arg(info[0], unused);
+      if (b.size() > state_->core.max_payload) return TooLarge(env);
+      sb::chain_replace_payload(*current_, b.data(), b.size());
     }
     if (info[1].IsArray()) {
-      Napi::Array f = info[1].As<Napi::Array>();
-      current_->p->type = static_cast<mesibo_uint_t>(f.Get(0u).ToNumber().Int64Value());
-      current_->p->flags = static_cast<mesibo_uint_t>(f.Get(1u).ToNumber().Int64Value());
-      current_->p->expiry = static_cast<mesibo_uint_t>(f.Get(2u).ToNumber().Int64Value());
-      current_->p->refid = static_cast<mesibo_uint_t>(f.Get(3u).ToNumber().Int64Value());
+      std::array<uint64_t, 4> f = script_fields(info[1]);
+      mesibo_message_params_t &p = *current_->p;
+      p.type = f[0];
+      p.flags = f[1];
+      p.expiry = f[2];
+      p.refid = f[3];
     }
     return Napi::Boolean::New(env, true);
+  }
+
+  Napi::Value TooLarge(Napi::Env env) {
+    make_error(env, "E_PAYLOAD_TOO_LARGE", "the new payload is larger than max_message_size; send less")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
   }
 
   // send(scriptId, {to, from, id, refid, groupid, flags, type, expiry}, payload) -> 0 | -1
@@ -744,27 +771,13 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     sb::Instance *inst = ScriptInstance(info[0]);
     if (!inst || !info[1].IsObject()) return Napi::Number::New(env, -1);
     Napi::Object o = info[1].As<Napi::Object>();
-    auto num = [&](const char *k) -> mesibo_uint_t {
-      Napi::Value v = o.Get(k);
-      return v.IsNumber() ? static_cast<mesibo_uint_t>(v.As<Napi::Number>().Int64Value()) : 0;
-    };
     std::string to = as_string(o.Get("to")), from = as_string(o.Get("from"));
     mesibo_message_params_t p{};
-    p.id = num("id");
-    p.refid = num("refid");
-    p.groupid = num("groupid");
-    p.flags = num("flags");
-    p.type = num("type");
-    p.expiry = num("expiry");
+    params_from_js(o, p);
     p.to = to.empty() ? nullptr : &to[0];
     p.from = from.empty() ? nullptr : &from[0];
-    std::string payload;
-    if (info[2].IsTypedArray()) {
-      Napi::TypedArray ta = info[2].As<Napi::TypedArray>();
-      payload.assign(static_cast<const char *>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ByteLength());
-    } else {
-      payload = as_string(info[2]);
-    }
+    std::string scratch;
+    std::string_view payload = payload_arg(info[2], scratch);
     if ((to.empty() && !p.groupid) || payload.size() > state_->core.max_payload) return Napi::Number::New(env, -1);
     return Napi::Number::New(env, sb::core_send_from_module(inst, &p, payload.data(), payload.size()));
   }
@@ -887,31 +900,15 @@ Napi::Value EncodeFrame(const Napi::CallbackInfo &info) {
   if (!info[1].IsObject()) return env.Undefined();
   Napi::Object f = info[1].As<Napi::Object>();
   auto fmt = static_cast<sb::WireFormat>(info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : 0);
-  auto num = [&](const char *k) -> uint32_t {
-    Napi::Value v = f.Get(k);
-    return v.IsNumber() ? v.As<Napi::Number>().Uint32Value() : 0;
-  };
   std::string from = as_string(f.Get("from")), to = as_string(f.Get("to"));
   mesibo_message_params_t p{};
-  p.id = num("id");
-  p.refid = num("refid");
-  p.groupid = num("groupid");
-  p.flags = num("flags");
-  p.type = num("type");
-  p.expiry = num("expiry");
-  p.status = num("status");
+  params_from_js(f, p);
   p.from = &from[0];
   p.to = &to[0];
   std::string out;
   if (kind == "msg") {
-    std::string payload;
-    Napi::Value pv = f.Get("payload");
-    if (pv.IsTypedArray()) {
-      Napi::TypedArray ta = pv.As<Napi::TypedArray>();
-      payload.assign(static_cast<const char *>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ByteLength());
-    } else {
-      payload = as_string(pv);
-    }
+    std::string scratch;
+    std::string_view payload = payload_arg(f.Get("payload"), scratch);
     sb::wire_encode_message(fmt, p, payload.data(), payload.size(), out);
   } else if (kind == "status") {
     sb::wire_encode_status(fmt, p, out);

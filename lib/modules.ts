@@ -337,10 +337,6 @@ export class ScriptHost {
     [this.info, this.buf] = handle.scripts((hook, id) => this.hook(hook, id), onComplete);
   }
 
-  get size(): number {
-    return this.scripts.filter(Boolean).length;
-  }
-
   /** A new script id: give it to the core (attachScript/addScript) before create(), so ctx.log works in the factory and init. */
   newId(): number {
     return this.nextId++;

@@ -16,7 +16,7 @@ export type Middleware<T> = ((message: T, next: (err?: unknown) => void) => void
 /** What every pipeline message has. */
 export interface Droppable {
   /** Stops the message here: no later middleware, stage or recipient sees it. */
-  drop(reason?: string): void;
+  drop(): void;
   readonly dropped: boolean;
 }
 
@@ -158,10 +158,8 @@ export interface Middlewares {
 /** Base for the message objects: drop() and dropped. */
 export class DropFlag {
   private isDropped = false;
-  dropReason = '';
-  drop(reason = ''): void {
+  drop(): void {
     this.isDropped = true;
-    this.dropReason = reason;
   }
   get dropped(): boolean {
     return this.isDropped;
@@ -179,19 +177,42 @@ export class Ingest extends DropFlag implements IngestMessage {
   }
 }
 
+/** The fields a decoded frame, a chain message and a routed copy all have. */
+export interface MessageFields {
+  to: string;
+  groupid: number;
+  id: number;
+  refid: number;
+  flags: number;
+  type: number;
+  expiry: number;
+  payload: Buffer;
+}
+
 export class Decoded extends DropFlag implements PipelineMessage {
-  to = '';
-  groupid = 0;
-  id = 0;
-  refid = 0;
-  flags = 0;
-  type = 0;
-  expiry = 0;
-  payload: Buffer = Buffer.alloc(0);
-  category = 'direct';
+  to: string;
+  groupid: number;
+  id: number;
+  refid: number;
+  flags: number;
+  type: number;
+  expiry: number;
+  payload: Buffer;
   recipient?: string;
-  constructor(readonly from: string) {
+  constructor(
+    readonly from: string,
+    m: MessageFields,
+    public category: string,
+  ) {
     super();
+    this.to = m.to;
+    this.groupid = m.groupid;
+    this.id = m.id;
+    this.refid = m.refid;
+    this.flags = m.flags;
+    this.type = m.type;
+    this.expiry = m.expiry;
+    this.payload = m.payload;
   }
   get text(): string {
     return this.payload.toString('utf8');

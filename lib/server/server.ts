@@ -13,7 +13,7 @@ import { SwitchboardError } from '../errors';
 import { Info, native, VERDICT_DEFERRED } from '../native';
 import type { ChainMessage, ModuleExport, UseOptions } from '../modules';
 import { Bot } from './bot';
-import { Decoded, Format, Ingest, KeyedSerial, Stage, type Middlewares } from './pipeline';
+import { Decoded, Format, Ingest, KeyedSerial, Stage, type MessageFields, type Middlewares } from './pipeline';
 import { SqliteStore } from '../store/sqlite';
 import type { NewMessage, Store } from '../store/types';
 import { handleApi, type ApiContext } from './api';
@@ -65,17 +65,7 @@ interface Conn {
   authError?: string;
 }
 
-/** A message's fields, copied out of the core's reused buffers for the send stage. */
-interface Snapshot {
-  id: number;
-  refid: number;
-  groupid: number;
-  flags: number;
-  type: number;
-  expiry: number;
-  to: string;
-  payload: Buffer;
-}
+
 type WS = uWS.WebSocket<Conn>;
 
 interface PendingAck {
@@ -525,17 +515,8 @@ export class Server {
   }
 
   private decoded(from: string, d: Record<string, unknown>): Decoded {
-    const m = new Decoded(from);
-    m.to = d.to as string;
-    m.groupid = d.groupid as number;
-    m.id = d.id as number;
-    m.refid = d.refid as number;
-    m.flags = d.flags as number;
-    m.type = d.type as number;
-    m.expiry = d.expiry as number;
-    m.payload = d.payload as Buffer;
-    m.category = this.defaultCategory(m.to, m.groupid);
-    return m;
+    const f = d as unknown as MessageFields;
+    return new Decoded(from, f, this.defaultCategory(f.to, f.groupid));
   }
 
   private defaultCategory(to: string, groupid: number): string {
@@ -573,16 +554,7 @@ export class Server {
 
   /** The receive stage, run as the last module of the chain. */
   private receiveStage(cm: ChainMessage): 'pass' | 'consumed' | Promise<'pass' | 'consumed'> {
-    const m = new Decoded(cm.from);
-    m.to = cm.to;
-    m.groupid = cm.groupid;
-    m.id = cm.id;
-    m.refid = cm.refid;
-    m.flags = cm.flags;
-    m.type = cm.type;
-    m.expiry = cm.expiry;
-    m.payload = cm.payload;
-    m.category = this.categories.get(`${cm.from}\0${cm.id}`) ?? this.defaultCategory(cm.to, cm.groupid);
+    const m = new Decoded(cm.from, cm, this.categories.get(`${cm.from}\0${cm.id}`) ?? this.defaultCategory(cm.to, cm.groupid));
     const back = (ok: boolean): 'pass' | 'consumed' => {
       if (!ok) return 'consumed';
       if (m.payload !== cm.payload) cm.payload = m.payload;
@@ -710,7 +682,7 @@ export class Server {
       else if (!this.middleware.send.empty || !this.middleware.format.empty) {
         // Per-recipient middleware: each copy is built, stored and sent on
         // its own; the sender's "sent" follows the last one.
-        const snap: Snapshot = {
+        const snap: MessageFields = {
           id, refid: info[Info.Refid], groupid: gid, flags, type: info[Info.Type], expiry: info[Info.Expiry], to,
           payload: Buffer.from(out.subarray(payloadAt, toAt)),
         };
@@ -770,7 +742,7 @@ export class Server {
    * delivery of that recipient's copy; `ack` goes to the sender after the
    * last copy (after the commit when a copy was stored).
    */
-  private deliverEach(from: string, recipients: string[], snap: Snapshot, ack: PendingAck | null): void {
+  private deliverEach(from: string, recipients: string[], snap: MessageFields, ack: PendingAck | null): void {
     const targets = recipients.filter((r) => !(r === from && snap.groupid));
     let remaining = targets.length;
     let stored = false;
@@ -796,17 +768,9 @@ export class Server {
     }
     for (const r of targets) {
       this.serial.run(`r\0${r}`, () => {
-        const m = new Decoded(from);
-        m.to = snap.groupid ? '' : snap.to;
+        const m = new Decoded(from, snap, category);
+        if (snap.groupid) m.to = '';
         m.recipient = r;
-        m.groupid = snap.groupid;
-        m.id = snap.id;
-        m.refid = snap.refid;
-        m.flags = snap.flags;
-        m.type = snap.type;
-        m.expiry = snap.expiry;
-        m.payload = snap.payload;
-        m.category = category;
         const go = (ok: boolean): void => {
           if (ok && this.deliverCopy(r, from, m)) stored = true;
           one();
@@ -818,8 +782,13 @@ export class Server {
     }
   }
 
-  /** Stores (as the rules say) and sends one recipient's copy. Returns whether it was stored. */
-  private deliverCopy(r: string, from: string, m: Decoded): boolean {
+  /**
+   * Stores (as the rules say) and sends one recipient's copy of a message
+   * that did not come from a client frame (a module's, or one the send stage
+   * saw). `shared` carries the encoded frames to the next recipient when the
+   * copies are the same. Returns whether it was stored.
+   */
+  private deliverCopy(r: string, from: string, m: MessageFields, shared: { frames: HeldFrames | null } = { frames: null }): boolean {
     const copy: NewMessage = {
       recipient: r, sender: from, id: m.id, refid: m.refid, groupid: m.groupid, flags: m.flags, type: m.type,
       expiry: m.expiry, expiresAt: m.expiry ? Date.now() + m.expiry * 1000 : 0, payload: m.payload,
@@ -827,7 +796,7 @@ export class Server {
     const transient = (m.flags & FLAG_TRANSIENT) !== 0;
     const online = this.devices.has(r);
     if (online) {
-      const frames: HeldFrames = { json: this.jsonDevices ? encodeStored(copy, false) : null, binary: this.binaryDevices ? encodeStored(copy, true) : null };
+      const frames = (shared.frames ??= { json: this.jsonDevices ? encodeStored(copy, false) : null, binary: this.binaryDevices ? encodeStored(copy, true) : null });
       if (this.settings.durable && !transient) this.held.push({ to: r, frames });
       else this.publishHeld({ to: r, frames });
     }
@@ -987,25 +956,9 @@ export class Server {
       this.deliverEach(m.from, recipients, { id: m.id, refid: m.refid, groupid: m.groupid, flags: m.flags, type: m.type, expiry: m.expiry, to: m.to, payload: m.payload }, null);
       return;
     }
-    const transient = (m.flags & FLAG_TRANSIENT) !== 0;
-    const hold = this.settings.durable && !transient;
-    const copy: NewMessage = {
-      recipient: m.groupid ? '' : m.to, sender: m.from, id: m.id, refid: m.refid, groupid: m.groupid, flags: m.flags, type: m.type,
-      expiry: m.expiry, expiresAt: m.expiry ? Date.now() + m.expiry * 1000 : 0, payload: m.payload,
-    };
-    let frames: HeldFrames | null = null;
-    for (const r of recipients) {
-      if (r === m.from && m.groupid) continue;
-      const online = this.devices.has(r);
-      if (online) {
-        frames ??= { json: this.jsonDevices ? encodeStored(copy, false) : null, binary: this.binaryDevices ? encodeStored(copy, true) : null };
-        if (hold) this.held.push({ to: r, frames });
-        else this.publishHeld({ to: r, frames });
-      }
-      if (transient || (online && !this.settings.durable && !this.pumping.has(r))) continue;
-      this.store.enqueue({ ...copy, recipient: r });
-      if (m.flags & (FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(m.from, r, m.id, m.flags);
-    }
+    // Every recipient gets the same copy: its frames are encoded once.
+    const shared: { frames: HeldFrames | null } = { frames: null };
+    for (const r of recipients) if (!(r === m.from && m.groupid)) this.deliverCopy(r, m.from, m, shared);
     this.scheduleFlush();
   }
 
