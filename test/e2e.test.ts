@@ -5,9 +5,10 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import WebSocket from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
-import { SwitchboardClient, type IncomingMessage, type StatusEvent } from '../lib/client';
+import { SwitchboardClient } from '../lib/client';
 import { Server } from '../lib/index';
 import { compileModule, root, tempDir, until } from './helpers';
+import { apiCall, connectPeer, type Peer } from './server-helpers';
 
 const APP = 'e2e-token';
 const samples = path.join(root, 'build', 'modules');
@@ -20,9 +21,8 @@ async function start(body = '', dataDir = tempDir()): Promise<Server> {
   return s;
 }
 
-async function api(s: Server, body: Record<string, unknown>): Promise<Record<string, unknown>> {
-  const r = await fetch(`http://127.0.0.1:${s.port}/api`, { method: 'POST', headers: { Authorization: `Bearer ${APP}` }, body: JSON.stringify(body) });
-  return (await r.json()) as Record<string, unknown>;
+function api(s: Server, body: Record<string, unknown>): Promise<Record<string, unknown>> {
+  return apiCall(s.port, APP, body);
 }
 
 async function user(s: Server, address: string): Promise<string> {
@@ -30,22 +30,9 @@ async function user(s: Server, address: string): Promise<string> {
   return r.token as string;
 }
 
-interface Peer {
-  c: SwitchboardClient;
-  got: IncomingMessage[];
-  statuses: StatusEvent[];
-  texts(): string[];
-}
 
 async function connect(s: Server, token: string, device = ''): Promise<Peer> {
-  const c = new SwitchboardClient({ url: `ws://127.0.0.1:${s.port}/`, token, device, WebSocket: WebSocket as never, reconnect: { minDelayMs: 20, maxDelayMs: 200 } });
-  clients.push(c);
-  const got: IncomingMessage[] = [];
-  const statuses: StatusEvent[] = [];
-  c.on('message', (m) => got.push(m));
-  c.on('status', (st) => statuses.push(st));
-  await c.connect();
-  return { c, got, statuses, texts: () => got.map((m) => m.text ?? '') };
+  return connectPeer(s.port, token, device, clients);
 }
 
 afterEach(async () => {

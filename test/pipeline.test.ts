@@ -3,11 +3,11 @@
 // SQLite file, a real HTTP server standing in for an OpenAI-compatible API.
 import http from 'node:http';
 import path from 'node:path';
-import WebSocket from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
-import { SwitchboardClient, type IncomingMessage, type StatusEvent } from '../lib/client';
+import type { SwitchboardClient } from '../lib/client';
 import { Server } from '../lib/index';
 import { root, tempDir, until } from './helpers';
+import { apiCall, connectPeer, type Peer } from './server-helpers';
 
 const APP = 'pipeline-token';
 const samples = path.join(root, 'build', 'modules');
@@ -26,17 +26,10 @@ async function start(body = '', opts: { durable?: boolean; log?: string[] } = {}
   return s;
 }
 
-async function api(s: Server, body: Record<string, unknown>): Promise<Record<string, unknown>> {
-  const r = await fetch(`http://127.0.0.1:${s.port}/api`, { method: 'POST', headers: { Authorization: `Bearer ${APP}` }, body: JSON.stringify(body) });
-  return (await r.json()) as Record<string, unknown>;
+function api(s: Server, body: Record<string, unknown>): Promise<Record<string, unknown>> {
+  return apiCall(s.port, APP, body);
 }
 
-interface Peer {
-  c: SwitchboardClient;
-  got: IncomingMessage[];
-  statuses: StatusEvent[];
-  texts(): string[];
-}
 
 async function connect(s: Server, address: string, device = ''): Promise<Peer> {
   // One token per user: a new one (usertoken) would revoke the first device's.
@@ -44,14 +37,7 @@ async function connect(s: Server, address: string, device = ''): Promise<Peer> {
   let token = tokens.get(key) ?? ((await api(s, { op: 'useradd', address })).token as string | undefined);
   if (!token) token = (await api(s, { op: 'usertoken', address })).token as string;
   tokens.set(key, token);
-  const c = new SwitchboardClient({ url: `ws://127.0.0.1:${s.port}/`, token, device, WebSocket: WebSocket as never, reconnect: { minDelayMs: 20, maxDelayMs: 200 } });
-  clients.push(c);
-  const got: IncomingMessage[] = [];
-  const statuses: StatusEvent[] = [];
-  c.on('message', (m) => got.push(m));
-  c.on('status', (st) => statuses.push(st));
-  await c.connect();
-  return { c, got, statuses, texts: () => got.map((m) => m.text ?? '') };
+  return connectPeer(s.port, token, device, clients);
 }
 
 afterEach(async () => {

@@ -11,7 +11,7 @@
  * `fn(message)` returning nothing or a Promise. Call `message.drop()` to
  * stop the message.
  */
-export type Middleware<T> = ((message: T, next: (err?: unknown) => void) => void) | ((message: T) => void | Promise<void>);
+export type Middleware<T> = (message: T, next: (err?: unknown) => void) => void | Promise<void>;
 
 /** What every pipeline message has. */
 export interface Droppable {
@@ -62,6 +62,9 @@ export interface FormatMessage extends Droppable {
   frame: Buffer;
 }
 
+/** What a one-parameter middleware is given as `next`: it never calls it. */
+const ignoreNext = (): void => undefined;
+
 export class Stage<T extends Droppable> {
   private readonly fns: Middleware<T>[] = [];
 
@@ -109,7 +112,9 @@ export class Stage<T extends Droppable> {
           if (!sync && resume) resume(e);
         };
         try {
-          (fn as (message: T, next: (err?: unknown) => void) => void)(m, next);
+          const ret = fn(m, next);
+          // A callback-style middleware that also returns a Promise: its rejection is its error.
+          if (ret && typeof (ret as Promise<void>).then === 'function') (ret as Promise<void>).then(undefined, next);
         } catch (e) {
           if (!called) {
             called = true;
@@ -126,7 +131,7 @@ export class Stage<T extends Droppable> {
       }
       let r: void | Promise<void>;
       try {
-        r = (fn as (message: T) => void | Promise<void>)(m);
+        r = fn(m, ignoreNext);
       } catch (e) {
         this.onError(this.name, e);
         continue;
