@@ -39,11 +39,11 @@ Server.start({ configText, log: (line) => process.stderr.write(line + '\\n') }).
 );
 `;
 
-/** Writes the child's script and config into `dir`; returns [script, config] paths for spawn. */
-export function writeChildServer(dir: string, port: number, appToken: string): [string, string] {
+/** Writes the child's script and config (plus `extraConf` lines) into `dir`; returns [script, config] paths for spawn. */
+export function writeChildServer(dir: string, port: number, appToken: string, extraConf = ''): [string, string] {
   const script = path.join(dir, 'server.js');
   const conf = path.join(dir, 'switchboard.conf');
   fs.writeFileSync(script, SERVER_SCRIPT);
-  fs.writeFileSync(conf, `listen = 127.0.0.1:${port}\ndata_dir = ${path.join(dir, 'data')}\napp_token = ${appToken}\nrate_limit = 1000000\n`);
+  fs.writeFileSync(conf, `listen = 127.0.0.1:${port}\ndata_dir = ${path.join(dir, 'data')}\napp_token = ${appToken}\nrate_limit = 1000000\n${extraConf}`);
   return [script, conf];
 }

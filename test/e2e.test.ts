@@ -35,6 +35,28 @@ async function connect(s: Server, token: string, device = ''): Promise<Peer> {
   return connectPeer(s.port, token, device, clients);
 }
 
+/** A bare WebSocket client: it acknowledges nothing unless the test says so. */
+async function raw(s: Server, token: string): Promise<{ ws: WebSocket; frames: Record<string, unknown>[]; closed: Promise<number> }> {
+  const ws = new WebSocket(`ws://127.0.0.1:${s.port}/?token=${token}`);
+  const frames: Record<string, unknown>[] = [];
+  ws.on('message', (d, isBinary) => frames.push(isBinary ? { binary: d } : JSON.parse(d.toString())));
+  const closed = new Promise<number>((r) => ws.on('close', (code) => r(code)));
+  await new Promise((r) => ws.on('open', r));
+  return { ws, frames, closed };
+}
+
+/** Counts the store writes of the server's messages (copies enqueued). */
+function countEnqueues(s: Server): { n: number } {
+  const count = { n: 0 };
+  const store = s.store as unknown as { enqueue: (m: unknown) => void };
+  const enqueue = store.enqueue.bind(store);
+  store.enqueue = (m) => {
+    count.n++;
+    enqueue(m);
+  };
+  return count;
+}
+
 afterEach(async () => {
   while (clients.length) clients.pop()!.close();
   while (running.length) await running.pop()!.stop();
@@ -172,6 +194,138 @@ describe('two users', () => {
   });
 });
 
+describe('durable = on: live copies (durable_grace)', () => {
+  it('a copy the recipient confirms in time is never written; "sent" follows the confirmation and precedes the delivered receipt', async () => {
+    const s = await start();
+    const writes = countEnqueues(s);
+    const alice = await connect(s, await user(s, 'alice'));
+    const bob = await connect(s, await user(s, 'bob'));
+    const events: string[] = [];
+    bob.c.on('message', (m) => events.push(`got ${m.id}`));
+    alice.c.on('status', (st) => events.push(`${st.status === 1 ? 'sent' : 'delivered'} ${st.id}`));
+    const sends = Array.from({ length: 200 }, (_, i) => alice.c.send('bob', `m${i}`, { flags: 0x1 }));
+    await Promise.all(sends.map((x) => x.sent));
+    await until(() => alice.statuses.filter((x) => x.status === 2).length === 200);
+    expect(bob.texts()).toEqual(Array.from({ length: 200 }, (_, i) => `m${i}`));
+    expect(writes.n).toBe(0);
+    for (const { id } of sends) {
+      const at = (e: string) => events.indexOf(`${e} ${id}`);
+      expect(at('got')).toBeGreaterThanOrEqual(0);
+      expect(at('got')).toBeLessThan(at('sent'));
+      expect(at('sent')).toBeLessThan(at('delivered'));
+    }
+    expect(s.store.countPending('bob')).toBe(0);
+  });
+
+  it('a copy the recipient does not confirm is stored after durable_grace, then "sent"; its delivered status deletes it', async () => {
+    const s = await start('durable_grace = 300\n');
+    const writes = countEnqueues(s);
+    const alice = await connect(s, await user(s, 'alice'));
+    const bob = await raw(s, await user(s, 'bob'));
+    const t0 = Date.now();
+    const sending = alice.c.send('bob', 'unconfirmed');
+    await until(() => bob.frames.some((f) => f.op === 'msg'));
+    expect(Date.now() - t0).toBeLessThan(290); // delivered at once, not after the grace
+    expect(await sending.sent).toBe(1);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(295);
+    expect(writes.n).toBe(1);
+    expect(s.store.countPending('bob')).toBe(1);
+    bob.ws.send(JSON.stringify({ op: 'status', id: sending.id, to: 'alice', status: 2 }));
+    await until(() => s.store.countPending('bob') === 0);
+    expect(bob.frames.filter((f) => f.op === 'msg')).toHaveLength(1);
+  });
+
+  it('a recipient that disconnects before confirming gets the copies from the store on its next connection, in order', async () => {
+    const s = await start('durable_grace = 60000\n');
+    const alice = await connect(s, await user(s, 'alice'));
+    const bobToken = await user(s, 'bob');
+    const bob = await raw(s, bobToken);
+    const sends = Array.from({ length: 5 }, (_, i) => alice.c.send('bob', `m${i}`));
+    await until(() => bob.frames.filter((f) => f.op === 'msg').length === 5);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(alice.statuses).toEqual([]); // neither confirmed nor stored yet
+    expect(s.store.countPending('bob')).toBe(0);
+    bob.ws.close();
+    await Promise.all(sends.map((x) => x.sent));
+    expect(s.store.countPending('bob')).toBe(5);
+    const again = await connect(s, bobToken);
+    await until(() => again.got.length === 5);
+    expect(again.texts()).toEqual(['m0', 'm1', 'm2', 'm3', 'm4']);
+    await until(() => s.store.countPending('bob') === 0);
+  });
+
+  it('a graceful stop stores the copies still waiting for a confirmation', async () => {
+    const dir = tempDir();
+    let s = await start('durable_grace = 60000\n', dir);
+    const alice = await connect(s, await user(s, 'alice'));
+    const bobToken = await user(s, 'bob');
+    const bob = await raw(s, bobToken);
+    alice.c.send('bob', 'in flight');
+    await until(() => bob.frames.some((f) => f.op === 'msg'));
+    alice.c.close();
+    await s.stop();
+    running.pop();
+    s = await start('', dir);
+    expect(s.store.countPending('bob')).toBe(1);
+    const again = await connect(s, bobToken);
+    await until(() => again.got.length === 1);
+    expect(again.texts()).toEqual(['in flight']);
+  });
+
+  it('durable_grace = 0 writes every copy before anyone sees it, and "sent" needs no confirmation', async () => {
+    const s = await start('durable_grace = 0\n');
+    const writes = countEnqueues(s);
+    const alice = await connect(s, await user(s, 'alice'));
+    const bob = await raw(s, await user(s, 'bob'));
+    const seenStored: number[] = [];
+    bob.ws.on('message', () => seenStored.push(s.store.countPending('bob')));
+    for (let i = 0; i < 3; i++) expect(await alice.c.send('bob', `m${i}`).sent).toBe(1);
+    await until(() => bob.frames.filter((f) => f.op === 'msg').length === 3);
+    expect(writes.n).toBe(3);
+    // When each copy reached bob it was already committed.
+    expect(seenStored.filter((n) => n > 0)).toHaveLength(seenStored.length);
+  });
+
+  it('a group message is "sent" once every online member confirmed; only the offline member\'s copy is written', async () => {
+    const s = await start();
+    const writes = countEnqueues(s);
+    const alice = await connect(s, await user(s, 'alice'));
+    const bob = await connect(s, await user(s, 'bob'));
+    const carol = await raw(s, await user(s, 'carol'));
+    await user(s, 'dave'); // offline
+    await api(s, { op: 'groupadd', gid: 7, members: ['alice', 'bob', 'carol', 'dave'] });
+    const sending = alice.c.sendToGroup(7, 'hello all');
+    await until(() => bob.got.length === 1 && carol.frames.some((f) => f.op === 'msg'));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(alice.statuses).toEqual([]); // carol has not confirmed
+    carol.ws.send(JSON.stringify({ op: 'status', id: sending.id, to: 'alice', status: 2 }));
+    expect(await sending.sent).toBe(1);
+    expect(writes.n).toBe(1);
+    expect(s.store.countPending('dave')).toBe(1);
+    expect(s.store.countPending('carol') + s.store.countPending('bob')).toBe(0);
+  });
+
+  it('a message resent while its first copy waits is answered by one confirmation, and nothing is written', async () => {
+    const s = await start('durable_grace = 60000\n');
+    const writes = countEnqueues(s);
+    const alice = await raw(s, await user(s, 'alice'));
+    const bob = await raw(s, await user(s, 'bob'));
+    const m = JSON.stringify({ op: 'msg', id: 77, to: 'bob', data: 'twice' });
+    alice.ws.send(m);
+    alice.ws.send(m);
+    await until(() => bob.frames.filter((f) => f.op === 'msg').length === 2);
+    bob.ws.send(JSON.stringify({ op: 'status', id: 77, to: 'alice', status: 2 }));
+    await until(() => alice.frames.filter((f) => f.op === 'status' && f.status === 1).length === 2);
+    expect(writes.n).toBe(0);
+    expect(s.store.countPending('bob')).toBe(0);
+  });
+
+  it('refuses a durable_grace that is not a whole number of milliseconds up to 60000', async () => {
+    await expect(start('durable_grace = soon\n')).rejects.toMatchObject({ code: 'E_CONFIG_BAD_VALUE' });
+    await expect(start('durable_grace = 60001\n')).rejects.toMatchObject({ code: 'E_CONFIG_BAD_VALUE' });
+  });
+});
+
 describe('TLS', () => {
   it('serves wss:// when tls_cert and tls_key are set', async () => {
     const dir = tempDir();
@@ -239,15 +393,6 @@ describe('the module chain on every message', () => {
 });
 
 describe('bad input', () => {
-  async function raw(s: Server, token: string): Promise<{ ws: WebSocket; frames: Record<string, unknown>[]; closed: Promise<number> }> {
-    const ws = new WebSocket(`ws://127.0.0.1:${s.port}/?token=${token}`);
-    const frames: Record<string, unknown>[] = [];
-    ws.on('message', (d, isBinary) => frames.push(isBinary ? { binary: d } : JSON.parse(d.toString())));
-    const closed = new Promise<number>((r) => ws.on('close', (code) => r(code)));
-    await new Promise((r) => ws.on('open', r));
-    return { ws, frames, closed };
-  }
-
   it('malformed frames and unknown ops get error codes; the connection keeps working', async () => {
     const s = await start();
     const token = await user(s, 'alice');

@@ -76,8 +76,9 @@ class ServerProcess {
   constructor(
     readonly dir: string,
     readonly port: number,
+    extraConf: string,
   ) {
-    [this.script, this.conf] = writeChildServer(dir, port, APP_TOKEN);
+    [this.script, this.conf] = writeChildServer(dir, port, APP_TOKEN, extraConf);
   }
 
   private note(line: string): void {
@@ -436,18 +437,32 @@ class Recipient {
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-kill-'));
 let server: ServerProcess | null = null;
+let keepTmp = false;
 
 afterAll(async () => {
   if (server?.running) await server.kill('SIGKILL');
-  if (problems.length === 0) fs.rmSync(tmp, { recursive: true, force: true });
+  if (!keepTmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
 
+// Both ways a durable server says "sent": the default, where a copy for an
+// online recipient goes out at once and "sent" waits for its delivered
+// status or, after durable_grace, for the store (live copies); and
+// durable_grace = 0, where every copy is committed before anyone sees it.
+const VARIANTS = [
+  { name: 'live copies (default durable_grace)', conf: '' },
+  { name: 'every copy stored first (durable_grace = 0)', conf: 'durable_grace = 0\n' },
+];
+
 describe('durability under SIGKILL', () => {
-  it(`keeps every message acknowledged as sent, in per-sender order, across ${KILLS} kills (seed ${SEED})`, { timeout: 90_000 }, async () => {
+  for (const variant of VARIANTS) it(`keeps every message acknowledged as sent, in per-sender order, across ${KILLS} kills: ${variant.name} (seed ${SEED})`, { timeout: 90_000 }, async () => {
     const t0 = Date.now();
-    console.log(`kill test: seed ${SEED} (replay with SWITCHBOARD_KILL_SEED=${SEED}); data in ${tmp}`);
+    problems.length = 0;
+    roundEnd.length = 0;
+    round = 0;
+    const dir = fs.mkdtempSync(path.join(tmp, 'run-'));
+    console.log(`kill test (${variant.name}): seed ${SEED} (replay with SWITCHBOARD_KILL_SEED=${SEED}); data in ${dir}`);
     const port = await freePort();
-    server = new ServerProcess(tmp, port);
+    server = new ServerProcess(dir, port, variant.conf);
     await server.start();
 
     const rNames = Array.from({ length: RECIPIENTS }, (_, i) => `r${i}`);
@@ -588,7 +603,7 @@ describe('durability under SIGKILL', () => {
     const frames = [...senders.values()].reduce((n, s) => n + s.framesSent, 0);
     const receipts = [...senders.values()].reduce((n, s) => n + s.receipts, 0);
     const report = [
-      `kill test, seed ${SEED}: ${KILLS} kills, ${((Date.now() - t0) / 1000).toFixed(1)} s; server starts ${server.startMs.join('/')} ms`,
+      `kill test (${variant.name}), seed ${SEED}: ${KILLS} kills, ${((Date.now() - t0) / 1000).toFixed(1)} s; server starts ${server.startMs.join('/')} ms`,
       ...rounds,
       `messages: ${unique} sent (${frames} frames; ${resent} resent after a kill), ${acked} acknowledged as sent (${ackedBeforeKill} before a kill), ${expiring.length} with expiry ${EXPIRY_S} s`,
       `delivered: ${firsts} distinct (${deliveredUnsaid} by a server killed before it said "sent"), ${deliveries} deliveries, ${deliveries - firsts} duplicates`,
@@ -596,6 +611,7 @@ describe('durability under SIGKILL', () => {
       `drain: ${drainConnections.map((c, i) => `${rcpts[i].name} ${c.join('+')}`).join(', ')} messages per connection, ${Date.now() - drainStart} ms; receipts relayed to senders: ${receipts}`,
     ];
     console.log(report.join('\n'));
+    if (problems.length) keepTmp = true;
     expect(acked).toBeGreaterThan(0);
     expect(problems, `${problems.length} problems (seed ${SEED}, replay with SWITCHBOARD_KILL_SEED=${SEED}); server log tail:\n${server.log.slice(-10).join('\n')}`).toEqual([]);
   });

@@ -328,7 +328,7 @@ const SCRIPTS = {
   async: 'module.exports = { async onMessage() { return "pass"; } };\n',
 };
 
-function switchboardConfigText(tmp, modDir, durable, modules, script = null, filter = false) {
+function switchboardConfigText(tmp, modDir, durable, modules, script = null, filter = false, grace = null) {
   const dataDir = fs.mkdtempSync(path.join(tmp, 'data-'));
   let scriptBlock = [];
   if (script) {
@@ -341,6 +341,7 @@ function switchboardConfigText(tmp, modDir, durable, modules, script = null, fil
     `data_dir = ${dataDir}`,
     'app_token = bench-app-token',
     `durable = ${durable}`,
+    ...(grace === null ? [] : [`durable_grace = ${grace}`]),
     'rate_limit = 10000000',
     `module_dir = ${modDir}`,
     ...Array(modules).fill('module pass'),
@@ -407,6 +408,9 @@ async function main() {
   if (o.servers.has('mosquitto')) configs.push({ name: 'Mosquitto 2 (MQTT 3.1.1, QoS 0)', kind: 'mosquitto' });
   if (o.servers.has('switchboard')) {
     for (const durable of ['off', 'on']) for (const modules of [0, 3]) configs.push({ name: `Switchboard, ${modules} PASS modules, durable ${durable}`, kind: 'switchboard', durable, modules });
+    // durable on with durable_grace = 0: every copy committed before it goes
+    // out, instead of live copies confirmed by the recipient (the default).
+    configs.push({ name: 'Switchboard, 3 PASS modules, durable on, durable_grace 0', kind: 'switchboard', durable: 'on', modules: 3, grace: 0 });
     // One TypeScript module after the 3 native ones: what a JS call per
     // message costs, decided at once and through a Promise (deferred verdict).
     for (const script of ['sync', 'async']) configs.push({ name: `Switchboard, 3 PASS modules + 1 TS ${script} PASS, durable off`, kind: 'switchboard', durable: 'off', modules: 3, script });
@@ -459,7 +463,7 @@ async function main() {
           c.server = await startMosquitto(tmp, pin);
           c.auth = async () => ['--mqtt'];
         } else {
-          const configText = switchboardConfigText(tmp, modDir, c.durable, c.modules, c.script, c.filter);
+          const configText = switchboardConfigText(tmp, modDir, c.durable, c.modules, c.script, c.filter, c.grace ?? null);
           c.server = await startServer(c.name, [path.join(here, 'run.mjs'), '--server-child', JSON.stringify({ configText })], pin);
           // Fresh users for every run: what one run leaves unacknowledged in the
           // store stays with its users and never reaches the next one.

@@ -74,6 +74,30 @@ interface PendingAck {
   binary: boolean;
 }
 
+/** A sender's "sent" that waits for its live copies (below) to be confirmed or stored. */
+interface LiveAck extends PendingAck {
+  /** Live copies not yet confirmed or stored. */
+  left: number;
+}
+
+/**
+ * With durable on and durable_grace > 0, a copy for an online recipient is
+ * sent at once and kept here instead of being written to the store. The
+ * sender hears "sent" when the recipient confirms delivery, or, if it has
+ * not by `due` (or disconnects first), when the copy has been written to
+ * the store. Either way "sent" means the message can no longer be lost
+ * with the process; most copies never touch the disk.
+ */
+interface LiveCopy {
+  /** `sender\0recipient\0id`, the receiptFlags key. */
+  key: string;
+  /** null once confirmed or stored. */
+  copy: NewMessage | null;
+  due: number;
+  /** Usually one; more when the sender resent the message while it was live. */
+  acks: LiveAck[];
+}
+
 export interface StartOptions {
   /** A config file (default: ./mesibo.conf), or config text. */
   configFile?: string;
@@ -110,6 +134,15 @@ export class Server {
   private acks: PendingAck[] = [];
   /** Deliveries waiting for this turn's group commit (durable on). */
   private held: { to: string; frames: HeldFrames }[] = [];
+  /** Recipients in `held`: a live copy to them would overtake the held one. */
+  private readonly heldTo = new Set<string>();
+  /** Copies delivered before they were stored (durable_grace), by key, and in the order they were sent. */
+  private readonly live = new Map<string, LiveCopy>();
+  private liveQueue: LiveCopy[] = [];
+  private liveHead = 0;
+  private liveTimer: NodeJS.Timeout | null = null;
+  /** Receipts for confirmed live copies: they go out after the acks, so "sent" comes first. */
+  private receiptsAfterAcks: { to: string; frames: HeldFrames }[] = [];
   private flushScheduled = false;
   private purgeTimer: NodeJS.Timeout | null = null;
   private stopped = false;
@@ -259,6 +292,11 @@ export class Server {
     this.listenSocket = null;
     for (const set of [...this.devices.values()]) for (const ws of [...set]) ws.end(1001, 'server shutting down');
     if (this.purgeTimer) clearInterval(this.purgeTimer);
+    if (this.liveTimer) clearTimeout(this.liveTimer);
+    this.liveTimer = null;
+    // Unconfirmed live copies: their senders never heard "sent" and will
+    // resend, but a copy stored now is not lost if they do not come back.
+    for (const lc of this.liveQueue) if (lc.copy) this.storeLive(lc);
     this.flushNow();
     this.store.close();
     this.core.close();
@@ -379,6 +417,13 @@ export class Server {
     }
     if (c.binary) this.binaryDevices--;
     else this.jsonDevices--;
+    // What this device was sent but did not confirm may be lost with it:
+    // store it now, in the order it was sent (another device of the same
+    // user that confirms it deletes it).
+    if (this.live.size) for (let i = this.liveHead; i < this.liveQueue.length; i++) {
+      const lc = this.liveQueue[i];
+      if (lc.copy && lc.copy.recipient === c.address) this.storeLive(lc);
+    }
     if (this.stopped) return;
     this.core.login(c.address, false);
     if (set.size === 0) {
@@ -658,10 +703,22 @@ export class Server {
 
     if (info[Info.Op] === OP_STATUS) {
       const status = info[Info.Status];
-      if (this.wantsReceipt(to, from, id, status)) this.publish(to, out, frameLen, frame2Len, outFormat);
+      const key = `${to}\0${from}\0${id}`;
+      // A live copy confirmed: nothing was stored, nothing to delete. Its
+      // "sent" goes before the receipt.
+      const lc = this.live.size && (status === Status.DELIVERED || status === Status.READ) ? this.live.get(key) : undefined;
+      if (lc) this.confirmLive(lc);
+      if (this.wantsReceipt(key, status)) {
+        if (!lc) this.publish(to, out, frameLen, frame2Len, outFormat);
+        else {
+          // After the "sent" that confirmLive queued.
+          this.receiptsAfterAcks.push({ to, frames: holdFrames(out, frameLen, frame2Len, outFormat) });
+          this.scheduleFlush();
+        }
+      }
       // With durability off only messages for offline users are stored: a
       // receipt for anything else has no copy to delete.
-      if (status === Status.DELIVERED && (this.settings.durable || ws?.getUserData().stored?.delete(`${to}\0${id}`))) {
+      if (!lc && status === Status.DELIVERED && (this.settings.durable || ws?.getUserData().stored?.delete(`${to}\0${id}`))) {
         this.store.ack(from, to, id);
         this.scheduleFlush();
       }
@@ -674,6 +731,7 @@ export class Server {
     const flags = info[Info.Flags];
     let status: number = Status.SENT;
     let stored = false;
+    let liveAck: LiveAck | null = null;
     if (verdict === 0) {
       const recipients = gid ? this.group(gid) : this.users.has(to) ? [to] : null;
       if (!recipients) status = Status.INVALIDDEST;
@@ -695,18 +753,32 @@ export class Server {
         const expiry = info[Info.Expiry];
         const transient = (flags & FLAG_TRANSIENT) !== 0;
         // With durability on, a recipient sees a message only once it is in
-        // the store: a copy published before the commit could be lost with
+        // the store (a copy published before the commit could be lost with
         // a killed process, and its resend would then arrive after later
-        // messages, out of the sender's order.
+        // messages, out of the sender's order), unless it is a live copy:
+        // sent at once, and "sent" waits for its confirmation (LiveCopy).
         const hold = this.settings.durable && !transient;
+        const live = hold && ws !== null && this.settings.durableGrace > 0;
         for (const r of recipients) {
           if (r === from && gid) continue;
           const online = this.devices.has(r);
+          if (flags & (FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(from, r, id, flags);
+          if (online && live && !this.pumping.has(r) && !(this.heldTo.size && this.heldTo.has(r))) {
+            this.publish(r, out, frameLen, frame2Len, outFormat);
+            payload ??= Buffer.from(out.subarray(payloadAt, toAt));
+            liveAck ??= { ws: ws!, frame: Buffer.from(out.subarray(ackAt, ackAt + ackLen)), binary: senderBinary, left: 0 };
+            this.addLive(liveAck, {
+              recipient: r, sender: from, id, refid: info[Info.Refid], groupid: gid, flags, type: info[Info.Type], expiry,
+              expiresAt: expiry ? Date.now() + expiry * 1000 : 0, payload,
+            });
+            continue;
+          }
           if (online) {
             if (!hold) this.publish(r, out, frameLen, frame2Len, outFormat);
             else {
               held ??= holdFrames(out, frameLen, frame2Len, outFormat);
               this.held.push({ to: r, frames: held });
+              this.heldTo.add(r);
             }
           }
           if (transient || (online && !this.settings.durable && !this.pumping.has(r))) continue;
@@ -716,7 +788,6 @@ export class Server {
             expiresAt: expiry ? Date.now() + expiry * 1000 : 0, payload,
           });
           stored = true;
-          if (flags & (FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(from, r, id, flags);
         }
       }
     }
@@ -727,6 +798,10 @@ export class Server {
     if (status !== Status.SENT) {
       const f = this.core.statusFrame({ id, status, from: to, to: from, groupid: gid }, senderBinary ? 'binary' : 'json');
       ws.send(f, senderBinary);
+    } else if (liveAck) {
+      // "Sent" when the last live copy is confirmed or stored (confirmLive,
+      // storeLive), with the acks of that turn, after its commit: so also
+      // after the commit of any copy stored here.
     } else if (stored) {
       // "Sent" means durable: the ack waits for this turn's group commit.
       this.acks.push({ ws, frame: Buffer.from(out.subarray(ackAt, ackAt + ackLen)), binary: senderBinary });
@@ -797,12 +872,14 @@ export class Server {
     const online = this.devices.has(r);
     if (online) {
       const frames = (shared.frames ??= { json: this.jsonDevices ? encodeStored(copy, false) : null, binary: this.binaryDevices ? encodeStored(copy, true) : null });
-      if (this.settings.durable && !transient) this.held.push({ to: r, frames });
-      else this.publishHeld({ to: r, frames });
+      if (this.settings.durable && !transient) {
+        this.held.push({ to: r, frames });
+        this.heldTo.add(r);
+      } else this.publishHeld({ to: r, frames });
     }
+    if (m.flags & (FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(from, r, m.id, m.flags);
     if (transient || (online && !this.settings.durable && !this.pumping.has(r))) return false;
     this.store.enqueue(copy);
-    if (m.flags & (FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(from, r, m.id, m.flags);
     return true;
   }
 
@@ -881,8 +958,7 @@ export class Server {
    * flags of messages that want receipts are kept in memory from routing
    * (and, at start-up, from the store) until the receipt has gone back.
    */
-  private wantsReceipt(sender: string, recipient: string, id: number, status: number): boolean {
-    const key = `${sender}\0${recipient}\0${id}`;
+  private wantsReceipt(key: string, status: number): boolean {
     const flags = this.receiptFlags.get(key);
     if (!flags) return false;
     if (status === Status.READ || !(flags & FLAG_READ_RECEIPT)) this.receiptFlags.delete(key);
@@ -962,6 +1038,84 @@ export class Server {
     this.scheduleFlush();
   }
 
+  // --- live copies (durable on, durable_grace > 0) ------------------------
+
+  private addLive(ack: LiveAck, copy: NewMessage): void {
+    ack.left++;
+    const key = `${copy.sender}\0${copy.recipient}\0${copy.id}`;
+    const had = this.live.get(key);
+    if (had) {
+      // A resend of a message still live (the sender reconnected before
+      // its "sent"): one confirmation answers both.
+      had.acks.push(ack);
+      return;
+    }
+    const lc: LiveCopy = { key, copy, due: Date.now() + this.settings.durableGrace, acks: [ack] };
+    this.live.set(key, lc);
+    this.liveQueue.push(lc);
+    if (!this.liveTimer) this.armLive();
+  }
+
+  /**
+   * The recipient confirmed a live copy: its sender hears "sent" at the end
+   * of this loop turn, with every other ack of the turn, in one write per
+   * connection.
+   */
+  private confirmLive(lc: LiveCopy): void {
+    this.live.delete(lc.key);
+    lc.copy = null;
+    for (const a of lc.acks) if (--a.left === 0) this.queueAck(a);
+  }
+
+  /** Not confirmed in time (or its recipient left): written to the store, and "sent" follows the commit. */
+  private storeLive(lc: LiveCopy): void {
+    this.live.delete(lc.key);
+    this.store.enqueue(lc.copy!);
+    lc.copy = null;
+    for (const a of lc.acks) if (--a.left === 0) this.queueAck(a);
+    this.scheduleFlush();
+  }
+
+  private queueAck(a: PendingAck): void {
+    this.acks.push(a);
+    this.scheduleFlush();
+  }
+
+  /**
+   * One timer for all live copies. It fires at most every quarter of the
+   * grace, so a copy waits between durable_grace and 1.25 x durable_grace
+   * before it is stored.
+   */
+  private armLive(): void {
+    const q = this.liveQueue;
+    while (this.liveHead < q.length && q[this.liveHead].copy === null) this.liveHead++;
+    if (this.liveHead >= q.length) {
+      this.liveQueue = [];
+      this.liveHead = 0;
+      this.liveTimer = null;
+      return;
+    }
+    const grace = this.settings.durableGrace;
+    const wait = Math.max(q[this.liveHead].due - Date.now(), Math.ceil(grace / 4), 1);
+    this.liveTimer = setTimeout(() => this.expireLive(), wait);
+  }
+
+  private expireLive(): void {
+    this.liveTimer = null;
+    if (this.stopped) return;
+    const now = Date.now();
+    const q = this.liveQueue;
+    while (this.liveHead < q.length && q[this.liveHead].due <= now) {
+      const lc = q[this.liveHead++];
+      if (lc.copy) this.storeLive(lc);
+    }
+    if (this.liveHead > 1024 && this.liveHead * 2 > q.length) {
+      this.liveQueue = q.slice(this.liveHead);
+      this.liveHead = 0;
+    }
+    this.armLive();
+  }
+
   // --- group commit -------------------------------------------------------
 
   private scheduleFlush(): void {
@@ -976,12 +1130,44 @@ export class Server {
     const held = this.held;
     if (held.length) {
       this.held = [];
+      this.heldTo.clear();
       for (const h of held) this.publishHeld(h);
     }
     const acks = this.acks;
-    if (!acks.length) return;
-    this.acks = [];
-    for (const a of acks) if (a.ws.getUserData().open) a.ws.send(a.frame, a.binary);
+    if (acks.length) {
+      this.acks = [];
+      this.sendAcks(acks);
+    }
+    const receipts = this.receiptsAfterAcks;
+    if (receipts.length) {
+      this.receiptsAfterAcks = [];
+      for (const r of receipts) {
+        if (r.frames.json) this.app.publish(topic(r.to, false), r.frames.json, false);
+        if (r.frames.binary) this.app.publish(topic(r.to, true), r.frames.binary, true);
+      }
+    }
+  }
+
+  private sendAcks(acks: PendingAck[]): void {
+    if (acks.length === 1) {
+      const a = acks[0];
+      if (a.ws.getUserData().open) a.ws.send(a.frame, a.binary);
+      return;
+    }
+    // One write per connection, not one per status: outside a uWebSockets.js
+    // callback every uncorked send is a system call.
+    const byWs = new Map<WS, PendingAck[]>();
+    for (const a of acks) {
+      const list = byWs.get(a.ws);
+      if (list) list.push(a);
+      else byWs.set(a.ws, [a]);
+    }
+    for (const [ws, list] of byWs) {
+      if (!ws.getUserData().open) continue;
+      ws.cork(() => {
+        for (const a of list) ws.send(a.frame, a.binary);
+      });
+    }
   }
 }
 

@@ -19,6 +19,12 @@ export interface ServerSettings {
   idleTimeout: number;
   logLevel: number;
   durable: boolean;
+  /**
+   * With durable on: ms a message to an online recipient may wait for the
+   * recipient's delivered status before it is written to the store (0:
+   * every message is written before anyone sees it).
+   */
+  durableGrace: number;
 }
 
 export const DEFAULTS = {
@@ -28,6 +34,7 @@ export const DEFAULTS = {
   rateLimit: 1000,
   idleTimeout: 120,
   logLevel: 1,
+  durableGrace: 50,
 };
 
 function bad(cfg: ParsedConfig, key: string, value: string, expected: string): SwitchboardError {
@@ -68,5 +75,6 @@ export function settingsFrom(cfg: ParsedConfig): ServerSettings {
     idleTimeout: int(cfg, 'idle_timeout', DEFAULTS.idleTimeout, 0, 3600),
     logLevel: int(cfg, 'log_level', DEFAULTS.logLevel, 0, 3),
     durable: ['on', 'true', 'yes', '1'].includes(durable),
+    durableGrace: int(cfg, 'durable_grace', DEFAULTS.durableGrace, 0, 60_000),
   };
 }
