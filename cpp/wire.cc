@@ -98,14 +98,26 @@ uint64_t load_u64(const uint8_t *p) {
 
 uint64_t any_zero_byte(uint64_t w) { return (w - kOnes) & ~w & kHighs; }
 
-bool any_string_stop(uint64_t w) {
+// The high bit of each byte of w that stops a string scan. A borrow only
+// runs upwards from a byte that matches, so the lowest bit set is exact.
+uint64_t string_stops(uint64_t w) {
   uint64_t below_space = (w - 0x20 * kOnes) & ~w & kHighs;
-  return (below_space | any_zero_byte(w ^ ('"' * kOnes)) | any_zero_byte(w ^ ('\\' * kOnes)) | (w & kHighs)) != 0;
+  return below_space | any_zero_byte(w ^ ('"' * kOnes)) | any_zero_byte(w ^ ('\\' * kOnes)) | (w & kHighs);
 }
 
-// The first byte at or after p, before end, that stops a string scan.
+// The first byte at or after p, before end, that stops a string scan. On a
+// little-endian machine the lowest bit of the word's mask says which byte it
+// is, so the byte loop runs only on the last few bytes of the range.
 const uint8_t *skip_plain(const uint8_t *p, const uint8_t *end) {
-  while (end - p >= 8 && !any_string_stop(load_u64(p))) p += 8;
+  while (end - p >= 8) {
+    uint64_t hits = string_stops(load_u64(p));
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (hits) return p + (__builtin_ctzll(hits) >> 3);
+#else
+    if (hits) break;
+#endif
+    p += 8;
+  }
   while (p < end && !kStringStops.stop[*p]) ++p;
   return p;
 }
@@ -304,16 +316,17 @@ struct Decoder {
   // Scans the rest of a JSON string (the opening quote consumed), writing at
   // most `cap` decoded bytes to dst and the full decoded length to *n.
   // Raw bytes that are not UTF-8 are copied and flagged in *bad_utf8; the
-  // caller decides what that means.
-  bool string(char *dst, size_t cap, size_t *n, bool *bad_utf8) {
+  // caller decides what that means. `stop` is skip_plain(p, end), which
+  // the caller has already found (see plain_string()).
+  bool string_from(const uint8_t *stop, char *dst, size_t cap, size_t *n, bool *bad_utf8) {
     size_t k = 0;
     auto put = [&](const void *src, size_t len) {
       if (k < cap) std::memcpy(dst + k, src, len < cap - k ? len : cap - k);
       k += len;
     };
-    for (;;) {
+    for (bool first = true;; first = false) {
       const uint8_t *run = p;
-      p = skip_plain(p, end);
+      p = first ? stop : skip_plain(p, end);
       if (p > run) put(run, static_cast<size_t>(p - run));
       if (p >= end) return malformed("unterminated string");
       uint8_t c = *p;
@@ -364,6 +377,23 @@ struct Decoder {
     }
   }
 
+  // Most strings in a frame are plain ASCII without escapes. For one of
+  // those (the opening quote consumed) this moves p past the closing quote,
+  // sets [*s, *s + *n) to its text in the frame, which needs no copy, and
+  // returns true. Otherwise it returns false with p unchanged and *stop at
+  // the first byte that needs the general scan, for string_from().
+  bool plain_string(const char **s, size_t *n, const uint8_t **stop) {
+    const uint8_t *q = skip_plain(p, end);
+    if (q >= end || *q != '"') {
+      *stop = q;
+      return false;
+    }
+    *s = reinterpret_cast<const char *>(p);
+    *n = static_cast<size_t>(q - p);
+    p = q + 1;
+    return true;
+  }
+
   bool hex4(const uint8_t *at, uint32_t *cp) {
     if (end - at < 4) return false;
     uint32_t v = 0;
@@ -376,9 +406,11 @@ struct Decoder {
     return true;
   }
 
-  bool utf8_string(char *dst, size_t cap, size_t *n) {
+  bool utf8_string(char *dst, size_t cap, size_t *n) { return utf8_string_from(skip_plain(p, end), dst, cap, n); }
+
+  bool utf8_string_from(const uint8_t *stop, char *dst, size_t cap, size_t *n) {
     bool bad = false;
-    if (!string(dst, cap, n, &bad)) return false;
+    if (!string_from(stop, dst, cap, n, &bad)) return false;
     if (bad) return malformed("invalid UTF-8 in a string ending");
     return true;
   }
@@ -538,9 +570,11 @@ struct Decoder {
       return skip_value(1);
     }
     ++p;
-    char k[8];
+    char buf[8];
+    const char *k = buf;
     size_t n;
-    if (!utf8_string(k, sizeof k, &n)) return false;
+    const uint8_t *stop;
+    if (!plain_string(&k, &n, &stop) && !utf8_string_from(stop, buf, sizeof buf, &n)) return false;
     if (n == 3 && !std::memcmp(k, "msg", 3)) m.op = WIRE_OP_MESSAGE;
     else if (n == 6 && !std::memcmp(k, "status", 6)) m.op = WIRE_OP_STATUS;
     else reject(WIRE_E_UNKNOWN_OP, "\"op\" must be \"msg\" or \"status\"");
@@ -554,8 +588,21 @@ struct Decoder {
     }
     ++p;
     size_t n;
+    const char *s;
+    const uint8_t *stop;
+    if (plain_string(&s, &n, &stop)) {
+      // Plain text is UTF-8 without control characters: only the length can be wrong.
+      if (n && n <= kMaxAddress) {
+        std::memcpy(to_area, s, n);
+        to_area[n] = 0;
+        m.to_len = n;
+        return true;
+      }
+      p = reinterpret_cast<const uint8_t *>(s);
+      stop = p + n;
+    }
     bool bad = false;
-    if (!string(to_area, kMaxAddress, &n, &bad)) return false;
+    if (!string_from(stop, to_area, kMaxAddress, &n, &bad)) return false;
     if (bad || !valid_address(to_area, n)) {
       to_area[0] = 0;
       reject(WIRE_E_BAD_ADDRESS, "\"to\" (%zu bytes) must be 1 to 255 bytes of UTF-8 without control characters", n);
@@ -577,8 +624,11 @@ struct Decoder {
     }
     ++p;
     size_t n;
+    const char *s;
+    const uint8_t *stop;
     // The area holds the whole frame, and unescaping never lengthens text.
-    if (!utf8_string(payload_area, static_cast<size_t>(end - begin), &n)) return false;
+    if (plain_string(&s, &n, &stop)) std::memcpy(payload_area, s, n);
+    else if (!utf8_string_from(stop, payload_area, static_cast<size_t>(end - begin), &n)) return false;
     if (bit == F_B64 && !base64_decode_in_place(payload_area, n, &n)) {
       payload_area[0] = 0;
       reject(WIRE_E_BAD_BASE64, "\"b64\" is not standard base64 (A-Z a-z 0-9 + /, optional = padding)");
@@ -621,10 +671,12 @@ struct Decoder {
       for (;;) {
         if (!expect('"', "expected a key")) return false;
         const uint8_t *key_at = p;
-        char k[8];
+        char buf[8];
+        const char *k = buf;
         size_t n;
-        if (!utf8_string(k, sizeof k, &n)) return false;
-        uint32_t bit = n <= sizeof k ? key_bit(k, n) : 0;
+        const uint8_t *stop;
+        if (!plain_string(&k, &n, &stop) && !utf8_string_from(stop, buf, sizeof buf, &n)) return false;
+        uint32_t bit = n <= sizeof buf ? key_bit(k, n) : 0;
         if (bit & seen) {
           p = key_at;
           return fail(WIRE_E_MALFORMED, "duplicate key \"%s\" at byte %zu", field_name(bit), offset());
@@ -761,28 +813,90 @@ struct Decoder {
 };
 
 // --- encoding ----------------------------------------------------------------
+//
+// A server frame is mostly short pieces: keys, numbers, addresses. Each goes
+// into a buffer on the stack with plain stores, and the buffer into `out`
+// with one append, because a std::string append per piece costs more than
+// the bytes it copies. A short payload goes into the same buffer; a longer
+// one is appended from where it is.
 
-void append_u32(std::string &out, uint32_t v) {
+// Writes v in decimal at o (room for 10 bytes); returns the end.
+char *put_u32(char *o, uint32_t v) {
   char buf[10];
   size_t i = sizeof buf;
   do {
     buf[--i] = char('0' + v % 10);
     v /= 10;
   } while (v);
-  out.append(buf + i, sizeof buf - i);
+  std::memcpy(o, buf + i, sizeof buf - i);
+  return o + (sizeof buf - i);
 }
 
-void append_le32(std::string &out, uint32_t v) {
-  char b[4] = {char(v), char(v >> 8), char(v >> 16), char(v >> 24)};
-  out.append(b, 4);
+char *put_le32(char *o, uint32_t v) {
+  o[0] = char(v), o[1] = char(v >> 8), o[2] = char(v >> 16), o[3] = char(v >> 24);
+  return o + 4;
 }
 
-// Appends s[0, n) as the inside of a JSON string: quote, backslash and
-// control characters escaped, and (for text the server did not check, such
-// as an address a module set) each byte that is not UTF-8 replaced by U+FFFD,
-// so the frame is always valid JSON.
-void append_json_text(std::string &out, const char *s, size_t n) {
+char *put_bytes(char *o, const void *s, size_t n) {
+  std::memcpy(o, s, n);
+  return o + n;
+}
+
+#define SB_KEY(literal) literal, sizeof(literal) - 1
+
+// The JSON escape of c, a byte below 0x80 that stops a string scan (quote,
+// backslash or control character), at o (room for 6 bytes).
+char *put_escape(char *o, uint8_t c) {
   static const char kShort[] = "btn\0fr";  // \b \t \n (\v has none) \f \r, by byte - 8
+  if (c == '"' || c == '\\') {
+    o[0] = '\\', o[1] = char(c);
+    return o + 2;
+  }
+  if (c >= 8 && c <= 13 && kShort[c - 8]) {
+    o[0] = '\\', o[1] = kShort[c - 8];
+    return o + 2;
+  }
+  char e[6] = {'\\', 'u', '0', '0', "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15]};
+  return put_bytes(o, e, 6);
+}
+
+// The most bytes one byte of text becomes inside a JSON string (\u00XX).
+constexpr size_t kEscapeGrowth = 6;
+
+// Writes s[0, n) at o (room for kEscapeGrowth * n bytes) as the inside of a
+// JSON string: quote, backslash and control characters escaped, and (for
+// text the server did not check, such as an address a module set) each byte
+// that is not UTF-8 replaced by U+FFFD, so the frame is always valid JSON.
+// When `strict`, a byte that is not UTF-8 is not replaced: the function
+// returns nullptr there, so a payload is scanned once to check and escape it.
+char *put_json_text(char *o, const char *s, size_t n, bool strict) {
+  const uint8_t *u = reinterpret_cast<const uint8_t *>(s);
+  const uint8_t *end = u + n;
+  for (;;) {
+    const uint8_t *run = u;
+    u = skip_plain(u, end);
+    o = put_bytes(o, run, static_cast<size_t>(u - run));
+    if (u == end) return o;
+    uint8_t c = *u;
+    if (c < 0x80) {
+      o = put_escape(o, c);
+      ++u;
+    } else if (size_t l = utf8_sequence(u, end)) {
+      o = put_bytes(o, u, l);
+      u += l;
+    } else if (strict) {
+      return nullptr;
+    } else {
+      o = put_bytes(o, "\xEF\xBF\xBD", 3);
+      ++u;
+    }
+  }
+}
+
+// Appends s[0, n) as put_json_text() writes it, a run at a time, for text
+// that may be too long for a buffer on the stack. When `strict`, returns
+// false at a byte that is not UTF-8, having appended part of the text.
+bool append_json_text(std::string &out, const char *s, size_t n, bool strict) {
   const uint8_t *u = reinterpret_cast<const uint8_t *>(s);
   const uint8_t *end = u + n;
   const uint8_t *run = u;
@@ -796,30 +910,20 @@ void append_json_text(std::string &out, const char *s, size_t n) {
         u += l;
         continue;
       }
+      if (strict) return false;
     }
     out.append(reinterpret_cast<const char *>(run), static_cast<size_t>(u - run));
-    if (c >= 0x80) {
-      out.append("\xEF\xBF\xBD", 3);
-    } else if (c == '"' || c == '\\') {
-      char e[2] = {'\\', char(c)};
-      out.append(e, 2);
-    } else if (c >= 8 && c <= 13 && kShort[c - 8]) {
-      char e[2] = {'\\', kShort[c - 8]};
-      out.append(e, 2);
-    } else {
-      char e[6] = {'\\', 'u', '0', '0', "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15]};
-      out.append(e, 6);
-    }
+    char e[kEscapeGrowth];
+    out.append(e, static_cast<size_t>((c >= 0x80 ? put_bytes(e, "\xEF\xBF\xBD", 3) : put_escape(e, c)) - e));
     run = ++u;
   }
   out.append(reinterpret_cast<const char *>(run), static_cast<size_t>(end - run));
+  return true;
 }
 
-void append_base64(std::string &out, const char *s, size_t n) {
+// Writes s[0, n) in base64 at o (room for 4 bytes for every 3, rounded up).
+char *put_base64(char *o, const char *s, size_t n) {
   const uint8_t *u = reinterpret_cast<const uint8_t *>(s);
-  size_t at = out.size();
-  out.resize(at + (n + 2) / 3 * 4);
-  char *o = &out[at];
   size_t i = 0;
   for (; i + 3 <= n; i += 3) {
     uint32_t v = uint32_t(u[i]) << 16 | uint32_t(u[i + 1]) << 8 | u[i + 2];
@@ -835,22 +939,73 @@ void append_base64(std::string &out, const char *s, size_t n) {
     *o++ = i + 1 < n ? kBase64Digits[v >> 6 & 63] : '=';
     *o++ = '=';
   }
+  return o;
+}
+
+void append_base64(std::string &out, const char *s, size_t n) {
+  size_t at = out.size();
+  out.resize(at + (n + 2) / 3 * 4);
+  put_base64(&out[at], s, n);
 }
 
 // `"key":` followed by a number, with the comma that separates it from
 // what came before (every JSON frame starts with "op", so there always is).
-void json_number(std::string &out, const char *key, size_t key_len, uint32_t v) {
-  out.append(key, key_len);
-  append_u32(out, v);
+char *put_number(char *o, const char *key, size_t key_len, uint32_t v) {
+  return put_u32(put_bytes(o, key, key_len), v);
+}
+
+// `"key":"text"`, with its comma; room for key_len + kEscapeGrowth * n + 1.
+char *put_string(char *o, const char *key, size_t key_len, const char *s, size_t n) {
+  o = put_json_text(put_bytes(o, key, key_len), s, n, false);
+  *o = '"';
+  return o + 1;
 }
 
 void json_string(std::string &out, const char *key, size_t key_len, const char *s, size_t n) {
   out.append(key, key_len);
-  append_json_text(out, s, n);
+  append_json_text(out, s, n, false);
   out.push_back('"');
 }
 
-#define SB_KEY(literal) literal, sizeof(literal) - 1
+// Room in a JSON frame for everything but its text: every key, ten digits
+// for each number, the quotes and the closing brace. A message has the most.
+constexpr size_t kJsonHeadFixed = 256;
+// (The keys of a message, with ' for each quote, and six 10-digit numbers.)
+static_assert(sizeof "{'op':'msg','id':,'from':'','to':'','gid':,'refid':,'type':,'flags':,'expiry':,'data':''}" - 1 +
+                      6 * 10 <= kJsonHeadFixed,
+              "a JSON message's keys and numbers fit kJsonHeadFixed");
+
+// The stack buffer for a JSON frame's head. Its text (addresses, and the
+// payload when it fits too) of up to (2048 - 256) / 6 = 298 bytes in all
+// fits whatever it holds; a head with longer addresses is written into
+// `out` itself (see JsonHead).
+constexpr size_t kJsonHeadStack = 2048;
+
+// Where the head of a JSON frame is written: the stack when it fits, else
+// `out`, grown to the most the head can take and cut back when it is done.
+struct JsonHead {
+  char stack[kJsonHeadStack];
+  std::string &out;
+  char *begin;
+
+  // Whether a head with `text` bytes to escape fits the stack.
+  static bool fits(size_t text) { return text <= (kJsonHeadStack - kJsonHeadFixed) / kEscapeGrowth; }
+
+  JsonHead(std::string &o, size_t text) : out(o) {
+    if (fits(text)) {
+      begin = stack;
+    } else {
+      out.resize(kJsonHeadFixed + kEscapeGrowth * text);
+      begin = &out[0];
+    }
+  }
+  // Hands the head [begin, end) to `out`, which was empty.
+  void finish(char *end) {
+    size_t n = static_cast<size_t>(end - begin);
+    if (begin == stack) out.append(stack, n);
+    else out.resize(n);
+  }
+};
 
 size_t length_of(const char *s) { return s ? std::strlen(s) : 0; }
 
@@ -863,15 +1018,20 @@ size_t binary_address_length(const char *s, size_t n) {
   return n;
 }
 
-void binary_header(std::string &out, uint8_t op, uint8_t mask) {
-  char h[4] = {char(kMagic), char(kVersion), char(op), char(mask)};
-  out.append(h, 4);
+// The head of a binary frame: magic, version, op, presence mask, then the
+// 32-bit fields, the two addresses and the payload length. At most
+// 4 + 7 * 4 + 2 * (1 + 255) + 4 bytes.
+constexpr size_t kBinaryHeadMax = 4 + kNumberFields * 4 + 2 * (1 + kMaxAddress) + 4;
+
+char *put_binary_start(char *o, uint8_t op, uint8_t mask) {
+  o[0] = char(kMagic), o[1] = char(kVersion), o[2] = char(op), o[3] = char(mask);
+  return o + 4;
 }
 
-void binary_address(std::string &out, const char *s) {
+char *put_binary_address(char *o, const char *s) {
   size_t n = binary_address_length(s, length_of(s));
-  out.push_back(char(n));
-  out.append(s ? s : "", n);
+  *o++ = char(n);
+  return put_bytes(o, s ? s : "", n);
 }
 
 }  // namespace
@@ -980,36 +1140,56 @@ size_t wire_encode_message(WireFormat f, const mesibo_message_params_t &p, const
     if (len > 0xFFFFFFFFu) return 0;
     uint8_t mask = F_ID | (refid ? F_REFID : 0u) | (gid ? F_GID : 0u) | (flags ? F_FLAGS : 0u) | (type ? F_TYPE : 0u) |
                    (expiry ? F_EXPIRY : 0u);
-    binary_header(out, WIRE_OP_MESSAGE, mask);
-    append_le32(out, id);
-    if (refid) append_le32(out, refid);
-    if (gid) append_le32(out, gid);
-    if (flags) append_le32(out, flags);
-    if (type) append_le32(out, type);
-    if (expiry) append_le32(out, expiry);
-    binary_address(out, p.to);
-    binary_address(out, p.from);
-    append_le32(out, uint32_t(len));
+    char head[kBinaryHeadMax];
+    char *o = put_binary_start(head, WIRE_OP_MESSAGE, mask);
+    o = put_le32(o, id);
+    if (refid) o = put_le32(o, refid);
+    if (gid) o = put_le32(o, gid);
+    if (flags) o = put_le32(o, flags);
+    if (type) o = put_le32(o, type);
+    if (expiry) o = put_le32(o, expiry);
+    o = put_binary_address(o, p.to);
+    o = put_binary_address(o, p.from);
+    o = put_le32(o, uint32_t(len));
+    out.append(head, static_cast<size_t>(o - head));
     out.append(payload, len);
     return out.size();
   }
-  out.append(SB_KEY("{\"op\":\"msg\""));
-  json_number(out, SB_KEY(",\"id\":"), id);
-  if (size_t n = length_of(p.from)) json_string(out, SB_KEY(",\"from\":\""), p.from, n);
-  if (size_t n = length_of(p.to)) json_string(out, SB_KEY(",\"to\":\""), p.to, n);
-  if (gid) json_number(out, SB_KEY(",\"gid\":"), gid);
-  if (refid) json_number(out, SB_KEY(",\"refid\":"), refid);
-  if (type) json_number(out, SB_KEY(",\"type\":"), type);
-  if (flags) json_number(out, SB_KEY(",\"flags\":"), flags);
-  if (expiry) json_number(out, SB_KEY(",\"expiry\":"), expiry);
-  if (valid_utf8(reinterpret_cast<const uint8_t *>(payload), len)) {
-    json_string(out, SB_KEY(",\"data\":\""), payload, len);
-  } else {
+  size_t from_len = length_of(p.from), to_len = length_of(p.to);
+  // A payload that fits goes into the head's buffer as well, so the whole
+  // frame is one append.
+  bool whole = JsonHead::fits(from_len + to_len + len);
+  JsonHead head(out, whole ? from_len + to_len + len : from_len + to_len);
+  char *o = put_bytes(head.begin, SB_KEY("{\"op\":\"msg\""));
+  o = put_number(o, SB_KEY(",\"id\":"), id);
+  if (from_len) o = put_string(o, SB_KEY(",\"from\":\""), p.from, from_len);
+  if (to_len) o = put_string(o, SB_KEY(",\"to\":\""), p.to, to_len);
+  if (gid) o = put_number(o, SB_KEY(",\"gid\":"), gid);
+  if (refid) o = put_number(o, SB_KEY(",\"refid\":"), refid);
+  if (type) o = put_number(o, SB_KEY(",\"type\":"), type);
+  if (flags) o = put_number(o, SB_KEY(",\"flags\":"), flags);
+  if (expiry) o = put_number(o, SB_KEY(",\"expiry\":"), expiry);
+  o = put_bytes(o, SB_KEY(",\"data\":\""));
+  // The payload goes as text if it is UTF-8; the one scan that escapes it
+  // also finds out, and a payload that is not is written again as base64
+  // (4 bytes for 3 fit in the room for escapes).
+  if (whole) {
+    char *text_end = put_json_text(o, payload, len, true);
+    if (!text_end) {
+      o -= sizeof ",\"data\":\"" - 1;
+      text_end = put_base64(put_bytes(o, SB_KEY(",\"b64\":\"")), payload, len);
+    }
+    head.finish(put_bytes(text_end, SB_KEY("\"}")));
+    return out.size();
+  }
+  head.finish(o);
+  size_t data_at = out.size() - (sizeof ",\"data\":\"" - 1);
+  if (!append_json_text(out, payload, len, true)) {
+    out.resize(data_at);
     out.append(SB_KEY(",\"b64\":\""));
     append_base64(out, payload, len);
-    out.push_back('"');
   }
-  out.push_back('}');
+  out.append(SB_KEY("\"}"));
   return out.size();
 }
 
@@ -1017,21 +1197,26 @@ size_t wire_encode_status(WireFormat f, const mesibo_message_params_t &p, std::s
   out.clear();
   uint32_t id = uint32_t(p.id), gid = uint32_t(p.groupid), status = uint32_t(p.status);
   if (f == WIRE_BINARY) {
-    binary_header(out, WIRE_OP_STATUS, uint8_t(F_ID | (gid ? F_GID : 0u) | F_STATUS));
-    append_le32(out, id);
-    if (gid) append_le32(out, gid);
-    append_le32(out, status);
-    out.push_back(0);  // no "to": the frame goes to p.to
-    binary_address(out, p.from);
-    append_le32(out, 0);
+    char head[kBinaryHeadMax];
+    char *o = put_binary_start(head, WIRE_OP_STATUS, uint8_t(F_ID | (gid ? F_GID : 0u) | F_STATUS));
+    o = put_le32(o, id);
+    if (gid) o = put_le32(o, gid);
+    o = put_le32(o, status);
+    *o++ = 0;  // no "to": the frame goes to p.to
+    o = put_binary_address(o, p.from);
+    o = put_le32(o, 0);
+    out.append(head, static_cast<size_t>(o - head));
     return out.size();
   }
-  out.append(SB_KEY("{\"op\":\"status\""));
-  json_number(out, SB_KEY(",\"id\":"), id);
-  if (size_t n = length_of(p.from)) json_string(out, SB_KEY(",\"from\":\""), p.from, n);
-  if (gid) json_number(out, SB_KEY(",\"gid\":"), gid);
-  json_number(out, SB_KEY(",\"status\":"), status);
-  out.push_back('}');
+  size_t from_len = length_of(p.from);
+  JsonHead head(out, from_len);
+  char *o = put_bytes(head.begin, SB_KEY("{\"op\":\"status\""));
+  o = put_number(o, SB_KEY(",\"id\":"), id);
+  if (from_len) o = put_string(o, SB_KEY(",\"from\":\""), p.from, from_len);
+  if (gid) o = put_number(o, SB_KEY(",\"gid\":"), gid);
+  o = put_number(o, SB_KEY(",\"status\":"), status);
+  *o++ = '}';
+  head.finish(o);
   return out.size();
 }
 
@@ -1044,13 +1229,15 @@ size_t wire_encode_error(WireFormat f, int err, uint32_t id, const char *detail,
     // The error number goes in the status field as a positive number
     // (1 = E_FRAME_EMPTY ... 11 = E_PAYLOAD_TOO_LARGE); the payload is
     // "code\nmessage\ndetail".
-    binary_header(out, kBinaryOpError, uint8_t(F_ID | F_STATUS));
-    append_le32(out, id);
-    append_le32(out, err < 0 ? uint32_t(-int64_t(err)) : uint32_t(err));
-    out.push_back(0);
-    out.push_back(0);
     size_t code_len = std::strlen(code), message_len = std::strlen(message);
-    append_le32(out, uint32_t(code_len + 1 + message_len + 1 + detail_len));
+    char head[kBinaryHeadMax];
+    char *o = put_binary_start(head, kBinaryOpError, uint8_t(F_ID | F_STATUS));
+    o = put_le32(o, id);
+    o = put_le32(o, err < 0 ? uint32_t(-int64_t(err)) : uint32_t(err));
+    *o++ = 0;
+    *o++ = 0;
+    o = put_le32(o, uint32_t(code_len + 1 + message_len + 1 + detail_len));
+    out.append(head, static_cast<size_t>(o - head));
     out.append(code, code_len);
     out.push_back('\n');
     out.append(message, message_len);
@@ -1060,7 +1247,8 @@ size_t wire_encode_error(WireFormat f, int err, uint32_t id, const char *detail,
   }
   json_string(out, SB_KEY("{\"op\":\"error\",\"code\":\""), code, std::strlen(code));
   json_string(out, SB_KEY(",\"message\":\""), message, std::strlen(message));
-  json_number(out, SB_KEY(",\"id\":"), id);
+  char number[sizeof ",\"id\":" + 10];
+  out.append(number, static_cast<size_t>(put_number(number, SB_KEY(",\"id\":"), id) - number));
   if (detail_len) json_string(out, SB_KEY(",\"detail\":\""), detail, detail_len);
   out.push_back('}');
   return out.size();

@@ -236,6 +236,55 @@ TEST("keys are compared after unescaping") {
   CHECK_EQ(code_of(R"({"op":"msg","id":5,"to":"b","to\u0000":1,"ids":2})"), "OK");
 }
 
+TEST("keys and strings with escapes or non-ASCII bytes take the general scan and mean the same") {
+  Decoded d = decode(R"({"o\u0070":"ms\u0067","\u0069d":5,"t\u006f":"b\u006fb","flag\u0073":3,"dat\u0061":"x\u0079"})");
+  CHECK_EQ(d.code(), "OK");
+  CHECK_EQ(d.m.op, WIRE_OP_MESSAGE);
+  CHECK_EQ(d.m.id, 5u);
+  CHECK_EQ(d.to(), "bob");
+  CHECK_EQ(d.m.flags, 3u);
+  CHECK_EQ(d.payload(), "xy");
+  // Keys of eight bytes and more, plain or not, are unknown and skipped.
+  CHECK_EQ(code_of(R"({"op":"msg","id":1,"to":"b","flagsxyz":1,"expiry_and_more":"x","d\u0061ta_long":2})"), "OK");
+  CHECK_EQ(code_of("{\"op\":\"msg\",\"id\":1,\"to\":\"b\",\"\xC3\xB6p\":1,\"op\xC3\xB6\":2}"), "OK");
+  // A key with an escape is still a duplicate.
+  CHECK_EQ(code_of(R"({"op":"msg","id":1,"to":"b","\u0069d":2})"), "E_FRAME_MALFORMED");
+  // Invalid UTF-8 in a key, after plain bytes, is malformed.
+  CHECK_EQ(code_of("{\"op\":\"msg\",\"id\":1,\"to\":\"b\",\"abcdefghij\xFF\":1}"), "E_FRAME_MALFORMED");
+  // "op" spelled with a non-ASCII byte, raw or escaped, is no op.
+  CHECK_EQ(code_of("{\"op\":\"ms\xC3\xA9\",\"id\":1,\"to\":\"b\"}"), "E_UNKNOWN_OP");
+  CHECK_EQ(code_of(R"({"op":"msg\u0000","id":1,"to":"b"})"), "E_UNKNOWN_OP");
+  CHECK_EQ(code_of(R"({"op":"statusstatus","id":1,"to":"b"})"), "E_UNKNOWN_OP");
+}
+
+TEST("an address with escapes decodes to its text, and its limits hold however it is written") {
+  CHECK_EQ(decode(R"({"op":"msg","id":1,"to":"a\"b\\c\/d"})").to(), "a\"b\\c/d");
+  CHECK_EQ(decode(R"({"op":"msg","id":1,"to":"x"})").to(), "x");
+  CHECK_EQ(decode("{\"op\":\"msg\",\"id\":1,\"to\":\"bo\xC3\xB6\"}").to(), "bo\xC3\xB6");
+  std::string longest(254, 'a');
+  CHECK_EQ(decode(R"({"op":"msg","id":1,"to":")" + longest + "\\u0062\"}").to(), longest + "b");
+  Decoded d = decode(R"({"op":"msg","id":1,"to":")" + longest + "\\u0062c\"}");
+  CHECK_EQ(d.code(), "E_BAD_ADDRESS");
+  CHECK(d.detail.find("(256 bytes)") != std::string::npos);
+  d = decode(R"({"op":"msg","id":1,"to":")" + std::string(300, 'a') + "\"}");
+  CHECK_EQ(d.code(), "E_BAD_ADDRESS");
+  CHECK(d.detail.find("(300 bytes)") != std::string::npos);
+  CHECK_EQ(d.m.to_len, size_t(0));
+  CHECK_EQ(std::string(d.m.to), "");
+}
+
+TEST("a payload is copied whole whether plain, escaped late or non-ASCII") {
+  std::string plain(100, 'p');
+  CHECK_EQ(decode(R"({"op":"msg","id":1,"to":"b","data":")" + plain + "\"}").payload(), plain);
+  CHECK_EQ(decode(R"({"op":"msg","id":1,"to":"b","data":")" + plain + "\\n" + plain + "\"}").payload(),
+           plain + "\n" + plain);
+  CHECK_EQ(decode("{\"op\":\"msg\",\"id\":1,\"to\":\"b\",\"data\":\"" + plain + "\xE2\x82\xAC\"}").payload(),
+           plain + "\xE2\x82\xAC");
+  CHECK_EQ(code_of("{\"op\":\"msg\",\"id\":1,\"to\":\"b\",\"data\":\"" + plain + "\xE2\x82\"}"), "E_FRAME_MALFORMED");
+  CHECK_EQ(code_of("{\"op\":\"msg\",\"id\":1,\"to\":\"b\",\"data\":\"" + plain + "\x7F\x01\"}"), "E_FRAME_MALFORMED");
+  CHECK_EQ(code_of(R"({"op":"msg","id":1,"to":"b","data":")" + plain), "E_FRAME_MALFORMED");
+}
+
 // --- payloads ---------------------------------------------------------------
 
 TEST("a b64 payload carries NUL and 0xFF bytes") {
@@ -343,6 +392,59 @@ TEST("addresses are escaped, and bytes that are not UTF-8 become U+FFFD, so JSON
   std::string out;
   wire_encode_message(WIRE_JSON, p, "x", 1, out);
   CHECK_EQ(out, "{\"op\":\"msg\",\"id\":1,\"from\":\"al\\\"ice\\u0001\",\"to\":\"b\xEF\xBF\xBDob\",\"data\":\"x\"}");
+}
+
+TEST("long addresses and payloads encode the same as short ones, piece for piece") {
+  // Each piece escapes to six bytes, so these heads do not fit on the stack.
+  std::string from(300, '\x01'), to(200, '"'), from_json, to_json;
+  for (size_t i = 0; i < from.size(); ++i) from_json += "\\u0001";
+  for (size_t i = 0; i < to.size(); ++i) to_json += "\\\"";
+  mesibo_message_params_t p = params(7, from.c_str(), to.c_str());
+  p.groupid = 9, p.refid = 4294967295u, p.type = 1, p.flags = 10, p.expiry = 100;
+  std::string out;
+  size_t n = wire_encode_message(WIRE_JSON, p, "hi", 2, out);
+  CHECK_EQ(n, out.size());
+  CHECK_EQ(out, R"({"op":"msg","id":7,"from":")" + from_json + R"(","to":")" + to_json +
+                    R"(","gid":9,"refid":4294967295,"type":1,"flags":10,"expiry":100,"data":"hi"})");
+  wire_encode_message(WIRE_JSON, p, "\xFF", 1, out);
+  CHECK_EQ(out, R"({"op":"msg","id":7,"from":")" + from_json + R"(","to":")" + to_json +
+                    R"(","gid":9,"refid":4294967295,"type":1,"flags":10,"expiry":100,"b64":"/w=="})");
+  p.status = 2;
+  wire_encode_status(WIRE_JSON, p, out);
+  CHECK_EQ(out, R"({"op":"status","id":7,"from":")" + from_json + R"(","gid":9,"status":2})");
+
+  // Payloads around the size that still shares the stack buffer with short
+  // addresses, as text with escapes and as base64 when the last byte is not UTF-8.
+  p = params(1, "a", "b");
+  for (size_t len : {0, 1, 250, 290, 294, 295, 296, 300, 1000, 5000}) {
+    std::string text, json;
+    for (size_t i = 0; i < len; ++i) {
+      char c = "ab\"\n\x01z"[i % 6];
+      text += c;
+      json += c == '"' ? "\\\"" : c == '\n' ? "\\n" : c == '\x01' ? "\\u0001" : std::string(1, c);
+    }
+    wire_encode_message(WIRE_JSON, p, text.data(), text.size(), out);
+    CHECK_EQ(out, R"({"op":"msg","id":1,"from":"a","to":"b","data":")" + json + "\"}");
+    std::string bytes = text + "\xC3";
+    wire_encode_message(WIRE_JSON, p, bytes.data(), bytes.size(), out);
+    Decoded d = decode(out, 8192);
+    CHECK_EQ(d.code(), "E_BAD_FIELD");  // "from" is for servers; the syntax is sound
+    CHECK(out.find(R"(,"to":"b","b64":")") != std::string::npos);
+    CHECK_EQ(d.payload(), bytes);
+  }
+}
+
+TEST("the binary form cuts an address longer than 255 bytes at a character boundary") {
+  std::string to = std::string(254, 'a') + "\xC3\xB6" + "z", from(300, 'f');
+  mesibo_message_params_t p = params(1, from.c_str(), to.c_str());
+  std::string out;
+  wire_encode_message(WIRE_BINARY, p, "x", 1, out);
+  CHECK_EQ(out, "\xB5\x01\x01\x01\x01\x00\x00\x00"s + "\xFE" + std::string(254, 'a') + "\xFF" + std::string(255, 'f') +
+                    "\x01\x00\x00\x00x"s);
+  p.status = 3;
+  wire_encode_status(WIRE_BINARY, p, out);
+  CHECK_EQ(out, "\xB5\x01\x02\x41\x01\x00\x00\x00\x03\x00\x00\x00\x00"s + "\xFF" + std::string(255, 'f') +
+                    "\x00\x00\x00\x00"s);
 }
 
 TEST("a binary delivery has the documented layout") {
