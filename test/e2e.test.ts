@@ -235,6 +235,34 @@ describe('durable = on: live copies (durable_grace)', () => {
     expect(bob.frames.filter((f) => f.op === 'msg')).toHaveLength(1);
   });
 
+  it('a copy waits past the grace while its recipient is confirming other messages, and is stored once it goes quiet', async () => {
+    const s = await start('durable_grace = 100\n');
+    const alice = await connect(s, await user(s, 'alice'));
+    const bob = await raw(s, await user(s, 'bob'));
+    const first = alice.c.send('bob', 'never confirmed');
+    const t0 = Date.now();
+    // bob confirms every later message for 400 ms, four times the grace.
+    let confirmed = 0;
+    bob.ws.on('message', (d) => {
+      const f = JSON.parse(d.toString());
+      if (f.op === 'msg' && f.id !== first.id) {
+        bob.ws.send(JSON.stringify({ op: 'status', id: f.id, to: 'alice', status: 2 }));
+        confirmed++;
+      }
+    });
+    while (Date.now() - t0 < 400) {
+      await alice.c.send('bob', 'confirmed').sent;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(confirmed).toBeGreaterThan(5);
+    expect(s.store.countPending('bob')).toBe(0);
+    expect(alice.statuses.some((x) => x.id === first.id)).toBe(false);
+    // Quiet now: the copy is stored after about one grace, then "sent".
+    expect(await first.sent).toBe(1);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(400);
+    expect(s.store.countPending('bob')).toBe(1);
+  });
+
   it('a recipient that disconnects before confirming gets the copies from the store on its next connection, in order', async () => {
     const s = await start('durable_grace = 60000\n');
     const alice = await connect(s, await user(s, 'alice'));
