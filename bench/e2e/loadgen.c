@@ -38,8 +38,10 @@
  * i*N .. i*N+N-1 form group B+i (Switchboard: a group of those users that the
  * caller created; --baseline: topic "g<gid>" that they subscribe to with
  * &g=), and each sends its messages to its group, so every message reaches
- * N-1 receivers; delivered msg/s counts receptions. Receivers send no
- * delivered status (the messages ask for none). The window bounds both a
+ * N-1 receivers; delivered msg/s counts receptions. Switchboard receivers
+ * confirm each message with a delivered status to its sender, as the SDK
+ * does (a durable server holds "sent" until then); baseline receivers send
+ * nothing (its frames do not say who sent them). The window bounds both a
  * connection's messages without a "sent" status (Switchboard) and the
  * group's messages not yet received by all its members.
  *
@@ -380,6 +382,23 @@ static void send_message(struct conn *c, uint64_t ts) {
   if (c->grp) __atomic_add_fetch(&c->grp->sent, 1, __ATOMIC_RELAXED);
 }
 
+/* The delivered status for a group message: to its "from", with its id digits (built per message). */
+static void send_group_ack(struct conn *c, const unsigned char *id_digits, const unsigned char *p, const unsigned char *end) {
+  const unsigned char *f = memmem(p, (size_t)(end - p), "\"from\":\"", 8);
+  if (!f) return;
+  f += 8;
+  const unsigned char *q = memchr(f, '"', (size_t)(end - f));
+  if (!q || q - f > 255) return;
+  unsigned char frame[14 + 320];
+  char text[320];
+  int n = snprintf(text, sizeof text, "{\"op\":\"status\",\"id\":%.*s,\"to\":\"%.*s\",\"status\":2}", ID_DIGITS, (const char *)id_digits, (int)(q - f), (const char *)f);
+  if (n <= 0 || (size_t)n >= sizeof text) return;
+  size_t h = frame_header(frame, 1, (size_t)n, c->mask);
+  memcpy(frame + h, text, (size_t)n);
+  mask_bytes(frame + h, (size_t)n, c->mask, 0);
+  wbuf_append(c, frame, h + (size_t)n);
+}
+
 /* Copies the ten id digits of a received message into the delivered-status frame. */
 static void send_ack(struct conn *c, const unsigned char *id_digits) {
   for (int i = 0; i < ID_DIGITS; i++) {
@@ -447,8 +466,10 @@ static void on_text(struct conn *c, const unsigned char *p, size_t n, uint64_t t
       if (!d || end - (d + 8) < TS_DIGITS) break;
       uint64_t ts = parse_digits(d + 8, d + 8 + TS_DIGITS, NULL);
       c->received++;
-      if (c->grp) __atomic_add_fetch(&c->grp->received, 1, __ATOMIC_RELAXED);
-      else if (!g_mqtt) send_ack(c, id);
+      if (c->grp) {
+        __atomic_add_fetch(&c->grp->received, 1, __ATOMIC_RELAXED);
+        if (!g_baseline) send_group_ack(c, id, p, end);
+      } else if (!g_mqtt) send_ack(c, id);
       if (in_window(t)) {
         uint64_t lat = t > ts ? t - ts : 0;
         uint64_t us = lat / 1000;
