@@ -428,11 +428,12 @@ export class Server {
     }
     if (c.binary) this.binaryDevices--;
     else this.jsonDevices--;
+    // stop() stores every live copy itself, before it closes the store.
+    if (this.stopped) return;
     // What this device was sent but did not confirm may be lost with it:
     // store it now, in the order it was sent (another device of the same
     // user that confirms it deletes it).
     if (this.live.size) for (const lc of [...this.liveCopies(c.address)]) this.storeLive(lc);
-    if (this.stopped) return;
     this.core.login(c.address, false);
     if (set.size === 0) {
       this.devices.delete(c.address);
