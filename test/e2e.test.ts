@@ -125,6 +125,18 @@ describe('two users', () => {
     await until(() => s.store.countPending('bob') === 0 && alice.statuses.some((x) => x.status === 2));
   });
 
+  it('with durable = off, delivered and read receipts reach the sender of a message to an online user', async () => {
+    const s = await start('durable = off\n');
+    const alice = await connect(s, await user(s, 'alice'));
+    const bob = await connect(s, await user(s, 'bob'));
+    const sending = alice.c.send('bob', 'receipts please', { flags: 0x3 });
+    expect(await sending.sent).toBe(1);
+    await until(() => bob.got.length === 1);
+    bob.c.markRead(bob.got[0]);
+    await until(() => alice.statuses.filter((x) => x.id === sending.id).length === 3);
+    expect(alice.statuses.filter((x) => x.id === sending.id).map((x) => x.status)).toEqual([1, 2, 3]);
+  });
+
   for (const durable of ['off', 'on']) {
     it(`with durable = ${durable}, messages that arrive while a device is still receiving its backlog are not lost`, async () => {
       const s = await start(`durable = ${durable}\n`);
