@@ -97,8 +97,9 @@ interface LiveCopy {
   copy: NewMessage | null;
   /** Date.now() when it went out; the queue is in this order. */
   sentAt: number;
-  /** Usually one; more when the sender resent the message while it was live. */
-  acks: LiveAck[];
+  ack: LiveAck;
+  /** Resends of the message while it was live (the sender reconnected before its "sent"). */
+  more: LiveAck[] | null;
 }
 
 export interface StartOptions {
@@ -773,6 +774,7 @@ export class Server {
         // sent at once, and "sent" waits for its confirmation (LiveCopy).
         const hold = this.settings.durable && !transient;
         const live = hold && ws !== null && this.settings.durableGrace > 0;
+        const now = Date.now();
         for (const r of recipients) {
           if (r === from && gid) continue;
           const online = this.devices.has(r);
@@ -783,8 +785,8 @@ export class Server {
             liveAck ??= { ws: ws!, frame: Buffer.from(out.subarray(ackAt, ackAt + ackLen)), binary: senderBinary, left: 0 };
             this.addLive(liveAck, {
               recipient: r, sender: from, id, refid: info[Info.Refid], groupid: gid, flags, type: info[Info.Type], expiry,
-              expiresAt: expiry ? Date.now() + expiry * 1000 : 0, payload,
-            });
+              expiresAt: expiry ? now + expiry * 1000 : 0, payload,
+            }, now);
             continue;
           }
           if (online) {
@@ -799,7 +801,7 @@ export class Server {
           payload ??= Buffer.from(out.subarray(payloadAt, toAt));
           this.store.enqueue({
             recipient: r, sender: from, id, refid: info[Info.Refid], groupid: gid, flags, type: info[Info.Type], expiry,
-            expiresAt: expiry ? Date.now() + expiry * 1000 : 0, payload,
+            expiresAt: expiry ? now + expiry * 1000 : 0, payload,
           });
           stored = true;
         }
@@ -1055,17 +1057,17 @@ export class Server {
 
   // --- live copies (durable on, durable_grace > 0) ------------------------
 
-  private addLive(ack: LiveAck, copy: NewMessage): void {
+  private addLive(ack: LiveAck, copy: NewMessage, now: number): void {
     ack.left++;
     const key = `${copy.sender}\0${copy.recipient}\0${copy.id}`;
     const had = this.live.get(key);
     if (had) {
       // A resend of a message still live (the sender reconnected before
       // its "sent"): one confirmation answers both.
-      had.acks.push(ack);
+      (had.more ??= []).push(ack);
       return;
     }
-    const lc: LiveCopy = { key, copy, sentAt: Date.now(), acks: [ack] };
+    const lc: LiveCopy = { key, copy, sentAt: now, ack, more: null };
     this.live.set(key, lc);
     this.liveQueue.push(lc);
     if (!this.liveTimer) this.armLive();
@@ -1079,7 +1081,7 @@ export class Server {
   private confirmLive(lc: LiveCopy): void {
     this.live.delete(lc.key);
     lc.copy = null;
-    for (const a of lc.acks) if (--a.left === 0) this.queueAck(a);
+    this.settleLive(lc);
   }
 
   /** Not confirmed in time (or its recipient left): written to the store, and "sent" follows the commit. */
@@ -1087,8 +1089,14 @@ export class Server {
     this.live.delete(lc.key);
     this.store.enqueue(lc.copy!);
     lc.copy = null;
-    for (const a of lc.acks) if (--a.left === 0) this.queueAck(a);
+    this.settleLive(lc);
     this.scheduleFlush();
+  }
+
+  /** One fewer copy for each "sent" waiting on lc; the last one queues it. */
+  private settleLive(lc: LiveCopy): void {
+    if (--lc.ack.left === 0) this.queueAck(lc.ack);
+    if (lc.more) for (const a of lc.more) if (--a.left === 0) this.queueAck(a);
   }
 
   private queueAck(a: PendingAck): void {
