@@ -133,10 +133,9 @@ export class ChainMessage {
   /** @internal The hook is returning a Promise: copy what was not read yet, the buffer is about to be reused. */
   detach(): void {
     if (!this.buf) return;
-    void this.from;
-    void this.to;
-    void this.payload;
-    this.buf = null;
+    // One copy of what the module may still read (the hook buffer is reused
+    // by the next message), decoded only if it does.
+    this.buf = Buffer.from(this.buf.subarray(0, this.fromLen + this.toLen + this.payloadLen));
   }
 
   /** @internal The hook returned: what was not read can no longer be. */
