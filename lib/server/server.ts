@@ -93,8 +93,9 @@ interface LiveAck extends PendingAck {
 interface LiveCopy {
   /** `sender\0recipient\0id`, the receiptFlags key. */
   key: string;
-  /** null once confirmed or stored. */
-  copy: NewMessage | null;
+  recipient: string;
+  /** The message as the store takes it, less the recipient (shared by a group message's copies); null once confirmed or stored. */
+  base: Omit<NewMessage, 'recipient'> | null;
   /** Date.now() when it went out; the queue is in this order. */
   sentAt: number;
   ack: LiveAck;
@@ -775,6 +776,7 @@ export class Server {
         const hold = this.settings.durable && !transient;
         const live = hold && ws !== null && this.settings.durableGrace > 0;
         const now = Date.now();
+        let liveBase: Omit<NewMessage, 'recipient'> | null = null;
         for (const r of recipients) {
           if (r === from && gid) continue;
           const online = this.devices.has(r);
@@ -783,10 +785,11 @@ export class Server {
             this.publish(r, out, frameLen, frame2Len, outFormat);
             payload ??= Buffer.from(out.subarray(payloadAt, toAt));
             liveAck ??= { ws: ws!, frame: Buffer.from(out.subarray(ackAt, ackAt + ackLen)), binary: senderBinary, left: 0 };
-            this.addLive(liveAck, {
-              recipient: r, sender: from, id, refid: info[Info.Refid], groupid: gid, flags, type: info[Info.Type], expiry,
+            liveBase ??= {
+              sender: from, id, refid: info[Info.Refid], groupid: gid, flags, type: info[Info.Type], expiry,
               expiresAt: expiry ? now + expiry * 1000 : 0, payload,
-            }, now);
+            };
+            this.addLive(liveAck, r, liveBase, now);
             continue;
           }
           if (online) {
@@ -1057,9 +1060,9 @@ export class Server {
 
   // --- live copies (durable on, durable_grace > 0) ------------------------
 
-  private addLive(ack: LiveAck, copy: NewMessage, now: number): void {
+  private addLive(ack: LiveAck, recipient: string, base: Omit<NewMessage, 'recipient'>, now: number): void {
     ack.left++;
-    const key = `${copy.sender}\0${copy.recipient}\0${copy.id}`;
+    const key = `${base.sender}\0${recipient}\0${base.id}`;
     const had = this.live.get(key);
     if (had) {
       // A resend of a message still live (the sender reconnected before
@@ -1067,7 +1070,7 @@ export class Server {
       (had.more ??= []).push(ack);
       return;
     }
-    const lc: LiveCopy = { key, copy, sentAt: now, ack, more: null };
+    const lc: LiveCopy = { key, recipient, base, sentAt: now, ack, more: null };
     this.live.set(key, lc);
     this.liveQueue.push(lc);
     if (!this.liveTimer) this.armLive();
@@ -1080,15 +1083,15 @@ export class Server {
    */
   private confirmLive(lc: LiveCopy): void {
     this.live.delete(lc.key);
-    lc.copy = null;
+    lc.base = null;
     this.settleLive(lc);
   }
 
   /** Not confirmed in time (or its recipient left): written to the store, and "sent" follows the commit. */
   private storeLive(lc: LiveCopy): void {
     this.live.delete(lc.key);
-    this.store.enqueue(lc.copy!);
-    lc.copy = null;
+    this.store.enqueue({ ...lc.base!, recipient: lc.recipient });
+    lc.base = null;
     this.settleLive(lc);
     this.scheduleFlush();
   }
@@ -1112,7 +1115,7 @@ export class Server {
    */
   private armLive(): void {
     const q = this.liveQueue;
-    while (this.liveHead < q.length && q[this.liveHead].copy === null) this.liveHead++;
+    while (this.liveHead < q.length && q[this.liveHead].base === null) this.liveHead++;
     if (this.liveHead >= q.length) {
       this.liveQueue = [];
       this.liveHead = 0;
@@ -1155,7 +1158,7 @@ export class Server {
     const busy = now - this.liveTimerAt > grace / 2;
     const confirming = new Map<string, boolean>();
     const decide = (lc: LiveCopy): void => {
-      const r = lc.copy!.recipient;
+      const r = lc.recipient;
       let alive = confirming.get(r);
       if (alive === undefined && !busy) {
         alive = false;
@@ -1167,12 +1170,12 @@ export class Server {
     };
     const late = this.liveLate;
     this.liveLate = [];
-    for (const lc of late) if (lc.copy) decide(lc);
+    for (const lc of late) if (lc.base) decide(lc);
     const q = this.liveQueue;
     // Copies went out in queue order, so the expired ones are a prefix.
     while (this.liveHead < q.length && q[this.liveHead].sentAt <= due) {
       const lc = q[this.liveHead++];
-      if (lc.copy) decide(lc);
+      if (lc.base) decide(lc);
     }
     if (this.liveHead > 1024 && this.liveHead * 2 > q.length) {
       this.liveQueue = q.slice(this.liveHead);
@@ -1183,10 +1186,10 @@ export class Server {
 
   /** Every unconfirmed copy (of `recipient`, or all), oldest first. */
   private *liveCopies(recipient?: string): Generator<LiveCopy> {
-    for (const lc of this.liveLate) if (lc.copy && (recipient === undefined || lc.copy.recipient === recipient)) yield lc;
+    for (const lc of this.liveLate) if (lc.base && (recipient === undefined || lc.recipient === recipient)) yield lc;
     for (let i = this.liveHead; i < this.liveQueue.length; i++) {
       const lc = this.liveQueue[i];
-      if (lc.copy && (recipient === undefined || lc.copy.recipient === recipient)) yield lc;
+      if (lc.base && (recipient === undefined || lc.recipient === recipient)) yield lc;
     }
   }
 
