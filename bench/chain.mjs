@@ -52,20 +52,26 @@ const noopNs = median(
   ),
 );
 
+/** ns per submit of a 100-byte frame (after a warm-up), median of REPS runs of N; and the frame. */
+function submitNs(core, format) {
+  const f = frame100(format);
+  if (core.submitRaw('alice', f) !== 0) throw new Error(`submit failed for ${format}`);
+  for (let i = 0; i < 100_000; i++) core.submitRaw('alice', f);
+  const ns = median(
+    Array.from({ length: REPS }, () =>
+      timeNs((n) => {
+        for (let i = 0; i < n; i++) core.submitRaw('alice', f);
+      }, N),
+    ),
+  );
+  return [f, ns];
+}
+
 const rows = [];
 for (const modules of [0, 1, 3]) {
   const core = Core.open({ configText: `module_dir = ${modDir}\n` + 'module pass\n'.repeat(modules) }, { onLog: () => {} });
   for (const format of ['json', 'binary']) {
-    const f = frame100(format);
-    if (core.submitRaw('alice', f) !== 0) throw new Error(`submit failed for ${format}`);
-    for (let i = 0; i < 100_000; i++) core.submitRaw('alice', f);
-    const ns = median(
-      Array.from({ length: REPS }, () =>
-        timeNs((n) => {
-          for (let i = 0; i < n; i++) core.submitRaw('alice', f);
-        }, N),
-      ),
-    );
+    const [f, ns] = submitNs(core, format);
     rows.push({ modules, format, frameBytes: f.length, ns });
   }
   core.close();
@@ -81,16 +87,7 @@ for (const [name, mod] of Object.entries(scripts)) {
   const core = Core.open({ configText: `module_dir = ${modDir}\n` + 'module pass\n'.repeat(3) }, { onLog: () => {} });
   await core.use(name, mod);
   for (const format of ['json', 'binary']) {
-    const f = frame100(format);
-    if (core.submitRaw('alice', f) !== 0) throw new Error(`submit failed for ${format}`);
-    for (let i = 0; i < 100_000; i++) core.submitRaw('alice', f);
-    const ns = median(
-      Array.from({ length: REPS }, () =>
-        timeNs((n) => {
-          for (let i = 0; i < n; i++) core.submitRaw('alice', f);
-        }, N),
-      ),
-    );
+    const [f, ns] = submitNs(core, format);
     rows.push({ modules: `3 + ${name}`, format, frameBytes: f.length, ns });
   }
   core.close();

@@ -229,8 +229,7 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "CoreHandle",
-                       {InstanceMethod<&CoreHandle::Submit>("submit"),
-                        InstanceMethod<&CoreHandle::Out>("out"),
+                       {InstanceMethod<&CoreHandle::Out>("out"),
                         InstanceMethod<&CoreHandle::Info>("info"),
                         InstanceMethod<&CoreHandle::Instances>("instances"),
                         InstanceMethod<&CoreHandle::Login>("login"),
@@ -393,7 +392,10 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     state_ = std::make_shared<State>();
     state_->owner = this;
     env_ = env;
-    InstallFastSubmit(env, info.This().As<Napi::Object>());
+    if (!InstallSubmit(env, info.This().As<Napi::Object>())) {
+      make_error(env, "E_INTERNAL", "could not create the core's submit function").ThrowAsJavaScriptException();
+      return;
+    }
     state_->on_events = Napi::Persistent(info[1].As<Napi::Function>());
     std::shared_ptr<State> st = state_;
     state_->tsfn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "switchboard-drain", 0, 1);
@@ -475,13 +477,6 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
   // submit(from: string, frame: Uint8Array, outFormat: 0|1|-1) -> verdict >= 0, or a negative wire error.
   // The per-message call: raw N-API with no handle it does not need (the
   // node-addon-api wrappers cost several extra calls per argument).
-  Napi::Value Submit(const Napi::CallbackInfo &info) {
-    napi_value argv[3];
-    size_t argc = info.Length() < 3 ? info.Length() : 3;
-    for (size_t i = 0; i < argc; ++i) argv[i] = info[i];
-    return Napi::Value(info.Env(), SubmitArgs(info.Env(), argc, argv));
-  }
-
   napi_value SubmitArgs(napi_env env, size_t argc, const napi_value *argv) {
     Napi::Env e(env);
     if (!Open(e)) return nullptr;
@@ -517,25 +512,24 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     return v;
   }
 
-  // submit as an own property of the handle: a plain N-API function whose
-  // data is the State, so the per-message call skips node-addon-api's
-  // CallbackInfo and napi_unwrap (a private-symbol lookup, ~6 % of a
-  // submit). The State outlives the handle when the function does; a call
-  // after the handle went away finds owner cleared and reports E_CORE_CLOSED.
-  void InstallFastSubmit(Napi::Env env, Napi::Object self) {
+  // submit(from, frame, outFormat) is an own property of each handle, not a
+  // prototype method: a plain N-API function whose data is the State, so the
+  // per-message call skips node-addon-api's CallbackInfo and napi_unwrap (a
+  // private-symbol lookup). The State outlives the handle when the function
+  // does; a call after the handle went away finds owner cleared and reports
+  // E_CORE_CLOSED.
+  bool InstallSubmit(Napi::Env env, Napi::Object self) {
     auto *holder = new std::shared_ptr<State>(state_);
     napi_value fn;
     if (napi_create_function(env, "submit", NAPI_AUTO_LENGTH, FastSubmit, holder, &fn) != napi_ok) {
       delete holder;
-      return;  // the prototype's submit still works
+      return false;
     }
     napi_add_finalizer(
         env, fn, holder, [](napi_env, void *data, void *) { delete static_cast<std::shared_ptr<State> *>(data); },
         nullptr, nullptr);
-    // Defined, not assigned: the prototype's submit is read-only, which
-    // makes a plain assignment fail silently.
     napi_property_descriptor d = {"submit", nullptr, nullptr, nullptr, nullptr, fn, napi_default, nullptr};
-    napi_define_properties(env, self, 1, &d);
+    return napi_define_properties(env, self, 1, &d) == napi_ok;
   }
 
   static napi_value FastSubmit(napi_env env, napi_callback_info cbinfo) {

@@ -32,17 +32,10 @@ export interface IngestMessage extends Droppable {
 }
 
 /** `normalize`, `categorize`, `receive` and `send`: a decoded message. */
-export interface PipelineMessage extends Droppable {
+export interface PipelineMessage extends Droppable, MessageFields {
   readonly from: string;
   /** The recipient ('' for a group message). In `send`, see `recipient`. */
   to: string;
-  groupid: number;
-  id: number;
-  refid: number;
-  flags: number;
-  type: number;
-  expiry: number;
-  payload: Buffer;
   /** The payload as UTF-8 text; assign to replace it. */
   text: string;
   /** 'direct', 'group' or 'bot' by default; categorize may set anything. */

@@ -503,12 +503,16 @@ export class Server {
     this.submitFrame(ws, c, new Uint8Array(ab), isBinary);
   }
 
+  /** Which forms the core encodes deliveries in: only those some connected device reads. */
+  private outFormat(): number {
+    return this.binaryDevices === 0 ? OUT_JSON : this.jsonDevices === 0 ? OUT_BINARY : OUT_BOTH;
+  }
+
   private submitFrame(ws: WS, c: Conn, frame: Uint8Array, isBinary: boolean): void {
-    const ab = frame;
-    const outFormat = this.binaryDevices === 0 ? OUT_JSON : this.jsonDevices === 0 ? OUT_BINARY : OUT_BOTH;
+    const outFormat = this.outFormat();
     const v = this.core.submitRaw(c.address, frame, outFormat);
     if (v < 0) {
-      if (v === WIRE_E_UNKNOWN_OP && !isBinary && this.control(ws, c, ab)) return;
+      if (v === WIRE_E_UNKNOWN_OP && !isBinary && this.control(ws, c, frame)) return;
       ws.send(native.encodeFrame('error', { error: v, id: 0, detail: this.core.lastErrorDetail() }, c.binary ? 1 : 0), c.binary);
       return;
     }
@@ -714,16 +718,18 @@ export class Server {
 
     if (info[Info.Op] === OP_STATUS) {
       const status = info[Info.Status];
-      const key = `${to}\0${from}\0${id}`;
+      const confirms = status === Status.DELIVERED || status === Status.READ;
+      // Built only when a map may hold it.
+      const key = this.live.size || this.receiptFlags.size ? `${to}\0${from}\0${id}` : '';
       // A live copy confirmed: nothing was stored, nothing to delete. Its
       // "sent" goes before the receipt.
-      const lc = this.live.size && (status === Status.DELIVERED || status === Status.READ) ? this.live.get(key) : undefined;
+      const lc = confirms && this.live.size ? this.live.get(key) : undefined;
       if (lc) this.confirmLive(lc);
       // Any confirmation shows the device is reading (expireLive), also one
       // for a stored copy: an overloaded server may have stored the copies
       // it now reads confirmations for, and must not take the device for a
       // silent one and store its next copies too.
-      if (ws && this.settings.durable && (status === Status.DELIVERED || status === Status.READ)) ws.getUserData().confirmedAt = Date.now();
+      if (ws && confirms && this.settings.durable) ws.getUserData().confirmedAt = Date.now();
       if (this.wantsReceipt(key, status)) {
         if (!lc) this.publish(to, out, frameLen, frame2Len, outFormat);
         else {
@@ -742,6 +748,8 @@ export class Server {
     }
 
     const ackLen = info[Info.AckLen];
+    /** The sender's "sent" frame, copied out of the core's reused buffer to be sent later. */
+    const ackFrame = () => Buffer.from(out.subarray(ackAt, ackAt + ackLen));
     const senderBinary = info[Info.Format] === 1;
     const gid = info[Info.Groupid];
     const flags = info[Info.Flags];
@@ -760,7 +768,7 @@ export class Server {
           id, refid: info[Info.Refid], groupid: gid, flags, type: info[Info.Type], expiry: info[Info.Expiry], to,
           payload: Buffer.from(out.subarray(payloadAt, toAt)),
         };
-        const ack = ws ? { ws, frame: Buffer.from(out.subarray(ackAt, ackAt + ackLen)), binary: senderBinary } : null;
+        const ack = ws ? { ws, frame: ackFrame(), binary: senderBinary } : null;
         this.deliverEach(from, recipients, snap, ack);
         return status;
       } else {
@@ -784,7 +792,7 @@ export class Server {
           if (online && live && !this.pumping.has(r) && !(this.heldTo.size && this.heldTo.has(r))) {
             this.publish(r, out, frameLen, frame2Len, outFormat);
             payload ??= Buffer.from(out.subarray(payloadAt, toAt));
-            liveAck ??= { ws: ws!, frame: Buffer.from(out.subarray(ackAt, ackAt + ackLen)), binary: senderBinary, left: 0 };
+            liveAck ??= { ws: ws!, frame: ackFrame(), binary: senderBinary, left: 0 };
             liveBase ??= {
               sender: from, id, refid: info[Info.Refid], groupid: gid, flags, type: info[Info.Type], expiry,
               expiresAt: expiry ? now + expiry * 1000 : 0, payload,
@@ -823,7 +831,7 @@ export class Server {
       // after the commit of any copy stored here.
     } else if (stored) {
       // "Sent" means durable: the ack waits for this turn's group commit.
-      this.acks.push({ ws, frame: Buffer.from(out.subarray(ackAt, ackAt + ackLen)), binary: senderBinary });
+      this.acks.push({ ws, frame: ackFrame(), binary: senderBinary });
       this.scheduleFlush();
     } else {
       ws.send(out.subarray(ackAt, ackAt + ackLen), senderBinary);
@@ -942,9 +950,14 @@ export class Server {
 
   private publishHeld(h: { to: string; frames: HeldFrames }): void {
     if (!this.middleware.format.empty) return this.sendFormatted(h.to, h.frames);
-    if (h.frames.json) this.app.publish(topic(h.to, false), h.frames.json, false);
-    if (h.frames.binary) this.app.publish(topic(h.to, true), h.frames.binary, true);
-    this.closeSlow(h.to);
+    this.publishFrames(h.to, h.frames);
+  }
+
+  /** Frames already encoded, to every device of `to` in its form; no format stage (statuses, or format is empty). */
+  private publishFrames(to: string, frames: HeldFrames): void {
+    if (frames.json) this.app.publish(topic(to, false), frames.json, false);
+    if (frames.binary) this.app.publish(topic(to, true), frames.binary, true);
+    this.closeSlow(to);
   }
 
   private closeSlow(to: string): void {
@@ -1026,7 +1039,7 @@ export class Server {
   }
 
   private submitAs(from: string, frame: Uint8Array): SendResult | Promise<SendResult> {
-    const outFormat = this.binaryDevices === 0 ? OUT_JSON : this.jsonDevices === 0 ? OUT_BINARY : OUT_BOTH;
+    const outFormat = this.outFormat();
     const v = this.core.submitRaw(from, frame, outFormat);
     if (v < 0) throw wireErrorFor(v, this.core.lastErrorDetail());
     if (v === VERDICT_DEFERRED) {
@@ -1218,10 +1231,7 @@ export class Server {
     const receipts = this.receiptsAfterAcks;
     if (receipts.length) {
       this.receiptsAfterAcks = [];
-      for (const r of receipts) {
-        if (r.frames.json) this.app.publish(topic(r.to, false), r.frames.json, false);
-        if (r.frames.binary) this.app.publish(topic(r.to, true), r.frames.binary, true);
-      }
+      for (const r of receipts) this.publishFrames(r.to, r.frames);
     }
   }
 
