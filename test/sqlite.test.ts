@@ -149,7 +149,7 @@ describe('a store file the server cannot use', () => {
     fs.mkdirSync(path.join(dir, 'data'));
     fs.writeFileSync(path.join(dir, 'data', 'switchboard.db'), Buffer.alloc(8192, 'not sql!'));
     fs.writeFileSync(path.join(dir, 'mesibo.conf'), 'listen = 127.0.0.1:0\ndata_dir = ./data\n');
-    const r = spawnSync(process.execPath, [path.join(root, 'server.js'), '--config', path.join(dir, 'mesibo.conf')], { cwd: dir, encoding: 'utf8', timeout: 20_000 });
+    const r = spawnSync(process.execPath, [path.join(root, 'server.js'), '--config', path.join(dir, 'mesibo.conf')], { cwd: dir, encoding: 'utf8', timeout: 20_000, env: { ...process.env, SWITCHBOARD_ADDON: addonFile } });
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/E_STORE_CORRUPT/);
     expect(r.stderr).toMatch(/switchboard\.db/);
