@@ -278,12 +278,20 @@ class SqliteStatement : public Napi::ObjectWrap<SqliteStatement> {
   // `keys` are the column names as JS strings; null builds them here.
   Napi::Value make_row(Napi::Env env, const napi_value *keys) {
     if (pluck_) return column(env, 0);
-    int n = stmt_->column_count();
-    Napi::Object row = Napi::Object::New(env);
-    for (int i = 0; i < n; i++) {
-      if (keys) row.Set(Napi::Value(env, keys[i]), column(env, i));
-      else row.Set(stmt_->column_name(i), column(env, i));
+    size_t n = static_cast<size_t>(stmt_->column_count());
+    // One napi_define_properties per row instead of a napi_set_property per
+    // column: each of those calls sets up its own exception scope.
+    props_.resize(n);
+    for (size_t i = 0; i < n; i++) {
+      napi_property_descriptor &d = props_[i];
+      d = napi_property_descriptor{};
+      if (keys) d.name = keys[i];
+      else d.utf8name = stmt_->column_name(static_cast<int>(i));
+      d.value = column(env, static_cast<int>(i));
+      d.attributes = napi_default_jsproperty;
     }
+    Napi::Object row = Napi::Object::New(env);
+    napi_define_properties(env, row, n, props_.data());
     return row;
   }
 
@@ -293,6 +301,7 @@ class SqliteStatement : public Napi::ObjectWrap<SqliteStatement> {
   std::vector<SqlValue> values_;
   std::vector<std::pair<size_t, size_t>> text_at_;
   std::string scratch_;
+  std::vector<napi_property_descriptor> props_;
 };
 
 }  // namespace
