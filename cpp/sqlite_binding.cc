@@ -36,6 +36,10 @@ Napi::Value throw_error(Napi::Env env, const char *code, const std::string &mess
 
 Napi::Value throw_error(Napi::Env env, const Error &err) { return throw_error(env, err.code(), err.message); }
 
+// Marks SqliteDb objects, so a SqliteStatement is never handed some other
+// wrapped object to unwrap as a connection.
+const napi_type_tag kDbTag = {0x5342'5351'4c49'5445ULL, 0x6462'0000'0000'0001ULL};
+
 class SqliteDb : public Napi::ObjectWrap<SqliteDb> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -58,7 +62,11 @@ class SqliteDb : public Napi::ObjectWrap<SqliteDb> {
     if (info[3].IsNumber()) opts.busy_timeout_ms = info[3].As<Napi::Number>().Int32Value();
     Error err;
     conn_ = sqlite::Connection::open(info[0].As<Napi::String>().Utf8Value(), opts, err);
-    if (!conn_) throw_error(env, err);
+    if (!conn_) {
+      throw_error(env, err);
+      return;
+    }
+    napi_type_tag_object(env, info.This(), &kDbTag);
   }
 
   const std::shared_ptr<sqlite::Connection> &conn() const { return conn_; }
@@ -101,11 +109,13 @@ class SqliteStatement : public Napi::ObjectWrap<SqliteStatement> {
 
   explicit SqliteStatement(const Napi::CallbackInfo &info) : Napi::ObjectWrap<SqliteStatement>(info) {
     Napi::Env env = info.Env();
-    SqliteDb *db = info[0].IsObject() ? Napi::ObjectWrap<SqliteDb>::Unwrap(info[0].As<Napi::Object>()) : nullptr;
-    if (!db || !info[1].IsString()) {
-      if (!env.IsExceptionPending()) throw_error(env, "SQLITE_MISUSE", "SqliteStatement needs a SqliteDb and the SQL as a string");
+    bool is_db = false;
+    if (info[0].IsObject()) napi_check_object_type_tag(env, info[0], &kDbTag, &is_db);
+    if (!is_db || !info[1].IsString()) {
+      throw_error(env, "SQLITE_MISUSE", "SqliteStatement needs a SqliteDb and the SQL as a string");
       return;
     }
+    SqliteDb *db = Napi::ObjectWrap<SqliteDb>::Unwrap(info[0].As<Napi::Object>());
     std::string sql = info[1].As<Napi::String>().Utf8Value();
     Error err;
     stmt_ = sqlite::Statement::prepare(db->conn(), sql, err);

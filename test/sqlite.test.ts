@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Server } from '../lib/index';
+import { native } from '../lib/native';
 import { Database } from '../lib/store/db';
 import { SqliteStore } from '../lib/store/sqlite';
 
@@ -118,6 +119,14 @@ describe('the SQLite binding', () => {
     expect(errorOf(() => sel.get())).toMatchObject({ code: 'SQLITE_MISUSE', message: 'the database is closed' });
     expect(errorOf(() => db.exec('SELECT 1'))).toMatchObject({ code: 'SQLITE_MISUSE' });
     expect(errorOf(() => db.prepare('SELECT 1'))).toMatchObject({ code: 'SQLITE_MISUSE' });
+  });
+
+  it('a statement needs a connection: any other object is refused, not unwrapped as one', () => {
+    const db = memoryDb();
+    const stmt = db.prepare('SELECT 1');
+    expect(errorOf(() => new native.SqliteStatement(stmt as never, 'SELECT 1', false))).toMatchObject({ code: 'SQLITE_MISUSE' });
+    expect(errorOf(() => new native.SqliteStatement({} as never, 'SELECT 1', false))).toMatchObject({ code: 'SQLITE_MISUSE' });
+    db.close();
   });
 
   it('a file that cannot be opened is SQLITE_CANTOPEN', () => {
