@@ -211,13 +211,19 @@ setInterval(() => {}, 1000);`],
 
     function openCode(file: string): { code?: string; message: string } {
       if (!asRoot) return errorOf(() => SqliteStore.open(file));
+      // "nobody" may not be able to read the checkout (a clone under /root):
+      // it runs a copy of the compiled store and the addon from the temp dir.
+      const copy = path.join(path.dirname(file), 'copy');
+      fs.cpSync(path.join(root, 'dist'), path.join(copy, 'dist'), { recursive: true });
+      fs.copyFileSync(addonFile, path.join(copy, 'switchboard.node'));
+      fs.chmodSync(copy, 0o755);
       const r = spawnSync(
         process.execPath,
-        ['-e', `process.env.SWITCHBOARD_ADDON = ${JSON.stringify(addonFile)};
-const { SqliteStore } = require(${JSON.stringify(compiled)});
+        ['-e', `process.env.SWITCHBOARD_ADDON = ${JSON.stringify(path.join(copy, 'switchboard.node'))};
+const { SqliteStore } = require(${JSON.stringify(path.join(copy, 'dist/store/sqlite.js'))});
 try { SqliteStore.open(${JSON.stringify(file)}); console.log(JSON.stringify({ message: 'opened' })); }
 catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`],
-        { encoding: 'utf8', uid: 65534, gid: 65534 },
+        { encoding: 'utf8', uid: 65534, gid: 65534, cwd: copy },
       );
       expect(r.status, r.stderr).toBe(0);
       return JSON.parse(r.stdout);
