@@ -263,6 +263,4 @@ void Statement::reset() {
 
 int64_t Statement::changes() const { return conn_ && conn_->db_ ? sqlite3_changes64(conn_->db_) : 0; }
 
-int64_t Statement::last_insert_rowid() const { return conn_ && conn_->db_ ? sqlite3_last_insert_rowid(conn_->db_) : 0; }
-
 }  // namespace sb::sqlite

@@ -49,7 +49,6 @@ class Connection {
   // Opens `file`; on failure returns null and fills `err`.
   static std::shared_ptr<Connection> open(const std::string &file, const OpenOptions &opts, Error &err);
 
-  bool is_open() const { return db_ != nullptr; }
   // Runs one or more ;-separated statements without results.
   bool exec(const char *sql, Error &err);
   // True inside BEGIN ... COMMIT.
@@ -89,11 +88,8 @@ class Statement {
   static std::unique_ptr<Statement> prepare(const std::shared_ptr<Connection> &conn, std::string_view sql, Error &err);
 
   bool is_open() const { return stmt_ != nullptr; }
-  int parameter_count() const { return params_; }
   int column_count() const { return columns_; }
   const char *column_name(int i) const;
-  // True for a statement that returns rows (SELECT, RETURNING, some PRAGMAs).
-  bool returns_rows() const { return columns_ > 0; }
 
   // Binds values[0..n) to ?1..?n. The memory of text and blob values is not
   // copied: it must stay valid until step() is done with it.
@@ -106,7 +102,6 @@ class Statement {
   void reset();
   // Rows changed by the last completed INSERT/UPDATE/DELETE.
   int64_t changes() const;
-  int64_t last_insert_rowid() const;
 
  private:
   friend class Connection;
