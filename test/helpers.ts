@@ -82,3 +82,28 @@ export async function until(cond: () => boolean | Promise<boolean>, ms = 20_000)
 export function msg(to: string, data: string, extra: Record<string, unknown> = {}): string {
   return JSON.stringify({ op: 'msg', id: 1, to, data, ...extra });
 }
+
+/** One line of the server's text log (lib/log.ts), taken apart. */
+export interface LogLine {
+  time: string;
+  severity: string;
+  event: string;
+  fields: Record<string, string>;
+}
+
+/** Parses "TIME severity event k=v k=\"quoted\" ..." as the text format writes it. */
+export function parseLogLine(line: string): LogLine {
+  const m = /^(\S+) (\w+) +(\S+)(.*)$/.exec(line);
+  if (!m) throw new Error(`not a log line: ${line}`);
+  const fields: Record<string, string> = {};
+  for (const f of m[4].matchAll(/ (\w+)=("(?:[^"\\]|\\.)*"|\S+)/g)) fields[f[1]] = f[2].startsWith('"') ? JSON.parse(f[2]) : f[2];
+  return { time: m[1], severity: m[2], event: m[3], fields };
+}
+
+/** What a module or the core said in one text log line, as "[module] text" or "[core] text"; null for other events. */
+export function moduleLine(line: string): string | null {
+  const l = parseLogLine(line);
+  if (l.event === 'module.log') return `[${l.fields.module}] ${l.fields.text}`;
+  if (l.event === 'core.warning') return `[core] ${l.fields.text}`;
+  return null;
+}

@@ -61,8 +61,8 @@ describe('node server.js', () => {
     fs.writeFileSync(path.join(dir, 'mesibo.conf'), `listen = 127.0.0.1:0\nmodule_dir = ${modules}\nmodule skeleton {\n log = 1\n}\n`);
     const p = run([], dir);
     const end = Date.now() + 15_000;
-    while (!p.out().includes('listening on') && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
-    expect(p.out()).toMatch(/switchboard listening on ws:\/\/127\.0\.0\.1:\d+ \(modules: skeleton; store: sqlite .*data\/switchboard\.db; durable: on\)/);
+    while (!p.out().includes('server.listening') && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    expect(p.out()).toMatch(/ info  server\.listening url=ws:\/\/127\.0\.0\.1:\d+ modules=skeleton store=\S*data\/switchboard\.db durable=on log_level=1\n/);
     p.child.kill('SIGTERM');
     expect(await p.exit).toBe(0);
     expect(p.out()).toContain('cleanup after 0 messages');
