@@ -6,7 +6,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Server } from '../lib/index';
-import { root, tempDir } from './helpers';
+import { reap, root, tempDir } from './helpers';
 
 const modules = path.join(root, 'build', 'modules');
 
@@ -48,7 +48,7 @@ describe('Server.start', () => {
 
 describe('node server.js', () => {
   function run(args: string[], cwd: string): { child: ReturnType<typeof spawn>; out: () => string; exit: Promise<number | null> } {
-    const child = spawn(process.execPath, [path.join(root, 'server.js'), ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = reap(spawn(process.execPath, [path.join(root, 'server.js'), ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] }));
     let out = '';
     child.stdout!.on('data', (d) => (out += d));
     child.stderr!.on('data', (d) => (out += d));
