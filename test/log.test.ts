@@ -187,6 +187,21 @@ describe('log_level', () => {
   });
 });
 
+describe('the event catalog', () => {
+  it('docs/config.md lists every event at the level lib/log.ts writes it', () => {
+    const doc = fs.readFileSync(path.join(root, 'docs/config.md'), 'utf8');
+    const table = doc.slice(doc.indexOf('| level | events | severity |'));
+    const documented = new Map<string, number>();
+    for (const row of table.split('\n').slice(2)) {
+      if (!row.startsWith('|')) break;
+      const level = Number(/^\| (\d)/.exec(row)![1]);
+      const events = row.split('|')[2];
+      for (const m of events.matchAll(/`([a-z]+\.[a-z_]+)`/g)) documented.set(m[1], level);
+    }
+    expect(Object.fromEntries(documented)).toEqual(Object.fromEntries(Object.entries(EVENTS).map(([e, d]) => [e, d.level])));
+  });
+});
+
 describe('log_format = json', () => {
   it('writes one JSON object per line with level, time, event and the same fields', async () => {
     const r = await start('log_level = 2\nlog_format = json\n');
