@@ -3,6 +3,7 @@
 // log level reaches native and script modules. Everything runs a real
 // server on loopback with real clients; the lines are read from the
 // server's log sink.
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -11,7 +12,7 @@ import { Server } from '../lib/index';
 import { SwitchboardClient } from '../lib/client';
 import { EVENTS } from '../lib/log';
 import { apiCall } from './server-helpers';
-import { root, tempDir, until } from './helpers';
+import { parseLogLine, reap, root, tempDir, until } from './helpers';
 
 const APP = 'log-test-app-token';
 const samples = path.join(root, 'build/modules');
@@ -184,6 +185,43 @@ describe('log_level', () => {
       const ev = events([l])[0] as keyof typeof EVENTS;
       expect(EVENTS[ev], ev).toBeDefined();
     }
+  });
+});
+
+describe('store errors', () => {
+  // A store that cannot commit stops the server (nothing unsaved is
+  // acknowledged); the log says why first. A real SQLite failure: the
+  // child's store is switched to read-only after start.
+  it('a commit that fails is logged as store.error with SQLite\'s reason before the server stops, at log_level 0', async () => {
+    const dir = tempDir('sb-log-store-');
+    const script = `
+      const { Server } = require(${JSON.stringify(path.join(root, 'dist', 'index.js'))});
+      Server.start({ configText: 'listen = 127.0.0.1:0\\ndata_dir = ${dir}/data\\napp_token = ${APP}\\nlog_level = 0\\n' }).then((s) => {
+        process.stdin.on('data', () => { s.store.db.pragma('query_only = ON'); process.stdout.write('READONLY\\n'); });
+        process.stdout.write('READY ' + s.port + '\\n');
+      });`;
+    const child = reap(spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'pipe', 'pipe'] }));
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (d) => (out += d));
+    child.stderr!.on('data', (d) => (err += d));
+    const exit = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    await until(() => /READY \d+/.test(out), 15_000);
+    const port = Number(/READY (\d+)/.exec(out)![1]);
+    const alice = (await apiCall(port, APP, { op: 'useradd', address: 'alice' })).token as string;
+    await apiCall(port, APP, { op: 'useradd', address: 'bob' });
+    child.stdin!.write('go\n');
+    await until(() => out.includes('READONLY'), 5000);
+    // bob is offline: his copy must be committed before alice hears "sent".
+    const c = new SwitchboardClient({ url: `ws://127.0.0.1:${port}/`, token: alice, WebSocket: WebSocket as never, reconnect: false });
+    clients.push(c);
+    await c.connect();
+    let sent = false;
+    c.send('bob', 'never stored').sent.then(() => (sent = true), () => undefined);
+    expect(await exit).not.toBe(0);
+    expect(sent).toBe(false);
+    const lines = err.split('\n').filter((l) => / store\.error /.test(l));
+    expect(lines.map(parseLogLine)).toEqual([{ time: expect.any(String), severity: 'error', event: 'store.error', fields: { op: 'flush', error: expect.stringMatching(/readonly database/) } }]);
   });
 });
 

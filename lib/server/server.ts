@@ -247,7 +247,14 @@ export class Server {
       server.store.close();
       throw e;
     }
-    server.purgeTimer = setInterval(() => server.store.purgeExpired(), 60_000);
+    server.purgeTimer = setInterval(() => {
+      try {
+        server.store.purgeExpired();
+      } catch (e) {
+        // Expired messages stay until the next purge succeeds; nothing is lost.
+        logger.event('store.error', { op: 'purge', error: errorText(e) });
+      }
+    }, 60_000);
     server.purgeTimer.unref();
     const scheme = settings.tlsCert ? 'wss' : 'ws';
     for (const m of core.modules) logger.event('module.loaded', { module: m.name, position: m.position, kind: m.script ? 'script' : 'native', file: m.file, log_level: m.logLevel });
