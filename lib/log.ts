@@ -146,6 +146,15 @@ export class Logger {
   }
 
   /**
+   * A line a module logged (mesibo_log, ctx.log) at its own `level`, which
+   * its block's `log` item let through: always written, with a severity
+   * after the module's level (0 is how mesibo modules report errors).
+   */
+  moduleLine(module: string, level: number, text: string): void {
+    this.event('module.log', { module, module_level: level, text }, level === 0 ? 'warn' : level === 1 ? 'info' : 'debug');
+  }
+
+  /**
    * Calls `fn` with every line written (the status page's last warnings).
    * Returns a function that removes it.
    */

@@ -225,10 +225,8 @@ export class Server {
     const store = SqliteStore.open(storeFile);
     let core: Core;
     try {
-      // A module's lines passed its block's `log` filter already; the
-      // core's own lines (module null) are its warnings.
-      const coreLog = (e: LogEntry) =>
-        e.module ? logger.event('module.log', { module: e.module, module_level: e.level, text: e.text }, e.level === 0 ? 'warn' : e.level === 1 ? 'info' : 'debug') : logger.event('core.warning', { text: e.text });
+      // The core's own lines (module null) are its warnings.
+      const coreLog = (e: LogEntry) => (e.module ? logger.moduleLine(e.module, e.level, e.text) : logger.event('core.warning', { text: e.text }));
       core =
         opts.configText !== undefined
           ? Core.open({ configText: opts.configText, configFile: opts.configFile, baseDir: opts.baseDir ?? process.cwd() }, { onLog: coreLog })
