@@ -56,7 +56,7 @@ describe('node server.js', () => {
     return { child, out: () => out, exit };
   }
 
-  it('logs one line per start, and drains on SIGTERM: on_cleanup runs, exit 0', async () => {
+  it('logs its start and listen address, and drains on SIGTERM: on_cleanup runs, exit 0', async () => {
     const dir = tempDir();
     fs.writeFileSync(path.join(dir, 'mesibo.conf'), `listen = 127.0.0.1:0\nmodule_dir = ${modules}\nmodule skeleton {\n log = 1\n}\n`);
     const p = run([], dir);
