@@ -112,7 +112,11 @@ export interface StartOptions {
   configText?: string;
   /** Folder relative paths in configText resolve against (default: cwd). */
   baseDir?: string;
-  /** Replace settings after the config is read (tests: port 0, a temp data_dir). */
+  /**
+   * Replace settings after the config is read (tests: port 0, a temp
+   * data_dir). A logLevel here sets the server's own log only: modules
+   * follow the config's log_level (their `log` items are read by the core).
+   */
   overrides?: Partial<ServerSettings>;
   /** Receives every log line (in the config's log_format, without the newline); default: stderr. */
   log?: (line: string) => void;
