@@ -5,7 +5,11 @@
  * Two formats: `text` for people (the default) and `json` (pino) for log
  * collectors. Both carry the same event names and fields, so a line found
  * in one is found in the other; the names below are a contract that log
- * queries, alerts and (later) metrics rely on.
+ * queries and alerts rely on. Metrics should use the same names for the
+ * same things (login.ok/login.failed: logins by result, conn.slow_closed:
+ * slow consumers closed) but count where the thing happens, not through
+ * tap(): the log leaves out what log_level does not ask for, and writes a
+ * rate-limited frame at most once a second per connection.
  */
 import pino from 'pino';
 
