@@ -14,7 +14,7 @@ namespace sb {
 const char *const kConfigSettings[] = {
     "listen",           "module_dir", "app_token",    "data_dir",  "store",
     "tls_cert",         "tls_key",    "max_message_size", "rate_limit", "idle_timeout",
-    "log_level",        "http_ca_file", "durable",    "durable_grace", nullptr,
+    "log_level",        "log_format", "http_ca_file", "durable",   "durable_grace", nullptr,
 };
 
 const std::string *ModuleDecl::item(std::string_view key) const {

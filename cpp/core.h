@@ -172,6 +172,10 @@ struct Core {
   Host host;
   std::vector<std::unique_ptr<Instance>> chain;
   size_t max_payload = 65536;
+  // The log level of a block without a `log` item: one below the server's
+  // log_level (default 1, so modules keep mesibo's default of 0), so that
+  // turning the server up to debug a problem turns its modules up too.
+  int module_log_level = 0;
   bool closed = false;
 
   // Per-message scratch, reused so the steady state allocates nothing.

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "core.h"
+#include "io.h"
 #include "json_extract.h"
 
 #define SB_API extern "C" __attribute__((visibility("default")))
@@ -34,13 +35,13 @@ SB_API mesibo_int_t mesibo_vlog(mesibo_module_t *mod, mesibo_uint_t level, const
     std::vsnprintf(&text[0], text.size(), format, args);
     text.resize(static_cast<size_t>(n));
   }
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
   if (!inst) {
     // A module that passes a pointer the server did not give it (or one
     // whose instance was already cleaned up) still gets its line out.
-    std::fprintf(stderr, "[module ?] %s%s", text.c_str(), text.empty() || text.back() != '\n' ? "\n" : "");
+    sb::io_report("[module ?] %s", text.c_str());
     return MESIBO_RESULT_OK;
   }
-  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
   if (inst->capturing_init_log) inst->init_log.push_back(text);
   sb::core_log(*inst->core, inst->name, static_cast<int>(level), std::move(text));
   return MESIBO_RESULT_OK;

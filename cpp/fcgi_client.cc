@@ -230,7 +230,7 @@ uint64_t timeout_ms() {
 }
 
 void log_line(const std::string &key, const char *what, const char *text, size_t len) {
-  std::fprintf(stderr, "switchboard: fcgi: %s: %s%.*s\n", key.c_str(), what, static_cast<int>(len), text);
+  io_report("fcgi: %s: %s%.*s", key.c_str(), what, static_cast<int>(len), text);
 }
 
 // A module unloaded at shutdown (on_cleanup, then dlclose) may still have a

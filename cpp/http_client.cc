@@ -403,7 +403,7 @@ std::string openssl_error(const char *fallback) {
 }
 
 void log_failure(const HttpReq *r, const std::string &why) {
-  std::fprintf(stderr, "switchboard: http: %s: %s\n", r->label.c_str(), why.c_str());
+  io_report("http: %s: %s", r->label.c_str(), why.c_str());
 }
 
 // Static buffers for what is read: a read is consumed entirely within its
@@ -1227,7 +1227,7 @@ SB_API mesibo_int_t mesibo_util_http(mesibo_http_t *req, void *cbdata) {
   auto r = std::make_unique<sb::HttpReq>();
   const char *why = nullptr;
   if (!sb::prepare(*req, cbdata, *r, &why)) {
-    std::fprintf(stderr, "switchboard: http: request refused: %s\n", why);
+    sb::io_report("http: request refused: %s", why);
     return MESIBO_RESULT_FAIL;
   }
   sb::pin_callbacks(*r);

@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include <functional>
+#include <string>
 
 namespace sb {
 
@@ -27,5 +28,16 @@ bool io_on_loop_thread();
 // thread (the loop thread included, where it runs on the next loop turn).
 // Returns false when no loop is attached.
 bool io_post(std::function<void()> fn);
+
+// Reports a line that belongs to no core: an I/O client's failure that a
+// module's author needs to see (a refused request, a malformed response, a
+// TLS problem), or a line from a module whose instance is gone. Formatted
+// like printf, it goes to the reporter set with io_set_reporter, or to
+// stderr while none is set. Any thread.
+void io_report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// Sets where io_report sends its lines (nullptr: stderr). The core sets it
+// while a core is open, so the lines reach the server's log.
+void io_set_reporter(void (*report)(std::string text));
 
 }  // namespace sb

@@ -4,13 +4,18 @@
 #include <dlfcn.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <unordered_set>
+#include <vector>
 
 #include "core.h"
 #include "http_client.h"
+#include "io.h"
 
 namespace sb {
 
@@ -120,6 +125,7 @@ bool read_common_items(Core &core, const ModuleDecl &decl, Instance &inst, OpenE
     err.file = core.config.file;
     return false;
   };
+  inst.log_level = core.module_log_level;
   if (const std::string *lvl = decl.item("log")) {
     char *end = nullptr;
     long v = std::strtol(lvl->c_str(), &end, 10);
@@ -279,10 +285,37 @@ Instance *slot_lookup_locked(const mesibo_module_t *mod) {
 
 // http_client.cc: the extra CA bundle mesibo_util_http trusts (empty: none).
 
+namespace {
+
+// Open cores, oldest first. The HTTP, socket and FastCGI clients serve the
+// whole process, not one core; their reports (io_report) go to the newest
+// open core's log, which in a server process is the only one.
+std::mutex g_open_mu;
+std::vector<Core *> g_open;
+
+void report_to_open_core(std::string text) {
+  std::lock_guard<std::mutex> lock(g_open_mu);
+  if (g_open.empty()) {
+    std::fprintf(stderr, "switchboard: %s\n", text.c_str());
+    return;
+  }
+  core_log(*g_open.back(), std::string(), 0, std::move(text));
+}
+
+void track_open(Core &core, bool open) {
+  std::lock_guard<std::mutex> lock(g_open_mu);
+  g_open.erase(std::remove(g_open.begin(), g_open.end(), &core), g_open.end());
+  if (open) g_open.push_back(&core);
+  io_set_reporter(g_open.empty() ? nullptr : report_to_open_core);
+}
+
+}  // namespace
+
 bool core_open(Core &core, const Config &config, Host host, OpenError &err) {
   core.config = config;
   core.host = host;
   core.closed = false;
+  track_open(core, true);
   core.loop_thread = std::this_thread::get_id();
   ns_per_tick();  // calibrate now rather than on the first message
 
@@ -296,6 +329,13 @@ bool core_open(Core &core, const Config &config, Host host, OpenError &err) {
       return false;
     }
     core.max_payload = static_cast<size_t>(n);
+  }
+
+  // The server checks log_level's value (0 to 3); a value it would refuse
+  // leaves modules at mesibo's default here.
+  core.module_log_level = 0;
+  if (const std::string *v = config.setting("log_level")) {
+    if (v->size() == 1 && (*v)[0] >= '1' && (*v)[0] <= '3') core.module_log_level = (*v)[0] - '1';
   }
 
   const std::string *ca = config.setting("http_ca_file");
@@ -336,6 +376,7 @@ bool core_open(Core &core, const Config &config, Host host, OpenError &err) {
 }
 
 void core_close(Core &core) {
+  track_open(core, false);
   if (core.closed) return;
   {
     std::lock_guard<std::mutex> lock(core.mu);
@@ -358,6 +399,7 @@ Instance *core_add_script(Core &core, const std::string &name, size_t position) 
   inst->name = name;
   inst->script = true;
   inst->file = name;
+  inst->log_level = core.module_log_level;
   prepare_script(*inst);
   Instance *raw = inst.get();
   core.chain.insert(core.chain.begin() + static_cast<std::ptrdiff_t>(position), std::move(inst));

@@ -253,8 +253,7 @@ SSL_CTX *shared_ctx(const std::string &ca_file) {
   // A CA file that does not load trusts nothing more: verification then
   // fails with SOCK_E_VERIFY, which is the safe outcome.
   if (!ca_file.empty() && SSL_CTX_load_verify_locations(ctx, ca_file.c_str(), nullptr) != 1)
-    std::fprintf(stderr, "switchboard: socket: cannot read CA certificates (PEM) from %s (http_ca_file or SWITCHBOARD_CA_FILE)\n",
-                 ca_file.c_str());
+    io_report("socket: cannot read CA certificates (PEM) from %s (http_ca_file or SWITCHBOARD_CA_FILE)", ca_file.c_str());
   ERR_clear_error();
   contexts.emplace(ca_file, ctx);
   return ctx;
@@ -367,7 +366,7 @@ void flush_tls(Sock *s);
 // certificate, a broken server), goes to the server's stderr.
 void sock_end(Sock *s, mesibo_int_t type, bool graceful, const char *why = nullptr) {
   if (s->state == S_ENDING) return;
-  if (why) std::fprintf(stderr, "switchboard: socket %ld (%s): %s\n", static_cast<long>(s->id), s->url_text.c_str(), why);
+  if (why) io_report("socket %ld (%s): %s", static_cast<long>(s->id), s->url_text.c_str(), why);
   const bool connected = s->state >= S_TLS_HANDSHAKE;
   s->state = S_ENDING;
   s->close_type = type;

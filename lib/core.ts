@@ -200,8 +200,11 @@ export class Core extends EventEmitter<CoreEvents> {
     const id = this.scripts.newId();
     // In the chain (with no hooks yet) before the factory and init run, so
     // they can log. A module whose init fails stays there, inert.
-    this.live().addScript(name, opts.position ?? Number.MAX_SAFE_INTEGER, id, 0, opts.timeout ?? 0, onError, opts.log ?? 0, opts.onlyTo);
-    const { script, init } = this.scripts.create(id, name, module, opts.config ?? {}, opts.log ?? 0, onError);
+    // Without opts.log the module takes the level of a config block without
+    // a `log` item (one below log_level), which the core decides.
+    const position = this.live().addScript(name, opts.position ?? Number.MAX_SAFE_INTEGER, id, 0, opts.timeout ?? 0, onError, opts.log, opts.onlyTo);
+    const logLevel = opts.log ?? this.live().instances()[position].logLevel;
+    const { script, init } = this.scripts.create(id, name, module, opts.config ?? {}, logLevel, onError);
     try {
       await init;
     } catch (e) {

@@ -6,3 +6,4 @@ export { decodeFrame, encodeClientMessage, encodeFrame, jsonExtract, type Client
 export { Bot, Server, Status, type BotHandler, type BotMessage, type FormatMessage, type IngestMessage, type Middleware, type Middlewares, type Pattern, type PipelineMessage, type ServerSettings, type StartOptions } from './server';
 export { defineModule, ChainMessage } from './modules';
 export type { ModuleContext, ModuleExport, ModuleLogin, ModuleStatus, ModuleVerdict, SendParams, SwitchboardModule, UseOptions } from './modules';
+export { EVENTS, Logger, type LogEvent, type LogFields, type LogFormat, type LogRecord, type Severity } from './log';

@@ -240,7 +240,7 @@ export interface UseOptions {
   timeout?: number;
   /** What a message becomes when onMessage throws, rejects or times out (default 'pass'). */
   onError?: 'pass' | 'consume';
-  /** ctx.log level (default 0). */
+  /** ctx.log level (default: as a config block without a `log` item, one below log_level, so 0 with the default log_level). */
   log?: number;
   /** onMessage only for direct messages to this user (the core skips the call for all others). */
   onlyTo?: string;

@@ -45,7 +45,7 @@ export interface NativeCoreHandle {
   scripts(onHook: (hook: number, scriptId: number) => number, onComplete: (token: number, verdict: number, from: string) => void): [Float64Array, Buffer];
   attachScript(position: number, scriptId: number, hooks: number): void;
   scriptHooks(scriptId: number, hooks: number): void;
-  addScript(name: string, position: number, scriptId: number, hooks: number, timeoutMs: number, onError: number, logLevel: number, onlyTo?: string): number;
+  addScript(name: string, position: number, scriptId: number, hooks: number, timeoutMs: number, onError: number, logLevel: number | undefined, onlyTo?: string): number;
   defer(): number;
   resolve(handle: number, verdict: number, payload: Uint8Array | null, fields: number[] | null, drainNow?: boolean): boolean;
   hookSet(payload: Uint8Array | null, fields: number[] | null): boolean;

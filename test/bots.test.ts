@@ -9,7 +9,7 @@ import WebSocket from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SwitchboardClient, type IncomingMessage } from '../lib/client';
 import { Server } from '../lib/index';
-import { root, tempDir, until } from './helpers';
+import { moduleLine, root, tempDir, until } from './helpers';
 
 const APP = 'bots-token';
 const samples = path.join(root, 'build', 'modules');
@@ -89,7 +89,11 @@ async function start(modules: string): Promise<{ s: Server; log: string[] }> {
   const log: string[] = [];
   const s = await Server.start({
     configText: `listen = 127.0.0.1:0\ndata_dir = ${tempDir()}\napp_token = ${APP}\nmodule_dir = ${samples}\n${modules}`,
-    log: (l) => log.push(l),
+    // What the modules and the core said, as "[module] text".
+    log: (l) => {
+      const said = moduleLine(l);
+      if (said !== null) log.push(said);
+    },
   });
   running.push(s);
   return { s, log };

@@ -15,8 +15,8 @@ const samples = path.join(root, 'build', 'modules');
 const running: Server[] = [];
 const clients: SwitchboardClient[] = [];
 
-async function start(body = '', dataDir = tempDir()): Promise<Server> {
-  const s = await Server.start({ configText: `listen = 127.0.0.1:0\ndata_dir = ${dataDir}\napp_token = ${APP}\nmodule_dir = ${samples}\n${body}`, log: () => {} });
+async function start(body = '', dataDir = tempDir(), log: string[] = []): Promise<Server> {
+  const s = await Server.start({ configText: `listen = 127.0.0.1:0\ndata_dir = ${dataDir}\napp_token = ${APP}\nmodule_dir = ${samples}\n${body}`, log: (l) => log.push(l) });
   running.push(s);
   return s;
 }
@@ -488,8 +488,9 @@ describe('bad input', () => {
     await expect(again.connect()).rejects.toMatchObject({ code: 'E_AUTH' });
   });
 
-  it('a client that does not read is disconnected instead of growing server memory', async () => {
-    const s = await start();
+  it('a client that does not read is disconnected instead of growing server memory, and the log says so', async () => {
+    const log: string[] = [];
+    const s = await start('log_level = 2\n', tempDir(), log);
     const alice = await connect(s, await user(s, 'alice'));
     const slow = await raw(s, await user(s, 'slow'));
     // Stop reading: the kernel buffers fill, then uWebSockets.js's backpressure limit closes it.
@@ -501,5 +502,6 @@ describe('bad input', () => {
     // Nothing was lost: what it missed waits in the store.
     await Promise.all(sent);
     expect(s.store.countPending('slow')).toBe(200);
+    expect(log.join('\n')).toMatch(/ conn\.slow_closed address=slow peer=\S*127\.0\.0\.1 buffered=\d+/);
   });
 });

@@ -1,6 +1,6 @@
 // Shared test helpers: compile real modules with the system compiler, open
 // real cores over them, and collect what they log and send.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -9,7 +9,9 @@ import { Core, type LogEntry, type ModuleMessage } from '../lib/index';
 
 export const root = path.resolve(__dirname, '..');
 export const include = path.join(root, 'include');
-const cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-modules-'));
+// Compiled test modules, shared by every test file and run: the name of a
+// build says what went into it (hash below), so a stale one is never used.
+const cacheDir = path.join(root, 'build', 'test-modules');
 
 export interface CompileOptions {
   /** The module name: the output is mesibo_mod_<name>.so. */
@@ -34,13 +36,55 @@ export function compileModule(o: CompileOptions): string {
   const out = path.join(dir, `mesibo_mod_${o.name}.so`);
   if (!fs.existsSync(out)) {
     fs.mkdirSync(dir, { recursive: true });
-    execFileSync(cxx ? 'g++' : 'gcc', [...args, src, '-o', out], { stdio: 'pipe' });
+    // Test files run in parallel processes: each builds under its own name
+    // and renames, so nobody loads a half-written library.
+    const tmp = `${out}.${process.pid}.tmp`;
+    execFileSync(cxx ? 'g++' : 'gcc', [...args, src, '-o', tmp], { stdio: 'pipe' });
+    fs.renameSync(tmp, out);
   }
   return dir;
 }
 
+const madeDirs: string[] = [];
+const children = new Set<ChildProcess>();
+
+/**
+ * A fresh folder in the system's temp folder, removed after this test
+ * file's last test (test/setup.ts). Kept when a test in the file failed or
+ * SWITCHBOARD_KEEP_TMP=1 is set, so what a failure left can be looked at.
+ */
 export function tempDir(prefix = 'sb-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  madeDirs.push(dir);
+  return dir;
+}
+
+/** A child process that is killed (SIGKILL) after this test file's last test if it is still running. */
+export function reap<T extends ChildProcess>(child: T): T {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
+/** test/setup.ts, after a file's tests: kills its children, then removes its temp folders (unless `keep`). */
+export async function cleanUp(keep: boolean): Promise<void> {
+  await Promise.all(
+    [...children].map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.exitCode !== null || c.signalCode !== null) return resolve();
+          c.once('exit', () => resolve());
+          c.kill('SIGKILL');
+        }),
+    ),
+  );
+  children.clear();
+  const dirs = madeDirs.splice(0);
+  if (keep) {
+    if (dirs.length) process.stderr.write(`kept for inspection: ${dirs.join(' ')}\n`);
+    return;
+  }
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 }
 
 export interface Opened {
@@ -81,4 +125,29 @@ export async function until(cond: () => boolean | Promise<boolean>, ms = 20_000)
 
 export function msg(to: string, data: string, extra: Record<string, unknown> = {}): string {
   return JSON.stringify({ op: 'msg', id: 1, to, data, ...extra });
+}
+
+/** One line of the server's text log (lib/log.ts), taken apart. */
+export interface LogLine {
+  time: string;
+  severity: string;
+  event: string;
+  fields: Record<string, string>;
+}
+
+/** Parses "TIME severity event k=v k=\"quoted\" ..." as the text format writes it. */
+export function parseLogLine(line: string): LogLine {
+  const m = /^(\S+) (\w+) +(\S+)(.*)$/.exec(line);
+  if (!m) throw new Error(`not a log line: ${line}`);
+  const fields: Record<string, string> = {};
+  for (const f of m[4].matchAll(/ (\w+)=("(?:[^"\\]|\\.)*"|\S+)/g)) fields[f[1]] = f[2].startsWith('"') ? JSON.parse(f[2]) : f[2];
+  return { time: m[1], severity: m[2], event: m[3], fields };
+}
+
+/** What a module or the core said in one text log line, as "[module] text" or "[core] text"; null for other events. */
+export function moduleLine(line: string): string | null {
+  const l = parseLogLine(line);
+  if (l.event === 'module.log') return `[${l.fields.module}] ${l.fields.text}`;
+  if (l.event === 'core.warning') return `[core] ${l.fields.text}`;
+  return null;
 }

@@ -535,6 +535,12 @@ describe('requests and responses', () => {
   });
 });
 
+/** The core's own lines (module null): where the HTTP client reports failures. */
+function coreLines(): string[] {
+  o.core.drain();
+  return o.logs.filter((l) => l.module === null).map((l) => l.text);
+}
+
 describe('refusals', () => {
   it.each([
     ['an unsupported scheme', 'ftp://127.0.0.1/file'],
@@ -542,11 +548,13 @@ describe('refusals', () => {
     ['no host', 'http:///path'],
     ['a bad port', 'http://127.0.0.1:99999/'],
     ['a space', 'http://127.0.0.1/a b'],
-  ])('returns -1 at once and calls nothing for %s', async (_what, url) => {
+  ])('returns -1 at once and calls nothing for %s, and the log says why', async (_what, url) => {
+    const before = coreLines().length;
     const f = await fetch({ url });
     expect(f.lines).toEqual(['call -1']);
     await new Promise((r) => setTimeout(r, 100));
     expect(parse(f.tag, o.lines(), 0).lines).toEqual(['call -1']);
+    expect(coreLines().slice(before)).toEqual([expect.stringMatching(/^http: request refused: the URL /)]);
   });
 
   it('returns -1 for header values that would inject lines', async () => {
@@ -566,6 +574,8 @@ describe('failures end in a negative progress and close -1', () => {
       const f = await fetch({ url: `${rawUrl}/${name}`, total_timeout: 10 });
       expectFailure(f);
       expect(f.ms).toBeLessThan(5000);
+      // The operator's side: the server log (a core line) names the URL and the reason.
+      expect(coreLines()).toContainEqual(expect.stringMatching(new RegExp(`^http: GET ${rawUrl}/${name.replace(/[?^$]/g, '\\$&')}: \\S`)));
     },
   );
 
@@ -746,5 +756,8 @@ describe('module unloading', () => {
     // callbacks still run, in a library that is still mapped.
     await new Promise((r) => setTimeout(r, 1500));
     expect((await fetch({ url: `${plainUrl}/text` })).result).toBe(0);
+    // The orphaned module's lines reach the open core's log, not stderr.
+    const orphan = o.logs.filter((l) => l.module === null && l.text.startsWith('[module ?] orphan')).map((l) => l.text);
+    expect(orphan).toEqual([expect.stringMatching(/^\[module \?\] orphan fail progress -\d+/), expect.stringMatching(/^\[module \?\] orphan close -\d+/)]);
   });
 });

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { SwitchboardClient } from '../lib/client';
 import { Server } from '../lib/index';
-import { root, tempDir, until } from './helpers';
+import { parseLogLine, root, tempDir, until } from './helpers';
 import { apiCall, connectPeer, type Peer } from './server-helpers';
 
 const APP = 'pipeline-token';
@@ -235,8 +235,9 @@ describe('middleware stages', () => {
     const bob = await connect(s, 'bob');
     alice.c.send('bob', 'still here');
     await until(() => bob.got.length === 1);
-    expect(log.some((l) => l.startsWith('[middleware.normalize] Error: normalizer bug'))).toBe(true);
-    expect(log.some((l) => l.startsWith('[middleware.send] Error: send bug'))).toBe(true);
+    const errors = log.map(parseLogLine).filter((l) => l.event === 'middleware.error');
+    expect(errors.find((l) => l.fields.stage === 'normalize')).toMatchObject({ severity: 'error', fields: { error: expect.stringMatching(/^Error: normalizer bug/), outcome: 'the message went on as it was' } });
+    expect(errors.find((l) => l.fields.stage === 'send')?.fields.error).toMatch(/^Error: send bug/);
   });
 
   it('a format middleware that is not synchronous is reported once and the frame goes out as it stood', async () => {
@@ -303,7 +304,7 @@ describe('bots', () => {
     await until(() => alice.got.length === 2);
     expect(alice.texts()).toEqual(['Sorry, I cannot answer right now.', 'ok']);
     expect(bot.stats).toEqual({ heard: 2, errors: 1 });
-    expect(log.some((l) => l.startsWith('[bot assistant] a handler failed on message'))).toBe(true);
+    expect(log.map(parseLogLine).find((l) => l.event === 'bot.error')).toMatchObject({ severity: 'error', fields: { bot: 'assistant', text: expect.stringMatching(/^\[bot assistant\] a handler failed on message/) } });
   });
 
   it('hears strings, RegExps and functions; on() sees the rest; messages to others never reach the bot', async () => {

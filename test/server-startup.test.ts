@@ -6,7 +6,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Server } from '../lib/index';
-import { root, tempDir } from './helpers';
+import { reap, root, tempDir } from './helpers';
 
 const modules = path.join(root, 'build', 'modules');
 
@@ -48,7 +48,7 @@ describe('Server.start', () => {
 
 describe('node server.js', () => {
   function run(args: string[], cwd: string): { child: ReturnType<typeof spawn>; out: () => string; exit: Promise<number | null> } {
-    const child = spawn(process.execPath, [path.join(root, 'server.js'), ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = reap(spawn(process.execPath, [path.join(root, 'server.js'), ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] }));
     let out = '';
     child.stdout!.on('data', (d) => (out += d));
     child.stderr!.on('data', (d) => (out += d));
@@ -56,13 +56,13 @@ describe('node server.js', () => {
     return { child, out: () => out, exit };
   }
 
-  it('logs one line per start, and drains on SIGTERM: on_cleanup runs, exit 0', async () => {
+  it('logs its start and listen address, and drains on SIGTERM: on_cleanup runs, exit 0', async () => {
     const dir = tempDir();
     fs.writeFileSync(path.join(dir, 'mesibo.conf'), `listen = 127.0.0.1:0\nmodule_dir = ${modules}\nmodule skeleton {\n log = 1\n}\n`);
     const p = run([], dir);
     const end = Date.now() + 15_000;
-    while (!p.out().includes('listening on') && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
-    expect(p.out()).toMatch(/switchboard listening on ws:\/\/127\.0\.0\.1:\d+ \(modules: skeleton; store: sqlite .*data\/switchboard\.db; durable: on\)/);
+    while (!p.out().includes('server.listening') && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    expect(p.out()).toMatch(/ info  server\.listening url=ws:\/\/127\.0\.0\.1:\d+ modules=skeleton store=\S*data\/switchboard\.db durable=on log_level=1\n/);
     p.child.kill('SIGTERM');
     expect(await p.exit).toBe(0);
     expect(p.out()).toContain('cleanup after 0 messages');

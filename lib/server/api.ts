@@ -6,6 +6,7 @@
  */
 import type uWS from 'uWebSockets.js';
 import { SwitchboardError } from '../errors';
+import { errorText, type Logger } from '../log';
 import type { Store } from '../store/types';
 import { hashToken, newToken, sameSecret } from './tokens';
 
@@ -19,7 +20,7 @@ export interface ApiContext {
   send(from: string, frame: Uint8Array): SendResult | Promise<SendResult>;
   revoke(address: string): void;
   loadGroup(gid: number): string[] | null;
-  log(line: string): void;
+  logger: Logger;
 }
 
 type SendResult = { status: number; id: number; verdict: 'pass' | 'consumed' };
@@ -143,8 +144,17 @@ export function handleApi(ctx: ApiContext, res: uWS.HttpResponse, req: uWS.HttpR
   res.onAborted(() => {
     aborted = true;
   });
+  // api.call: the request's op, how it ended and who asked. The peer can
+  // only be read now, before the body arrives.
+  const seen: { op?: string } = {};
+  const logCalls = ctx.logger.enabled('api.call');
+  const peer = logCalls ? Buffer.from(res.getRemoteAddressAsText()).toString() : '';
+  const answer = (status: number, body: Body) => {
+    if (logCalls) ctx.logger.event('api.call', { op: seen.op, status, code: body.ok === false ? (body.code as string) : undefined, peer });
+    reply(res, status, body);
+  };
   if (req.getMethod() !== 'post') {
-    reply(res, 405, { ok: false, code: 'E_METHOD', message: 'use POST with a JSON body' });
+    answer(405, { ok: false, code: 'E_METHOD', message: 'use POST with a JSON body' });
     return;
   }
   const auth = req.getHeader('authorization');
@@ -154,7 +164,7 @@ export function handleApi(ctx: ApiContext, res: uWS.HttpResponse, req: uWS.HttpR
     if (aborted) return;
     size += chunk.byteLength;
     if (size > MAX_BODY) {
-      if (!aborted) reply(res, 413, { ok: false, code: 'E_BODY_TOO_LARGE', message: `request bodies are limited to ${MAX_BODY} bytes` });
+      if (!aborted) answer(413, { ok: false, code: 'E_BODY_TOO_LARGE', message: `request bodies are limited to ${MAX_BODY} bytes` });
       aborted = true;
       return;
     }
@@ -162,33 +172,34 @@ export function handleApi(ctx: ApiContext, res: uWS.HttpResponse, req: uWS.HttpR
     if (!isLast) return;
     const fail = (e: unknown): [number, Body] => {
       if (e instanceof ApiError) return [e.status, { ok: false, code: e.code, message: e.message }];
-      ctx.log(`[api] internal error: ${(e as Error).stack ?? e}`);
+      ctx.logger.event('api.error', { op: seen.op, error: errorText(e) });
       return [500, { ok: false, code: 'E_INTERNAL', message: 'the server failed to handle this request; see its log' }];
     };
     let result: Body | Promise<Body>;
     try {
-      result = run(ctx, auth, Buffer.concat(chunks));
+      result = run(ctx, auth, Buffer.concat(chunks), seen);
     } catch (e) {
       const [status, body] = fail(e);
-      if (!aborted) reply(res, status, body);
+      if (!aborted) answer(status, body);
       return;
     }
     if (result instanceof Promise) {
       // A message a module is still deciding: answer when it has.
       result.then(
-        (b) => !aborted && reply(res, 200, { ok: true, ...b }),
+        (b) => !aborted && answer(200, { ok: true, ...b }),
         (e) => {
           const [status, body] = fail(e);
-          if (!aborted) reply(res, status, body);
+          if (!aborted) answer(status, body);
         },
       );
       return;
     }
-    if (!aborted) reply(res, 200, { ok: true, ...result });
+    if (!aborted) answer(200, { ok: true, ...result });
   });
 }
 
-function run(ctx: ApiContext, auth: string, raw: Buffer): Body | Promise<Body> {
+/** Runs one request; `seen.op` is set once the op is known and authorized, for the log. */
+function run(ctx: ApiContext, auth: string, raw: Buffer, seen: { op?: string }): Body | Promise<Body> {
   let b: unknown;
   try {
     b = JSON.parse(raw.toString('utf8'));
@@ -202,5 +213,6 @@ function run(ctx: ApiContext, auth: string, raw: Buffer): Body | Promise<Body> {
   if (!token || !sameSecret(token, ctx.appToken)) throw new ApiError(401, 'E_UNAUTHORIZED', 'missing or wrong app token: send Authorization: Bearer <app_token>');
   const op = typeof body.op === 'string' ? ops[body.op] : undefined;
   if (!op || !Object.prototype.hasOwnProperty.call(ops, body.op as string)) throw new ApiError(400, 'E_UNKNOWN_OP', `unknown op ${JSON.stringify(body.op)}; ops: ${Object.keys(ops).join(', ')}`);
+  seen.op = body.op as string;
   return op(ctx, body);
 }

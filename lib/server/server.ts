@@ -10,6 +10,7 @@ import uWS from 'uWebSockets.js';
 import { parseConfig } from '../config';
 import { Core, type LogEntry } from '../core';
 import { SwitchboardError } from '../errors';
+import { errorText, Logger } from '../log';
 import { Info, native, VERDICT_DEFERRED } from '../native';
 import type { ChainMessage, ModuleExport, UseOptions } from '../modules';
 import { Bot } from './bot';
@@ -65,6 +66,8 @@ interface Conn {
   confirmedAt: number;
   /** Set when the upgrade carried a token that did not authenticate. */
   authError?: string;
+  /** The client's IP address, for the log (read only when log_level asks for connections). */
+  peer: string;
 }
 
 
@@ -109,15 +112,17 @@ export interface StartOptions {
   configText?: string;
   /** Folder relative paths in configText resolve against (default: cwd). */
   baseDir?: string;
-  /** Replace settings after the config is read (tests: port 0, a temp data_dir). */
+  /**
+   * Replace settings after the config is read (tests: port 0, a temp
+   * data_dir). A logLevel here sets the server's own log only: modules
+   * follow the config's log_level (their `log` items are read by the core).
+   */
   overrides?: Partial<ServerSettings>;
-  /** Receives every log line; default: stderr with a timestamp. */
+  /** Receives every log line (in the config's log_format, without the newline); default: stderr. */
   log?: (line: string) => void;
 }
 
-function defaultLog(line: string): void {
-  process.stderr.write(`${new Date().toISOString()} ${line}\n`);
-}
+const VERSION: string = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')).version;
 
 export class Server {
   readonly settings: ServerSettings;
@@ -128,7 +133,8 @@ export class Server {
 
   private readonly app: uWS.TemplatedApp;
   private listenSocket: uWS.us_listen_socket | null = null;
-  private readonly log: (line: string) => void;
+  /** The server's log (log_level, log_format); tap() it to see what it writes. */
+  readonly logger: Logger;
   private readonly users = new Set<string>();
   private readonly groups = new Map<number, Set<string>>();
   /** Live connections per address. */
@@ -174,16 +180,16 @@ export class Server {
   private readonly pumping = new Map<string, number>();
   private warnedAsyncFormat = false;
 
-  private constructor(settings: ServerSettings, core: Core, store: Store, log: (line: string) => void) {
+  private constructor(settings: ServerSettings, core: Core, store: Store, logger: Logger) {
     this.settings = settings;
     this.core = core;
     this.store = store;
-    this.log = log;
+    this.logger = logger;
     for (const u of store.listUsers()) this.users.add(u);
     for (const r of store.receiptFlagsPending(FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(r.sender, r.recipient, r.id, r.flags);
     this.app = settings.tlsCert ? uWS.SSLApp({ cert_file_name: settings.tlsCert, key_file_name: settings.tlsKey! }) : uWS.App();
-    const stageError = (stage: string, e: unknown) => this.log(`[middleware.${stage}] ${e instanceof Error ? (e.stack ?? e.message) : String(e)}; the message went on as it was`);
-    this.serial = new KeyedSerial((e) => this.log(`[transport] ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`));
+    const stageError = (stage: string, e: unknown) => logger.event('middleware.error', { stage, error: errorText(e), outcome: 'the message went on as it was' });
+    this.serial = new KeyedSerial((e) => logger.event('transport.error', { error: errorText(e) }));
     this.middleware = {
       ingest: new Stage('ingest', stageError),
       normalize: new Stage('normalize', stageError),
@@ -191,7 +197,7 @@ export class Server {
       // The receive stage is a script module at the end of the chain, added
       // when its first middleware is.
       receive: new Stage('receive', stageError, () => {
-        this.core.use('middleware.receive', { onMessage: (m) => this.receiveStage(m) }, { timeout: 30_000 }).catch((e) => this.log(`[middleware.receive] ${String(e)}`));
+        this.core.use('middleware.receive', { onMessage: (m) => this.receiveStage(m) }, { timeout: 30_000 }).catch((e) => this.logger.event('middleware.error', { stage: 'receive', error: String(e) }));
       }),
       send: new Stage('send', stageError),
       format: new Stage('format', stageError),
@@ -203,12 +209,13 @@ export class Server {
 
   /** Reads the config, opens the core and the store, and listens. Rejects with a SwitchboardError on any start-up problem. */
   static async start(opts: StartOptions = {}): Promise<Server> {
-    const log = opts.log ?? defaultLog;
     const cfg =
       opts.configText !== undefined
         ? parseConfig({ text: opts.configText, file: opts.configFile ?? '<inline>', dir: opts.baseDir ?? process.cwd() })
         : parseConfig({ file: path.resolve(opts.configFile ?? 'mesibo.conf') });
     const settings = { ...settingsFrom(cfg), ...opts.overrides };
+    const logger = new Logger({ level: settings.logLevel, format: settings.logFormat, sink: opts.log });
+    logger.event('server.start', { version: VERSION, node: process.version, config: cfg.file, pid: process.pid });
     for (const f of [settings.tlsCert, settings.tlsKey]) {
       if (f && !fs.existsSync(f)) throw new SwitchboardError('E_TLS', `TLS file ${f} does not exist; fix tls_cert/tls_key in ${cfg.file}`);
     }
@@ -222,7 +229,8 @@ export class Server {
     const store = SqliteStore.open(storeFile);
     let core: Core;
     try {
-      const coreLog = (e: LogEntry) => log(`${e.module ? `[${e.module}]` : '[core]'} ${e.text}`);
+      // The core's own lines (module null) are its warnings.
+      const coreLog = (e: LogEntry) => (e.module ? logger.moduleLine(e.module, e.level, e.text) : logger.event('core.warning', { text: e.text }));
       core =
         opts.configText !== undefined
           ? Core.open({ configText: opts.configText, configFile: opts.configFile, baseDir: opts.baseDir ?? process.cwd() }, { onLog: coreLog })
@@ -231,20 +239,29 @@ export class Server {
       store.close();
       throw e;
     }
-    const server = new Server(settings, core, store, log);
+    const server = new Server(settings, core, store, logger);
     try {
       await core.ready; // script modules' init
+      core.drain(); // what their init logged comes before "listening"
       await server.listen();
     } catch (e) {
       server.core.close();
       server.store.close();
       throw e;
     }
-    server.purgeTimer = setInterval(() => server.store.purgeExpired(), 60_000);
+    server.purgeTimer = setInterval(() => {
+      try {
+        server.store.purgeExpired();
+      } catch (e) {
+        // Expired messages stay until the next purge succeeds; nothing is lost.
+        logger.event('store.error', { op: 'purge', error: errorText(e) });
+      }
+    }, 60_000);
     server.purgeTimer.unref();
     const scheme = settings.tlsCert ? 'wss' : 'ws';
-    const modules = core.modules.map((m) => m.name).join(', ') || 'none';
-    log(`switchboard listening on ${scheme}://${settings.host}:${server.port} (modules: ${modules}; store: sqlite ${storeFile}; durable: ${settings.durable ? 'on' : 'off'})`);
+    for (const m of core.modules) logger.event('module.loaded', { module: m.name, position: m.position, kind: m.script ? 'script' : 'native', file: m.file, log_level: m.logLevel });
+    const host = settings.host.includes(':') ? `[${settings.host}]` : settings.host;
+    logger.event('server.listening', { url: `${scheme}://${host}:${server.port}`, modules: core.modules.map((m) => m.name).join(',') || 'none', store: storeFile, durable: settings.durable ? 'on' : 'off', log_level: settings.logLevel });
     return server;
   }
 
@@ -287,12 +304,12 @@ export class Server {
       this.store.addUser(address, hashToken(newToken()));
       this.users.add(address);
     }
-    b = new Bot(address, this.log, (from, id) => this.categories.get(`${from}\0${id}`) ?? 'bot');
+    b = new Bot(address, (text) => this.logger.event('bot.error', { bot: address, text }), (from, id) => this.categories.get(`${from}\0${id}`) ?? 'bot');
     this.bots.set(address, b);
     const bot = b;
     this.core
       .use(`bot:${address}`, { init: (ctx) => bot.attach(ctx), onMessage: (m) => bot.handle(m) }, { onlyTo: address })
-      .catch((e) => this.log(`[bot ${address}] ${String(e)}`));
+      .catch((e) => this.logger.event('bot.error', { bot: address, text: String(e) }));
     return b;
   }
 
@@ -300,6 +317,7 @@ export class Server {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    this.logger.event('server.stopping', { connections: this.jsonDevices + this.binaryDevices });
     if (this.listenSocket) uWS.us_listen_socket_close(this.listenSocket);
     this.listenSocket = null;
     for (const set of [...this.devices.values()]) for (const ws of [...set]) ws.end(1001, 'server shutting down');
@@ -313,7 +331,7 @@ export class Server {
     this.store.close();
     this.core.close();
     (this.app as unknown as { close?: () => void }).close?.();
-    this.log('switchboard stopped');
+    this.logger.event('server.stopped');
   }
 
   // --- sessions -------------------------------------------------------------
@@ -329,7 +347,7 @@ export class Server {
       send: (from, frame) => this.sendAs(from, frame),
       revoke: (address) => this.disconnect(address, 'E_AUTH', 'your token was revoked or your user was removed; log in again with a new token'),
       loadGroup: (gid) => this.group(gid),
-      log: this.log,
+      logger: this.logger,
     };
     this.app.get('/health', (res) => {
       res.cork(() => {
@@ -365,6 +383,7 @@ export class Server {
           backlogDone: false,
           stored: s.durable ? null : new Set(),
           confirmedAt: 0,
+          peer: this.logger.enabled('conn.open') ? Buffer.from(res.getRemoteAddressAsText()).toString() : '',
         };
         const token = query.get('token');
         if (token) {
@@ -376,12 +395,19 @@ export class Server {
       },
       open: (ws) => {
         const c = ws.getUserData();
-        if (c.authError) this.refuse(ws, 'E_AUTH', c.authError);
+        this.logger.event('conn.open', { peer: c.peer });
+        if (c.authError) this.loginFailed(ws, 'E_AUTH', c.authError);
         else if (c.address) this.loggedIn(ws);
       },
       message: (ws, ab, isBinary) => this.onFrame(ws, ab, isBinary),
       drain: (ws) => this.pump(ws),
-      close: (ws) => this.onClose(ws),
+      close: (ws, code) => {
+        if (this.logger.enabled('conn.close')) {
+          const c = ws.getUserData();
+          this.logger.event('conn.close', { address: c.address || undefined, device: c.device || undefined, peer: c.peer, code });
+        }
+        this.onClose(ws);
+      },
     });
   }
 
@@ -392,9 +418,15 @@ export class Server {
     ws.end(CLOSE_AUTH, code);
   }
 
+  private loginFailed(ws: WS, code: string, message: string): void {
+    this.logger.event('login.failed', { peer: ws.getUserData().peer, code, reason: message });
+    this.refuse(ws, code, message);
+  }
+
   private loggedIn(ws: WS): void {
     const c = ws.getUserData();
     const addr = c.address;
+    this.logger.event('login.ok', { address: addr, device: c.device || undefined, format: c.binary ? 'binary' : 'json', peer: c.peer });
     let set = this.devices.get(addr);
     const first = !set;
     if (!set) this.devices.set(addr, (set = new Set()));
@@ -511,6 +543,7 @@ export class Server {
   private submitFrame(ws: WS, c: Conn, frame: Uint8Array, isBinary: boolean): void {
     const outFormat = this.outFormat();
     const v = this.core.submitRaw(c.address, frame, outFormat);
+    if (this.logger.enabled('message.in')) this.logFrame(c, v);
     if (v < 0) {
       if (v === WIRE_E_UNKNOWN_OP && !isBinary && this.control(ws, c, frame)) return;
       ws.send(native.encodeFrame('error', { error: v, id: 0, detail: this.core.lastErrorDetail() }, c.binary ? 1 : 0), c.binary);
@@ -522,6 +555,13 @@ export class Server {
     }
     this.route(c.address, v, outFormat, ws);
     if (this.categories.size) this.categories.delete(`${c.address}\0${this.core.infoArray()[Info.Id]}`);
+  }
+
+  /** message.in / frame.refused (log_level 3): what the core made of one frame. */
+  private logFrame(c: Conn, v: number): void {
+    if (v === WIRE_E_UNKNOWN_OP) return; // a control frame (presence), or refused by control()
+    if (v < 0) this.logger.event('frame.refused', { address: c.address, error: v, detail: this.core.lastErrorDetail() || undefined });
+    else this.logger.event('message.in', { from: c.address, id: this.core.infoArray()[Info.Id], verdict: v === VERDICT_DEFERRED ? 'deferred' : v === 1 ? 'consumed' : 'pass' });
   }
 
   /**
@@ -641,6 +681,7 @@ export class Server {
     }
     if (now - c.lastLimitError >= 1000) {
       c.lastLimitError = now;
+      this.logger.event('frame.rate_limited', { address: c.address, peer: c.peer, rate_limit: this.settings.rateLimit });
       ws.send(JSON.stringify({ op: 'error', code: 'E_RATE_LIMITED', message: `more than ${this.settings.rateLimit} frames in a second; frames are dropped until the next second, send slower` }), false);
     }
     return false;
@@ -656,12 +697,12 @@ export class Server {
       }
     }
     if (!req || req.op !== 'login') {
-      this.refuse(ws, 'E_NOT_LOGGED_IN', 'log in first: connect with ?token=TOKEN or send {"op":"login","token":"TOKEN"}');
+      this.loginFailed(ws, 'E_NOT_LOGGED_IN', 'log in first: connect with ?token=TOKEN or send {"op":"login","token":"TOKEN"}');
       return;
     }
     const address = typeof req.token === 'string' ? this.store.userByTokenHash(hashToken(req.token)) : null;
     if (!address) {
-      this.refuse(ws, 'E_AUTH', 'the token is unknown or was revoked; ask the backend for a new one');
+      this.loginFailed(ws, 'E_AUTH', 'the token is unknown or was revoked; ask the backend for a new one');
       return;
     }
     const c = ws.getUserData();
@@ -930,7 +971,7 @@ export class Server {
     if (r instanceof Promise) {
       if (!this.warnedAsyncFormat) {
         this.warnedAsyncFormat = true;
-        this.log('[middleware.format] a format middleware returned a Promise or did not call next at once; format runs per connection and must be synchronous, so the frame was sent as it stood (logged once)');
+        this.logger.event('middleware.error', { stage: 'format', error: 'a format middleware returned a Promise or did not call next at once; format runs per connection and must be synchronous, so the frame was sent as it stood (logged once)' }, 'warn');
       }
       r.catch(() => undefined);
       return m.dropped ? null : m.frame;
@@ -969,7 +1010,7 @@ export class Server {
       if (ws.getBufferedAmount() >= MAX_BACKPRESSURE / 2) {
         // Not end(): a close frame would queue behind what it does not read.
         if (ws.getUserData().open) {
-          this.log(`[transport] closing a connection of ${to} that stopped reading (${ws.getBufferedAmount()} bytes waiting)`);
+          this.logger.event('conn.slow_closed', { address: to, peer: ws.getUserData().peer, buffered: ws.getBufferedAmount() });
           ws.close();
         }
       }
@@ -1058,7 +1099,7 @@ export class Server {
   private routeModuleMessage(m: { from: string; to: string; id: number; refid: number; groupid: number; flags: number; type: number; expiry: number; payload: Buffer }): void {
     const recipients = m.groupid ? this.group(m.groupid) : this.users.has(m.to) ? [m.to] : null;
     if (!recipients) {
-      this.log(`[core] a module sent message ${m.id} to unknown destination ${m.to || `group ${m.groupid}`}; dropped`);
+      this.logger.event('module.unknown_destination', { id: m.id, to: m.to || undefined, groupid: m.groupid || undefined, outcome: 'dropped' });
       return;
     }
     if (!this.middleware.send.empty || !this.middleware.format.empty) {
@@ -1216,7 +1257,15 @@ export class Server {
 
   private flushNow(): void {
     this.flushScheduled = false;
-    if (this.store.pendingWrites) this.store.flush();
+    if (this.store.pendingWrites) {
+      try {
+        this.store.flush();
+      } catch (e) {
+        // Nothing held is published and no "sent" goes out: senders resend.
+        this.logger.event('store.error', { op: 'flush', error: errorText(e) });
+        throw e;
+      }
+    }
     const held = this.held;
     if (held.length) {
       this.held = [];

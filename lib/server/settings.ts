@@ -5,6 +5,7 @@
 import path from 'node:path';
 import { SwitchboardError } from '../errors';
 import type { ParsedConfig } from '../config';
+import type { LogFormat } from '../log';
 
 export interface ServerSettings {
   host: string;
@@ -18,6 +19,8 @@ export interface ServerSettings {
   rateLimit: number;
   idleTimeout: number;
   logLevel: number;
+  /** `text` (one line per event, for people) or `json` (pino, for log collectors). */
+  logFormat: LogFormat;
   durable: boolean;
   /**
    * With durable on: ms a message to an online recipient may wait for the
@@ -61,6 +64,8 @@ export function settingsFrom(cfg: ParsedConfig): ServerSettings {
   if ((tlsCert === null) !== (tlsKey === null)) throw bad(cfg, tlsCert ? 'tls_cert' : 'tls_key', (tlsCert ?? tlsKey)!, 'TLS needs both tls_cert and tls_key');
   const durable = get('durable') ?? 'on';
   if (!['on', 'off', 'true', 'false', 'yes', 'no', '1', '0'].includes(durable)) throw bad(cfg, 'durable', durable, 'expected on or off');
+  const logFormat = get('log_format') ?? 'text';
+  if (logFormat !== 'text' && logFormat !== 'json') throw bad(cfg, 'log_format', logFormat, 'expected text (one line per event, for people) or json (for log collectors)');
   const store = get('store') ?? 'sqlite';
   if (store !== 'sqlite') throw bad(cfg, 'store', store, 'this release has the embedded SQLite store only: store = sqlite');
   return {
@@ -74,6 +79,7 @@ export function settingsFrom(cfg: ParsedConfig): ServerSettings {
     rateLimit: int(cfg, 'rate_limit', DEFAULTS.rateLimit, 1, 10_000_000),
     idleTimeout: int(cfg, 'idle_timeout', DEFAULTS.idleTimeout, 0, 3600),
     logLevel: int(cfg, 'log_level', DEFAULTS.logLevel, 0, 3),
+    logFormat,
     durable: ['on', 'true', 'yes', '1'].includes(durable),
     durableGrace: int(cfg, 'durable_grace', DEFAULTS.durableGrace, 0, 60_000),
   };

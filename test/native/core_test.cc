@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -15,11 +16,26 @@
 
 namespace {
 
+// One folder for the modules this run builds, under $TMPDIR (or /tmp), and
+// removed when the program exits, so a run leaves nothing behind.
+std::string make_tmpdir() {
+  const char *base = std::getenv("TMPDIR");
+  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/sb-core-test-XXXXXX";
+  return std::string(mkdtemp(&tmpl[0]));
+}
+
+std::string tmpdir();
+
+void remove_tmpdir() {
+  std::string cmd = "rm -rf '" + tmpdir() + "'";
+  if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "core_test: could not remove %s\n", tmpdir().c_str());
+}
+
 std::string tmpdir() {
-  static std::string dir = [] {
-    char tmpl[] = "/tmp/sb-core-test-XXXXXX";
-    return std::string(mkdtemp(tmpl));
-  }();
+  static std::string dir = make_tmpdir();
+  // Registered after dir is built, so it runs before dir is destroyed.
+  static const bool removed_at_exit = std::atexit(remove_tmpdir) == 0;
+  (void)removed_at_exit;
   return dir;
 }
 
