@@ -3,7 +3,8 @@
 //
 // Two objects, libuv style. An HttpReq is one request: copied from the
 // module's mesibo_http_t on the caller's thread, started on the loop thread,
-// finished exactly once (on_close), freed when its timer handle has closed.
+// finished exactly once (on_close(OK), or on_close(FAIL) then on_data with a
+// negative progress), freed when its timer handle has closed.
 // An HttpConn is one TCP (+TLS) connection to scheme://host:port: created for
 // a request, handed to the next request for the same host when the response
 // allows it, parked in an idle pool otherwise, freed when its timer handle has
@@ -533,8 +534,12 @@ void req_fail(HttpReq *r, const std::string &why) {
   mesibo_int_t state = r->phase == PHASE_BODY      ? MODULE_HTTP_STATE_RESPBODY
                        : r->phase == PHASE_WAITING ? MODULE_HTTP_STATE_RESPHEADER
                                                    : MODULE_HTTP_STATE_REQUEST;
-  if (r->on_data) r->on_data(r->cbdata, state, -1, "", 0);
+  // mesibo's order: on_close(FAIL) first, then on_data(progress < 0) as the
+  // very last call. Modules written for mesibo free cbdata in on_data when
+  // progress < 0 and only log in on_close; the other order hands them freed
+  // memory in on_close (docs/modules.md, "HTTP requests").
   if (r->on_close) r->on_close(r->cbdata, MESIBO_RESULT_FAIL);
+  if (r->on_data) r->on_data(r->cbdata, state, -1, "", 0);
   req_free(r);
 }
 
