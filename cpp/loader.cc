@@ -316,14 +316,32 @@ bool core_open(Core &core, const Config &config, Host host, OpenError &err) {
     inst->name = decl.name;
     inst->position = core.chain.size();
     const std::string *path = decl.item("path");
-    if (const std::string *script = decl.item("script")) {
+    const std::string native_file = path ? config.resolve_path(*path) : dir + "/mesibo_mod_" + decl.name + ".so";
+    // `module_script` always makes a script module. The older `script` does
+    // only in a block that is no native module (no path item, no
+    // mesibo_mod_NAME.so): a native module's items are its own, and mesibo's
+    // FastCGI module reads its own `script` (docs/config.md).
+    const std::string *module_script = decl.item("module_script");
+    const std::string *legacy = decl.item("script");
+    const std::string *script = module_script;
+    if (!script && legacy && !path && !file_exists(native_file)) script = legacy;
+    if (script) {
       // A path (./x.js, /abs/x.js) resolves against the config's folder; a
       // package name is left for the host to resolve.
       inst->script = true;
       bool is_path = !script->empty() && ((*script)[0] == '.' || (*script)[0] == '/');
       inst->file = is_path ? config.resolve_path(*script) : *script;
     } else {
-      inst->file = path ? config.resolve_path(*path) : dir + "/mesibo_mod_" + decl.name + ".so";
+      inst->file = native_file;
+    }
+    if (module_script && path) {
+      fail(err, "E_CONFIG_BAD_VALUE", *inst,
+           "module \"" + inst->name + "\": a block is a native module (path = ...) or a script module (module_script = ...), "
+           "not both; remove one of the two items");
+      err.file = config.file;
+      err.line = decl.line;
+      core_close(core);
+      return false;
     }
     Instance &ref = *inst;
     core.chain.push_back(std::move(inst));
