@@ -221,8 +221,12 @@ typedef mesibo_int_t (*mesibo_http_onstatus_t)(void *cbdata, mesibo_int_t status
  * (when on_data is set): log here, and free cbdata there. */
 typedef void (*mesibo_http_onclose_t)(void *cbdata, mesibo_int_t result);
 
-/* FastCGI response data: `result` is negative on error; `buffer` holds `size`
- * bytes of the response (not NUL-terminated). */
+/* The FastCGI response, in exactly one call per request (free cbdata here):
+ * `result` MESIBO_RESULT_OK with `buffer` holding the `size` bytes the
+ * application wrote on its standard output (headers, blank line, body; not
+ * NUL-terminated), or MESIBO_RESULT_FAIL with `buffer` a NUL-terminated
+ * description of the failure. There is no call per record and no empty call
+ * at the end. The return value is ignored. */
 typedef mesibo_int_t (*mesibo_fcgi_ondata_t)(void *cbdata, mesibo_int_t result, const char *buffer, mesibo_int_t size);
 
 /* Bytes received on a socket: `data` holds `len` bytes (not NUL-terminated).
@@ -480,9 +484,12 @@ MESIBO_EXPORT mesibo_int_t mesibo_vlog(mesibo_module_t *mod, mesibo_uint_t level
 MESIBO_EXPORT mesibo_int_t mesibo_util_http(mesibo_http_t *req, void *cbdata);
 
 /* Send a FastCGI request to the application server at host:port (keepalive
- * non-zero: reuse the connection). Returns MESIBO_RESULT_OK or
- * MESIBO_RESULT_FAIL. Asynchronous: `cb` runs later on the loop thread with
- * `cbdata` as the response arrives. */
+ * non-zero: reuse the connection). CGI variables the module leaves NULL are
+ * derived (SCRIPT_FILENAME from DOCUMENT_ROOT and SCRIPT_NAME, REQUEST_URI,
+ * ...), and REQUEST_METHOD and CONTENT_LENGTH follow from the body.
+ * Returns MESIBO_RESULT_OK or MESIBO_RESULT_FAIL (no callback then).
+ * Asynchronous: `cb` runs once, later, on the loop thread with `cbdata`,
+ * when the response is complete or the request failed. */
 MESIBO_EXPORT mesibo_int_t mesibo_util_fcgi(mesibo_fcgi_t *req, const char *host, mesibo_int_t port, mesibo_int_t keepalive, mesibo_fcgi_ondata_t cb, void *cbdata);
 
 /* Open a client connection. Returns a socket handle (> 0) for
