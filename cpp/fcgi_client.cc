@@ -33,6 +33,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "crash_trace.h"
 #include "io.h"
 #include "module.h"
 
@@ -228,6 +229,7 @@ struct FcgiRequest {
   mesibo_fcgi_ondata_t cb = nullptr;
   void *cbdata = nullptr;
   void *module_dl = nullptr;  // keeps cb's library mapped (see pin_module)
+  const char *module = "a module";  // cb's library file, for crash traces
 
   uv_timer_t timer{};
   bool timer_open = false;
@@ -393,12 +395,17 @@ void request_fail(FcgiRequest *req, int code, const std::string &why) {
   log_line(req->key, "", logged.data(), logged.size());
   request_end(req, false);
   std::string().swap(req->out);
-  if (req->cb) req->cb(req->cbdata, MESIBO_RESULT_FAIL, text.c_str(), static_cast<mesibo_int_t>(text.size()));
+  if (!req->cb) return;
+  InModule in(req->module, "a FastCGI callback");
+  req->cb(req->cbdata, MESIBO_RESULT_FAIL, text.c_str(), static_cast<mesibo_int_t>(text.size()));
 }
 
 void request_succeed(FcgiRequest *req, bool reuse_conn) {
   request_end(req, reuse_conn);
-  if (req->cb) req->cb(req->cbdata, MESIBO_RESULT_OK, req->out.c_str(), static_cast<mesibo_int_t>(req->out.size()));
+  if (req->cb) {
+    InModule in(req->module, "a FastCGI callback");
+    req->cb(req->cbdata, MESIBO_RESULT_OK, req->out.c_str(), static_cast<mesibo_int_t>(req->out.size()));
+  }
   std::string().swap(req->out);
 }
 
@@ -692,6 +699,7 @@ SB_API mesibo_int_t mesibo_util_fcgi(mesibo_fcgi_t *req, const char *host, mesib
     r->cb = cb;
     r->cbdata = cbdata;
     r->module_dl = sb::pin_module(cb);
+    if (cb) r->module = sb::crash_trace_library_of(reinterpret_cast<const void *>(cb));
     // A request dropped unstarted (the loop detached at shutdown) is freed
     // with the closure.
     auto owned = std::make_shared<std::unique_ptr<sb::FcgiRequest>>(std::move(r));

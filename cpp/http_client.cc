@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "http_parse.h"
+#include "crash_trace.h"
 #include "http_client.h"
 #include "io.h"
 #include "module.h"
@@ -317,6 +318,7 @@ struct HttpReq {
   mesibo_http_onclose_t on_close = nullptr;
   void *cbdata = nullptr;
   void *pinned[3] = {nullptr, nullptr, nullptr};  // the libraries the callbacks live in
+  const char *module = "a module";                 // the first one's file, for crash traces
 
   // Where it is.
   Phase phase = PHASE_QUEUED;
@@ -509,7 +511,9 @@ void req_free(HttpReq *r) {
 }
 
 void deliver(HttpReq *r, mesibo_int_t progress, const char *data, size_t len) {
-  if (r->on_data) r->on_data(r->cbdata, MODULE_HTTP_STATE_RESPBODY, progress, len ? data : "", static_cast<mesibo_int_t>(len));
+  if (!r->on_data) return;
+  InModule in(r->module, "an HTTP on_data callback");
+  r->on_data(r->cbdata, MODULE_HTTP_STATE_RESPBODY, progress, len ? data : "", static_cast<mesibo_int_t>(len));
 }
 
 mesibo_int_t body_progress(const HttpReq *r) {
@@ -538,8 +542,14 @@ void req_fail(HttpReq *r, const std::string &why) {
   // very last call. Modules written for mesibo free cbdata in on_data when
   // progress < 0 and only log in on_close; the other order hands them freed
   // memory in on_close (docs/modules.md, "HTTP requests").
-  if (r->on_close) r->on_close(r->cbdata, MESIBO_RESULT_FAIL);
-  if (r->on_data) r->on_data(r->cbdata, state, -1, "", 0);
+  if (r->on_close) {
+    InModule in(r->module, "an HTTP on_close callback");
+    r->on_close(r->cbdata, MESIBO_RESULT_FAIL);
+  }
+  if (r->on_data) {
+    InModule in(r->module, "an HTTP on_data callback");
+    r->on_data(r->cbdata, state, -1, "", 0);
+  }
   req_free(r);
 }
 
@@ -585,7 +595,10 @@ void req_succeed(HttpReq *r) {
               (!c->ssl || (SSL_pending(c->ssl) == 0 && BIO_ctrl_pending(c->rbio) == 0 && !c->close_notify));
   deliver(r, 100, r->held, r->held_len);
   r->held = nullptr;
-  if (r->on_close) r->on_close(r->cbdata, MESIBO_RESULT_OK);
+  if (r->on_close) {
+    InModule in(r->module, "an HTTP on_close callback");
+    r->on_close(r->cbdata, MESIBO_RESULT_OK);
+  }
   r->conn = nullptr;
   conn_release(c, keep);
   req_free(r);
@@ -595,7 +608,9 @@ void on_head(HttpReq *r) {
   const HttpResponseHead &h = r->conn->parser.head();
   req_enter(r, PHASE_BODY, r->body_ms);
   if (h.body != HTTP_BODY_NONE && BodyDecoder::handles(h.content_encoding)) r->decoder.start(h.content_encoding);
-  if (r->on_status) r->on_status(r->cbdata, h.status, h.has_content_type ? h.content_type.c_str() : nullptr);
+  if (!r->on_status) return;
+  InModule in(r->module, "an HTTP on_status callback");
+  r->on_status(r->cbdata, h.status, h.has_content_type ? h.content_type.c_str() : nullptr);
 }
 
 // Feeds what the server sent to the response parser, and the events to the
@@ -1168,6 +1183,11 @@ void pin_callbacks(HttpReq &r) {
   const void *fns[] = {reinterpret_cast<const void *>(r.on_data), reinterpret_cast<const void *>(r.on_status),
                        reinterpret_cast<const void *>(r.on_close)};
   const void *bases[3] = {nullptr, nullptr, nullptr};
+  for (const void *fn : fns)
+    if (fn) {
+      r.module = crash_trace_library_of(fn);
+      break;
+    }
   for (int i = 0; i < 3; ++i) {
     Dl_info info;
     if (!fns[i] || !dladdr(fns[i], &info) || !info.dli_fname || !info.dli_fname[0]) continue;

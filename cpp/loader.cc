@@ -10,6 +10,7 @@
 #include <unordered_set>
 
 #include "core.h"
+#include "crash_trace.h"
 #include "http_client.h"
 
 namespace sb {
@@ -218,6 +219,7 @@ bool load_instance(Core &core, const ModuleDecl &decl, Instance &inst, OpenError
   inst.capturing_init_log = true;
   mesibo_int_t rc;
   try {
+    InModule in(inst.name.c_str(), "init");
     rc = init(MESIBO_MODULE_VERSION, m, static_cast<mesibo_int_t>(sizeof(mesibo_module_t)));
   } catch (...) {
     rc = MESIBO_RESULT_FAIL;
@@ -248,6 +250,7 @@ bool load_instance(Core &core, const ModuleDecl &decl, Instance &inst, OpenError
 void unload_instance(Core &core, Instance &inst) {
   if (inst.initialised && inst.slot->mod.on_cleanup) {
     try {
+      InModule in(inst.name.c_str(), "on_cleanup");
       inst.slot->mod.on_cleanup(&inst.slot->mod);
     } catch (...) {
       core_logf(core, 0, "module \"%s\": on_cleanup threw a C++ exception", inst.name.c_str());
@@ -285,6 +288,7 @@ bool core_open(Core &core, const Config &config, Host host, OpenError &err) {
   core.closed = false;
   core.loop_thread = std::this_thread::get_id();
   ns_per_tick();  // calibrate now rather than on the first message
+  crash_trace_install();  // on the loop thread, before any module code runs
 
   if (const std::string *v = config.setting("max_message_size")) {
     char *end = nullptr;
