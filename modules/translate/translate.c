@@ -24,7 +24,7 @@
  *
  * - Deferred (a server with Switchboard's "defer" extension, see
  *   include/switchboard.h): on_message takes a handle and returns
- *   SWITCHBOARD_RESULT_DEFER; the request's last callback resolves the
+ *   SWITCHBOARD_RESULT_DEFER; the request's on_close resolves the
  *   handle with PASS and the translation as the new payload, or PASS alone
  *   (the original) on failure. The message keeps its id, so the sender's
  *   delivered and read statuses work. The server bounds the wait with the
