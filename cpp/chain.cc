@@ -118,7 +118,7 @@ int chain_run(Core &core, size_t start, ChainMsg &msg, size_t *stopped) {
       if (!m->on_message) continue;
       core.running = &inst;
       try {
-        InModule in(inst.name.c_str(), "on_message");
+        InModule in(inst.sites[HOOK_MESSAGE]);
         r = m->on_message(m, msg.p, msg.payload, static_cast<mesibo_uint_t>(msg.len));
       } catch (...) {
         r = MESIBO_RESULT_PASS;
@@ -475,7 +475,7 @@ void core_dispatch_status(Core &core, mesibo_message_params_t *p) {
     if (!m->on_message_status) continue;
     uint64_t t0 = ticks();
     try {
-      InModule in(inst.name.c_str(), "on_message_status");
+      InModule in(inst.sites[HOOK_STATUS]);
       reinterpret_cast<three_args>(reinterpret_cast<void *>(m->on_message_status))(m, p, p->status);
     } catch (...) {
       core_logf(core, 0, "module \"%s\" on_message_status threw a C++ exception", inst.name.c_str());
@@ -506,7 +506,7 @@ void core_dispatch_login(Core &core, mesibo_user_t *user) {
     if (!m->on_login) continue;
     uint64_t t0 = ticks();
     try {
-      InModule in(inst.name.c_str(), "on_login");
+      InModule in(inst.sites[HOOK_LOGIN]);
       m->on_login(m, user);
     } catch (...) {
       core_logf(core, 0, "module \"%s\" on_login threw a C++ exception", inst.name.c_str());
@@ -524,7 +524,7 @@ static void dispatch_simple(Core &core, Hook h) {
     if (!fn) continue;
     uint64_t t0 = ticks();
     try {
-      InModule in(inst.name.c_str(), hook_name(h));
+      InModule in(inst.sites[h]);
       fn(m);
     } catch (...) {
       core_logf(core, 0, "module \"%s\" %s threw a C++ exception", inst.name.c_str(), hook_name(h));

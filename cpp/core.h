@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "config.h"
+#include "crash_trace.h"
 #include "module.h"
 #include "switchboard.h"
 #include "wire.h"
@@ -58,6 +59,9 @@ struct Instance {
   bool initialised = false;
   bool warned_result = false;
   bool warned_defer = false;
+  // What a crash trace names while this instance's code runs: its hooks
+  // (by Hook), then init and on_cleanup. Filled before init.
+  CallSite sites[HOOK_COUNT + 2] = {};
   // A script (TypeScript/JavaScript) module: no library; the host calls it
   // for the hooks in `script_hooks` (bits 1 << Hook) through Host.script_*.
   bool script = false;

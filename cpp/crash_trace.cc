@@ -13,7 +13,7 @@
 
 namespace sb {
 
-CallSite g_call_site;
+std::atomic<const CallSite *> g_call_site{nullptr};
 
 namespace {
 
@@ -68,9 +68,8 @@ struct Line {
 void on_crash(int sig, siginfo_t *info, void *uctx) {
   int idx = 0;
   while (idx < kSignalCount && kSignals[idx] != sig) ++idx;
-  const char *module = g_call_site.module.load(std::memory_order_relaxed);
-  const char *hook = g_call_site.hook.load(std::memory_order_relaxed);
-  if (module && syscall(SYS_gettid) == g_loop_tid) {
+  const CallSite *site = g_call_site.load(std::memory_order_relaxed);
+  if (site && syscall(SYS_gettid) == g_loop_tid) {
     Line l;
     l.add("switchboard: crash: ");
     l.add(signal_name(sig));
@@ -80,9 +79,9 @@ void on_crash(int sig, siginfo_t *info, void *uctx) {
       l.add(")");
     }
     l.add(" in module \"");
-    l.add(module);
+    l.add(site->module);
     l.add("\", in ");
-    l.add(hook);
+    l.add(site->hook);
     l.add("; the server is going down with it. Fix the module, or remove it from the configuration.");
     l.write_out();
   }

@@ -9,38 +9,38 @@
 
 namespace sb {
 
-// The module and hook the loop thread is in; both null outside modules.
-// Pointers to strings that outlive the call (an instance's name, a literal).
+// What a trace names: a module and the hook (or helper callback) it is in.
+// Both strings outlive every call that uses the site (an instance's name, a
+// literal, an interned file name), and so does the site itself: instances
+// and requests keep theirs, so that marking a call is one pointer store.
 struct CallSite {
-  std::atomic<const char *> module{nullptr};
-  std::atomic<const char *> hook{nullptr};
+  const char *module;
+  const char *hook;
 };
-extern CallSite g_call_site;
+
+// The site the loop thread is in; null outside module code.
+extern std::atomic<const CallSite *> g_call_site;
 
 // Marks a call into module code for its duration, on the loop thread.
-// Nests (a callback inside a callback restores the outer note). Costs four
-// relaxed stores, which on x86-64 and arm64 are plain stores.
+// Nests (a callback inside a callback restores the outer site). Costs one
+// load and two stores, plain moves on x86-64 and arm64.
 class InModule {
  public:
-  InModule(const char *module, const char *hook)
-      : module_(g_call_site.module.load(std::memory_order_relaxed)), hook_(g_call_site.hook.load(std::memory_order_relaxed)) {
-    g_call_site.module.store(module, std::memory_order_relaxed);
-    g_call_site.hook.store(hook, std::memory_order_relaxed);
+  explicit InModule(const CallSite &site) : saved_(g_call_site.load(std::memory_order_relaxed)) {
+    g_call_site.store(&site, std::memory_order_relaxed);
     // The handler runs on this thread: the compiler must not sink the
-    // stores past the call.
+    // store past the call.
     std::atomic_signal_fence(std::memory_order_seq_cst);
   }
   ~InModule() {
     std::atomic_signal_fence(std::memory_order_seq_cst);
-    g_call_site.module.store(module_, std::memory_order_relaxed);
-    g_call_site.hook.store(hook_, std::memory_order_relaxed);
+    g_call_site.store(saved_, std::memory_order_relaxed);
   }
   InModule(const InModule &) = delete;
   InModule &operator=(const InModule &) = delete;
 
  private:
-  const char *module_;
-  const char *hook_;
+  const CallSite *saved_;
 };
 
 // Installs the handlers (once per process; later calls do nothing). Call on

@@ -229,7 +229,7 @@ struct FcgiRequest {
   mesibo_fcgi_ondata_t cb = nullptr;
   void *cbdata = nullptr;
   void *module_dl = nullptr;  // keeps cb's library mapped (see pin_module)
-  const char *module = "a module";  // cb's library file, for crash traces
+  CallSite site{"a module", "a FastCGI callback"};  // cb's library file, for crash traces
 
   uv_timer_t timer{};
   bool timer_open = false;
@@ -396,21 +396,21 @@ void request_fail(FcgiRequest *req, int code, const std::string &why) {
   request_end(req, false);
   std::string().swap(req->out);
   if (!req->cb) return;
-  InModule in(req->module, "a FastCGI callback");
+  InModule in(req->site);
   req->cb(req->cbdata, MESIBO_RESULT_FAIL, text.c_str(), static_cast<mesibo_int_t>(text.size()));
 }
 
 void request_succeed(FcgiRequest *req, bool reuse_conn) {
   request_end(req, reuse_conn);
   if (req->cb) {
-    InModule in(req->module, "a FastCGI callback");
+    InModule in(req->site);
     req->cb(req->cbdata, MESIBO_RESULT_OK, req->out.c_str(), static_cast<mesibo_int_t>(req->out.size()));
   }
   std::string().swap(req->out);
 }
 
-// A libuv status as the -errno the callback documents: system errors already
-// are -errno on Unix; the end of the stream reads as a reset.
+// A libuv status as the -errno the log and the description name: system
+// errors already are -errno on Unix; the end of the stream reads as a reset.
 int as_errno(int status) {
   if (status == UV_EOF) return -ECONNRESET;
   return status;
@@ -699,7 +699,7 @@ SB_API mesibo_int_t mesibo_util_fcgi(mesibo_fcgi_t *req, const char *host, mesib
     r->cb = cb;
     r->cbdata = cbdata;
     r->module_dl = sb::pin_module(cb);
-    if (cb) r->module = sb::crash_trace_library_of(reinterpret_cast<const void *>(cb));
+    if (cb) r->site.module = sb::crash_trace_library_of(reinterpret_cast<const void *>(cb));
     // A request dropped unstarted (the loop detached at shutdown) is freed
     // with the closure.
     auto owned = std::make_shared<std::unique_ptr<sb::FcgiRequest>>(std::move(r));

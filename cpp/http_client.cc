@@ -318,7 +318,10 @@ struct HttpReq {
   mesibo_http_onclose_t on_close = nullptr;
   void *cbdata = nullptr;
   void *pinned[3] = {nullptr, nullptr, nullptr};  // the libraries the callbacks live in
-  const char *module = "a module";                 // the first one's file, for crash traces
+  // What a crash trace names in each callback: the first callback's file.
+  CallSite data_site{"a module", "an HTTP on_data callback"};
+  CallSite status_site{"a module", "an HTTP on_status callback"};
+  CallSite close_site{"a module", "an HTTP on_close callback"};
 
   // Where it is.
   Phase phase = PHASE_QUEUED;
@@ -512,7 +515,7 @@ void req_free(HttpReq *r) {
 
 void deliver(HttpReq *r, mesibo_int_t progress, const char *data, size_t len) {
   if (!r->on_data) return;
-  InModule in(r->module, "an HTTP on_data callback");
+  InModule in(r->data_site);
   r->on_data(r->cbdata, MODULE_HTTP_STATE_RESPBODY, progress, len ? data : "", static_cast<mesibo_int_t>(len));
 }
 
@@ -543,11 +546,11 @@ void req_fail(HttpReq *r, const std::string &why) {
   // progress < 0 and only log in on_close; the other order hands them freed
   // memory in on_close (docs/modules.md, "HTTP requests").
   if (r->on_close) {
-    InModule in(r->module, "an HTTP on_close callback");
+    InModule in(r->close_site);
     r->on_close(r->cbdata, MESIBO_RESULT_FAIL);
   }
   if (r->on_data) {
-    InModule in(r->module, "an HTTP on_data callback");
+    InModule in(r->data_site);
     r->on_data(r->cbdata, state, -1, "", 0);
   }
   req_free(r);
@@ -596,7 +599,7 @@ void req_succeed(HttpReq *r) {
   deliver(r, 100, r->held, r->held_len);
   r->held = nullptr;
   if (r->on_close) {
-    InModule in(r->module, "an HTTP on_close callback");
+    InModule in(r->close_site);
     r->on_close(r->cbdata, MESIBO_RESULT_OK);
   }
   r->conn = nullptr;
@@ -609,7 +612,7 @@ void on_head(HttpReq *r) {
   req_enter(r, PHASE_BODY, r->body_ms);
   if (h.body != HTTP_BODY_NONE && BodyDecoder::handles(h.content_encoding)) r->decoder.start(h.content_encoding);
   if (!r->on_status) return;
-  InModule in(r->module, "an HTTP on_status callback");
+  InModule in(r->status_site);
   r->on_status(r->cbdata, h.status, h.has_content_type ? h.content_type.c_str() : nullptr);
 }
 
@@ -1185,7 +1188,7 @@ void pin_callbacks(HttpReq &r) {
   const void *bases[3] = {nullptr, nullptr, nullptr};
   for (const void *fn : fns)
     if (fn) {
-      r.module = crash_trace_library_of(fn);
+      r.data_site.module = r.status_site.module = r.close_site.module = crash_trace_library_of(fn);
       break;
     }
   for (int i = 0; i < 3; ++i) {

@@ -216,10 +216,13 @@ bool load_instance(Core &core, const ModuleDecl &decl, Instance &inst, OpenError
   m->invoke = invoke_unsupported;
   slot_register(inst.slot);
 
+  for (int h = 0; h < HOOK_COUNT; ++h) inst.sites[h] = {inst.name.c_str(), hook_name(static_cast<Hook>(h))};
+  inst.sites[HOOK_COUNT] = {inst.name.c_str(), "init"};
+  inst.sites[HOOK_COUNT + 1] = {inst.name.c_str(), "on_cleanup"};
   inst.capturing_init_log = true;
   mesibo_int_t rc;
   try {
-    InModule in(inst.name.c_str(), "init");
+    InModule in(inst.sites[HOOK_COUNT]);
     rc = init(MESIBO_MODULE_VERSION, m, static_cast<mesibo_int_t>(sizeof(mesibo_module_t)));
   } catch (...) {
     rc = MESIBO_RESULT_FAIL;
@@ -250,7 +253,7 @@ bool load_instance(Core &core, const ModuleDecl &decl, Instance &inst, OpenError
 void unload_instance(Core &core, Instance &inst) {
   if (inst.initialised && inst.slot->mod.on_cleanup) {
     try {
-      InModule in(inst.name.c_str(), "on_cleanup");
+      InModule in(inst.sites[HOOK_COUNT + 1]);
       inst.slot->mod.on_cleanup(&inst.slot->mod);
     } catch (...) {
       core_logf(core, 0, "module \"%s\": on_cleanup threw a C++ exception", inst.name.c_str());

@@ -99,7 +99,11 @@ struct Sock {
   mesibo_socket_onclose_t on_close = nullptr;
   void *cbdata = nullptr;
   void *module_dl = nullptr;  // pins the module's library until on_close has run
-  const char *module = "a module";  // that library's file, for crash traces
+  // What a crash trace names in each callback: that library's file.
+  CallSite connect_site{"a module", "a socket on_connect callback"};
+  CallSite write_site{"a module", "a socket on_write callback"};
+  CallSite data_site{"a module", "a socket on_data callback"};
+  CallSite close_site{"a module", "a socket on_close callback"};
 
   State state = S_NEW;
   mesibo_int_t close_type = SOCK_CLOSED;
@@ -318,7 +322,7 @@ void sock_free(Sock *s) {
     t.map.erase(s->id);
   }
   if (s->on_close) {
-    InModule in(s->module, "a socket on_close callback");
+    InModule in(s->close_site);
     s->on_close(s->cbdata, s->close_type);
   }
   if (s->ssl) SSL_free(s->ssl);
@@ -420,7 +424,7 @@ void on_written(uv_write_t *req, int status) {
   if (s->writes_in_flight == 0 && s->user_unflushed && !s->close_requested) {
     s->user_unflushed = false;
     if (s->on_write) {
-      InModule in(s->module, "a socket on_write callback");
+      InModule in(s->write_site);
       s->on_write(s->cbdata);
     }
   }
@@ -527,7 +531,7 @@ void sock_open(Sock *s) {
   uv_os_fd_t fd = -1;
   uv_fileno(reinterpret_cast<uv_handle_t *>(&s->tcp), &fd);
   if (s->on_connect) {
-    InModule in(s->module, "a socket on_connect callback");
+    InModule in(s->connect_site);
     s->on_connect(s->cbdata, s->id, static_cast<mesibo_int_t>(fd));
   }
 }
@@ -538,7 +542,7 @@ int on_ws_event(void *data, const WsEvent &ev) {
     case WS_OP_TEXT:
     case WS_OP_BINARY:
       if (s->state == S_OPEN && !s->close_requested && s->on_data) {
-        InModule in(s->module, "a socket on_data callback");
+        InModule in(s->data_site);
         s->on_data(s->cbdata, reinterpret_cast<const char *>(ev.data), static_cast<mesibo_int_t>(ev.len));
       }
       break;
@@ -589,7 +593,7 @@ void deliver(Sock *s, const char *data, size_t len) {
   if (s->url.ws) {
     ws_feed(s, data, len);
   } else if (!s->close_requested && s->on_data) {
-    InModule in(s->module, "a socket on_data callback");
+    InModule in(s->data_site);
     s->on_data(s->cbdata, data, static_cast<mesibo_int_t>(len));
   }
 }
@@ -888,7 +892,8 @@ SB_API mesibo_int_t mesibo_util_socket_connect(mesibo_socket_t *req, void *cbdat
   s->on_close = req->on_close;
   s->cbdata = cbdata;
   s->module_dl = sb::pin_module(req);
-  if (const void *fn = sb::callback_of(req)) s->module = sb::crash_trace_library_of(fn);
+  if (const void *fn = sb::callback_of(req))
+    s->connect_site.module = s->write_site.module = s->data_site.module = s->close_site.module = sb::crash_trace_library_of(fn);
   mesibo_int_t id;
   {
     sb::Table &t = sb::table();

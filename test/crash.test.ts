@@ -15,12 +15,14 @@ interface Exit {
   stdout: string;
 }
 
-/** Runs a child that opens a core with `module crasher` and sends `payload` to "crash". */
-function crashWith(payload: string): Promise<Exit> {
+/** Runs a child that opens a core with `module crasher` (and `items` in its block) and sends `payload` to "crash". */
+function crashWith(payload: string, items = ''): Promise<Exit> {
   const dir = compileModule({ name: 'crasher', source: 'test/modules/crasher.c' });
+  const configText = `module_dir = ${dir}\nmodule crasher {\n${items}\n}\n`;
   const script = `
     const { Core } = require(${JSON.stringify(path.join(root, 'dist', 'index.js'))});
-    const core = Core.open({ configText: 'module_dir = ${dir}\\nmodule crasher\\n', configFile: '${dir}/mesibo.conf', baseDir: '${dir}' }, { onLog: () => {} });
+    process.stdout.write('opening\\n');
+    const core = Core.open({ configText: ${JSON.stringify(configText)}, configFile: '${dir}/mesibo.conf', baseDir: '${dir}' }, { onLog: () => {} });
     setTimeout(() => process.exit(0), 1500);
     process.stdout.write('sending\\n');
     core.submit('alice', JSON.stringify({ op: 'msg', id: 1, to: 'crash', data: ${JSON.stringify(payload)} }));`;
@@ -34,7 +36,7 @@ function crashWith(payload: string): Promise<Exit> {
 
 /** The process died of the crash: by the signal, or (under AddressSanitizer, whose report comes after ours) with an error status. */
 function expectDied(e: Exit, signal: NodeJS.Signals) {
-  expect(e.stdout).toBe('sending\n');
+  expect(e.stdout).toMatch(/^opening\n/);
   if (e.signal === null) expect(e.code, e.stderr).not.toBe(0);
   else expect(e.signal, e.stderr).toBe(signal);
 }
@@ -66,9 +68,17 @@ describe('a crash inside a module', () => {
     expect(e.stderr).toMatch(/switchboard: crash: SIGSEGV \(address 0x0\) in module ".*\/mesibo_mod_crasher\.so", in an HTTP on_close callback;/);
   });
 
+  it('a crash in init, while the server starts', async () => {
+    const e = await crashWith('fine', ' crash_in_init = 1');
+    expectDied(e, 'SIGSEGV');
+    expect(e.stdout).toBe('opening\n');
+    expect(e.stderr).toContain('switchboard: crash: SIGSEGV (address 0x0) in module "crasher", in init;');
+  });
+
   it('a message that does not crash leaves no trace, and the process ends normally', async () => {
     const e = await crashWith('fine');
     expect(e.code).toBe(0);
+    expect(e.stdout).toBe('opening\nsending\n');
     expect(e.stderr).not.toContain('switchboard: crash');
   });
 });

@@ -4,7 +4,8 @@
  *   abort       calls abort() in on_message
  *   http:PORT   starts an HTTP request to 127.0.0.1:PORT (nothing listens
  *               there) whose on_close dereferences NULL
- * Any other message passes.
+ * Any other message passes. With `crash_in_init = 1` in its block, it
+ * dereferences NULL in init instead.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +46,12 @@ static mesibo_int_t crasher_on_message(mesibo_module_t *m, mesibo_message_params
 
 MESIBO_EXPORT mesibo_int_t mesibo_module_crasher_init(mesibo_int_t version, mesibo_module_t *m, mesibo_int_t len)
 {
+	const char *in_init;
+
 	MESIBO_MODULE_SANITY_CHECK(m, version, len);
+	in_init = mesibo_util_getconfig(m, "crash_in_init");
+	if (in_init && strcmp(in_init, "1") == 0)
+		*nowhere = 1;
 	m->description = "crashes on request";
 	m->on_message = crasher_on_message;
 	return MESIBO_RESULT_OK;
