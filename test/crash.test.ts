@@ -16,7 +16,7 @@ interface Exit {
 }
 
 /** Runs a child that opens a core with `module crasher` (and `items` in its block) and sends `payload` to "crash". */
-function crashWith(payload: string, items = ''): Promise<Exit> {
+function crashWith(payload: string, items = '', before = ''): Promise<Exit> {
   const dir = compileModule({ name: 'crasher', source: 'test/modules/crasher.c' });
   const configText = `module_dir = ${dir}\nmodule crasher {\n${items}\n}\n`;
   const script = `
@@ -24,6 +24,7 @@ function crashWith(payload: string, items = ''): Promise<Exit> {
     process.stdout.write('opening\\n');
     const core = Core.open({ configText: ${JSON.stringify(configText)}, configFile: '${dir}/mesibo.conf', baseDir: '${dir}' }, { onLog: () => {} });
     setTimeout(() => process.exit(0), 1500);
+    ${before}
     process.stdout.write('sending\\n');
     core.submit('alice', JSON.stringify({ op: 'msg', id: 1, to: 'crash', data: ${JSON.stringify(payload)} }));`;
   const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -73,6 +74,20 @@ describe('a crash inside a module', () => {
     expectDied(e, 'SIGSEGV');
     expect(e.stdout).toBe('opening\n');
     expect(e.stderr).toContain('switchboard: crash: SIGSEGV (address 0x0) in module "crasher", in init;');
+  });
+
+  it('leaves Node\'s own SIGSEGV handling alone: WebAssembly bounds traps still throw, and a module crash after them is still traced', async () => {
+    // (module (memory 1) (func (export "f") (result i32) (i32.load (i32.const -1))))
+    const wasm = [0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 1, 5, 1, 0x60, 0, 1, 0x7f, 3, 2, 1, 0, 5, 3, 1, 0, 1, 7, 5, 1, 1, 0x66, 0, 0, 0x0a, 9, 1, 7, 0, 0x41, 0x7f, 0x28, 2, 0, 0x0b];
+    const e = await crashWith(
+      'segv',
+      '',
+      `const f = new WebAssembly.Instance(new WebAssembly.Module(new Uint8Array(${JSON.stringify(wasm)}))).exports.f;
+       for (let i = 0; i < 3; i++) try { f(); } catch (err) { process.stdout.write('trap: ' + err.message + '\\n'); }`,
+    );
+    expectDied(e, 'SIGSEGV');
+    expect(e.stdout).toBe('opening\n' + 'trap: memory access out of bounds\n'.repeat(3) + 'sending\n');
+    expect(e.stderr).toContain('switchboard: crash: SIGSEGV (address 0x0) in module "crasher", in on_message;');
   });
 
   it('a message that does not crash leaves no trace, and the process ends normally', async () => {
