@@ -156,21 +156,18 @@ bool ends_with(const std::string &s, const std::string &tail) {
 // DOCUMENT_ROOT and SCRIPT_NAME. A field the module set is sent as it is.
 std::vector<std::pair<const char *, std::string>> derived_params(const mesibo_fcgi_t &req) {
   std::vector<std::pair<const char *, std::string>> out;
-  const std::string root = req.DOCUMENT_ROOT ? req.DOCUMENT_ROOT : "";
+  std::string root = req.DOCUMENT_ROOT ? req.DOCUMENT_ROOT : "";  // without trailing slashes
+  while (!root.empty() && root.back() == '/') root.pop_back();
   std::string name = req.SCRIPT_NAME ? req.SCRIPT_NAME : "";
   std::string filename = req.SCRIPT_FILENAME ? req.SCRIPT_FILENAME : "";
   if (!req.SCRIPT_FILENAME && req.SCRIPT_NAME && req.DOCUMENT_ROOT) {
     // One slash between them, whichever side has it (root = /srv/www/, script = test.php).
-    std::string r = root;
-    while (!r.empty() && r.back() == '/') r.pop_back();
-    filename = r + (name.empty() || name[0] != '/' ? "/" : "") + name;
+    filename = root + (name.empty() || name[0] != '/' ? "/" : "") + name;
     out.emplace_back("SCRIPT_FILENAME", filename);
   }
   if (!req.SCRIPT_NAME && !filename.empty()) {
     // The part of the file under DOCUMENT_ROOT, or its base name.
-    std::string r = root;
-    while (!r.empty() && r.back() == '/') r.pop_back();
-    if (!r.empty() && filename.compare(0, r.size() + 1, r + "/") == 0) name = filename.substr(r.size());
+    if (!root.empty() && filename.compare(0, root.size() + 1, root + "/") == 0) name = filename.substr(root.size());
     else name = filename.substr(filename.rfind('/') == std::string::npos ? 0 : filename.rfind('/'));
     if (name.empty() || name[0] != '/') name = "/" + name;
     out.emplace_back("SCRIPT_NAME", name);
@@ -240,7 +237,7 @@ struct FcgiRequest {
   int last_connect_error = 0;
 
   FcgiConn *conn = nullptr;
-  bool done = false;     // the final callback ran (or the module aborted)
+  bool done = false;     // the callback ran, or is about to
   bool retried = false;  // already retried once after a stale kept-alive connection
   std::string stderr_line;
   std::string out;  // stdout so far, handed over whole at FCGI_END_REQUEST
@@ -390,8 +387,8 @@ void request_end(FcgiRequest *req, bool reuse_conn) {
 // for (mesibo's FastCGI module tests result == MESIBO_RESULT_FAIL).
 void request_fail(FcgiRequest *req, int code, const std::string &why) {
   if (req->done) return;
-  const std::string text = req->key + ": " + why + " (" + uv_err_name(code) + ")";
   const std::string logged = why + " (" + uv_err_name(code) + ")";
+  const std::string text = req->key + ": " + logged;
   log_line(req->key, "", logged.data(), logged.size());
   request_end(req, false);
   std::string().swap(req->out);
@@ -670,7 +667,7 @@ void fcgi_start(FcgiRequest *req) {
 //   MESIBO_RESULT_FAIL, with no callback, when req or host is NULL or empty,
 //   port is outside 1..65535, body is NULL with a non-zero bodylen, bodylen
 //   is above 1 GiB, or no event loop runs.
-// - Then exactly one call, after which cb never sees cbdata again:
+// - After MESIBO_RESULT_OK, exactly one call, after which cb never sees cbdata:
 //   cb(cbdata, MESIBO_RESULT_OK, stdout, n) after FCGI_END_REQUEST, stdout
 //   being everything the application wrote (its headers, a blank line, its
 //   body; n may be 0 only when it wrote nothing; an application status other
