@@ -59,9 +59,6 @@ struct Instance {
   bool initialised = false;
   bool warned_result = false;
   bool warned_defer = false;
-  // What a crash trace names while this instance's code runs: its hooks
-  // (by Hook), then init and on_cleanup. Filled before init.
-  CallSite sites[HOOK_COUNT + 2] = {};
   // A script (TypeScript/JavaScript) module: no library; the host calls it
   // for the hooks in `script_hooks` (bits 1 << Hook) through Host.script_*.
   bool script = false;
@@ -76,6 +73,11 @@ struct Instance {
   bool capturing_init_log = false;
   std::vector<std::string> init_log;  // lines logged during init, for load errors
   HookStats stats[HOOK_COUNT];
+  // What a crash trace names while this instance's code runs: its hooks
+  // (by Hook), then init and on_cleanup. Filled before init. Last, so that
+  // the fields the chain reads per message keep their cache lines (only
+  // the address of a site is taken per call, never its contents).
+  CallSite sites[HOOK_COUNT + 2] = {};
 };
 
 struct LogLine {
