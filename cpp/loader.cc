@@ -66,6 +66,17 @@ bool file_exists(const std::string &path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
+// A value that names a JavaScript or TypeScript file, as a `script` item
+// meant for a script module would.
+bool looks_like_script_file(const std::string &v) {
+  static const char *const kExts[] = {".js", ".mjs", ".cjs", ".ts", ".mts", ".cts"};
+  for (const char *ext : kExts) {
+    const size_t n = std::strlen(ext);
+    if (v.size() > n && v.compare(v.size() - n, n, ext) == 0) return true;
+  }
+  return false;
+}
+
 bool looks_like_not_shared_object(const char *dlerr) {
   static const char *const kSigns[] = {"invalid ELF header", "file too short", "only ET_DYN and ET_EXEC",
                                        "not an ELF", "wrong ELF class", "ELF file"};
@@ -332,6 +343,11 @@ bool core_open(Core &core, const Config &config, Host host, OpenError &err) {
     const std::string *legacy = decl.item("script");
     const std::string *script = module_script;
     if (!script && legacy && !path && !file_exists(native_file)) script = legacy;
+    if (!script && legacy && looks_like_script_file(*legacy))
+      core_logf(core, 0,
+                "module \"%s\": script = %s is an item of the native module %s, not a script module; to load the "
+                "script, write module_script = %s instead",
+                decl.name.c_str(), legacy->c_str(), native_file.c_str(), legacy->c_str());
     if (script) {
       // A path (./x.js, /abs/x.js) resolves against the config's folder; a
       // package name is left for the host to resolve.

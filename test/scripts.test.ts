@@ -113,6 +113,16 @@ describe('script modules from the config', () => {
     o.core.close();
   });
 
+  it('warn when a native module\'s script item names a .js/.ts file: the block may have meant a script module', async () => {
+    const o = start('module recorder {\n tag = native\n script = ./upper.js\n}\n', { 'upper.js': UPPER });
+    await o.core.ready;
+    expect(o.core.modules.map((m) => m.script)).toEqual([false]);
+    expect(o.lines().filter((l) => l.includes('module_script'))).toEqual([
+      expect.stringMatching(/^module "recorder": script = \.\/upper\.js is an item of the native module .*mesibo_mod_recorder\.so, not a script module; to load the script, write module_script = \.\/upper\.js instead$/),
+    ]);
+    o.core.close();
+  });
+
   it('refuse a block with both path and module_script', () => {
     expect(() => start('module a {\n path = ./mesibo_mod_a.so\n module_script = ./a.js\n}\n', { 'a.js': 'module.exports = {};' })).toThrow(
       expect.objectContaining({ code: 'E_CONFIG_BAD_VALUE', message: expect.stringContaining('not both') }),
