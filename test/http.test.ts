@@ -647,8 +647,16 @@ describe('a module written in mesibo\'s style: frees its context in on_data on f
     expectMesiboFailure(await ask({ url: `https://127.0.0.1:${portOf(plain)}/text` }), 0);
   });
 
-  it('a timeout', async () => {
-    expectMesiboFailure(await ask({ url: `${rawUrl}/never-answers`, header_timeout: 1 }), 2);
+  it('each timeout: connect (a TLS handshake that never ends), header and body', async () => {
+    const [connect, header, body] = await Promise.all([
+      ask({ url: `https://127.0.0.1:${rawPort}/never-answers`, conn_timeout: 1 }),
+      ask({ url: `${rawUrl}/never-answers`, header_timeout: 1 }),
+      ask({ url: `${rawUrl}/slow-body`, body_timeout: 1 }),
+    ]);
+    expectMesiboFailure(connect, 0);
+    expectMesiboFailure(header, 2);
+    expect(body[0]).toBe('status 200');
+    expectMesiboFailure(body, 3);
   });
 
   it('a malformed response', async () => {
