@@ -398,9 +398,42 @@ describe('failures end in one call with MESIBO_RESULT_FAIL and a description nam
   });
 });
 
+/**
+ * The client writes to the process's stderr (fd 2), which only another
+ * process can read: a child node opens a core with fcgimod on `port`, asks
+ * once, and exits after the reply. Resolves with its exit code, stdout and
+ * stderr.
+ */
+async function askInChild(port: number): Promise<{ code: number | null; out: string; err: string }> {
+  const dir = fcgimod();
+  const script = `
+    const { Core } = require(${JSON.stringify(path.join(root, 'dist', 'index.js'))});
+    const core = Core.open({ configText: 'module_dir = ${dir}\\nmodule fcgimod {\\n port = ${port}\\n}\\n', configFile: '${dir}/mesibo.conf', baseDir: '${dir}' },
+      { onLog: (e) => e.module && process.stdout.write(e.text + '\\n') });
+    // A server's listening socket keeps its process alive; this script has none.
+    const alive = setTimeout(() => process.exit(2), 20000);
+    core.on('message', (m) => { process.stdout.write('reply: ' + m.payload.toString() + '\\n'); core.close(); clearTimeout(alive); });
+    core.submit('alice', JSON.stringify({ op: 'msg', id: 1, to: 'fcgi', data: 'x' }));`;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (err += d));
+  const code = await new Promise<number | null>((ok) => child.on('exit', ok));
+  return { code, out, err };
+}
+
 describe('what the operator sees', () => {
-  // The client writes to the process's stderr (fd 2), which only another
-  // process can read: a child node opens a core with the module and asks once.
+  it('a failure on stderr, with the errno by name', async () => {
+    const r = await responder();
+    const port = r.port;
+    await responders.pop()!.close();
+    const { code, out, err } = await askInChild(port);
+    expect(code, err).toBe(0);
+    expect(out).toContain(`reply: error -1: 127.0.0.1:${port}: cannot connect: connection refused (ECONNREFUSED)`);
+    expect(err.split('\n').filter((l) => l.startsWith('switchboard: fcgi:'))).toEqual([`switchboard: fcgi: 127.0.0.1:${port}: cannot connect: connection refused (ECONNREFUSED)`]);
+  });
+
   it('stderr records and a non-zero application status are logged with "switchboard: fcgi:"; the request still succeeds', async () => {
     const r = await responder((_req, sock) => {
       sock.write(record(T.STDOUT, 'Status: 500\r\n\r\nboom'));
@@ -409,21 +442,7 @@ describe('what the operator sees', () => {
       sock.write(endRequest(3));
       sock.end();
     });
-    const dir = fcgimod();
-    const script = `
-      const { Core } = require(${JSON.stringify(path.join(root, 'dist', 'index.js'))});
-      const core = Core.open({ configText: 'module_dir = ${dir}\\nmodule fcgimod {\\n port = ${r.port}\\n}\\n', configFile: '${dir}/mesibo.conf', baseDir: '${dir}' },
-        { onLog: (e) => e.module && process.stdout.write(e.text + '\\n') });
-      // A server's listening socket keeps its process alive; this script has none.
-      const alive = setTimeout(() => process.exit(2), 20000);
-      core.on('message', (m) => { process.stdout.write('reply: ' + m.payload.toString() + '\\n'); core.close(); clearTimeout(alive); });
-      core.submit('alice', JSON.stringify({ op: 'msg', id: 1, to: 'fcgi', data: 'x' }));`;
-    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout!.on('data', (d) => (out += d));
-    child.stderr!.on('data', (d) => (err += d));
-    const code = await new Promise<number | null>((ok) => child.on('exit', ok));
+    const { code, out, err } = await askInChild(r.port);
     expect(code, err).toBe(0);
     expect(out).toContain('reply: Status: 500\r\n\r\nboom');
     const port = r.port;
