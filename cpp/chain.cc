@@ -562,6 +562,39 @@ void core_log(Core &core, const std::string &module, int level, std::string text
   wake(core, lock);
 }
 
+namespace {
+// The cores whose modules are loaded, for the crash handler. A fixed table
+// of atomics: the handler may read it at any instant.
+constexpr size_t kCrashCores = 16;
+std::atomic<Core *> g_crash_cores[kCrashCores];
+
+// Signal context: try_lock only (the loop thread may hold the lock, inside
+// core_log), and the lines are read, not copied.
+void crash_pending_logs(CrashLogWriter write) {
+  for (auto &slot : g_crash_cores) {
+    Core *c = slot.load(std::memory_order_relaxed);
+    if (!c || !c->mu.try_lock()) continue;
+    for (const LogLine &l : c->logs) write(l.module.c_str(), l.text.data(), l.text.size());
+    c->mu.unlock();
+  }
+}
+}  // namespace
+
+void core_crash_logs_track(Core &core) {
+  crash_trace_set_log_source(crash_pending_logs);
+  for (auto &slot : g_crash_cores) {
+    Core *expected = nullptr;
+    if (slot.compare_exchange_strong(expected, &core)) return;
+  }
+}
+
+void core_crash_logs_untrack(Core &core) {
+  for (auto &slot : g_crash_cores) {
+    Core *expected = &core;
+    slot.compare_exchange_strong(expected, nullptr);
+  }
+}
+
 void core_logf(Core &core, int level, const char *fmt, ...) {
   char buf[1024];
   va_list ap;

@@ -314,6 +314,11 @@ int core_send_from_module(Instance *inst, const mesibo_message_params_t *p, cons
 
 // Queues a log line from the core itself or a module; any thread.
 void core_log(Core &core, const std::string &module, int level, std::string text);
+// While a core's modules are loaded (from core_open's loading to core_close),
+// a crash inside a module also prints the log lines it has not delivered yet
+// (crash_trace.h).
+void core_crash_logs_track(Core &core);
+void core_crash_logs_untrack(Core &core);
 void core_logf(Core &core, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 // The live-slot registry: exported functions called with a stale or foreign

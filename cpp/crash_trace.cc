@@ -24,6 +24,7 @@ long g_loop_tid = 0;
 // A stack for the handler: a module that overflows its stack faults on the
 // guard page, where the handler could not run.
 alignas(16) char g_alt_stack[64 * 1024];
+std::atomic<CrashLogSource> g_log_source{nullptr};
 
 const char *signal_name(int sig) {
   switch (sig) {
@@ -65,11 +66,22 @@ struct Line {
   }
 };
 
+// A pending log line, as the default log would have printed it.
+void write_log_line(const char *module, const char *text, size_t len) {
+  Line l;
+  l.add(module && *module ? "[" : "[switchboard");
+  l.add(module);
+  l.add("] ");
+  for (size_t i = 0; i < len && l.n < sizeof l.buf - 1; ++i) l.buf[l.n++] = text[i];
+  l.write_out();
+}
+
 void on_crash(int sig, siginfo_t *info, void *uctx) {
   int idx = 0;
   while (idx < kSignalCount && kSignals[idx] != sig) ++idx;
   const CallSite *site = g_call_site.load(std::memory_order_relaxed);
   if (site && syscall(SYS_gettid) == g_loop_tid) {
+    if (CrashLogSource source = g_log_source.load(std::memory_order_relaxed)) source(write_log_line);
     Line l;
     l.add("switchboard: crash: ");
     l.add(signal_name(sig));
@@ -127,6 +139,8 @@ void crash_trace_install() {
     }
   });
 }
+
+void crash_trace_set_log_source(CrashLogSource source) { g_log_source.store(source, std::memory_order_relaxed); }
 
 const char *crash_trace_library_of(const void *fn) {
   static std::mutex mu;

@@ -6,6 +6,7 @@
 // signal takes its course (the previous handler, or the default action).
 #pragma once
 #include <atomic>
+#include <cstddef>
 
 namespace sb {
 
@@ -48,6 +49,15 @@ class InModule {
 // them, so a crash in a module's own thread is not blamed on the hook the
 // loop happens to be in.
 void crash_trace_install();
+
+// Where the handler finds the log lines not yet delivered when the crash
+// came (the crashing module's last words, queued for the next loop turn):
+// it calls `source` with a writer, which source calls once per line. The
+// source must be async-signal-safe in practice: no allocation, no blocking
+// lock (chain.cc's uses try_lock).
+using CrashLogWriter = void (*)(const char *module, const char *text, size_t len);
+using CrashLogSource = void (*)(CrashLogWriter write);
+void crash_trace_set_log_source(CrashLogSource source);
 
 // The file name of the shared library holding `fn` (for callbacks of the
 // asynchronous helpers, which know the function, not the instance), as a

@@ -328,6 +328,9 @@ bool core_open(Core &core, const Config &config, Host host, OpenError &err) {
   std::string dir = config.dir;
   if (const std::string *md = config.setting("module_dir")) dir = config.resolve_path(*md);
 
+  // Every failure from here on goes through core_close, which untracks.
+  core_crash_logs_track(core);
+
   for (const auto &decl : config.modules) {
     auto inst = std::make_unique<Instance>();
     inst->core = &core;
@@ -390,6 +393,7 @@ void core_close(Core &core) {
   core.conversations.clear();
   for (size_t i = core.chain.size(); i-- > 0;) unload_instance(core, *core.chain[i]);
   core.chain.clear();
+  core_crash_logs_untrack(core);
 }
 
 Instance *core_add_script(Core &core, const std::string &name, size_t position) {

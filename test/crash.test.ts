@@ -43,11 +43,12 @@ function expectDied(e: Exit, signal: NodeJS.Signals) {
 }
 
 describe('a crash inside a module', () => {
-  it('a NULL dereference in on_message: stderr names the signal, the address, the module and the hook', async () => {
+  it('a NULL dereference in on_message: stderr names the signal, the address, the module and the hook, after the lines the module logged just before', async () => {
     const e = await crashWith('segv');
     expectDied(e, 'SIGSEGV');
     expect(e.stderr).toContain(
-      'switchboard: crash: SIGSEGV (address 0x0) in module "crasher", in on_message; the server is going down with it. Fix the module, or remove it from the configuration.\n',
+      '[crasher] about to dereference NULL\n' +
+        'switchboard: crash: SIGSEGV (address 0x0) in module "crasher", in on_message; the server is going down with it. Fix the module, or remove it from the configuration.\n',
     );
   });
 

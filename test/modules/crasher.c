@@ -1,6 +1,6 @@
 /* A test module that crashes on request, to check the trace a crash leaves.
  * A message to "crash" whose payload is
- *   segv        dereferences NULL in on_message
+ *   segv        logs a line, then dereferences NULL in on_message
  *   abort       calls abort() in on_message
  *   http:PORT   starts an HTTP request to 127.0.0.1:PORT (nothing listens
  *               there) whose on_close dereferences NULL
@@ -23,11 +23,13 @@ static void crash_on_close(void *cbdata, mesibo_int_t result)
 
 static mesibo_int_t crasher_on_message(mesibo_module_t *m, mesibo_message_params_t *p, char *message, mesibo_uint_t len)
 {
-	(void)m;
 	if (strcmp(p->to, "crash") != 0)
 		return MESIBO_RESULT_PASS;
-	if (len == 4 && memcmp(message, "segv", 4) == 0)
+	if (len == 4 && memcmp(message, "segv", 4) == 0) {
+		/* Queued for the next loop turn, which never comes. */
+		mesibo_log(m, 0, "about to dereference NULL");
 		*nowhere = 1;
+	}
 	if (len == 5 && memcmp(message, "abort", 5) == 0)
 		abort();
 	if (len > 5 && memcmp(message, "http:", 5) == 0) {
