@@ -110,6 +110,9 @@ void on_crash(int sig, siginfo_t *info, void *uctx) {
       prev.sa_handler(sig);
       return;
     }
+    // Ignored before us: a signal someone sent stays ignored (a fault cannot
+    // be ignored; the kernel ends the process when it repeats).
+    if (!(prev.sa_flags & SA_SIGINFO) && prev.sa_handler == SIG_IGN && info && info->si_code <= 0) return;
   }
   signal(sig, SIG_DFL);
   // A fault repeats when the instruction runs again on return; a signal
