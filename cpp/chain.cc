@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "core.h"
+#include "crash_trace.h"
 
 namespace sb {
 
@@ -117,6 +118,7 @@ int chain_run(Core &core, size_t start, ChainMsg &msg, size_t *stopped) {
       if (!m->on_message) continue;
       core.running = &inst;
       try {
+        InModule in(inst.sites[HOOK_MESSAGE]);
         r = m->on_message(m, msg.p, msg.payload, static_cast<mesibo_uint_t>(msg.len));
       } catch (...) {
         r = MESIBO_RESULT_PASS;
@@ -473,6 +475,7 @@ void core_dispatch_status(Core &core, mesibo_message_params_t *p) {
     if (!m->on_message_status) continue;
     uint64_t t0 = ticks();
     try {
+      InModule in(inst.sites[HOOK_STATUS]);
       reinterpret_cast<three_args>(reinterpret_cast<void *>(m->on_message_status))(m, p, p->status);
     } catch (...) {
       core_logf(core, 0, "module \"%s\" on_message_status threw a C++ exception", inst.name.c_str());
@@ -503,6 +506,7 @@ void core_dispatch_login(Core &core, mesibo_user_t *user) {
     if (!m->on_login) continue;
     uint64_t t0 = ticks();
     try {
+      InModule in(inst.sites[HOOK_LOGIN]);
       m->on_login(m, user);
     } catch (...) {
       core_logf(core, 0, "module \"%s\" on_login threw a C++ exception", inst.name.c_str());
@@ -520,6 +524,7 @@ static void dispatch_simple(Core &core, Hook h) {
     if (!fn) continue;
     uint64_t t0 = ticks();
     try {
+      InModule in(inst.sites[h]);
       fn(m);
     } catch (...) {
       core_logf(core, 0, "module \"%s\" %s threw a C++ exception", inst.name.c_str(), hook_name(h));
@@ -555,6 +560,39 @@ void core_log(Core &core, const std::string &module, int level, std::string text
   std::unique_lock<std::mutex> lock(core.mu);
   core.logs.push_back(LogLine{module, level, std::move(text)});
   wake(core, lock);
+}
+
+namespace {
+// The cores whose modules are loaded, for the crash handler. A fixed table
+// of atomics: the handler may read it at any instant.
+constexpr size_t kCrashCores = 16;
+std::atomic<Core *> g_crash_cores[kCrashCores];
+
+// Signal context: try_lock only (the loop thread may hold the lock, inside
+// core_log), and the lines are read, not copied.
+void crash_pending_logs(CrashLogWriter write) {
+  for (auto &slot : g_crash_cores) {
+    Core *c = slot.load(std::memory_order_relaxed);
+    if (!c || !c->mu.try_lock()) continue;
+    for (const LogLine &l : c->logs) write(l.module.c_str(), l.text.data(), l.text.size());
+    c->mu.unlock();
+  }
+}
+}  // namespace
+
+void core_crash_logs_track(Core &core) {
+  crash_trace_set_log_source(crash_pending_logs);
+  for (auto &slot : g_crash_cores) {
+    Core *expected = nullptr;
+    if (slot.compare_exchange_strong(expected, &core)) return;
+  }
+}
+
+void core_crash_logs_untrack(Core &core) {
+  for (auto &slot : g_crash_cores) {
+    Core *expected = &core;
+    slot.compare_exchange_strong(expected, nullptr);
+  }
 }
 
 void core_logf(Core &core, int level, const char *fmt, ...) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "config.h"
+#include "crash_trace.h"
 #include "module.h"
 #include "switchboard.h"
 #include "wire.h"
@@ -72,6 +73,11 @@ struct Instance {
   bool capturing_init_log = false;
   std::vector<std::string> init_log;  // lines logged during init, for load errors
   HookStats stats[HOOK_COUNT];
+  // What a crash trace names while this instance's code runs: its hooks
+  // (by Hook), then init and on_cleanup. Filled before init. Last, so that
+  // the fields the chain reads per message keep their cache lines (only
+  // the address of a site is taken per call, never its contents).
+  CallSite sites[HOOK_COUNT + 2] = {};
 };
 
 struct LogLine {
@@ -312,6 +318,11 @@ int core_send_from_module(Instance *inst, const mesibo_message_params_t *p, cons
 
 // Queues a log line from the core itself or a module; any thread.
 void core_log(Core &core, const std::string &module, int level, std::string text);
+// While a core's modules are loaded (from core_open's loading to core_close),
+// a crash inside a module also prints the log lines it has not delivered yet
+// (crash_trace.h).
+void core_crash_logs_track(Core &core);
+void core_crash_logs_untrack(Core &core);
 void core_logf(Core &core, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 // The live-slot registry: exported functions called with a stale or foreign

@@ -7,12 +7,14 @@
 //            caller's is read afterwards, and io_posts fcgi_start.
 //   connect  an idle kept-alive connection to host:port, or uv_getaddrinfo
 //            then uv_tcp_connect to each address in turn.
-//   callbacks  every STDOUT record's bytes go to cb(cbdata, 0, buf, n) as
-//            they arrive; STDERR lines go to our stderr.
-//   close    exactly one final call: cb(cbdata, 0, "", 0) after
-//            FCGI_END_REQUEST, or cb(cbdata, -errno, text, strlen(text)) on a
-//            failure. The connection goes back to the pool (keepalive) or is
-//            closed.
+//   callbacks  STDOUT bytes are gathered (STDERR lines go to the log), and
+//            the module gets exactly one call: cb(cbdata, MESIBO_RESULT_OK,
+//            stdout, n) after FCGI_END_REQUEST, or cb(cbdata,
+//            MESIBO_RESULT_FAIL, text, strlen(text)) on a failure (the errno
+//            goes to the log). mesibo's modules send what each call brings
+//            as a message, so one response must be one call, and never an
+//            empty one after the data.
+//   close    the connection goes back to the pool (keepalive) or is closed.
 //   free     when the request's timer is closed and no DNS lookup is in
 //            flight.
 // Requests and connections are separate objects: a request that times out
@@ -31,6 +33,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "crash_trace.h"
 #include "io.h"
 #include "module.h"
 
@@ -39,6 +42,11 @@
 // The largest body accepted: the request is copied whole, and written with
 // one uv_write whose length is an unsigned int.
 constexpr uint64_t kMaxBody = 1ull << 30;
+// The largest response (stdout) accepted: it reaches the module in one call,
+// so it is held in memory until FCGI_END_REQUEST.
+constexpr size_t kMaxOutput = 16u << 20;
+// What SERVER_SOFTWARE says, as the HTTP client's User-Agent does.
+constexpr const char *kServerSoftware = "switchboard/0.1";
 
 namespace sb {
 namespace {
@@ -137,10 +145,58 @@ const Param kParams[] = {
     {"HTTP_ACCEPT_LANGUAGE", &mesibo_fcgi_t::HTTP_ACCEPT_LANGUAGE},
 };
 
-// The whole request as bytes on the wire. mesibo_fcgi_t has no
-// REQUEST_METHOD or CONTENT_LENGTH, and responders need them (php-fpm
-// answers nothing without REQUEST_METHOD, and reads no body without
-// CONTENT_LENGTH), so they are derived from the body.
+bool ends_with(const std::string &s, const std::string &tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// The CGI variables responders rely on that the module left NULL, derived
+// from the ones it set, as a web server would send them. php-fpm finds the
+// script only by SCRIPT_FILENAME ("Primary script unknown" without it) and
+// answers nothing without REQUEST_METHOD; mesibo's FastCGI module sets only
+// DOCUMENT_ROOT and SCRIPT_NAME. A field the module set is sent as it is.
+std::vector<std::pair<const char *, std::string>> derived_params(const mesibo_fcgi_t &req) {
+  std::vector<std::pair<const char *, std::string>> out;
+  std::string root = req.DOCUMENT_ROOT ? req.DOCUMENT_ROOT : "";  // without trailing slashes
+  while (!root.empty() && root.back() == '/') root.pop_back();
+  std::string name = req.SCRIPT_NAME ? req.SCRIPT_NAME : "";
+  std::string filename = req.SCRIPT_FILENAME ? req.SCRIPT_FILENAME : "";
+  if (!req.SCRIPT_FILENAME && req.SCRIPT_NAME && req.DOCUMENT_ROOT) {
+    // One slash between them, whichever side has it (root = /srv/www/, script = test.php).
+    filename = root + (name.empty() || name[0] != '/' ? "/" : "") + name;
+    out.emplace_back("SCRIPT_FILENAME", filename);
+  }
+  if (!req.SCRIPT_NAME && !filename.empty()) {
+    // The part of the file under DOCUMENT_ROOT, or its base name.
+    if (!root.empty() && filename.compare(0, root.size() + 1, root + "/") == 0) name = filename.substr(root.size());
+    else name = filename.substr(filename.rfind('/') == std::string::npos ? 0 : filename.rfind('/'));
+    if (name.empty() || name[0] != '/') name = "/" + name;
+    out.emplace_back("SCRIPT_NAME", name);
+  }
+  if (!req.DOCUMENT_ROOT && !name.empty() && name[0] == '/' && ends_with(filename, name) && filename.size() > name.size())
+    out.emplace_back("DOCUMENT_ROOT", filename.substr(0, filename.size() - name.size()));
+  const std::string uri_path = name.empty() || name[0] == '/' ? name : "/" + name;
+  const std::string query = req.QUERY_STRING ? req.QUERY_STRING : "";
+  if (!req.QUERY_STRING) out.emplace_back("QUERY_STRING", "");
+  if (!req.REQUEST_URI && !uri_path.empty()) out.emplace_back("REQUEST_URI", query.empty() ? uri_path : uri_path + "?" + query);
+  if (!req.DOCUMENT_URI && !uri_path.empty()) out.emplace_back("DOCUMENT_URI", uri_path);
+  if (!req.CONTENT_TYPE && req.body) out.emplace_back("CONTENT_TYPE", "application/octet-stream");
+  if (!req.SERVER_PROTOCOL) out.emplace_back("SERVER_PROTOCOL", "HTTP/1.1");
+  if (!req.REQUEST_SCHEME) out.emplace_back("REQUEST_SCHEME", "http");
+  // The request comes from the server itself, on this machine.
+  if (!req.REMOTE_ADDR) out.emplace_back("REMOTE_ADDR", "127.0.0.1");
+  if (!req.SERVER_NAME) out.emplace_back("SERVER_NAME", "localhost");
+  out.emplace_back("SERVER_SOFTWARE", kServerSoftware);
+  out.emplace_back("GATEWAY_INTERFACE", "CGI/1.1");
+  // mesibo_fcgi_t has no field for these two: they follow from the body.
+  out.emplace_back("REQUEST_METHOD", req.body ? "POST" : "GET");
+  if (req.body) out.emplace_back("CONTENT_LENGTH", std::to_string(req.bodylen));
+  // PHP built with --enable-force-cgi-redirect refuses to run without it.
+  out.emplace_back("REDIRECT_STATUS", "200");
+  return out;
+}
+
+// The whole request as bytes on the wire: the module's fields, then the
+// ones derived from them.
 std::string encode_request(const mesibo_fcgi_t &req, bool keepalive) {
   std::string out;
   const char begin[8] = {0, static_cast<char>(FCGI_RESPONDER), static_cast<char>(keepalive ? FCGI_KEEP_CONN : 0), 0, 0, 0, 0, 0};
@@ -149,9 +205,7 @@ std::string encode_request(const mesibo_fcgi_t &req, bool keepalive) {
   std::string params;
   for (const Param &p : kParams)
     if (req.*p.field) put_pair(params, p.name, req.*p.field);
-  put_pair(params, "GATEWAY_INTERFACE", "CGI/1.1");
-  put_pair(params, "REQUEST_METHOD", req.body ? "POST" : "GET");
-  if (req.body) put_pair(params, "CONTENT_LENGTH", std::to_string(req.bodylen).c_str());
+  for (const auto &d : derived_params(req)) put_pair(params, d.first, d.second.c_str());
   put_stream(out, FCGI_PARAMS, params.data(), params.size());
 
   put_stream(out, FCGI_STDIN, req.body, req.body ? static_cast<size_t>(req.bodylen) : 0);
@@ -172,6 +226,7 @@ struct FcgiRequest {
   mesibo_fcgi_ondata_t cb = nullptr;
   void *cbdata = nullptr;
   void *module_dl = nullptr;  // keeps cb's library mapped (see pin_module)
+  CallSite site{"a module", "a FastCGI callback"};  // cb's library file, for crash traces
 
   uv_timer_t timer{};
   bool timer_open = false;
@@ -182,9 +237,10 @@ struct FcgiRequest {
   int last_connect_error = 0;
 
   FcgiConn *conn = nullptr;
-  bool done = false;     // the final callback ran (or the module aborted)
+  bool done = false;     // the callback ran, or is about to
   bool retried = false;  // already retried once after a stale kept-alive connection
   std::string stderr_line;
+  std::string out;  // stdout so far, handed over whole at FCGI_END_REQUEST
 
   ~FcgiRequest() {
     if (addrs) uv_freeaddrinfo(addrs);
@@ -326,21 +382,32 @@ void request_end(FcgiRequest *req, bool reuse_conn) {
   uv_close(reinterpret_cast<uv_handle_t *>(&req->timer), on_timer_closed);
 }
 
+// `code` is a negative errno: it goes to the log and the description, and
+// the module gets MESIBO_RESULT_FAIL, the one failure result modules check
+// for (mesibo's FastCGI module tests result == MESIBO_RESULT_FAIL).
 void request_fail(FcgiRequest *req, int code, const std::string &why) {
   if (req->done) return;
-  const std::string text = req->key + ": " + why;
-  log_line(req->key, "", why.data(), why.size());
+  const std::string logged = why + " (" + uv_err_name(code) + ")";
+  const std::string text = req->key + ": " + logged;
+  log_line(req->key, "", logged.data(), logged.size());
   request_end(req, false);
-  if (req->cb) req->cb(req->cbdata, code, text.c_str(), static_cast<mesibo_int_t>(text.size()));
+  std::string().swap(req->out);
+  if (!req->cb) return;
+  InModule in(req->site);
+  req->cb(req->cbdata, MESIBO_RESULT_FAIL, text.c_str(), static_cast<mesibo_int_t>(text.size()));
 }
 
 void request_succeed(FcgiRequest *req, bool reuse_conn) {
   request_end(req, reuse_conn);
-  if (req->cb) req->cb(req->cbdata, 0, "", 0);
+  if (req->cb) {
+    InModule in(req->site);
+    req->cb(req->cbdata, MESIBO_RESULT_OK, req->out.c_str(), static_cast<mesibo_int_t>(req->out.size()));
+  }
+  std::string().swap(req->out);
 }
 
-// A libuv status as the -errno the callback documents: system errors already
-// are -errno on Unix; the end of the stream reads as a reset.
+// A libuv status as the -errno the log and the description name: system
+// errors already are -errno on Unix; the end of the stream reads as a reset.
 int as_errno(int status) {
   if (status == UV_EOF) return -ECONNRESET;
   return status;
@@ -408,12 +475,11 @@ void parse_records(FcgiConn *conn) {
     }
     switch (type) {
       case FCGI_STDOUT:
-        if (len > 0 && req->cb && req->cb(req->cbdata, 0, content, static_cast<mesibo_int_t>(len)) < 0) {
-          // The module asked to stop: no final call, and the connection is in
-          // an unknown state, so it is not reused.
-          request_end(req, false);
+        if (req->out.size() + len > kMaxOutput) {
+          request_fail(req, -EMSGSIZE, "the response is larger than " + std::to_string(kMaxOutput >> 20) + " MiB");
           return;
         }
+        req->out.append(content, len);
         break;
       case FCGI_STDERR: on_stderr(req, content, len); break;
       case FCGI_END_REQUEST: {
@@ -601,18 +667,19 @@ void fcgi_start(FcgiRequest *req) {
 //   MESIBO_RESULT_FAIL, with no callback, when req or host is NULL or empty,
 //   port is outside 1..65535, body is NULL with a non-zero bodylen, bodylen
 //   is above 1 GiB, or no event loop runs.
-// - cb(cbdata, 0, buf, n), n > 0: bytes of the response's stdout (the
-//   script's headers and body), in order, as they arrive.
-// - Then exactly one final call, after which cb never sees cbdata again:
-//   cb(cbdata, 0, "", 0) after FCGI_END_REQUEST (an application status other
-//   than 0 is logged but still a success), or cb(cbdata, -errno, text, n) on a
-//   failure, text being a NUL-terminated description: -ECONNREFUSED,
-//   -ETIMEDOUT (no complete response within the timeout),
-//   -ECONNRESET (the connection closed before FCGI_END_REQUEST), -EPROTO (a
-//   malformed response, or the application refused the role), -EBUSY
-//   (FCGI_OVERLOADED), -EHOSTUNREACH (the host name did not resolve), or
-//   another -errno from the socket.
-// - A negative return from a stdout call aborts the request: no final call.
+// - After MESIBO_RESULT_OK, exactly one call, after which cb never sees cbdata:
+//   cb(cbdata, MESIBO_RESULT_OK, stdout, n) after FCGI_END_REQUEST, stdout
+//   being everything the application wrote (its headers, a blank line, its
+//   body; n may be 0 only when it wrote nothing; an application status other
+//   than 0 is logged but still a success), or cb(cbdata, MESIBO_RESULT_FAIL,
+//   text, n) on a failure, text being a NUL-terminated description that ends
+//   with the errno's name: ECONNREFUSED, ETIMEDOUT (no complete response
+//   within the timeout), ECONNRESET (the connection closed before
+//   FCGI_END_REQUEST), EPROTO (a malformed response, or the application
+//   refused the role), EBUSY (FCGI_OVERLOADED), EHOSTUNREACH (the host name
+//   did not resolve), EMSGSIZE (stdout over 16 MiB), or another from the
+//   socket. The same line goes to the log (io_report).
+// - The value cb returns is ignored.
 // - cb may be NULL: the request is sent and the response discarded.
 SB_API mesibo_int_t mesibo_util_fcgi(mesibo_fcgi_t *req, const char *host, mesibo_int_t port, mesibo_int_t keepalive,
                                      mesibo_fcgi_ondata_t cb, void *cbdata) {
@@ -629,6 +696,7 @@ SB_API mesibo_int_t mesibo_util_fcgi(mesibo_fcgi_t *req, const char *host, mesib
     r->cb = cb;
     r->cbdata = cbdata;
     r->module_dl = sb::pin_module(cb);
+    if (cb) r->site.module = sb::crash_trace_library_of(reinterpret_cast<const void *>(cb));
     // A request dropped unstarted (the loop detached at shutdown) is freed
     // with the closure.
     auto owned = std::make_shared<std::unique_ptr<sb::FcgiRequest>>(std::move(r));

@@ -3,7 +3,8 @@
 //
 // Two objects, libuv style. An HttpReq is one request: copied from the
 // module's mesibo_http_t on the caller's thread, started on the loop thread,
-// finished exactly once (on_close), freed when its timer handle has closed.
+// finished exactly once (on_close(OK), or on_close(FAIL) then on_data with a
+// negative progress), freed when its timer handle has closed.
 // An HttpConn is one TCP (+TLS) connection to scheme://host:port: created for
 // a request, handed to the next request for the same host when the response
 // allows it, parked in an idle pool otherwise, freed when its timer handle has
@@ -35,6 +36,7 @@
 #include <vector>
 
 #include "http_parse.h"
+#include "crash_trace.h"
 #include "http_client.h"
 #include "io.h"
 #include "module.h"
@@ -316,6 +318,10 @@ struct HttpReq {
   mesibo_http_onclose_t on_close = nullptr;
   void *cbdata = nullptr;
   void *pinned[3] = {nullptr, nullptr, nullptr};  // the libraries the callbacks live in
+  // What a crash trace names in each callback: the first callback's file.
+  CallSite data_site{"a module", "an HTTP on_data callback"};
+  CallSite status_site{"a module", "an HTTP on_status callback"};
+  CallSite close_site{"a module", "an HTTP on_close callback"};
 
   // Where it is.
   Phase phase = PHASE_QUEUED;
@@ -508,7 +514,9 @@ void req_free(HttpReq *r) {
 }
 
 void deliver(HttpReq *r, mesibo_int_t progress, const char *data, size_t len) {
-  if (r->on_data) r->on_data(r->cbdata, MODULE_HTTP_STATE_RESPBODY, progress, len ? data : "", static_cast<mesibo_int_t>(len));
+  if (!r->on_data) return;
+  InModule in(r->data_site);
+  r->on_data(r->cbdata, MODULE_HTTP_STATE_RESPBODY, progress, len ? data : "", static_cast<mesibo_int_t>(len));
 }
 
 mesibo_int_t body_progress(const HttpReq *r) {
@@ -533,8 +541,18 @@ void req_fail(HttpReq *r, const std::string &why) {
   mesibo_int_t state = r->phase == PHASE_BODY      ? MODULE_HTTP_STATE_RESPBODY
                        : r->phase == PHASE_WAITING ? MODULE_HTTP_STATE_RESPHEADER
                                                    : MODULE_HTTP_STATE_REQUEST;
-  if (r->on_data) r->on_data(r->cbdata, state, -1, "", 0);
-  if (r->on_close) r->on_close(r->cbdata, MESIBO_RESULT_FAIL);
+  // mesibo's order: on_close(FAIL) first, then on_data(progress < 0) as the
+  // very last call. Modules written for mesibo free cbdata in on_data when
+  // progress < 0 and only log in on_close; the other order hands them freed
+  // memory in on_close (docs/modules.md, "HTTP requests").
+  if (r->on_close) {
+    InModule in(r->close_site);
+    r->on_close(r->cbdata, MESIBO_RESULT_FAIL);
+  }
+  if (r->on_data) {
+    InModule in(r->data_site);
+    r->on_data(r->cbdata, state, -1, "", 0);
+  }
   req_free(r);
 }
 
@@ -580,7 +598,10 @@ void req_succeed(HttpReq *r) {
               (!c->ssl || (SSL_pending(c->ssl) == 0 && BIO_ctrl_pending(c->rbio) == 0 && !c->close_notify));
   deliver(r, 100, r->held, r->held_len);
   r->held = nullptr;
-  if (r->on_close) r->on_close(r->cbdata, MESIBO_RESULT_OK);
+  if (r->on_close) {
+    InModule in(r->close_site);
+    r->on_close(r->cbdata, MESIBO_RESULT_OK);
+  }
   r->conn = nullptr;
   conn_release(c, keep);
   req_free(r);
@@ -590,7 +611,9 @@ void on_head(HttpReq *r) {
   const HttpResponseHead &h = r->conn->parser.head();
   req_enter(r, PHASE_BODY, r->body_ms);
   if (h.body != HTTP_BODY_NONE && BodyDecoder::handles(h.content_encoding)) r->decoder.start(h.content_encoding);
-  if (r->on_status) r->on_status(r->cbdata, h.status, h.has_content_type ? h.content_type.c_str() : nullptr);
+  if (!r->on_status) return;
+  InModule in(r->status_site);
+  r->on_status(r->cbdata, h.status, h.has_content_type ? h.content_type.c_str() : nullptr);
 }
 
 // Feeds what the server sent to the response parser, and the events to the
@@ -1163,6 +1186,11 @@ void pin_callbacks(HttpReq &r) {
   const void *fns[] = {reinterpret_cast<const void *>(r.on_data), reinterpret_cast<const void *>(r.on_status),
                        reinterpret_cast<const void *>(r.on_close)};
   const void *bases[3] = {nullptr, nullptr, nullptr};
+  for (const void *fn : fns)
+    if (fn) {
+      r.data_site.module = r.status_site.module = r.close_site.module = crash_trace_library_of(fn);
+      break;
+    }
   for (int i = 0; i < 3; ++i) {
     Dl_info info;
     if (!fns[i] || !dladdr(fns[i], &info) || !info.dli_fname || !info.dli_fname[0]) continue;

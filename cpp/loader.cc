@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core.h"
+#include "crash_trace.h"
 #include "http_client.h"
 #include "io.h"
 
@@ -68,6 +69,17 @@ mesibo_int_t invoke_unsupported(mesibo_int_t, mesibo_module_t *, ...) { return M
 bool file_exists(const std::string &path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;
+}
+
+// A value that names a JavaScript or TypeScript file, as a `script` item
+// meant for a script module would.
+bool looks_like_script_file(const std::string &v) {
+  static const char *const kExts[] = {".js", ".mjs", ".cjs", ".ts", ".mts", ".cts"};
+  for (const char *ext : kExts) {
+    const size_t n = std::strlen(ext);
+    if (v.size() > n && v.compare(v.size() - n, n, ext) == 0) return true;
+  }
+  return false;
 }
 
 bool looks_like_not_shared_object(const char *dlerr) {
@@ -221,9 +233,13 @@ bool load_instance(Core &core, const ModuleDecl &decl, Instance &inst, OpenError
   m->invoke = invoke_unsupported;
   slot_register(inst.slot);
 
+  for (int h = 0; h < HOOK_COUNT; ++h) inst.sites[h] = {inst.name.c_str(), hook_name(static_cast<Hook>(h))};
+  inst.sites[HOOK_COUNT] = {inst.name.c_str(), "init"};
+  inst.sites[HOOK_COUNT + 1] = {inst.name.c_str(), "on_cleanup"};
   inst.capturing_init_log = true;
   mesibo_int_t rc;
   try {
+    InModule in(inst.sites[HOOK_COUNT]);
     rc = init(MESIBO_MODULE_VERSION, m, static_cast<mesibo_int_t>(sizeof(mesibo_module_t)));
   } catch (...) {
     rc = MESIBO_RESULT_FAIL;
@@ -254,6 +270,7 @@ bool load_instance(Core &core, const ModuleDecl &decl, Instance &inst, OpenError
 void unload_instance(Core &core, Instance &inst) {
   if (inst.initialised && inst.slot->mod.on_cleanup) {
     try {
+      InModule in(inst.sites[HOOK_COUNT + 1]);
       inst.slot->mod.on_cleanup(&inst.slot->mod);
     } catch (...) {
       core_logf(core, 0, "module \"%s\": on_cleanup threw a C++ exception", inst.name.c_str());
@@ -318,6 +335,7 @@ bool core_open(Core &core, const Config &config, Host host, OpenError &err) {
   track_open(core, true);
   core.loop_thread = std::this_thread::get_id();
   ns_per_tick();  // calibrate now rather than on the first message
+  crash_trace_install();  // on the loop thread, before any module code runs
 
   if (const std::string *v = config.setting("max_message_size")) {
     char *end = nullptr;
@@ -350,20 +368,46 @@ bool core_open(Core &core, const Config &config, Host host, OpenError &err) {
   std::string dir = config.dir;
   if (const std::string *md = config.setting("module_dir")) dir = config.resolve_path(*md);
 
+  // Every failure from here on goes through core_close, which untracks.
+  core_crash_logs_track(core);
+
   for (const auto &decl : config.modules) {
     auto inst = std::make_unique<Instance>();
     inst->core = &core;
     inst->name = decl.name;
     inst->position = core.chain.size();
     const std::string *path = decl.item("path");
-    if (const std::string *script = decl.item("script")) {
+    const std::string native_file = path ? config.resolve_path(*path) : dir + "/mesibo_mod_" + decl.name + ".so";
+    // `module_script` always makes a script module. The older `script` does
+    // only in a block that is no native module (no path item, no
+    // mesibo_mod_NAME.so): a native module's items are its own, and mesibo's
+    // FastCGI module reads its own `script` (docs/config.md).
+    const std::string *module_script = decl.item("module_script");
+    const std::string *legacy = decl.item("script");
+    const std::string *script = module_script;
+    if (!script && legacy && !path && !file_exists(native_file)) script = legacy;
+    if (!script && legacy && looks_like_script_file(*legacy))
+      core_logf(core, 0,
+                "module \"%s\": script = %s is an item of the native module %s, not a script module; to load the "
+                "script, write module_script = %s instead",
+                decl.name.c_str(), legacy->c_str(), native_file.c_str(), legacy->c_str());
+    if (script) {
       // A path (./x.js, /abs/x.js) resolves against the config's folder; a
       // package name is left for the host to resolve.
       inst->script = true;
       bool is_path = !script->empty() && ((*script)[0] == '.' || (*script)[0] == '/');
       inst->file = is_path ? config.resolve_path(*script) : *script;
     } else {
-      inst->file = path ? config.resolve_path(*path) : dir + "/mesibo_mod_" + decl.name + ".so";
+      inst->file = native_file;
+    }
+    if (module_script && path) {
+      fail(err, "E_CONFIG_BAD_VALUE", *inst,
+           "module \"" + inst->name + "\": a block is a native module (path = ...) or a script module (module_script = ...), "
+           "not both; remove one of the two items");
+      err.file = config.file;
+      err.line = decl.line;
+      core_close(core);
+      return false;
     }
     Instance &ref = *inst;
     core.chain.push_back(std::move(inst));
@@ -390,6 +434,7 @@ void core_close(Core &core) {
   core.conversations.clear();
   for (size_t i = core.chain.size(); i-- > 0;) unload_instance(core, *core.chain[i]);
   core.chain.clear();
+  core_crash_logs_untrack(core);
 }
 
 Instance *core_add_script(Core &core, const std::string &name, size_t position) {

@@ -32,6 +32,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "crash_trace.h"
 #include "http_client.h"
 #include "io.h"
 #include "module.h"
@@ -98,6 +99,11 @@ struct Sock {
   mesibo_socket_onclose_t on_close = nullptr;
   void *cbdata = nullptr;
   void *module_dl = nullptr;  // pins the module's library until on_close has run
+  // What a crash trace names in each callback: that library's file.
+  CallSite connect_site{"a module", "a socket on_connect callback"};
+  CallSite write_site{"a module", "a socket on_write callback"};
+  CallSite data_site{"a module", "a socket on_data callback"};
+  CallSite close_site{"a module", "a socket on_close callback"};
 
   State state = S_NEW;
   mesibo_int_t close_type = SOCK_CLOSED;
@@ -271,12 +277,16 @@ std::string extra_ca_file() {
 // A module closing its sockets in on_cleanup gets on_close after the server
 // has unloaded it. Holding a reference to the library that holds the
 // callbacks keeps their code mapped until then.
+const void *callback_of(const mesibo_socket_t *req) {
+  if (req->on_close) return reinterpret_cast<const void *>(req->on_close);
+  if (req->on_data) return reinterpret_cast<const void *>(req->on_data);
+  if (req->on_connect) return reinterpret_cast<const void *>(req->on_connect);
+  if (req->on_write) return reinterpret_cast<const void *>(req->on_write);
+  return nullptr;
+}
+
 void *pin_module(const mesibo_socket_t *req) {
-  void *fn = nullptr;
-  if (req->on_close) fn = reinterpret_cast<void *>(req->on_close);
-  else if (req->on_data) fn = reinterpret_cast<void *>(req->on_data);
-  else if (req->on_connect) fn = reinterpret_cast<void *>(req->on_connect);
-  else if (req->on_write) fn = reinterpret_cast<void *>(req->on_write);
+  const void *fn = callback_of(req);
   Dl_info di;
   if (!fn || !dladdr(fn, &di) || !di.dli_fname) return nullptr;
   return dlopen(di.dli_fname, RTLD_NOW | RTLD_NOLOAD);
@@ -310,7 +320,10 @@ void sock_free(Sock *s) {
     std::lock_guard<std::mutex> lock(t.mu);
     t.map.erase(s->id);
   }
-  if (s->on_close) s->on_close(s->cbdata, s->close_type);
+  if (s->on_close) {
+    InModule in(s->close_site);
+    s->on_close(s->cbdata, s->close_type);
+  }
   if (s->ssl) SSL_free(s->ssl);
   if (s->user_ctx) SSL_CTX_free(s->user_ctx);
   ERR_clear_error();
@@ -409,7 +422,10 @@ void on_written(uv_write_t *req, int status) {
   }
   if (s->writes_in_flight == 0 && s->user_unflushed && !s->close_requested) {
     s->user_unflushed = false;
-    if (s->on_write) s->on_write(s->cbdata);
+    if (s->on_write) {
+      InModule in(s->write_site);
+      s->on_write(s->cbdata);
+    }
   }
 }
 
@@ -513,7 +529,10 @@ void sock_open(Sock *s) {
   if (s->state != S_OPEN) return;
   uv_os_fd_t fd = -1;
   uv_fileno(reinterpret_cast<uv_handle_t *>(&s->tcp), &fd);
-  if (s->on_connect) s->on_connect(s->cbdata, s->id, static_cast<mesibo_int_t>(fd));
+  if (s->on_connect) {
+    InModule in(s->connect_site);
+    s->on_connect(s->cbdata, s->id, static_cast<mesibo_int_t>(fd));
+  }
 }
 
 int on_ws_event(void *data, const WsEvent &ev) {
@@ -521,8 +540,10 @@ int on_ws_event(void *data, const WsEvent &ev) {
   switch (ev.opcode) {
     case WS_OP_TEXT:
     case WS_OP_BINARY:
-      if (s->state == S_OPEN && !s->close_requested && s->on_data)
+      if (s->state == S_OPEN && !s->close_requested && s->on_data) {
+        InModule in(s->data_site);
         s->on_data(s->cbdata, reinterpret_cast<const char *>(ev.data), static_cast<mesibo_int_t>(ev.len));
+      }
       break;
     case WS_OP_PING:
       if (s->state == S_OPEN) ws_send_frame(s, WS_OP_PONG, ev.data, ev.len);
@@ -571,6 +592,7 @@ void deliver(Sock *s, const char *data, size_t len) {
   if (s->url.ws) {
     ws_feed(s, data, len);
   } else if (!s->close_requested && s->on_data) {
+    InModule in(s->data_site);
     s->on_data(s->cbdata, data, static_cast<mesibo_int_t>(len));
   }
 }
@@ -869,6 +891,8 @@ SB_API mesibo_int_t mesibo_util_socket_connect(mesibo_socket_t *req, void *cbdat
   s->on_close = req->on_close;
   s->cbdata = cbdata;
   s->module_dl = sb::pin_module(req);
+  if (const void *fn = sb::callback_of(req))
+    s->connect_site.module = s->write_site.module = s->data_site.module = s->close_site.module = sb::crash_trace_library_of(fn);
   mesibo_int_t id;
   {
     sb::Table &t = sb::table();

@@ -197,7 +197,17 @@ typedef mesibo_int_t (*mesibo_module_init_fn)(mesibo_int_t version, mesibo_modul
 /* HTTP response data. `state` is a module_http_state_t saying which part of
  * the exchange `buffer` belongs to; `progress` runs from 0 to 100 (100 when
  * the response is complete) and is negative on error; `buffer` holds `size`
- * bytes (not NUL-terminated). Return MESIBO_RESULT_OK. */
+ * bytes (not NUL-terminated). Return MESIBO_RESULT_OK.
+ *
+ * The sequence of one request:
+ *   success  on_status, on_data (progress rising, the last one 100),
+ *            on_close(MESIBO_RESULT_OK): the last call.
+ *   failure  (on_status and on_data calls that came before it), then
+ *            on_close(MESIBO_RESULT_FAIL), then on_data with progress < 0 and
+ *            size 0: the last call.
+ * So free cbdata in on_close when result is MESIBO_RESULT_OK and in on_data
+ * when progress < 0, as mesibo's own modules do (a request without on_data
+ * ends with on_close either way). */
 typedef mesibo_int_t (*mesibo_http_ondata_t)(void *cbdata, mesibo_int_t state, mesibo_int_t progress, const char *buffer, mesibo_int_t size);
 
 /* HTTP response status line: `status` is the HTTP status code (200, 404, ...)
@@ -206,12 +216,17 @@ typedef mesibo_int_t (*mesibo_http_ondata_t)(void *cbdata, mesibo_int_t state, m
 typedef mesibo_int_t (*mesibo_http_onstatus_t)(void *cbdata, mesibo_int_t status, const char *response_type);
 
 /* The HTTP request is finished: `result` is MESIBO_RESULT_OK or
- * MESIBO_RESULT_FAIL (connection, protocol or timeout error). This is the
- * last call for the request, so it is the place to free cbdata. */
+ * MESIBO_RESULT_FAIL (connection, protocol or timeout error). After OK this
+ * is the last call. After FAIL, on_data follows with a negative progress
+ * (when on_data is set): log here, and free cbdata there. */
 typedef void (*mesibo_http_onclose_t)(void *cbdata, mesibo_int_t result);
 
-/* FastCGI response data: `result` is negative on error; `buffer` holds `size`
- * bytes of the response (not NUL-terminated). */
+/* The FastCGI response, in exactly one call per request (free cbdata here):
+ * `result` MESIBO_RESULT_OK with `buffer` holding the `size` bytes the
+ * application wrote on its standard output (headers, blank line, body; not
+ * NUL-terminated), or MESIBO_RESULT_FAIL with `buffer` a NUL-terminated
+ * description of the failure. There is no call per record and no empty call
+ * at the end. The return value is ignored. */
 typedef mesibo_int_t (*mesibo_fcgi_ondata_t)(void *cbdata, mesibo_int_t result, const char *buffer, mesibo_int_t size);
 
 /* Bytes received on a socket: `data` holds `len` bytes (not NUL-terminated).
@@ -463,14 +478,18 @@ MESIBO_EXPORT mesibo_int_t mesibo_vlog(mesibo_module_t *mod, mesibo_uint_t level
 
 /* Start an HTTP(S) request. Returns MESIBO_RESULT_OK when the request was
  * started, MESIBO_RESULT_FAIL when it could not be (no callback then runs).
- * Asynchronous: req->on_status, req->on_data and finally req->on_close run
- * later on the loop thread with `cbdata`. */
+ * Asynchronous: req->on_status, req->on_data and req->on_close run later on
+ * the loop thread with `cbdata`, in the order described at
+ * mesibo_http_ondata_t. */
 MESIBO_EXPORT mesibo_int_t mesibo_util_http(mesibo_http_t *req, void *cbdata);
 
 /* Send a FastCGI request to the application server at host:port (keepalive
- * non-zero: reuse the connection). Returns MESIBO_RESULT_OK or
- * MESIBO_RESULT_FAIL. Asynchronous: `cb` runs later on the loop thread with
- * `cbdata` as the response arrives. */
+ * non-zero: reuse the connection). CGI variables the module leaves NULL are
+ * derived (SCRIPT_FILENAME from DOCUMENT_ROOT and SCRIPT_NAME, REQUEST_URI,
+ * ...), and REQUEST_METHOD and CONTENT_LENGTH follow from the body.
+ * Returns MESIBO_RESULT_OK or MESIBO_RESULT_FAIL (no callback then).
+ * Asynchronous: `cb` runs once, later, on the loop thread with `cbdata`,
+ * when the response is complete or the request failed. */
 MESIBO_EXPORT mesibo_int_t mesibo_util_fcgi(mesibo_fcgi_t *req, const char *host, mesibo_int_t port, mesibo_int_t keepalive, mesibo_fcgi_ondata_t cb, void *cbdata);
 
 /* Open a client connection. Returns a socket handle (> 0) for

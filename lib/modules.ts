@@ -268,7 +268,7 @@ function describe(e: unknown): string {
 }
 
 /**
- * Loads a script module from a `script =` value: a path (already resolved
+ * Loads a script module from a `module_script =` (or `script =`) value: a path (already resolved
  * against the config's folder by the core) or a package name resolved from
  * `baseDir`. `.ts` files are compiled with the `typescript` package when it
  * is installed.
@@ -278,7 +278,7 @@ export function loadScript(spec: string, baseDir: string, blockName: string): Mo
   try {
     file = path.isAbsolute(spec) ? require.resolve(spec) : require.resolve(spec, { paths: [baseDir] });
   } catch {
-    throw new SwitchboardError('E_SCRIPT_NOT_FOUND', `module "${blockName}": script ${spec} was not found; give a path to a .js/.ts file (relative to the config file) or an installed package name`, { module: blockName, file: spec });
+    throw new SwitchboardError('E_SCRIPT_NOT_FOUND', `module "${blockName}": script ${spec} was not found; give a path to a .js/.ts file (relative to the config file) or an installed package name (if the block is a native module with a script item of its own, put mesibo_mod_${blockName}.so in module_dir or give the block a path = item)`, { module: blockName, file: spec });
   }
   let exported: unknown;
   try {

@@ -7,12 +7,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { compileModule, msg, open, root, tempDir, until, type Opened } from './helpers';
-
-const { ECONNREFUSED, ECONNRESET, EPROTO, ETIMEDOUT } = os.constants.errno;
 
 // ---------------------------------------------------------------------------
 // A FastCGI responder
@@ -175,27 +172,63 @@ function body(reply: string): { params: Record<string, string>; stdin: string; k
 const ALL_FIELDS = ['USER', 'SCRIPT_FILENAME', 'QUERY_STRING', 'CONTENT_TYPE', 'SCRIPT_NAME', 'REQUEST_URI', 'DOCUMENT_URI', 'DOCUMENT_ROOT', 'SERVER_PROTOCOL', 'REQUEST_SCHEME', 'REMOTE_ADDR', 'REMOTE_PORT', 'SERVER_ADDR', 'SERVER_PORT', 'SERVER_NAME', 'HTTP_HOST', 'HTTP_CONNECTION', 'HTTP_CACHE_CONTROL', 'HTTP_UPGRADE_INSECURE_REQUESTS', 'HTTP_USER_AGENT', 'HTTP_ACCEPT', 'HTTP_ACCEPT_ENCODING', 'HTTP_ACCEPT_LANGUAGE'];
 
 describe('a request', () => {
-  it('sends every set field as a param, the body as stdin, role RESPONDER; stdout comes back as it arrives, then one final call', async () => {
+  it('sends every set field as a param, the body as stdin, role RESPONDER; the whole stdout comes back in one call, and no empty one after it', async () => {
     const r = await responder();
     const fields = ALL_FIELDS.map((f) => ` ${f} = v-${f.toLowerCase()}`).join('\n');
     const o = start(` port = ${r.port}\n${fields}`);
-    const got = body(await ask(o, 'hello "stdin"'));
+    const reply = await ask(o, 'hello "stdin"');
+    const got = body(reply);
     const expected: Record<string, string> = Object.fromEntries(ALL_FIELDS.map((f) => [f, `v-${f.toLowerCase()}`]));
-    expect(got.params).toEqual({ ...expected, GATEWAY_INTERFACE: 'CGI/1.1', REQUEST_METHOD: 'POST', CONTENT_LENGTH: '13' });
+    // Fields the module set are sent as they are; the rest is what has no field.
+    expect(got.params).toEqual({ ...expected, SERVER_SOFTWARE: 'switchboard/0.1', GATEWAY_INTERFACE: 'CGI/1.1', REQUEST_METHOD: 'POST', CONTENT_LENGTH: '13', REDIRECT_STATUS: '200' });
     expect(got.stdin).toBe('hello "stdin"');
     expect(got.keepConn).toBe(false);
     expect(r.requests[0].role).toBe(1);
-    const lines = o.lines('fcgimod');
-    expect(lines.filter((l) => l.includes(': stdout '))).toEqual(['request 1: stdout 20 bytes', expect.stringMatching(/^request 1: stdout \d+ bytes$/)]);
-    expect(lines.at(-1)).toMatch(/^request 1: done after 2 stdout calls, \d+ bytes, end buffer ""$/);
+    // The responder wrote stdout in two records: the module still got one call, with all of it.
+    await new Promise((ok) => setTimeout(ok, 50));
+    expect(o.lines('fcgimod')).toEqual([`request 1: done, ${Buffer.byteLength(reply)} bytes`]);
+    expect(o.sent).toHaveLength(1);
   });
 
-  it('sends only the fields that are set; without a body it is a GET with no CONTENT_LENGTH and an empty stdin', async () => {
+  it('derives the CGI variables a module leaves out; without a body it is a GET with no CONTENT_LENGTH and an empty stdin', async () => {
     const r = await responder();
     const o = start(` port = ${r.port}\n SCRIPT_FILENAME = /srv/x.php`);
     const got = body(await ask(o, ''));
-    expect(got.params).toEqual({ SCRIPT_FILENAME: '/srv/x.php', GATEWAY_INTERFACE: 'CGI/1.1', REQUEST_METHOD: 'GET' });
+    expect(got.params).toEqual({
+      SCRIPT_FILENAME: '/srv/x.php',
+      SCRIPT_NAME: '/x.php',
+      DOCUMENT_ROOT: '/srv',
+      QUERY_STRING: '',
+      REQUEST_URI: '/x.php',
+      DOCUMENT_URI: '/x.php',
+      SERVER_PROTOCOL: 'HTTP/1.1',
+      REQUEST_SCHEME: 'http',
+      REMOTE_ADDR: '127.0.0.1',
+      SERVER_NAME: 'localhost',
+      SERVER_SOFTWARE: 'switchboard/0.1',
+      GATEWAY_INTERFACE: 'CGI/1.1',
+      REQUEST_METHOD: 'GET',
+      REDIRECT_STATUS: '200',
+    });
     expect(r.requests[0].stdinRecords).toEqual([0]);
+  });
+
+  it('derives SCRIPT_FILENAME from DOCUMENT_ROOT and SCRIPT_NAME (as mesibo\'s FastCGI module sets them), with one slash between', async () => {
+    const r = await responder();
+    const o = start(` port = ${r.port}\n DOCUMENT_ROOT = /usr/share/nginx/html/\n SCRIPT_NAME = test.php\n QUERY_STRING = a=1`);
+    const got = body(await ask(o, 'hi'));
+    expect(got.params).toMatchObject({
+      DOCUMENT_ROOT: '/usr/share/nginx/html/',
+      SCRIPT_NAME: 'test.php',
+      SCRIPT_FILENAME: '/usr/share/nginx/html/test.php',
+      REQUEST_URI: '/test.php?a=1',
+      DOCUMENT_URI: '/test.php',
+      CONTENT_TYPE: 'application/octet-stream',
+      CONTENT_LENGTH: '2',
+      REQUEST_METHOD: 'POST',
+    });
+    const o2 = start(` port = ${r.port}\n DOCUMENT_ROOT = /srv\n SCRIPT_NAME = /bot/a.php`);
+    expect(body(await ask(o2, '', 2)).params).toMatchObject({ SCRIPT_FILENAME: '/srv/bot/a.php', REQUEST_URI: '/bot/a.php', QUERY_STRING: '' });
   });
 
   it('splits a body into stdin records of at most 65535 bytes, then an empty one', async () => {
@@ -228,15 +261,6 @@ describe('a request', () => {
     const r = await responder();
     const o = start(` host = localhost\n port = ${r.port}`);
     expect(body(await ask(o, 'by name')).stdin).toBe('by name');
-  });
-
-  it('stops calling back when the module returns a negative value, and drops the connection', async () => {
-    const r = await responder();
-    const o = start(` port = ${r.port}\n abort = 1\n keepalive = 1`);
-    expect(await ask(o, 'x')).toBe('aborted');
-    await until(() => r.closed === 1);
-    await new Promise((ok) => setTimeout(ok, 50));
-    expect(o.lines('fcgimod').some((l) => l.includes('done') || l.includes('failed'))).toBe(false);
   });
 
   it('still ends cleanly when the module was unloaded while its request was in flight', async () => {
@@ -312,7 +336,7 @@ describe('keepalive', () => {
   });
 });
 
-describe('failures end in one call with a negative -errno and a description', () => {
+describe('failures end in one call with MESIBO_RESULT_FAIL and a description naming the errno', () => {
   async function failure(handler: Handler): Promise<string> {
     const r = await responder(handler);
     const o = start(` port = ${r.port}`);
@@ -327,17 +351,17 @@ describe('failures end in one call with a negative -errno and a description', ()
     const port = r.port;
     await responders.pop()!.close();
     const o = start(` port = ${port}`);
-    expect(await ask(o, 'x')).toBe(`error -${ECONNREFUSED}: 127.0.0.1:${port}: cannot connect: connection refused`);
+    expect(await ask(o, 'x')).toBe(`error -1: 127.0.0.1:${port}: cannot connect: connection refused (ECONNREFUSED)`);
   });
 
   it('a record with a bad version byte', async () => {
     const reply = await failure((_req, sock) => sock.write(record(T.STDOUT, 'hi', { version: 2 })));
-    expect(reply).toMatch(new RegExp(`^error -${EPROTO}: 127\\.0\\.0\\.1:\\d+: malformed response: record version 2, expected 1$`));
+    expect(reply).toMatch(/^error -1: 127\.0\.0\.1:\d+: malformed response: record version 2, expected 1 \(EPROTO\)$/);
   });
 
   it('a record for another request id', async () => {
     const reply = await failure((_req, sock) => sock.write(record(T.STDOUT, 'hi', { id: 7 })));
-    expect(reply).toMatch(new RegExp(`^error -${EPROTO}: .*record for request 7, expected 1$`));
+    expect(reply).toMatch(/^error -1: .*record for request 7, expected 1 \(EPROTO\)$/);
   });
 
   it('a truncated record, then the connection closes', async () => {
@@ -345,35 +369,66 @@ describe('failures end in one call with a negative -errno and a description', ()
       const full = record(T.STDOUT, 'x'.repeat(100));
       sock.end(full.subarray(0, 30));
     });
-    expect(reply).toMatch(new RegExp(`^error -${ECONNRESET}: .*closed the connection before FCGI_END_REQUEST$`));
+    expect(reply).toMatch(/^error -1: .*closed the connection before FCGI_END_REQUEST \(ECONNRESET\)$/);
   });
 
-  it('stdout, then a reset instead of FCGI_END_REQUEST (the stdout already delivered stays delivered)', async () => {
+  it('stdout, then a reset instead of FCGI_END_REQUEST: only the failure reaches the module', async () => {
     const r = await responder((_req, sock) => {
       sock.write(record(T.STDOUT, 'partial'), () => setTimeout(() => sock.resetAndDestroy(), 20));
     });
     const o = start(` port = ${r.port}`);
-    expect(await ask(o, 'x')).toMatch(new RegExp(`^error -${ECONNRESET}: `));
-    expect(o.lines('fcgimod')).toContain('request 1: stdout 7 bytes');
+    expect(await ask(o, 'x')).toMatch(/^error -1: .*\(ECONNRESET\)$/);
+    expect(o.lines('fcgimod').filter((l) => l.includes('done'))).toEqual([]);
+  });
+
+  it('a response larger than 16 MiB', async () => {
+    const reply = await failure((_req, sock) => {
+      const chunk = record(T.STDOUT, Buffer.alloc(65535, 'x'));
+      const write = (left: number) => {
+        if (left === 0 || sock.destroyed) return;
+        if (sock.write(chunk)) setImmediate(() => write(left - 1));
+        else sock.once('drain', () => write(left - 1));
+      };
+      write(260);
+    });
+    expect(reply).toMatch(/^error -1: .*the response is larger than 16 MiB \(EMSGSIZE\)$/);
   });
 
   it('an application that refuses the role', async () => {
     const reply = await failure((_req, sock) => sock.write(endRequest(0, 3)));
-    expect(reply).toMatch(/refused the request \(protocol status 3\)$/);
+    expect(reply).toMatch(/^error -1: .*refused the request \(protocol status 3\) \(EPROTO\)$/);
   });
 
   it('silence until the timeout (SWITCHBOARD_FCGI_TIMEOUT_MS, 30 s by default)', async () => {
     process.env.SWITCHBOARD_FCGI_TIMEOUT_MS = '300';
     const t0 = Date.now();
     const reply = await failure(() => {});
-    expect(reply).toMatch(new RegExp(`^error -${ETIMEDOUT}: .*no complete response within 300 ms$`));
+    expect(reply).toMatch(/^error -1: .*no complete response within 300 ms \(ETIMEDOUT\)$/);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
   });
 });
 
+/**
+ * The client writes to the process's stderr (fd 2), which only another
+ * process can read: a child node opens a core with fcgimod on `port`, asks
+ * once, and exits after the reply. Resolves with its exit code, stdout and
+ * stderr.
+ */
 describe('what the operator sees', () => {
   // The client serves the whole process; its reports go to the log of the
   // open core (a server's log: core.warning events), not to stderr.
+  it('a failure is a core line "fcgi: HOST:PORT: ...", with the errno by name', async () => {
+    const r = await responder();
+    const port = r.port;
+    await responders.pop()!.close();
+    const o = start(` port = ${port}`);
+    expect(await ask(o, 'x')).toBe(`error -1: 127.0.0.1:${port}: cannot connect: connection refused (ECONNREFUSED)`);
+    await until(() => (o.core.drain(), o.logs.some((l) => l.module === null && l.text.startsWith('fcgi:'))));
+    expect(o.logs.filter((l) => l.module === null && l.text.startsWith('fcgi:')).map((l) => [l.level, l.text])).toEqual([
+      [0, `fcgi: 127.0.0.1:${port}: cannot connect: connection refused (ECONNREFUSED)`],
+    ]);
+  });
+
   it('stderr records and a non-zero application status are logged as core lines "fcgi: HOST:PORT: ..."; the request still succeeds', async () => {
     const r = await responder((_req, sock) => {
       sock.write(record(T.STDOUT, 'Status: 500\r\n\r\nboom'));
@@ -432,6 +487,108 @@ describe('php-fpm', () => {
     clearTimeout(forced);
   });
 
+  /** Starts php-fpm with a pool of 2 workers on a free port; resolves with the port once it accepts connections. */
+  async function startFpm(dir: string): Promise<number> {
+    const port = await new Promise<number>((ok) => {
+      const s = net.createServer().listen(0, '127.0.0.1', () => {
+        const p = (s.address() as net.AddressInfo).port;
+        s.close(() => ok(p));
+      });
+    });
+    const root_ = process.getuid?.() === 0;
+    fs.writeFileSync(
+      path.join(dir, 'fpm.conf'),
+      `[global]
+error_log = ${dir}/fpm.log
+pid = ${dir}/fpm.pid
+daemonize = no
+[bot]
+listen = 127.0.0.1:${port}
+${root_ ? 'user = root\ngroup = root\n' : ''}pm = static
+pm.max_children = 2
+`,
+    );
+    fpm = spawn(phpFpm!, ['--nodaemonize', '--fpm-config', path.join(dir, 'fpm.conf'), '-n', ...(root_ ? ['-R'] : [])], { stdio: 'ignore' });
+    await until(
+      () =>
+        new Promise<boolean>((ok) => {
+          const c = net.connect(port, '127.0.0.1', () => {
+            c.destroy();
+            ok(true);
+          });
+          c.on('error', () => ok(false));
+        }),
+      10_000,
+    );
+    return port;
+  }
+
+  it.runIf(hasPhpFpm)(
+    "runs mesibo's FastCGI module as written: root and script from its block, SCRIPT_FILENAME derived, one reply per message, failures as MESIBO_RESULT_FAIL",
+    async () => {
+      const dir = tempDir('sb-fpm-');
+      fs.writeFileSync(
+        path.join(dir, 'test.php'),
+        `<?php
+header('Content-Type: text/plain');
+$s = $_SERVER;
+foreach (['SCRIPT_FILENAME', 'SCRIPT_NAME', 'DOCUMENT_ROOT', 'REQUEST_URI', 'REQUEST_METHOD', 'CONTENT_LENGTH', 'CONTENT_TYPE', 'QUERY_STRING', 'SERVER_PROTOCOL', 'GATEWAY_INTERFACE', 'SERVER_SOFTWARE', 'REMOTE_ADDR', 'USER'] as $k)
+  echo $k . "=" . ($s[$k] ?? "(unset)") . "\n";
+echo "body=" . file_get_contents('php://input');
+`,
+      );
+      const port = await startFpm(dir);
+      const modDir = compileModule({ name: 'mesibofcgi', source: 'test/modules/mesibofcgi.c' });
+      const block = (p: number) => `module mesibofcgi {\n host = 127.0.0.1\n port = ${p}\n keepalive = 0\n root = ${dir}/\n script = test.php\n log = 0\n}\n`;
+      const o = open(modDir, block(port));
+      opened.push(o);
+      // The block's script item is the module's own: the server started, and the module read it.
+      expect(o.lines('mesibofcgi')).toContain(`configured root ${dir}/ script test.php`);
+      for (let id = 1; id <= 3; id++) o.core.submit('alice', msg('php', `question ${id}`, { id }));
+      await until(() => o.sent.length === 3);
+      await new Promise((ok) => setTimeout(ok, 100));
+      expect(o.sent).toHaveLength(3); // no empty message after each reply
+      for (let id = 1; id <= 3; id++) {
+        const reply = o.sent.find((m) => m.refid === id)!;
+        expect(reply.to).toBe('alice');
+        const [head, text] = reply.payload.toString().split('\r\n\r\n');
+        expect(head).toMatch(/Content-type: text\/plain/i);
+        const vars = Object.fromEntries(text.split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+        expect(vars).toEqual({
+          SCRIPT_FILENAME: `${dir}/test.php`,
+          SCRIPT_NAME: 'test.php',
+          DOCUMENT_ROOT: `${dir}/`,
+          REQUEST_URI: '/test.php',
+          REQUEST_METHOD: 'POST',
+          CONTENT_LENGTH: String(`question ${id}`.length),
+          CONTENT_TYPE: 'application/octet-stream',
+          QUERY_STRING: '',
+          SERVER_PROTOCOL: 'HTTP/1.1',
+          GATEWAY_INTERFACE: 'CGI/1.1',
+          SERVER_SOFTWARE: 'switchboard/0.1',
+          REMOTE_ADDR: '127.0.0.1',
+          USER: 'alice',
+          body: `question ${id}`,
+        });
+      }
+      expect(o.lines('mesibofcgi').filter((l) => l.startsWith('reply '))).toHaveLength(3);
+
+      // Nothing listens: the module sees MESIBO_RESULT_FAIL, logs, and sends the user nothing.
+      const closed = await new Promise<number>((ok) => {
+        const s = net.createServer().listen(0, '127.0.0.1', () => {
+          const p = (s.address() as net.AddressInfo).port;
+          s.close(() => ok(p));
+        });
+      });
+      const down = open(modDir, block(closed));
+      opened.push(down);
+      down.core.submit('alice', msg('php', 'anyone?', { id: 9 }));
+      await until(() => down.lines('mesibofcgi').includes('bad response to fcgi request'));
+      await new Promise((ok) => setTimeout(ok, 50));
+      expect(down.sent).toEqual([]);
+    },
+  );
+
   it.runIf(hasPhpFpm)(
     hasPhpFpm ? `runs a PHP script on a real php-fpm (${phpFpm}), over one kept connection` : 'runs a PHP script on a real php-fpm: SKIPPED, php-fpm is not installed (apt-get install php-fpm)',
     async () => {
@@ -446,37 +603,7 @@ echo "answer=" . strtoupper($in) . "\\n";
 error_log("bot.php answered");
 `,
       );
-      const port = await new Promise<number>((ok) => {
-        const s = net.createServer().listen(0, '127.0.0.1', () => {
-          const p = (s.address() as net.AddressInfo).port;
-          s.close(() => ok(p));
-        });
-      });
-      const root_ = process.getuid?.() === 0;
-      fs.writeFileSync(
-        path.join(dir, 'fpm.conf'),
-        `[global]
-error_log = ${dir}/fpm.log
-pid = ${dir}/fpm.pid
-daemonize = no
-[bot]
-listen = 127.0.0.1:${port}
-${root_ ? 'user = root\ngroup = root\n' : ''}pm = static
-pm.max_children = 2
-`,
-      );
-      fpm = spawn(phpFpm!, ['--nodaemonize', '--fpm-config', path.join(dir, 'fpm.conf'), '-n', ...(root_ ? ['-R'] : [])], { stdio: 'ignore' });
-      await until(
-        () =>
-          new Promise<boolean>((ok) => {
-            const c = net.connect(port, '127.0.0.1', () => {
-              c.destroy();
-              ok(true);
-            });
-            c.on('error', () => ok(false));
-          }),
-        10_000,
-      );
+      const port = await startFpm(dir);
       const o = start(` port = ${port}\n keepalive = 1\n SCRIPT_FILENAME = ${dir}/bot.php\n QUERY_STRING = lang=en\n CONTENT_TYPE = text/plain`);
       const first = await ask(o, 'hello php', 1);
       expect(first).toMatch(/\r\n\r\nmethod=POST query=lang=en pid=\d+\nanswer=HELLO PHP\n$/);

@@ -62,12 +62,15 @@ function parse(tag: string, lines: string[], ms: number): Fetched {
   return f;
 }
 
-/** Sends a request description to the module and waits for on_close (or a refusal). */
+/** Sends a request description to the module and waits for its last callback (or a refusal). */
 async function fetch(desc: Record<string, unknown>, waitMs = 40_000): Promise<Fetched> {
   const tag = (desc.tag as string) ?? `r${++seq}`;
   const t0 = Date.now();
   o.core.submit('tester', msg('fetch', JSON.stringify({ ...desc, tag })));
-  const done = (l: string) => l.startsWith(`${tag} close `) || l === `${tag} call -1`;
+  // The last call: close 0, or after a failure the negative progress that
+  // follows close -1 (close -1 itself when the module set no on_data).
+  const done = (l: string) =>
+    l.startsWith(`${tag} close 0 `) || l.startsWith(`${tag} fail `) || l === `${tag} call -1` || (!!desc.no_data && l.startsWith(`${tag} close -1 `));
   await until(() => o.lines().some(done), waitMs);
   const f = parse(tag, o.lines(), Date.now() - t0);
   // No module promise (one status, one close, progress order) was broken.
@@ -75,11 +78,13 @@ async function fetch(desc: Record<string, unknown>, waitMs = 40_000): Promise<Fe
   return f;
 }
 
-/** A request that must fail: no 100, one negative progress, then close -1. */
+/** A request that must fail: no 100, close -1, then one negative progress as the last call. */
 function expectFailure(f: Fetched) {
   expect(f.closed).toBe(true);
   expect(f.result).toBe(-1);
-  expect(f.lines.some((l) => /^fail progress -\d+ state \d$/.test(l))).toBe(true);
+  expect(f.lines.filter((l) => /^fail progress -\d+ state \d$/.test(l))).toHaveLength(1);
+  expect(f.lines.at(-1)).toMatch(/^fail progress -\d+ state \d$/);
+  expect(f.lines.findIndex((l) => l.startsWith('close -1 '))).toBe(f.lines.length - 2);
   expect(f.data.some((d) => d.progress === 100)).toBe(false);
 }
 
@@ -341,7 +346,8 @@ beforeAll(async () => {
   rawPort = await listen(raw);
   rawUrl = `http://127.0.0.1:${rawPort}`;
 
-  o = open(dir, `http_ca_file = ${certs.caFile}\nmodule httpmod\n`);
+  compileModule({ name: 'mesibohttp', source: 'test/modules/mesibohttp.c', outDir: dir });
+  o = open(dir, `http_ca_file = ${certs.caFile}\nmodule httpmod\nmodule mesibohttp\n`);
 });
 
 afterAll(async () => {
@@ -614,6 +620,76 @@ describe('failures end in a negative progress and close -1', () => {
     }
     expect(total.ms).toBeGreaterThanOrEqual(1900);
     expect(total.ms).toBeLessThan(5000);
+  });
+});
+
+describe('a module written in mesibo\'s style: frees its context in on_data on failure, only logs in on_close', () => {
+  /** Asks test/modules/mesibohttp.c for `url`; resolves with its lines for this request once the last one came. */
+  async function ask(desc: Record<string, unknown>): Promise<string[]> {
+    const tag = `m${++seq}`;
+    o.core.submit('tester', msg('ask', JSON.stringify({ ...desc, tag })));
+    const mine = () => o.lines('mesibohttp').filter((l) => l.startsWith(`${tag} `)).map((l) => l.slice(tag.length + 1));
+    await until(() => mine().some((l) => /^(error in http callback|answer|refused)/.test(l)), 40_000);
+    // Give any call that (wrongly) comes after the last one a turn to show.
+    await new Promise((r) => setTimeout(r, 50));
+    expect(o.lines('mesibohttp').filter((l) => l.includes('use after free'))).toEqual([]);
+    return mine();
+  }
+
+  /** on_close(FAIL) logged, then on_data(progress < 0) freed the context, and nothing came after it. */
+  function expectMesiboFailure(lines: string[], state: number) {
+    expect(lines.filter((l) => !l.startsWith('status '))).toEqual(['invalid http response', `error in http callback -1 ${state}`]);
+  }
+
+  it('a refused connection', async () => {
+    const s = net.createServer();
+    const port = await listen(s);
+    await new Promise((r) => s.close(r));
+    expectMesiboFailure(await ask({ url: `http://127.0.0.1:${port}/` }), 0);
+  });
+
+  it('a name that does not resolve', async () => {
+    expectMesiboFailure(await ask({ url: 'http://no-such-host.invalid/', conn_timeout: 5 }), 0);
+  });
+
+  it('a TLS certificate that does not verify, and a server that does not speak TLS', async () => {
+    expectMesiboFailure(await ask({ url: `https://localhost:${portOf(untrustedServer)}/text` }), 0);
+    expectMesiboFailure(await ask({ url: `https://127.0.0.1:${portOf(plain)}/text` }), 0);
+  });
+
+  it('each timeout: connect (a TLS handshake that never ends), header and body', async () => {
+    const [connect, header, body] = await Promise.all([
+      ask({ url: `https://127.0.0.1:${rawPort}/never-answers`, conn_timeout: 1 }),
+      ask({ url: `${rawUrl}/never-answers`, header_timeout: 1 }),
+      ask({ url: `${rawUrl}/slow-body`, body_timeout: 1 }),
+    ]);
+    expectMesiboFailure(connect, 0);
+    expectMesiboFailure(header, 2);
+    expect(body[0]).toBe('status 200');
+    expectMesiboFailure(body, 3);
+  });
+
+  it('a malformed response', async () => {
+    expectMesiboFailure(await ask({ url: `${rawUrl}/bad-status-line` }), 2);
+  });
+
+  it('a connection reset in the middle of the body, after on_status and some data', async () => {
+    const lines = await ask({ url: `${rawUrl}/reset-mid-body` });
+    expect(lines[0]).toBe('status 200');
+    expectMesiboFailure(lines, 3);
+  });
+
+  it('three refused requests at once, as in the crash report', async () => {
+    const s = net.createServer();
+    const port = await listen(s);
+    await new Promise((r) => s.close(r));
+    const all = await Promise.all([1, 2, 3].map(() => ask({ url: `http://127.0.0.1:${port}/` })));
+    for (const lines of all) expectMesiboFailure(lines, 0);
+  });
+
+  it('a success: on_close(OK) is the last call, with the whole body', async () => {
+    const lines = await ask({ url: `${plainUrl}/text` });
+    expect(lines).toEqual(['status 200', 'answer 28 hello from switchboard tests']);
   });
 });
 

@@ -99,6 +99,36 @@ describe('script modules from the config', () => {
     }
   });
 
+  it('module_script always declares a script module; script only in a block that is no native module', async () => {
+    // recorder is a native module here (mesibo_mod_recorder.so is in
+    // module_dir): its `script` item is its own, as mesibo's FastCGI module
+    // reads `script` (the PHP file to run). module_script makes the block
+    // named like it a script module all the same.
+    const o = start('module recorder {\n tag = native\n script = test.php\n}\nmodule recorder {\n module_script = ./upper.js\n mode = quiet\n}\nmodule upper {\n script = ./upper.js\n mode = legacy\n}\n', { 'upper.js': UPPER });
+    await o.core.ready;
+    expect(o.core.modules.map((m) => [m.name, m.script])).toEqual([['recorder', false], ['recorder', true], ['upper', true]]);
+    const r = o.core.submit('alice', msg('bob', 'hi'));
+    expect(r.message.payload.toString()).toBe('HI (CHECKED) (checked)');
+    expect(o.lines()).toEqual(expect.arrayContaining(['native saw from=alice to=bob id=1 len=2 text=hi', 'init quiet', 'init legacy']));
+    o.core.close();
+  });
+
+  it('warn when a native module\'s script item names a .js/.ts file: the block may have meant a script module', async () => {
+    const o = start('module recorder {\n tag = native\n script = ./upper.js\n}\n', { 'upper.js': UPPER });
+    await o.core.ready;
+    expect(o.core.modules.map((m) => m.script)).toEqual([false]);
+    expect(o.lines().filter((l) => l.includes('module_script'))).toEqual([
+      expect.stringMatching(/^module "recorder": script = \.\/upper\.js is an item of the native module .*mesibo_mod_recorder\.so, not a script module; to load the script, write module_script = \.\/upper\.js instead$/),
+    ]);
+    o.core.close();
+  });
+
+  it('refuse a block with both path and module_script', () => {
+    expect(() => start('module a {\n path = ./mesibo_mod_a.so\n module_script = ./a.js\n}\n', { 'a.js': 'module.exports = {};' })).toThrow(
+      expect.objectContaining({ code: 'E_CONFIG_BAD_VALUE', message: expect.stringContaining('not both') }),
+    );
+  });
+
   it('wait for an async init before ready resolves, and reject ready when it fails', async () => {
     const o = start('module a {\n script = ./a.js\n}\n', { 'a.js': 'let ready = false; module.exports = { async init() { await new Promise(r => setTimeout(r, 30)); ready = true; }, onMessage(m) { m.text = String(ready); } };' });
     await o.core.ready;

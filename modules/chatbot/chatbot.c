@@ -296,7 +296,7 @@ static mesibo_int_t chatbot_on_data(void *cbdata, mesibo_int_t state, mesibo_int
 	question_t *q = (question_t *)cbdata;
 
 	if (progress < 0 || state != MODULE_HTTP_STATE_RESPBODY || size <= 0)
-		return 0; /* a failure is reported again, and handled, in on_close */
+		return 0; /* on a failure (progress < 0) on_close came first and freed q: touch nothing */
 	if (q->answer.len + (size_t)size > MAX_ANSWER_BYTES || buf_add(&q->answer, buffer, (size_t)size) != 0) {
 		q->too_big = 1;
 		return -1;
@@ -310,7 +310,8 @@ static void chatbot_free(chatbot_t *bot)
 	free(bot);
 }
 
-/* The last callback of every request: answer (or apologize) and free. */
+/* on_close ends every request (a failure still calls on_data once more,
+ * which touches nothing): answer (or apologize) and free. */
 static void chatbot_on_close(void *cbdata, mesibo_int_t result)
 {
 	question_t *q = (question_t *)cbdata;

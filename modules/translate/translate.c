@@ -24,7 +24,7 @@
  *
  * - Deferred (a server with Switchboard's "defer" extension, see
  *   include/switchboard.h): on_message takes a handle and returns
- *   SWITCHBOARD_RESULT_DEFER; the request's last callback resolves the
+ *   SWITCHBOARD_RESULT_DEFER; the request's on_close resolves the
  *   handle with PASS and the translation as the new payload, or PASS alone
  *   (the original) on failure. The message keeps its id, so the sender's
  *   delivered and read statuses work. The server bounds the wait with the
@@ -212,7 +212,7 @@ static mesibo_int_t translate_on_data(void *cbdata, mesibo_int_t state, mesibo_i
 	job_t *j = (job_t *)cbdata;
 
 	if (progress < 0 || state != MODULE_HTTP_STATE_RESPBODY || size <= 0)
-		return 0; /* a failure is reported again, and handled, in on_close */
+		return 0; /* on a failure (progress < 0) on_close came first and freed j: touch nothing */
 	if (j->answer.len + (size_t)size > MAX_ANSWER_BYTES || buf_add(&j->answer, buffer, (size_t)size) != 0) {
 		j->too_big = 1;
 		return -1;
@@ -247,7 +247,8 @@ static void decide(job_t *j, const char *text, const char *why)
 	}
 }
 
-/* The last callback of every request: decide the message (deferred), or
+/* on_close ends every request (a failure still calls on_data once more,
+ * which touches nothing): decide the message (deferred), or
  * deliver the translation or the original (classic); free the job. */
 static void translate_on_close(void *cbdata, mesibo_int_t result)
 {

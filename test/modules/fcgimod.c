@@ -2,15 +2,14 @@
  * "fcgi") becomes one FastCGI request to host:port: the payload is the body
  * (none when empty), and every mesibo_fcgi_t field named as a config item
  * (SCRIPT_FILENAME = /x.php, QUERY_STRING = a=1, ...) is sent as that param.
- * Each callback is logged; at the end the stdout bytes go back to the sender
- * as one message (refid = the question's id), or "error <code>: <text>".
+ * The one callback is logged, and the stdout bytes go back to the sender as
+ * one message (refid = the question's id), or "error <code>: <text>".
  *
  *   module fcgimod {
  *       host = 127.0.0.1
  *       port = 9000
  *       keepalive = 1     # reuse the connection
  *       thread = 1        # call mesibo_util_fcgi from a thread of the module
- *       abort = 1         # return -1 from the first stdout call
  *   }
  */
 #include <stdio.h>
@@ -19,17 +18,11 @@
 
 #include "module.h"
 
-#define MAX_REPLY 60000
-
 typedef struct {
 	mesibo_module_t *m;
 	mesibo_fcgi_t req;
 	mesibo_uint_t id;
-	int abort_first;
 	char address[64], from[64];
-	int stdout_calls;
-	size_t len;
-	char out[MAX_REPLY];
 } job_t;
 
 static const char *cfg(mesibo_module_t *m, const char *name, const char *dflt)
@@ -50,31 +43,16 @@ static void reply(job_t *j, const char *text, size_t len)
 		mesibo_log(j->m, 0, "request %lu: could not reply", (unsigned long)j->id);
 }
 
+/* The one call of a request: the whole stdout, or a failure. */
 static mesibo_int_t on_fcgi(void *cbdata, mesibo_int_t result, const char *buffer, mesibo_int_t size)
 {
 	job_t *j = (job_t *)cbdata;
 	char text[512];
 	int n;
 
-	if (result == 0 && size > 0) {
-		j->stdout_calls++;
-		mesibo_log(j->m, 0, "request %lu: stdout %ld bytes", (unsigned long)j->id, (long)size);
-		if (j->len + (size_t)size <= MAX_REPLY) {
-			memcpy(j->out + j->len, buffer, (size_t)size);
-			j->len += (size_t)size;
-		}
-		if (j->abort_first) {
-			mesibo_log(j->m, 0, "request %lu: aborting", (unsigned long)j->id);
-			reply(j, "aborted", 7);
-			free(j);
-			return -1;
-		}
-		return 0;
-	}
-	if (result == 0) {
-		mesibo_log(j->m, 0, "request %lu: done after %d stdout calls, %lu bytes, end buffer \"%s\"",
-				(unsigned long)j->id, j->stdout_calls, (unsigned long)j->len, buffer);
-		reply(j, j->out, j->len);
+	if (result == MESIBO_RESULT_OK) {
+		mesibo_log(j->m, 0, "request %lu: done, %ld bytes", (unsigned long)j->id, (long)size);
+		reply(j, buffer, (size_t)size);
 	} else {
 		mesibo_log(j->m, 0, "request %lu: failed %ld: %.*s", (unsigned long)j->id, (long)result,
 				(int)size, buffer);
@@ -124,7 +102,6 @@ static mesibo_int_t fcgimod_on_message(mesibo_module_t *m, mesibo_message_params
 	 * accept a stale module pointer and do nothing harmful with it. */
 	j->m = m;
 	j->id = p->id;
-	j->abort_first = atoi(cfg(m, "abort", "0"));
 	snprintf(j->address, sizeof j->address, "%s", p->to);
 	snprintf(j->from, sizeof j->from, "%s", p->from);
 #define PARAM(name) j->req.name = mesibo_util_getconfig(m, #name)

@@ -5,11 +5,12 @@
  *   TAG call R                      mesibo_util_http returned R
  *   TAG status S TYPE               on_status (TYPE is "-" when NULL)
  *   TAG data N progress P state X   on_data (not logged with "quiet")
- *   TAG fail progress P state X     on_data with a negative progress
  *   TAG close R bytes N calls C hash H body BODY
  *                                   on_close: the body as the module assembled
  *                                   it (first 2000 bytes), its FNV-1a hash,
  *                                   and the number of on_data calls
+ *   TAG fail progress P state X     on_data with a negative progress: after
+ *                                   close -1, the last call of a failure
  *   TAG error WHAT                  a broken promise (progress going back,
  *                                   a callback after on_close, ...)
  *
@@ -36,7 +37,7 @@
 typedef struct {
 	mesibo_module_t *m;
 	char tag[64];
-	int quiet, no_data;
+	int quiet, no_data, no_close;
 	int closed, statuses;
 	long calls;
 	mesibo_int_t last_progress;
@@ -67,15 +68,17 @@ static mesibo_int_t on_data(void *cbdata, mesibo_int_t state, mesibo_int_t progr
 {
 	fetch_t *f = (fetch_t *)cbdata;
 	mesibo_int_t i;
-	if (f->closed) mesibo_log(f->m, 0, "%s error data after close", f->tag);
 	if (f->last_progress == 100 || f->last_progress < 0)
 		mesibo_log(f->m, 0, "%s error data after progress %ld", f->tag, (long)f->last_progress);
 	f->calls++;
 	if (progress < 0) {
-		f->last_progress = progress;
+		/* A failure ends here: on_close(FAIL) came just before. */
+		if (!f->no_close && f->closed != 1) mesibo_log(f->m, 0, "%s error fail without close -1 before it", f->tag);
 		mesibo_log(f->m, 0, "%s fail progress %ld state %ld", f->tag, (long)progress, (long)state);
+		free(f);
 		return MESIBO_RESULT_OK;
 	}
+	if (f->closed) mesibo_log(f->m, 0, "%s error data after close", f->tag);
 	if (progress < f->last_progress || progress > 100)
 		mesibo_log(f->m, 0, "%s error progress %ld after %ld", f->tag, (long)progress, (long)f->last_progress);
 	if (size < 0 || (size > 0 && !buffer)) mesibo_log(f->m, 0, "%s error bad buffer", f->tag);
@@ -97,11 +100,10 @@ static void on_close(void *cbdata, mesibo_int_t result)
 	if (f->closed++) mesibo_log(f->m, 0, "%s error second close", f->tag);
 	if (result == MESIBO_RESULT_OK && !f->no_data && f->last_progress != 100)
 		mesibo_log(f->m, 0, "%s error ok without progress 100", f->tag);
-	if (result != MESIBO_RESULT_OK && f->calls && f->last_progress >= 0)
-		mesibo_log(f->m, 0, "%s error fail without a negative progress", f->tag);
 	mesibo_log(f->m, 0, "%s close %ld bytes %lu calls %ld hash %08x body %.*s", f->tag, (long)result,
 		   (unsigned long)f->bytes, f->calls, (unsigned)f->hash, (int)shown, f->body);
-	free(f);
+	/* After a failure on_data (negative progress) is the last call. */
+	if (result == MESIBO_RESULT_OK || f->no_data) free(f);
 }
 
 static char *dup_or_null(const char *s)
@@ -128,6 +130,7 @@ static void run(job_t *j)
 		f->m = j->m;
 		f->quiet = j->quiet;
 		f->no_data = j->no_data;
+		f->no_close = j->no_close;
 		f->hash = 2166136261u;
 		if (j->count > 1)
 			snprintf(f->tag, sizeof f->tag, "%s.%d", j->tag, i);
