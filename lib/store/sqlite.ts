@@ -163,11 +163,12 @@ function prepareStatements(db: Database.Database) {
       'INSERT OR IGNORE INTO messages (recipient, sender, id, refid, groupid, flags, type, expiry, expires_at, payload) ' +
         'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
     ),
-    receiptFlags: db.prepare('SELECT recipient, sender, id, flags FROM messages WHERE (flags & ?) != 0 ORDER BY seq'),
+    receiptFlags: db.prepare('SELECT recipient, sender, id, groupid, flags FROM messages WHERE (flags & ?) != 0 ORDER BY seq'),
     deleteCopy: db.prepare('DELETE FROM messages WHERE recipient = ? AND sender = ? AND id = ?'),
     deleteRecipient: db.prepare('DELETE FROM messages WHERE recipient = ?'),
     pending: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE recipient = ? AND seq > ? AND ${UNEXPIRED} ORDER BY seq LIMIT ?`),
     countFor: db.prepare(`SELECT count(*) FROM messages WHERE recipient = ? AND ${UNEXPIRED}`).pluck(),
+    queued: db.prepare(`SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE recipient = ? AND ${UNEXPIRED}`),
     countAll: db.prepare(`SELECT count(*) FROM messages WHERE ${UNEXPIRED}`).pluck(),
     purgeExpired: db.prepare('DELETE FROM messages WHERE expires_at > 0 AND expires_at <= ?'),
   };
@@ -370,9 +371,14 @@ export class SqliteStore implements Store {
     return this.sql.pending.all(recipient, afterSeq, Date.now(), limit) as StoredMessage[];
   }
 
-  receiptFlagsPending(mask: number): { recipient: string; sender: string; id: number; flags: number }[] {
+  receiptFlagsPending(mask: number): { recipient: string; sender: string; id: number; groupid: number; flags: number }[] {
     this.checkOpen();
-    return this.sql.receiptFlags.all(mask) as { recipient: string; sender: string; id: number; flags: number }[];
+    return this.sql.receiptFlags.all(mask) as { recipient: string; sender: string; id: number; groupid: number; flags: number }[];
+  }
+
+  queued(recipient: string): { messages: number; bytes: number } {
+    this.checkOpen();
+    return this.sql.queued.get(recipient, Date.now()) as { messages: number; bytes: number };
   }
 
   countPending(recipient?: string): number {
