@@ -48,6 +48,9 @@ export class Inboxes {
     let c = this.count(recipient, now);
     if (c.messages + 1 <= this.maxMessages && c.bytes + bytes <= this.maxBytes) return false;
     if (now - c.readAt < REREAD_MS) return true;
+    // The store counts committed copies only: commit this turn's first (the
+    // group commit would a moment later), or they would be missed.
+    if (this.store.pendingWrites) this.store.flush();
     this.counts.delete(recipient);
     c = this.count(recipient, now);
     return c.messages + 1 > this.maxMessages || c.bytes + bytes > this.maxBytes;
