@@ -385,6 +385,14 @@ describe('error frames keep the protocol docs\' promises', () => {
     expect(s.stats.framesTooLarge).toBe(1);
   });
 
+  it('a text message that is not UTF-8 ends the connection (1006, the transport does not let the server answer) and is counted', async () => {
+    const s = await start();
+    const a = await loggedIn(s, await user(s, 'alice'));
+    a.ws.send(Buffer.from([0x7b, 0xff, 0xfe, 0x7d]), { binary: false });
+    expect((await a.closed).code).toBe(1006);
+    await until(() => s.stats.invalidText === 1);
+  });
+
   it('a frame over the transport limit (four times the frame limit) ends the connection (1006) and is counted', async () => {
     const s = await start('max_message_size = 1000\n');
     const a = await loggedIn(s, await user(s, 'alice'));

@@ -180,6 +180,8 @@ export interface LimitStats {
   inboxFull: number;
   /** Frames over the frame limit, answered with E_FRAME_TOO_LARGE. */
   framesTooLarge: number;
+  /** Connections uWebSockets.js ended (1006) for a text message that is not UTF-8. */
+  invalidText: number;
 }
 
 export function newStats(connectionCap: number): LimitStats {
@@ -199,6 +201,7 @@ export function newStats(connectionCap: number): LimitStats {
     presenceSubscriptions: 0,
     inboxFull: 0,
     framesTooLarge: 0,
+    invalidText: 0,
   };
 }
 

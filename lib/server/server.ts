@@ -565,7 +565,11 @@ export class Server {
     if (n && --n.all === 0) this.perIp.delete(c.ip);
     this.leftUnauth(ws, c);
     // uWebSockets.js ends these itself, without a close frame.
-    if (code === 1006 && Buffer.from(reason).toString() === 'Received too big message') this.stats.framesTooLarge++;
+    if (code === 1006) {
+      const why = Buffer.from(reason).toString();
+      if (why === 'Received too big message') this.stats.framesTooLarge++;
+      else if (why === 'Received invalid UTF-8') this.stats.invalidText++;
+    }
     if (c.presence.size) this.stats.presenceSubscriptions -= c.presence.size;
     if (!c.address) return;
     const set = this.devices.get(c.address);
