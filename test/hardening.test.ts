@@ -1,14 +1,16 @@
 // Issue 12: the limits that keep one client from exhausting the server, and
 // the protocol's promises that a client written from the docs relies on.
 // Real server, real WebSocket clients over loopback, a real SQLite file.
+import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import WebSocket from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SwitchboardClient } from '../lib/client';
 import { Server } from '../lib/index';
 import { encodeFrame } from '../lib/wire';
 import { fileDescriptorLimit, FD_RESERVE, looksLikeStatus, newBucket, take } from '../lib/server/limits';
-import { tempDir, until } from './helpers';
+import { root, tempDir, until } from './helpers';
 import { apiCall, connectPeer, type Peer } from './server-helpers';
 
 const APP = 'hardening-token';
@@ -80,6 +82,26 @@ afterEach(async () => {
   while (sockets.length) sockets.pop()!.terminate();
   while (clients.length) clients.pop()!.close();
   while (running.length) await running.pop()!.stop();
+});
+
+const LIMIT_SETTINGS = [
+  'login_timeout', 'max_connections', 'max_unauthenticated', 'max_unauthenticated_per_ip', 'max_connections_per_ip',
+  'max_connections_per_user', 'user_rate_limit', 'max_presence', 'presence', 'max_inbox_messages', 'max_inbox_bytes',
+];
+
+describe('limit settings', () => {
+  it('are known to the config parser, documented in docs/config.md, and checked', async () => {
+    // The parser's list (cpp/config.cc) is the one source; its error names every key.
+    const e = await Server.start({ configText: 'listen = 127.0.0.1:0\nno_such_setting = 1\n', log: () => {} }).catch((x: Error) => x);
+    const doc = fs.readFileSync(path.join(root, 'docs', 'config.md'), 'utf8');
+    for (const k of LIMIT_SETTINGS) {
+      expect((e as Error).message).toContain(k);
+      expect(doc).toContain(`| \`${k}\` |`);
+    }
+    await expect(start('presence = friends\n')).rejects.toMatchObject({ code: 'E_CONFIG_BAD_VALUE' });
+    await expect(start('login_timeout = 0\n')).rejects.toMatchObject({ code: 'E_CONFIG_BAD_VALUE' });
+    await expect(start('max_inbox_messages = lots\n')).rejects.toMatchObject({ code: 'E_CONFIG_BAD_VALUE' });
+  });
 });
 
 describe('sockets that do not log in', () => {

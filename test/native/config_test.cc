@@ -278,10 +278,11 @@ TEST("every known setting is accepted, and the list is nullptr-terminated") {
   std::string text;
   int n = 0;
   for (const char *const *k = sb::kConfigSettings; *k; ++k, ++n) text += std::string(*k) + " = x\n";
-  CHECK_EQ(n, 14);
+  CHECK_EQ(n, 25);
   auto r = parse(text);
   CHECK(r.ok);
-  CHECK_EQ(r.cfg.settings.size(), 14u);
+  CHECK_EQ(r.cfg.settings.size(), 25u);
+  CHECK(r.cfg.setting("max_inbox_bytes") != nullptr);
   CHECK(r.cfg.setting("durable") != nullptr);
   CHECK(r.cfg.setting("durable_grace") != nullptr);
   CHECK(r.cfg.setting("http_ca_file") != nullptr);
