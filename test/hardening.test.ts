@@ -323,6 +323,23 @@ describe('rate limits', () => {
     expect(s.stats.rateLimited).toBe(300 - sent);
   });
 
+  it('a user that reconnects does not get a fresh user budget', async () => {
+    const s = await start('rate_limit = 100\nuser_rate_limit = 100\n');
+    const token = await user(s, 'alice');
+    await user(s, 'bob');
+    let id = 1;
+    let sent = 0;
+    for (let round = 0; round < 3; round++) {
+      const c = await loggedIn(s, token);
+      for (let i = 0; i < 100; i++) c.ws.send(JSON.stringify({ op: 'msg', id: id++, to: 'bob', data: 'x' }));
+      await until(() => c.frames.filter((f) => f.op === 'status' || f.code === 'E_RATE_LIMITED').length === 100);
+      sent += c.frames.filter((f) => f.op === 'status').length;
+      c.ws.close();
+      await until(() => s.stats.connections === 0);
+    }
+    expect(sent).toBeLessThan(200);
+  });
+
   it('acknowledging a backlog larger than rate_limit drops no acknowledgement', async () => {
     const s = await start('rate_limit = 50\n');
     await user(s, 'alice');
@@ -475,6 +492,14 @@ describe('statuses', () => {
 });
 
 describe('login frames', () => {
+  it('the SDK refuses a device label the server would refuse, before connecting', () => {
+    const make = (device: string) => new SwitchboardClient({ url: 'ws://127.0.0.1:1/', token: 't', device, WebSocket: WebSocket as never });
+    expect(() => make('x'.repeat(65))).toThrow(expect.objectContaining({ code: 'E_BAD_OPTION' }));
+    expect(() => make('a\nb')).toThrow(expect.objectContaining({ code: 'E_BAD_OPTION' }));
+    expect(() => make('\ud800')).toThrow(expect.objectContaining({ code: 'E_BAD_OPTION' }));
+    expect(make('phone-1 😀')).toBeTruthy();
+  });
+
   it('a device label over 64 bytes or with control characters is refused with E_BAD_DEVICE (4002), not echoed', async () => {
     const s = await start();
     const token = await user(s, 'alice');

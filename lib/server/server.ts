@@ -290,6 +290,7 @@ export class Server {
     }
     server.purgeTimer = setInterval(() => {
       if (server.store.purgeExpired()) server.inboxes.forget();
+      for (const [address, u] of server.perUser) if (u.connections === 0) server.perUser.delete(address);
     }, 60_000);
     server.purgeTimer.unref();
     const scheme = settings.tlsCert ? 'wss' : 'ws';
@@ -574,7 +575,9 @@ export class Server {
     if (!c.address) return;
     const set = this.devices.get(c.address);
     if (!set || !set.delete(ws)) return;
-    if (c.user && --c.user.connections === 0) this.perUser.delete(c.address);
+    // The user's bucket outlives its last connection (until the purge
+    // timer), so reconnecting does not buy a fresh budget.
+    if (c.user) c.user.connections--;
     if (!c.backlogDone) {
       c.backlogDone = true;
       this.pumpDone(c.address);
