@@ -209,8 +209,6 @@ export class Server {
   private readonly unauth = new Set<WS>();
   private readonly perIp = new Map<string, IpCount>();
   private readonly perUser = new Map<string, UserLimits>();
-  /** Upgrades accepted whose socket is not open yet: counted against the cap. */
-  private opening = 0;
   private loginTimer: NodeJS.Timeout | null = null;
   private readonly inboxes: Inboxes;
   private readonly presence: Presence;
