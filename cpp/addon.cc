@@ -504,6 +504,9 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
                              &last_detail_);
     napi_value v;
     if (rc != sb::WIRE_OK) {
+      // The error frame names the refused frame by its id when the decoder
+      // read one before it stopped (0 otherwise), as docs/protocol.md says.
+      info_ptr_[INFO_ID] = static_cast<double>(state_->core.msg.id);
       napi_create_int32(env, rc, &v);
       return v;
     }

@@ -14,7 +14,11 @@ namespace sb {
 const char *const kConfigSettings[] = {
     "listen",           "module_dir", "app_token",    "data_dir",  "store",
     "tls_cert",         "tls_key",    "max_message_size", "rate_limit", "idle_timeout",
-    "log_level",        "log_format", "http_ca_file", "durable",   "durable_grace", nullptr,
+    "log_level",        "log_format", "http_ca_file", "durable",   "durable_grace",
+    // Limits (docs/config.md, "Limits").
+    "login_timeout", "max_connections", "max_unauthenticated", "max_unauthenticated_per_ip",
+    "max_connections_per_ip", "max_connections_per_user", "user_rate_limit", "max_presence", "presence",
+    "max_inbox_messages", "max_inbox_bytes", nullptr,
 };
 
 const std::string *ModuleDecl::item(std::string_view key) const {

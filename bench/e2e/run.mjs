@@ -343,6 +343,9 @@ function switchboardConfigText(tmp, modDir, durable, modules, script = null, fil
     `durable = ${durable}`,
     ...(grace === null ? [] : [`durable_grace = ${grace}`]),
     'rate_limit = 10000000',
+    // Every connection comes from the one generator's IP, and the memory part opens 10,000 of them.
+    'max_connections_per_ip = 0',
+    'max_unauthenticated_per_ip = 0',
     `module_dir = ${modDir}`,
     ...Array(modules).fill('module pass'),
     ...(filter ? ['module filter {', `\tpath = ${path.join(root, 'build/modules/mesibo_mod_filter.so')}`, '\tblocked_words = spam, scam, phishing, malware', '}'] : []),

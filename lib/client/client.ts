@@ -130,7 +130,9 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       throw badOption(`url ${JSON.stringify(options.url)} is not a URL; use ws://HOST:PORT/ or wss://HOST:PORT/.`);
     }
     if (typeof options.token !== 'string' || options.token === '') throw badOption('token must be a non-empty string.');
-    if (options.device !== undefined && typeof options.device !== 'string') throw badOption('device must be a string.');
+    if (options.device !== undefined && (typeof options.device !== 'string' || !deviceLabel(options.device))) {
+      throw badOption('device must be a string of up to 64 bytes of UTF-8 without control characters (the server refuses other labels with E_BAD_DEVICE).');
+    }
     const auth = options.auth ?? 'login';
     if (auth !== 'login' && auth !== 'query') throw badOption("auth must be 'login' or 'query'.");
     if (auth === 'query' && options.device !== undefined) throw badOption("a device label travels only in the login frame; use auth: 'login' (the default) to set one.");
@@ -531,6 +533,23 @@ function checkAddress(address: unknown): void {
   if (typeof address !== 'string' || address === '' || utf8Length(address) > 255 || /[\u0000-\u001f]/.test(address) || hasLoneSurrogate(address)) {
     throw new SwitchboardClientError('E_BAD_ADDRESS', `The address ${JSON.stringify(address)} is not 1 to 255 bytes of UTF-8 without control characters.`);
   }
+}
+
+/** The server's rule for a device label (docs/protocol.md, login). No Node API: the client runs in browsers too. */
+function deviceLabel(s: string): boolean {
+  let bytes = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20) return false;
+    if (c >= 0xd800 && c <= 0xdbff) {
+      const next = s.charCodeAt(i + 1);
+      if (!(next >= 0xdc00 && next <= 0xdfff)) return false;
+      i++;
+      bytes += 4;
+    } else if (c >= 0xdc00 && c <= 0xdfff) return false;
+    else bytes += c < 0x80 ? 1 : c < 0x800 ? 2 : 3;
+  }
+  return bytes <= 64;
 }
 
 function badOption(message: string): SwitchboardClientError {

@@ -26,6 +26,8 @@ export interface ApiContext {
 type SendResult = { status: number; id: number; verdict: 'pass' | 'consumed' };
 
 const MAX_BODY = 1024 * 1024;
+/** The keys of a `message` request: the API's own (op, token, from) and a message frame's. */
+const MESSAGE_KEYS = new Set(['op', 'token', 'from', 'to', 'gid', 'id', 'refid', 'type', 'flags', 'expiry', 'data', 'b64']);
 const ADDRESS = /^[^\x00-\x1f]{1,255}$/u;
 
 class ApiError extends Error {
@@ -36,14 +38,9 @@ class ApiError extends Error {
 
 type Body = Record<string, unknown>;
 
-function str(b: Body, key: string): string {
-  const v = b[key];
-  if (typeof v !== 'string' || !v) throw new ApiError(400, 'E_BAD_REQUEST', `"${key}" is required and must be a non-empty string`);
-  return v;
-}
-
 function address(b: Body, key: string): string {
-  const v = str(b, key);
+  const v = b[key];
+  if (typeof v !== 'string') throw new ApiError(400, 'E_BAD_REQUEST', `"${key}" is required and must be a string`);
   if (!ADDRESS.test(v) || Buffer.byteLength(v) > 255) throw new ApiError(400, 'E_BAD_ADDRESS', `"${key}" must be 1 to 255 bytes of text without control characters`);
   return v;
 }
@@ -56,7 +53,8 @@ function gid(b: Body): number {
 
 function addresses(b: Body, key: string): string[] {
   const v = b[key] ?? [];
-  if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || !ADDRESS.test(x))) throw new ApiError(400, 'E_BAD_REQUEST', `"${key}" must be an array of user addresses`);
+  if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw new ApiError(400, 'E_BAD_REQUEST', `"${key}" must be an array of user addresses`);
+  if (v.some((x) => !ADDRESS.test(x) || Buffer.byteLength(x) > 255)) throw new ApiError(400, 'E_BAD_ADDRESS', `every address in "${key}" must be 1 to 255 bytes of text without control characters`);
   return v as string[];
 }
 
@@ -88,11 +86,13 @@ const ops: Record<string, (ctx: ApiContext, b: Body) => Body | Promise<Body>> = 
   },
   groupadd(ctx, b) {
     const g = gid(b);
+    if (b.name !== undefined && typeof b.name !== 'string') throw new ApiError(400, 'E_BAD_REQUEST', '"name" must be a string');
     const name = typeof b.name === 'string' ? b.name : '';
-    if (!ctx.store.addGroup(g, name)) throw new ApiError(409, 'E_GROUP_EXISTS', `group ${g} exists`);
+    // Everything is checked before the group exists: a refused request leaves nothing behind.
     const members = addresses(b, 'members');
     const unknown = members.filter((m) => !ctx.users.has(m));
     if (unknown.length) throw new ApiError(404, 'E_NO_SUCH_USER', `no such users: ${unknown.join(', ')}`);
+    if (!ctx.store.addGroup(g, name)) throw new ApiError(409, 'E_GROUP_EXISTS', `group ${g} exists`);
     if (members.length) ctx.store.editMembers(g, members, []);
     ctx.groups.delete(g);
     return { gid: g, members: ctx.store.members(g) };
@@ -117,7 +117,13 @@ const ops: Record<string, (ctx: ApiContext, b: Body) => Body | Promise<Body>> = 
   message(ctx, b) {
     const from = address(b, 'from');
     if (!ctx.users.has(from)) throw new ApiError(404, 'E_NO_SUCH_USER', `no user ${from} to send as`);
-    const frame: Body = { op: 'msg', id: typeof b.id === 'number' ? b.id : (Math.random() * 0xfffffffe + 1) >>> 0 || 1 };
+    // A field a message frame may not carry is refused as the wire format
+    // refuses it, not dropped: the caller would think it had an effect.
+    for (const k of Object.keys(b)) {
+      if (!MESSAGE_KEYS.has(k)) throw new ApiError(400, 'E_BAD_FIELD', `"${k}" is not a field of a message; use ${[...MESSAGE_KEYS].filter((x) => x !== 'op' && x !== 'token').join(', ')}`);
+    }
+    // An id that is there but wrong goes to the decoder, which refuses it.
+    const frame: Body = { op: 'msg', id: b.id !== undefined ? b.id : (Math.random() * 0xfffffffe + 1) >>> 0 || 1 };
     for (const k of ['to', 'gid', 'refid', 'type', 'flags', 'expiry', 'data', 'b64']) if (b[k] !== undefined) frame[k] = b[k];
     try {
       const r = ctx.send(from, Buffer.from(JSON.stringify(frame)));
@@ -155,6 +161,18 @@ export function handleApi(ctx: ApiContext, res: uWS.HttpResponse, req: uWS.HttpR
   };
   if (req.getMethod() !== 'post') {
     answer(405, { ok: false, code: 'E_METHOD', message: 'use POST with a JSON body' });
+    return;
+  }
+  // Two Content-Length headers (or one with Transfer-Encoding) are how a
+  // request is smuggled past a proxy that reads the other one: refused.
+  let lengths = 0;
+  let chunked = false;
+  req.forEach((k) => {
+    if (k === 'content-length') lengths++;
+    else if (k === 'transfer-encoding') chunked = true;
+  });
+  if (lengths > 1 || (lengths && chunked)) {
+    reply(res, 400, { ok: false, code: 'E_BAD_REQUEST', message: 'the request has more than one Content-Length, or Content-Length with Transfer-Encoding; send exactly one' });
     return;
   }
   const auth = req.getHeader('authorization');

@@ -20,6 +20,9 @@ import type { NewMessage, Store } from '../store/types';
 import { handleApi, type ApiContext } from './api';
 import { settingsFrom, type ServerSettings } from './settings';
 import { hashToken, newToken } from './tokens';
+import { Inboxes } from './inbox';
+import { charge, connectionCap, fileDescriptorLimit, has, looksLikeStatus, newBucket, newStats, take, validAddress, validDevice, type Bucket, type IpCount, type LimitStats } from './limits';
+import { Presence } from './presence';
 
 /** mesibo status codes the server sends (see include/module.h). */
 export const Status = {
@@ -28,6 +31,7 @@ export const Status = {
   READ: 3,
   NOTACTIVE: 0x81,
   INVALIDDEST: 0x83,
+  INBOXFULL: 0x82,
   BLOCKED: 0x88,
 } as const;
 
@@ -39,7 +43,14 @@ const OUT_JSON = 0;
 const OUT_BINARY = 1;
 const OUT_BOTH = 2;
 const WIRE_E_UNKNOWN_OP = -5;
+const WIRE_E_TOO_LARGE = -2;
 const CLOSE_AUTH = 4001;
+/** A login frame the server cannot accept (bad device label): fix the client, not the token. */
+const CLOSE_BAD_LOGIN = 4002;
+/** No login within login_timeout, or evicted to make room (max_unauthenticated). */
+const CLOSE_LOGIN_TIMEOUT = 4008;
+/** The user is at max_connections_per_user. */
+const CLOSE_TOO_MANY = 4029;
 const MAX_BACKPRESSURE = 4 * 1024 * 1024;
 /** The backlog is sent while less than this waits in the socket's buffer. */
 const BACKLOG_BUFFER = 512 * 1024;
@@ -53,9 +64,19 @@ interface Conn {
   device: string;
   binary: boolean; // the form the server sends in
   open: boolean;
-  tokens: number; // rate limiter: frames left in this second's bucket
-  refill: number; // ms time of the last refill
-  lastLimitError: number;
+  /** Remote IP as text, for the per-IP counts. */
+  ip: string;
+  /** Date.now() at the upgrade: the login deadline runs from here. */
+  openedAt: number;
+  /** Message frames of this connection (rate_limit). */
+  bucket: Bucket;
+  /** Message frames of all this user's connections (user_rate_limit); set at login. */
+  user: UserLimits | null;
+  /**
+   * Statuses this connection may send without spending a budget: two (delivered,
+   * read) per delivery it was sent. Acknowledging a large backlog is never rate limited.
+   */
+  owed: number;
   presence: Set<string>;
   /** The stored backlog is sent page by page; live deliveries start after it. */
   backlogSeq: number;
@@ -66,12 +87,16 @@ interface Conn {
   confirmedAt: number;
   /** Set when the upgrade carried a token that did not authenticate. */
   authError?: string;
-  /** The client's IP address, for the log (read only when log_level asks for connections). */
-  peer: string;
 }
 
 
 type WS = uWS.WebSocket<Conn>;
+
+/** Shared by one user's connections. */
+interface UserLimits {
+  bucket: Bucket;
+  connections: number;
+}
 
 interface PendingAck {
   ws: WS;
@@ -179,6 +204,18 @@ export class Server {
   /** Devices per address whose stored backlog is still being sent (not yet subscribed to live deliveries). */
   private readonly pumping = new Map<string, number>();
   private warnedAsyncFormat = false;
+  /**
+   * What the limits did (limits.ts, docs/config.md "Limits"); also in
+   * /health. Plain numbers, for a metrics exporter.
+   */
+  readonly stats: LimitStats;
+  /** Sockets not logged in yet, oldest first: the login deadline and eviction go in this order. */
+  private readonly unauth = new Set<WS>();
+  private readonly perIp = new Map<string, IpCount>();
+  private readonly perUser = new Map<string, UserLimits>();
+  private loginTimer: NodeJS.Timeout | null = null;
+  private readonly inboxes: Inboxes;
+  private readonly presence: Presence;
 
   private constructor(settings: ServerSettings, core: Core, store: Store, logger: Logger) {
     this.settings = settings;
@@ -186,7 +223,14 @@ export class Server {
     this.store = store;
     this.logger = logger;
     for (const u of store.listUsers()) this.users.add(u);
-    for (const r of store.receiptFlagsPending(FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(r.sender, r.recipient, r.id, r.flags);
+    for (const r of store.receiptFlagsPending(FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(r.sender, r.recipient, r.id, r.flags, r.groupid);
+    const fds = fileDescriptorLimit();
+    this.stats = newStats(connectionCap(settings.maxConnections, fds));
+    if (settings.maxConnections > this.stats.connectionCap) {
+      log(`[limits] max_connections = ${settings.maxConnections} is more than the ${fds} file descriptors allow with a reserve for the store and modules; using ${this.stats.connectionCap} (raise the limit with ulimit -n or LimitNOFILE=)`);
+    }
+    this.inboxes = new Inboxes(store, settings.maxInboxMessages, settings.maxInboxBytes);
+    this.presence = new Presence(settings.presence, store, this.users);
     this.app = settings.tlsCert ? uWS.SSLApp({ cert_file_name: settings.tlsCert, key_file_name: settings.tlsKey! }) : uWS.App();
     const stageError = (stage: string, e: unknown) => logger.event('middleware.error', { stage, error: errorText(e), outcome: 'the message went on as it was' });
     this.serial = new KeyedSerial((e) => logger.event('transport.error', { error: errorText(e) }));
@@ -251,11 +295,12 @@ export class Server {
     }
     server.purgeTimer = setInterval(() => {
       try {
-        server.store.purgeExpired();
+        if (server.store.purgeExpired()) server.inboxes.forget();
       } catch (e) {
         // Expired messages stay until the next purge succeeds; nothing is lost.
         logger.event('store.error', { op: 'purge', error: errorText(e) });
       }
+      for (const [address, u] of server.perUser) if (u.connections === 0) server.perUser.delete(address);
     }, 60_000);
     server.purgeTimer.unref();
     const scheme = settings.tlsCert ? 'wss' : 'ws';
@@ -322,6 +367,8 @@ export class Server {
     this.listenSocket = null;
     for (const set of [...this.devices.values()]) for (const ws of [...set]) ws.end(1001, 'server shutting down');
     if (this.purgeTimer) clearInterval(this.purgeTimer);
+    if (this.loginTimer) clearInterval(this.loginTimer);
+    for (const ws of [...this.unauth]) ws.end(1001, 'server shutting down');
     if (this.liveTimer) clearTimeout(this.liveTimer);
     this.liveTimer = null;
     // Unconfirmed live copies: their senders never heard "sent" and will
@@ -345,20 +392,28 @@ export class Server {
       groups: this.groups,
       online: () => [...this.devices.keys()],
       send: (from, frame) => this.sendAs(from, frame),
-      revoke: (address) => this.disconnect(address, 'E_AUTH', 'your token was revoked or your user was removed; log in again with a new token'),
+      revoke: (address) => {
+        this.inboxes.forget(address);
+        this.disconnect(address, 'E_AUTH', 'your token was revoked or your user was removed; log in again with a new token');
+      },
       loadGroup: (gid) => this.group(gid),
       logger: this.logger,
     };
     this.app.get('/health', (res) => {
       res.cork(() => {
-        res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ ok: true, connections: this.jsonDevices + this.binaryDevices, modules: this.core.modules.length }));
+        res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ ok: true, connections: this.jsonDevices + this.binaryDevices, unauthenticated: this.unauth.size, modules: this.core.modules.length, limits: this.stats }));
       });
     });
     this.app.any('/api', (res, req) => handleApi(api, res, req));
     this.app.any('/api/*', (res, req) => handleApi(api, res, req));
 
     this.app.ws<Conn>('/*', {
-      maxPayloadLength: 2 * s.maxMessageSize + 64 * 1024,
+      // Four times the frame limit (2 x max_message_size + 4096): a frame
+      // over the frame limit but within this is read and answered with
+      // E_FRAME_TOO_LARGE; uWebSockets.js drops a connection whose frame is
+      // larger still, without a close frame (1006), before buffering it.
+      // Four times bounds what one socket can make the server buffer.
+      maxPayloadLength: transportLimit(s.maxMessageSize),
       // A client that does not read is cut off rather than buffered without
       // bound; what it missed stays in the store until it acknowledges.
       maxBackpressure: MAX_BACKPRESSURE,
@@ -366,24 +421,40 @@ export class Server {
       idleTimeout: s.idleTimeout,
       sendPingsAutomatically: true,
       upgrade: (res, req, context) => {
+        const ip = Buffer.from(res.getRemoteAddressAsText()).toString();
+        const st = this.stats;
+        // Refused before the upgrade: no socket is kept, nothing is buffered.
+        if (this.jsonDevices + this.binaryDevices + this.unauth.size >= st.connectionCap) {
+          st.refusedServerFull++;
+          refuseUpgrade(res, '503 Service Unavailable', 'E_SERVER_FULL', 'the server is at its connection limit; try again later');
+          return;
+        }
+        const perIp = this.perIp.get(ip);
+        if (s.maxConnectionsPerIp && perIp && perIp.all >= s.maxConnectionsPerIp) {
+          st.refusedPerIp++;
+          refuseUpgrade(res, '429 Too Many Requests', 'E_TOO_MANY_CONNECTIONS', `this IP has ${perIp.all} connections, the most the server allows (max_connections_per_ip); close some`);
+          return;
+        }
         const query = new URLSearchParams(req.getQuery() ?? '');
         const key = req.getHeader('sec-websocket-key');
         const protocol = req.getHeader('sec-websocket-protocol');
         const extensions = req.getHeader('sec-websocket-extensions');
+        const now = Date.now();
         const conn: Conn = {
           address: '',
           device: query.get('device') ?? '',
           binary: query.get('format') === 'binary',
           open: true,
-          tokens: s.rateLimit,
-          refill: Date.now(),
-          lastLimitError: 0,
+          ip,
+          openedAt: now,
+          bucket: newBucket(s.rateLimit, now),
+          user: null,
+          owed: 0,
           presence: new Set(),
           backlogSeq: 0,
           backlogDone: false,
           stored: s.durable ? null : new Set(),
           confirmedAt: 0,
-          peer: this.logger.enabled('conn.open') ? Buffer.from(res.getRemoteAddressAsText()).toString() : '',
         };
         const token = query.get('token');
         if (token) {
@@ -391,48 +462,111 @@ export class Server {
           if (address) conn.address = address;
           else conn.authError = 'the token is unknown or was revoked; ask the backend for a new one';
         }
+        if (!conn.address) {
+          if (s.maxUnauthenticatedPerIp && perIp && perIp.unauth >= s.maxUnauthenticatedPerIp) {
+            st.refusedPerIp++;
+            refuseUpgrade(res, '429 Too Many Requests', 'E_TOO_MANY_CONNECTIONS', `this IP has ${perIp.unauth} connections that have not logged in (max_unauthenticated_per_ip); log in or close them`);
+            return;
+          }
+          // Full: the oldest socket that has not logged in makes room, so a
+          // flood of idle sockets cannot keep a real client from logging in.
+          if (this.unauth.size >= s.maxUnauthenticated) {
+            const oldest = this.unauth.values().next().value;
+            if (oldest) {
+              st.unauthenticatedEvicted++;
+              this.refuse(oldest, 'E_LOGIN_TIMEOUT', 'the server has too many connections that have not logged in; log in right after connecting', CLOSE_LOGIN_TIMEOUT);
+            }
+          }
+        }
         res.upgrade(conn, key, protocol, extensions, context);
       },
       open: (ws) => {
         const c = ws.getUserData();
-        this.logger.event('conn.open', { peer: c.peer });
-        if (c.authError) this.loginFailed(ws, 'E_AUTH', c.authError);
-        else if (c.address) this.loggedIn(ws);
+        let n = this.perIp.get(c.ip);
+        if (!n) this.perIp.set(c.ip, (n = { all: 0, unauth: 0 }));
+        n.all++;
+        this.logger.event('conn.open', { peer: c.ip });
+        if (c.authError) return this.loginFailed(ws, 'E_AUTH', c.authError);
+        if (c.address) return this.loggedIn(ws);
+        n.unauth++;
+        this.unauth.add(ws);
+        this.stats.unauthenticated = this.unauth.size;
+        this.loginTimer ??= setInterval(() => this.loginDeadline(), 1000).unref();
       },
       message: (ws, ab, isBinary) => this.onFrame(ws, ab, isBinary),
       drain: (ws) => this.pump(ws),
-      close: (ws, code) => {
+      close: (ws, code, reason) => {
         if (this.logger.enabled('conn.close')) {
           const c = ws.getUserData();
-          this.logger.event('conn.close', { address: c.address || undefined, device: c.device || undefined, peer: c.peer, code });
+          this.logger.event('conn.close', { address: c.address || undefined, device: c.device || undefined, peer: c.ip, code });
         }
-        this.onClose(ws);
+        this.onClose(ws, code, reason);
       },
     });
   }
 
-  private refuse(ws: WS, code: string, message: string): void {
+  private refuse(ws: WS, code: string, message: string, close = CLOSE_AUTH): void {
     const c = ws.getUserData();
     if (!c.open) return;
-    ws.send(JSON.stringify({ op: 'error', code, message }), false);
-    ws.end(CLOSE_AUTH, code);
+    ws.send(JSON.stringify({ op: 'error', code, message, id: 0 }), false);
+    ws.end(close, code);
+  }
+
+  /** No longer an unauthenticated socket (logged in or closed). */
+  private leftUnauth(ws: WS, c: Conn): void {
+    if (!this.unauth.delete(ws)) return;
+    this.stats.unauthenticated = this.unauth.size;
+    const n = this.perIp.get(c.ip);
+    if (n) n.unauth--;
+  }
+
+  /** Closes the sockets that have not logged in within login_timeout, oldest first. */
+  private loginDeadline(): void {
+    const due = Date.now() - this.settings.loginTimeout * 1000;
+    for (const ws of this.unauth) {
+      if (ws.getUserData().openedAt > due) break;
+      this.stats.loginTimeouts++;
+      this.refuse(ws, 'E_LOGIN_TIMEOUT', `no login within ${this.settings.loginTimeout} s of connecting; send the login frame right after the socket opens`, CLOSE_LOGIN_TIMEOUT);
+    }
+    if (!this.unauth.size && this.loginTimer) {
+      clearInterval(this.loginTimer);
+      this.loginTimer = null;
+    }
   }
 
   private loginFailed(ws: WS, code: string, message: string): void {
-    this.logger.event('login.failed', { peer: ws.getUserData().peer, code, reason: message });
+    this.logger.event('login.failed', { peer: ws.getUserData().ip, code, reason: message });
     this.refuse(ws, code, message);
   }
 
   private loggedIn(ws: WS): void {
     const c = ws.getUserData();
     const addr = c.address;
-    this.logger.event('login.ok', { address: addr, device: c.device || undefined, format: c.binary ? 'binary' : 'json', peer: c.peer });
+    this.leftUnauth(ws, c);
+    if (!validDevice(c.device)) {
+      this.stats.refusedBadDevice++;
+      c.address = '';
+      this.refuse(ws, 'E_BAD_DEVICE', `the device label must be up to 64 bytes of text without control characters; got ${Buffer.byteLength(c.device)} bytes`, CLOSE_BAD_LOGIN);
+      return;
+    }
+    let limits = this.perUser.get(addr);
+    if (limits && limits.connections >= this.settings.maxConnectionsPerUser) {
+      this.stats.refusedPerUser++;
+      c.address = '';
+      this.refuse(ws, 'E_TOO_MANY_CONNECTIONS', `${addr} has ${limits.connections} connections, the most the server allows (max_connections_per_user); close one`, CLOSE_TOO_MANY);
+      return;
+    }
+    if (!limits) this.perUser.set(addr, (limits = { bucket: newBucket(this.settings.userRateLimit, Date.now()), connections: 0 }));
+    limits.connections++;
+    c.user = limits;
+    this.logger.event('login.ok', { address: addr, device: c.device || undefined, format: c.binary ? 'binary' : 'json', peer: c.ip });
     let set = this.devices.get(addr);
     const first = !set;
     if (!set) this.devices.set(addr, (set = new Set()));
     set.add(ws);
     if (c.binary) this.binaryDevices++;
     else this.jsonDevices++;
+    this.stats.connections = this.jsonDevices + this.binaryDevices;
     this.core.login(addr, true);
     ws.send(JSON.stringify({ op: 'hello', address: addr, device: c.device, v: 1, max: this.settings.maxMessageSize }), false);
     if (first) this.app.publish(`p/${addr}`, JSON.stringify({ op: 'presence', from: addr, online: true }), false);
@@ -450,18 +584,32 @@ export class Server {
     else this.pumping.delete(address);
   }
 
-  private onClose(ws: WS): void {
+  private onClose(ws: WS, code: number, reason: ArrayBuffer): void {
     const c = ws.getUserData();
     c.open = false;
+    const n = this.perIp.get(c.ip);
+    if (n && --n.all === 0) this.perIp.delete(c.ip);
+    this.leftUnauth(ws, c);
+    // uWebSockets.js ends these itself, without a close frame.
+    if (code === 1006) {
+      const why = Buffer.from(reason).toString();
+      if (why === 'Received too big message') this.stats.framesTooLarge++;
+      else if (why === 'Received invalid UTF-8') this.stats.invalidText++;
+    }
+    if (c.presence.size) this.stats.presenceSubscriptions -= c.presence.size;
     if (!c.address) return;
     const set = this.devices.get(c.address);
     if (!set || !set.delete(ws)) return;
+    // The user's bucket outlives its last connection (until the purge
+    // timer), so reconnecting does not buy a fresh budget.
+    if (c.user) c.user.connections--;
     if (!c.backlogDone) {
       c.backlogDone = true;
       this.pumpDone(c.address);
     }
     if (c.binary) this.binaryDevices--;
     else this.jsonDevices--;
+    this.stats.connections = this.jsonDevices + this.binaryDevices;
     // stop() stores every live copy itself, before it closes the store.
     if (this.stopped) return;
     // What this device was sent but did not confirm may be lost with it:
@@ -505,6 +653,7 @@ export class Server {
         for (const m of page) {
           const f = format ? this.formatFrame(c, c.address, encodeStored(m, c.binary)) : encodeStored(m, c.binary);
           if (f) ws.send(f, c.binary);
+          c.owed += 2;
           c.stored?.add(`${m.sender}\0${m.id}`);
           c.backlogSeq = m.seq;
           // Large messages: stop within the page rather than overshoot the
@@ -523,7 +672,7 @@ export class Server {
       this.login(ws, ab, isBinary);
       return;
     }
-    if (!this.allow(ws, c)) return;
+    if (!this.allow(ws, c, ab, isBinary)) return;
     const mw = this.middleware;
     if (!mw.ingest.empty || !mw.normalize.empty || !mw.categorize.empty) {
       // Middleware may take its time: the frame must outlive this callback,
@@ -546,9 +695,15 @@ export class Server {
     if (this.logger.enabled('message.in')) this.logFrame(c, v);
     if (v < 0) {
       if (v === WIRE_E_UNKNOWN_OP && !isBinary && this.control(ws, c, frame)) return;
-      ws.send(native.encodeFrame('error', { error: v, id: 0, detail: this.core.lastErrorDetail() }, c.binary ? 1 : 0), c.binary);
+      if (v === WIRE_E_TOO_LARGE) this.stats.framesTooLarge++;
+      // In the form of the refused frame, naming it by its id (0 when the
+      // decoder could not read one), as the protocol's error section says.
+      ws.send(native.encodeFrame('error', { error: v, id: this.core.infoArray()[Info.Id], detail: this.core.lastErrorDetail() }, isBinary ? 1 : 0), isBinary);
       return;
     }
+    // A message whose JSON looked like a status to allow() spends the
+    // message budget after all.
+    if (this.core.infoArray()[Info.Op] !== OP_STATUS && looksLikeStatus(frame)) this.chargeMessage(c);
     if (v === VERDICT_DEFERRED) {
       this.deferred.set(this.core.infoArray()[Info.Token], { ws, outFormat, api: null });
       return;
@@ -668,23 +823,60 @@ export class Server {
     return r instanceof Promise ? r.then(back) : back(r);
   }
 
-  /** Token bucket: rate_limit frames per second, with a burst of one second's worth. */
-  private allow(ws: WS, c: Conn): boolean {
+  /**
+   * The rate limits, before the frame costs anything: a message spends a
+   * token of the connection's bucket (rate_limit) and of its user's
+   * (user_rate_limit), each a token bucket with a burst of one second's
+   * worth. A status answering a delivery this connection was sent spends
+   * neither (c.owed), so acknowledging a backlog is never limited; other
+   * statuses spend the connection's bucket. A dropped frame gets
+   * E_RATE_LIMITED with its id.
+   */
+  private allow(ws: WS, c: Conn, ab: ArrayBuffer, isBinary: boolean): boolean {
+    const frame = new Uint8Array(ab);
+    const s = this.settings;
     const now = Date.now();
-    if (now - c.refill >= 1000) {
-      c.tokens = this.settings.rateLimit;
-      c.refill = now;
+    if (looksLikeStatus(frame)) {
+      if (c.owed > 0) {
+        c.owed--;
+        return true;
+      }
+      if (take(c.bucket, s.rateLimit, s.rateLimit, now)) return true;
+      this.stats.statusesRateLimited++;
+      this.rateLimited(ws, frame, isBinary, `more than ${s.rateLimit} statuses a second for messages this connection was not sent; send statuses only for deliveries`);
+      return false;
     }
-    if (c.tokens > 0) {
-      c.tokens--;
+    const user = c.user!;
+    if (has(c.bucket, s.rateLimit, s.rateLimit, now) && take(user.bucket, s.userRateLimit, s.userRateLimit, now)) {
+      c.bucket.tokens--;
       return true;
     }
-    if (now - c.lastLimitError >= 1000) {
-      c.lastLimitError = now;
-      this.logger.event('frame.rate_limited', { address: c.address, peer: c.peer, rate_limit: this.settings.rateLimit });
-      ws.send(JSON.stringify({ op: 'error', code: 'E_RATE_LIMITED', message: `more than ${this.settings.rateLimit} frames in a second; frames are dropped until the next second, send slower` }), false);
-    }
+    this.stats.rateLimited++;
+    const which = c.bucket.tokens < 1 ? `${s.rateLimit} messages a second on this connection` : `${s.userRateLimit} messages a second for all connections of ${c.address}`;
+    this.rateLimited(ws, frame, isBinary, `more than ${which}; the frame was dropped: send it again later, more slowly`);
     return false;
+  }
+
+  private chargeMessage(c: Conn): void {
+    const s = this.settings;
+    const now = Date.now();
+    charge(c.bucket, s.rateLimit, s.rateLimit, now);
+    charge(c.user!.bucket, s.userRateLimit, s.userRateLimit, now);
+  }
+
+  /** E_RATE_LIMITED naming the dropped frame (a session error: always JSON). Decoding it costs only on this path. */
+  private rateLimited(ws: WS, frame: Uint8Array, isBinary: boolean, message: string): void {
+    let id = 0;
+    if (isBinary) {
+      const d = native.decodeFrame(frame, this.settings.maxMessageSize);
+      if (typeof d.id === 'number') id = d.id;
+    } else {
+      const v = native.jsonExtract(frame, 'id');
+      if (v && /^\d+$/.test(v.value)) id = Number(v.value);
+    }
+    const c = ws.getUserData();
+    this.logger.event('frame.rate_limited', { address: c.address, peer: c.ip, id, reason: message });
+    ws.send(JSON.stringify({ op: 'error', code: 'E_RATE_LIMITED', message, id }), false);
   }
 
   private login(ws: WS, ab: ArrayBuffer, isBinary: boolean): void {
@@ -707,36 +899,70 @@ export class Server {
     }
     const c = ws.getUserData();
     c.address = address;
-    if (typeof req.device === 'string') c.device = req.device;
+    if (req.device !== undefined) {
+      if (typeof req.device !== 'string') {
+        c.address = '';
+        this.stats.refusedBadDevice++;
+        this.refuse(ws, 'E_BAD_DEVICE', '"device" must be a string of up to 64 bytes of text without control characters', CLOSE_BAD_LOGIN);
+        return;
+      }
+      c.device = req.device;
+    }
     if (req.format === 'binary') c.binary = true;
     this.loggedIn(ws);
   }
 
   /** JSON control frames the core does not route: presence. Returns false for anything else. */
   private control(ws: WS, c: Conn, bytes: Uint8Array): boolean {
-    let req: { op?: unknown; to?: unknown; sub?: unknown };
+    let req: { op?: unknown; id?: unknown; to?: unknown; sub?: unknown };
     try {
       req = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
     } catch {
       return false;
     }
-    if (req.op === 'presence' && typeof req.to === 'string' && req.to) {
-      const t = `p/${req.to}`;
-      if (req.sub === false) {
-        ws.unsubscribe(t);
-        c.presence.delete(req.to);
-      } else {
-        ws.subscribe(t);
-        c.presence.add(req.to);
-      }
-      ws.send(JSON.stringify({ op: 'presence', from: req.to, online: this.devices.has(req.to) }), false);
+    if (!req || typeof req !== 'object') return false;
+    const id = typeof req.id === 'number' && Number.isInteger(req.id) && req.id >= 0 && req.id <= 0xffffffff ? req.id : 0;
+    if (req.op === 'presence') {
+      this.presenceRequest(ws, c, id, req.to, req.sub !== false);
       return true;
     }
     if (req.op === 'login') {
-      ws.send(JSON.stringify({ op: 'error', code: 'E_ALREADY_LOGGED_IN', message: `this connection is already logged in as ${c.address}` }), false);
+      ws.send(JSON.stringify({ op: 'error', code: 'E_ALREADY_LOGGED_IN', message: `this connection is already logged in as ${c.address}`, id }), false);
       return true;
     }
     return false;
+  }
+
+  /**
+   * A presence subscription (sub) or its end. Refused, with an error naming
+   * the request's id: an address that breaks the address rule
+   * (E_BAD_ADDRESS), more than max_presence subscriptions on the connection
+   * (E_PRESENCE_LIMIT), a user the presence policy does not let this user
+   * watch or that does not exist (E_PRESENCE_DENIED, one code for both).
+   */
+  private presenceRequest(ws: WS, c: Conn, id: number, to: unknown, sub: boolean): void {
+    const refuse = (code: string, message: string): void => {
+      this.stats.presenceRefused++;
+      ws.send(JSON.stringify({ op: 'error', code, message, id }), false);
+    };
+    if (!validAddress(to)) return refuse('E_BAD_ADDRESS', '"to" must be an address: 1 to 255 bytes of UTF-8 without control characters');
+    const t = `p/${to}`;
+    if (!sub) {
+      if (c.presence.delete(to)) {
+        ws.unsubscribe(t);
+        this.stats.presenceSubscriptions--;
+      }
+      ws.send(JSON.stringify({ op: 'presence', from: to, online: this.devices.has(to) }), false);
+      return;
+    }
+    if (!c.presence.has(to)) {
+      if (c.presence.size >= this.settings.maxPresence) return refuse('E_PRESENCE_LIMIT', `this connection follows ${c.presence.size} users, the most the server allows (max_presence); end a subscription with "sub":false first`);
+      if (!this.presence.mayWatch(c.address, to)) return refuse('E_PRESENCE_DENIED', `the server does not let ${c.address} follow the presence of ${to} (presence = ${this.settings.presence}; with contacts: users who share a group or have messaged each other)`);
+      ws.subscribe(t);
+      c.presence.add(to);
+      this.stats.presenceSubscriptions++;
+    }
+    ws.send(JSON.stringify({ op: 'presence', from: to, online: this.devices.has(to) }), false);
   }
 
   // --- routing ----------------------------------------------------------
@@ -771,18 +997,26 @@ export class Server {
       // it now reads confirmations for, and must not take the device for a
       // silent one and store its next copies too.
       if (ws && confirms && this.settings.durable) ws.getUserData().confirmedAt = Date.now();
-      if (this.wantsReceipt(key, status)) {
-        if (!lc) this.publish(to, out, frameLen, frame2Len, outFormat);
-        else {
-          // After the "sent" that confirmLive queued.
-          this.receiptsAfterAcks.push({ to, frames: holdFrames(out, frameLen, frame2Len, outFormat) });
+      const receiptGid = this.receiptFor(key, status);
+      if (receiptGid >= 0) {
+        // The core's frame does not know the group; a group message's
+        // receipt names it, as the sender's "sent" did.
+        const frames = receiptGid ? this.groupReceipt(id, status, from, to, receiptGid, outFormat) : null;
+        // Statuses reach the sender in the order sent, delivered, read: a
+        // "sent" still waiting in this.acks (a live copy confirmed in this
+        // turn, a commit not yet done) goes first, so the receipt waits
+        // behind it, as any receipt queued before it does.
+        if (lc || this.acks.length || this.receiptsAfterAcks.length) {
+          this.receiptsAfterAcks.push({ to, frames: frames ?? holdFrames(out, frameLen, frame2Len, outFormat) });
           this.scheduleFlush();
-        }
+        } else if (frames) this.publishFrames(to, frames);
+        else this.publish(to, out, frameLen, frame2Len, outFormat);
       }
       // With durability off only messages for offline users are stored: a
       // receipt for anything else has no copy to delete.
       if (!lc && status === Status.DELIVERED && (this.settings.durable || ws?.getUserData().stored?.delete(`${to}\0${id}`))) {
         this.store.ack(from, to, id);
+        this.inboxes.removed(from);
         this.scheduleFlush();
       }
       return status;
@@ -802,7 +1036,10 @@ export class Server {
       if (!recipients) status = Status.INVALIDDEST;
       else if (gid && !recipients.includes(from)) status = Status.BLOCKED;
       else if (flags & FLAG_TRANSIENT && !gid && !this.devices.has(to)) status = Status.NOTACTIVE;
-      else if (!this.middleware.send.empty || !this.middleware.format.empty) {
+      else if (!gid && this.mayStore(to, flags) && this.inboxes.full(to, info[Info.PayloadLen], Date.now())) {
+        this.stats.inboxFull++;
+        status = Status.INBOXFULL;
+      } else if (!this.middleware.send.empty || !this.middleware.format.empty) {
         // Per-recipient middleware: each copy is built, stored and sent on
         // its own; the sender's "sent" follows the last one.
         const snap: MessageFields = {
@@ -826,10 +1063,17 @@ export class Server {
         const live = hold && ws !== null && this.settings.durableGrace > 0;
         const now = Date.now();
         let liveBase: Omit<NewMessage, 'recipient'> | null = null;
+        if (this.presence.tracksMessages && !gid) this.presence.messaged(from, to);
         for (const r of recipients) {
           if (r === from && gid) continue;
+          // A member whose inbox is full misses a group message; the sender
+          // still hears "sent" for the others (a 1:1 message was refused above).
+          if (gid && this.mayStore(r, flags) && this.inboxes.full(r, info[Info.PayloadLen], now)) {
+            this.stats.inboxFull++;
+            continue;
+          }
           const online = this.devices.has(r);
-          if (flags & (FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(from, r, id, flags);
+          if (flags & (FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(from, r, id, flags, gid);
           if (online && live && !this.pumping.has(r) && !(this.heldTo.size && this.heldTo.has(r))) {
             this.publish(r, out, frameLen, frame2Len, outFormat);
             payload ??= Buffer.from(out.subarray(payloadAt, toAt));
@@ -855,6 +1099,7 @@ export class Server {
             recipient: r, sender: from, id, refid: info[Info.Refid], groupid: gid, flags, type: info[Info.Type], expiry,
             expiresAt: expiry ? now + expiry * 1000 : 0, payload,
           });
+          this.inboxes.added(r, payload.length);
           stored = true;
         }
       }
@@ -937,6 +1182,10 @@ export class Server {
       expiry: m.expiry, expiresAt: m.expiry ? Date.now() + m.expiry * 1000 : 0, payload: m.payload,
     };
     const transient = (m.flags & FLAG_TRANSIENT) !== 0;
+    if (this.mayStore(r, m.flags) && this.inboxes.full(r, m.payload.length, Date.now())) {
+      this.stats.inboxFull++;
+      return false;
+    }
     const online = this.devices.has(r);
     if (online) {
       const frames = (shared.frames ??= { json: this.jsonDevices ? encodeStored(copy, false) : null, binary: this.binaryDevices ? encodeStored(copy, true) : null });
@@ -945,9 +1194,10 @@ export class Server {
         this.heldTo.add(r);
       } else this.publishHeld({ to: r, frames });
     }
-    if (m.flags & (FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(from, r, m.id, m.flags);
+    if (m.flags & (FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(from, r, m.id, m.flags, m.groupid);
     if (transient || (online && !this.settings.durable && !this.pumping.has(r))) return false;
     this.store.enqueue(copy);
+    this.inboxes.added(r, copy.payload.length);
     return true;
   }
 
@@ -1007,36 +1257,58 @@ export class Server {
     // half way there instead: what it missed waits in the store and comes
     // on its next connection.
     for (const ws of this.devices.get(to) ?? []) {
+      // Each frame sent may be answered with a delivered and a read status
+      // that the rate limit does not count (allow()).
+      ws.getUserData().owed += 2;
       if (ws.getBufferedAmount() >= MAX_BACKPRESSURE / 2) {
         // Not end(): a close frame would queue behind what it does not read.
         if (ws.getUserData().open) {
-          this.logger.event('conn.slow_closed', { address: to, peer: ws.getUserData().peer, buffered: ws.getBufferedAmount() });
+          this.logger.event('conn.slow_closed', { address: to, peer: ws.getUserData().ip, buffered: ws.getBufferedAmount() });
           ws.close();
         }
       }
     }
   }
 
-  private trackReceipt(sender: string, recipient: string, id: number, flags: number): void {
+  /** Remembers the receipt flags of a message and its group, packed in one number (gid × 4 + flags): no object per message. */
+  private trackReceipt(sender: string, recipient: string, id: number, flags: number, gid: number): void {
     if (this.receiptFlags.size >= MAX_TRACKED_RECEIPTS) {
       const oldest = this.receiptFlags.keys().next().value;
       if (oldest !== undefined) this.receiptFlags.delete(oldest);
     }
-    this.receiptFlags.set(`${sender}\0${recipient}\0${id}`, flags);
+    this.receiptFlags.set(`${sender}\0${recipient}\0${id}`, gid * 4 + (flags & (FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)));
   }
 
   /**
    * Whether `recipient`'s receipt `status` for `sender`'s message `id` goes
-   * back to the sender: only when the message's flags asked for it. The
+   * back to the sender: only when the message's flags asked for it. Returns
+   * the message's gid (0 for a 1:1 message) when it does, -1 when not. The
    * flags of messages that want receipts are kept in memory from routing
    * (and, at start-up, from the store) until the receipt has gone back.
    */
-  private wantsReceipt(key: string, status: number): boolean {
-    if (this.receiptFlags.size === 0) return false;
-    const flags = this.receiptFlags.get(key);
-    if (!flags) return false;
+  private receiptFor(key: string, status: number): number {
+    if (this.receiptFlags.size === 0) return -1;
+    const packed = this.receiptFlags.get(key);
+    if (!packed) return -1;
+    const flags = packed & 3;
     if (status === Status.READ || !(flags & FLAG_READ_RECEIPT)) this.receiptFlags.delete(key);
-    return status === Status.READ ? (flags & FLAG_READ_RECEIPT) !== 0 : (flags & FLAG_DELIVERY_RECEIPT) !== 0;
+    const wanted = status === Status.READ ? (flags & FLAG_READ_RECEIPT) !== 0 : (flags & FLAG_DELIVERY_RECEIPT) !== 0;
+    return wanted ? Math.floor(packed / 4) : -1;
+  }
+
+  /** `from`'s receipt for `to`'s group message, in the forms `to`'s devices read. */
+  private groupReceipt(id: number, status: number, from: string, to: string, gid: number, outFormat: number): HeldFrames {
+    const f = { id, status, from, to, groupid: gid };
+    return {
+      json: outFormat !== OUT_BINARY ? this.core.statusFrame(f, 'json') : null,
+      binary: outFormat !== OUT_JSON ? this.core.statusFrame(f, 'binary') : null,
+    };
+  }
+
+  /** Whether a copy for `r` may end up in the store, and so counts against its inbox. */
+  private mayStore(r: string, flags: number): boolean {
+    if (flags & FLAG_TRANSIENT) return false;
+    return this.settings.durable || !this.devices.has(r) || this.pumping.has(r);
   }
 
   private group(gid: number): string[] | null {
@@ -1145,6 +1417,7 @@ export class Server {
   private storeLive(lc: LiveCopy): void {
     this.live.delete(lc.key);
     this.store.enqueue({ ...lc.base!, recipient: lc.recipient });
+    this.inboxes.added(lc.recipient, lc.base!.payload.length);
     lc.base = null;
     this.settleLive(lc);
     this.scheduleFlush();
@@ -1339,4 +1612,16 @@ function encodeStored(m: NewMessage, binary: boolean): Buffer {
 function wireErrorFor(code: number, detail: string): SwitchboardError {
   const e = native.wireError(code);
   return new SwitchboardError(e.code, detail ? `${e.message} (${detail})` : e.message, { detail });
+}
+
+/** The largest WebSocket message the transport reads (see maxPayloadLength). */
+function transportLimit(maxMessageSize: number): number {
+  return 4 * (2 * maxMessageSize + 4096);
+}
+
+/** Answers an upgrade request with an HTTP error instead of a WebSocket. */
+function refuseUpgrade(res: uWS.HttpResponse, status: string, code: string, message: string): void {
+  res.cork(() => {
+    res.writeStatus(status).writeHeader('Content-Type', 'application/json').end(JSON.stringify({ ok: false, code, message }));
+  });
 }

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { SwitchboardError } from '../errors';
 import type { ParsedConfig } from '../config';
 import type { LogFormat } from '../log';
+import type { PresencePolicy } from './presence';
 
 export interface ServerSettings {
   host: string;
@@ -28,6 +29,24 @@ export interface ServerSettings {
    * every message is written before anyone sees it).
    */
   durableGrace: number;
+  /** Seconds a socket may stay open without logging in (close 4008). */
+  loginTimeout: number;
+  /** Cap on all connections; 0: the file-descriptor limit less a reserve (limits.ts). */
+  maxConnections: number;
+  /** Sockets not logged in yet, in all and from one IP (0: no per-IP cap). */
+  maxUnauthenticated: number;
+  maxUnauthenticatedPerIp: number;
+  /** Connections from one IP (0: no cap) and of one user. */
+  maxConnectionsPerIp: number;
+  maxConnectionsPerUser: number;
+  /** Message frames per second for all connections of one user together. */
+  userRateLimit: number;
+  /** Presence subscriptions one connection may hold. */
+  maxPresence: number;
+  presence: PresencePolicy;
+  /** What may wait in the store for one recipient. */
+  maxInboxMessages: number;
+  maxInboxBytes: number;
 }
 
 export const DEFAULTS = {
@@ -38,6 +57,16 @@ export const DEFAULTS = {
   idleTimeout: 120,
   logLevel: 1,
   durableGrace: 50,
+  loginTimeout: 10,
+  maxConnections: 0,
+  maxUnauthenticated: 1000,
+  maxUnauthenticatedPerIp: 64,
+  maxConnectionsPerIp: 1000,
+  maxConnectionsPerUser: 16,
+  maxPresence: 256,
+  presence: 'all' as PresencePolicy,
+  maxInboxMessages: 10_000,
+  maxInboxBytes: 64 << 20,
 };
 
 function bad(cfg: ParsedConfig, key: string, value: string, expected: string): SwitchboardError {
@@ -68,6 +97,9 @@ export function settingsFrom(cfg: ParsedConfig): ServerSettings {
   if (logFormat !== 'text' && logFormat !== 'json') throw bad(cfg, 'log_format', logFormat, 'expected text (one line per event, for people) or json (for log collectors)');
   const store = get('store') ?? 'sqlite';
   if (store !== 'sqlite') throw bad(cfg, 'store', store, 'this release has the embedded SQLite store only: store = sqlite');
+  const presence = get('presence') ?? DEFAULTS.presence;
+  if (presence !== 'all' && presence !== 'contacts' && presence !== 'none') throw bad(cfg, 'presence', presence, 'expected all, contacts or none');
+  const rateLimit = int(cfg, 'rate_limit', DEFAULTS.rateLimit, 1, 10_000_000);
   return {
     host,
     port: Number(m[2]),
@@ -76,11 +108,23 @@ export function settingsFrom(cfg: ParsedConfig): ServerSettings {
     tlsCert: tlsCert && resolve(tlsCert),
     tlsKey: tlsKey && resolve(tlsKey),
     maxMessageSize: int(cfg, 'max_message_size', DEFAULTS.maxMessageSize, 1, 64 << 20),
-    rateLimit: int(cfg, 'rate_limit', DEFAULTS.rateLimit, 1, 10_000_000),
+    rateLimit,
     idleTimeout: int(cfg, 'idle_timeout', DEFAULTS.idleTimeout, 0, 3600),
     logLevel: int(cfg, 'log_level', DEFAULTS.logLevel, 0, 3),
     logFormat,
     durable: ['on', 'true', 'yes', '1'].includes(durable),
     durableGrace: int(cfg, 'durable_grace', DEFAULTS.durableGrace, 0, 60_000),
+    loginTimeout: int(cfg, 'login_timeout', DEFAULTS.loginTimeout, 1, 3600),
+    maxConnections: int(cfg, 'max_connections', DEFAULTS.maxConnections, 0, 10_000_000),
+    maxUnauthenticated: int(cfg, 'max_unauthenticated', DEFAULTS.maxUnauthenticated, 1, 10_000_000),
+    maxUnauthenticatedPerIp: int(cfg, 'max_unauthenticated_per_ip', DEFAULTS.maxUnauthenticatedPerIp, 0, 10_000_000),
+    maxConnectionsPerIp: int(cfg, 'max_connections_per_ip', DEFAULTS.maxConnectionsPerIp, 0, 10_000_000),
+    maxConnectionsPerUser: int(cfg, 'max_connections_per_user', DEFAULTS.maxConnectionsPerUser, 1, 10_000),
+    // Twice one connection's: a user on two devices is not slowed down.
+    userRateLimit: int(cfg, 'user_rate_limit', 2 * rateLimit, 1, 20_000_000),
+    maxPresence: int(cfg, 'max_presence', DEFAULTS.maxPresence, 0, 1_000_000),
+    presence,
+    maxInboxMessages: int(cfg, 'max_inbox_messages', DEFAULTS.maxInboxMessages, 1, 1_000_000_000),
+    maxInboxBytes: int(cfg, 'max_inbox_bytes', DEFAULTS.maxInboxBytes, 1, Number.MAX_SAFE_INTEGER),
   };
 }

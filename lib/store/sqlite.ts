@@ -154,11 +154,12 @@ function prepareStatements(db: Database) {
       'INSERT OR IGNORE INTO messages (recipient, sender, id, refid, groupid, flags, type, expiry, expires_at, payload) ' +
         'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
     ),
-    receiptFlags: db.prepare('SELECT recipient, sender, id, flags FROM messages WHERE (flags & ?) != 0 ORDER BY seq'),
+    receiptFlags: db.prepare('SELECT recipient, sender, id, groupid, flags FROM messages WHERE (flags & ?) != 0 ORDER BY seq'),
     deleteCopy: db.prepare('DELETE FROM messages WHERE recipient = ? AND sender = ? AND id = ?'),
     deleteRecipient: db.prepare('DELETE FROM messages WHERE recipient = ?'),
     pending: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE recipient = ? AND seq > ? AND ${UNEXPIRED} ORDER BY seq LIMIT ?`),
     countFor: db.pluck(`SELECT count(*) FROM messages WHERE recipient = ? AND ${UNEXPIRED}`),
+    queued: db.prepare(`SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE recipient = ? AND ${UNEXPIRED}`),
     countAll: db.pluck(`SELECT count(*) FROM messages WHERE ${UNEXPIRED}`),
     purgeExpired: db.prepare('DELETE FROM messages WHERE expires_at > 0 AND expires_at <= ?'),
   };
@@ -367,9 +368,14 @@ export class SqliteStore implements Store {
     return this.sql.pending.all(recipient, afterSeq, Date.now(), limit) as StoredMessage[];
   }
 
-  receiptFlagsPending(mask: number): { recipient: string; sender: string; id: number; flags: number }[] {
+  receiptFlagsPending(mask: number): { recipient: string; sender: string; id: number; groupid: number; flags: number }[] {
     this.checkOpen();
-    return this.sql.receiptFlags.all(mask) as { recipient: string; sender: string; id: number; flags: number }[];
+    return this.sql.receiptFlags.all(mask) as { recipient: string; sender: string; id: number; groupid: number; flags: number }[];
+  }
+
+  queued(recipient: string): { messages: number; bytes: number } {
+    this.checkOpen();
+    return this.sql.queued.get(recipient, Date.now()) as { messages: number; bytes: number };
   }
 
   countPending(recipient?: string): number {

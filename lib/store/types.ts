@@ -113,7 +113,9 @@ export interface Store {
    */
   pending(recipient: string, limit?: number, afterSeq?: number): StoredMessage[];
   /** Committed copies whose flags ask for a receipt (`flags & mask`), for the server to remember at start-up. */
-  receiptFlagsPending(mask: number): { recipient: string; sender: string; id: number; flags: number }[];
+  receiptFlagsPending(mask: number): { recipient: string; sender: string; id: number; groupid: number; flags: number }[];
+  /** How many committed, unexpired copies wait for the recipient and their payload bytes (the server's inbox limit). */
+  queued(recipient: string): { messages: number; bytes: number };
   /** How many committed, unexpired copies wait for the recipient (or for everyone). */
   countPending(recipient?: string): number;
   /** Deletes committed copies that expired at `nowMs` (default: now). Returns how many. */

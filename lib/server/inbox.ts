@@ -1,0 +1,81 @@
+/**
+ * The per-recipient inbox limit (`max_inbox_messages`, `max_inbox_bytes`):
+ * how much may wait in the store for one user. A copy that would take the
+ * recipient over either limit is refused, and a 1:1 sender hears status
+ * 0x82 (inbox full) instead of "sent".
+ *
+ * The counts are kept in memory so the check costs a map lookup per copy:
+ * read from the store the first time a recipient is seen, then moved by
+ * every store write the server makes. An acknowledgement does not say how
+ * large the deleted copy was, so it takes off the average size, and a
+ * resend that the store drops as a duplicate was counted: the count drifts.
+ * It is read again from the store whenever it says "full" (at most once a
+ * second per recipient), so drift can only delay a refusal, never cause a
+ * wrong one for long.
+ */
+import type { Store } from '../store/types';
+
+interface Count {
+  messages: number;
+  bytes: number;
+  /** ms time the count was last read from the store. */
+  readAt: number;
+}
+
+const REREAD_MS = 1000;
+
+export class Inboxes {
+  private readonly counts = new Map<string, Count>();
+
+  constructor(
+    private readonly store: Store,
+    readonly maxMessages: number,
+    readonly maxBytes: number,
+  ) {}
+
+  private count(recipient: string, now: number): Count {
+    let c = this.counts.get(recipient);
+    if (!c) {
+      const q = this.store.queued(recipient);
+      c = { messages: q.messages, bytes: q.bytes, readAt: now };
+      this.counts.set(recipient, c);
+    }
+    return c;
+  }
+
+  /** Whether one more copy of `bytes` payload bytes would take the recipient over a limit. */
+  full(recipient: string, bytes: number, now: number): boolean {
+    let c = this.count(recipient, now);
+    if (c.messages + 1 <= this.maxMessages && c.bytes + bytes <= this.maxBytes) return false;
+    if (now - c.readAt < REREAD_MS) return true;
+    // The store counts committed copies only: commit this turn's first (the
+    // group commit would a moment later), or they would be missed.
+    if (this.store.pendingWrites) this.store.flush();
+    this.counts.delete(recipient);
+    c = this.count(recipient, now);
+    return c.messages + 1 > this.maxMessages || c.bytes + bytes > this.maxBytes;
+  }
+
+  /** A copy was written (or buffered to be) for the recipient. */
+  added(recipient: string, bytes: number): void {
+    const c = this.counts.get(recipient);
+    if (!c) return; // read from the store, with this copy, when first needed
+    c.messages++;
+    c.bytes += bytes;
+  }
+
+  /** A copy for the recipient was acknowledged (and deleted). */
+  removed(recipient: string): void {
+    const c = this.counts.get(recipient);
+    if (!c || c.messages === 0) return;
+    const avg = c.bytes / c.messages;
+    c.messages--;
+    c.bytes = c.messages === 0 ? 0 : Math.max(0, c.bytes - avg);
+  }
+
+  /** Forget a recipient (removed user, expired copies purged): read again when next needed. */
+  forget(recipient?: string): void {
+    if (recipient === undefined) this.counts.clear();
+    else this.counts.delete(recipient);
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * Who may watch whose presence (the `presence` setting, docs/config.md):
+ *
+ * - `all`: any logged-in user may watch any existing user;
+ * - `contacts`: only users who share a group, or who have sent each other a
+ *   message since the server started (either direction);
+ * - `none`: presence requests are refused.
+ *
+ * Only existing users can be watched in any mode, so a subscription names
+ * at most one of a bounded set of addresses.
+ */
+import type { Store } from '../store/types';
+
+export type PresencePolicy = 'all' | 'contacts' | 'none';
+
+/** Pairs of users who messaged each other, kept at most this many (oldest forgotten first). */
+const MAX_CONTACT_PAIRS = 1_000_000;
+
+export class Presence {
+  /** "a\0b" with a < b, in the order the pairs were first seen. */
+  private readonly talked = new Set<string>();
+
+  constructor(
+    readonly policy: PresencePolicy,
+    private readonly store: Store,
+    private readonly users: Set<string>,
+  ) {}
+
+  /** Whether messages should be recorded as contacts (policy contacts only: it costs a string per message). */
+  get tracksMessages(): boolean {
+    return this.policy === 'contacts';
+  }
+
+  /** A message went from `a` to `b`: they are contacts from now on. */
+  messaged(a: string, b: string): void {
+    if (a === b) return;
+    const key = a < b ? `${a}\0${b}` : `${b}\0${a}`;
+    if (this.talked.has(key)) return;
+    if (this.talked.size >= MAX_CONTACT_PAIRS) {
+      const oldest = this.talked.values().next().value;
+      if (oldest !== undefined) this.talked.delete(oldest);
+    }
+    this.talked.add(key);
+  }
+
+  /**
+   * Whether `watcher` may subscribe to `target`'s presence. The same answer
+   * for a user that does not exist and for one the policy hides, so a
+   * refusal says nothing about who exists.
+   */
+  mayWatch(watcher: string, target: string): boolean {
+    if (this.policy === 'none' || !this.users.has(target)) return false;
+    if (this.policy === 'all' || watcher === target) return true;
+    const key = watcher < target ? `${watcher}\0${target}` : `${target}\0${watcher}`;
+    if (this.talked.has(key)) return true;
+    const mine = new Set(this.store.groupsOf(watcher));
+    return this.store.groupsOf(target).some((g) => mine.has(g));
+  }
+}
