@@ -18,6 +18,7 @@ import { SqliteStore } from '../store/sqlite';
 import type { NewMessage, Store } from '../store/types';
 import { handleApi, type ApiContext } from './api';
 import { settingsFrom, type ServerSettings } from './settings';
+import { requireNativeUws } from './transport';
 import { hashToken, newToken } from './tokens';
 
 /** mesibo status codes the server sends (see include/module.h). */
@@ -115,7 +116,8 @@ export interface StartOptions {
   log?: (line: string) => void;
 }
 
-function defaultLog(line: string): void {
+/** One line per event on stderr, with a timestamp (the CLI logs its own lines, e.g. SIGHUP, the same way). */
+export function defaultLog(line: string): void {
   process.stderr.write(`${new Date().toISOString()} ${line}\n`);
 }
 
@@ -204,6 +206,7 @@ export class Server {
   /** Reads the config, opens the core and the store, and listens. Rejects with a SwitchboardError on any start-up problem. */
   static async start(opts: StartOptions = {}): Promise<Server> {
     const log = opts.log ?? defaultLog;
+    requireNativeUws(uWS);
     const cfg =
       opts.configText !== undefined
         ? parseConfig({ text: opts.configText, file: opts.configFile ?? '<inline>', dir: opts.baseDir ?? process.cwd() })

@@ -60,7 +60,9 @@ export function settingsFrom(cfg: ParsedConfig): ServerSettings {
   const tlsKey = get('tls_key') ?? null;
   if ((tlsCert === null) !== (tlsKey === null)) throw bad(cfg, tlsCert ? 'tls_cert' : 'tls_key', (tlsCert ?? tlsKey)!, 'TLS needs both tls_cert and tls_key');
   const durable = get('durable') ?? 'on';
-  if (!['on', 'off', 'true', 'false', 'yes', 'no', '1', '0'].includes(durable)) throw bad(cfg, 'durable', durable, 'expected on or off');
+  // Exactly the two documented words: "false" or "0" read as "on" would be
+  // a durability promise the operator did not mean to give, or to take away.
+  if (durable !== 'on' && durable !== 'off') throw bad(cfg, 'durable', durable, 'expected on or off');
   const store = get('store') ?? 'sqlite';
   if (store !== 'sqlite') throw bad(cfg, 'store', store, 'this release has the embedded SQLite store only: store = sqlite');
   return {
@@ -74,7 +76,7 @@ export function settingsFrom(cfg: ParsedConfig): ServerSettings {
     rateLimit: int(cfg, 'rate_limit', DEFAULTS.rateLimit, 1, 10_000_000),
     idleTimeout: int(cfg, 'idle_timeout', DEFAULTS.idleTimeout, 0, 3600),
     logLevel: int(cfg, 'log_level', DEFAULTS.logLevel, 0, 3),
-    durable: ['on', 'true', 'yes', '1'].includes(durable),
+    durable: durable === 'on',
     durableGrace: int(cfg, 'durable_grace', DEFAULTS.durableGrace, 0, 60_000),
   };
 }
