@@ -52,8 +52,12 @@ node test/readme-example.js
 # The server is npm start's grandchild (npm -> sh -> node server.js); npm
 # does not pass SIGTERM on, so it goes to the server, as a service manager
 # would send it, and npm start then exits with the server's code.
-server=$(ps -o pid= --ppid "$(ps -o pid= --ppid "$pid" | head -1)" | head -1 | tr -d ' ')
-ps -o args= -p "$server" | grep -q 'server.js' || { echo "check-fresh-clone: cannot find the server process under $pid" >&2; exit 1; }
+descendants() { local c; for c in $(ps -o pid= --ppid "$1"); do echo "$c"; descendants "$c"; done; }
+server=
+for p in $(descendants "$pid"); do
+  if ps -o args= -p "$p" | grep -q '^node server.js'; then server=$p; break; fi
+done
+[ -n "$server" ] || { echo "check-fresh-clone: cannot find the server process under $pid" >&2; exit 1; }
 kill -TERM "$server"
 set +e
 wait "$pid"
