@@ -1,14 +1,14 @@
 'use strict';
 // `npm pack` / `npm publish`: the tarball always carries what runs without a
-// compiler: dist/ (the TypeScript, compiled), and for this platform
+// compiler: dist/ (compiled by the prepare script, which npm runs right after
+// this one), and for this platform
 // prebuilds/<platform>-<arch>/switchboard.node (prebuildify, N-API: one
 // binary for every Node version) and prebuilds/<platform>-<arch>/modules/
 // (the sample modules `switchboard init` points its config at).
-const { execFileSync, execSync } = require('child_process');
+const { execSync } = require('child_process');
 const path = require('path');
 const { buildSampleModules, root } = require('./build');
 
-execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.json'], { cwd: root, stdio: 'inherit' });
 execSync(`npx prebuildify --napi --strip -t ${process.version.slice(1)}`, { cwd: root, stdio: 'inherit' });
 const platform = `${process.platform}-${process.arch}`;
 buildSampleModules(path.join(root, 'prebuilds', platform, 'modules'));
