@@ -1,7 +1,22 @@
 {
   "targets": [
     {
+      "target_name": "switchboard_sqlite",
+      "type": "static_library",
+      "sources": [
+        "<!@(node -p \"require('./cpp/sources.json').sqlite.join(' ')\")"
+      ],
+      "defines": [
+        "<!@(node -p \"require('./cpp/sources.json').sqlite_defines.join(' ')\")"
+      ],
+      "cflags": ["-w", "-fvisibility=hidden"],
+      "direct_dependent_settings": {
+        "include_dirs": ["deps/sqlite"]
+      }
+    },
+    {
       "target_name": "switchboard",
+      "dependencies": ["switchboard_sqlite"],
       "sources": [
         "<!@(node -p \"const s=require('./cpp/sources.json'); s.core.concat(s.addon).join(' ')\")"
       ],

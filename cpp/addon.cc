@@ -14,6 +14,7 @@
 #include "io.h"
 #include "json_extract.h"
 #include "module.h"
+#include "sqlite_binding.h"
 #include "wire.h"
 
 namespace {
@@ -1021,6 +1022,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("wireError", Napi::Function::New(env, WireErrorInfo));
   exports.Set("moduleVersion", Napi::Number::New(env, MESIBO_MODULE_VERSION));
   exports.Set("infoSlots", Napi::Number::New(env, INFO_COUNT));
+  sb::sqlite_binding_init(env, exports);
   return exports;
 }
 

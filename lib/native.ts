@@ -55,6 +55,25 @@ export interface NativeCoreHandle {
   counters(): { jsCalls: number; waiting: number };
 }
 
+/** A value SQLite stores: what a parameter takes and a column gives back (cpp/sqlite_binding.cc). */
+export type SqliteValue = number | bigint | string | Buffer | null;
+/** One SQLite connection (cpp/sqlite_binding.cc). Errors carry SQLite's result code name as `code`. */
+export interface NativeSqliteDb {
+  exec(sql: string): void;
+  inTransaction(): boolean;
+  /** True when SQLite fell back to read-only because the file is not writable. */
+  openedReadonly(): boolean;
+  close(): void;
+}
+/** A prepared statement; every call binds all of its `?` parameters. */
+export interface NativeSqliteStatement {
+  /** Runs it; returns the number of rows changed. */
+  run(...params: (SqliteValue | boolean | undefined | Uint8Array)[]): number;
+  /** The first row (or with pluck its first column), undefined when there is none. */
+  get(...params: (SqliteValue | boolean | undefined | Uint8Array)[]): unknown;
+  all(...params: (SqliteValue | boolean | undefined | Uint8Array)[]): unknown[];
+}
+
 export interface NativeAddon {
   symbolsGlobal: boolean;
   symbolsGlobalError?: string;
@@ -67,6 +86,8 @@ export interface NativeAddon {
   encodeFrame(kind: 'msg' | 'status' | 'error', fields: Record<string, unknown>, format: number): Buffer;
   wireError(code: number): { code: string; message: string };
   jsonExtract(buf: Uint8Array, key: string, offset?: number): { value: string; next: number } | null;
+  SqliteDb: new (file: string, readonly: boolean, mustExist: boolean, busyTimeoutMs: number) => NativeSqliteDb;
+  SqliteStatement: new (db: NativeSqliteDb, sql: string, pluck: boolean) => NativeSqliteStatement;
 }
 
 /** Slots of the Float64Array that `submit` fills (mirrors InfoSlot in cpp/addon.cc). */

@@ -6,8 +6,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Database } from '../lib/store/db';
 import { SqliteStore, type NewMessage, type Store } from '../lib/store/index';
 
 const root = path.resolve(__dirname, '..');
@@ -411,7 +411,7 @@ describe('opening', () => {
         ('bob', 'alice', 2, 0, 0, 0, 0, 0, 0, x'32'),
         ('bob', 'alice', 1, 0, 0, 0, 0, 0, 0, x'6e6577');
     `);
-    raw.pragma('user_version = 1');
+    raw.exec('PRAGMA user_version = 1');
     raw.close();
     const st = open(file);
     expect(st.pending('bob').map((m) => `${m.id}:${m.payload.toString()}`)).toEqual(['1:old', '2:2']);
@@ -420,15 +420,15 @@ describe('opening', () => {
     expect(st.countPending('bob')).toBe(2);
     st.close();
     const check = new Database(file, { readonly: true });
-    expect(check.pragma('user_version', { simple: true })).toBe(2);
-    expect(check.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages' ORDER BY name").pluck().all()).toEqual(['messages_by_expiry', 'messages_by_recipient', 'messages_copy']);
+    expect(check.pluck('PRAGMA user_version').get()).toBe(2);
+    expect(check.pluck("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages' ORDER BY name").all()).toEqual(['messages_by_expiry', 'messages_by_recipient', 'messages_copy']);
     check.close();
   });
 
   it('a file from a newer schema is refused with E_STORE_VERSION', () => {
     const file = storeFile();
     const raw = new Database(file);
-    raw.pragma('user_version = 99');
+    raw.exec('PRAGMA user_version = 99');
     raw.close();
     expect(() => SqliteStore.open(file)).toThrow(/schema version 99/);
     expect(codeOf(() => SqliteStore.open(file))).toBe('E_STORE_VERSION');

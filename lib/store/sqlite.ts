@@ -1,27 +1,15 @@
 /**
- * The default store: one embedded SQLite file (better-sqlite3), so nothing
- * else has to run for `npm start`.
+ * The default store: one embedded SQLite file, so nothing else has to run
+ * for `npm start`. SQLite is compiled into the addon (lib/store/db.ts), so
+ * the store installs wherever the addon does, with no compiler.
  *
  * Message writes use group commit: enqueue() and ack() only append to an
  * in-memory buffer, and flush() commits the whole buffer in one transaction.
  * The server flushes once per event-loop turn and tells senders "sent" only
  * after that, so all the messages of a turn share one commit.
  */
-import type Database from 'better-sqlite3';
-
-/**
- * better-sqlite3 is an optional dependency: it compiles SQLite, which needs a
- * compiler where no prebuilt binary can be fetched, and the native core is
- * useful without it. It is loaded when a store is opened.
- */
-function loadSqlite(): typeof Database {
-  try {
-    return require('better-sqlite3') as typeof Database;
-  } catch (e) {
-    throw new SwitchboardError('E_STORE_UNAVAILABLE', `the SQLite store needs the better-sqlite3 package, which is not installed or did not build here (${(e as Error).message.split('\n')[0]}); run npm install better-sqlite3@12 where a C++ compiler is available`);
-  }
-}
 import { SwitchboardError } from '../errors';
+import { Database } from './db';
 import type { NewMessage, Store, StoredMessage } from './types';
 
 /** Stored in PRAGMA user_version. Bump it, and migrate in openSchema(), when the tables change. */
@@ -91,6 +79,9 @@ function openError(e: unknown, file: string): SwitchboardError {
   if (code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT')) {
     return new SwitchboardError('E_STORE_CORRUPT', `The store file "${file}" is not a SQLite database or is damaged (${reason}). Restore it from a backup, or move it aside to start with an empty store.`, { file, detail: code });
   }
+  if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
+    return new SwitchboardError('E_STORE_LOCKED', `The store file "${file}" is locked by another process (${reason}). Is another Switchboard (or a SQLite tool) using the same data_dir? Stop it, or give this server its own data_dir.`, { file, detail: code });
+  }
   return new SwitchboardError('E_STORE_OPEN', `Cannot open the store file "${file}": ${reason}. Check that its folder exists and that the server's user may write there, or point the store at another file.`, { file, detail: code || undefined });
 }
 
@@ -112,8 +103,8 @@ function checkMessage(m: NewMessage): void {
  * Creates the tables of a new file, accepts a file of this version, and
  * refuses one written by a newer Switchboard rather than guess at it.
  */
-function openSchema(db: Database.Database, file: string, readonly: boolean): void {
-  const version = db.pragma('user_version', { simple: true }) as number;
+function openSchema(db: Database, file: string, readonly: boolean): void {
+  const version = db.pluck('PRAGMA user_version').get() as number;
   if (version > SCHEMA_VERSION) {
     throw new SwitchboardError('E_STORE_VERSION', `The store file "${file}" has schema version ${version}, written by a newer Switchboard; this one reads up to version ${SCHEMA_VERSION}. Upgrade Switchboard, or restore a backup made by this version.`, { file });
   }
@@ -131,27 +122,27 @@ function openSchema(db: Database.Database, file: string, readonly: boolean): voi
       `);
     }
     db.exec(SCHEMA);
-    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
   })();
 }
 
 /** Every statement the store runs, prepared once when it opens. */
-function prepareStatements(db: Database.Database) {
+function prepareStatements(db: Database) {
   return {
     addUser: db.prepare('INSERT INTO users (address, token_hash) VALUES (?, ?) ON CONFLICT (address) DO NOTHING'),
     deleteUser: db.prepare('DELETE FROM users WHERE address = ?'),
     setTokenHash: db.prepare('UPDATE users SET token_hash = ? WHERE address = ?'),
-    userByTokenHash: db.prepare('SELECT address FROM users WHERE token_hash = ?').pluck(),
-    userExists: db.prepare('SELECT 1 FROM users WHERE address = ?').pluck(),
-    listUsers: db.prepare('SELECT address FROM users ORDER BY address').pluck(),
+    userByTokenHash: db.pluck('SELECT address FROM users WHERE token_hash = ?'),
+    userExists: db.pluck('SELECT 1 FROM users WHERE address = ?'),
+    listUsers: db.pluck('SELECT address FROM users ORDER BY address'),
 
     addGroup: db.prepare('INSERT INTO groups (gid, name) VALUES (?, ?) ON CONFLICT (gid) DO NOTHING'),
     deleteGroup: db.prepare('DELETE FROM groups WHERE gid = ?'),
-    groupExists: db.prepare('SELECT 1 FROM groups WHERE gid = ?').pluck(),
+    groupExists: db.pluck('SELECT 1 FROM groups WHERE gid = ?'),
     addMember: db.prepare('INSERT INTO members (gid, address) VALUES (?, ?) ON CONFLICT DO NOTHING'),
     deleteMember: db.prepare('DELETE FROM members WHERE gid = ? AND address = ?'),
-    members: db.prepare('SELECT address FROM members WHERE gid = ? ORDER BY address').pluck(),
-    groupsOf: db.prepare('SELECT gid FROM members WHERE address = ? ORDER BY gid').pluck(),
+    members: db.pluck('SELECT address FROM members WHERE gid = ? ORDER BY address'),
+    groupsOf: db.pluck('SELECT gid FROM members WHERE address = ? ORDER BY gid'),
 
     // A copy the recipient still has pending is not stored twice: a sender
     // that resends after a crash (its "sent" was lost) must not get a fresh
@@ -167,14 +158,14 @@ function prepareStatements(db: Database.Database) {
     deleteCopy: db.prepare('DELETE FROM messages WHERE recipient = ? AND sender = ? AND id = ?'),
     deleteRecipient: db.prepare('DELETE FROM messages WHERE recipient = ?'),
     pending: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE recipient = ? AND seq > ? AND ${UNEXPIRED} ORDER BY seq LIMIT ?`),
-    countFor: db.prepare(`SELECT count(*) FROM messages WHERE recipient = ? AND ${UNEXPIRED}`).pluck(),
-    countAll: db.prepare(`SELECT count(*) FROM messages WHERE ${UNEXPIRED}`).pluck(),
+    countFor: db.pluck(`SELECT count(*) FROM messages WHERE recipient = ? AND ${UNEXPIRED}`),
+    countAll: db.pluck(`SELECT count(*) FROM messages WHERE ${UNEXPIRED}`),
     purgeExpired: db.prepare('DELETE FROM messages WHERE expires_at > 0 AND expires_at <= ?'),
   };
 }
 
 export class SqliteStore implements Store {
-  private readonly db: Database.Database;
+  private readonly db: Database;
   private readonly readonly: boolean;
   private closed = false;
 
@@ -192,16 +183,22 @@ export class SqliteStore implements Store {
   /**
    * Opens the store in `file`, creating the file and its tables if needed.
    * Throws E_STORE_OPEN if the file cannot be opened or created (missing or
-   * unwritable folder, or with `readonly` a file that does not exist),
-   * E_STORE_CORRUPT if it is not a SQLite database, and E_STORE_VERSION if a
-   * newer Switchboard wrote it.
+   * unwritable folder, a file this user may not write, or with `readonly` a
+   * file that does not exist), E_STORE_CORRUPT if it is not a SQLite
+   * database, E_STORE_LOCKED if another process still holds a lock on it
+   * after `busyTimeoutMs` (default 5000), and E_STORE_VERSION if a newer
+   * Switchboard wrote it.
    */
-  static open(file: string, opts: { readonly?: boolean } = {}): SqliteStore {
+  static open(file: string, opts: { readonly?: boolean; busyTimeoutMs?: number } = {}): SqliteStore {
     const readonly = opts.readonly ?? false;
-    let db: Database.Database | undefined;
+    let db: Database | undefined;
     try {
-      const Sqlite = loadSqlite();
-      db = new Sqlite(file, { readonly, fileMustExist: readonly });
+      db = new Database(file, { readonly, busyTimeoutMs: opts.busyTimeoutMs });
+      // SQLite quietly opens a file it may not write read-only; the server
+      // would then fail on its first commit instead of at start-up.
+      if (!readonly && db.openedReadonly) {
+        throw new SwitchboardError('E_STORE_OPEN', `The store file "${file}" is read-only for this user. Give the server's user write access to it and its folder, or point the store at another file.`, { file, detail: 'SQLITE_READONLY' });
+      }
       if (!readonly) {
         // WAL with synchronous=NORMAL: before flush() returns, the commit is
         // written to the WAL file, i.e. handed to the OS, so a killed server
@@ -209,10 +206,10 @@ export class SqliteStore implements Store {
         // give. A power cut or kernel crash can still lose the last commits
         // (not corrupt the file); covering that too (FULL) costs an fsync on
         // every event-loop turn.
-        db.pragma('journal_mode = WAL');
-        db.pragma('synchronous = NORMAL');
+        db.exec('PRAGMA journal_mode = WAL');
+        db.exec('PRAGMA synchronous = NORMAL');
       }
-      db.pragma('foreign_keys = ON');
+      db.exec('PRAGMA foreign_keys = ON');
       openSchema(db, file, readonly);
       return new SqliteStore(db, readonly);
     } catch (e) {
@@ -221,7 +218,7 @@ export class SqliteStore implements Store {
     }
   }
 
-  private constructor(db: Database.Database, readonly: boolean) {
+  private constructor(db: Database, readonly: boolean) {
     this.db = db;
     this.readonly = readonly;
     this.sql = prepareStatements(db);
@@ -243,7 +240,7 @@ export class SqliteStore implements Store {
     });
     this.removeUserTx = db.transaction((address: string) => {
       sql.deleteRecipient.run(address);
-      return sql.deleteUser.run(address).changes > 0;
+      return sql.deleteUser.run(address) > 0;
     });
     this.editMembersTx = db.transaction((gid: number, add: string[], remove: string[]) => {
       if (!sql.groupExists.get(gid)) throw new SwitchboardError('E_STORE_NO_GROUP', `There is no group ${gid}; create it before editing its members.`);
@@ -259,7 +256,7 @@ export class SqliteStore implements Store {
   addUser(address: string, tokenHash: string): boolean {
     this.checkWritable();
     if (!isAddress(address)) throw argumentError('A user address must be a non-empty string.');
-    return this.withTokenCheck(() => this.sql.addUser.run(address, tokenHash).changes > 0);
+    return this.withTokenCheck(() => this.sql.addUser.run(address, tokenHash) > 0);
   }
 
   removeUser(address: string): boolean {
@@ -270,7 +267,7 @@ export class SqliteStore implements Store {
 
   setTokenHash(address: string, tokenHash: string): boolean {
     this.checkWritable();
-    return this.withTokenCheck(() => this.sql.setTokenHash.run(tokenHash, address).changes > 0);
+    return this.withTokenCheck(() => this.sql.setTokenHash.run(tokenHash, address) > 0);
   }
 
   userByTokenHash(tokenHash: string): string | null {
@@ -293,12 +290,12 @@ export class SqliteStore implements Store {
   addGroup(gid: number, name: string): boolean {
     this.checkWritable();
     if (!Number.isInteger(gid) || gid < 1 || gid > 0xffffffff) throw argumentError(`A group id must be an integer from 1 to 4294967295, not ${gid}.`);
-    return this.sql.addGroup.run(gid, name).changes > 0;
+    return this.sql.addGroup.run(gid, name) > 0;
   }
 
   removeGroup(gid: number): boolean {
     this.checkWritable();
-    return this.sql.deleteGroup.run(gid).changes > 0;
+    return this.sql.deleteGroup.run(gid) > 0;
   }
 
   groupExists(gid: number): boolean {
@@ -383,7 +380,7 @@ export class SqliteStore implements Store {
 
   purgeExpired(nowMs = Date.now()): number {
     this.checkWritable();
-    return this.sql.purgeExpired.run(nowMs).changes;
+    return this.sql.purgeExpired.run(nowMs);
   }
 
   close(): void {

@@ -40,7 +40,7 @@ export type NewMessage = Omit<StoredMessage, 'seq'>;
 
 /**
  * Errors carry a stable `code` (see SwitchboardError): E_STORE_OPEN,
- * E_STORE_CORRUPT, E_STORE_VERSION when opening; E_STORE_WRITE when a flush
+ * E_STORE_CORRUPT, E_STORE_LOCKED, E_STORE_VERSION when opening; E_STORE_WRITE when a flush
  * fails; E_STORE_READONLY, E_STORE_CLOSED, E_STORE_NO_GROUP, E_STORE_NO_USER,
  * E_STORE_TOKEN_IN_USE and E_STORE_ARGUMENT for calls the store cannot serve.
  */
