@@ -105,7 +105,32 @@ async function serve(file: string, explicit: boolean, log: (line: string) => voi
     process.stderr.write(`switchboard: cannot start: ${e.message} [${e.code}]\n`);
     return 1;
   }
-  let server: Server;
+  // The handlers go in before start-up: a signal between the "listening"
+  // line and the end of start() would otherwise take Node's default (exit
+  // at once, no drain). One that comes during start-up stops the server as
+  // soon as it is up.
+  let server: Server | null = null;
+  let stopRequested: string | null = null;
+  let finish: (code: number) => void = () => {};
+  const done = new Promise<number>((resolve) => (finish = resolve));
+  const stop = (signal: string) => {
+    if (stopRequested) return;
+    stopRequested = signal;
+    if (!server) return;
+    log(`${signal}: stopping`);
+    server.stop().then(
+      () => finish(0),
+      (e) => {
+        log(`stop failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+        finish(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  // Node's default for SIGHUP is to exit at once, which skips the drain and
+  // leaves the store's WAL behind. A service manager's "reload" sends it.
+  process.on('SIGHUP', () => log('SIGHUP ignored: this release cannot reload its configuration; restart the server to apply changes'));
   try {
     server = await Server.start({ configFile: file });
   } catch (e) {
@@ -113,26 +138,12 @@ async function serve(file: string, explicit: boolean, log: (line: string) => voi
     process.stderr.write(`switchboard: cannot start: ${err.message ?? String(e)}${err.code ? ` [${err.code}]` : ''}\n`);
     return 1;
   }
-  return new Promise<number>((resolve) => {
-    let stopping = false;
-    const stop = (signal: string) => {
-      if (stopping) return;
-      stopping = true;
-      log(`${signal}: stopping`);
-      server.stop().then(
-        () => resolve(0),
-        (e) => {
-          log(`stop failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-          resolve(1);
-        },
-      );
-    };
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    // Node's default for SIGHUP is to exit at once, which skips the drain and
-    // leaves the store's WAL behind. A service manager's "reload" sends it.
-    process.on('SIGHUP', () => log('SIGHUP ignored: this release cannot reload its configuration; restart the server to apply changes'));
-  });
+  if (stopRequested) {
+    const signal = stopRequested;
+    stopRequested = null;
+    stop(signal);
+  }
+  return done;
 }
 
 /**
