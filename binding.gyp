@@ -27,7 +27,7 @@
       ],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_DISABLE_CPP_EXCEPTIONS"],
       "cflags": ["-fvisibility=hidden"],
-      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-fexceptions", "-fvisibility=hidden", "-fvisibility-inlines-hidden"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "<!@(node -p \"process.env.SWITCHBOARD_WERROR === '1' ? '-Werror' : ''\")", "-fexceptions", "-fvisibility=hidden", "-fvisibility-inlines-hidden"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
       "libraries": ["-ldl", "-lpthread"]
     }

@@ -1,32 +1,15 @@
 #!/usr/bin/env node
 'use strict';
-// `node server.js [--config FILE]`: starts Switchboard from ./mesibo.conf (or
-// --config FILE, or $MESIBO_CONF). A bad config, a busy port or an
-// unwritable data folder stops start-up with one line on stderr and exit 1.
-// SIGINT/SIGTERM stop accepting, close connections, flush the store, run
-// every module's on_cleanup and exit 0.
-const path = require('node:path');
-const { Server } = require('./dist/index.js');
-
-function configPath(argv) {
-  const i = argv.indexOf('--config');
-  if (i >= 0 && argv[i + 1]) return argv[i + 1];
-  return process.env.MESIBO_CONF || path.join(process.cwd(), 'mesibo.conf');
+// `node server.js [--config FILE]` (what `npm start` runs) is the
+// `switchboard` command: lib/cli.ts has the flags, `init`, the signals and
+// the exit codes (`--help` lists them).
+let cli;
+try {
+  cli = require('./dist/cli.js');
+} catch (e) {
+  if (e.code !== 'MODULE_NOT_FOUND' || !String(e.message).includes('dist/cli.js')) throw e;
+  // A checkout whose install skipped scripts (--ignore-scripts) has no dist/.
+  console.error('switchboard: cannot start: dist/ is missing; run `npm run build:ts` (npm install does it) [E_NOT_BUILT]');
+  process.exit(1);
 }
-
-Server.start({ configFile: configPath(process.argv.slice(2)) }).then(
-  (server) => {
-    let stopping = false;
-    const stop = () => {
-      if (stopping) return;
-      stopping = true;
-      server.stop().then(() => process.exit(0));
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  },
-  (e) => {
-    console.error(`switchboard: cannot start: ${e.message}${e.code ? ` [${e.code}]` : ''}`);
-    process.exit(1);
-  },
-);
+cli.main(process.argv.slice(2)).then((code) => process.exit(code));

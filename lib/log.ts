@@ -28,8 +28,12 @@ export const EVENTS = {
   'transport.error': { level: 0, severity: 'error' },
   'middleware.error': { level: 0, severity: 'error' },
   'bot.error': { level: 0, severity: 'error' },
+  /** The command line's stop after SIGTERM/SIGINT failed (it then exits 1). */
+  'server.stop_failed': { level: 0, severity: 'error' },
   /** The native core's own warnings: a slow or crashing module, a timed-out decision, a module's failed HTTP/socket/FastCGI request. */
   'core.warning': { level: 0, severity: 'warn' },
+  /** A setting asks for more than the machine allows; the server uses less. */
+  'server.setting_lowered': { level: 0, severity: 'warn' },
   /** A module sent to an address or group nobody has. */
   'module.unknown_destination': { level: 0, severity: 'warn' },
   /** A line from a module (mesibo_log, ctx.log): its block's `log` item decides which get here. */
@@ -39,6 +43,8 @@ export const EVENTS = {
   'module.loaded': { level: 1, severity: 'info' },
   'server.listening': { level: 1, severity: 'info' },
   'server.stopping': { level: 1, severity: 'info' },
+  /** The command line got a signal: SIGTERM/SIGINT stop the server, SIGHUP is ignored until reload exists. */
+  'server.signal': { level: 1, severity: 'info' },
   'server.stopped': { level: 1, severity: 'info' },
   // 2: who comes and goes, and what the backend asks.
   'conn.open': { level: 2, severity: 'debug' },

@@ -1,11 +1,12 @@
 'use strict';
-// `npm install` hook: use a prebuilt binary when one matches this platform,
-// otherwise compile the addon from source with cmake-js. Installing from the
-// packed tarball on a machine without a compiler therefore works as long as
-// prebuilds/ carries a binary for it (N-API: one binary per platform/arch).
-const { execSync } = require('child_process');
+// `npm install` hook: use a prebuilt addon when one loads on this platform
+// (the packed tarball ships prebuilds/<platform>-<arch>/ with the addon and
+// the sample modules, so it installs without a compiler), otherwise compile
+// the addon with node-gyp and the sample modules into build/modules.
+// SWITCHBOARD_BUILD_FROM_SOURCE=1 always compiles; SWITCHBOARD_WERROR=1 makes
+// warnings errors (CI sets both).
 const path = require('path');
-const root = path.join(__dirname, '..');
+const { buildAddon, buildSampleModules, root } = require('./build');
 
 function prebuiltLoads() {
   try {
@@ -19,6 +20,7 @@ function prebuiltLoads() {
 if (process.env.SWITCHBOARD_BUILD_FROM_SOURCE !== '1' && prebuiltLoads()) {
   console.log('switchboard: using the prebuilt addon');
 } else {
-  const werror = process.env.SWITCHBOARD_WERROR === '1' ? ' --CDSWITCHBOARD_WERROR=ON' : '';
-  execSync(`npx cmake-js compile --CDCMAKE_BUILD_TYPE=Release${werror}`, { cwd: root, stdio: 'inherit' });
+  buildAddon();
+  buildSampleModules(path.join(root, 'build', 'modules'));
+  console.log('switchboard: built the addon (build/Release) and the sample modules (build/modules)');
 }

@@ -19,6 +19,7 @@ import { SqliteStore } from '../store/sqlite';
 import type { NewMessage, Store } from '../store/types';
 import { handleApi, type ApiContext } from './api';
 import { settingsFrom, type ServerSettings } from './settings';
+import { requireNativeUws } from './transport';
 import { hashToken, newToken } from './tokens';
 import { Inboxes } from './inbox';
 import { charge, connectionCap, fileDescriptorLimit, has, looksLikeStatus, newBucket, newStats, take, validAddress, validDevice, type Bucket, type IpCount, type LimitStats } from './limits';
@@ -227,7 +228,12 @@ export class Server {
     const fds = fileDescriptorLimit();
     this.stats = newStats(connectionCap(settings.maxConnections, fds));
     if (settings.maxConnections > this.stats.connectionCap) {
-      log(`[limits] max_connections = ${settings.maxConnections} is more than the ${fds} file descriptors allow with a reserve for the store and modules; using ${this.stats.connectionCap} (raise the limit with ulimit -n or LimitNOFILE=)`);
+      logger.event('server.setting_lowered', {
+        setting: 'max_connections',
+        value: settings.maxConnections,
+        used: this.stats.connectionCap,
+        reason: `the process may open ${fds} file descriptors, less a reserve for the store and modules; raise the limit with ulimit -n or LimitNOFILE=`,
+      });
     }
     this.inboxes = new Inboxes(store, settings.maxInboxMessages, settings.maxInboxBytes);
     this.presence = new Presence(settings.presence, store, this.users);
@@ -253,6 +259,7 @@ export class Server {
 
   /** Reads the config, opens the core and the store, and listens. Rejects with a SwitchboardError on any start-up problem. */
   static async start(opts: StartOptions = {}): Promise<Server> {
+    requireNativeUws(uWS);
     const cfg =
       opts.configText !== undefined
         ? parseConfig({ text: opts.configText, file: opts.configFile ?? '<inline>', dir: opts.baseDir ?? process.cwd() })

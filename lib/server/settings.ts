@@ -92,7 +92,9 @@ export function settingsFrom(cfg: ParsedConfig): ServerSettings {
   const tlsKey = get('tls_key') ?? null;
   if ((tlsCert === null) !== (tlsKey === null)) throw bad(cfg, tlsCert ? 'tls_cert' : 'tls_key', (tlsCert ?? tlsKey)!, 'TLS needs both tls_cert and tls_key');
   const durable = get('durable') ?? 'on';
-  if (!['on', 'off', 'true', 'false', 'yes', 'no', '1', '0'].includes(durable)) throw bad(cfg, 'durable', durable, 'expected on or off');
+  // Exactly the two documented words: "false" or "0" read as "on" would be
+  // a durability promise the operator did not mean to give, or to take away.
+  if (durable !== 'on' && durable !== 'off') throw bad(cfg, 'durable', durable, 'expected on or off');
   const logFormat = get('log_format') ?? 'text';
   if (logFormat !== 'text' && logFormat !== 'json') throw bad(cfg, 'log_format', logFormat, 'expected text (one line per event, for people) or json (for log collectors)');
   const store = get('store') ?? 'sqlite';
@@ -112,7 +114,7 @@ export function settingsFrom(cfg: ParsedConfig): ServerSettings {
     idleTimeout: int(cfg, 'idle_timeout', DEFAULTS.idleTimeout, 0, 3600),
     logLevel: int(cfg, 'log_level', DEFAULTS.logLevel, 0, 3),
     logFormat,
-    durable: ['on', 'true', 'yes', '1'].includes(durable),
+    durable: durable === 'on',
     durableGrace: int(cfg, 'durable_grace', DEFAULTS.durableGrace, 0, 60_000),
     loginTimeout: int(cfg, 'login_timeout', DEFAULTS.loginTimeout, 1, 3600),
     maxConnections: int(cfg, 'max_connections', DEFAULTS.maxConnections, 0, 10_000_000),
