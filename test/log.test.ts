@@ -197,7 +197,7 @@ describe('store errors', () => {
     const script = `
       const { Server } = require(${JSON.stringify(path.join(root, 'dist', 'index.js'))});
       Server.start({ configText: 'listen = 127.0.0.1:0\\ndata_dir = ${dir}/data\\napp_token = ${APP}\\nlog_level = 0\\n' }).then((s) => {
-        process.stdin.on('data', () => { s.store.db.pragma('query_only = ON'); process.stdout.write('READONLY\\n'); });
+        process.stdin.on('data', () => { s.store.db.exec('PRAGMA query_only = ON'); process.stdout.write('READONLY\\n'); });
         process.stdout.write('READY ' + s.port + '\\n');
       });`;
     const child = reap(spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'pipe', 'pipe'] }));

@@ -88,7 +88,7 @@ const EXPECTED_LINES = [
   'alice got "echo: ping" from echo',
 ];
 
-/** Throws unless the lines are the expected ones, each once, in any order. */
+/** Throws unless the lines are the expected ones, each once, with one message's statuses in order. */
 function checkLines(lines) {
   const left = [...lines];
   for (const want of EXPECTED_LINES) {
@@ -97,6 +97,10 @@ function checkLines(lines) {
     left.splice(i, 1);
   }
   if (left.length) throw new Error(`the README's chat printed more than expected:\n${left.join('\n')}`);
+  // Other events may interleave, but one message's statuses come in the
+  // order the protocol promises: sent, delivered, read (docs/protocol.md).
+  const order = lines.filter((l) => /to bob is now/.test(l)).map((l) => l.replace(/^.* is now /, ''));
+  if (order.join() !== 'sent,delivered,read') throw new Error(`alice heard bob's statuses as ${order.join(', ')}; the order must be sent, delivered, read`);
 }
 
 module.exports = { readmeExample, runExample, checkLines, EXPECTED_LINES };
