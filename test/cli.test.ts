@@ -128,7 +128,7 @@ describe('switchboard [--config FILE]', () => {
       const dir = scratch();
       const p = run(args(config(dir, 'x.conf')), scratch());
       const port = await listening(p);
-      expect(p.err()).toMatch(/modules: echo; store: sqlite .*data\/switchboard\.db/);
+      expect(p.err()).toMatch(/modules=echo store=\S*data\/switchboard\.db/);
       expect(await health(port)).toMatchObject({ ok: true });
       p.child.kill('SIGTERM');
       expect(await p.exit).toBe(0);

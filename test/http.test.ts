@@ -834,6 +834,6 @@ describe('module unloading', () => {
     expect((await fetch({ url: `${plainUrl}/text` })).result).toBe(0);
     // The orphaned module's lines reach the open core's log, not stderr.
     const orphan = o.logs.filter((l) => l.module === null && l.text.startsWith('[module ?] orphan')).map((l) => l.text);
-    expect(orphan).toEqual([expect.stringMatching(/^\[module \?\] orphan fail progress -\d+/), expect.stringMatching(/^\[module \?\] orphan close -\d+/)]);
+    expect(orphan).toEqual([expect.stringMatching(/^\[module \?\] orphan close -\d+/), expect.stringMatching(/^\[module \?\] orphan fail progress -\d+/)]);
   });
 });
