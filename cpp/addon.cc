@@ -584,6 +584,12 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
       o.Set("logLevel", static_cast<double>(inst.log_level));
       o.Set("script", Napi::Boolean::New(env, inst.script));
       o.Set("errors", static_cast<double>(inst.errors));
+      o.Set("timeouts", static_cast<double>(inst.timeouts));
+      Napi::Object verdicts = Napi::Object::New(env);
+      verdicts.Set("pass", static_cast<double>(inst.verdicts[sb::VERDICT_PASS]));
+      verdicts.Set("consumed", static_cast<double>(inst.verdicts[sb::VERDICT_CONSUMED]));
+      verdicts.Set("deferred", static_cast<double>(inst.verdicts[sb::VERDICT_DEFER]));
+      o.Set("verdicts", verdicts);
       Napi::Array hooks = Napi::Array::New(env);
       const void *fns[sb::HOOK_COUNT] = {reinterpret_cast<const void *>(m.on_message),
                                          reinterpret_cast<const void *>(m.on_message_status),
@@ -599,6 +605,9 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
         s.Set("calls", static_cast<double>(inst.stats[h].calls));
         s.Set("totalNs", static_cast<double>(inst.stats[h].total_ticks) * sb::ns_per_tick());
         s.Set("maxNs", static_cast<double>(inst.stats[h].max_ticks) * sb::ns_per_tick());
+        Napi::Array buckets = Napi::Array::New(env, sb::kHookBuckets + 1);
+        for (uint32_t b = 0; b <= sb::kHookBuckets; ++b) buckets.Set(b, static_cast<double>(inst.stats[h].buckets[b]));
+        s.Set("buckets", buckets);
         stats.Set(name, s);
       }
       o.Set("hooks", hooks);
@@ -1025,6 +1034,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("wireError", Napi::Function::New(env, WireErrorInfo));
   exports.Set("moduleVersion", Napi::Number::New(env, MESIBO_MODULE_VERSION));
   exports.Set("infoSlots", Napi::Number::New(env, INFO_COUNT));
+  Napi::Array bounds = Napi::Array::New(env, sb::kHookBuckets);
+  for (uint32_t b = 0; b < sb::kHookBuckets; ++b) bounds.Set(b, sb::kHookBucketBounds[b]);
+  exports.Set("hookBucketBounds", bounds);
   sb::sqlite_binding_init(env, exports);
   return exports;
 }

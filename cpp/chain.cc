@@ -19,16 +19,28 @@ namespace {
 // block, and the log is where their authors will look.
 constexpr uint64_t kSlowCallbackNs = 50ull * 1000 * 1000;
 
+// kHookBucketBounds in ticks, so that counting a call converts nothing.
+struct BucketTicks {
+  uint64_t bound[kHookBuckets];
+  BucketTicks() {
+    for (size_t i = 0; i < kHookBuckets; ++i) bound[i] = static_cast<uint64_t>(kHookBucketBounds[i] * 1e9 / ns_per_tick());
+  }
+};
+
 // Records one callback that started at `started` and returns the time it
 // ended, which the chain reuses as the next module's start.
 uint64_t record(Core &core, Instance &inst, Hook h, uint64_t started) {
   static const uint64_t slow_ticks = static_cast<uint64_t>(kSlowCallbackNs / ns_per_tick());
+  static const BucketTicks buckets;
   uint64_t now = ticks();
   uint64_t t = now - started;
   HookStats &s = inst.stats[h];
   ++s.calls;
   s.total_ticks += t;
   if (t > s.max_ticks) s.max_ticks = t;
+  size_t b = 0;
+  while (b < kHookBuckets && t > buckets.bound[b]) ++b;
+  ++s.buckets[b];
   if (t > slow_ticks)
     core_logf(core, 0, "warning: module \"%s\" %s took %.0f ms; callbacks run on the event loop and must not block",
               inst.name.c_str(), hook_name(h), static_cast<double>(t) * ns_per_tick() / 1e6);
@@ -51,6 +63,11 @@ WireFormat first_format(int out_format, WireFormat in) {
 }
 
 }  // namespace
+
+// From 10 µs (a module that does real work) to 5 s (past the default
+// deferred timeout): a native module's plain call is far below the first
+// bound, and what operators look for is the tail.
+const double kHookBucketBounds[kHookBuckets] = {1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.25, 1.0};
 
 uint64_t now_ns() {
   struct timespec ts;
@@ -133,6 +150,7 @@ int chain_run(Core &core, size_t start, ChainMsg &msg, size_t *stopped) {
     }
     if (r == SWITCHBOARD_RESULT_DEFER) {
       if (core.running_handle) {
+        ++inst.verdicts[VERDICT_DEFER];
         *stopped = i;
         return SWITCHBOARD_RESULT_DEFER;
       }
@@ -150,7 +168,11 @@ int chain_run(Core &core, size_t start, ChainMsg &msg, size_t *stopped) {
       core.live_handles.erase(core.running_handle);
       core.running_handle = 0;
     }
-    if (r == MESIBO_RESULT_CONSUMED) return MESIBO_RESULT_CONSUMED;
+    if (r == MESIBO_RESULT_CONSUMED) {
+      ++inst.verdicts[VERDICT_CONSUMED];
+      return MESIBO_RESULT_CONSUMED;
+    }
+    ++inst.verdicts[VERDICT_PASS];
     if (r != MESIBO_RESULT_PASS && !inst.warned_result) {
       inst.warned_result = true;
       core_logf(core, 0,
@@ -655,7 +677,10 @@ void core_drain(Core &core, std::vector<Outgoing> &deliveries, std::vector<LogLi
                 pd.at ? pd.at->name.c_str() : "?", static_cast<unsigned long>(pd.params.id), pd.from.c_str(),
                 pd.at ? static_cast<double>(pd.at->timeout_ns) / 1e6 : 0.0,
                 r.verdict == MESIBO_RESULT_CONSUMED ? "dropped" : "passed on");
-      if (pd.at) ++pd.at->errors;
+      if (pd.at) {
+        ++pd.at->errors;
+        ++pd.at->timeouts;
+      }
     }
     if (r.replace) pd.payload = std::move(r.payload);
     if (r.fields) {

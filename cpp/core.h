@@ -36,6 +36,13 @@ struct ModuleSlot {
 enum Hook { HOOK_MESSAGE, HOOK_STATUS, HOOK_LOGIN, HOOK_CALL, HOOK_CALL_STATUS, HOOK_COUNT };
 const char *hook_name(Hook h);
 
+// Upper bounds (inclusive, in seconds) of the fixed buckets every hook's
+// call times are counted in, for the switchboard_module_hook_seconds
+// histogram: fixed, so that counting a call is a few compares and one
+// increment (most calls land in the first bucket, and the scan stops there).
+constexpr size_t kHookBuckets = 12;
+extern const double kHookBucketBounds[kHookBuckets];
+
 // Time spent in one hook of one instance, in ticks() units (ns_per_tick()
 // converts): reading the clock twice per module call must cost next to
 // nothing, and clock_gettime costs ~40 ns on some virtual machines.
@@ -43,7 +50,14 @@ struct HookStats {
   uint64_t calls = 0;
   uint64_t total_ticks = 0;
   uint64_t max_ticks = 0;
+  // Calls per bucket, not cumulative: [i] took at most kHookBucketBounds[i]
+  // and more than the bound before; [kHookBuckets] took longer than all.
+  uint64_t buckets[kHookBuckets + 1] = {};
 };
+
+// What on_message returned, counted per instance (a DEFER without a handle
+// counts as the PASS it is treated as).
+enum Verdict { VERDICT_PASS, VERDICT_CONSUMED, VERDICT_DEFER, VERDICT_COUNT };
 
 // One declaration of a module in the configuration: its own config, context
 // and position, even when the same library is declared twice.
@@ -70,6 +84,8 @@ struct Instance {
   uint64_t timeout_ns = 5000ull * 1000 * 1000;
   int on_error = MESIBO_RESULT_PASS;
   uint64_t errors = 0;  // timeouts, and errors the host counted (throws, rejections)
+  uint64_t timeouts = 0;  // deferred decisions that ended in a timeout (also in errors)
+  uint64_t verdicts[VERDICT_COUNT] = {};
   bool capturing_init_log = false;
   std::vector<std::string> init_log;  // lines logged during init, for load errors
   HookStats stats[HOOK_COUNT];

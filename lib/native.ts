@@ -24,8 +24,13 @@ export interface NativeInstance {
   script: boolean;
   /** Timeouts of deferred decisions, and errors its host counted (throws, rejections). */
   errors: number;
+  /** Deferred decisions that ended in a timeout (also counted in errors). */
+  timeouts: number;
+  /** What on_message returned; deferred counts the decisions taken with switchboard_defer. */
+  verdicts: { pass: number; consumed: number; deferred: number };
   hooks: string[];
-  stats: Record<string, { calls: number; totalNs: number; maxNs: number }>;
+  /** buckets: calls per bucket of hookBucketBounds (not cumulative), the last one past every bound. */
+  stats: Record<string, { calls: number; totalNs: number; maxNs: number; buckets: number[] }>;
 }
 export type ConfigSource = { file: string } | { text: string; file?: string; dir?: string };
 
@@ -79,6 +84,8 @@ export interface NativeAddon {
   symbolsGlobalError?: string;
   moduleVersion: number;
   infoSlots: number;
+  /** Upper bounds in seconds of the buckets hook call times are counted in (cpp/core.h kHookBucketBounds). */
+  hookBucketBounds: number[];
   CoreHandle: new (src: ConfigSource, onEvents: (d: NativeDelivery[], l: NativeLogLine[]) => void) => NativeCoreHandle;
   parseConfig(src: ConfigSource): NativeConfig;
   noop(): void;
