@@ -18,7 +18,9 @@ const char *const kConfigSettings[] = {
     // Limits (docs/config.md, "Limits").
     "login_timeout", "max_connections", "max_unauthenticated", "max_unauthenticated_per_ip",
     "max_connections_per_ip", "max_connections_per_user", "user_rate_limit", "max_presence", "presence",
-    "max_inbox_messages", "max_inbox_bytes", nullptr,
+    "max_inbox_messages", "max_inbox_bytes",
+    // Metrics (docs/operations.md, "Metrics").
+    "metrics_listen", "metrics_token", nullptr,
 };
 
 const std::string *ModuleDecl::item(std::string_view key) const {

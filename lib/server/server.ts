@@ -24,6 +24,7 @@ import { hashToken, newToken } from './tokens';
 import { Inboxes } from './inbox';
 import { charge, connectionCap, fileDescriptorLimit, has, looksLikeStatus, newBucket, newStats, take, validAddress, validDevice, type Bucket, type IpCount, type LimitStats } from './limits';
 import { Presence } from './presence';
+import { countCommit, metricsAuthorized, newCounts, ProcessMetrics, renderMetrics, type MetricCounts } from './metrics';
 
 /** mesibo status codes the server sends (see include/module.h). */
 export const Status = {
@@ -217,6 +218,13 @@ export class Server {
   private loginTimer: NodeJS.Timeout | null = null;
   private readonly inboxes: Inboxes;
   private readonly presence: Presence;
+  /** Counts for GET /metrics (metrics.ts): plain numbers, rendered only when scraped. */
+  readonly metrics: MetricCounts = newCounts();
+  private readonly processMetrics = new ProcessMetrics();
+  private metricsApp: uWS.TemplatedApp | null = null;
+  private metricsSocket: uWS.us_listen_socket | null = null;
+  /** The port /metrics is served on: metrics_listen's, or the server's. */
+  metricsPort = 0;
 
   private constructor(settings: ServerSettings, core: Core, store: Store, logger: Logger) {
     this.settings = settings;
@@ -317,21 +325,43 @@ export class Server {
     return server;
   }
 
-  private listen(): Promise<void> {
+  private async listen(): Promise<void> {
     const { host, port } = this.settings;
+    this.listenSocket = await this.listenOn(this.app, host, port, 'listen');
+    this.port = uWS.us_socket_local_port(this.listenSocket as unknown as uWS.us_socket);
+    this.metricsPort = this.port;
+    const ml = this.settings.metricsListen;
+    if (ml) {
+      this.metricsApp = uWS.App();
+      this.metricsApp.get('/metrics', (res, req) => this.serveMetrics(res, req));
+      this.metricsApp.any('/*', (res) => {
+        res.cork(() => {
+          res.writeStatus('404 Not Found').writeHeader('Content-Type', 'application/json').end(JSON.stringify({ ok: false, code: 'E_NOT_FOUND', message: 'metrics_listen serves GET /metrics only' }));
+        });
+      });
+      try {
+        this.metricsSocket = await this.listenOn(this.metricsApp, ml.host, ml.port, 'metrics_listen');
+      } catch (e) {
+        uWS.us_listen_socket_close(this.listenSocket);
+        this.listenSocket = null;
+        throw e;
+      }
+      this.metricsPort = uWS.us_socket_local_port(this.metricsSocket as unknown as uWS.us_socket);
+    }
+  }
+
+  private listenOn(app: uWS.TemplatedApp, host: string, port: number, setting: string): Promise<uWS.us_listen_socket> {
     return new Promise((resolve, reject) => {
       // Exclusive: a busy port is an error, not a second server sharing it.
       // The typings lack the (host, port, options, cb) form the binary has.
-      const listen = this.app.listen as unknown as (h: string, p: number, o: number, cb: (ls: uWS.us_listen_socket | false) => void) => void;
+      const listen = app.listen as unknown as (h: string, p: number, o: number, cb: (ls: uWS.us_listen_socket | false) => void) => void;
       const exclusive = (uWS as unknown as { LIBUS_LISTEN_EXCLUSIVE_PORT: number }).LIBUS_LISTEN_EXCLUSIVE_PORT;
-      listen.call(this.app, host, port, exclusive, (ls: uWS.us_listen_socket | false) => {
+      listen.call(app, host, port, exclusive, (ls: uWS.us_listen_socket | false) => {
         if (!ls) {
-          reject(new SwitchboardError('E_LISTEN', `cannot listen on ${host}:${port}: the port is in use or the address is not local; change listen in the config`));
+          reject(new SwitchboardError('E_LISTEN', `cannot listen on ${host}:${port}: the port is in use or the address is not local; change ${setting} in the config`));
           return;
         }
-        this.listenSocket = ls;
-        this.port = uWS.us_socket_local_port(ls as unknown as uWS.us_socket);
-        resolve();
+        resolve(ls);
       });
     });
   }
@@ -372,6 +402,9 @@ export class Server {
     this.logger.event('server.stopping', { connections: this.jsonDevices + this.binaryDevices });
     if (this.listenSocket) uWS.us_listen_socket_close(this.listenSocket);
     this.listenSocket = null;
+    if (this.metricsSocket) uWS.us_listen_socket_close(this.metricsSocket);
+    this.metricsSocket = null;
+    this.processMetrics.stop();
     for (const set of [...this.devices.values()]) for (const ws of [...set]) ws.end(1001, 'server shutting down');
     if (this.purgeTimer) clearInterval(this.purgeTimer);
     if (this.loginTimer) clearInterval(this.loginTimer);
@@ -385,7 +418,36 @@ export class Server {
     this.store.close();
     this.core.close();
     (this.app as unknown as { close?: () => void }).close?.();
+    (this.metricsApp as unknown as { close?: () => void } | null)?.close?.();
     this.logger.event('server.stopped');
+  }
+
+  /** GET /metrics: the exposition text, or 401 without the metrics_token. */
+  private serveMetrics(res: uWS.HttpResponse, req: uWS.HttpRequest): void {
+    if (!metricsAuthorized(this.settings.metricsToken, req.getHeader('authorization'))) {
+      res.cork(() => {
+        res
+          .writeStatus('401 Unauthorized')
+          .writeHeader('Content-Type', 'application/json')
+          .writeHeader('WWW-Authenticate', 'Bearer')
+          .end(JSON.stringify({ ok: false, code: 'E_METRICS_TOKEN', message: 'GET /metrics needs the header Authorization: Bearer <metrics_token>; set it in the scraper (Prometheus: authorization.credentials)' }));
+      });
+      return;
+    }
+    const text = renderMetrics(
+      {
+        counts: this.metrics,
+        stats: this.stats,
+        modules: this.core.modules,
+        deferredWaiting: this.core.counters().waiting,
+        storeWaiting: this.store.countPending(),
+        version: VERSION,
+      },
+      this.processMetrics,
+    );
+    res.cork(() => {
+      res.writeHeader('Content-Type', 'text/plain; version=0.0.4; charset=utf-8').end(text);
+    });
   }
 
   // --- sessions -------------------------------------------------------------
@@ -409,6 +471,14 @@ export class Server {
     this.app.get('/health', (res) => {
       res.cork(() => {
         res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ ok: true, connections: this.jsonDevices + this.binaryDevices, unauthenticated: this.unauth.size, modules: this.core.modules.length, limits: this.stats }));
+      });
+    });
+    this.app.get('/metrics', (res, req) => {
+      if (!s.metricsListen) return this.serveMetrics(res, req);
+      // Said plainly, rather than the WebSocket route's silent close, so a
+      // scraper pointed at the wrong port says why.
+      res.cork(() => {
+        res.writeStatus('404 Not Found').writeHeader('Content-Type', 'application/json').end(JSON.stringify({ ok: false, code: 'E_NOT_FOUND', message: `metrics are served on metrics_listen (port ${this.metricsPort}), not on this port` }));
       });
     });
     this.app.any('/api', (res, req) => handleApi(api, res, req));
@@ -533,6 +603,7 @@ export class Server {
     for (const ws of this.unauth) {
       if (ws.getUserData().openedAt > due) break;
       this.stats.loginTimeouts++;
+      this.countLogin('E_LOGIN_TIMEOUT');
       this.refuse(ws, 'E_LOGIN_TIMEOUT', `no login within ${this.settings.loginTimeout} s of connecting; send the login frame right after the socket opens`, CLOSE_LOGIN_TIMEOUT);
     }
     if (!this.unauth.size && this.loginTimer) {
@@ -541,7 +612,12 @@ export class Server {
     }
   }
 
+  private countLogin(result: string): void {
+    this.metrics.logins.set(result, (this.metrics.logins.get(result) ?? 0) + 1);
+  }
+
   private loginFailed(ws: WS, code: string, message: string): void {
+    this.countLogin(code);
     this.logger.event('login.failed', { peer: ws.getUserData().ip, code, reason: message });
     this.refuse(ws, code, message);
   }
@@ -552,6 +628,7 @@ export class Server {
     this.leftUnauth(ws, c);
     if (!validDevice(c.device)) {
       this.stats.refusedBadDevice++;
+      this.countLogin('E_BAD_DEVICE');
       c.address = '';
       this.refuse(ws, 'E_BAD_DEVICE', `the device label must be up to 64 bytes of text without control characters; got ${Buffer.byteLength(c.device)} bytes`, CLOSE_BAD_LOGIN);
       return;
@@ -559,6 +636,7 @@ export class Server {
     let limits = this.perUser.get(addr);
     if (limits && limits.connections >= this.settings.maxConnectionsPerUser) {
       this.stats.refusedPerUser++;
+      this.countLogin('E_TOO_MANY_CONNECTIONS');
       c.address = '';
       this.refuse(ws, 'E_TOO_MANY_CONNECTIONS', `${addr} has ${limits.connections} connections, the most the server allows (max_connections_per_user); close one`, CLOSE_TOO_MANY);
       return;
@@ -566,6 +644,7 @@ export class Server {
     if (!limits) this.perUser.set(addr, (limits = { bucket: newBucket(this.settings.userRateLimit, Date.now()), connections: 0 }));
     limits.connections++;
     c.user = limits;
+    this.countLogin('ok');
     this.logger.event('login.ok', { address: addr, device: c.device || undefined, format: c.binary ? 'binary' : 'json', peer: c.ip });
     let set = this.devices.get(addr);
     const first = !set;
@@ -655,11 +734,13 @@ export class Server {
         ws.subscribe(topic(c.address, c.binary));
         return;
       }
+      this.metrics.backlogPages++;
       ws.cork(() => {
         const format = !this.middleware.format.empty;
         for (const m of page) {
           const f = format ? this.formatFrame(c, c.address, encodeStored(m, c.binary)) : encodeStored(m, c.binary);
           if (f) ws.send(f, c.binary);
+          this.metrics.delivered++;
           c.owed += 2;
           c.stored?.add(`${m.sender}\0${m.id}`);
           c.backlogSeq = m.seq;
@@ -992,6 +1073,7 @@ export class Server {
 
     if (info[Info.Op] === OP_STATUS) {
       const status = info[Info.Status];
+      this.metrics.statuses[status & 255]++;
       const confirms = status === Status.DELIVERED || status === Status.READ;
       // Built only when a map may hold it.
       const key = this.live.size || this.receiptFlags.size ? `${to}\0${from}\0${id}` : '';
@@ -1038,7 +1120,8 @@ export class Server {
     let status: number = Status.SENT;
     let stored = false;
     let liveAck: LiveAck | null = null;
-    if (verdict === 0) {
+    if (verdict !== 0) this.metrics.receivedConsumed++;
+    else {
       const recipients = gid ? this.group(gid) : this.users.has(to) ? [to] : null;
       if (!recipients) status = Status.INVALIDDEST;
       else if (gid && !recipients.includes(from)) status = Status.BLOCKED;
@@ -1054,6 +1137,7 @@ export class Server {
           payload: Buffer.from(out.subarray(payloadAt, toAt)),
         };
         const ack = ws ? { ws, frame: ackFrame(), binary: senderBinary } : null;
+        this.metrics.receivedPass++;
         this.deliverEach(from, recipients, snap, ack);
         return status;
       } else {
@@ -1083,6 +1167,7 @@ export class Server {
           if (flags & (FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(from, r, id, flags, gid);
           if (online && live && !this.pumping.has(r) && !(this.heldTo.size && this.heldTo.has(r))) {
             this.publish(r, out, frameLen, frame2Len, outFormat);
+            this.metrics.delivered++;
             payload ??= Buffer.from(out.subarray(payloadAt, toAt));
             liveAck ??= { ws: ws!, frame: ackFrame(), binary: senderBinary, left: 0 };
             liveBase ??= {
@@ -1093,6 +1178,7 @@ export class Server {
             continue;
           }
           if (online) {
+            this.metrics.delivered++;
             if (!hold) this.publish(r, out, frameLen, frame2Len, outFormat);
             else {
               held ??= holdFrames(out, frameLen, frame2Len, outFormat);
@@ -1107,9 +1193,12 @@ export class Server {
             expiresAt: expiry ? now + expiry * 1000 : 0, payload,
           });
           this.inboxes.added(r, payload.length);
+          this.metrics.copiesStored++;
           stored = true;
         }
       }
+      if (status === Status.SENT) this.metrics.receivedPass++;
+      else this.metrics.receivedFailed++;
     }
     if (!ws) {
       if (stored) this.flushNow();
@@ -1195,6 +1284,7 @@ export class Server {
     }
     const online = this.devices.has(r);
     if (online) {
+      this.metrics.delivered++;
       const frames = (shared.frames ??= { json: this.jsonDevices ? encodeStored(copy, false) : null, binary: this.binaryDevices ? encodeStored(copy, true) : null });
       if (this.settings.durable && !transient) {
         this.held.push({ to: r, frames });
@@ -1204,6 +1294,7 @@ export class Server {
     if (m.flags & (FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(from, r, m.id, m.flags, m.groupid);
     if (transient || (online && !this.settings.durable && !this.pumping.has(r))) return false;
     this.store.enqueue(copy);
+    this.metrics.copiesStored++;
     this.inboxes.added(r, copy.payload.length);
     return true;
   }
@@ -1270,6 +1361,7 @@ export class Server {
       if (ws.getBufferedAmount() >= MAX_BACKPRESSURE / 2) {
         // Not end(): a close frame would queue behind what it does not read.
         if (ws.getUserData().open) {
+          this.metrics.slowClosed++;
           this.logger.event('conn.slow_closed', { address: to, peer: ws.getUserData().ip, buffered: ws.getBufferedAmount() });
           ws.close();
         }
@@ -1424,6 +1516,7 @@ export class Server {
   private storeLive(lc: LiveCopy): void {
     this.live.delete(lc.key);
     this.store.enqueue({ ...lc.base!, recipient: lc.recipient });
+    this.metrics.copiesStored++;
     this.inboxes.added(lc.recipient, lc.base!.payload.length);
     lc.base = null;
     this.settleLive(lc);
@@ -1539,7 +1632,9 @@ export class Server {
     this.flushScheduled = false;
     if (this.store.pendingWrites) {
       try {
+        const t0 = performance.now();
         this.store.flush();
+        countCommit(this.metrics, (performance.now() - t0) / 1000);
       } catch (e) {
         // Nothing held is published and no "sent" goes out: senders resend.
         this.logger.event('store.error', { op: 'flush', error: errorText(e) });

@@ -47,6 +47,10 @@ export interface ServerSettings {
   /** What may wait in the store for one recipient. */
   maxInboxMessages: number;
   maxInboxBytes: number;
+  /** GET /metrics on its own HOST:PORT (null: on the server's port). */
+  metricsListen: { host: string; port: number } | null;
+  /** When set, /metrics needs `Authorization: Bearer <metrics_token>`. */
+  metricsToken: string | null;
 }
 
 export const DEFAULTS = {
@@ -81,12 +85,17 @@ function int(cfg: ParsedConfig, key: string, def: number, min: number, max: numb
   return Number(v);
 }
 
+/** HOST:PORT of `listen` or `metrics_listen`; an empty host is every address. */
+function hostPort(cfg: ParsedConfig, key: string, v: string): { host: string; port: number } {
+  const m = /^(\[[^\]]+\]|[^:]*):(\d+)$/.exec(v);
+  if (!m || Number(m[2]) > 65535) throw bad(cfg, key, v, 'expected HOST:PORT, e.g. 127.0.0.1:5222 (port 0 picks a free one)');
+  return { host: m[1].replace(/^\[|\]$/g, '') || '0.0.0.0', port: Number(m[2]) };
+}
+
 export function settingsFrom(cfg: ParsedConfig): ServerSettings {
   const get = (k: string) => cfg.settings.find((s) => s.key === k)?.value;
-  const listen = get('listen') ?? DEFAULTS.listen;
-  const m = /^(\[[^\]]+\]|[^:]*):(\d+)$/.exec(listen);
-  if (!m || Number(m[2]) > 65535) throw bad(cfg, 'listen', listen, 'expected HOST:PORT, e.g. 127.0.0.1:5222 (port 0 picks a free one)');
-  const host = m[1].replace(/^\[|\]$/g, '') || '0.0.0.0';
+  const { host, port } = hostPort(cfg, 'listen', get('listen') ?? DEFAULTS.listen);
+  const metricsListen = get('metrics_listen');
   const resolve = (p: string) => (path.isAbsolute(p) ? p : path.join(cfg.dir, p));
   const tlsCert = get('tls_cert') ?? null;
   const tlsKey = get('tls_key') ?? null;
@@ -104,7 +113,7 @@ export function settingsFrom(cfg: ParsedConfig): ServerSettings {
   const rateLimit = int(cfg, 'rate_limit', DEFAULTS.rateLimit, 1, 10_000_000);
   return {
     host,
-    port: Number(m[2]),
+    port,
     appToken: get('app_token') || null,
     dataDir: resolve(get('data_dir') ?? DEFAULTS.dataDir),
     tlsCert: tlsCert && resolve(tlsCert),
@@ -128,5 +137,7 @@ export function settingsFrom(cfg: ParsedConfig): ServerSettings {
     presence,
     maxInboxMessages: int(cfg, 'max_inbox_messages', DEFAULTS.maxInboxMessages, 1, 1_000_000_000),
     maxInboxBytes: int(cfg, 'max_inbox_bytes', DEFAULTS.maxInboxBytes, 1, Number.MAX_SAFE_INTEGER),
+    metricsListen: metricsListen ? hostPort(cfg, 'metrics_listen', metricsListen) : null,
+    metricsToken: get('metrics_token') || null,
   };
 }
