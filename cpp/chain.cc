@@ -19,19 +19,20 @@ namespace {
 // block, and the log is where their authors will look.
 constexpr uint64_t kSlowCallbackNs = 50ull * 1000 * 1000;
 
-// kHookBucketBounds in ticks, so that counting a call converts nothing.
-struct BucketTicks {
-  uint64_t bound[kHookBuckets];
-  BucketTicks() {
-    for (size_t i = 0; i < kHookBuckets; ++i) bound[i] = static_cast<uint64_t>(kHookBucketBounds[i] * 1e9 / ns_per_tick());
+// The thresholds record() compares with, in ticks, so that counting a call
+// converts nothing; one static, so one initialisation guard per call.
+struct TickBounds {
+  uint64_t slow;
+  uint64_t bucket[kHookBuckets];
+  TickBounds() : slow(static_cast<uint64_t>(kSlowCallbackNs / ns_per_tick())) {
+    for (size_t i = 0; i < kHookBuckets; ++i) bucket[i] = static_cast<uint64_t>(kHookBucketBounds[i] * 1e9 / ns_per_tick());
   }
 };
 
 // Records one callback that started at `started` and returns the time it
 // ended, which the chain reuses as the next module's start.
 uint64_t record(Core &core, Instance &inst, Hook h, uint64_t started) {
-  static const uint64_t slow_ticks = static_cast<uint64_t>(kSlowCallbackNs / ns_per_tick());
-  static const BucketTicks buckets;
+  static const TickBounds bounds;
   uint64_t now = ticks();
   uint64_t t = now - started;
   HookStats &s = inst.stats[h];
@@ -39,9 +40,9 @@ uint64_t record(Core &core, Instance &inst, Hook h, uint64_t started) {
   s.total_ticks += t;
   if (t > s.max_ticks) s.max_ticks = t;
   size_t b = 0;
-  while (b < kHookBuckets && t > buckets.bound[b]) ++b;
+  while (b < kHookBuckets && t > bounds.bucket[b]) ++b;
   ++s.buckets[b];
-  if (t > slow_ticks)
+  if (t > bounds.slow)
     core_logf(core, 0, "warning: module \"%s\" %s took %.0f ms; callbacks run on the event loop and must not block",
               inst.name.c_str(), hook_name(h), static_cast<double>(t) * ns_per_tick() / 1e6);
   return now;

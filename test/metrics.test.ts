@@ -325,6 +325,29 @@ describe('GET /metrics', () => {
     expect([...m.samples.keys()].filter((k) => k.startsWith('switchboard_store_commit_seconds_bucket')).length).toBe(COMMIT_BUCKETS.length + 1);
   });
 
+  it('puts each module call in the bucket of its time, as the core measured it', async () => {
+    const s = await start();
+    // A script module that holds the loop for 30 ms on "slow": never less,
+    // so that call is past every bound up to 0.01 s however busy the machine.
+    await s.use('spinner', {
+      onMessage: (m) => {
+        if (m.payload.toString() !== 'slow') return 'pass';
+        const until = performance.now() + 30;
+        while (performance.now() < until);
+        return 'pass';
+      },
+    });
+    const [ta] = [await user(s, 'alice'), await user(s, 'bob')];
+    const alice = await connect(s, ta);
+    for (const text of ['a', 'slow', 'b']) await alice.c.send('bob', text).sent;
+    const m = await scrape(s.port);
+    const at = (le: string) => value(m, 'switchboard_module_hook_seconds_bucket', { module: 'spinner', hook: 'on_message', le });
+    expect(at('0.01')).toBe(2);
+    expect(at('+Inf')).toBe(3);
+    expect(value(m, 'switchboard_module_hook_seconds_sum', { module: 'spinner', hook: 'on_message' })).toBeGreaterThanOrEqual(0.03);
+    expect(value(m, 'switchboard_module_hook_max_seconds', { module: 'spinner', hook: 'on_message' })).toBeGreaterThanOrEqual(0.03);
+  });
+
   it('counts rate-limited frames as the client was told', async () => {
     const s = await start('rate_limit = 2\n');
     const [ta] = [await user(s, 'alice'), await user(s, 'bob')];
