@@ -10,6 +10,7 @@
 
 #include "core.h"
 #include "crash_trace.h"
+#include "vformat.h"
 
 namespace sb {
 
@@ -619,13 +620,10 @@ void core_crash_logs_untrack(Core &core) {
 }
 
 void core_logf(Core &core, int level, const char *fmt, ...) {
-  char buf[1024];
   va_list ap;
   va_start(ap, fmt);
-  int n = std::vsnprintf(buf, sizeof buf, fmt, ap);
+  std::string text = vformat(fmt, ap);
   va_end(ap);
-  if (n < 0) return;
-  std::string text(buf, static_cast<size_t>(n) < sizeof buf ? static_cast<size_t>(n) : sizeof buf - 1);
   core_log(core, std::string(), level, std::move(text));
 }
 

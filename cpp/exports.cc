@@ -11,6 +11,7 @@
 #include "core.h"
 #include "io.h"
 #include "json_extract.h"
+#include "vformat.h"
 
 #define SB_API extern "C" __attribute__((visibility("default")))
 
@@ -21,20 +22,7 @@ SB_API mesibo_int_t mesibo_vlog(mesibo_module_t *mod, mesibo_uint_t level, const
   std::lock_guard<std::mutex> lock(sb::slot_registry_mutex());
   Instance *inst = sb::slot_lookup_locked(mod);
   if (inst && static_cast<long>(level) > inst->log_level && level != 0) return MESIBO_RESULT_OK;
-  char buf[1024];
-  va_list copy;
-  va_copy(copy, args);
-  int n = std::vsnprintf(buf, sizeof buf, format, copy);
-  va_end(copy);
-  if (n < 0) return MESIBO_RESULT_FAIL;
-  std::string text;
-  if (static_cast<size_t>(n) < sizeof buf) {
-    text.assign(buf, static_cast<size_t>(n));
-  } else {
-    text.resize(static_cast<size_t>(n) + 1);
-    std::vsnprintf(&text[0], text.size(), format, args);
-    text.resize(static_cast<size_t>(n));
-  }
+  std::string text = sb::vformat(format, args);
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
   if (!inst) {
     // A module that passes a pointer the server did not give it (or one

@@ -1,5 +1,6 @@
 // io.h: one uv_async_t drains a queue of closures on the loop thread.
 #include "io.h"
+#include "vformat.h"
 
 #include <atomic>
 #include <cstdarg>
@@ -82,13 +83,10 @@ std::atomic<void (*)(std::string)> g_reporter{nullptr};
 void io_set_reporter(void (*report)(std::string text)) { g_reporter.store(report); }
 
 void io_report(const char *fmt, ...) {
-  char buf[1024];
   va_list ap;
   va_start(ap, fmt);
-  int n = std::vsnprintf(buf, sizeof buf, fmt, ap);
+  std::string text = vformat(fmt, ap);
   va_end(ap);
-  if (n < 0) return;
-  std::string text(buf, static_cast<size_t>(n) < sizeof buf ? static_cast<size_t>(n) : sizeof buf - 1);
   if (auto report = g_reporter.load()) {
     report(std::move(text));
     return;
