@@ -24,7 +24,8 @@ import { hashToken, newToken } from './tokens';
 import { Inboxes } from './inbox';
 import { charge, connectionCap, fileDescriptorLimit, has, looksLikeStatus, newBucket, newStats, take, validAddress, validDevice, type Bucket, type IpCount, type LimitStats } from './limits';
 import { Presence } from './presence';
-import { countCommit, metricsAuthorized, newCounts, ProcessMetrics, renderMetrics, type MetricCounts } from './metrics';
+import { countCommit, metricsAuthorized, newCounts, ProcessMetrics, renderMetrics, type MetricCounts, type MetricSources } from './metrics';
+import { renderStatusPage, statusSnapshot, WarningRing } from './status';
 
 /** mesibo status codes the server sends (see include/module.h). */
 export const Status = {
@@ -225,12 +226,17 @@ export class Server {
   private metricsSocket: uWS.us_listen_socket | null = null;
   /** The port /metrics is served on: metrics_listen's, or the server's. */
   metricsPort = 0;
+  /** The last level-0 log events, for GET /status (status.ts). */
+  private readonly warnings = new WarningRing();
+  private readonly untapWarnings: () => void;
+  private readonly startedAt = Date.now();
 
   private constructor(settings: ServerSettings, core: Core, store: Store, logger: Logger) {
     this.settings = settings;
     this.core = core;
     this.store = store;
     this.logger = logger;
+    this.untapWarnings = logger.tap((r) => this.warnings.add(r));
     for (const u of store.listUsers()) this.users.add(u);
     for (const r of store.receiptFlagsPending(FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(r.sender, r.recipient, r.id, r.flags, r.groupid);
     const fds = fileDescriptorLimit();
@@ -334,9 +340,11 @@ export class Server {
     if (ml) {
       this.metricsApp = uWS.App();
       this.metricsApp.get('/metrics', (res, req) => this.serveMetrics(res, req));
+      this.metricsApp.get('/status', (res, req) => this.serveStatus(res, req, 'page'));
+      this.metricsApp.get('/status.json', (res, req) => this.serveStatus(res, req, 'json'));
       this.metricsApp.any('/*', (res) => {
         res.cork(() => {
-          res.writeStatus('404 Not Found').writeHeader('Content-Type', 'application/json').end(JSON.stringify({ ok: false, code: 'E_NOT_FOUND', message: 'metrics_listen serves GET /metrics only' }));
+          res.writeStatus('404 Not Found').writeHeader('Content-Type', 'application/json').end(JSON.stringify({ ok: false, code: 'E_NOT_FOUND', message: 'metrics_listen serves GET /metrics, /status and /status.json only' }));
         });
       });
       try {
@@ -405,6 +413,7 @@ export class Server {
     if (this.metricsSocket) uWS.us_listen_socket_close(this.metricsSocket);
     this.metricsSocket = null;
     this.processMetrics.stop();
+    this.untapWarnings();
     for (const set of [...this.devices.values()]) for (const ws of [...set]) ws.end(1001, 'server shutting down');
     if (this.purgeTimer) clearInterval(this.purgeTimer);
     if (this.loginTimer) clearInterval(this.loginTimer);
@@ -434,19 +443,52 @@ export class Server {
       });
       return;
     }
-    const text = renderMetrics(
-      {
-        counts: this.metrics,
-        stats: this.stats,
-        modules: this.core.modules,
-        deferredWaiting: this.core.counters().waiting,
-        storeWaiting: this.store.countPending(),
-        version: VERSION,
-      },
-      this.processMetrics,
-    );
+    const text = renderMetrics(this.metricSources(), this.processMetrics);
     res.cork(() => {
       res.writeHeader('Content-Type', 'text/plain; version=0.0.4; charset=utf-8').end(text);
+    });
+  }
+
+  private metricSources(): MetricSources {
+    return {
+      counts: this.metrics,
+      stats: this.stats,
+      modules: this.core.modules,
+      deferredWaiting: this.core.counters().waiting,
+      storeWaiting: this.store.countPending(),
+      version: VERSION,
+    };
+  }
+
+  /**
+   * GET /status (the page) and /status.json, with /metrics' token rules.
+   * A browser cannot send a header when a person opens a link, so the page
+   * also takes the token as ?token=; the page's script sends it to
+   * /status.json as the Authorization header, and nothing logs URLs.
+   */
+  private serveStatus(res: uWS.HttpResponse, req: uWS.HttpRequest, what: 'page' | 'json'): void {
+    let auth = req.getHeader('authorization');
+    if (!auth && what === 'page') {
+      const t = new URLSearchParams(req.getQuery() ?? '').get('token');
+      if (t) auth = `Bearer ${t}`;
+    }
+    if (!metricsAuthorized(this.settings.metricsToken, auth)) {
+      const how = what === 'page' ? 'open /status?token=<metrics_token> (or send Authorization: Bearer <metrics_token>)' : 'send the header Authorization: Bearer <metrics_token>';
+      res.cork(() => {
+        res
+          .writeStatus('401 Unauthorized')
+          .writeHeader('Content-Type', 'application/json')
+          .writeHeader('WWW-Authenticate', 'Bearer')
+          .end(JSON.stringify({ ok: false, code: 'E_METRICS_TOKEN', message: `GET /status${what === 'json' ? '.json' : ''} needs the metrics_token: ${how}` }));
+      });
+      return;
+    }
+    const snap = statusSnapshot({ ...this.metricSources(), startedAt: this.startedAt, durable: this.settings.durable, warnings: this.warnings });
+    res.cork(() => {
+      // no-store and no-referrer: the page's URL may carry the token.
+      res.writeHeader('Cache-Control', 'no-store').writeHeader('Referrer-Policy', 'no-referrer');
+      if (what === 'json') res.writeHeader('Content-Type', 'application/json').end(JSON.stringify(snap));
+      else res.writeHeader('Content-Type', 'text/html; charset=utf-8').end(renderStatusPage(snap));
     });
   }
 
@@ -481,6 +523,14 @@ export class Server {
         res.writeStatus('404 Not Found').writeHeader('Content-Type', 'application/json').end(JSON.stringify({ ok: false, code: 'E_NOT_FOUND', message: `metrics are served on metrics_listen (port ${this.metricsPort}), not on this port` }));
       });
     });
+    for (const [route, what] of [['/status', 'page'], ['/status.json', 'json']] as const) {
+      this.app.get(route, (res, req) => {
+        if (!s.metricsListen) return this.serveStatus(res, req, what);
+        res.cork(() => {
+          res.writeStatus('404 Not Found').writeHeader('Content-Type', 'application/json').end(JSON.stringify({ ok: false, code: 'E_NOT_FOUND', message: `the status page is served on metrics_listen (port ${this.metricsPort}), not on this port` }));
+        });
+      });
+    }
     this.app.any('/api', (res, req) => handleApi(api, res, req));
     this.app.any('/api/*', (res, req) => handleApi(api, res, req));
 
