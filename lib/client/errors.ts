@@ -38,8 +38,8 @@ export class SwitchboardClientError extends SwitchboardError {
   readonly status?: number;
 
   constructor(code: ClientErrorCode, message: string, extra: { id?: number; status?: number; detail?: string } = {}) {
-    // The base constructor takes server codes only; this one widens the check
-    // to CLIENT_ERRORS, so a client code is still checked, against its own catalog.
+    // The base constructor takes server codes only. A client code is checked
+    // here, against ClientErrorCode; the cast only hands it on to the base.
     super(code as ErrorCode, message, extra.detail === undefined ? {} : { detail: extra.detail });
     this.name = 'SwitchboardClientError';
     if (extra.id !== undefined) this.id = extra.id;
