@@ -1,6 +1,6 @@
 export { Core } from './core';
 export type { CoreConfig, LogEntry, Message, ModuleInfo, ModuleMessage, OpenOptions, StatusParams, SubmitResult, Verdict, WireFormat } from './core';
-export { SwitchboardError } from './errors';
+export { ERRORS, SwitchboardError, type ErrorCode } from './errors';
 export { parseConfig, type ParsedConfig } from './config';
 export { decodeFrame, encodeClientMessage, encodeFrame, jsonExtract, type ClientMessage, type DecodedFrame, type FrameError } from './wire';
 export { Bot, Server, Status, type BotHandler, type BotMessage, type FormatMessage, type IngestMessage, type Middleware, type Middlewares, type Pattern, type PipelineMessage, type ServerSettings, type StartOptions } from './server';

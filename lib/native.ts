@@ -4,6 +4,7 @@
  * .node file, which is how the AddressSanitizer build is tested.
  */
 import path from 'node:path';
+import type { ErrorCode } from './errors';
 
 export interface NativeConfigItem { key: string; value: string; line: number }
 export interface NativeConfig {
@@ -91,7 +92,8 @@ export interface NativeAddon {
   noop(): void;
   decodeFrame(buf: Uint8Array, maxPayload?: number): Record<string, unknown>;
   encodeFrame(kind: 'msg' | 'status' | 'error', fields: Record<string, unknown>, format: number): Buffer;
-  wireError(code: number): { code: string; message: string };
+  /** `code` is one of ERRORS' codes: test/errors.test.ts checks every code cpp/ emits. */
+  wireError(code: number): { code: ErrorCode; message: string };
   jsonExtract(buf: Uint8Array, key: string, offset?: number): { value: string; next: number } | null;
   SqliteDb: new (file: string, readonly: boolean, mustExist: boolean, busyTimeoutMs: number) => NativeSqliteDb;
   SqliteStatement: new (db: NativeSqliteDb, sql: string, pluck: boolean) => NativeSqliteStatement;

@@ -1,6 +1,7 @@
 /** The wire codec (C++), exposed for clients, tools and tests. See docs/protocol.md. */
 import { native } from './native';
 import type { WireFormat } from './core';
+import type { ErrorCode } from './errors';
 
 const FORMAT: Record<WireFormat, number> = { json: 0, binary: 1 };
 
@@ -11,7 +12,7 @@ export interface DecodedFrame {
   to: string;
   payload: Buffer;
 }
-export interface FrameError { error: number; code: string; message: string; detail: string }
+export interface FrameError { error: number; code: ErrorCode; message: string; detail: string }
 
 /** Decodes a client frame; returns the fields or {error, code, message, detail}. */
 export function decodeFrame(buf: Uint8Array, maxPayload = 65536): DecodedFrame | FrameError {

@@ -1,6 +1,6 @@
 import { decodeServerFrame, encodeMessage, hasLoneSurrogate, toBase64, utf8Length, type MessageFields, type ServerFrame } from './codec';
 import { Emitter } from './emitter';
-import { statusError, SwitchboardClientError } from './errors';
+import { statusError, SwitchboardClientError, type ClientErrorCode } from './errors';
 import { RecentKeys } from './recent';
 import {
   Flag,
@@ -427,7 +427,9 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   }
 
   private onError(frame: { code: string; message: string; id: number; detail: string }): void {
-    const code = frame.code || 'E_UNKNOWN';
+    // A newer server may send a code this client's catalogs lack; it is
+    // passed on as it came, so the type is a claim about known servers only.
+    const code = (frame.code || 'E_UNKNOWN') as ClientErrorCode;
     const error = new SwitchboardClientError(code, frame.message || `The server reported ${code}.`, {
       id: frame.id || undefined,
       detail: frame.detail || undefined,

@@ -4,7 +4,7 @@
  * as it is. The protocol it speaks is docs/protocol.md.
  */
 export { SwitchboardClient, type ClientEvents, type ClientState, type SwitchboardClientOptions } from './client';
-export { SwitchboardClientError } from './errors';
+export { CLIENT_ERRORS, SwitchboardClientError, type ClientErrorCode } from './errors';
 export {
   Flag,
   Status,

@@ -5,7 +5,7 @@
  * status and a stable code. docs/api.md lists the operations.
  */
 import type uWS from 'uWebSockets.js';
-import { SwitchboardError } from '../errors';
+import { SwitchboardError, type ErrorCode } from '../errors';
 import { errorText, type Logger } from '../log';
 import type { Store } from '../store/types';
 import { hashToken, newToken, sameSecret } from './tokens';
@@ -31,12 +31,17 @@ const MESSAGE_KEYS = new Set(['op', 'token', 'from', 'to', 'gid', 'id', 'refid',
 const ADDRESS = /^[^\x00-\x1f]{1,255}$/u;
 
 class ApiError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string) {
+  constructor(readonly status: number, readonly code: ErrorCode, message: string) {
     super(message);
   }
 }
 
 type Body = Record<string, unknown>;
+
+/** A failure answer; built here so that its code is checked against the catalog. */
+function failure(code: ErrorCode, message: string): Body {
+  return { ok: false, code, message };
+}
 
 function address(b: Body, key: string): string {
   const v = b[key];
@@ -130,7 +135,8 @@ const ops: Record<string, (ctx: ApiContext, b: Body) => Body | Promise<Body>> = 
       if (r instanceof Promise) return r.then((d) => ({ id: d.id, status: d.status, verdict: d.verdict }));
       return { id: r.id, status: r.status, verdict: r.verdict };
     } catch (e) {
-      if (e instanceof SwitchboardError) throw new ApiError(400, e.code, e.message);
+      // What send throws are the core's wire format errors, all catalog codes.
+      if (e instanceof SwitchboardError) throw new ApiError(400, e.code as ErrorCode, e.message);
       throw e;
     }
   },
@@ -160,7 +166,7 @@ export function handleApi(ctx: ApiContext, res: uWS.HttpResponse, req: uWS.HttpR
     reply(res, status, body);
   };
   if (req.getMethod() !== 'post') {
-    answer(405, { ok: false, code: 'E_METHOD', message: 'use POST with a JSON body' });
+    answer(405, failure('E_METHOD', 'use POST with a JSON body'));
     return;
   }
   // Two Content-Length headers (or one with Transfer-Encoding) are how a
@@ -172,7 +178,7 @@ export function handleApi(ctx: ApiContext, res: uWS.HttpResponse, req: uWS.HttpR
     else if (k === 'transfer-encoding') chunked = true;
   });
   if (lengths > 1 || (lengths && chunked)) {
-    reply(res, 400, { ok: false, code: 'E_BAD_REQUEST', message: 'the request has more than one Content-Length, or Content-Length with Transfer-Encoding; send exactly one' });
+    reply(res, 400, failure('E_BAD_REQUEST', 'the request has more than one Content-Length, or Content-Length with Transfer-Encoding; send exactly one'));
     return;
   }
   const auth = req.getHeader('authorization');
@@ -182,16 +188,16 @@ export function handleApi(ctx: ApiContext, res: uWS.HttpResponse, req: uWS.HttpR
     if (aborted) return;
     size += chunk.byteLength;
     if (size > MAX_BODY) {
-      if (!aborted) answer(413, { ok: false, code: 'E_BODY_TOO_LARGE', message: `request bodies are limited to ${MAX_BODY} bytes` });
+      if (!aborted) answer(413, failure('E_BODY_TOO_LARGE', `request bodies are limited to ${MAX_BODY} bytes`));
       aborted = true;
       return;
     }
     chunks.push(Buffer.from(chunk.slice(0)));
     if (!isLast) return;
     const fail = (e: unknown): [number, Body] => {
-      if (e instanceof ApiError) return [e.status, { ok: false, code: e.code, message: e.message }];
+      if (e instanceof ApiError) return [e.status, failure(e.code, e.message)];
       ctx.logger.event('api.error', { op: seen.op, error: errorText(e) });
-      return [500, { ok: false, code: 'E_INTERNAL', message: 'the server failed to handle this request; see its log' }];
+      return [500, failure('E_INTERNAL', 'the server failed to handle this request; see its log')];
     };
     let result: Body | Promise<Body>;
     try {

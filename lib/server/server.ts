@@ -9,7 +9,7 @@ import path from 'node:path';
 import uWS from 'uWebSockets.js';
 import { parseConfig } from '../config';
 import { Core, type LogEntry } from '../core';
-import { SwitchboardError } from '../errors';
+import { SwitchboardError, type ErrorCode } from '../errors';
 import { errorText, Logger } from '../log';
 import { Info, native, VERDICT_DEFERRED } from '../native';
 import type { ChainMessage, ModuleExport, UseOptions } from '../modules';
@@ -344,7 +344,7 @@ export class Server {
       this.metricsApp.get('/status.json', (res, req) => this.serveStatus(res, req, 'json'));
       this.metricsApp.any('/*', (res) => {
         res.cork(() => {
-          res.writeStatus('404 Not Found').writeHeader('Content-Type', 'application/json').end(JSON.stringify({ ok: false, code: 'E_NOT_FOUND', message: 'metrics_listen serves GET /metrics, /status and /status.json only' }));
+          res.writeStatus('404 Not Found').writeHeader('Content-Type', 'application/json').end(JSON.stringify({ ok: false, code: 'E_NOT_FOUND' satisfies ErrorCode, message: 'metrics_listen serves GET /metrics, /status and /status.json only' }));
         });
       });
       try {
@@ -439,7 +439,7 @@ export class Server {
           .writeStatus('401 Unauthorized')
           .writeHeader('Content-Type', 'application/json')
           .writeHeader('WWW-Authenticate', 'Bearer')
-          .end(JSON.stringify({ ok: false, code: 'E_METRICS_TOKEN', message: 'GET /metrics needs the header Authorization: Bearer <metrics_token>; set it in the scraper (Prometheus: authorization.credentials)' }));
+          .end(JSON.stringify({ ok: false, code: 'E_METRICS_TOKEN' satisfies ErrorCode, message: 'GET /metrics needs the header Authorization: Bearer <metrics_token>; set it in the scraper (Prometheus: authorization.credentials)' }));
       });
       return;
     }
@@ -479,7 +479,7 @@ export class Server {
           .writeStatus('401 Unauthorized')
           .writeHeader('Content-Type', 'application/json')
           .writeHeader('WWW-Authenticate', 'Bearer')
-          .end(JSON.stringify({ ok: false, code: 'E_METRICS_TOKEN', message: `GET /status${what === 'json' ? '.json' : ''} needs the metrics_token: ${how}` }));
+          .end(JSON.stringify({ ok: false, code: 'E_METRICS_TOKEN' satisfies ErrorCode, message: `GET /status${what === 'json' ? '.json' : ''} needs the metrics_token: ${how}` }));
       });
       return;
     }
@@ -520,14 +520,14 @@ export class Server {
       // Said plainly, rather than the WebSocket route's silent close, so a
       // scraper pointed at the wrong port says why.
       res.cork(() => {
-        res.writeStatus('404 Not Found').writeHeader('Content-Type', 'application/json').end(JSON.stringify({ ok: false, code: 'E_NOT_FOUND', message: `metrics are served on metrics_listen (port ${this.metricsPort}), not on this port` }));
+        res.writeStatus('404 Not Found').writeHeader('Content-Type', 'application/json').end(JSON.stringify({ ok: false, code: 'E_NOT_FOUND' satisfies ErrorCode, message: `metrics are served on metrics_listen (port ${this.metricsPort}), not on this port` }));
       });
     });
     for (const [route, what] of [['/status', 'page'], ['/status.json', 'json']] as const) {
       this.app.get(route, (res, req) => {
         if (!s.metricsListen) return this.serveStatus(res, req, what);
         res.cork(() => {
-          res.writeStatus('404 Not Found').writeHeader('Content-Type', 'application/json').end(JSON.stringify({ ok: false, code: 'E_NOT_FOUND', message: `the status page is served on metrics_listen (port ${this.metricsPort}), not on this port` }));
+          res.writeStatus('404 Not Found').writeHeader('Content-Type', 'application/json').end(JSON.stringify({ ok: false, code: 'E_NOT_FOUND' satisfies ErrorCode, message: `the status page is served on metrics_listen (port ${this.metricsPort}), not on this port` }));
         });
       });
     }
@@ -632,7 +632,7 @@ export class Server {
     });
   }
 
-  private refuse(ws: WS, code: string, message: string, close = CLOSE_AUTH): void {
+  private refuse(ws: WS, code: ErrorCode, message: string, close = CLOSE_AUTH): void {
     const c = ws.getUserData();
     if (!c.open) return;
     ws.send(JSON.stringify({ op: 'error', code, message, id: 0 }), false);
@@ -662,11 +662,11 @@ export class Server {
     }
   }
 
-  private countLogin(result: string): void {
+  private countLogin(result: ErrorCode | 'ok'): void {
     this.metrics.logins.set(result, (this.metrics.logins.get(result) ?? 0) + 1);
   }
 
-  private loginFailed(ws: WS, code: string, message: string): void {
+  private loginFailed(ws: WS, code: ErrorCode, message: string): void {
     this.countLogin(code);
     this.logger.event('login.failed', { peer: ws.getUserData().ip, code, reason: message });
     this.refuse(ws, code, message);
@@ -760,7 +760,7 @@ export class Server {
   }
 
   /** Closes every connection of `address` with an error (revoked token, removed user). */
-  private disconnect(address: string, code: string, message: string): void {
+  private disconnect(address: string, code: ErrorCode, message: string): void {
     for (const ws of [...(this.devices.get(address) ?? [])]) this.refuse(ws, code, message);
   }
 
@@ -1014,7 +1014,7 @@ export class Server {
     }
     const c = ws.getUserData();
     this.logger.event('frame.rate_limited', { address: c.address, peer: c.ip, id, reason: message });
-    ws.send(JSON.stringify({ op: 'error', code: 'E_RATE_LIMITED', message, id }), false);
+    ws.send(JSON.stringify({ op: 'error', code: 'E_RATE_LIMITED' satisfies ErrorCode, message, id }), false);
   }
 
   private login(ws: WS, ab: ArrayBuffer, isBinary: boolean): void {
@@ -1065,7 +1065,7 @@ export class Server {
       return true;
     }
     if (req.op === 'login') {
-      ws.send(JSON.stringify({ op: 'error', code: 'E_ALREADY_LOGGED_IN', message: `this connection is already logged in as ${c.address}`, id }), false);
+      ws.send(JSON.stringify({ op: 'error', code: 'E_ALREADY_LOGGED_IN' satisfies ErrorCode, message: `this connection is already logged in as ${c.address}`, id }), false);
       return true;
     }
     return false;
@@ -1079,7 +1079,7 @@ export class Server {
    * watch or that does not exist (E_PRESENCE_DENIED, one code for both).
    */
   private presenceRequest(ws: WS, c: Conn, id: number, to: unknown, sub: boolean): void {
-    const refuse = (code: string, message: string): void => {
+    const refuse = (code: ErrorCode, message: string): void => {
       this.stats.presenceRefused++;
       ws.send(JSON.stringify({ op: 'error', code, message, id }), false);
     };
@@ -1772,7 +1772,7 @@ function transportLimit(maxMessageSize: number): number {
 }
 
 /** Answers an upgrade request with an HTTP error instead of a WebSocket. */
-function refuseUpgrade(res: uWS.HttpResponse, status: string, code: string, message: string): void {
+function refuseUpgrade(res: uWS.HttpResponse, status: string, code: ErrorCode, message: string): void {
   res.cork(() => {
     res.writeStatus(status).writeHeader('Content-Type', 'application/json').end(JSON.stringify({ ok: false, code, message }));
   });
