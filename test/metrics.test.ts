@@ -3,40 +3,21 @@
 // module, known traffic from real WebSocket clients, then a scrape whose
 // values are checked exactly, with a strict parser of the exposition format.
 import WebSocket from 'ws';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { SwitchboardClient } from '../lib/client';
+import { afterEach, describe, expect, it } from 'vitest';
 import { Server } from '../lib/index';
 import { encodeFrame } from '../lib/wire';
 import { COMMIT_BUCKETS } from '../lib/server/metrics';
 import { native } from '../lib/native';
-import { compileModule, tempDir, until } from './helpers';
-import { apiCall, connectPeer, type Peer } from './server-helpers';
+import { tempDir, until } from './helpers';
+import { connectPeer, serverFixture, type Peer } from './server-helpers';
 
 const APP = 'metrics-app-token';
-const running: Server[] = [];
-const clients: SwitchboardClient[] = [];
+const { clients, start, user } = serverFixture(APP, { name: 'deferrer', source: 'test/modules/deferrer.c' });
 const sockets: WebSocket[] = [];
-let moduleDir = '';
 
-beforeAll(() => {
-  moduleDir = compileModule({ name: 'deferrer', source: 'test/modules/deferrer.c' });
-});
-
-afterEach(async () => {
-  for (const c of clients.splice(0)) c.close();
+afterEach(() => {
   for (const ws of sockets.splice(0)) ws.terminate();
-  for (const s of running.splice(0)) await s.stop();
 });
-
-async function start(body = ''): Promise<Server> {
-  const s = await Server.start({ configText: `listen = 127.0.0.1:0\ndata_dir = ${tempDir()}\napp_token = ${APP}\nmodule_dir = ${moduleDir}\n${body}`, log: () => {} });
-  running.push(s);
-  return s;
-}
-
-async function user(s: Server, address: string): Promise<string> {
-  return (await apiCall(s.port, APP, { op: 'useradd', address })).token as string;
-}
 
 function connect(s: Server, token: string): Promise<Peer> {
   return connectPeer(s.port, token, '', clients);

@@ -1,7 +1,10 @@
 // Helpers for tests that run the real server: the backend API over HTTP and
 // SDK clients over real WebSockets.
 import WebSocket from 'ws';
+import { afterEach, beforeAll } from 'vitest';
 import { SwitchboardClient, type IncomingMessage, type StatusEvent } from '../lib/client';
+import { Server } from '../lib/index';
+import { compileModule, tempDir } from './helpers';
 
 export async function apiCall(port: number, appToken: string, body: Record<string, unknown>): Promise<Record<string, unknown>> {
   const r = await fetch(`http://127.0.0.1:${port}/api`, { method: 'POST', headers: { Authorization: `Bearer ${appToken}` }, body: JSON.stringify(body) });
@@ -25,4 +28,34 @@ export async function connectPeer(port: number, token: string, device: string, c
   c.on('status', (st) => statuses.push(st));
   await c.connect();
   return { c, got, statuses, texts: () => got.map((m) => m.text ?? '') };
+}
+
+/**
+ * Servers on a free port with the test module compiled once, `app` as the
+ * backend token and a quiet log; after each test its clients are closed and
+ * its servers stopped. Call at the top of a test file.
+ */
+export function serverFixture(app: string, module: { name: string; source: string }) {
+  const running: Server[] = [];
+  const clients: SwitchboardClient[] = [];
+  let moduleDir = '';
+  beforeAll(() => {
+    moduleDir = compileModule(module);
+  });
+  afterEach(async () => {
+    for (const c of clients.splice(0)) c.close();
+    for (const s of running.splice(0)) await s.stop();
+  });
+  return {
+    clients,
+    async start(body = ''): Promise<Server> {
+      const s = await Server.start({ configText: `listen = 127.0.0.1:0\ndata_dir = ${tempDir()}\napp_token = ${app}\nmodule_dir = ${moduleDir}\n${body}`, log: () => {} });
+      running.push(s);
+      return s;
+    },
+    /** Creates the user and returns its login token. */
+    async user(s: Server, address: string): Promise<string> {
+      return (await apiCall(s.port, app, { op: 'useradd', address })).token as string;
+    },
+  };
 }

@@ -2,37 +2,14 @@
 // browser. A real server with a real native module (test/modules/deferrer.c)
 // and real WebSocket clients; the token rules are those of /metrics.
 // test/status-page.test.ts loads the page in Chromium.
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { SwitchboardClient } from '../lib/client';
-import { Server } from '../lib/index';
+import { describe, expect, it } from 'vitest';
 import { native } from '../lib/native';
 import { quantile, WARNINGS_KEPT, WarningRing, type StatusSnapshot } from '../lib/server/status';
-import { compileModule, tempDir, until } from './helpers';
-import { apiCall, connectPeer } from './server-helpers';
+import { until } from './helpers';
+import { connectPeer, serverFixture } from './server-helpers';
 
 const APP = 'status-app-token';
-const running: Server[] = [];
-const clients: SwitchboardClient[] = [];
-let moduleDir = '';
-
-beforeAll(() => {
-  moduleDir = compileModule({ name: 'deferrer', source: 'test/modules/deferrer.c' });
-});
-
-afterEach(async () => {
-  for (const c of clients.splice(0)) c.close();
-  for (const s of running.splice(0)) await s.stop();
-});
-
-async function start(body = ''): Promise<Server> {
-  const s = await Server.start({ configText: `listen = 127.0.0.1:0\ndata_dir = ${tempDir()}\napp_token = ${APP}\nmodule_dir = ${moduleDir}\n${body}`, log: () => {} });
-  running.push(s);
-  return s;
-}
-
-async function user(s: Server, address: string): Promise<string> {
-  return (await apiCall(s.port, APP, { op: 'useradd', address })).token as string;
-}
+const { clients, start, user } = serverFixture(APP, { name: 'deferrer', source: 'test/modules/deferrer.c' });
 
 async function snapshot(port: number, token?: string): Promise<StatusSnapshot> {
   const r = await fetch(`http://127.0.0.1:${port}/status.json`, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
