@@ -810,16 +810,17 @@ export class Server {
       this.login(ws, ab, isBinary);
       return;
     }
-    if (!this.allow(ws, c, ab, isBinary)) return;
+    const frame = new Uint8Array(ab);
+    if (!this.allow(ws, c, frame, isBinary)) return;
     const mw = this.middleware;
     if (!mw.ingest.empty || !mw.normalize.empty || !mw.categorize.empty) {
       // Middleware may take its time: the frame must outlive this callback,
       // and frames of one connection keep their order.
-      const copy = Buffer.from(new Uint8Array(ab));
+      const copy = Buffer.from(frame);
       this.serial.run(ws, () => this.preChain(ws, c, copy, isBinary));
       return;
     }
-    this.submitFrame(ws, c, new Uint8Array(ab), isBinary);
+    this.submitFrame(ws, c, frame, isBinary);
   }
 
   /** Which forms the core encodes deliveries in: only those some connected device reads. */
@@ -970,8 +971,7 @@ export class Server {
    * statuses spend the connection's bucket. A dropped frame gets
    * E_RATE_LIMITED with its id.
    */
-  private allow(ws: WS, c: Conn, ab: ArrayBuffer, isBinary: boolean): boolean {
-    const frame = new Uint8Array(ab);
+  private allow(ws: WS, c: Conn, frame: Uint8Array, isBinary: boolean): boolean {
     const s = this.settings;
     const now = Date.now();
     if (looksLikeStatus(frame)) {
