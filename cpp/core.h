@@ -17,6 +17,10 @@
 #include "config.h"
 #include "crash_trace.h"
 #include "module.h"
+// The server defines the functions switchboard.h wraps for modules.
+#ifndef SWITCHBOARD_SERVER_BUILD
+#define SWITCHBOARD_SERVER_BUILD 1
+#endif
 #include "switchboard.h"
 #include "wire.h"
 
@@ -347,6 +351,11 @@ Instance *slot_lookup_locked(const mesibo_module_t *mod);
 std::mutex &slot_registry_mutex();
 
 uint64_t now_ns();
+
+// What the server puts in every mesibo_module_t's `invoke` slot: the
+// get-API of switchboard.h (SWITCHBOARD_INVOKE_GET_API, _API_LEVEL);
+// MESIBO_RESULT_FAIL for any other id. Any thread.
+mesibo_int_t module_invoke(mesibo_int_t id, mesibo_module_t *mod, ...);
 
 // A cheap monotonic tick counter for timing callbacks: the TSC on x86-64,
 // the monotonic clock in nanoseconds elsewhere.

@@ -150,3 +150,51 @@ SB_API mesibo_int_t switchboard_resolve(mesibo_module_t *mod, switchboard_deferr
   }
   return sb::core_resolve(core, std::move(r)) == 0 ? MESIBO_RESULT_OK : MESIBO_RESULT_FAIL;
 }
+
+// --- the get-API: mod->invoke(SWITCHBOARD_INVOKE_GET_API, ...) ----------------
+
+namespace {
+
+struct ApiEntry {
+  const char *name;
+  mesibo_int_t version;
+  void *fn;
+};
+
+// Every (name, version) this server answers. A signature never changes
+// under a version: a new signature is a new row, and old rows stay.
+const ApiEntry kApi[] = {
+    {"switchboard_has_extension", 1, reinterpret_cast<void *>(&switchboard_has_extension)},
+    {"switchboard_defer", 1, reinterpret_cast<void *>(&switchboard_defer)},
+    {"switchboard_resolve", 1, reinterpret_cast<void *>(&switchboard_resolve)},
+};
+
+}  // namespace
+
+namespace sb {
+
+mesibo_int_t module_invoke(mesibo_int_t id, mesibo_module_t *mod, ...) {
+  // mod is not looked up: the answers do not depend on the instance, and
+  // the functions handed out check their own `mod` argument when called.
+  (void)mod;
+  if (id == SWITCHBOARD_INVOKE_API_LEVEL) return SWITCHBOARD_API_LEVEL;
+  if (id != SWITCHBOARD_INVOKE_GET_API) return MESIBO_RESULT_FAIL;
+  va_list ap;
+  va_start(ap, mod);
+  const char *name = va_arg(ap, const char *);
+  const mesibo_int_t version = va_arg(ap, mesibo_int_t);
+  void **out = va_arg(ap, void **);
+  va_end(ap);
+  if (!out) return MESIBO_RESULT_FAIL;
+  *out = nullptr;
+  if (!name) return MESIBO_RESULT_FAIL;
+  for (const ApiEntry &e : kApi) {
+    if (e.version == version && std::strcmp(e.name, name) == 0) {
+      *out = e.fn;
+      return MESIBO_RESULT_OK;
+    }
+  }
+  return MESIBO_RESULT_FAIL;
+}
+
+}  // namespace sb

@@ -62,10 +62,6 @@ module_config_t *make_module_config(const ModuleDecl &decl) {
   return cfg;
 }
 
-// The server fills `invoke`; nothing in the current ABI defines call ids, so
-// it answers every id with FAIL rather than leaving a NULL a module might call.
-mesibo_int_t invoke_unsupported(mesibo_int_t, mesibo_module_t *, ...) { return MESIBO_RESULT_FAIL; }
-
 bool file_exists(const std::string &path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;
@@ -230,7 +226,7 @@ bool load_instance(Core &core, const ModuleDecl &decl, Instance &inst, OpenError
   m->name = inst.name.c_str();
   m->config = inst.config;
   m->signature = MESIBO_MODULE_SIGNATURE;
-  m->invoke = invoke_unsupported;
+  m->invoke = module_invoke;
   slot_register(inst.slot);
 
   for (int h = 0; h < HOOK_COUNT; ++h) inst.sites[h] = {inst.name.c_str(), hook_name(static_cast<Hook>(h))};

@@ -2,11 +2,38 @@
  * switchboard.h: Switchboard's extensions to the mesibo module ABI.
  *
  * include/module.h is the mesibo ABI and nothing more; this header adds what
- * Switchboard offers beyond it. A module that includes it still loads on a
- * server without the extensions: every function here is declared weak, so an
- * absent one resolves to NULL instead of failing the load. Ask first:
+ * Switchboard offers beyond it. A module that includes it links against
+ * nothing new and still loads on a server without the extensions.
+ *
+ * ---------------------------------------------------------------------------
+ * Finding extensions: the get-API (through the ABI's `invoke` slot)
+ * ---------------------------------------------------------------------------
+ * The server fills `mod->invoke` before init. Switchboard answers one call id
+ * there, SWITCHBOARD_INVOKE_GET_API, as Redis modules' GetApi does: given a
+ * function's name and a version, it hands back a pointer to that function, or
+ * fails when this server does not have it (an older Switchboard, or another
+ * server). A (name, version) pair names one signature forever: a changed
+ * signature gets a new version, and the server keeps answering the old ones.
+ * SWITCHBOARD_INVOKE_API_LEVEL answers the server's API level (1 here; 0 or
+ * less: no get-API at all).
+ *
+ *     void *fn = switchboard_get_api(mod, "switchboard_defer", 1);
+ *
+ * The functions below (switchboard_defer, switchboard_resolve,
+ * switchboard_has_extension, switchboard_supports) are inline wrappers that
+ * do exactly that on every call, so a module calls them by name and they
+ * return NULL / 0 / MESIBO_RESULT_FAIL on a server without them. Ask first:
  *
  *     if (switchboard_supports(mod, SWITCHBOARD_EXT_DEFER)) { ... }
+ *
+ * (Modules built against the first version of this header reference weak
+ * symbols with the same names; the server still exports them, so those
+ * binaries keep working unchanged.)
+ *
+ * On a server whose `invoke` does not know these ids, the call must return
+ * an error for an unknown id (mesibo documents no ids at all); the wrappers
+ * then report "not supported". SWITCHBOARD_INVOKE_* ids are chosen far from
+ * small integers so that they cannot collide with ids such a server defines.
  *
  * ---------------------------------------------------------------------------
  * Extension "defer": decide a message later
@@ -60,11 +87,10 @@
 extern "C" {
 #endif
 
-#if defined(__GNUC__) || defined(__clang__)
-#define SWITCHBOARD_WEAK __attribute__((weak))
-#else
-#define SWITCHBOARD_WEAK
-#endif
+/* invoke ids (see "Finding extensions" above). */
+#define SWITCHBOARD_INVOKE_GET_API 0x53424741   /* 'SBGA': (const char *name, mesibo_int_t version, void **fn) */
+#define SWITCHBOARD_INVOKE_API_LEVEL 0x5342414c /* 'SBAL': () -> the API level */
+#define SWITCHBOARD_API_LEVEL 1
 
 /* Extension names for switchboard_supports. */
 #define SWITCHBOARD_EXT_DEFER "defer"
@@ -78,24 +104,71 @@ extern "C" {
 /* A pending decision. Opaque; compare with NULL only. */
 typedef struct switchboard_deferred_s switchboard_deferred_t;
 
-/* 1 when this server implements extension `name` for `mod`, else 0. */
-SWITCHBOARD_WEAK mesibo_int_t switchboard_has_extension(mesibo_module_t *mod, const char *name);
+/* The functions the get-API hands out, by name and version. */
 
-/* Inside on_message (on the thread that called it) only: a handle for the
- * message being processed, or NULL when called anywhere else. */
-SWITCHBOARD_WEAK switchboard_deferred_t *switchboard_defer(mesibo_module_t *mod, mesibo_message_params_t *p);
+/* "switchboard_has_extension", 1: 1 when this server implements extension
+ * `name` for `mod`, else 0. */
+typedef mesibo_int_t (*switchboard_has_extension_v1)(mesibo_module_t *mod, const char *name);
 
-/* Any thread, once per handle: decides the message (see above). Returns
- * MESIBO_RESULT_OK, or MESIBO_RESULT_FAIL for an unknown, already resolved or
- * timed-out handle, a verdict other than PASS/CONSUMED, or a payload larger
- * than max_message_size (the message then still waits for a valid call). */
-SWITCHBOARD_WEAK mesibo_int_t switchboard_resolve(mesibo_module_t *mod, switchboard_deferred_t *handle,
-                                                  mesibo_int_t verdict, const char *payload, mesibo_uint_t len);
+/* "switchboard_defer", 1: inside on_message (on the thread that called it)
+ * only: a handle for the message being processed, or NULL when called
+ * anywhere else. */
+typedef switchboard_deferred_t *(*switchboard_defer_v1)(mesibo_module_t *mod, mesibo_message_params_t *p);
+
+/* "switchboard_resolve", 1: any thread, once per handle: decides the message
+ * (see above). Returns MESIBO_RESULT_OK, or MESIBO_RESULT_FAIL for an
+ * unknown, already resolved or timed-out handle, a verdict other than
+ * PASS/CONSUMED, or a payload larger than max_message_size (the message then
+ * still waits for a valid call). */
+typedef mesibo_int_t (*switchboard_resolve_v1)(mesibo_module_t *mod, switchboard_deferred_t *handle,
+                                               mesibo_int_t verdict, const char *payload, mesibo_uint_t len);
+
+/* A pointer to function `name` at `version`, or NULL when this server does
+ * not offer it. Any thread. */
+static inline void *switchboard_get_api(mesibo_module_t *mod, const char *name, mesibo_int_t version) {
+    void *fn = 0;
+    if (!mod || !mod->invoke || !name) return 0;
+    if (mod->invoke((mesibo_int_t)SWITCHBOARD_INVOKE_GET_API, mod, name, version, &fn) != MESIBO_RESULT_OK) return 0;
+    return fn;
+}
+
+/* The server's API level: 1 for this header's functions; 0 when the server
+ * has no get-API. */
+static inline mesibo_int_t switchboard_api_level(mesibo_module_t *mod) {
+    mesibo_int_t level;
+    if (!mod || !mod->invoke) return 0;
+    level = mod->invoke((mesibo_int_t)SWITCHBOARD_INVOKE_API_LEVEL, mod);
+    return level > 0 && level < 0x10000 ? level : 0;
+}
+
+#ifndef SWITCHBOARD_SERVER_BUILD
+/* The wrappers modules call. (The server itself defines the exported
+ * functions of the same names, for modules built against the first header.) */
+
+static inline mesibo_int_t switchboard_has_extension(mesibo_module_t *mod, const char *name) {
+    switchboard_has_extension_v1 fn =
+        (switchboard_has_extension_v1)switchboard_get_api(mod, "switchboard_has_extension", 1);
+    return fn ? fn(mod, name) : 0;
+}
+
+static inline switchboard_deferred_t *switchboard_defer(mesibo_module_t *mod, mesibo_message_params_t *p) {
+    switchboard_defer_v1 fn = (switchboard_defer_v1)switchboard_get_api(mod, "switchboard_defer", 1);
+    return fn ? fn(mod, p) : 0;
+}
+
+static inline mesibo_int_t switchboard_resolve(mesibo_module_t *mod, switchboard_deferred_t *handle,
+                                               mesibo_int_t verdict, const char *payload, mesibo_uint_t len) {
+    switchboard_resolve_v1 fn = (switchboard_resolve_v1)switchboard_get_api(mod, "switchboard_resolve", 1);
+    return fn ? fn(mod, handle, verdict, payload, len) : MESIBO_RESULT_FAIL;
+}
+#endif
 
 /* The check a module makes at init: safe on any server, with or without
  * Switchboard's extensions. */
 static inline int switchboard_supports(mesibo_module_t *mod, const char *name) {
-    return switchboard_has_extension && switchboard_has_extension(mod, name) == 1;
+    switchboard_has_extension_v1 fn =
+        (switchboard_has_extension_v1)switchboard_get_api(mod, "switchboard_has_extension", 1);
+    return fn && fn(mod, name) == 1;
 }
 
 #ifdef __cplusplus
