@@ -6,8 +6,8 @@
 import { describe, expect, it } from 'vitest';
 
 import { connectPeer, serverFixture, type Peer } from './server-helpers';
-import { until } from './helpers';
-import type { Server } from '../lib/server';
+import { compileModule, parseLogLine, tempDir, until } from './helpers';
+import { Server } from '../lib/server';
 
 const APP = 'budget-app-token';
 const { clients, start, user } = serverFixture(APP, { name: 'slowpoke', source: 'test/modules/slowpoke.c' });
@@ -64,6 +64,28 @@ describe('module budgets', () => {
     await alice.c.send('bob', 'after').sent;
     await until(() => bob.texts().includes('AFTER'));
     expect(bob.texts()).toEqual(['SLOW0', 'SLOW1', 'SLOW2', 'AFTER']);
+  }, 15000);
+
+  it('logs module.bypassed once (module, budget, measured time, policy) and module.resumed after the cool-down', async () => {
+    const lines: string[] = [];
+    const dir = compileModule({ name: 'slowpoke', source: 'test/modules/slowpoke.c' });
+    const s = await Server.start({ configText: `listen = 127.0.0.1:0\ndata_dir = ${tempDir()}\napp_token = ${APP}\nmodule_dir = ${dir}\n${block('pass')}`, log: (l) => lines.push(l) });
+    try {
+      const [alice, bob] = await pair(s);
+      for (let i = 0; i < 3; i++) await alice.c.send('bob', `slow${i}`).sent;
+      await until(() => lines.some((l) => parseLogLine(l).event === 'module.bypassed'));
+      const tripped = lines.map(parseLogLine).filter((l) => l.event === 'module.bypassed');
+      expect(tripped).toHaveLength(1);
+      expect(tripped[0].severity).toBe('warn');
+      expect(tripped[0].fields.module).toBe('slowpoke');
+      expect(tripped[0].fields.text).toMatch(/over its budget of 1\.000 ms.*on_over_budget = pass/);
+      await new Promise((r) => setTimeout(r, 1100));
+      await alice.c.send('bob', 'back').sent;
+      await until(() => bob.texts().includes('BACK'));
+      await until(() => lines.some((l) => parseLogLine(l).event === 'module.resumed'));
+    } finally {
+      await s.stop();
+    }
   }, 15000);
 
   it('a module without a budget has no budget metrics', async () => {
