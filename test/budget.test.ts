@@ -45,6 +45,7 @@ describe('module budgets', () => {
     expect(await metric(s.port, 'switchboard_module_bypassed_total')).toBe(1);
     const status = (await (await fetch(`http://127.0.0.1:${s.port}/status.json`)).json()) as { modules: { name: string; budget: { bypassed: boolean; trips: number } | null }[] };
     expect(status.modules.find((m) => m.name === 'slowpoke')?.budget).toMatchObject({ bypassed: true, trips: 1 });
+    expect(await (await fetch(`http://127.0.0.1:${s.port}/status`)).text()).toContain('BYPASSED (over budget)');
     // After the 1 s cool-down the module gets calls again.
     await new Promise((r) => setTimeout(r, 1100));
     await alice.c.send('bob', 'back').sent;
