@@ -204,6 +204,10 @@ void drain_and_emit(Napi::Env env, State &st) {
     o.Set("module", logs[i].module);
     o.Set("level", static_cast<double>(logs[i].level));
     o.Set("text", logs[i].text);
+    if (!logs[i].event.empty()) {
+      o.Set("event", logs[i].event);
+      o.Set("subject", logs[i].subject);
+    }
     l.Set(static_cast<uint32_t>(i), o);
   }
   ++st.js_calls;
@@ -585,6 +589,13 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
       o.Set("script", Napi::Boolean::New(env, inst.script));
       o.Set("errors", static_cast<double>(inst.errors));
       o.Set("timeouts", static_cast<double>(inst.timeouts));
+      Napi::Object budget = Napi::Object::New(env);
+      budget.Set("budgetNs", static_cast<double>(inst.budget_ns));
+      budget.Set("overBudget", static_cast<double>(inst.over_budget));
+      budget.Set("bypassed", static_cast<double>(inst.bypassed_msgs));
+      budget.Set("trips", static_cast<double>(inst.budget_trips));
+      budget.Set("active", Napi::Boolean::New(env, inst.bypassed));
+      o.Set("budget", budget);
       Napi::Object verdicts = Napi::Object::New(env);
       verdicts.Set("pass", static_cast<double>(inst.verdicts[sb::VERDICT_PASS]));
       verdicts.Set("consumed", static_cast<double>(inst.verdicts[sb::VERDICT_CONSUMED]));

@@ -49,6 +49,46 @@ uint64_t record(Core &core, Instance &inst, Hook h, uint64_t started) {
   return now;
 }
 
+const char *policy_name(int verdict) { return verdict == MESIBO_RESULT_CONSUMED ? "consume" : "pass"; }
+
+// An on_message call that took `t` ticks, more than the instance's budget:
+// one strike; budget_strikes of them within budget_window trip the bypass.
+// Off the per-message path: only over-budget calls get here.
+void budget_strike(Core &core, Instance &inst, uint64_t t) {
+  ++inst.over_budget;
+  uint64_t now = now_ns();
+  if (inst.strikes == 0 || now - inst.strike_window_start > inst.budget_window_ns) {
+    inst.strikes = 0;
+    inst.strike_window_start = now;
+  }
+  if (++inst.strikes < inst.budget_strikes) return;
+  inst.strikes = 0;
+  inst.bypassed = true;
+  inst.bypass_until = now + inst.budget_cooldown_ns;
+  ++inst.budget_trips;
+  core_log_event(core, "module.bypassed", inst.name,
+                 "warning: module \"%s\" on_message took %.3f ms, over its budget of %.3f ms, %u times within %.0f s; "
+                 "bypassed for %.0f s (on_over_budget = %s: its messages are %s)",
+                 inst.name.c_str(), static_cast<double>(t) * ns_per_tick() / 1e6,
+                 static_cast<double>(inst.budget_ns) / 1e6, inst.budget_strikes,
+                 static_cast<double>(inst.budget_window_ns) / 1e9, static_cast<double>(inst.budget_cooldown_ns) / 1e9,
+                 policy_name(inst.on_over_budget),
+                 inst.on_over_budget == MESIBO_RESULT_CONSUMED ? "dropped" : "passed on without it");
+}
+
+// A bypassed instance: true while its cool-down lasts (the message skips
+// it); false once the cool-down is over, and the module gets calls again.
+bool budget_still_bypassed(Core &core, Instance &inst) {
+  if (now_ns() < inst.bypass_until) return true;
+  inst.bypassed = false;
+  inst.strikes = 0;
+  core_log_event(core, "module.resumed", inst.name,
+                 "module \"%s\" gets messages again after its %.0f s budget cool-down (%lu messages bypassed it so far)",
+                 inst.name.c_str(), static_cast<double>(inst.budget_cooldown_ns) / 1e9,
+                 static_cast<unsigned long>(inst.bypassed_msgs));
+  return false;
+}
+
 void wake(Core &core, std::unique_lock<std::mutex> &lock) {
   bool need = !core.wake_pending;
   core.wake_pending = true;
@@ -124,6 +164,13 @@ int chain_run(Core &core, size_t start, ChainMsg &msg, size_t *stopped) {
     mesibo_module_t *m = &inst.slot->mod;
     mesibo_int_t r;
     core.running_handle = 0;
+    // Budget checks only for an instance with a budget (budget_ticks != 0).
+    if (inst.budget_ticks && inst.bypassed && budget_still_bypassed(core, inst)) {
+      ++inst.bypassed_msgs;
+      if (inst.on_over_budget == MESIBO_RESULT_CONSUMED) return MESIBO_RESULT_CONSUMED;
+      continue;
+    }
+    const uint64_t started = t0;
     if (inst.script) {
       if (!(inst.script_hooks & (1u << HOOK_MESSAGE)) || !core.host.script_message) continue;
       if (!inst.script_to.empty() && (msg.p->groupid || !msg.p->to || inst.script_to != msg.p->to)) continue;
@@ -132,6 +179,7 @@ int chain_run(Core &core, size_t start, ChainMsg &msg, size_t *stopped) {
       r = core.host.script_message(core.host.data, inst, msg);
       core.running = nullptr;
       t0 = record(core, inst, HOOK_MESSAGE, t0);
+      if (inst.budget_ticks && t0 - started > inst.budget_ticks) budget_strike(core, inst, t0 - started);
       if (msg.payload != before) text = std::memchr(msg.payload, 0, msg.len) == nullptr;
     } else {
       if (!m->on_message) continue;
@@ -146,6 +194,7 @@ int chain_run(Core &core, size_t start, ChainMsg &msg, size_t *stopped) {
       }
       core.running = nullptr;
       t0 = record(core, inst, HOOK_MESSAGE, t0);
+      if (inst.budget_ticks && t0 - started > inst.budget_ticks) budget_strike(core, inst, t0 - started);
       if (text) {
         if (const void *nul = std::memchr(msg.payload, 0, msg.len)) msg.len = static_cast<const char *>(nul) - msg.payload;
       }
@@ -582,7 +631,7 @@ int core_send_from_module(Instance *inst, const mesibo_message_params_t *p, cons
 void core_log(Core &core, const std::string &module, int level, std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
   std::unique_lock<std::mutex> lock(core.mu);
-  core.logs.push_back(LogLine{module, level, std::move(text)});
+  core.logs.push_back(LogLine{module, level, std::move(text), {}, {}});
   wake(core, lock);
 }
 
@@ -625,6 +674,16 @@ void core_logf(Core &core, int level, const char *fmt, ...) {
   std::string text = vformat(fmt, ap);
   va_end(ap);
   core_log(core, std::string(), level, std::move(text));
+}
+
+void core_log_event(Core &core, const char *event, const std::string &subject, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  std::string text = vformat(fmt, ap);
+  va_end(ap);
+  std::unique_lock<std::mutex> lock(core.mu);
+  core.logs.push_back(LogLine{std::string(), 0, std::move(text), event, subject});
+  wake(core, lock);
 }
 
 void core_drain(Core &core, std::vector<Outgoing> &deliveries, std::vector<LogLine> &logs,

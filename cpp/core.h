@@ -90,6 +90,22 @@ struct Instance {
   uint64_t errors = 0;  // timeouts, and errors the host counted (throws, rejections)
   uint64_t timeouts = 0;  // deferred decisions that ended in a timeout (also in errors)
   uint64_t verdicts[VERDICT_COUNT] = {};
+  // Time budget for on_message (budget = ...): 0 = off, so an instance
+  // without one costs the chain a single compare. budget_ticks is budget_ns
+  // in ticks(), converted once at load so the check converts nothing.
+  uint64_t budget_ticks = 0;
+  uint64_t budget_ns = 0;
+  int on_over_budget = MESIBO_RESULT_PASS;
+  uint32_t budget_strikes = 5;
+  uint64_t budget_window_ns = 10ull * 1000 * 1000 * 1000;
+  uint64_t budget_cooldown_ns = 30ull * 1000 * 1000 * 1000;
+  uint32_t strikes = 0;           // over-budget calls in the current window
+  uint64_t strike_window_start = 0;  // now_ns() of the window's first strike
+  bool bypassed = false;          // tripped: on_message is skipped until bypass_until
+  uint64_t bypass_until = 0;
+  uint64_t over_budget = 0;       // calls that took longer than the budget
+  uint64_t bypassed_msgs = 0;     // messages that skipped the module while bypassed
+  uint64_t budget_trips = 0;
   bool capturing_init_log = false;
   std::vector<std::string> init_log;  // lines logged during init, for load errors
   HookStats stats[HOOK_COUNT];
@@ -104,6 +120,11 @@ struct LogLine {
   std::string module;  // empty for the core's own lines
   int level = 0;
   std::string text;
+  // A core line with its own log event (lib/log.ts EVENTS), e.g.
+  // "module.bypassed", about the instance named in `subject`; empty for the
+  // plain core.warning lines.
+  std::string event;
+  std::string subject;
 };
 
 // A message a module sent with mesibo_message, copied so the caller may reuse
@@ -344,6 +365,9 @@ void core_log(Core &core, const std::string &module, int level, std::string text
 void core_crash_logs_track(Core &core);
 void core_crash_logs_untrack(Core &core);
 void core_logf(Core &core, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+// A core line logged as its own event about instance `subject`.
+void core_log_event(Core &core, const char *event, const std::string &subject, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 // The live-slot registry: exported functions called with a stale or foreign
 // module pointer must not touch freed memory.

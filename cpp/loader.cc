@@ -109,7 +109,7 @@ bool init_log_says(const Instance &inst, const char *what) {
   return false;
 }
 
-// "5", "2.5", "5s", "250ms" -> nanoseconds; false for anything else.
+// "5", "2.5", "5s", "250ms", "500us" -> nanoseconds; false for anything else.
 bool parse_duration(const std::string &v, uint64_t &ns) {
   if (v.empty()) return false;
   char *end = nullptr;
@@ -119,6 +119,7 @@ bool parse_duration(const std::string &v, uint64_t &ns) {
   double scale;
   if (unit.empty() || unit == "s") scale = 1e9;
   else if (unit == "ms") scale = 1e6;
+  else if (unit == "us" || unit == "\u00b5s") scale = 1e3;
   else return false;
   if (end == v.c_str() || !(x > 0) || x * scale > 3600e9) return false;
   ns = static_cast<uint64_t>(x * scale);
@@ -152,6 +153,31 @@ bool read_common_items(Core &core, const ModuleDecl &decl, Instance &inst, OpenE
     else if (*oe == "consume" || *oe == "consumed") inst.on_error = MESIBO_RESULT_CONSUMED;
     else return bad("on_error = \"" + *oe + "\" must be pass or consume");
   }
+  const char *dur_hint = "\" is not a duration; use a unit (500us, 2ms, 1s), at most one hour";
+  if (const std::string *b = decl.item("budget")) {
+    if (!parse_duration(*b, inst.budget_ns)) return bad("budget = \"" + *b + dur_hint);
+    inst.budget_ticks = static_cast<uint64_t>(static_cast<double>(inst.budget_ns) / ns_per_tick());
+    if (inst.budget_ticks == 0) inst.budget_ticks = 1;
+  }
+  if (const std::string *ob = decl.item("on_over_budget")) {
+    if (*ob == "pass") inst.on_over_budget = MESIBO_RESULT_PASS;
+    else if (*ob == "consume" || *ob == "consumed") inst.on_over_budget = MESIBO_RESULT_CONSUMED;
+    else return bad("on_over_budget = \"" + *ob + "\" must be pass or consume");
+  }
+  if (const std::string *st = decl.item("budget_strikes")) {
+    char *end = nullptr;
+    long v = std::strtol(st->c_str(), &end, 10);
+    if (st->empty() || *end != '\0' || v < 1 || v > 1000000)
+      return bad("budget_strikes = \"" + *st + "\" is not a count; use a whole number of at least 1, such as 5");
+    inst.budget_strikes = static_cast<uint32_t>(v);
+  }
+  if (const std::string *w = decl.item("budget_window"); w && !parse_duration(*w, inst.budget_window_ns))
+    return bad("budget_window = \"" + *w + dur_hint);
+  if (const std::string *c = decl.item("budget_cooldown"); c && !parse_duration(*c, inst.budget_cooldown_ns))
+    return bad("budget_cooldown = \"" + *c + dur_hint);
+  if (!inst.budget_ns && (decl.item("on_over_budget") || decl.item("budget_strikes") || decl.item("budget_window") ||
+                          decl.item("budget_cooldown")))
+    return bad("on_over_budget, budget_strikes, budget_window and budget_cooldown need a budget = item (such as budget = 2ms)");
   return true;
 }
 

@@ -53,6 +53,9 @@ export interface LogEntry {
   module: string | null;
   level: number;
   text: string;
+  /** A core line with its own log event (e.g. module.bypassed), about the module `subject`. */
+  event?: string;
+  subject?: string;
 }
 
 export type ModuleInfo = NativeInstance;
@@ -121,6 +124,10 @@ export class Core extends EventEmitter<CoreEvents> {
     const onEvents = (deliveries: NativeDelivery[], logs: NativeLogLine[]) => {
       for (const l of logs) {
         const entry: LogEntry = { module: l.module || null, level: l.level, text: l.text };
+        if (l.event) {
+          entry.event = l.event;
+          entry.subject = l.subject;
+        }
         safely('log', () => {
           onLog(entry);
           this.emit('log', entry);

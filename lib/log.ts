@@ -36,11 +36,15 @@ export const EVENTS = {
   'server.setting_lowered': { level: 0, severity: 'warn' },
   /** A module sent to an address or group nobody has. */
   'module.unknown_destination': { level: 0, severity: 'warn' },
+  /** A module went over its time budget budget_strikes times and is bypassed for budget_cooldown. */
+  'module.bypassed': { level: 0, severity: 'warn' },
   /** A line from a module (mesibo_log, ctx.log): its block's `log` item decides which get here. */
   'module.log': { level: 0, severity: 'info' },
   // 1 (the default): what an operator needs to know the server is up.
   'server.start': { level: 1, severity: 'info' },
   'module.loaded': { level: 1, severity: 'info' },
+  /** A bypassed module's cool-down ended; it gets messages again. */
+  'module.resumed': { level: 1, severity: 'info' },
   'server.listening': { level: 1, severity: 'info' },
   'server.stopping': { level: 1, severity: 'info' },
   /** The command line got a signal: SIGTERM/SIGINT stop the server, SIGHUP is ignored until reload exists. */

@@ -18,7 +18,7 @@ export interface NativeDelivery {
   id: number; refid: number; groupid: number; flags: number; type: number; expiry: number;
   payload: Buffer;
 }
-export interface NativeLogLine { module: string; level: number; text: string }
+export interface NativeLogLine { module: string; level: number; text: string; event?: string; subject?: string }
 export interface NativeInstance {
   name: string; file: string; position: number; description: string | null; logLevel: number;
   /** A TypeScript/JavaScript module (a `script =` block, or added with use()). */
@@ -29,6 +29,8 @@ export interface NativeInstance {
   timeouts: number;
   /** What on_message returned; deferred counts the decisions taken with switchboard_defer. */
   verdicts: { pass: number; consumed: number; deferred: number };
+  /** The on_message time budget (budgetNs 0 = none): calls over it, messages that bypassed it, trips, and whether it is bypassed now. */
+  budget: { budgetNs: number; overBudget: number; bypassed: number; trips: number; active: boolean };
   hooks: string[];
   /** buckets: calls per bucket of hookBucketBounds (not cumulative), the last one past every bound. */
   stats: Record<string, { calls: number; totalNs: number; maxNs: number; buckets: number[] }>;

@@ -207,6 +207,14 @@ export function renderMetrics(src: MetricSources, proc: ProcessMetrics): string 
   }
   w.family('switchboard_module_deferred_timeouts_total', 'counter', 'Deferred decisions that were not made within the module\'s timeout (its on_error verdict applied).');
   for (const inst of src.modules) if (inst.hooks.includes('on_message')) w.sample('switchboard_module_deferred_timeouts_total', { module: inst.name }, inst.timeouts);
+  // Only instances with a budget: the others can never go over one.
+  const budgeted = src.modules.filter((inst) => inst.budget.budgetNs > 0);
+  w.family('switchboard_module_over_budget_total', 'counter', 'on_message calls that took longer than the module\'s budget.');
+  for (const inst of budgeted) w.sample('switchboard_module_over_budget_total', { module: inst.name }, inst.budget.overBudget);
+  w.family('switchboard_module_bypassed_total', 'counter', 'Messages that skipped a module bypassed for its budget (on_over_budget applied).');
+  for (const inst of budgeted) w.sample('switchboard_module_bypassed_total', { module: inst.name }, inst.budget.bypassed);
+  w.family('switchboard_module_bypassed', 'gauge', '1 while a module is bypassed for going over its budget, else 0.');
+  for (const inst of budgeted) w.sample('switchboard_module_bypassed', { module: inst.name }, inst.budget.active ? 1 : 0);
   w.family('switchboard_module_errors_total', 'counter', 'Deferred timeouts and errors the server counted for a script module (throws, rejections).');
   for (const inst of src.modules) w.sample('switchboard_module_errors_total', { module: inst.name }, inst.errors);
   w.family('switchboard_deferred_waiting', 'gauge', 'Messages waiting for a deferred decision, or queued behind one in their conversation.').sample('switchboard_deferred_waiting', null, src.deferredWaiting);

@@ -10,7 +10,7 @@ import uWS from 'uWebSockets.js';
 import { parseConfig } from '../config';
 import { Core, type LogEntry } from '../core';
 import { SwitchboardError, type ErrorCode } from '../errors';
-import { errorText, Logger } from '../log';
+import { errorText, EVENTS, Logger, type LogEvent } from '../log';
 import { Info, native, VERDICT_DEFERRED } from '../native';
 import type { ChainMessage, ModuleExport, UseOptions } from '../modules';
 import { Bot } from './bot';
@@ -295,7 +295,11 @@ export class Server {
     let core: Core;
     try {
       // The core's own lines (module null) are its warnings.
-      const coreLog = (e: LogEntry) => (e.module ? logger.moduleLine(e.module, e.level, e.text) : logger.event('core.warning', { text: e.text }));
+      const coreLog = (e: LogEntry) => {
+        if (e.module) logger.moduleLine(e.module, e.level, e.text);
+        else if (e.event && e.event in EVENTS) logger.event(e.event as LogEvent, { module: e.subject, text: e.text });
+        else logger.event('core.warning', { text: e.text });
+      };
       core =
         opts.configText !== undefined
           ? Core.open({ configText: opts.configText, configFile: opts.configFile, baseDir: opts.baseDir ?? process.cwd() }, { onLog: coreLog })

@@ -87,6 +87,8 @@ export interface StatusModule {
   verdicts: { pass: number; consumed: number; deferred: number } | null;
   timeouts: number;
   errors: number;
+  /** Null without a budget; otherwise whether it is bypassed now, and its counters. */
+  budget: { budgetMs: number; bypassed: boolean; overBudget: number; bypassedMessages: number; trips: number } | null;
   hooks: StatusHook[];
 }
 
@@ -135,6 +137,7 @@ export function statusSnapshot(src: StatusSources): StatusSnapshot {
       verdicts: inst.hooks.includes('on_message') ? { ...inst.verdicts } : null,
       timeouts: inst.timeouts,
       errors: inst.errors,
+      budget: inst.budget.budgetNs > 0 ? { budgetMs: inst.budget.budgetNs / 1e6, bypassed: inst.budget.active, overBudget: inst.budget.overBudget, bypassedMessages: inst.budget.bypassed, trips: inst.budget.trips } : null,
       hooks: inst.hooks
         .filter((h) => inst.stats[h])
         .map((h) => {
@@ -199,7 +202,7 @@ function rows(s: StatusSnapshot): { chain: string; warnings: string } {
           return hooks
             .map(
               (h, i) =>
-                `<tr${i === 0 ? ' class="first"' : ''}>${i === 0 ? `<td rowspan="${hooks.length}" class="mod"><b>${esc(m.name)}</b><br><small>#${m.position} ${m.kind}</small></td><td rowspan="${hooks.length}" class="n">${v}</td><td rowspan="${hooks.length}" class="n">${m.timeouts} / ${m.errors}</td>` : ''}<td>${esc(h.hook)}</td><td class="n calls">${h.calls}</td><td class="n">${dur(h.p50)}</td><td class="n">${dur(h.p90)}</td><td class="n">${dur(h.p99)}</td><td class="n">${h.calls ? dur(h.max) : '–'}</td></tr>`,
+                `<tr${i === 0 ? ' class="first"' : ''}>${i === 0 ? `<td rowspan="${hooks.length}" class="mod"><b>${esc(m.name)}</b><br><small>#${m.position} ${m.kind}</small>${m.budget?.bypassed ? '<br><b class="bypassed">BYPASSED (over budget)</b>' : ''}</td><td rowspan="${hooks.length}" class="n">${v}</td><td rowspan="${hooks.length}" class="n">${m.timeouts} / ${m.errors}</td>` : ''}<td>${esc(h.hook)}</td><td class="n calls">${h.calls}</td><td class="n">${dur(h.p50)}</td><td class="n">${dur(h.p90)}</td><td class="n">${dur(h.p99)}</td><td class="n">${h.calls ? dur(h.max) : '–'}</td></tr>`,
             )
             .join('');
         })
@@ -257,7 +260,7 @@ function render(s){
   $('chain').innerHTML=s.modules.length?s.modules.map(function(m){
     var v=m.verdicts?m.verdicts.pass+' / '+m.verdicts.consumed+' / '+m.verdicts.deferred:'\\u2013';
     var hs=m.hooks.length?m.hooks:[{hook:'\\u2013',calls:0,p50:null,p90:null,p99:null,max:0}];
-    return hs.map(function(h,i){var r=hs.length;return '<tr'+(i===0?' class="first"':'')+'>'+(i===0?'<td rowspan="'+r+'" class="mod"><b>'+esc(m.name)+'</b><br><small>#'+m.position+' '+m.kind+'</small></td><td rowspan="'+r+'" class="n">'+v+'</td><td rowspan="'+r+'" class="n">'+m.timeouts+' / '+m.errors+'</td>':'')+'<td>'+esc(h.hook)+'</td><td class="n calls">'+h.calls+'</td><td class="n">'+dur(h.p50)+'</td><td class="n">'+dur(h.p90)+'</td><td class="n">'+dur(h.p99)+'</td><td class="n">'+(h.calls?dur(h.max):'\\u2013')+'</td></tr>'}).join('');
+    return hs.map(function(h,i){var r=hs.length;return '<tr'+(i===0?' class="first"':'')+'>'+(i===0?'<td rowspan="'+r+'" class="mod"><b>'+esc(m.name)+'</b><br><small>#'+m.position+' '+m.kind+'</small>'+(m.budget&&m.budget.bypassed?'<br><b class="bypassed">BYPASSED (over budget)</b>':'')+'</td><td rowspan="'+r+'" class="n">'+v+'</td><td rowspan="'+r+'" class="n">'+m.timeouts+' / '+m.errors+'</td>':'')+'<td>'+esc(h.hook)+'</td><td class="n calls">'+h.calls+'</td><td class="n">'+dur(h.p50)+'</td><td class="n">'+dur(h.p90)+'</td><td class="n">'+dur(h.p99)+'</td><td class="n">'+(h.calls?dur(h.max):'\\u2013')+'</td></tr>'}).join('');
   }).join(''):'<tr><td colspan="9" class="empty">no modules: every message passes</td></tr>';
   var st=s.store;
   $('store').innerHTML='<dt>kind</dt><dd>'+esc(st.kind)+(st.durable?' (durable)':' (not durable)')+'</dd><dt>waiting for recipients</dt><dd>'+st.waiting+'</dd><dt>copies written</dt><dd>'+st.copiesWritten+'</dd><dt>group commits</dt><dd>'+st.commits+' (p50 '+dur(st.commitP50)+', p99 '+dur(st.commitP99)+')</dd><dt>backlog pages sent</dt><dd>'+st.backlogPages+'</dd><dt>rate-limited frames</dt><dd>'+s.limits.rateLimited+'</dd><dt>slow consumers closed</dt><dd>'+s.limits.slowClosed+'</dd><dt>inbox full</dt><dd>'+s.limits.inboxFull+'</dd>';
