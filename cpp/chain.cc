@@ -164,8 +164,8 @@ int chain_run(Core &core, size_t start, ChainMsg &msg, size_t *stopped) {
     mesibo_module_t *m = &inst.slot->mod;
     mesibo_int_t r;
     core.running_handle = 0;
-    // Budget checks only for an instance with a budget (budget_ticks != 0).
-    if (inst.budget_ticks && inst.bypassed && budget_still_bypassed(core, inst)) {
+    // Only an instance with a budget is ever bypassed.
+    if (inst.bypassed && budget_still_bypassed(core, inst)) {
       ++inst.bypassed_msgs;
       if (inst.on_over_budget == MESIBO_RESULT_CONSUMED) return MESIBO_RESULT_CONSUMED;
       continue;

@@ -10,7 +10,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <initializer_list>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "core.h"
@@ -148,21 +150,21 @@ bool read_common_items(Core &core, const ModuleDecl &decl, Instance &inst, OpenE
   if (t && !parse_duration(*t, inst.timeout_ns))
     return bad(std::string(tkey) + " = \"" + *t +
                "\" is not a duration; use seconds (5, 0.5) or a unit (250ms, 2s), at most one hour");
-  if (const std::string *oe = decl.item("on_error")) {
-    if (*oe == "pass") inst.on_error = MESIBO_RESULT_PASS;
-    else if (*oe == "consume" || *oe == "consumed") inst.on_error = MESIBO_RESULT_CONSUMED;
-    else return bad("on_error = \"" + *oe + "\" must be pass or consume");
+  // on_error and on_over_budget: what a message becomes when the module
+  // does not decide it (a timeout, a bypass).
+  for (auto [key, verdict] : {std::pair<const char *, int *>{"on_error", &inst.on_error},
+                              std::pair<const char *, int *>{"on_over_budget", &inst.on_over_budget}}) {
+    const std::string *v = decl.item(key);
+    if (!v) continue;
+    if (*v == "pass") *verdict = MESIBO_RESULT_PASS;
+    else if (*v == "consume" || *v == "consumed") *verdict = MESIBO_RESULT_CONSUMED;
+    else return bad(std::string(key) + " = \"" + *v + "\" must be pass or consume");
   }
   const char *dur_hint = "\" is not a duration; use a unit (500us, 2ms, 1s), at most one hour";
   if (const std::string *b = decl.item("budget")) {
     if (!parse_duration(*b, inst.budget_ns)) return bad("budget = \"" + *b + dur_hint);
     inst.budget_ticks = static_cast<uint64_t>(static_cast<double>(inst.budget_ns) / ns_per_tick());
     if (inst.budget_ticks == 0) inst.budget_ticks = 1;
-  }
-  if (const std::string *ob = decl.item("on_over_budget")) {
-    if (*ob == "pass") inst.on_over_budget = MESIBO_RESULT_PASS;
-    else if (*ob == "consume" || *ob == "consumed") inst.on_over_budget = MESIBO_RESULT_CONSUMED;
-    else return bad("on_over_budget = \"" + *ob + "\" must be pass or consume");
   }
   if (const std::string *st = decl.item("budget_strikes")) {
     char *end = nullptr;
