@@ -63,7 +63,7 @@ describe("the header's wrappers on a server without the get-API", () => {
       expect(`${r.stdout}${r.stderr}`).toBe('');
       expect(r.status).toBe(0);
       const lines = execFileSync(out, { encoding: 'utf8' }).trim().split('\n');
-      expect(lines.length).toBe(14);
+      expect(lines.length).toBe(18);
       expect(lines.filter((l) => !l.startsWith('ok '))).toEqual([]);
     }, 60_000);
   }
