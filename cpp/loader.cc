@@ -638,12 +638,17 @@ Instance *core_reload_prepare(Core &core, Instance &old, const ModuleDecl &decl,
   if (!inst->script && old.file == file && old.dl && old.file_id == file_id_of(file)) how = OPEN_SHARED;
   // The old instance's snapshot, taken while nothing of it runs (the loop
   // thread is here), reaches the new init through switchboard_state_load.
-  if (!inst->script && old.state_save && old.initialised) {
+  switchboard_state_save_fn save = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(slot_registry_mutex());  // a module thread may register it
+    save = old.state_save;
+  }
+  if (!inst->script && save && old.initialised) {
     mesibo_uint_t len = 0;
     const void *blob = nullptr;
     try {
       InModule in(old.sites[HOOK_COUNT + 2]);
-      blob = old.state_save(&old.slot->mod, &len);
+      blob = save(&old.slot->mod, &len);
     } catch (...) {
       core_logf(core, 0, "module \"%s\": its state save callback threw a C++ exception; the new instance starts without state",
                 old.name.c_str());
