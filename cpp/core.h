@@ -375,9 +375,9 @@ Instance *core_find_script(Core &core, uint32_t id);
 // --- Reload, one instance at a time (docs/modules.md, "Reloading modules").
 // Loop thread, between messages (never while a module's hook runs).
 
-// What `decl` (block `index` of `config`) resolves to, as core_open reads
-// it: the file, and whether it is a script module. False and `err` for a
-// block core_open would refuse.
+// What `decl`, a block of `config`, resolves to, as core_open reads it: the
+// file, and whether it is a script module. False and `err` for a block
+// core_open would refuse.
 bool core_resolve_block(const Config &config, const ModuleDecl &decl, std::string &file, bool &script,
                         OpenError &err);
 

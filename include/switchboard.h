@@ -20,9 +20,10 @@
  *     void *fn = switchboard_get_api(mod, "switchboard_defer", 1);
  *
  * The functions below (switchboard_defer, switchboard_resolve,
- * switchboard_has_extension, switchboard_supports) are inline wrappers that
- * do exactly that on every call, so a module calls them by name and they
- * return NULL / 0 / MESIBO_RESULT_FAIL on a server without them. Ask first:
+ * switchboard_state_save, switchboard_state_load, switchboard_has_extension,
+ * switchboard_supports) are inline wrappers that do exactly that on every
+ * call, so a module calls them by name and they return NULL / 0 /
+ * MESIBO_RESULT_FAIL on a server without them. Ask first:
  *
  *     if (switchboard_supports(mod, SWITCHBOARD_EXT_DEFER)) { ... }
  *
