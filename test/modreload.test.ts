@@ -106,6 +106,12 @@ describe('reloading a native module', () => {
     expect(ask(o)).toBe('a v2 count=3');
     expect(o.core.modules[0].stats.on_message.calls).toBe(calls + 2);
     expect(o.core.modules[0].verdicts).toMatchObject({ pass: 2, consumed: 1 });
+    // Then only an item changes: the new instance shares the rebuilt library
+    // already in memory (loaded from a copy whose name is gone).
+    expect(await o.core.reloadModules(o.config('module counter {\n label = b\n}\n'))).toMatchObject({ reloaded: ['counter'] });
+    expect(o.lines('counter').slice(-2)).toEqual(['b v2 start count=3 (state: loaded)', 'a v2 cleanup count=3']);
+    expect(o.core.submit('alice', msg('bob', 'again')).message.payload.toString()).toBe('AGAIN');
+    expect(fs.readdirSync(o.dir)).toEqual(['mesibo_mod_counter.so']);
   });
 
   it('a new .so whose init fails: reported with its code and log, and the old instance keeps working', async () => {
@@ -367,4 +373,18 @@ describe('reload under traffic on a real server', () => {
     await until(() => alice.texts().length === 1);
     expect(alice.texts()).toEqual([`b v2 count=${N + 1}`]);
   }, 30000);
+
+  it("server.use()'s handle: after remove() messages between real clients skip the module", async () => {
+    const { s } = await running('a');
+    const alice = await connectPeer(s.port, await user(s, 'alice'), 'd1', clients);
+    const bob = await connectPeer(s.port, await user(s, 'bob'), 'd1', clients);
+    const shout = await s.use('shout', { onMessage: (m) => void (m.text = `${m.text}!`) });
+    await alice.c.send('bob', 'one').sent;
+    await until(() => bob.got.length === 1);
+    await shout.remove();
+    await alice.c.send('bob', 'two').sent;
+    await until(() => bob.got.length === 2);
+    expect(bob.texts()).toEqual(['one!', 'two']);
+    expect(s.core.modules.map((m) => m.name)).toEqual(['counter']);
+  });
 });
