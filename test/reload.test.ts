@@ -194,7 +194,7 @@ describe('Server.reload()', () => {
     expect(r.s.settings.rateLimit).toBe(7);
   });
 
-  it('applies the limits the rooms read later: inbox caps, presence policy, connection caps', async () => {
+  it('applies the limits the rooms read later: inbox caps, presence policy, connection caps, metrics_token', async () => {
     const r = await start('max_inbox_messages = 100\n');
     await user(r.s, 'bob');
     const token = await user(r.s, 'alice');
@@ -214,6 +214,32 @@ describe('Server.reload()', () => {
     second.on('error', () => {});
     expect(await new Promise((res) => second.on('close', (code) => res(code)))).toBe(4029);
     expect(alice.closed).toBe(false);
+
+    r.rewrite('max_inbox_messages = 1\npresence = none\nmax_connections_per_user = 1\nmax_connections = 1\nmetrics_token = scrape-me\n');
+    expect((await r.s.reload()).applied).toEqual(['max_connections', 'metrics_token']);
+    expect(r.s.stats.connectionCap).toBe(1);
+    // The open connection stays; a new one is refused at the upgrade.
+    const third = new WebSocket(`ws://127.0.0.1:${r.s.port}/`);
+    sockets.push(third);
+    third.on('error', () => {});
+    expect(await new Promise((res) => third.on('unexpected-response', (_q, resp) => res(resp.statusCode)))).toBe(503);
+    expect(alice.closed).toBe(false);
+    const metrics = (token?: string) => fetch(`http://127.0.0.1:${r.s.port}/metrics`, { headers: token ? { Authorization: `Bearer ${token}` } : {} }).then((x) => x.status);
+    expect(await metrics()).toBe(401);
+    expect(await metrics('scrape-me')).toBe(200);
+  });
+
+  it('a shortened login_timeout closes sockets that were already waiting to log in', async () => {
+    const r = await start('login_timeout = 60\n');
+    const idle = new WebSocket(`ws://127.0.0.1:${r.s.port}/`);
+    sockets.push(idle);
+    idle.on('error', () => {});
+    const closed = new Promise((res) => idle.on('close', (code) => res(code)));
+    await new Promise((res) => idle.on('open', res));
+    r.rewrite('login_timeout = 1\n');
+    expect((await r.s.reload()).applied).toEqual(['login_timeout']);
+    expect(await closed).toBe(4008);
+    expect(r.s.stats.loginTimeouts).toBe(1);
   });
 
   it('rejects after the server stopped', async () => {
