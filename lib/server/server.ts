@@ -12,7 +12,7 @@ import { Core, type LogEntry } from '../core';
 import { SwitchboardError, type ErrorCode } from '../errors';
 import { errorText, EVENTS, Logger, type LogEvent } from '../log';
 import { Info, native, VERDICT_DEFERRED } from '../native';
-import type { ChainMessage, ModuleExport, UseOptions } from '../modules';
+import type { ChainMessage, ModuleExport, ModuleHandle, UseOptions } from '../modules';
 import { Bot } from './bot';
 import { Decoded, Format, Ingest, KeyedSerial, Stage, type MessageFields, type Middlewares } from './pipeline';
 import { SqliteStore } from '../store/sqlite';
@@ -376,9 +376,10 @@ export class Server {
 
   /**
    * Adds a TypeScript/JavaScript module to the chain (default: at its end;
-   * `opts.position` 0 is first). Resolves once its init has finished.
+   * `opts.position` 0 is first). Resolves once its init has finished, to a
+   * handle whose remove() takes it out again.
    */
-  use(name: string, module: ModuleExport, opts: UseOptions = {}): Promise<void> {
+  use(name: string, module: ModuleExport, opts: UseOptions = {}): Promise<ModuleHandle> {
     return this.core.use(name, module, opts);
   }
 
