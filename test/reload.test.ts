@@ -335,3 +335,55 @@ describe('SIGHUP', () => {
     expect(await exit).toBe(0);
   });
 });
+
+describe('module blocks', () => {
+  it('a changed item reloads that module while messages flow, without dropping a connection; a failing init keeps the old instance', async () => {
+    const block = (words: string | null) => `module_dir = ${path.join(root, 'build', 'modules')}\nrate_limit = 100000\nuser_rate_limit = 100000\nmodule filter {\n${words === null ? '' : ` blocked_words = ${words}\n`}}\n`;
+    const r = await start(block('spam'));
+    const alice = await loggedIn(r.s, await user(r.s, 'alice'));
+    const bob = await loggedIn(r.s, await user(r.s, 'bob'));
+    const texts = () => bob.frames.filter((f) => f.op === 'msg').map((f) => f.data as string);
+    let id = 1;
+    const say = (data: string) => alice.ws.send(JSON.stringify({ op: 'msg', id: id++, to: 'bob', data }));
+
+    say('a scam');
+    await until(() => texts().includes('a scam'));
+
+    // Plain messages keep going while the module is swapped.
+    let flowing = true;
+    let n = 0;
+    const sender = (async () => {
+      while (flowing) {
+        for (let i = 0; i < 20; i++) say(`m${++n}`);
+        await sleep(2);
+      }
+    })();
+    await sleep(20);
+    r.rewrite(block('spam, scam'));
+    const report = await r.s.reload();
+    await sleep(20);
+    flowing = false;
+    await sender;
+    expect(report).toMatchObject({ applied: [], restart: [], modules: { reloaded: ['filter'], unchanged: [], failed: [], restart: [] } });
+    expect(r.events('server.reloaded')[0].fields).toMatchObject({ applied: 'none', modules_reloaded: 'filter' });
+
+    say('another scam');
+    say('after');
+    await until(() => texts().includes('after'));
+    expect(texts()).not.toContain('another scam');
+    const plain = texts().filter((t) => /^m\d+$/.test(t));
+    expect(plain).toEqual(Array.from({ length: n }, (_, i) => `m${i + 1}`));
+    expect(alice.closed || bob.closed).toBe(false);
+    expect([...alice.frames, ...bob.frames].filter((f) => f.op === 'hello')).toHaveLength(2);
+
+    // A block the module's init refuses: the old instance (spam, scam) stays.
+    r.rewrite(block(null));
+    const failed = await r.s.reload();
+    expect(failed.modules).toMatchObject({ reloaded: [], failed: [{ module: 'filter', code: 'E_MODULE_INIT_FAILED' }] });
+    expect(r.events('server.reloaded')[1]).toMatchObject({ severity: 'warn', fields: { modules_failed: expect.stringContaining('filter (E_MODULE_INIT_FAILED') } });
+    say('scam again');
+    say('last');
+    await until(() => texts().includes('last'));
+    expect(texts()).not.toContain('scam again');
+  });
+});

@@ -14,8 +14,8 @@
  */
 import path from 'node:path';
 import { parseConfig, type ParsedConfig } from '../config';
-import type { CoreConfig } from '../core';
-import { SwitchboardError, type ErrorCode } from '../errors';
+import type { CoreConfig, ModuleReloadReport } from '../core';
+import { SwitchboardError } from '../errors';
 import { errorText, type Logger } from '../log';
 import { setConnectionCap, type LimitStats } from './limits';
 import type { MetricCounts } from './metrics';
@@ -106,14 +106,6 @@ function otherValues(cfg: ParsedConfig): Record<(typeof OTHER)[number], string> 
   return { module_dir: resolved(get('module_dir')), http_ca_file: resolved(get('http_ca_file')), store: get('store') ?? 'sqlite' };
 }
 
-/** Core.reloadModules' answer (branch modreload); until it is merged, this is its interface. */
-export interface ModuleReloadReport {
-  reloaded: string[];
-  unchanged: string[];
-  failed: { module: string; code: ErrorCode; message: string }[];
-  restart: string[];
-}
-
 /** What a reload did. */
 export interface ReloadReport {
   /** The config file read (for config text, its label). */
@@ -140,7 +132,7 @@ export interface Reloadable {
   readonly logger: Logger;
   readonly stats: LimitStats;
   readonly metrics: MetricCounts;
-  readonly core: { readonly closed: boolean; reloadModules?(config: CoreConfig): Promise<ModuleReloadReport> };
+  readonly core: { readonly closed: boolean; reloadModules(config: CoreConfig): Promise<ModuleReloadReport> };
 }
 
 export class Reloader {
@@ -190,7 +182,7 @@ export class Reloader {
       if (server.core.closed) throw new SwitchboardError('E_CORE_CLOSED', 'the server is stopped: there is nothing to reload');
       cfg = parseConfig('configText' in source ? { text: source.configText, file: label, dir: source.baseDir } : { file: source.configFile });
       next = { ...settingsFrom(cfg), ...this.overrides };
-      modules = server.core.reloadModules ? await server.core.reloadModules(source) : { reloaded: [], unchanged: [], failed: [], restart: [] };
+      modules = await server.core.reloadModules(source);
     } catch (e) {
       const err = SwitchboardError.from(e);
       server.metrics.reloadsFailed++;
