@@ -122,18 +122,24 @@ describe('Server.reload()', () => {
   });
 
   it('raising log_level makes debug events appear; log_format switches to json', async () => {
-    const r = await start('log_level = 1\n');
+    const filter = (item: string) => `module_dir = ${path.join(root, 'build', 'modules')}\nmodule filter {\n blocked_words = spam\n${item}}\n`;
+    const r = await start(`log_level = 1\n${filter('')}`);
     const t1 = await user(r.s, 'alice');
     await loggedIn(r.s, t1);
     expect(r.events('login.ok')).toHaveLength(0);
 
-    r.rewrite('log_level = 2\n');
-    expect(await r.s.reload()).toMatchObject({ applied: ['log_level'], restart: [] });
+    r.rewrite(`log_level = 2\n${filter('')}`);
+    expect(await r.s.reload()).toMatchObject({ applied: ['log_level'], restart: [], modules: { unchanged: ['filter'] } });
     await loggedIn(r.s, t1);
     await until(() => r.events('login.ok').length === 1);
     expect(r.events('login.ok')[0].fields).toMatchObject({ address: 'alice' });
+    // A module without a log item keeps the level the core gave it at load (documented); its own log item reloads it.
+    expect(r.s.core.modules[0].logLevel).toBe(0);
+    r.rewrite(`log_level = 2\n${filter(' log = 2\n')}`);
+    expect(await r.s.reload()).toMatchObject({ applied: [], modules: { reloaded: ['filter'] } });
+    expect(r.s.core.modules[0].logLevel).toBe(2);
 
-    r.rewrite('log_level = 2\nlog_format = json\n');
+    r.rewrite(`log_level = 2\nlog_format = json\n${filter(' log = 2\n')}`);
     expect(await r.s.reload()).toMatchObject({ applied: ['log_format'] });
     const json = r.lines.slice(-1)[0];
     expect(JSON.parse(json)).toMatchObject({ level: 'info', event: 'server.reloaded', applied: 'log_format' });
