@@ -248,6 +248,17 @@ describe('Server.reload()', () => {
     expect(r.s.stats.loginTimeouts).toBe(1);
   });
 
+  it('takes new text for a server started from config text, and reads that text on the next reload', async () => {
+    const head = `listen = 127.0.0.1:0\ndata_dir = ${tempDir()}\n`;
+    const s = await Server.start({ configText: `${head}max_presence = 5\n`, log: () => {} });
+    running.push(s);
+    expect(await s.reload()).toMatchObject({ config: '<inline>', applied: [], restart: [] });
+    await expect(s.reload({ configText: `${head}max_presence = -1\n` })).rejects.toMatchObject({ code: 'E_CONFIG_BAD_VALUE', message: expect.stringContaining('<inline>:3') });
+    expect(await s.reload({ configText: `${head}max_presence = 9\n` })).toMatchObject({ applied: ['max_presence'] });
+    expect(await s.reload()).toMatchObject({ applied: [] });
+    expect(s.settings.maxPresence).toBe(9);
+  });
+
   it('rejects after the server stopped', async () => {
     const r = await start();
     await running.pop()!.stop();
