@@ -235,6 +235,21 @@ describe('Server.reload()', () => {
     expect(await metrics('scrape-me')).toBe(200);
   });
 
+  it('durable_grace 0 after a reload writes every copy before delivery, where a 1 s grace wrote none', async () => {
+    const r = await start('durable_grace = 1000\n');
+    const alice = await loggedIn(r.s, await user(r.s, 'alice'));
+    const bob = await loggedIn(r.s, await user(r.s, 'bob'));
+    for (let id = 1; id <= 10; id++) alice.ws.send(JSON.stringify({ op: 'msg', id, to: 'bob', data: 'x' }));
+    await until(() => sent(alice) === 10);
+    expect(r.s.metrics.copiesStored).toBe(0); // bob confirmed each within the grace
+    r.rewrite('durable_grace = 0\n');
+    expect((await r.s.reload()).applied).toEqual(['durable_grace']);
+    for (let id = 11; id <= 20; id++) alice.ws.send(JSON.stringify({ op: 'msg', id, to: 'bob', data: 'x' }));
+    await until(() => sent(alice) === 20);
+    expect(r.s.metrics.copiesStored).toBe(10);
+    await until(() => bob.frames.filter((f) => f.op === 'msg').length === 20);
+  });
+
   it('a shortened login_timeout closes sockets that were already waiting to log in', async () => {
     const r = await start('login_timeout = 60\n');
     const idle = new WebSocket(`ws://127.0.0.1:${r.s.port}/`);
