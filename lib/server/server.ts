@@ -19,10 +19,11 @@ import { SqliteStore } from '../store/sqlite';
 import type { NewMessage, Store } from '../store/types';
 import { handleApi, type ApiContext } from './api';
 import { settingsFrom, type ServerSettings } from './settings';
+import { Reloader, type ReloadReport } from './reload';
 import { requireNativeUws } from './transport';
 import { hashToken, newToken } from './tokens';
 import { Inboxes } from './inbox';
-import { charge, connectionCap, fileDescriptorLimit, has, looksLikeStatus, newBucket, newStats, take, validAddress, validDevice, type Bucket, type IpCount, type LimitStats } from './limits';
+import { charge, has, looksLikeStatus, newBucket, newStats, setConnectionCap, take, validAddress, validDevice, type Bucket, type IpCount, type LimitStats } from './limits';
 import { Presence } from './presence';
 import { countCommit, metricsAuthorized, newCounts, ProcessMetrics, renderMetrics, type MetricCounts, type MetricSources } from './metrics';
 import { renderStatusPage, statusSnapshot, WarningRing } from './status';
@@ -230,6 +231,8 @@ export class Server {
   private readonly warnings = new WarningRing();
   private readonly untapWarnings: () => void;
   private readonly startedAt = Date.now();
+  /** Set by start(): re-reads the config it started from. */
+  private reloader!: Reloader;
 
   private constructor(settings: ServerSettings, core: Core, store: Store, logger: Logger) {
     this.settings = settings;
@@ -239,18 +242,10 @@ export class Server {
     this.untapWarnings = logger.tap((r) => this.warnings.add(r));
     for (const u of store.listUsers()) this.users.add(u);
     for (const r of store.receiptFlagsPending(FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT)) this.trackReceipt(r.sender, r.recipient, r.id, r.flags, r.groupid);
-    const fds = fileDescriptorLimit();
-    this.stats = newStats(connectionCap(settings.maxConnections, fds));
-    if (settings.maxConnections > this.stats.connectionCap) {
-      logger.event('server.setting_lowered', {
-        setting: 'max_connections',
-        value: settings.maxConnections,
-        used: this.stats.connectionCap,
-        reason: `the process may open ${fds} file descriptors, less a reserve for the store and modules; raise the limit with ulimit -n or LimitNOFILE=`,
-      });
-    }
-    this.inboxes = new Inboxes(store, settings.maxInboxMessages, settings.maxInboxBytes);
-    this.presence = new Presence(settings.presence, store, this.users);
+    this.stats = newStats(0);
+    setConnectionCap(this.stats, settings.maxConnections, logger);
+    this.inboxes = new Inboxes(store, settings);
+    this.presence = new Presence(settings, store, this.users);
     this.app = settings.tlsCert ? uWS.SSLApp({ cert_file_name: settings.tlsCert, key_file_name: settings.tlsKey! }) : uWS.App();
     const stageError = (stage: string, e: unknown) => logger.event('middleware.error', { stage, error: errorText(e), outcome: 'the message went on as it was' });
     this.serial = new KeyedSerial((e) => logger.event('transport.error', { error: errorText(e) }));
@@ -309,6 +304,7 @@ export class Server {
       throw e;
     }
     const server = new Server(settings, core, store, logger);
+    server.reloader = new Reloader(server, opts, cfg);
     try {
       await core.ready; // script modules' init
       core.drain(); // what their init logged comes before "listening"
@@ -408,6 +404,17 @@ export class Server {
     return b;
   }
 
+  /**
+   * Reads the config again (the file or text start() was given, `configText`
+   * instead for a server started from text; start()'s overrides stay on
+   * top), applies what can change while running and reports what needs a
+   * restart (docs/operations.md, "Reloading"). Rejects with the config's
+   * error (E_CONFIG_*) when it is refused: the server runs on unchanged.
+   */
+  reload(opts: { configText?: string } = {}): Promise<ReloadReport> {
+    return this.reloader.reload(opts.configText);
+  }
+
   /** Stops accepting, closes every connection, flushes the store, runs on_cleanup. */
   async stop(): Promise<void> {
     if (this.stopped) return;
@@ -502,7 +509,10 @@ export class Server {
   private installRoutes(): void {
     const s = this.settings;
     const api: ApiContext = {
-      appToken: s.appToken,
+      // Read per request: a reload rotates it.
+      get appToken() {
+        return s.appToken;
+      },
       store: this.store,
       users: this.users,
       groups: this.groups,
@@ -513,6 +523,7 @@ export class Server {
         this.disconnect(address, 'E_AUTH', 'your token was revoked or your user was removed; log in again with a new token');
       },
       loadGroup: (gid) => this.group(gid),
+      reload: () => this.reload(),
       logger: this.logger,
     };
     this.app.get('/health', (res) => {
