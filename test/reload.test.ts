@@ -9,7 +9,7 @@ import path from 'node:path';
 import WebSocket from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../lib/config';
-import { Server } from '../lib/index';
+import { Server, type ModuleContext } from '../lib/index';
 import { RELOAD, SETTING_OF } from '../lib/server/reload';
 import { settingsFrom, type ServerSettings } from '../lib/server/settings';
 import { parseLogLine, reap, root, tempDir, until } from './helpers';
@@ -133,16 +133,36 @@ describe('Server.reload()', () => {
     await loggedIn(r.s, t1);
     await until(() => r.events('login.ok').length === 1);
     expect(r.events('login.ok')[0].fields).toMatchObject({ address: 'alice' });
-    // A module without a log item keeps the level the core gave it at load (documented); its own log item reloads it.
+    // A module without a log item follows: one below the server's level, as at start.
+    expect(r.s.core.modules[0].logLevel).toBe(1);
+    r.rewrite(`log_level = 2\n${filter(' log = 0\n')}`);
+    expect(await r.s.reload()).toMatchObject({ applied: [], modules: { reloaded: ['filter'] } });
+    expect(r.s.core.modules[0].logLevel).toBe(0);
+    // Its own log item wins over a later change of log_level.
+    r.rewrite(`log_level = 3\n${filter(' log = 0\n')}`);
+    expect(await r.s.reload()).toMatchObject({ applied: ['log_level'], modules: { unchanged: ['filter'] } });
     expect(r.s.core.modules[0].logLevel).toBe(0);
     r.rewrite(`log_level = 2\n${filter(' log = 2\n')}`);
-    expect(await r.s.reload()).toMatchObject({ applied: [], modules: { reloaded: ['filter'] } });
+    expect(await r.s.reload()).toMatchObject({ applied: ['log_level'], modules: { reloaded: ['filter'] } });
     expect(r.s.core.modules[0].logLevel).toBe(2);
 
     r.rewrite(`log_level = 2\nlog_format = json\n${filter(' log = 2\n')}`);
     expect(await r.s.reload()).toMatchObject({ applied: ['log_format'] });
     const json = r.lines.slice(-1)[0];
     expect(JSON.parse(json)).toMatchObject({ level: 'info', event: 'server.reloaded', applied: 'log_format' });
+  });
+
+  it('a module added in code without its own log level follows a reloaded log_level; one with a level keeps it', async () => {
+    const r = await start('log_level = 1\n');
+    const ctxs: Record<string, ModuleContext> = {};
+    const keep = (name: string) => (ctx: ModuleContext) => ((ctxs[name] = ctx), {});
+    await r.s.use('follows', keep('follows'));
+    await r.s.use('own', keep('own'), { log: 0 });
+    expect([ctxs.follows.logLevel, ctxs.own.logLevel]).toEqual([0, 0]);
+    r.rewrite('log_level = 3\n');
+    await r.s.reload();
+    expect([ctxs.follows.logLevel, ctxs.own.logLevel]).toEqual([2, 0]);
+    expect(r.s.core.modules.map((m) => [m.name, m.logLevel])).toEqual([['follows', 2], ['own', 0]]);
   });
 
   it('refuses a config that does not parse or has a bad value, with its code and file:line, and keeps the old settings in force', async () => {

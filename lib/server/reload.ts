@@ -132,7 +132,7 @@ export interface Reloadable {
   readonly logger: Logger;
   readonly stats: LimitStats;
   readonly metrics: MetricCounts;
-  readonly core: { readonly closed: boolean; reloadModules(config: CoreConfig): Promise<ModuleReloadReport> };
+  readonly core: { readonly closed: boolean; reloadModules(config: CoreConfig): Promise<ModuleReloadReport>; setLogLevel(serverLevel: number): void };
 }
 
 export class Reloader {
@@ -197,6 +197,8 @@ export class Reloader {
     }
     if (configText !== undefined && 'configText' in this.origin) this.origin.configText = configText;
     const { applied, restart } = this.apply(cfg, next);
+    // Modules follow the config's log_level, as at start (an override of the server's own level does not reach them).
+    server.core.setLogLevel(settingsFrom(cfg).logLevel);
     server.metrics.reloadsOk++;
     const names = (l: string[]) => (l.length ? l.join(',') : undefined);
     const trouble = restart.length > 0 || modules.failed.length > 0 || modules.restart.length > 0;
