@@ -13,18 +13,28 @@
  *
  *   loadgen --port P --conns N --seconds S [--host 127.0.0.1] [--tokens FILE]
  *           [--window W | --rate MSG_PER_S] [--size BYTES] [--warmup S]
- *           [--threads T] [--baseline | --mqtt] [--idle] [--ready-timeout S]
+ *           [--threads T] [--baseline [--status-router] | --mqtt] [--idle]
+ *           [--ready-timeout S]
  *
- * Window mode (default, W=64): a connection has at most W messages without a
- * "sent" status and at most W not yet received by its peer. Rate mode: the
+ * Window mode (default, W=8): a connection has at most W messages without a
+ * "sent" status (with --status-router: without their delivered status back)
+ * and at most W not yet received by its peer. Rate mode: the
  * connections together send MSG_PER_S, each on its own schedule; latency is
  * measured from the scheduled time, so a server that falls behind is not
  * flattered (no coordinated omission); the window (default 4096) still bounds
  * what is in flight, and "late" counts messages sent over 1 ms after they fell
  * due (the generator or the window fell behind).
  *
+ * Every message received from a peer is confirmed with a delivered status
+ * (status 2) addressed to its sender, as the SDK does, to Switchboard and to
+ * both baseline routers alike (not to Mosquitto: QoS 0 has no such thing).
+ *
  * --baseline: no token, no hello and no "sent" status (the baseline server
- * has no auth and sends no statuses); connection i connects as /?u=c<i>.
+ * has no auth and makes no statuses of its own); connection i connects as
+ * /?u=c<i>. The plain router drops the delivered statuses; with
+ * --status-router the router forwards each to the message's sender, and the
+ * window then also counts a connection's messages whose delivered status has
+ * not come back, as it counts messages without "sent" from Switchboard.
  *
  * --mqtt: MQTT 3.1.1 over plain TCP instead of WebSocket (for Mosquitto).
  * Connection i sends CONNECT (client id "lg-c<i>", clean session, keep-alive
@@ -160,6 +170,7 @@ static double g_rate;
 static int g_size = 32;
 static int g_threads = 1;
 static int g_baseline;
+static int g_status_router; /* --baseline --status-router: delivered statuses come back to the sender */
 static int g_mqtt;
 static int g_idle;
 static int g_group;           /* members per group; 0: pairs */
@@ -431,6 +442,9 @@ static int64_t window_room(const struct conn *c) {
   }
   if (!g_baseline && !g_mqtt) {
     int64_t r2 = (int64_t)g_window - (int64_t)(c->sent - c->sent_ok);
+    if (r2 < room) room = r2;
+  } else if (g_status_router && !c->grp) {
+    int64_t r2 = (int64_t)g_window - (int64_t)(c->sent - c->delivered);
     if (r2 < room) room = r2;
   }
   return room;
@@ -918,7 +932,7 @@ static void usage(void) {
   fprintf(stderr,
           "usage: loadgen --port P --conns N --seconds S [--host H] [--tokens FILE]\n"
           "               [--window W | --rate MSG_PER_S] [--size BYTES] [--warmup S] [--threads T]\n"
-          "               [--baseline | --mqtt] [--idle] [--ready-timeout S]\n");
+          "               [--baseline [--status-router] | --mqtt] [--idle] [--ready-timeout S]\n");
   exit(2);
 }
 
@@ -941,6 +955,7 @@ int main(int argc, char **argv) {
     else if (OPT("--threads")) g_threads = atoi(v);
     else if (OPT("--ready-timeout")) g_ready_timeout = atof(v);
     else if (strcmp(a, "--baseline") == 0) g_baseline = 1;
+    else if (strcmp(a, "--status-router") == 0) g_status_router = 1;
     else if (strcmp(a, "--mqtt") == 0) g_mqtt = 1;
     else if (strcmp(a, "--idle") == 0) g_idle = 1;
     else if (OPT("--group")) g_group = atoi(v);
@@ -950,9 +965,10 @@ int main(int argc, char **argv) {
   }
   if (g_port <= 0 || g_nconns < 2 || g_nconns % 2 || g_seconds <= 0 || g_threads < 1 || g_size < 0) usage();
   if (g_mqtt && g_baseline) usage();
+  if (g_status_router && (!g_baseline || g_group)) die("--status-router needs --baseline and no --group");
   if (!g_baseline && !g_mqtt && !g_tokens_file) die("--tokens FILE is needed (or --baseline)");
   if (g_group && (g_group < 2 || g_nconns % g_group || g_mqtt)) die("--group N needs N >= 2 dividing --conns, and no --mqtt");
-  if (g_window < 0) g_window = g_rate > 0 ? 4096 : 64;
+  if (g_window < 0) g_window = g_rate > 0 ? 4096 : 8;
   if (g_window < 1) usage();
   if (g_threads > g_nconns / 2) g_threads = g_nconns / 2;
 
@@ -1063,7 +1079,7 @@ int main(int argc, char **argv) {
   fprintf(stderr,
           "loadgen: %s %d conns, %s %g, %d-byte data, %.1f s (+%.1f s warm-up): %.0f msg/s delivered; latency p50 %.3f ms, p99 %.3f ms, "
           "p99.9 %.3f ms, max %.3f ms; generator CPU %.1f%% of one core (user %.1f%%)\n",
-          g_mqtt ? "mqtt," : g_baseline ? "baseline," : "switchboard,", g_nconns, g_rate > 0 ? "rate" : "window", g_rate > 0 ? g_rate : g_window, g_size,
+          g_mqtt ? "mqtt," : g_status_router ? "status router," : g_baseline ? "plain router," : "switchboard,", g_nconns, g_rate > 0 ? "rate" : "window", g_rate > 0 ? g_rate : g_window, g_size,
           g_seconds, g_warmup, rate, p50, p99, p999, lat_max / 1e6, cpu_pct, user_pct);
   if (errors || closed) fprintf(stderr, "loadgen: %llu error frames, %llu connections lost; first: %s\n", (unsigned long long)errors, (unsigned long long)closed, first_error);
   printf("RESULT {\"msgs\":%llu,\"sent\":%llu,\"msgPerSec\":%.1f,\"p50Ms\":%.3f,\"p99Ms\":%.3f,\"p999Ms\":%.3f,\"maxMs\":%.3f,"
