@@ -485,6 +485,8 @@ async function main() {
         try {
           const args = [...base(seconds, p.conns), ...p.args, '--port', String(p.c.server.port), ...(await p.c.auth(p.conns))];
           const res = await runLoadgen(bin, args, o, p.c.server.child.pid, pin, { seconds, extraS: 60 });
+          const wrong = confirmationsWrong(p.c, res, o);
+          if (wrong) throw new Error(`the statuses that came back do not match the row (${wrong}): the run would not measure what its row says`);
           p.runs.push(res);
           console.error(
             `  ${p.c.name}, ${p.conns} conns${p.label ?? ''}: ${Math.round(res.msgPerSec)} msg/s, p50 ${res.p50Ms} ms, p99 ${res.p99Ms} ms, generator CPU ${res.cpuPct.toFixed(0)}%, server CPU ${res.serverCpuPct.toFixed(0)}%, other processes ${res.otherCpuPct.toFixed(0)}%${quietEnough(res, o) ? '' : ' (busy machine: will repeat)'}`,
@@ -611,7 +613,7 @@ async function main() {
         console.log('');
         console.log(
           `At ${xw} messages in flight per connection uWebSockets.js writes nearly every frame with a send() call of its own instead of one per connection per loop turn, ` +
-            `so the routers fall well below their maximum at window ${W} while Switchboard, which corks its writes, loses less. A ratio measured here flatters Switchboard; ` +
+            `so the routers fall well below their maximum at window ${W} while Switchboard loses less. A ratio measured here flatters Switchboard; ` +
             `this table is kept to show by how much, not to judge by. Its latency is queueing time (Little's law: connections x window / rate).`,
         );
       }
@@ -740,6 +742,21 @@ async function main() {
   }
   for (const note of notes) console.log(`\n${note}`);
   console.error(`e2e: done in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+}
+
+/**
+ * What is wrong with the statuses run `r` got back for row `c`, or '' if nothing: the plain router must forward
+ * no delivered status, the router + status frame one per message, Switchboard a "sent" per message. A router
+ * that routed fewer frames than its row says would flatter it; one that routed more would hurt the comparison.
+ * The counts cover the run up to the end of the measured window and `msgs` only that window, so a count under half
+ * of `msgs` means a status per message did not come back (the rest is slack for what is in flight and a short
+ * warm-up). Group fan-out (msgs counts deliveries, N-1 per message) and MQTT are not checked.
+ */
+function confirmationsWrong(c, r, o) {
+  if (o.group || c.kind === 'mosquitto') return '';
+  if (c.kind === 'plain') return r.deliveredStatuses ? `${r.deliveredStatuses} delivered statuses forwarded` : '';
+  const [n, what] = c.kind === 'status' ? [r.deliveredStatuses, 'delivered statuses'] : [r.sentStatuses, '"sent" statuses'];
+  return n < r.msgs / 2 ? `${n} ${what} for ${r.msgs} messages` : '';
 }
 
 /** Whether the rest of the machine stayed under --max-other during run `r`. */
