@@ -13,7 +13,7 @@
  *
  *   loadgen --port P --conns N --seconds S [--host 127.0.0.1] [--tokens FILE]
  *           [--window W | --rate MSG_PER_S] [--size BYTES] [--warmup S]
- *           [--threads T] [--baseline [--status-router] | --mqtt] [--idle]
+ *           [--threads T] [--baseline | --mqtt] [--status-router] [--idle]
  *           [--ready-timeout S]
  *
  * Window mode (default, W=8): a connection has at most W messages without a
@@ -27,22 +27,26 @@
  *
  * Every message received from a peer is confirmed with a delivered status
  * (status 2) addressed to its sender, as the SDK does, to Switchboard and to
- * both baseline routers alike (not to Mosquitto: QoS 0 has no such thing).
+ * both baseline routers alike (to Mosquitto only with --status-router, as
+ * a publish of its own: QoS 0 has no acknowledgement).
  *
  * --baseline: no token, no hello and no "sent" status (the baseline server
  * has no auth and makes no statuses of its own); connection i connects as
  * /?u=c<i>. The plain router drops the delivered statuses; with
  * --status-router the router forwards each to the message's sender, and the
  * window then also counts a connection's messages whose delivered status has
- * not come back, as it counts messages without "sent" from Switchboard.
+ * not come back, as it counts messages without "sent" from Switchboard
+ * (with --mqtt: below).
  *
  * --mqtt: MQTT 3.1.1 over plain TCP instead of WebSocket (for Mosquitto).
  * Connection i sends CONNECT (client id "lg-c<i>", clean session, keep-alive
  * off) and SUBSCRIBE to topic "c<i>" (QoS 0), and is ready on SUBACK; it then
  * PUBLISHes (QoS 0) to its peer's topic. The payload is the same JSON text
  * as the baseline's frames (same size, the send time at the same place).
- * QoS 0 has no acknowledgement and the receiver sends none, so, as with
- * --baseline, the window counts messages not yet received by the peer.
+ * QoS 0 has no acknowledgement; with --status-router the receiver publishes
+ * the delivered status (the same JSON text as to the routers, QoS 0) to the
+ * sender's topic, and the window counts statuses back as with the status
+ * router; without it the receiver sends nothing.
  *
  * --group N [--gid-base B]: group fan-out instead of pairs. Connections
  * i*N .. i*N+N-1 form group B+i (Switchboard: a group of those users that the
@@ -125,7 +129,7 @@ struct conn {
   /* Pre-built masked frames: the message and the delivered status. */
   unsigned char *msg;
   size_t msg_len, msg_id_at, msg_ts_at; /* offsets of the digits inside the frame */
-  unsigned char ack[512];
+  unsigned char ack[1024];
   size_t ack_len, ack_id_at;
   size_t payload_at; /* offset of the WebSocket payload in msg (mask applies from here) */
   size_t ack_payload_at;
@@ -347,6 +351,24 @@ static void build_mqtt_publish(struct conn *c, const char *text, size_t tlen, si
   c->msg_ts_at = h + ts_text_at;
 }
 
+/* --mqtt --status-router: the delivered status, published (QoS 0) to the sender's topic, unmasked. */
+static void build_mqtt_ack(struct conn *c) {
+  const char *to = c->peer->addr;
+  char atext[400];
+  int an = snprintf(atext, sizeof atext, "{\"op\":\"status\",\"id\":%u,\"to\":\"%s\",\"status\":2}", FIRST_ID, to);
+  size_t tl = strlen(to), h = 0;
+  c->ack[h++] = 0x30;
+  h += mqtt_varint(c->ack + h, 2 + tl + (size_t)an);
+  c->ack[h++] = (unsigned char)(tl >> 8);
+  c->ack[h++] = (unsigned char)tl;
+  memcpy(c->ack + h, to, tl);
+  h += tl;
+  c->ack_payload_at = h;
+  memcpy(c->ack + h, atext, (size_t)an);
+  c->ack_len = h + (size_t)an;
+  c->ack_id_at = h + 20; /* strlen("{\"op\":\"status\",\"id\":") */
+}
+
 static void build_frames(struct conn *c) {
   const char *to = c->peer->addr;
   size_t dlen = (size_t)(g_size < TS_DIGITS ? TS_DIGITS : g_size);
@@ -365,6 +387,7 @@ static void build_frames(struct conn *c) {
   if (g_mqtt) {
     build_mqtt_publish(c, text, tlen, ts_text_at);
     free(text);
+    if (g_status_router) build_mqtt_ack(c);
     return;
   }
 
@@ -484,7 +507,7 @@ static void on_text(struct conn *c, const unsigned char *p, size_t n, uint64_t t
       if (c->grp) {
         __atomic_add_fetch(&c->grp->received, 1, __ATOMIC_RELAXED);
         if (!g_baseline) send_group_ack(c, id, p, end);
-      } else if (!g_mqtt) send_ack(c, id);
+      } else if (!g_mqtt || g_status_router) send_ack(c, id);
       if (in_window(t)) {
         uint64_t lat = t > ts ? t - ts : 0;
         uint64_t us = lat / 1000;
@@ -937,7 +960,7 @@ static void usage(void) {
   fprintf(stderr,
           "usage: loadgen --port P --conns N --seconds S [--host H] [--tokens FILE]\n"
           "               [--window W | --rate MSG_PER_S] [--size BYTES] [--warmup S] [--threads T]\n"
-          "               [--baseline [--status-router] | --mqtt] [--idle] [--ready-timeout S]\n");
+          "               [--baseline | --mqtt] [--status-router] [--idle] [--ready-timeout S]\n");
   exit(2);
 }
 
@@ -970,7 +993,7 @@ int main(int argc, char **argv) {
   }
   if (g_port <= 0 || g_nconns < 2 || g_nconns % 2 || g_seconds <= 0 || g_threads < 1 || g_size < 0) usage();
   if (g_mqtt && g_baseline) usage();
-  if (g_status_router && (!g_baseline || g_group)) die("--status-router needs --baseline and no --group");
+  if (g_status_router && (!(g_baseline || g_mqtt) || g_group)) die("--status-router needs --baseline or --mqtt, and no --group");
   if (!g_baseline && !g_mqtt && !g_tokens_file) die("--tokens FILE is needed (or --baseline)");
   if (g_group && (g_group < 2 || g_nconns % g_group || g_mqtt)) die("--group N needs N >= 2 dividing --conns, and no --mqtt");
   if (g_window < 0) g_window = g_rate > 0 ? 4096 : 8;
@@ -1084,7 +1107,7 @@ int main(int argc, char **argv) {
   fprintf(stderr,
           "loadgen: %s %d conns, %s %g, %d-byte data, %.1f s (+%.1f s warm-up): %.0f msg/s delivered; latency p50 %.3f ms, p99 %.3f ms, "
           "p99.9 %.3f ms, max %.3f ms; generator CPU %.1f%% of one core (user %.1f%%)\n",
-          g_mqtt ? "mqtt," : g_status_router ? "status router," : g_baseline ? "plain router," : "switchboard,", g_nconns, g_rate > 0 ? "rate" : "window", g_rate > 0 ? g_rate : g_window, g_size,
+          g_mqtt ? (g_status_router ? "mqtt + status publish," : "mqtt,") : g_status_router ? "status router," : g_baseline ? "plain router," : "switchboard,", g_nconns, g_rate > 0 ? "rate" : "window", g_rate > 0 ? g_rate : g_window, g_size,
           g_seconds, g_warmup, rate, p50, p99, p999, lat_max / 1e6, cpu_pct, user_pct);
   if (errors || closed) fprintf(stderr, "loadgen: %llu error frames, %llu connections lost; first: %s\n", (unsigned long long)errors, (unsigned long long)closed, first_error);
   printf("RESULT {\"msgs\":%llu,\"sent\":%llu,\"msgPerSec\":%.1f,\"p50Ms\":%.3f,\"p99Ms\":%.3f,\"p999Ms\":%.3f,\"maxMs\":%.3f,"
