@@ -886,7 +886,9 @@ static void *thread_main(void *arg) {
         if (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) on_connected(c);
         continue;
       }
-      if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c, t);
+      /* Each connection's frames are timed when it is read, not when the wait returned: with many connections
+       * ready at once the last ones are read a while later, and the wait's time would shorten their latency. */
+      if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c, n > 1 ? now_ns() : t);
       if (c->state != ST_DEAD && (evs[i].events & EPOLLOUT)) flush(c);
     }
     while (started < th->nconns && started - th->ready - (int)th->closed < 256) conn_start(th->conns[started++]);
@@ -910,7 +912,8 @@ static void *thread_main(void *arg) {
         for (int i = 0; i < th->nconns; i++) sent_at_meas += th->conns[i]->sent;
       }
       if (t >= g_end_ns) break;
-      if (!g_idle) next_due = fill(th, t);
+      /* Stamped (window mode) and checked for lateness (rate mode) with the time they go out, after the events. */
+      if (!g_idle) next_due = fill(th, now_ns());
     }
     for (int i = 0; i < th->nconns; i++) {
       struct conn *c = th->conns[i];
