@@ -24,10 +24,11 @@
 // dropped) and the status-frame one (the delivered status also forwarded to
 // the sender: 4 frames per message, as Switchboard has); "mosquitto" is
 // Mosquitto 2 (MQTT 3.1.1, QoS 0, each receiver publishing its delivered
-// status to the sender; skipped with a note if the binary is missing); "switchboard" is durable off with 0 and 3 PASS modules and
-// durable on with 3; "more" adds durable on with 0, durable_grace 0, one TS
-// module (sync and async) and the filter module. Every Switchboard row is
-// printed with its ratio to both routers.
+// status to the sender; skipped with a note if the binary is missing);
+// "switchboard" is durable off with 0 and 3 PASS modules and durable on with
+// 3; "more" adds durable on with 0, durable_grace 0, one TS module (sync and
+// async) and the filter module. Every row is printed with its ratio to both
+// routers.
 //
 // It builds the C load generator (bench/e2e/loadgen.c) into build-bench/e2e/.
 // Each server runs in its own child process; with taskset and 2+ cores the
