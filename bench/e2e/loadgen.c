@@ -175,7 +175,7 @@ static double g_rate;
 static int g_size = 32;
 static int g_threads = 1;
 static int g_baseline;
-static int g_status_router; /* --baseline --status-router: delivered statuses come back to the sender */
+static int g_status_router; /* --status-router: the router or broker brings each delivered status back to the sender */
 static int g_mqtt;
 static int g_idle;
 static int g_group;           /* members per group; 0: pairs */
