@@ -26,34 +26,10 @@ import { charge, connectionCap, fileDescriptorLimit, has, looksLikeStatus, newBu
 import { Presence } from './presence';
 import { countCommit, metricsAuthorized, newCounts, ProcessMetrics, renderMetrics, type MetricCounts, type MetricSources } from './metrics';
 import { renderStatusPage, statusSnapshot, WarningRing } from './status';
+import { CLOSE_AUTH, CLOSE_BAD_LOGIN, CLOSE_LOGIN_TIMEOUT, CLOSE_TOO_MANY, FLAG_DELIVERY_RECEIPT, FLAG_READ_RECEIPT, FLAG_TRANSIENT, OP_STATUS, OUT_BINARY, OUT_BOTH, OUT_JSON, Status, WIRE_E_TOO_LARGE, WIRE_E_UNKNOWN_OP } from './protocol';
 
-/** mesibo status codes the server sends (see include/module.h). */
-export const Status = {
-  SENT: 1,
-  DELIVERED: 2,
-  READ: 3,
-  NOTACTIVE: 0x81,
-  INVALIDDEST: 0x83,
-  INBOXFULL: 0x82,
-  BLOCKED: 0x88,
-} as const;
+export { Status } from './protocol';
 
-const FLAG_DELIVERY_RECEIPT = 0x1;
-const FLAG_READ_RECEIPT = 0x2;
-const FLAG_TRANSIENT = 0x4;
-const OP_STATUS = 2;
-const OUT_JSON = 0;
-const OUT_BINARY = 1;
-const OUT_BOTH = 2;
-const WIRE_E_UNKNOWN_OP = -5;
-const WIRE_E_TOO_LARGE = -2;
-const CLOSE_AUTH = 4001;
-/** A login frame the server cannot accept (bad device label): fix the client, not the token. */
-const CLOSE_BAD_LOGIN = 4002;
-/** No login within login_timeout, or evicted to make room (max_unauthenticated). */
-const CLOSE_LOGIN_TIMEOUT = 4008;
-/** The user is at max_connections_per_user. */
-const CLOSE_TOO_MANY = 4029;
 const MAX_BACKPRESSURE = 4 * 1024 * 1024;
 /** The backlog is sent while less than this waits in the socket's buffer. */
 const BACKLOG_BUFFER = 512 * 1024;
