@@ -10,6 +10,7 @@
  * at most one of a bounded set of addresses.
  */
 import type { Store } from '../store/types';
+import type { ServerSettings } from './settings';
 
 export type PresencePolicy = 'all' | 'contacts' | 'none';
 
@@ -21,14 +22,15 @@ export class Presence {
   private readonly talked = new Set<string>();
 
   constructor(
-    readonly policy: PresencePolicy,
+    /** The presence setting is read at each use, so a reload applies to the next request. */
+    private readonly settings: ServerSettings,
     private readonly store: Store,
     private readonly users: Set<string>,
   ) {}
 
   /** Whether messages should be recorded as contacts (policy contacts only: it costs a string per message). */
   get tracksMessages(): boolean {
-    return this.policy === 'contacts';
+    return this.settings.presence === 'contacts';
   }
 
   /** A message went from `a` to `b`: they are contacts from now on. */
@@ -49,8 +51,9 @@ export class Presence {
    * refusal says nothing about who exists.
    */
   mayWatch(watcher: string, target: string): boolean {
-    if (this.policy === 'none' || !this.users.has(target)) return false;
-    if (this.policy === 'all' || watcher === target) return true;
+    const policy = this.settings.presence;
+    if (policy === 'none' || !this.users.has(target)) return false;
+    if (policy === 'all' || watcher === target) return true;
     const key = watcher < target ? `${watcher}\0${target}` : `${target}\0${watcher}`;
     if (this.talked.has(key)) return true;
     const mine = new Set(this.store.groupsOf(watcher));
