@@ -63,8 +63,8 @@ describe('the constants the server shares with the core', () => {
     expect(RESULT_DEFER).toBe(define('include/switchboard.h', 'SWITCHBOARD_RESULT_DEFER'));
   });
 
-  it('the info slots are cpp/addon.cc\'s InfoSlot, in order', () => {
-    const slots = enumerators('cpp/addon.cc', 'InfoSlot');
+  it('the info slots are cpp/slots.h\'s InfoSlot, in order', () => {
+    const slots = enumerators('cpp/slots.h', 'InfoSlot');
     // INFO_TO_LEN is Info.ToLen: the names match once the prefix and underscores go.
     const camel = (s: string) => s.replace(/^INFO_/, '').toLowerCase().replace(/_/g, '');
     const ours: [string, number][] = [
