@@ -230,7 +230,12 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
                         InstanceMethod<&CoreHandle::Send>("send"),
                         InstanceMethod<&CoreHandle::Log>("log"),
                         InstanceMethod<&CoreHandle::CountError>("countError"),
-                        InstanceMethod<&CoreHandle::Counters>("counters")});
+                        InstanceMethod<&CoreHandle::Counters>("counters"),
+                        InstanceMethod<&CoreHandle::ReloadPlan>("reloadPlan"),
+                        InstanceMethod<&CoreHandle::ReloadInstance>("reloadInstance"),
+                        InstanceMethod<&CoreHandle::CommitReload>("commitReload"),
+                        InstanceMethod<&CoreHandle::AbortReload>("abortReload"),
+                        InstanceMethod<&CoreHandle::RemoveScript>("removeScript")});
   }
 
   // Fills the info slots and the out buffer from a result, as submit does;
@@ -495,6 +500,7 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
       o.Set("description", m.description ? Napi::Value(Napi::String::New(env, m.description)) : env.Null());
       o.Set("logLevel", static_cast<double>(inst.log_level));
       o.Set("script", Napi::Boolean::New(env, inst.script));
+      if (inst.script) o.Set("scriptId", static_cast<double>(inst.script_id));
       o.Set("errors", static_cast<double>(inst.errors));
       o.Set("timeouts", static_cast<double>(inst.timeouts));
       Napi::Object budget = Napi::Object::New(env);
@@ -602,10 +608,158 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
 
   sb::Instance *ScriptInstance(const Napi::Value &id) {
     if (!state_ || state_->core.closed || !id.IsNumber()) return nullptr;
-    uint32_t want = id.As<Napi::Number>().Uint32Value();
+    return sb::core_find_script(state_->core, id.As<Napi::Number>().Uint32Value());
+  }
+
+  // The chain may change only between messages, never from inside a hook.
+  bool NotInHook(Napi::Env env, const char *what) {
+    if (!state_->core.running) return true;
+    make_error(env, "E_CORE_BUSY", std::string(what) + " cannot run inside a module's hook; do it after the hook returns")
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+
+  void ThrowOpenError(Napi::Env env, const sb::OpenError &oerr) {
+    Napi::Error e = make_error(env, oerr.code, oerr.message);
+    if (!oerr.module.empty()) e.Set("module", oerr.module);
+    if (!oerr.file.empty()) e.Set("file", oerr.file);
+    if (oerr.line) e.Set("line", static_cast<double>(oerr.line));
+    Napi::Array lines = Napi::Array::New(env, oerr.module_log.size());
+    for (size_t i = 0; i < oerr.module_log.size(); ++i) lines.Set(static_cast<uint32_t>(i), oerr.module_log[i]);
+    e.Set("moduleLog", lines);
+    e.ThrowAsJavaScriptException();
+  }
+
+  // reloadPlan(configSource) -> {dir, steps: [{name, index, position, action, script, file, sameFile, sameItems, items}], removed}
+  Napi::Value ReloadPlan(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    sb::Config cfg;
+    sb::ConfigError cerr;
+    if (!info[0].IsObject() || !read_config(info[0].As<Napi::Object>(), cfg, cerr)) {
+      if (cerr.code.empty()) cerr.code = "E_BAD_ARGUMENT", cerr.message = "reloadPlan expects {file} or {text, file, dir}";
+      config_error_to_js(env, cerr).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    std::vector<sb::ReloadStep> steps;
+    std::vector<std::string> removed;
+    sb::OpenError oerr;
+    if (!sb::core_reload_plan(state_->core, cfg, steps, removed, oerr)) {
+      ThrowOpenError(env, oerr);
+      return env.Undefined();
+    }
+    static const char *const kAction[] = {"unchanged", "changed", "restart"};
+    Napi::Array a = Napi::Array::New(env, steps.size());
+    for (size_t i = 0; i < steps.size(); ++i) {
+      const sb::ReloadStep &st = steps[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", st.name);
+      o.Set("index", static_cast<double>(st.index));
+      o.Set("position", st.inst ? Napi::Value(Napi::Number::New(env, static_cast<double>(st.inst->position))) : env.Null());
+      if (st.inst && st.inst->script) o.Set("scriptId", static_cast<double>(st.inst->script_id));
+      o.Set("action", kAction[st.action]);
+      o.Set("script", Napi::Boolean::New(env, st.script));
+      o.Set("file", st.file);
+      o.Set("sameFile", Napi::Boolean::New(env, st.same_file));
+      o.Set("sameItems", Napi::Boolean::New(env, st.same_items));
+      Napi::Object items = Napi::Object::New(env);
+      for (const auto &it : cfg.modules[st.index].items) items.Set(it.key, it.value);
+      o.Set("items", items);
+      a.Set(static_cast<uint32_t>(i), o);
+    }
+    Napi::Array r = Napi::Array::New(env, removed.size());
+    for (size_t i = 0; i < removed.size(); ++i) r.Set(static_cast<uint32_t>(i), removed[i]);
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("dir", cfg.dir);
+    out.Set("steps", a);
+    out.Set("removed", r);
+    return out;
+  }
+
+  // reloadInstance(configSource, index, scriptId?): replaces the running
+  // instance declared at config index `index` by one made from that block.
+  // Native: loaded, initialised and swapped in at once; returns its
+  // position. Script: prepared under scriptId for the host's init; returns
+  // {logLevel}, and commitReload/abortReload(scriptId) follows. Throws the
+  // load error (code, message, moduleLog); the old instance stays.
+  Napi::Value ReloadInstance(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env) || !NotInHook(env, "a module reload")) return env.Undefined();
+    sb::Config cfg;
+    sb::ConfigError cerr;
+    if (!info[0].IsObject() || !info[1].IsNumber() || !read_config(info[0].As<Napi::Object>(), cfg, cerr)) {
+      make_error(env, cerr.code.empty() ? "E_BAD_ARGUMENT" : cerr.code,
+                 cerr.code.empty() ? "reloadInstance expects (configSource, index)" : cerr.to_string())
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    size_t index = info[1].As<Napi::Number>().Uint32Value();
+    sb::Instance *old = nullptr;
+    size_t n = 0;
     for (auto &ip : state_->core.chain)
+      if (ip->from_config && n++ == index) old = ip.get();
+    if (index >= cfg.modules.size() || !old || old->name != cfg.modules[index].name) {
+      make_error(env, "E_BAD_ARGUMENT", "reloadInstance: the block at that index does not match the running chain")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    sb::OpenError oerr;
+    std::string file;
+    bool script = false;
+    sb::Instance *fresh = nullptr;
+    if (sb::core_resolve_block(cfg, cfg.modules[index], file, script, oerr))
+      fresh = sb::core_reload_prepare(state_->core, *old, cfg.modules[index], file, oerr);
+    if (!fresh) {
+      drain_and_emit(env, *state_);  // what the failed init logged comes before the error
+      ThrowOpenError(env, oerr);
+      return env.Undefined();
+    }
+    if (fresh->script) {
+      fresh->script_id = info[2].IsNumber() ? info[2].As<Napi::Number>().Uint32Value() : 0;
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("logLevel", static_cast<double>(fresh->log_level));
+      return o;
+    }
+    sb::core_reload_commit(state_->core, fresh);
+    drain_and_emit(env, *state_);  // init's and the old instance's on_cleanup lines
+    return Napi::Number::New(env, static_cast<double>(fresh->position));
+  }
+
+  sb::Instance *StagedScript(const Napi::Value &id) {
+    if (!state_ || state_->core.closed || !id.IsNumber()) return nullptr;
+    uint32_t want = id.As<Napi::Number>().Uint32Value();
+    for (auto &ip : state_->core.staged)
       if (ip->script && ip->script_id == want) return ip.get();
     return nullptr;
+  }
+
+  // commitReload(scriptId) -> true when the staged script took its predecessor's place.
+  Napi::Value CommitReload(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    sb::Instance *fresh = StagedScript(info[0]);
+    if (!fresh || !NotInHook(env, "a module reload")) return Napi::Boolean::New(env, false);
+    const uint32_t id = fresh->script_id;
+    sb::core_reload_commit(state_->core, fresh);  // frees it when there was nothing left to replace
+    return Napi::Boolean::New(env, !StagedScript(info[0]) && sb::core_find_script(state_->core, id) != nullptr);
+  }
+
+  Napi::Value AbortReload(const Napi::CallbackInfo &info) {
+    if (sb::Instance *fresh = StagedScript(info[0])) sb::core_reload_abort(state_->core, fresh);
+    return info.Env().Undefined();
+  }
+
+  // removeScript(scriptId) -> true when it was in the chain and is no more.
+  Napi::Value RemoveScript(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!state_ || state_->core.closed || !info[0].IsNumber()) return Napi::Boolean::New(env, false);
+    if (!NotInHook(env, "removing a module")) return env.Undefined();
+    uint32_t want = info[0].As<Napi::Number>().Uint32Value();
+    for (auto &ip : state_->core.chain) {
+      if (!ip->script || ip->script_id != want) continue;
+      sb::core_remove_instance(state_->core, ip.get());
+      return Napi::Boolean::New(env, true);
+    }
+    return Napi::Boolean::New(env, false);
   }
 
   static unsigned HooksFrom(const Napi::Value &v) {

@@ -757,6 +757,9 @@ void core_drain(Core &core, std::vector<Outgoing> &deliveries, std::vector<LogLi
     std::string key = pd.conv;  // pd may be freed by advance
     advance(core, key, deliveries, completions);
   }
+  // A replaced or removed instance whose last deferred message was just
+  // decided is cleaned up now; its on_cleanup's lines join this drain.
+  if (!core.retiring.empty() && !decided.empty()) core_retire_idle(core);
   std::lock_guard<std::mutex> lock(core.mu);
   // Lines logged by the modules that just ran are included in this drain.
   for (auto &l : core.logs) logs.push_back(std::move(l));

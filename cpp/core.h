@@ -12,6 +12,7 @@
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "config.h"
@@ -63,6 +64,17 @@ struct HookStats {
 // counts as the PASS it is treated as).
 enum Verdict { VERDICT_PASS, VERDICT_CONSUMED, VERDICT_DEFER, VERDICT_COUNT };
 
+// Which file a path named when it was read: a file replaced on disk (a
+// rebuilt module, a new script) gets a new inode or mtime even at the same size.
+struct FileId {
+  uint64_t dev = 0, ino = 0, size = 0, mtime_ns = 0;
+  bool known = false;
+  bool operator==(const FileId &o) const {
+    return known && o.known && dev == o.dev && ino == o.ino && size == o.size && mtime_ns == o.mtime_ns;
+  }
+};
+FileId file_id_of(const std::string &path);
+
 // One declaration of a module in the configuration: its own config, context
 // and position, even when the same library is declared twice.
 struct Instance {
@@ -108,12 +120,23 @@ struct Instance {
   uint64_t budget_trips = 0;
   bool capturing_init_log = false;
   std::vector<std::string> init_log;  // lines logged during init, for load errors
+  // Reload (core_reload_*): what the block said and which library file it
+  // came from, to tell a changed block or library from an unchanged one.
+  bool from_config = false;  // declared in the config (not added with use())
+  std::vector<std::pair<std::string, std::string>> items;  // the block's items, in order
+  FileId file_id;            // inst.file when it was loaded
+  std::string loaded_from;   // the path dlopen was given (a private copy after a reload)
+  // The state hand-off (switchboard_state_save/_load): the old instance's
+  // save callback, and for a new instance in init, what its predecessor saved.
+  switchboard_state_save_fn state_save = nullptr;
+  bool has_handoff = false;
+  std::string handoff;
   HookStats stats[HOOK_COUNT];
   // What a crash trace names while this instance's code runs: its hooks
-  // (by Hook), then init and on_cleanup. Filled before init. Last, so that
+  // (by Hook), then init, on_cleanup and the state save callback. Filled before init. Last, so that
   // the fields the chain reads per message keep their cache lines (only
   // the address of a site is taken per call, never its contents).
-  CallSite sites[HOOK_COUNT + 2] = {};
+  CallSite sites[HOOK_COUNT + 3] = {};
 };
 
 struct LogLine {
@@ -218,6 +241,11 @@ struct Core {
   Config config;
   Host host;
   std::vector<std::unique_ptr<Instance>> chain;
+  // Out of the chain: new instances of a reload whose init has not finished
+  // (a script's may be async), and replaced or removed ones that messages
+  // deferred at them still wait for (unloaded once none does).
+  std::vector<std::unique_ptr<Instance>> staged;
+  std::vector<std::unique_ptr<Instance>> retiring;
   size_t max_payload = 65536;
   // The log level of a block without a `log` item: one below the server's
   // log_level (default 1, so modules keep mesibo's default of 0), so that
@@ -343,6 +371,61 @@ size_t core_waiting(const Core &core);
 // Adds a script instance at `position` (clamped to the chain's end). Loop
 // thread, between messages.
 Instance *core_add_script(Core &core, const std::string &name, size_t position);
+
+// The script instance the host calls `id`, in the chain, staged or
+// retiring; nullptr when there is none.
+Instance *core_find_script(Core &core, uint32_t id);
+
+// --- Reload, one instance at a time (docs/modules.md, "Reloading modules").
+// Loop thread, between messages (never while a module's hook runs).
+
+// What `decl`, a block of `config`, resolves to, as core_open reads it: the
+// file, and whether it is a script module. False and `err` for a block
+// core_open would refuse.
+bool core_resolve_block(const Config &config, const ModuleDecl &decl, std::string &file, bool &script,
+                        OpenError &err);
+
+// How a block of a new configuration compares with the running instance
+// declared at the same index.
+enum ReloadAction { RELOAD_UNCHANGED, RELOAD_CHANGED, RELOAD_RESTART };
+struct ReloadStep {
+  std::string name;
+  size_t index = 0;        // in config.modules
+  Instance *inst = nullptr;  // the running instance, for UNCHANGED and CHANGED
+  ReloadAction action = RELOAD_UNCHANGED;
+  bool script = false;
+  bool same_file = false;   // same path, and for a native library the same file on disk
+  bool same_items = false;
+  std::string file;         // resolved as core_open would
+};
+// Compares every block of `config` with the config-declared instances, in
+// declaration order. A block whose name differs from the running one at its
+// index (added, removed, renamed, moved) or that changes kind is RESTART,
+// as is a running instance with no block at its index (`removed` names
+// those). Changes nothing.
+bool core_reload_plan(Core &core, const Config &config, std::vector<ReloadStep> &steps,
+                      std::vector<std::string> &removed, OpenError &err);
+
+// A new instance to replace `old`, from `decl`, outside the chain. Native:
+// its library is loaded anew (a private copy when the file changed) and
+// initialised; `old`'s save callback, if it set one, runs first and its
+// blob reaches the new init (switchboard_state_load). Script: prepared for
+// the host, which runs its init and then commits or aborts. nullptr and
+// `err` (the module's init log in err.module_log) on failure; `old` is
+// untouched either way.
+Instance *core_reload_prepare(Core &core, Instance &old, const ModuleDecl &decl, const std::string &file,
+                              OpenError &err);
+// Puts `fresh` (from core_reload_prepare) at its predecessor's position;
+// the predecessor retires: its counters carry over to `fresh`, and its
+// on_cleanup runs once no message waits for a decision it deferred (at
+// most its defer_timeout later).
+void core_reload_commit(Core &core, Instance *fresh);
+// Drops a prepared instance that will not be committed (its script init failed).
+void core_reload_abort(Core &core, Instance *fresh);
+// Takes `inst` out of the chain; it retires as a replaced one does.
+void core_remove_instance(Core &core, Instance *inst);
+// Unloads retiring instances that no message waits for any more.
+void core_retire_idle(Core &core);
 
 void core_dispatch_status(Core &core, mesibo_message_params_t *p);
 // Runs on_login and keeps core.online up to date (user->online 1: a

@@ -112,7 +112,7 @@ SB_API mesibo_int_t switchboard_has_extension(mesibo_module_t *mod, const char *
     std::lock_guard<std::mutex> lock(sb::slot_registry_mutex());
     if (!sb::slot_lookup_locked(mod)) return 0;
   }
-  return std::strcmp(name, SWITCHBOARD_EXT_DEFER) == 0 ? 1 : 0;
+  return std::strcmp(name, SWITCHBOARD_EXT_DEFER) == 0 || std::strcmp(name, SWITCHBOARD_EXT_STATE) == 0 ? 1 : 0;
 }
 
 SB_API switchboard_deferred_t *switchboard_defer(mesibo_module_t *mod, mesibo_message_params_t *) {
@@ -151,6 +151,35 @@ SB_API mesibo_int_t switchboard_resolve(mesibo_module_t *mod, switchboard_deferr
   return sb::core_resolve(core, std::move(r)) == 0 ? MESIBO_RESULT_OK : MESIBO_RESULT_FAIL;
 }
 
+// The state hand-off (switchboard.h, "state"). Only through the get-API:
+// no module was ever built against weak symbols of these names.
+namespace {
+
+mesibo_int_t state_save(mesibo_module_t *mod, switchboard_state_save_fn fn) {
+  std::lock_guard<std::mutex> lock(sb::slot_registry_mutex());
+  Instance *inst = sb::slot_lookup_locked(mod);
+  if (!inst || inst->script) return MESIBO_RESULT_FAIL;
+  inst->state_save = fn;
+  return MESIBO_RESULT_OK;
+}
+
+mesibo_int_t state_load(mesibo_module_t *mod, const void **data, mesibo_uint_t *len) {
+  if (data) *data = nullptr;
+  if (len) *len = 0;
+  if (!data || !len) return MESIBO_RESULT_FAIL;
+  std::lock_guard<std::mutex> lock(sb::slot_registry_mutex());
+  Instance *inst = sb::slot_lookup_locked(mod);
+  // capturing_init_log is set exactly while init runs (on the loop thread).
+  if (!inst || std::this_thread::get_id() != inst->core->loop_thread || !inst->capturing_init_log ||
+      !inst->has_handoff)
+    return MESIBO_RESULT_FAIL;
+  *data = inst->handoff.data();
+  *len = static_cast<mesibo_uint_t>(inst->handoff.size());
+  return MESIBO_RESULT_OK;
+}
+
+}  // namespace
+
 // --- the get-API: mod->invoke(SWITCHBOARD_INVOKE_GET_API, ...) ----------------
 
 namespace {
@@ -167,6 +196,8 @@ const ApiEntry kApi[] = {
     {"switchboard_has_extension", 1, reinterpret_cast<void *>(&switchboard_has_extension)},
     {"switchboard_defer", 1, reinterpret_cast<void *>(&switchboard_defer)},
     {"switchboard_resolve", 1, reinterpret_cast<void *>(&switchboard_resolve)},
+    {"switchboard_state_save", 1, reinterpret_cast<void *>(&state_save)},
+    {"switchboard_state_load", 1, reinterpret_cast<void *>(&state_load)},
 };
 
 }  // namespace

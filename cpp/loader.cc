@@ -2,7 +2,9 @@
 // module struct the way the ABI promises and calls init; at shutdown runs
 // on_cleanup in reverse order and closes the libraries.
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -193,8 +195,70 @@ void prepare_script(Instance &inst) {
   inst.initialised = true;
 }
 
-bool load_instance(Core &core, const ModuleDecl &decl, Instance &inst, OpenError &err) {
+// How a library is opened: from its own path (start-up), shared with a
+// running instance (a reload with the same file: the same handle, as two
+// declarations of one library share it), or from a private copy (a reload
+// with a changed file; see copy_library).
+enum OpenHow { OPEN_PATH, OPEN_SHARED, OPEN_COPY };
+
+// Copies `src` to a new file no library was ever loaded from, so that
+// dlopen really loads the changed library: glibc hands back the already
+// loaded object for a path it has seen, and for a file with a known inode.
+// Next to the original first (that folder allows executing code; /tmp may
+// be mounted noexec), else in TMPDIR. The caller unlinks it after dlopen:
+// the mapping outlives the name, so nothing is left behind on disk, and
+// an operator who overwrites the .so in place later cannot corrupt the code
+// this process runs.
+bool copy_library(const std::string &src, std::string &out, std::string &why) {
+  static std::atomic<unsigned> serial{0};
+  int in = ::open(src.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) {
+    why = std::string("cannot read it: ") + std::strerror(errno);
+    return false;
+  }
+  const size_t slash = src.rfind('/');
+  const std::string base = slash == std::string::npos ? src : src.substr(slash + 1);
+  const std::string dir = slash == std::string::npos ? "." : src.substr(0, slash);
+  const char *tmp = std::getenv("TMPDIR");
+  bool ok = false;
+  for (const std::string &d : {dir, std::string(tmp && tmp[0] ? tmp : "/tmp")}) {
+    out = d + "/." + base + ".reload-" + std::to_string(::getpid()) + "-" + std::to_string(++serial);
+    int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
+    if (fd < 0) {
+      why = "cannot write a copy to " + d + ": " + std::strerror(errno);
+      continue;
+    }
+    ::lseek(in, 0, SEEK_SET);
+    char buf[65536];
+    ssize_t n;
+    ok = true;
+    while ((n = ::read(in, buf, sizeof buf)) > 0) {
+      for (ssize_t done = 0; done < n;) {
+        ssize_t w = ::write(fd, buf + done, static_cast<size_t>(n - done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) {
+          ok = false;
+          break;
+        }
+        done += w;
+      }
+      if (!ok) break;
+    }
+    if (n < 0) ok = false;
+    if (!ok) why = "copying to " + out + " failed: " + std::strerror(errno);
+    ::close(fd);
+    if (ok) break;
+    ::unlink(out.c_str());
+  }
+  ::close(in);
+  return ok;
+}
+
+bool load_instance(Core &core, const ModuleDecl &decl, Instance &inst, OpenError &err, OpenHow how = OPEN_PATH,
+                   const Instance *sharing = nullptr) {
   err.line = decl.line;
+  inst.items.clear();
+  for (const auto &it : decl.items) inst.items.emplace_back(it.key, it.value);
   if (!read_common_items(core, decl, inst, err)) return false;
   if (inst.script) {
     prepare_script(inst);
@@ -208,10 +272,20 @@ bool load_instance(Core &core, const ModuleDecl &decl, Instance &inst, OpenError
     return false;
   }
 
+  inst.file_id = file_id_of(inst.file);
+  inst.loaded_from = how == OPEN_SHARED && sharing ? sharing->loaded_from : inst.file;
+  if (how == OPEN_COPY) {
+    std::string why;
+    if (!copy_library(inst.file, inst.loaded_from, why)) {
+      fail(err, "E_MODULE_LOAD_FAILED", inst, "module \"" + inst.name + "\": cannot load the new " + inst.file + ": " + why);
+      return false;
+    }
+  }
   // RTLD_NOW: a module that needs a symbol the server does not provide fails
   // here, at start-up, rather than in the middle of a message.
   dlerror();
-  inst.dl = dlopen(inst.file.c_str(), RTLD_NOW | RTLD_LOCAL);
+  inst.dl = dlopen(inst.loaded_from.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (how == OPEN_COPY) ::unlink(inst.loaded_from.c_str());
   if (!inst.dl) {
     const char *why = dlerror();
     std::string reason = why ? why : "unknown dlopen error";
@@ -260,6 +334,7 @@ bool load_instance(Core &core, const ModuleDecl &decl, Instance &inst, OpenError
   for (int h = 0; h < HOOK_COUNT; ++h) inst.sites[h] = {inst.name.c_str(), hook_name(static_cast<Hook>(h))};
   inst.sites[HOOK_COUNT] = {inst.name.c_str(), "init"};
   inst.sites[HOOK_COUNT + 1] = {inst.name.c_str(), "on_cleanup"};
+  inst.sites[HOOK_COUNT + 2] = {inst.name.c_str(), "state save callback"};
   inst.capturing_init_log = true;
   mesibo_int_t rc;
   try {
@@ -270,6 +345,9 @@ bool load_instance(Core &core, const ModuleDecl &decl, Instance &inst, OpenError
     inst.init_log.push_back("init threw a C++ exception");
   }
   inst.capturing_init_log = false;
+  inst.has_handoff = false;
+  inst.handoff.clear();
+  inst.handoff.shrink_to_fit();
   if (rc != MESIBO_RESULT_OK) {
     const bool sanity = init_log_says(inst, "module version mismatch") || init_log_says(inst, "module size mismatch") ||
                         init_log_says(inst, "module signature mismatch");
@@ -389,9 +467,6 @@ bool core_open(Core &core, const Config &config, Host host, OpenError &err) {
     return false;
   }
 
-  std::string dir = config.dir;
-  if (const std::string *md = config.setting("module_dir")) dir = config.resolve_path(*md);
-
   // Every failure from here on goes through core_close, which untracks.
   core_crash_logs_track(core);
 
@@ -400,45 +475,58 @@ bool core_open(Core &core, const Config &config, Host host, OpenError &err) {
     inst->core = &core;
     inst->name = decl.name;
     inst->position = core.chain.size();
-    const std::string *path = decl.item("path");
-    const std::string native_file = path ? config.resolve_path(*path) : dir + "/mesibo_mod_" + decl.name + ".so";
-    // `module_script` always makes a script module. The older `script` does
-    // only in a block that is no native module (no path item, no
-    // mesibo_mod_NAME.so): a native module's items are its own, and mesibo's
-    // FastCGI module reads its own `script` (docs/config.md).
-    const std::string *module_script = decl.item("module_script");
-    const std::string *legacy = decl.item("script");
-    const std::string *script = module_script;
-    if (!script && legacy && !path && !file_exists(native_file)) script = legacy;
-    if (!script && legacy && looks_like_script_file(*legacy))
-      core_logf(core, 0,
-                "module \"%s\": script = %s is an item of the native module %s, not a script module; to load the "
-                "script, write module_script = %s instead",
-                decl.name.c_str(), legacy->c_str(), native_file.c_str(), legacy->c_str());
-    if (script) {
-      // A path (./x.js, /abs/x.js) resolves against the config's folder; a
-      // package name is left for the host to resolve.
-      inst->script = true;
-      bool is_path = !script->empty() && ((*script)[0] == '.' || (*script)[0] == '/');
-      inst->file = is_path ? config.resolve_path(*script) : *script;
-    } else {
-      inst->file = native_file;
-    }
-    if (module_script && path) {
-      fail(err, "E_CONFIG_BAD_VALUE", *inst,
-           "module \"" + inst->name + "\": a block is a native module (path = ...) or a script module (module_script = ...), "
-           "not both; remove one of the two items");
-      err.file = config.file;
-      err.line = decl.line;
+    inst->from_config = true;
+    if (!core_resolve_block(config, decl, inst->file, inst->script, err)) {
       core_close(core);
       return false;
     }
+    if (const std::string *legacy = decl.item("script"); legacy && !inst->script && looks_like_script_file(*legacy))
+      core_logf(core, 0,
+                "module \"%s\": script = %s is an item of the native module %s, not a script module; to load the "
+                "script, write module_script = %s instead",
+                decl.name.c_str(), legacy->c_str(), inst->file.c_str(), legacy->c_str());
     Instance &ref = *inst;
     core.chain.push_back(std::move(inst));
     if (!load_instance(core, decl, ref, err)) {
       core_close(core);
       return false;
     }
+  }
+  return true;
+}
+
+bool core_resolve_block(const Config &config, const ModuleDecl &decl, std::string &file, bool &script,
+                        OpenError &err) {
+  std::string dir = config.dir;
+  if (const std::string *md = config.setting("module_dir")) dir = config.resolve_path(*md);
+  const std::string *path = decl.item("path");
+  const std::string native_file = path ? config.resolve_path(*path) : dir + "/mesibo_mod_" + decl.name + ".so";
+  // `module_script` always makes a script module. The older `script` does
+  // only in a block that is no native module (no path item, no
+  // mesibo_mod_NAME.so): a native module's items are its own, and mesibo's
+  // FastCGI module reads its own `script` (docs/config.md).
+  const std::string *module_script = decl.item("module_script");
+  const std::string *legacy = decl.item("script");
+  const std::string *spec = module_script;
+  if (!spec && legacy && !path && !file_exists(native_file)) spec = legacy;
+  if (module_script && path) {
+    err.code = "E_CONFIG_BAD_VALUE";
+    err.module = decl.name;
+    err.message = "module \"" + decl.name +
+                  "\": a block is a native module (path = ...) or a script module (module_script = ...), not both; "
+                  "remove one of the two items";
+    err.file = config.file;
+    err.line = decl.line;
+    return false;
+  }
+  script = spec != nullptr;
+  if (script) {
+    // A path (./x.js, /abs/x.js) resolves against the config's folder; a
+    // package name is left for the host to resolve.
+    bool is_path = !spec->empty() && ((*spec)[0] == '.' || (*spec)[0] == '/');
+    file = is_path ? config.resolve_path(*spec) : *spec;
+  } else {
+    file = native_file;
   }
   return true;
 }
@@ -456,9 +544,213 @@ void core_close(Core &core) {
   // their senders resend them to the next server.
   core.waiting.clear();
   core.conversations.clear();
+  for (auto &inst : core.staged) unload_instance(core, *inst);
+  core.staged.clear();
   for (size_t i = core.chain.size(); i-- > 0;) unload_instance(core, *core.chain[i]);
   core.chain.clear();
+  for (size_t i = core.retiring.size(); i-- > 0;) unload_instance(core, *core.retiring[i]);
+  core.retiring.clear();
   core_crash_logs_untrack(core);
+}
+
+FileId file_id_of(const std::string &path) {
+  FileId id;
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return id;
+  id.dev = st.st_dev;
+  id.ino = st.st_ino;
+  id.size = static_cast<uint64_t>(st.st_size);
+  id.mtime_ns = static_cast<uint64_t>(st.st_mtim.tv_sec) * 1000000000ull + static_cast<uint64_t>(st.st_mtim.tv_nsec);
+  id.known = true;
+  return id;
+}
+
+Instance *core_find_script(Core &core, uint32_t id) {
+  for (auto *list : {&core.chain, &core.staged, &core.retiring})
+    for (auto &ip : *list)
+      if (ip->script && ip->script_id == id) return ip.get();
+  return nullptr;
+}
+
+bool core_reload_plan(Core &core, const Config &config, std::vector<ReloadStep> &steps,
+                      std::vector<std::string> &removed, OpenError &err) {
+  std::vector<Instance *> running;
+  for (auto &ip : core.chain)
+    if (ip->from_config) running.push_back(ip.get());
+  steps.clear();
+  removed.clear();
+  for (size_t i = 0; i < config.modules.size(); ++i) {
+    const ModuleDecl &decl = config.modules[i];
+    ReloadStep st;
+    st.name = decl.name;
+    st.index = i;
+    if (!core_resolve_block(config, decl, st.file, st.script, err)) return false;
+    Instance *old = i < running.size() ? running[i] : nullptr;
+    if (!old || old->name != decl.name || old->script != st.script) {
+      st.action = RELOAD_RESTART;
+      steps.push_back(std::move(st));
+      continue;
+    }
+    st.inst = old;
+    st.same_items = old->items.size() == decl.items.size();
+    for (size_t k = 0; st.same_items && k < decl.items.size(); ++k)
+      st.same_items = old->items[k].first == decl.items[k].key && old->items[k].second == decl.items[k].value;
+    // A script's file is the host's to compare (it resolves packages).
+    st.same_file = old->file == st.file && (st.script || old->file_id == file_id_of(st.file));
+    st.action = st.same_items && st.same_file ? RELOAD_UNCHANGED : RELOAD_CHANGED;
+    steps.push_back(std::move(st));
+  }
+  for (size_t i = 0; i < running.size(); ++i)
+    if (i >= config.modules.size() || running[i]->name != config.modules[i].name) removed.push_back(running[i]->name);
+  return true;
+}
+
+namespace {
+
+// `inst` leaves every list it is in and goes to core.retiring; it stays
+// loaded while a message waits for a decision it deferred.
+void retire(Core &core, std::vector<std::unique_ptr<Instance>> &from, Instance *inst) {
+  for (auto it = from.begin(); it != from.end(); ++it) {
+    if (it->get() != inst) continue;
+    core.retiring.push_back(std::move(*it));
+    from.erase(it);
+    break;
+  }
+  core_retire_idle(core);
+}
+
+void renumber(Core &core) {
+  for (size_t i = 0; i < core.chain.size(); ++i) core.chain[i]->position = i;
+}
+
+}  // namespace
+
+Instance *core_reload_prepare(Core &core, Instance &old, const ModuleDecl &decl, const std::string &file,
+                              OpenError &err) {
+  auto inst = std::make_unique<Instance>();
+  inst->core = &core;
+  inst->name = old.name;
+  inst->position = old.position;
+  inst->from_config = old.from_config;
+  inst->script = old.script;
+  inst->file = file;
+  OpenHow how = OPEN_COPY;
+  if (!inst->script && old.file == file && old.dl && old.file_id == file_id_of(file)) how = OPEN_SHARED;
+  // The old instance's snapshot, taken while nothing of it runs (the loop
+  // thread is here), reaches the new init through switchboard_state_load.
+  switchboard_state_save_fn save = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(slot_registry_mutex());  // a module thread may register it
+    save = old.state_save;
+  }
+  if (!inst->script && save && old.initialised) {
+    mesibo_uint_t len = 0;
+    const void *blob = nullptr;
+    try {
+      InModule in(old.sites[HOOK_COUNT + 2]);
+      blob = save(&old.slot->mod, &len);
+    } catch (...) {
+      core_logf(core, 0, "module \"%s\": its state save callback threw a C++ exception; the new instance starts without state",
+                old.name.c_str());
+      blob = nullptr;
+    }
+    if (blob) {
+      inst->has_handoff = true;
+      inst->handoff.assign(static_cast<const char *>(blob), len);
+    }
+  }
+  Instance *raw = inst.get();
+  core.staged.push_back(std::move(inst));
+  if (!load_instance(core, decl, *raw, err, how, &old)) {
+    core_reload_abort(core, raw);
+    return nullptr;
+  }
+  return raw;
+}
+
+void core_reload_commit(Core &core, Instance *fresh) {
+  auto it = std::find_if(core.staged.begin(), core.staged.end(), [&](auto &p) { return p.get() == fresh; });
+  if (it == core.staged.end()) return;
+  std::unique_ptr<Instance> owned = std::move(*it);
+  core.staged.erase(it);
+  size_t pos = fresh->position < core.chain.size() ? fresh->position : core.chain.size();
+  // The predecessor: the config-declared instance of the same name nearest
+  // to the position it was prepared for (script modules added with use()
+  // since may have moved it).
+  size_t at = core.chain.size();
+  for (size_t i = 0; i < core.chain.size(); ++i) {
+    Instance &c = *core.chain[i];
+    if (c.from_config == fresh->from_config && c.name == fresh->name && c.script == fresh->script &&
+        (at == core.chain.size() || (i > pos ? i - pos : pos - i) < (at > pos ? at - pos : pos - at)))
+      at = i;
+  }
+  if (at == core.chain.size()) {
+    // Nothing to replace (the core was reshaped meanwhile): drop it.
+    core.staged.push_back(std::move(owned));
+    core_reload_abort(core, fresh);
+    return;
+  }
+  Instance &old = *core.chain[at];
+  // The counters continue: metrics are per module name and position, and a
+  // reload is not a new series. The budget's strikes and bypass start
+  // afresh: the new code gets its own chance.
+  std::copy(std::begin(old.stats), std::end(old.stats), std::begin(fresh->stats));
+  std::copy(std::begin(old.verdicts), std::end(old.verdicts), std::begin(fresh->verdicts));
+  fresh->errors = old.errors;
+  fresh->timeouts = old.timeouts;
+  fresh->over_budget = old.over_budget;
+  fresh->bypassed_msgs = old.bypassed_msgs;
+  fresh->budget_trips = old.budget_trips;
+  fresh->script_to = fresh->script_to.empty() ? old.script_to : fresh->script_to;
+  fresh->position = at;
+  core.chain[at].swap(owned);  // `owned` now holds the old instance
+  core.retiring.push_back(std::move(owned));
+  core_retire_idle(core);
+}
+
+void core_reload_abort(Core &core, Instance *fresh) {
+  auto it = std::find_if(core.staged.begin(), core.staged.end(), [&](auto &p) { return p.get() == fresh; });
+  if (it == core.staged.end()) return;
+  unload_instance(core, **it);
+  core.staged.erase(it);
+}
+
+void core_remove_instance(Core &core, Instance *inst) {
+  size_t pos = core.chain.size();
+  for (size_t i = 0; i < core.chain.size(); ++i)
+    if (core.chain[i].get() == inst) pos = i;
+  if (pos == core.chain.size()) return;
+  // What waits to continue after `pos` finds the chain one shorter: a
+  // message deferred at the removed instance goes on with the one that
+  // follows it.
+  for (auto &kv : core.conversations)
+    for (auto &pd : kv.second)
+      if (pd->next > pos) --pd->next;
+  {
+    std::lock_guard<std::mutex> lock(core.mu);
+    for (auto &o : core.outbox)
+      if (o.start > pos) --o.start;
+  }
+  retire(core, core.chain, inst);
+  renumber(core);
+}
+
+void core_retire_idle(Core &core) {
+  for (size_t i = 0; i < core.retiring.size();) {
+    Instance *inst = core.retiring[i].get();
+    bool waited_for = false;
+    for (const auto &kv : core.waiting)
+      if (kv.second->at == inst) {
+        waited_for = true;
+        break;
+      }
+    if (waited_for) {
+      ++i;
+      continue;
+    }
+    unload_instance(core, *inst);
+    core.retiring.erase(core.retiring.begin() + static_cast<std::ptrdiff_t>(i));
+  }
 }
 
 Instance *core_add_script(Core &core, const std::string &name, size_t position) {

@@ -20,9 +20,10 @@
  *     void *fn = switchboard_get_api(mod, "switchboard_defer", 1);
  *
  * The functions below (switchboard_defer, switchboard_resolve,
- * switchboard_has_extension, switchboard_supports) are inline wrappers that
- * do exactly that on every call, so a module calls them by name and they
- * return NULL / 0 / MESIBO_RESULT_FAIL on a server without them. Ask first:
+ * switchboard_state_save, switchboard_state_load, switchboard_has_extension,
+ * switchboard_supports) are inline wrappers that do exactly that on every
+ * call, so a module calls them by name and they return NULL / 0 /
+ * MESIBO_RESULT_FAIL on a server without them. Ask first:
  *
  *     if (switchboard_supports(mod, SWITCHBOARD_EXT_DEFER)) { ... }
  *
@@ -94,6 +95,7 @@ extern "C" {
 
 /* Extension names for switchboard_supports. */
 #define SWITCHBOARD_EXT_DEFER "defer"
+#define SWITCHBOARD_EXT_STATE "state"
 
 /* Results. PASS and CONSUMED are mesibo's own. */
 #define SWITCHBOARD_RESULT_PASS MESIBO_RESULT_PASS
@@ -122,6 +124,44 @@ typedef switchboard_deferred_t *(*switchboard_defer_v1)(mesibo_module_t *mod, me
  * still waits for a valid call). */
 typedef mesibo_int_t (*switchboard_resolve_v1)(mesibo_module_t *mod, switchboard_deferred_t *handle,
                                                mesibo_int_t verdict, const char *payload, mesibo_uint_t len);
+
+/* ---------------------------------------------------------------------------
+ * Extension "state": keep state across a reload
+ * ---------------------------------------------------------------------------
+ * When the server reloads a module (its library or its items changed), it
+ * loads and initialises the new instance while the old one still runs, and
+ * swaps them only when the new init succeeded. The old instance can hand a
+ * blob of bytes (counters, sessions) to the new one:
+ *
+ *   1. at init, the module registers a save callback with
+ *      switchboard_state_save;
+ *   2. at a reload, before the new instance's init, the server calls the old
+ *      instance's callback, which returns the blob;
+ *   3. the new instance's init calls switchboard_state_load to read it.
+ *
+ * The blob's format is the module's own: put a version in it, since the new
+ * library may be a different build. If the new init fails the old instance
+ * keeps running, so the callback takes a snapshot and changes nothing. */
+
+/* The save callback: on the loop thread, during a reload, while no callback
+ * of this instance runs. Returns a pointer to the blob and sets *len, or
+ * returns NULL to hand nothing over. The memory stays the module's: the
+ * server copies [blob, blob + *len) before it calls anything else of this
+ * module, so a buffer in m->ctx or a static one will do. */
+typedef const void *(*switchboard_state_save_fn)(mesibo_module_t *mod, mesibo_uint_t *len);
+
+/* "switchboard_state_save", 1: registers `fn` (NULL: none) as this
+ * instance's save callback, replacing an earlier one. Loop thread (init or a
+ * callback). Returns MESIBO_RESULT_OK, or MESIBO_RESULT_FAIL for a module
+ * pointer the server did not hand out. */
+typedef mesibo_int_t (*switchboard_state_save_v1)(mesibo_module_t *mod, switchboard_state_save_fn fn);
+
+/* "switchboard_state_load", 1: during init only: when this instance
+ * replaces one that saved a blob, sets *data and *len to it and returns
+ * MESIBO_RESULT_OK. The blob is the server's and valid until init returns:
+ * copy what you keep. Otherwise (a first start, no blob, outside init) sets
+ * *data to NULL and *len to 0 and returns MESIBO_RESULT_FAIL. */
+typedef mesibo_int_t (*switchboard_state_load_v1)(mesibo_module_t *mod, const void **data, mesibo_uint_t *len);
 
 /* A pointer to function `name` at `version`, or NULL when this server does
  * not offer it. Any thread. */
@@ -160,6 +200,21 @@ static inline mesibo_int_t switchboard_resolve(mesibo_module_t *mod, switchboard
                                                mesibo_int_t verdict, const char *payload, mesibo_uint_t len) {
     switchboard_resolve_v1 fn = (switchboard_resolve_v1)switchboard_get_api(mod, "switchboard_resolve", 1);
     return fn ? fn(mod, handle, verdict, payload, len) : MESIBO_RESULT_FAIL;
+}
+
+/* switchboard_state_save / _load on any server: a server without the
+ * extension answers MESIBO_RESULT_FAIL (and for load, NULL and 0), so the
+ * module starts from scratch, as it would on its first start. */
+static inline mesibo_int_t switchboard_state_save(mesibo_module_t *mod, switchboard_state_save_fn fn) {
+    switchboard_state_save_v1 f = (switchboard_state_save_v1)switchboard_get_api(mod, "switchboard_state_save", 1);
+    return f ? f(mod, fn) : MESIBO_RESULT_FAIL;
+}
+
+static inline mesibo_int_t switchboard_state_load(mesibo_module_t *mod, const void **data, mesibo_uint_t *len) {
+    switchboard_state_load_v1 f = (switchboard_state_load_v1)switchboard_get_api(mod, "switchboard_state_load", 1);
+    if (data) *data = 0;
+    if (len) *len = 0;
+    return f ? f(mod, data, len) : MESIBO_RESULT_FAIL;
 }
 #endif
 

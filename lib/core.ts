@@ -3,8 +3,8 @@
  * push client frames through it, hear what modules send and log.
  */
 import { EventEmitter } from 'node:events';
-import { SwitchboardError } from './errors';
-import { loadScript, ScriptHost, type ModuleExport, type UseOptions } from './modules';
+import { SwitchboardError, type ErrorCode } from './errors';
+import { loadScript, resolveScript, scriptStamp, ScriptHost, type ModuleExport, type ModuleHandle, type UseOptions } from './modules';
 import { Info, native, VERDICT_DEFERRED, type ConfigSource, type NativeCoreHandle, type NativeDelivery, type NativeInstance, type NativeLogLine } from './native';
 
 /** 'deferred': a module decides later (or an earlier message of the same conversation is still waiting); a 'complete' event follows. */
@@ -82,6 +82,19 @@ export interface OpenOptions {
 }
 
 export type CoreConfig = { configFile: string } | { configText: string; configFile?: string; baseDir?: string };
+
+/**
+ * What Core.reloadModules did with each module block of the new config, by
+ * instance name: reloaded (a new instance took the old one's place),
+ * unchanged, failed (the old instance is still running; `code` and
+ * `message` say why, with what the module logged) or restart (a block
+ * added, removed, renamed or moved: not applied; it takes a restart).
+ */
+export interface ModuleReloadReport { reloaded: string[]; unchanged: string[]; failed: { module: string; code: ErrorCode; message: string }[]; restart: string[] }
+
+function sourceOf(config: CoreConfig): ConfigSource {
+  return 'configText' in config ? { text: config.configText, file: config.configFile, dir: config.baseDir } : { file: config.configFile };
+}
 
 const FORMAT_CODE: Record<WireFormat, number> = { json: 0, binary: 1 };
 
@@ -177,6 +190,7 @@ export class Core extends EventEmitter<CoreEvents> {
       const exported = loadScript(inst.file, cfg.dir, inst.name);
       const onError = items.on_error === 'consume' || items.on_error === 'consumed' ? 1 : 0;
       const id = this.scripts.newId();
+      this.scriptStamps.set(id, scriptStamp(resolveScript(inst.file, cfg.dir, inst.name)));
       this.live().attachScript(inst.position, id, 0);
       const { script, init } = this.scripts.create(id, inst.name, exported, items, inst.logLevel, onError);
       const attach = () => {
@@ -195,11 +209,112 @@ export class Core extends EventEmitter<CoreEvents> {
     return Promise.all(inits).then(() => undefined);
   }
 
+  /** Config-declared script modules by script id: the file version they were loaded from. */
+  private readonly scriptStamps = new Map<number, string>();
+  /** The reload in progress: reloads run one after another. */
+  private reloading: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Applies the module blocks of a new config to the running chain, one
+   * instance at a time (docs/modules.md, "Reloading modules"). A block with
+   * the same name at the same place as a running instance is compared with
+   * it: the same library file (path, inode, size, mtime) or script file and
+   * the same items leave it running; otherwise a new instance is made from
+   * the block and, once its init succeeded, takes the old one's place
+   * without dropping a message. Blocks added, removed, renamed or moved are
+   * reported in `restart` and not applied. Rejects (E_CONFIG_*) only when
+   * the config itself cannot be read; nothing changes then.
+   */
+  reloadModules(config: CoreConfig): Promise<ModuleReloadReport> {
+    const run = this.reloading.then(() => this.reloadNow(sourceOf(config)));
+    this.reloading = run.catch(() => undefined);
+    return run;
+  }
+
+  private async reloadNow(src: ConfigSource): Promise<ModuleReloadReport> {
+    await Promise.resolve(); // never from inside a hook: after it returns
+    let plan: ReturnType<NativeCoreHandle['reloadPlan']>;
+    try {
+      plan = this.live().reloadPlan(src);
+    } catch (e) {
+      throw SwitchboardError.from(e);
+    }
+    const report: ModuleReloadReport = { reloaded: [], unchanged: [], failed: [], restart: [] };
+    const restart = new Set<string>();
+    for (const step of plan.steps) {
+      if (step.action === 'restart') {
+        restart.add(step.name);
+        continue;
+      }
+      if (this.closed) break;
+      const changed = step.action === 'changed' || (step.script && this.scriptChanged(step.scriptId!, step.file, plan.dir, step.name));
+      if (!changed) {
+        report.unchanged.push(step.name);
+        continue;
+      }
+      try {
+        if (step.script) await this.reloadScript(src, plan.dir, step);
+        else this.live().reloadInstance(src, step.index);
+        report.reloaded.push(step.name);
+      } catch (e) {
+        const err = SwitchboardError.from(e);
+        report.failed.push({ module: step.name, code: err.code as ErrorCode, message: err.message });
+      }
+    }
+    for (const name of plan.removed) restart.add(name);
+    report.restart = [...restart];
+    return report;
+  }
+
+  private scriptChanged(id: number, spec: string, dir: string, name: string): boolean {
+    try {
+      return this.scriptStamps.get(id) !== scriptStamp(resolveScript(spec, dir, name));
+    } catch {
+      return true; // gone: the reload says why
+    }
+  }
+
+  /** A fresh require of the block's script; the new instance replaces the old one once its init has finished. */
+  private async reloadScript(src: ConfigSource, dir: string, step: ReturnType<NativeCoreHandle['reloadPlan']>['steps'][number]): Promise<void> {
+    const exported = loadScript(step.file, dir, step.name, true);
+    const stamp = scriptStamp(resolveScript(step.file, dir, step.name));
+    const oldId = step.scriptId!;
+    const id = this.scripts.newId();
+    const { logLevel } = this.live().reloadInstance(src, step.index, id) as { logLevel: number };
+    const onError = step.items.on_error === 'consume' || step.items.on_error === 'consumed' ? 1 : 0;
+    try {
+      const { script, init } = this.scripts.create(id, step.name, exported, step.items, logLevel, onError, this.scripts.saveState(oldId));
+      try {
+        await init;
+      } catch (e) {
+        throw new SwitchboardError('E_SCRIPT_INIT_FAILED', `module "${step.name}": init rejected: ${e instanceof Error ? e.message : String(e)}`, { module: step.name });
+      }
+      if (this.closed) return;
+      this.scripts.register(script);
+    } catch (e) {
+      if (!this.closed) this.live().abortReload(id);
+      throw e;
+    }
+    await Promise.resolve(); // the commit, like the plan, happens between hooks
+    if (this.closed) return;
+    // The old onCleanup runs just before the swap, in the same turn (no
+    // message runs in between), while its ctx.log still reaches the core.
+    this.scripts.retire(oldId);
+    this.scriptStamps.delete(oldId);
+    if (!this.live().commitReload(id)) {
+      this.scripts.retire(id);
+      throw new SwitchboardError('E_SCRIPT_INIT_FAILED', `module "${step.name}": the running instance went away while the new one started; nothing was replaced`, { module: step.name });
+    }
+    this.scriptStamps.set(id, stamp);
+  }
+
   /**
    * Adds a TypeScript/JavaScript module to the chain at `opts.position`
    * (default: the end), after its init (which may be async) has finished.
+   * Resolves to a handle whose remove() takes it out again; a module whose
+   * factory or init fails is taken out before the rejection.
    */
-  async use(name: string, module: ModuleExport, opts: UseOptions = {}): Promise<void> {
+  async use(name: string, module: ModuleExport, opts: UseOptions = {}): Promise<ModuleHandle> {
     const onError = opts.onError === 'consume' ? 1 : 0;
     // Never in the middle of a chain: a use() from inside a module's hook
     // (or a middleware added there) takes effect after it returns.
@@ -211,13 +326,37 @@ export class Core extends EventEmitter<CoreEvents> {
     // a `log` item (one below log_level), which the core decides.
     const position = this.live().addScript(name, opts.position ?? Number.MAX_SAFE_INTEGER, id, 0, opts.timeout ?? 0, onError, opts.log, opts.onlyTo);
     const logLevel = opts.log ?? this.live().instances()[position].logLevel;
-    const { script, init } = this.scripts.create(id, name, module, opts.config ?? {}, logLevel, onError);
     try {
-      await init;
+      const { script, init } = this.scripts.create(id, name, module, opts.config ?? {}, logLevel, onError);
+      try {
+        await init;
+      } catch (e) {
+        throw new SwitchboardError('E_SCRIPT_INIT_FAILED', `module "${name}": init rejected: ${e instanceof Error ? e.message : String(e)}`, { module: name });
+      }
+      if (this.handle) this.scripts.register(script);
     } catch (e) {
-      throw new SwitchboardError('E_SCRIPT_INIT_FAILED', `module "${name}": init rejected: ${e instanceof Error ? e.message : String(e)}`, { module: name });
+      await this.removeScript(id);
+      throw e;
     }
-    if (this.handle) this.scripts.register(script);
+    let removed = false;
+    return {
+      name,
+      remove: async () => {
+        if (removed) return;
+        removed = true;
+        await this.removeScript(id);
+      },
+    };
+  }
+
+  /** Takes script `id` out of the chain between messages and runs its onCleanup. */
+  private async removeScript(id: number): Promise<void> {
+    await Promise.resolve(); // not in the middle of a chain
+    if (!this.handle) return;
+    // onCleanup first, in the same turn (no message runs in between), so
+    // that its ctx.log still reaches the core.
+    this.scripts.retire(id);
+    this.handle.removeScript(id);
   }
 
   /** Calls from the addon into JavaScript so far, and messages waiting for a deferred decision. */
@@ -227,10 +366,7 @@ export class Core extends EventEmitter<CoreEvents> {
 
   /** Loads and initialises every module of the config, in order. Throws a SwitchboardError (E_CONFIG_*, E_MODULE_*) on failure. */
   static open(config: CoreConfig, opts: OpenOptions = {}): Core {
-    const src: ConfigSource =
-      'configText' in config
-        ? { text: config.configText, file: config.configFile, dir: config.baseDir }
-        : { file: config.configFile };
+    const src = sourceOf(config);
     return new Core(src, opts);
   }
 

@@ -55,7 +55,7 @@ export const ERRORS = {
 
   // The Core handle (cpp/addon.cc, lib/core.ts); docs/api.md.
   E_CORE_CLOSED: { summary: 'a call on a core that was closed', hint: 'open a new one with Core.open()' },
-  E_CORE_BUSY: { summary: 'a module is added from inside a module\'s hook', hint: 'add it after the hook returns' },
+  E_CORE_BUSY: { summary: 'a module is added, removed or reloaded from inside a module\'s hook', hint: 'do it after the hook returns' },
   E_BAD_ARGUMENT: { summary: 'a native binding was called with arguments of the wrong shape (a bug in lib/)' },
   E_INTERNAL: { summary: 'a bug: the server logs the details' },
 

@@ -203,6 +203,11 @@ export interface ModuleContext {
   send(params: SendParams): boolean;
   /** Logs a line when `level` <= the block's log level (0 always). */
   log(level: number, ...args: unknown[]): void;
+  /**
+   * In a reload (Core.reloadModules), what the instance being replaced
+   * returned from its saveState; undefined on a first start.
+   */
+  readonly savedState?: unknown;
 }
 
 export interface SwitchboardModule {
@@ -219,8 +224,27 @@ export interface SwitchboardModule {
   onMessage?(message: ChainMessage, ctx: ModuleContext): ModuleVerdict | Promise<ModuleVerdict>;
   onMessageStatus?(status: ModuleStatus, ctx: ModuleContext): void;
   onLogin?(login: ModuleLogin, ctx: ModuleContext): void;
-  /** Called once when the core closes. */
+  /** Called once when the core closes, the module is removed (use()'s handle) or replaced by a reload. */
   onCleanup?(ctx: ModuleContext): void;
+  /**
+   * Called on the instance being replaced by a reload, before the new one is
+   * made: what it returns reaches the new instance as ctx.savedState (the
+   * same object, not a copy). Take a snapshot: if the new init fails, this
+   * instance keeps running.
+   */
+  saveState?(ctx: ModuleContext): unknown;
+}
+
+/** What use() resolves to: the way to take the module out again. */
+export interface ModuleHandle {
+  /** The name given to use(). */
+  readonly name: string;
+  /**
+   * Takes the module out of the chain (later messages skip it) and runs its
+   * onCleanup. Messages it is deciding (a pending onMessage Promise) still
+   * get its decision. Calling it again, or after the core closed, does nothing.
+   */
+  remove(): Promise<void>;
 }
 
 /** A module, or a factory that makes one from its context. */
@@ -273,13 +297,11 @@ function describe(e: unknown): string {
  * `baseDir`. `.ts` files are compiled with the `typescript` package when it
  * is installed.
  */
-export function loadScript(spec: string, baseDir: string, blockName: string): ModuleExport {
-  let file: string;
-  try {
-    file = path.isAbsolute(spec) ? require.resolve(spec) : require.resolve(spec, { paths: [baseDir] });
-  } catch {
-    throw new SwitchboardError('E_SCRIPT_NOT_FOUND', `module "${blockName}": script ${spec} was not found; give a path to a .js/.ts file (relative to the config file) or an installed package name (if the block is a native module with a script item of its own, put mesibo_mod_${blockName}.so in module_dir or give the block a path = item)`, { module: blockName, file: spec });
-  }
+export function loadScript(spec: string, baseDir: string, blockName: string, fresh = false): ModuleExport {
+  const file = resolveScript(spec, baseDir, blockName);
+  // A reload must run the file as it is now: Node would hand back the
+  // module it loaded before. (.ts files are compiled afresh every time.)
+  if (fresh) delete require.cache[file];
   let exported: unknown;
   try {
     if (file.endsWith('.ts') || file.endsWith('.mts') || file.endsWith('.cts')) exported = requireTs(file, blockName);
@@ -294,6 +316,25 @@ export function loadScript(spec: string, baseDir: string, blockName: string): Mo
     throw new SwitchboardError('E_SCRIPT_BAD_EXPORT', `module "${blockName}": ${file} must export a module object (with onMessage, onLogin, ...) or a function that returns one`, { module: blockName, file });
   }
   return m as ModuleExport;
+}
+
+/** The file a `module_script =` value names (see loadScript). */
+export function resolveScript(spec: string, baseDir: string, blockName: string): string {
+  try {
+    return path.isAbsolute(spec) ? require.resolve(spec) : require.resolve(spec, { paths: [baseDir] });
+  } catch {
+    throw new SwitchboardError('E_SCRIPT_NOT_FOUND', `module "${blockName}": script ${spec} was not found; give a path to a .js/.ts file (relative to the config file) or an installed package name (if the block is a native module with a script item of its own, put mesibo_mod_${blockName}.so in module_dir or give the block a path = item)`, { module: blockName, file: spec });
+  }
+}
+
+/** Which version of a script file is on disk: a changed file has a new stamp. */
+export function scriptStamp(file: string): string {
+  try {
+    const st = fs.statSync(file);
+    return `${file}\0${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
+  } catch {
+    return `${file}\0missing`;
+  }
 }
 
 function requireTs(file: string, blockName: string): unknown {
@@ -342,12 +383,13 @@ export class ScriptHost {
   }
 
   /** Makes the context and the module and calls init; the script gets no calls until register(). */
-  create(id: number, name: string, exported: ModuleExport, config: Record<string, string>, logLevel: number, onError: number): { script: Script; init: void | Promise<void> } {
+  create(id: number, name: string, exported: ModuleExport, config: Record<string, string>, logLevel: number, onError: number, savedState?: unknown): { script: Script; init: void | Promise<void> } {
     const handle = this.handle;
     const ctx: ModuleContext = {
       name,
       config: Object.freeze({ ...config }),
       logLevel,
+      savedState,
       send: (p) => {
         const payload = typeof p.payload === 'string' ? Buffer.from(p.payload, 'utf8') : p.payload;
         return handle.send(id, { to: p.to, groupid: p.groupid, from: p.from, id: p.id, refid: p.refid, flags: p.flags, type: p.type, expiry: p.expiry }, payload) === 0;
@@ -377,6 +419,35 @@ export class ScriptHost {
   register(script: Script): void {
     this.scripts[script.id] = script;
     this.handle.scriptHooks(script.id, hooksOf(script.module));
+  }
+
+  /** The registered script with this id. */
+  get(id: number): Script | undefined {
+    return this.scripts[id];
+  }
+
+  /** What the script returns from saveState, for its successor; undefined when it has none or it threw (logged). */
+  saveState(id: number): unknown {
+    const s = this.scripts[id];
+    if (!s?.module.saveState) return undefined;
+    try {
+      return s.module.saveState(s.ctx);
+    } catch (e) {
+      this.log(s.name, `saveState threw: ${describe(e)}; the new instance starts without saved state`);
+      return undefined;
+    }
+  }
+
+  /** The script is out of the chain: runs its onCleanup and forgets it. */
+  retire(id: number): void {
+    const s = this.scripts[id];
+    if (!s) return;
+    this.scripts[id] = undefined;
+    try {
+      s.module.onCleanup?.(s.ctx);
+    } catch (e) {
+      this.log(s.name, `onCleanup threw: ${describe(e)}`);
+    }
   }
 
   /** Runs onCleanup of every script, last first. */

@@ -23,6 +23,8 @@ export interface NativeInstance {
   name: string; file: string; position: number; description: string | null; logLevel: number;
   /** A TypeScript/JavaScript module (a `script =` block, or added with use()). */
   script: boolean;
+  /** A script module's id in its host (lib/modules.ts ScriptHost). */
+  scriptId?: number;
   /** Timeouts of deferred decisions, and errors its host counted (throws, rejections). */
   errors: number;
   /** Deferred decisions that ended in a timeout (also counted in errors). */
@@ -61,6 +63,17 @@ export interface NativeCoreHandle {
   log(scriptId: number, level: number, text: string): void;
   countError(scriptId: number): void;
   counters(): { jsCalls: number; waiting: number };
+  /** How a new config's module blocks compare with the running instances (cpp/loader.cc core_reload_plan). */
+  reloadPlan(src: ConfigSource): {
+    dir: string;
+    steps: { name: string; index: number; position: number | null; scriptId?: number; action: 'unchanged' | 'changed' | 'restart'; script: boolean; file: string; sameFile: boolean; sameItems: boolean; items: Record<string, string> }[];
+    removed: string[];
+  };
+  /** Native: reloads the instance of config block `index` now (its new position). Script: stages it under scriptId ({logLevel}). Throws the load error. */
+  reloadInstance(src: ConfigSource, index: number, scriptId?: number): number | { logLevel: number };
+  commitReload(scriptId: number): boolean;
+  abortReload(scriptId: number): void;
+  removeScript(scriptId: number): boolean;
 }
 
 /** A value SQLite stores: what a parameter takes and a column gives back (cpp/sqlite_binding.cc). */

@@ -29,12 +29,16 @@ describe('the get-API through invoke', () => {
       'switchboard_defer v1 yes',
       'switchboard_resolve v1 yes',
       'switchboard_has_extension v1 yes',
+      'switchboard_state_save v1 yes',
+      'switchboard_state_load v1 yes',
       'switchboard_defer v2 no',
       'no_such_function v1 no',
       'unknown invoke id fails',
       'miss clears pointer yes',
       'supports defer yes',
       'outside on_message: handle no',
+      'supports state yes',
+      'first start: state_load fails, NULL yes',
     ]);
     const r = core.submit('alice', msg('bob', 'hi'));
     expect(r.verdict).toBe('pass');
@@ -63,7 +67,7 @@ describe("the header's wrappers on a server without the get-API", () => {
       expect(`${r.stdout}${r.stderr}`).toBe('');
       expect(r.status).toBe(0);
       const lines = execFileSync(out, { encoding: 'utf8' }).trim().split('\n');
-      expect(lines.length).toBe(14);
+      expect(lines.length).toBe(18);
       expect(lines.filter((l) => !l.startsWith('ok '))).toEqual([]);
     }, 60_000);
   }

@@ -219,7 +219,7 @@ describe('use()', () => {
   it('use() and drain() called from inside a hook wait until the chain is done with the message', async () => {
     const o = start('module recorder {\n tag = after\n}\n');
     const seen: string[] = [];
-    let added: Promise<void> | null = null;
+    let added: Promise<unknown> | null = null;
     await o.core.use('grower', {
       onMessage(m) {
         seen.push(`grower ${m.text}`);

@@ -23,7 +23,7 @@ import { parseConfig } from '../config';
 import { Core, type LogEntry } from '../core';
 import { SwitchboardError, type ErrorCode } from '../errors';
 import { errorText, EVENTS, Logger, type LogEvent } from '../log';
-import type { ModuleExport, UseOptions } from '../modules';
+import type { ModuleExport, ModuleHandle, UseOptions } from '../modules';
 import { Bot } from './bot';
 import type { Middlewares } from './pipeline';
 import { SqliteStore } from '../store/sqlite';
@@ -263,9 +263,10 @@ export class Server {
 
   /**
    * Adds a TypeScript/JavaScript module to the chain (default: at its end;
-   * `opts.position` 0 is first). Resolves once its init has finished.
+   * `opts.position` 0 is first). Resolves once its init has finished, to a
+   * handle whose remove() takes it out again.
    */
-  use(name: string, module: ModuleExport, opts: UseOptions = {}): Promise<void> {
+  use(name: string, module: ModuleExport, opts: UseOptions = {}): Promise<ModuleHandle> {
     return this.core.use(name, module, opts);
   }
 

@@ -26,6 +26,8 @@ MESIBO_EXPORT int mesibo_module_getapi_init(mesibo_int_t version, mesibo_module_
   mesibo_log(m, 0, "switchboard_defer v1 %s", yes(switchboard_get_api(m, "switchboard_defer", 1) != NULL));
   mesibo_log(m, 0, "switchboard_resolve v1 %s", yes(switchboard_get_api(m, "switchboard_resolve", 1) != NULL));
   mesibo_log(m, 0, "switchboard_has_extension v1 %s", yes(switchboard_get_api(m, "switchboard_has_extension", 1) != NULL));
+  mesibo_log(m, 0, "switchboard_state_save v1 %s", yes(switchboard_get_api(m, "switchboard_state_save", 1) != NULL));
+  mesibo_log(m, 0, "switchboard_state_load v1 %s", yes(switchboard_get_api(m, "switchboard_state_load", 1) != NULL));
   mesibo_log(m, 0, "switchboard_defer v2 %s", yes(switchboard_get_api(m, "switchboard_defer", 2) != NULL));
   mesibo_log(m, 0, "no_such_function v1 %s", yes(switchboard_get_api(m, "no_such_function", 1) != NULL));
   mesibo_log(m, 0, "unknown invoke id %s", m->invoke(12345, m) == MESIBO_RESULT_FAIL ? "fails" : "answers");
@@ -34,6 +36,13 @@ MESIBO_EXPORT int mesibo_module_getapi_init(mesibo_int_t version, mesibo_module_
   mesibo_log(m, 0, "miss clears pointer %s", yes(fn == NULL));
   mesibo_log(m, 0, "supports defer %s", yes(switchboard_supports(m, SWITCHBOARD_EXT_DEFER)));
   mesibo_log(m, 0, "outside on_message: handle %s", yes(switchboard_defer(m, NULL) != NULL));
+  {
+    const void *blob = &blob;
+    mesibo_uint_t blob_len = 9;
+    mesibo_log(m, 0, "supports state %s", yes(switchboard_supports(m, SWITCHBOARD_EXT_STATE)));
+    mesibo_int_t rc = switchboard_state_load(m, &blob, &blob_len);
+    mesibo_log(m, 0, "first start: state_load %s, NULL %s", rc == MESIBO_RESULT_OK ? "ok" : "fails", yes(blob == NULL && blob_len == 0));
+  }
   m->on_message = getapi_on_message;
   return MESIBO_RESULT_OK;
 }

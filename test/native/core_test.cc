@@ -219,3 +219,81 @@ TEST("deferred decisions: a conversation waits, completes in order, times out, a
   CHECK_EQ(o.submit("dave", frame("bob", "queued", 5), r), 0);
   CHECK_EQ(sb::core_waiting(o.core), size_t(2));
 }
+
+namespace {
+
+// Reloads config block `index` of `body` (module_dir = dir) in place, as the
+// addon's reloadInstance does; false and `err` when the old one stays.
+bool reload(Opened &o, const std::string &dir, const std::string &body, size_t index, sb::OpenError &err) {
+  sb::Config cfg;
+  sb::ConfigError cerr;
+  if (!sb::config_parse("module_dir = " + dir + "\n" + body, "<test>", ".", cfg, cerr)) return false;
+  std::vector<sb::ReloadStep> steps;
+  std::vector<std::string> removed;
+  if (!sb::core_reload_plan(o.core, cfg, steps, removed, err) || index >= steps.size() || !steps[index].inst) return false;
+  sb::Instance *fresh = sb::core_reload_prepare(o.core, *steps[index].inst, cfg.modules[index], steps[index].file, err);
+  if (!fresh) return false;
+  sb::core_reload_commit(o.core, fresh);
+  return true;
+}
+
+}  // namespace
+
+TEST("reload: a new instance takes over with the old one's state; a failing init leaves the old one; remove") {
+  std::string dir = build_module("counter", "counter.c");
+  std::string failing = build_module("counter", "counter.c", "-DFAIL_INIT");
+  std::string cmd = "cp " + build_module("recorder", "recorder.c") + "/mesibo_mod_recorder.so " + dir + "/";
+  CHECK_EQ(std::system(cmd.c_str()), 0);
+  Opened p(dir, "module counter {\n label = a\n}\nmodule recorder {\n tag = after\n}\n");
+  CHECK(p.ok);
+  sb::SubmitResult r;
+  p.submit("alice", frame("bob", "one"), r);
+  p.submit("alice", frame("bob", "two"), r);
+  sb::OpenError err;
+  CHECK(reload(p, dir, "module counter {\n label = b\n}\nmodule recorder {\n tag = after\n}\n", 0, err));
+  CHECK(p.logged("b v1 start count=2 (state: loaded)"));
+  CHECK(p.logged("a v1 cleanup count=2"));
+  CHECK_EQ(p.core.chain[0]->stats[sb::HOOK_MESSAGE].calls, uint64_t(2));
+  CHECK(p.core.retiring.empty());
+  // A failing build renamed over the library: the old instance stays.
+  cmd = "cp " + failing + "/mesibo_mod_counter.so " + dir + "/.n && mv " + dir + "/.n " + dir + "/mesibo_mod_counter.so";
+  CHECK_EQ(std::system(cmd.c_str()), 0);
+  sb::Instance *before = p.core.chain[0].get();
+  CHECK(!reload(p, dir, "module counter {\n label = b\n}\nmodule recorder {\n tag = after\n}\n", 0, err));
+  CHECK_EQ(err.code, std::string("E_MODULE_INIT_FAILED"));
+  CHECK(p.core.chain[0].get() == before);
+  CHECK(p.core.staged.empty());
+  p.submit("alice", frame("bob", "three"), r);
+  CHECK_EQ(r.verdict, MESIBO_RESULT_PASS);
+  // Removed between messages: the next message skips it.
+  sb::core_remove_instance(p.core, before);
+  CHECK(p.logged("b v1 cleanup count=3"));
+  CHECK_EQ(p.core.chain.size(), size_t(1));
+  CHECK_EQ(p.core.chain[0]->position, size_t(0));
+  p.submit("alice", frame("bob", "four"), r);
+  CHECK(p.logged("after saw from=alice to=bob id=1 len=4 text=four"));
+}
+
+TEST("reload: a message deferred at the old instance keeps it loaded until it is decided") {
+  std::string dir = build_module("deferrer", "deferrer.c");
+  Opened o(dir, "module deferrer {\n tag = old\n}\n");
+  CHECK(o.ok);
+  sb::SubmitResult r;
+  CHECK_EQ(o.submit("alice", frame("bob", "later:30:slow", 1), r), 0);
+  CHECK_EQ(r.verdict, sb::VERDICT_DEFERRED);
+  sb::OpenError err;
+  CHECK(reload(o, dir, "module deferrer {\n tag = new\n}\n", 0, err));
+  CHECK_EQ(o.core.retiring.size(), size_t(1));
+  std::vector<sb::Completion> done;
+  for (int i = 0; i < 2000 && done.empty(); ++i) {
+    sb::core_drain(o.core, o.sent, o.logs, &done);
+    usleep(1000);
+  }
+  CHECK_EQ(done.size(), size_t(1));
+  if (!done.empty()) CHECK_EQ(done[0].payload, std::string("SLOW [old after 30 ms]"));
+  CHECK(o.core.retiring.empty());
+  // One that is still waiting when the core closes is freed with it.
+  CHECK_EQ(o.submit("carol", frame("bob", "never", 2), r), 0);
+  CHECK(reload(o, dir, "module deferrer {\n tag = newer\n}\n", 0, err));
+  CHECK_EQ(o.core.retiring.size(), size_t(1));
+}
