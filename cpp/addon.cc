@@ -235,7 +235,9 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
                         InstanceMethod<&CoreHandle::ReloadInstance>("reloadInstance"),
                         InstanceMethod<&CoreHandle::CommitReload>("commitReload"),
                         InstanceMethod<&CoreHandle::AbortReload>("abortReload"),
-                        InstanceMethod<&CoreHandle::RemoveScript>("removeScript")});
+                        InstanceMethod<&CoreHandle::RemoveScript>("removeScript"),
+                        InstanceMethod<&CoreHandle::SetLogLevel>("setLogLevel"),
+                        InstanceMethod<&CoreHandle::ScriptLogLevel>("scriptLogLevel")});
   }
 
   // Fills the info slots and the out buffer from a result, as submit does;
@@ -819,7 +821,10 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     if (info[4].IsNumber() && info[4].As<Napi::Number>().DoubleValue() > 0)
       inst->timeout_ns = static_cast<uint64_t>(info[4].As<Napi::Number>().DoubleValue() * 1e6);
     if (info[5].IsNumber()) inst->on_error = info[5].As<Napi::Number>().Int32Value() == 1 ? 1 : 0;
-    if (info[6].IsNumber()) inst->log_level = info[6].As<Napi::Number>().Int32Value();
+    if (info[6].IsNumber()) {
+      inst->log_level = info[6].As<Napi::Number>().Int32Value();
+      inst->own_log_level = true;
+    }
     if (info[7].IsString()) inst->script_to = info[7].As<Napi::String>().Utf8Value();
     return Napi::Number::New(env, static_cast<double>(inst->position));
   }
@@ -905,6 +910,24 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     std::string_view payload = payload_arg(info[2], scratch);
     if ((to.empty() && !p.groupid) || payload.size() > state_->core.max_payload) return Napi::Number::New(env, -1);
     return Napi::Number::New(env, sb::core_send_from_module(inst, &p, payload.data(), payload.size()));
+  }
+
+  // setLogLevel(serverLevel): modules without a level of their own follow it.
+  Napi::Value SetLogLevel(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    if (!info[0].IsNumber()) {
+      make_error(env, "E_BAD_ARGUMENT", "setLogLevel expects the server's log_level, 0 to 3").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    sb::core_set_log_level(state_->core, std::clamp(info[0].As<Napi::Number>().Int32Value(), 0, 3));
+    return env.Undefined();
+  }
+
+  // scriptLogLevel(scriptId): the script's level now (it follows setLogLevel).
+  Napi::Value ScriptLogLevel(const Napi::CallbackInfo &info) {
+    sb::Instance *inst = ScriptInstance(info[0]);
+    return inst ? Napi::Number::New(info.Env(), inst->log_level) : info.Env().Undefined();
   }
 
   // log(scriptId, level, text): kept when level <= the block's log level.

@@ -74,6 +74,10 @@ export interface NativeCoreHandle {
   commitReload(scriptId: number): boolean;
   abortReload(scriptId: number): void;
   removeScript(scriptId: number): boolean;
+  /** The server's log_level changed: modules without a `log` item (or use()'s log option) take one below it. */
+  setLogLevel(serverLevel: number): void;
+  /** A script's log level now (undefined for an unknown id). */
+  scriptLogLevel(scriptId: number): number | undefined;
 }
 
 /** A value SQLite stores: what a parameter takes and a column gives back (cpp/sqlite_binding.cc). */

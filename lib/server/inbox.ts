@@ -28,10 +28,10 @@ const REREAD_MS = 1000;
 export class Inboxes {
   private readonly counts = new Map<string, Count>();
 
+  /** `limits` is read at each check, so a config reload that changes it applies to the next copy. */
   constructor(
     private readonly store: Store,
-    /** max_inbox_messages and max_inbox_bytes are read at each check, so a reload applies to the next copy. */
-    private readonly settings: ServerSettings,
+    private readonly limits: Pick<ServerSettings, 'maxInboxMessages' | 'maxInboxBytes'>,
   ) {}
 
   private count(recipient: string, now: number): Count {
@@ -46,7 +46,7 @@ export class Inboxes {
 
   /** Whether one more copy of `bytes` payload bytes would take the recipient over a limit. */
   full(recipient: string, bytes: number, now: number): boolean {
-    const { maxInboxMessages: maxMessages, maxInboxBytes: maxBytes } = this.settings;
+    const { maxInboxMessages: maxMessages, maxInboxBytes: maxBytes } = this.limits;
     let c = this.count(recipient, now);
     if (c.messages + 1 <= maxMessages && c.bytes + bytes <= maxBytes) return false;
     if (now - c.readAt < REREAD_MS) return true;

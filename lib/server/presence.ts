@@ -21,16 +21,25 @@ export class Presence {
   /** "a\0b" with a < b, in the order the pairs were first seen. */
   private readonly talked = new Set<string>();
 
+  /**
+   * `settings.presence` is read at each check, so a config reload that
+   * changes it applies to the next request. Contacts are recorded only
+   * while the policy is `contacts`: after a switch to it, only messages
+   * since the switch (and shared groups) make contacts.
+   */
   constructor(
-    /** The presence setting is read at each use, so a reload applies to the next request. */
-    private readonly settings: ServerSettings,
+    private readonly settings: Pick<ServerSettings, 'presence'>,
     private readonly store: Store,
     private readonly users: Set<string>,
   ) {}
 
+  get policy(): PresencePolicy {
+    return this.settings.presence;
+  }
+
   /** Whether messages should be recorded as contacts (policy contacts only: it costs a string per message). */
   get tracksMessages(): boolean {
-    return this.settings.presence === 'contacts';
+    return this.policy === 'contacts';
   }
 
   /** A message went from `a` to `b`: they are contacts from now on. */
@@ -51,9 +60,8 @@ export class Presence {
    * refusal says nothing about who exists.
    */
   mayWatch(watcher: string, target: string): boolean {
-    const policy = this.settings.presence;
-    if (policy === 'none' || !this.users.has(target)) return false;
-    if (policy === 'all' || watcher === target) return true;
+    if (this.policy === 'none' || !this.users.has(target)) return false;
+    if (this.policy === 'all' || watcher === target) return true;
     const key = watcher < target ? `${watcher}\0${target}` : `${target}\0${watcher}`;
     if (this.talked.has(key)) return true;
     const mine = new Set(this.store.groupsOf(watcher));

@@ -30,10 +30,11 @@ import { SqliteStore } from '../store/sqlite';
 import type { Store } from '../store/types';
 import { handleApi, type ApiContext } from './api';
 import { settingsFrom, type ServerSettings } from './settings';
+import { Reloader, type ReloadReport } from './reload';
 import { requireNativeUws } from './transport';
 import { hashToken, newToken } from './tokens';
 import { Inboxes } from './inbox';
-import { connectionCap, fileDescriptorLimit, newStats, type LimitStats } from './limits';
+import { newStats, setConnectionCap, type LimitStats } from './limits';
 import { Presence } from './presence';
 import { metricsAuthorized, newCounts, ProcessMetrics, renderMetrics, type MetricCounts, type MetricSources } from './metrics';
 import { renderStatusPage, statusSnapshot, WarningRing } from './status';
@@ -103,6 +104,8 @@ export class Server {
   private readonly warnings = new WarningRing();
   private readonly untapWarnings: () => void;
   private readonly startedAt = Date.now();
+  /** Set by start(): re-reads the config it started from. */
+  private reloader!: Reloader;
 
   // The rooms, in the order a message meets them.
   private readonly sessions: Sessions;
@@ -126,16 +129,8 @@ export class Server {
     this.untapWarnings = logger.tap((r) => this.warnings.add(r));
     this.directory = new Directory(store);
     this.receipts = new Receipts(store, core);
-    const fds = fileDescriptorLimit();
-    this.stats = newStats(connectionCap(settings.maxConnections, fds));
-    if (settings.maxConnections > this.stats.connectionCap) {
-      logger.event('server.setting_lowered', {
-        setting: 'max_connections',
-        value: settings.maxConnections,
-        used: this.stats.connectionCap,
-        reason: `the process may open ${fds} file descriptors, less a reserve for the store and modules; raise the limit with ulimit -n or LimitNOFILE=`,
-      });
-    }
+    this.stats = newStats(0);
+    setConnectionCap(this.stats, settings.maxConnections, logger);
     this.inboxes = new Inboxes(store, settings);
     this.presence = new Presence(settings, store, this.directory.users);
     this.app = settings.tlsCert ? uWS.SSLApp({ cert_file_name: settings.tlsCert, key_file_name: settings.tlsKey! }) : uWS.App();
@@ -192,6 +187,7 @@ export class Server {
       throw e;
     }
     const server = new Server(settings, core, store, logger);
+    server.reloader = new Reloader(server, opts, cfg);
     try {
       await core.ready; // script modules' init
       core.drain(); // what their init logged comes before "listening"
@@ -291,6 +287,17 @@ export class Server {
     return b;
   }
 
+  /**
+   * Reads the config again (the file or text start() was given, `configText`
+   * instead for a server started from text; start()'s overrides stay on
+   * top), applies what can change while running and reports what needs a
+   * restart (docs/operations.md, "Reloading"). Rejects with the config's
+   * error (E_CONFIG_*) when it is refused: the server runs on unchanged.
+   */
+  reload(opts: { configText?: string } = {}): Promise<ReloadReport> {
+    return this.reloader.reload(opts.configText);
+  }
+
   /** Stops accepting, closes every connection, flushes the store, runs on_cleanup. */
   async stop(): Promise<void> {
     if (this.stopped) return;
@@ -379,7 +386,7 @@ export class Server {
   private installRoutes(): void {
     const s = this.settings;
     const api: ApiContext = {
-      // A getter: the app token is read per request, so a reload applies at once.
+      // Read per request: a reload rotates it.
       get appToken() {
         return s.appToken;
       },
@@ -393,6 +400,7 @@ export class Server {
         this.sessions.disconnect(address, 'E_AUTH', 'your token was revoked or your user was removed; log in again with a new token');
       },
       loadGroup: (gid) => this.directory.group(gid),
+      reload: () => this.reload(),
       logger: this.logger,
     };
     this.app.get('/health', (res) => {
