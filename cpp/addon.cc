@@ -14,34 +14,11 @@
 #include "io.h"
 #include "json_extract.h"
 #include "module.h"
+#include "slots.h"
 #include "sqlite_binding.h"
 #include "wire.h"
 
 namespace {
-
-// Slots of the shared Float64Array a submit fills, so the per-message call
-// returns a number and creates no JavaScript object. lib/native.ts mirrors it.
-enum InfoSlot {
-  INFO_VERDICT, INFO_OP, INFO_FORMAT,
-  INFO_ID, INFO_REFID, INFO_GROUPID, INFO_FLAGS, INFO_TYPE, INFO_EXPIRY, INFO_STATUS, INFO_UFLAGS,
-  // Lengths of what out() holds, in this order from byte 0:
-  INFO_FRAME_LEN,    // the delivery (message) or the status frame (receipt)
-  INFO_FRAME2_LEN,   // the binary delivery too, when asked for both forms
-  INFO_PAYLOAD_LEN,  // the payload after the chain
-  INFO_TO_LEN,       // the destination after the chain
-  INFO_ACK_LEN,      // the "sent" status for the sender
-  INFO_OUT_GROWN,    // 1 when `out` was replaced by a larger buffer
-  INFO_TOKEN,        // verdict 2 (deferred): the token its completion will carry
-  INFO_COUNT
-};
-
-// Slots of the Float64Array a script hook call fills (lib/native.ts: Hook).
-// The strings and the payload are in the hook buffer: [from][to][payload].
-enum HookSlot {
-  HK_ID, HK_REFID, HK_GROUPID, HK_FLAGS, HK_TYPE, HK_EXPIRY, HK_UFLAGS, HK_STATUS, HK_ONLINE,
-  HK_FROM_LEN, HK_TO_LEN, HK_PAYLOAD_LEN,
-  HK_COUNT
-};
 
 Napi::Error make_error(Napi::Env env, const std::string &code, const std::string &message) {
   Napi::Error e = Napi::Error::New(env, message);
@@ -161,7 +138,7 @@ struct State {
   CoreHandle *owner = nullptr;  // cleared when the handle shuts down
   uint64_t js_calls = 0;        // calls from the addon into JavaScript
   uv_timer_t *timer = nullptr;  // checks deferred decisions' deadlines
-  bool timer_on = false;
+  uint32_t timer_every = 0;     // the interval it runs at; 0 when stopped
 };
 
 void drain_and_emit(Napi::Env env, State &st);
@@ -215,17 +192,17 @@ void drain_and_emit(Napi::Env env, State &st) {
   emit_completions(env, st, done);
 }
 
-// The deadline check runs while any message waits for a decision. The
-// timer is unreferenced: waiting messages alone do not keep Node running.
+// Runs the core's deadline check as often as it asks (core_expire_interval_ms).
+// The timer is unreferenced: waiting messages alone do not keep Node running.
 void sync_timer(State &st) {
   if (!st.timer) return;
-  bool want = !st.core.waiting.empty();
-  if (want == st.timer_on) return;
-  st.timer_on = want;
-  if (want) uv_timer_start(st.timer, [](uv_timer_t *t) {
+  uint32_t every = sb::core_expire_interval_ms(st.core);
+  if (every == st.timer_every) return;
+  st.timer_every = every;
+  if (every) uv_timer_start(st.timer, [](uv_timer_t *t) {
       auto *s = static_cast<std::shared_ptr<State> *>(t->data);
       sb::core_expire((*s)->core, sb::now_ns());  // wakes the drain when something timed out
-    }, 20, 20);
+    }, every, every);
   else uv_timer_stop(st.timer);
 }
 
@@ -263,66 +240,24 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
                         InstanceMethod<&CoreHandle::ScriptLogLevel>("scriptLogLevel")});
   }
 
-  // Fills the info slots and the out buffer from a result, as submit does.
+  // Fills the info slots and the out buffer from a result, as submit does;
+  // a result larger than the buffer gets a new one (INFO_OUT_GROWN).
   void Fill(Napi::Env env, const sb::SubmitResult &res) {
-    double *in = info_ptr_;
-    const mesibo_message_params_t &p = res.params;
-    in[INFO_VERDICT] = res.verdict;
-    in[INFO_OP] = res.op;
-    in[INFO_FORMAT] = res.format;
-    in[INFO_ID] = static_cast<double>(p.id);
-    in[INFO_REFID] = static_cast<double>(p.refid);
-    in[INFO_GROUPID] = static_cast<double>(p.groupid);
-    in[INFO_FLAGS] = static_cast<double>(p.flags);
-    in[INFO_TYPE] = static_cast<double>(p.type);
-    in[INFO_EXPIRY] = static_cast<double>(p.expiry);
-    in[INFO_STATUS] = static_cast<double>(p.status);
-    in[INFO_UFLAGS] = static_cast<double>(p.uflags);
-    in[INFO_TOKEN] = static_cast<double>(res.token);
-    size_t to_len = p.to ? std::strlen(p.to) : 0;
-    size_t need = res.frame_len + res.frame2_len + res.payload_len + to_len + res.ack_len;
-    in[INFO_OUT_GROWN] = 0;
+    size_t to_len = sb::result_to_len(res);
+    size_t need = sb::result_size(res, to_len);
+    info_ptr_[sb::INFO_OUT_GROWN] = 0;
     if (need > out_cap_) {
       GrowOut(env, need * 2);
-      in[INFO_OUT_GROWN] = 1;
+      info_ptr_[sb::INFO_OUT_GROWN] = 1;
     }
-    char *o = out_ptr_;
-    auto put = [&o](const char *src, size_t n) {
-      if (n) std::memcpy(o, src, n);
-      o += n;
-    };
-    put(res.frame, res.frame_len);
-    put(res.frame2, res.frame2_len);
-    put(res.payload, res.payload_len);
-    put(p.to, to_len);
-    put(res.ack, res.ack_len);
-    in[INFO_FRAME_LEN] = static_cast<double>(res.frame_len);
-    in[INFO_FRAME2_LEN] = static_cast<double>(res.frame2_len);
-    in[INFO_PAYLOAD_LEN] = static_cast<double>(res.payload_len);
-    in[INFO_TO_LEN] = static_cast<double>(to_len);
-    in[INFO_ACK_LEN] = static_cast<double>(res.ack_len);
+    sb::pack_result(res, to_len, info_ptr_, out_ptr_);
   }
 
   // A client message finished after a deferral: the info slots and out
   // buffer describe it while the JS completion handler runs.
   void EmitCompletion(Napi::Env env, sb::Completion &c) {
     if (on_complete_.IsEmpty()) return;
-    sb::SubmitResult r;
-    r.op = sb::WIRE_OP_MESSAGE;
-    r.format = c.format;
-    r.verdict = c.verdict;
-    r.token = c.token;
-    r.params = c.params;
-    r.params.to = &c.to[0];
-    r.params.from = &c.from[0];
-    r.payload = c.payload.data();
-    r.payload_len = c.payload.size();
-    r.frame = c.frame.data();
-    r.frame_len = c.frame.size();
-    r.frame2 = c.frame2.data();
-    r.frame2_len = c.frame2.size();
-    r.ack = c.ack.data();
-    r.ack_len = c.ack.size();
+    sb::SubmitResult r = sb::completion_result(c);
     Fill(env, r);
     ++state_->js_calls;
     on_complete_.Call({Napi::Number::New(env, static_cast<double>(c.token)), Napi::Number::New(env, c.verdict),
@@ -334,34 +269,7 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
   mesibo_int_t CallHook(sb::Hook hook, sb::Instance &inst, mesibo_message_params_t *p, sb::ChainMsg *cm,
                         mesibo_user_t *user) {
     if (on_hook_.IsEmpty()) return MESIBO_RESULT_PASS;
-    double *h = hook_ptr_;
-    const char *from = nullptr, *to = nullptr;
-    if (p) {
-      h[HK_ID] = static_cast<double>(p->id);
-      h[HK_REFID] = static_cast<double>(p->refid);
-      h[HK_GROUPID] = static_cast<double>(p->groupid);
-      h[HK_FLAGS] = static_cast<double>(p->flags);
-      h[HK_TYPE] = static_cast<double>(p->type);
-      h[HK_EXPIRY] = static_cast<double>(p->expiry);
-      h[HK_UFLAGS] = static_cast<double>(p->uflags);
-      h[HK_STATUS] = static_cast<double>(p->status);
-      from = p->from;
-      to = p->to;
-    }
-    if (user) {
-      h[HK_ONLINE] = user->online;
-      h[HK_FLAGS] = static_cast<double>(user->flags);
-      from = user->address;
-    }
-    size_t fl = from ? std::strlen(from) : 0, tl = to ? std::strlen(to) : 0, pl = cm ? cm->len : 0;
-    if (fl + tl + pl > hook_cap_) pl = 0;  // cannot happen: payloads are capped at max_message_size
-    char *b = hook_buf_ptr_;
-    if (fl) std::memcpy(b, from, fl);
-    if (tl) std::memcpy(b + fl, to, tl);
-    if (pl) std::memcpy(b + fl + tl, cm->payload, pl);
-    h[HK_FROM_LEN] = static_cast<double>(fl);
-    h[HK_TO_LEN] = static_cast<double>(tl);
-    h[HK_PAYLOAD_LEN] = static_cast<double>(pl);
+    sb::pack_hook(p, cm, user, hook_ptr_, hook_buf_ptr_, hook_cap_);
 
     napi_env env = env_;
     napi_value fn = on_hook_.Value(), argv[2], recv, result;
@@ -460,9 +368,9 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     }
     size_t cap = 8 * state_->core.max_payload + 8192;
     GrowOut(env, cap);
-    info_ = Napi::Persistent(Napi::Float64Array::New(env, INFO_COUNT));
+    info_ = Napi::Persistent(Napi::Float64Array::New(env, sb::INFO_COUNT));
     info_ptr_ = info_.Value().Data();
-    hook_ = Napi::Persistent(Napi::Float64Array::New(env, HK_COUNT));
+    hook_ = Napi::Persistent(Napi::Float64Array::New(env, sb::HK_COUNT));
     hook_ptr_ = hook_.Value().Data();
     hook_cap_ = state_->core.max_payload + 2048;
     Napi::Buffer<char> hb = Napi::Buffer<char>::New(env, hook_cap_);
@@ -517,7 +425,7 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     if (rc != sb::WIRE_OK) {
       // The error frame names the refused frame by its id when the decoder
       // read one before it stopped (0 otherwise), as docs/protocol.md says.
-      info_ptr_[INFO_ID] = static_cast<double>(state_->core.msg.id);
+      info_ptr_[sb::INFO_ID] = static_cast<double>(state_->core.msg.id);
       napi_create_int32(env, rc, &v);
       return v;
     }
@@ -1221,7 +1129,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("jsonExtract", Napi::Function::New(env, JsonExtract));
   exports.Set("wireError", Napi::Function::New(env, WireErrorInfo));
   exports.Set("moduleVersion", Napi::Number::New(env, MESIBO_MODULE_VERSION));
-  exports.Set("infoSlots", Napi::Number::New(env, INFO_COUNT));
+  exports.Set("infoSlots", Napi::Number::New(env, sb::INFO_COUNT));
   Napi::Array bounds = Napi::Array::New(env, sb::kHookBuckets);
   for (uint32_t b = 0; b < sb::kHookBuckets; ++b) bounds.Set(b, sb::kHookBucketBounds[b]);
   exports.Set("hookBucketBounds", bounds);

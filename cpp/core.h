@@ -365,6 +365,10 @@ int core_resolve(Core &core, Resolution r, bool wake = true);
 // Loop thread: turns waits past their deadline into their on_error verdict.
 // Returns how many timed out.
 size_t core_expire(Core &core, uint64_t now);
+// How often the embedder's timer should call core_expire: every this many
+// ms while a message waits for a deferred decision, 0 (no timer) when none
+// does. Loop thread.
+uint32_t core_expire_interval_ms(const Core &core);
 // Number of messages waiting or queued behind a deferred decision.
 size_t core_waiting(const Core &core);
 // Adds a script instance at `position` (clamped to the chain's end). Loop

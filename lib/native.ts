@@ -118,14 +118,14 @@ export interface NativeAddon {
   SqliteStatement: new (db: NativeSqliteDb, sql: string, pluck: boolean) => NativeSqliteStatement;
 }
 
-/** Slots of the Float64Array that `submit` fills (mirrors InfoSlot in cpp/addon.cc). */
+/** Slots of the Float64Array that `submit` fills (mirrors InfoSlot in cpp/slots.h; test/protocol.test.ts checks it). */
 export const enum Info {
   Verdict, Op, Format,
   Id, Refid, Groupid, Flags, Type, Expiry, Status, Uflags,
   FrameLen, Frame2Len, PayloadLen, ToLen, AckLen, OutGrown, Token,
 }
 
-/** Slots of the Float64Array a script hook call fills (mirrors HookSlot in cpp/addon.cc). */
+/** Slots of the Float64Array a script hook call fills (mirrors HookSlot in cpp/slots.h). */
 export const enum HookSlot {
   Id, Refid, Groupid, Flags, Type, Expiry, Uflags, Status, Online,
   FromLen, ToLen, PayloadLen,
