@@ -73,7 +73,7 @@ struct Opened {
   void drain() { sb::core_drain(core, sent, logs); }
   int submit(const char *from, const std::string &frame, sb::SubmitResult &r) {
     return sb::core_submit(core, from, std::strlen(from), reinterpret_cast<const uint8_t *>(frame.data()), frame.size(),
-                           -1, r, nullptr);
+                           -1, r);
   }
   bool logged(const std::string &text) {
     drain();
