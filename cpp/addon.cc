@@ -144,7 +144,6 @@ struct State {
   CoreHandle *owner = nullptr;  // cleared when the handle shuts down
   uint64_t js_calls = 0;        // calls from the addon into JavaScript
   uv_timer_t *timer = nullptr;  // checks deferred decisions' deadlines
-  uint32_t timer_every = 0;     // the interval it runs at; 0 when stopped
 };
 
 void drain_and_emit(Napi::Env env, State &st);
@@ -165,14 +164,12 @@ Napi::Object delivery_to_js(Napi::Env env, const sb::Outgoing &o) {
 }
 
 void emit_completions(Napi::Env env, State &st, std::vector<sb::Completion> &done);
-void sync_timer(State &st);
 
 void drain_and_emit(Napi::Env env, State &st) {
   std::vector<sb::Outgoing> deliveries;
   std::vector<sb::LogLine> logs;
   std::vector<sb::Completion> done;
   sb::core_drain(st.core, deliveries, logs, &done);
-  sync_timer(st);
   if ((deliveries.empty() && logs.empty() && done.empty()) || st.on_events.IsEmpty()) return;
   Napi::HandleScope scope(env);
   if (deliveries.empty() && logs.empty()) {
@@ -198,17 +195,14 @@ void drain_and_emit(Napi::Env env, State &st) {
   emit_completions(env, st, done);
 }
 
-// Runs the core's deadline check as often as it asks (core_expire_interval_ms).
+// Runs the core's deadline check as often as it asks (Host::expire_every).
 // The timer is unreferenced: waiting messages alone do not keep Node running.
-void sync_timer(State &st) {
+void expire_every(State &st, uint32_t ms) {
   if (!st.timer) return;
-  uint32_t every = sb::core_expire_interval_ms(st.core);
-  if (every == st.timer_every) return;
-  st.timer_every = every;
-  if (every) uv_timer_start(st.timer, [](uv_timer_t *t) {
+  if (ms) uv_timer_start(st.timer, [](uv_timer_t *t) {
       auto *s = static_cast<std::shared_ptr<State> *>(t->data);
       sb::core_expire((*s)->core, sb::now_ns());  // wakes the drain when something timed out
-    }, every, every);
+    }, ms, ms);
   else uv_timer_stop(st.timer);
 }
 
@@ -326,6 +320,7 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
       State &s = **static_cast<std::shared_ptr<State> *>(data);
       return s.owner ? s.owner->CallHook(hook, script_id, ret) : sb::SCRIPT_CALL_NO_VERDICT;
     };
+    host.expire_every = [](void *data, uint32_t ms) { expire_every(**static_cast<std::shared_ptr<State> *>(data), ms); };
     wake_holder_ = holder;
     uv_loop_t *loop = nullptr;
     if (napi_get_uv_event_loop(env, &loop) == napi_ok && loop) {
@@ -409,7 +404,6 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
       return v;
     }
     Fill(e, res);
-    if (res.verdict == sb::VERDICT_DEFERRED) sync_timer(*state_);
     napi_create_int32(env, static_cast<int32_t>(res.verdict), &v);  // a small integer: no allocation
     return v;
   }

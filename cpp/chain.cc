@@ -90,6 +90,16 @@ bool budget_still_bypassed(Core &core, Instance &inst) {
   return false;
 }
 
+// Tells the host when the deadline check it runs (core_expire) should run
+// at another interval: a message started waiting for a deferred decision,
+// or the last one stopped. A compare when nothing changed.
+void tell_expire_interval(Core &core) {
+  uint32_t every = core_expire_interval_ms(core);
+  if (every == core.expire_every) return;
+  core.expire_every = every;
+  if (core.host.expire_every) core.host.expire_every(core.host.data, every);
+}
+
 void wake(Core &core, std::unique_lock<std::mutex> &lock) {
   bool need = !core.wake_pending;
   core.wake_pending = true;
@@ -461,6 +471,7 @@ int core_submit(Core &core, const char *from, size_t from_len, const uint8_t *fr
     res.frame_len = 0;
     res.ack = nullptr;
     res.ack_len = 0;
+    tell_expire_interval(core);
     return WIRE_OK;
   }
   res.verdict = verdict;
@@ -762,6 +773,7 @@ void core_drain(Core &core, std::vector<Outgoing> &deliveries, std::vector<LogLi
   // A replaced or removed instance whose last deferred message was just
   // decided is cleaned up now; its on_cleanup's lines join this drain.
   if (!core.retiring.empty() && !decided.empty()) core_retire_idle(core);
+  tell_expire_interval(core);
   std::lock_guard<std::mutex> lock(core.mu);
   // Lines logged by the modules that just ran are included in this drain.
   for (auto &l : core.logs) logs.push_back(std::move(l));

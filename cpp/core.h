@@ -192,6 +192,10 @@ struct Host {
   // MESIBO_RESULT_PASS, MESIBO_RESULT_CONSUMED or SWITCHBOARD_RESULT_DEFER
   // (after taking a handle with script_defer).
   ScriptCall (*script_call)(void *data, Hook hook, uint32_t script_id, int32_t *ret) = nullptr;
+  // From now on, call core_expire(core, now_ns()) every `ms` milliseconds;
+  // 0: stop. Loop thread, from core_submit and core_drain, when a message
+  // starts waiting for a deferred decision or the last one stops.
+  void (*expire_every)(void *data, uint32_t ms) = nullptr;
 };
 
 // Where the core packs a script hook call (cpp/scripts.h): memory the host
@@ -308,6 +312,7 @@ struct Core {
   uint64_t next_handle = 1;               // under mu
   std::unordered_set<uint64_t> live_handles;  // under mu
   std::vector<Resolution> resolutions;        // under mu
+  uint32_t expire_every = 0;  // the interval the host was last asked for (Host::expire_every)
 
   // Why the last core_submit refused its frame (core_refused_detail).
   std::string refused_detail;
@@ -411,7 +416,7 @@ int core_resolve(Core &core, Resolution r, bool wake = true);
 size_t core_expire(Core &core, uint64_t now);
 // How often the embedder's timer should call core_expire: every this many
 // ms while a message waits for a deferred decision, 0 (no timer) when none
-// does. Loop thread.
+// does; Host::expire_every tells the host when it changes. Loop thread.
 uint32_t core_expire_interval_ms(const Core &core);
 // Number of messages waiting or queued behind a deferred decision.
 size_t core_waiting(const Core &core);

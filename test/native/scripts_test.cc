@@ -5,6 +5,8 @@
 // detection: the bridge, deferring and resolving, and the life cycle.
 #include "scripts.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -41,6 +43,7 @@ struct Scripted {
   std::vector<sb::Outgoing> sent;
   std::vector<sb::LogLine> logs;
   std::vector<sb::Completion> done;
+  std::vector<uint32_t> expire_every;  // what the core asked of the host's deadline timer
 
   explicit Scripted(const std::string &body) {
     sb::Config cfg;
@@ -62,6 +65,7 @@ struct Scripted {
       s.seen.push_back(c);
       return s.answer ? s.answer(s.seen.back(), ret) : sb::SCRIPT_CALL_NO_VERDICT;
     };
+    host.expire_every = [](void *d, uint32_t ms) { static_cast<Scripted *>(d)->expire_every.push_back(ms); };
     ok = sb::core_open(core, cfg, host, err);
     buf.resize(sb::hook_buffer_size(core));
     sb::script_bridge_attach(core, slots, buf.data(), buf.size());
@@ -418,4 +422,31 @@ TEST("a closed core knows no script") {
   CHECK_EQ(int(sb::script_resolve(s.core, 1, MESIBO_RESULT_PASS, nullptr, 0, nullptr, &drain_now)), int(sb::SCRIPT_UNKNOWN));
   CHECK_EQ(sb::script_defer(s.core), uint64_t(0));
   CHECK(!sb::script_log_level(s.core, 11, &level));
+}
+
+TEST("the host's deadline timer runs while a message waits for a decision, and stops when none does") {
+  Scripted s("module later {\n module_script = ./later.js\n timeout = 1ms\n}\n");
+  CHECK(s.ok);
+  sb::script_attach(s.core, 0, 1, kMessage);
+  s.answer = [&](const Seen &c, int32_t *ret) {
+    if (c.payload != "wait") return verdict(ret, MESIBO_RESULT_PASS);
+    sb::script_defer(s.core);
+    return verdict(ret, SWITCHBOARD_RESULT_DEFER);
+  };
+  sb::SubmitResult r;
+  CHECK_EQ(s.submit("alice", frame("bob", "now"), r), 0);
+  CHECK(s.expire_every.empty());  // nothing waits: no timer
+  CHECK_EQ(s.submit("alice", frame("bob", "wait", 2), r), 0);
+  CHECK_EQ(s.submit("alice", frame("bob", "behind it", 3), r), 0);
+  CHECK_EQ(s.expire_every.size(), size_t(1));
+  CHECK(!s.expire_every.empty() && s.expire_every[0] > 0);
+  s.drain();
+  CHECK_EQ(s.expire_every.size(), size_t(1));  // still waiting: no change to tell
+  // What the timer does: past the deadline, the wait ends in the block's on_error verdict.
+  usleep(5000);
+  CHECK_EQ(sb::core_expire(s.core, sb::now_ns()), size_t(1));
+  s.drain();
+  CHECK_EQ(s.done.size(), size_t(2));
+  CHECK_EQ(s.expire_every.size(), size_t(2));
+  if (s.expire_every.size() == 2) CHECK_EQ(s.expire_every[1], uint32_t(0));
 }
