@@ -1,11 +1,12 @@
-// N-API binding of the core. No routing logic lives here: each function
-// converts arguments, calls the core and converts the result back.
+// N-API binding of the core. No logic lives here: each function converts
+// arguments, calls the core (core.h; scripts.h for script modules,
+// instances.h for what instances report, slots.h for the shared arrays) and
+// converts the result back.
 #include <dlfcn.h>
 
 #include <napi.h>
 
 #include <algorithm>
-#include <array>
 #include <string_view>
 #include <memory>
 
@@ -592,7 +593,6 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     make_error(env, "E_CORE_BUSY", std::string(what) + " cannot run inside a module's hook; do it after the hook returns")
         .ThrowAsJavaScriptException();
   }
-
 
   void ThrowOpenError(Napi::Env env, const sb::OpenError &oerr) {
     Napi::Error e = make_error(env, oerr.code, oerr.message);
