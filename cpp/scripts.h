@@ -111,8 +111,8 @@ ScriptStatus script_set(Core &core, const char *payload, size_t len, const Scrip
 
 // A decision on a deferred message: `verdict` (PASS or CONSUMED), and the
 // payload and fields as script_set takes them. SCRIPT_OK, SCRIPT_UNKNOWN
-// (not waiting: decided, timed out, or the core closed) or
-// SCRIPT_TOO_LARGE. On SCRIPT_OK, *drain_now says whether the caller may
+// (not waiting: decided, timed out, or the core closed; or another
+// verdict) or SCRIPT_TOO_LARGE. On SCRIPT_OK, *drain_now says whether the caller may
 // run core_drain now: not from inside a hook, where the chain is mid-way
 // and the wake-up that follows drains.
 ScriptStatus script_resolve(Core &core, uint64_t handle, int verdict, const char *payload, size_t len,
