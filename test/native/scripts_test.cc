@@ -256,6 +256,7 @@ TEST("a script decides later: script_defer in its hook, script_resolve after; a 
            int(sb::SCRIPT_TOO_LARGE));
   CHECK_EQ(int(sb::script_resolve(s.core, handle + 100, MESIBO_RESULT_PASS, nullptr, 0, nullptr, &drain_now)),
            int(sb::SCRIPT_UNKNOWN));
+  CHECK_EQ(int(sb::script_resolve(s.core, handle, 7, nullptr, 0, nullptr, &drain_now)), int(sb::SCRIPT_UNKNOWN));
   sb::ScriptFields f;
   f.type = 2;
   CHECK_EQ(int(sb::script_resolve(s.core, handle, MESIBO_RESULT_PASS, "later", 5, &f, &drain_now)), int(sb::SCRIPT_OK));
