@@ -45,11 +45,10 @@ int main(int argc, char **argv) {
   sb::SubmitResult res;
   size_t bytes = 0;
   for (long i = 0; i < n / 10; ++i)
-    sb::core_submit(core, "alice", 5, reinterpret_cast<const uint8_t *>(frame.data()), frame.size(), -1, res, nullptr);
+    sb::core_submit(core, "alice", 5, reinterpret_cast<const uint8_t *>(frame.data()), frame.size(), -1, res);
   uint64_t t0 = sb::now_ns();
   for (long i = 0; i < n; ++i) {
-    int rc = sb::core_submit(core, "alice", 5, reinterpret_cast<const uint8_t *>(frame.data()), frame.size(), -1, res,
-                             nullptr);
+    int rc = sb::core_submit(core, "alice", 5, reinterpret_cast<const uint8_t *>(frame.data()), frame.size(), -1, res);
     if (rc != 0 || res.verdict != MESIBO_RESULT_PASS) {
       std::fprintf(stderr, "submit failed: %d\n", rc);
       return 1;

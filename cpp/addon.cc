@@ -1,19 +1,22 @@
-// N-API binding of the core. No routing logic lives here: each function
-// converts arguments, calls the core and converts the result back.
+// N-API binding of the core. No logic lives here: each function converts
+// arguments, calls the core (core.h; scripts.h for script modules,
+// instances.h for what instances report, slots.h for the shared arrays) and
+// converts the result back.
 #include <dlfcn.h>
 
 #include <napi.h>
 
 #include <algorithm>
-#include <array>
 #include <string_view>
 #include <memory>
 
 #include "config.h"
 #include "core.h"
+#include "instances.h"
 #include "io.h"
 #include "json_extract.h"
 #include "module.h"
+#include "scripts.h"
 #include "slots.h"
 #include "sqlite_binding.h"
 #include "wire.h"
@@ -58,10 +61,14 @@ void params_from_js(const Napi::Object &o, mesibo_message_params_t &p) {
 }
 
 // [type, flags, expiry, refid]: the params a script module may change.
-std::array<uint64_t, 4> script_fields(const Napi::Value &v) {
+sb::ScriptFields script_fields(const Napi::Value &v) {
   Napi::Array f = v.As<Napi::Array>();
-  std::array<uint64_t, 4> out{};
-  for (uint32_t i = 0; i < 4; ++i) out[i] = static_cast<uint64_t>(f.Get(i).ToNumber().Int64Value());
+  auto at = [&f](uint32_t i) { return static_cast<uint64_t>(f.Get(i).ToNumber().Int64Value()); };
+  sb::ScriptFields out;
+  out.type = at(0);
+  out.flags = at(1);
+  out.expiry = at(2);
+  out.refid = at(3);
   return out;
 }
 
@@ -138,7 +145,6 @@ struct State {
   CoreHandle *owner = nullptr;  // cleared when the handle shuts down
   uint64_t js_calls = 0;        // calls from the addon into JavaScript
   uv_timer_t *timer = nullptr;  // checks deferred decisions' deadlines
-  uint32_t timer_every = 0;     // the interval it runs at; 0 when stopped
 };
 
 void drain_and_emit(Napi::Env env, State &st);
@@ -159,14 +165,12 @@ Napi::Object delivery_to_js(Napi::Env env, const sb::Outgoing &o) {
 }
 
 void emit_completions(Napi::Env env, State &st, std::vector<sb::Completion> &done);
-void sync_timer(State &st);
 
 void drain_and_emit(Napi::Env env, State &st) {
   std::vector<sb::Outgoing> deliveries;
   std::vector<sb::LogLine> logs;
   std::vector<sb::Completion> done;
   sb::core_drain(st.core, deliveries, logs, &done);
-  sync_timer(st);
   if ((deliveries.empty() && logs.empty() && done.empty()) || st.on_events.IsEmpty()) return;
   Napi::HandleScope scope(env);
   if (deliveries.empty() && logs.empty()) {
@@ -192,17 +196,14 @@ void drain_and_emit(Napi::Env env, State &st) {
   emit_completions(env, st, done);
 }
 
-// Runs the core's deadline check as often as it asks (core_expire_interval_ms).
+// Runs the core's deadline check as often as it asks (Host::expire_every).
 // The timer is unreferenced: waiting messages alone do not keep Node running.
-void sync_timer(State &st) {
+void expire_every(State &st, uint32_t ms) {
   if (!st.timer) return;
-  uint32_t every = sb::core_expire_interval_ms(st.core);
-  if (every == st.timer_every) return;
-  st.timer_every = every;
-  if (every) uv_timer_start(st.timer, [](uv_timer_t *t) {
+  if (ms) uv_timer_start(st.timer, [](uv_timer_t *t) {
       auto *s = static_cast<std::shared_ptr<State> *>(t->data);
       sb::core_expire((*s)->core, sb::now_ns());  // wakes the drain when something timed out
-    }, every, every);
+    }, ms, ms);
   else uv_timer_stop(st.timer);
 }
 
@@ -264,36 +265,24 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
                        Napi::String::New(env, c.from)});
   }
 
-  // A script module's hook: the params in hook slots, [from][to][payload] in
-  // the hook buffer, then one call into JavaScript. Returns its verdict.
-  mesibo_int_t CallHook(sb::Hook hook, sb::Instance &inst, mesibo_message_params_t *p, sb::ChainMsg *cm,
-                        mesibo_user_t *user) {
-    if (on_hook_.IsEmpty()) return MESIBO_RESULT_PASS;
-    sb::pack_hook(p, cm, user, hook_ptr_, hook_buf_ptr_, hook_cap_);
-
+  // A script module's hook (Host::script_call): the core packed its
+  // arguments into the hook slots and buffer; one call into JavaScript.
+  sb::ScriptCall CallHook(sb::Hook hook, uint32_t script_id, int32_t *ret) {
+    if (on_hook_.IsEmpty()) return sb::SCRIPT_CALL_NO_VERDICT;
     napi_env env = env_;
     napi_value fn = on_hook_.Value(), argv[2], recv, result;
     napi_create_int32(env, hook, &argv[0]);
-    napi_create_uint32(env, inst.script_id, &argv[1]);
+    napi_create_uint32(env, script_id, &argv[1]);
     napi_get_undefined(env, &recv);
-    sb::ChainMsg *saved = current_;
-    current_ = cm;
     ++state_->js_calls;
-    napi_status st = napi_call_function(env, recv, fn, 2, argv, &result);
-    current_ = saved;
-    if (st != napi_ok) {
+    if (napi_call_function(env, recv, fn, 2, argv, &result) != napi_ok) {
       // The TypeScript side catches what a module throws; this is a failure
-      // of that glue itself. Keep the server up and say so.
+      // of that glue itself. The server stays up; the core says so.
       napi_value exc;
       napi_get_and_clear_last_exception(env, &exc);
-      ++inst.errors;
-      sb::core_logf(state_->core, 0, "script module \"%s\" %s failed in the host; treated as its on_error verdict",
-                    inst.name.c_str(), sb::hook_name(hook));
-      return inst.on_error;
+      return sb::SCRIPT_CALL_FAILED;
     }
-    int32_t r = 0;
-    if (napi_get_value_int32(env, result, &r) != napi_ok) return MESIBO_RESULT_PASS;
-    return r;
+    return napi_get_value_int32(env, result, ret) == napi_ok ? sb::SCRIPT_CALL_VERDICT : sb::SCRIPT_CALL_NO_VERDICT;
   }
 
   // new CoreHandle(configSource, onEvents)
@@ -328,18 +317,11 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
       std::shared_ptr<State> s = *static_cast<std::shared_ptr<State> *>(data);
       s->tsfn.NonBlockingCall([s](Napi::Env env, Napi::Function) { drain_and_emit(env, *s); });
     };
-    host.script_message = [](void *data, sb::Instance &inst, sb::ChainMsg &m) -> mesibo_int_t {
+    host.script_call = [](void *data, sb::Hook hook, uint32_t script_id, int32_t *ret) {
       State &s = **static_cast<std::shared_ptr<State> *>(data);
-      return s.owner ? s.owner->CallHook(sb::HOOK_MESSAGE, inst, m.p, &m, nullptr) : MESIBO_RESULT_PASS;
+      return s.owner ? s.owner->CallHook(hook, script_id, ret) : sb::SCRIPT_CALL_NO_VERDICT;
     };
-    host.script_status = [](void *data, sb::Instance &inst, mesibo_message_params_t *p) {
-      State &s = **static_cast<std::shared_ptr<State> *>(data);
-      if (s.owner) s.owner->CallHook(sb::HOOK_STATUS, inst, p, nullptr, nullptr);
-    };
-    host.script_login = [](void *data, sb::Instance &inst, mesibo_user_t *u) {
-      State &s = **static_cast<std::shared_ptr<State> *>(data);
-      if (s.owner) s.owner->CallHook(sb::HOOK_LOGIN, inst, nullptr, nullptr, u);
-    };
+    host.expire_every = [](void *data, uint32_t ms) { expire_every(**static_cast<std::shared_ptr<State> *>(data), ms); };
     wake_holder_ = holder;
     uv_loop_t *loop = nullptr;
     if (napi_get_uv_event_loop(env, &loop) == napi_ok && loop) {
@@ -366,16 +348,13 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
       e.ThrowAsJavaScriptException();
       return;
     }
-    size_t cap = 8 * state_->core.max_payload + 8192;
-    GrowOut(env, cap);
+    GrowOut(env, sb::result_buffer_size(state_->core));
     info_ = Napi::Persistent(Napi::Float64Array::New(env, sb::INFO_COUNT));
     info_ptr_ = info_.Value().Data();
     hook_ = Napi::Persistent(Napi::Float64Array::New(env, sb::HK_COUNT));
-    hook_ptr_ = hook_.Value().Data();
-    hook_cap_ = state_->core.max_payload + 2048;
-    Napi::Buffer<char> hb = Napi::Buffer<char>::New(env, hook_cap_);
+    Napi::Buffer<char> hb = Napi::Buffer<char>::New(env, sb::hook_buffer_size(state_->core));
     hook_buf_ = Napi::Persistent(hb);
-    hook_buf_ptr_ = hb.Data();
+    sb::script_bridge_attach(state_->core, hook_.Value().Data(), hb.Data(), hb.Length());
   }
 
   ~CoreHandle() override { Shutdown(); }
@@ -389,7 +368,7 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
   }
 
   bool Open(Napi::Env env) {
-    if (state_ && !state_->core.closed) return true;
+    if (state_ && !sb::core_closed(state_->core)) return true;
     make_error(env, "E_CORE_CLOSED", "this core is closed; open a new one").ThrowAsJavaScriptException();
     return false;
   }
@@ -418,19 +397,14 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     if (argc > 2) napi_get_value_int32(env, argv[2], &fmt);
 
     sb::SubmitResult res;
-    last_detail_.clear();
-    int rc = sb::core_submit(state_->core, from, from_len, static_cast<const uint8_t *>(data), length, fmt, res,
-                             &last_detail_);
+    int rc = sb::core_submit(state_->core, from, from_len, static_cast<const uint8_t *>(data), length, fmt, res);
     napi_value v;
     if (rc != sb::WIRE_OK) {
-      // The error frame names the refused frame by its id when the decoder
-      // read one before it stopped (0 otherwise), as docs/protocol.md says.
-      info_ptr_[sb::INFO_ID] = static_cast<double>(state_->core.msg.id);
+      info_ptr_[sb::INFO_ID] = static_cast<double>(sb::core_refused_id(state_->core));
       napi_create_int32(env, rc, &v);
       return v;
     }
     Fill(e, res);
-    if (res.verdict == sb::VERDICT_DEFERRED) sync_timer(*state_);
     napi_create_int32(env, static_cast<int32_t>(res.verdict), &v);  // a small integer: no allocation
     return v;
   }
@@ -479,10 +453,11 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     return out_.Value();
   }
 
-  // info() -> the shared Float64Array; lastError detail is returned by
-  // info(true) as a string.
+  // info() -> the shared Float64Array; info(true) -> why the last submit
+  // refused its frame, as a string.
   Napi::Value Info(const Napi::CallbackInfo &info) {
-    if (info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value()) return Napi::String::New(info.Env(), last_detail_);
+    if (info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value())
+      return Napi::String::New(info.Env(), state_ ? sb::core_refused_detail(state_->core) : std::string());
     if (info_.IsEmpty()) return info.Env().Undefined();
     return info_.Value();
   }
@@ -490,16 +465,16 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
   Napi::Value Instances(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     if (!Open(env)) return env.Undefined();
-    auto &chain = state_->core.chain;
+    std::vector<sb::InstanceSnapshot> chain;
+    sb::core_instances(state_->core, chain);
     Napi::Array a = Napi::Array::New(env, chain.size());
     for (size_t i = 0; i < chain.size(); ++i) {
-      const sb::Instance &inst = *chain[i];
-      const mesibo_module_t &m = inst.slot->mod;
+      const sb::InstanceSnapshot &inst = chain[i];
       Napi::Object o = Napi::Object::New(env);
       o.Set("name", inst.name);
       o.Set("file", inst.file);
       o.Set("position", static_cast<double>(inst.position));
-      o.Set("description", m.description ? Napi::Value(Napi::String::New(env, m.description)) : env.Null());
+      o.Set("description", inst.description ? Napi::Value(Napi::String::New(env, *inst.description)) : env.Null());
       o.Set("logLevel", static_cast<double>(inst.log_level));
       o.Set("script", Napi::Boolean::New(env, inst.script));
       if (inst.script) o.Set("scriptId", static_cast<double>(inst.script_id));
@@ -518,22 +493,18 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
       verdicts.Set("deferred", static_cast<double>(inst.verdicts[sb::VERDICT_DEFER]));
       o.Set("verdicts", verdicts);
       Napi::Array hooks = Napi::Array::New(env);
-      const void *fns[sb::HOOK_COUNT] = {reinterpret_cast<const void *>(m.on_message),
-                                         reinterpret_cast<const void *>(m.on_message_status),
-                                         reinterpret_cast<const void *>(m.on_login),
-                                         reinterpret_cast<const void *>(m.on_call),
-                                         reinterpret_cast<const void *>(m.on_call_status)};
       Napi::Object stats = Napi::Object::New(env);
       for (int h = 0; h < sb::HOOK_COUNT; ++h) {
-        if (inst.script ? !(inst.script_hooks & (1u << h)) : !fns[h]) continue;
+        if (!(inst.hooks & (1u << h))) continue;
         const char *name = sb::hook_name(static_cast<sb::Hook>(h));
+        const sb::HookTimes &t = inst.times[h];
         hooks.Set(hooks.Length(), name);
         Napi::Object s = Napi::Object::New(env);
-        s.Set("calls", static_cast<double>(inst.stats[h].calls));
-        s.Set("totalNs", static_cast<double>(inst.stats[h].total_ticks) * sb::ns_per_tick());
-        s.Set("maxNs", static_cast<double>(inst.stats[h].max_ticks) * sb::ns_per_tick());
+        s.Set("calls", static_cast<double>(t.calls));
+        s.Set("totalNs", t.total_ns);
+        s.Set("maxNs", t.max_ns);
         Napi::Array buckets = Napi::Array::New(env, sb::kHookBuckets + 1);
-        for (uint32_t b = 0; b <= sb::kHookBuckets; ++b) buckets.Set(b, static_cast<double>(inst.stats[h].buckets[b]));
+        for (uint32_t b = 0; b <= sb::kHookBuckets; ++b) buckets.Set(b, static_cast<double>(t.buckets[b]));
         s.Set("buckets", buckets);
         stats.Set(name, s);
       }
@@ -578,7 +549,7 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
       return env.Undefined();
     }
     size_t n = sb::core_status(state_->core, &p, info[1].As<Napi::Number>().Int32Value());
-    return Napi::Buffer<char>::Copy(env, state_->core.ack.data(), n);
+    return Napi::Buffer<char>::Copy(env, sb::core_status_frame(state_->core), n);
   }
 
   Napi::Value Call(const Napi::CallbackInfo &info) {
@@ -595,12 +566,12 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
   Napi::Value Drain(const Napi::CallbackInfo &info) {
     // Not from inside a module's hook: the chain there is mid-way, and the
     // wake-up that follows drains anyway.
-    if (state_ && !state_->core.running) drain_and_emit(info.Env(), *state_);
+    if (state_ && !sb::core_in_hook(state_->core)) drain_and_emit(info.Env(), *state_);
     return info.Env().Undefined();
   }
 
   Napi::Value Close(const Napi::CallbackInfo &info) {
-    if (state_ && !state_->core.closed) {
+    if (state_ && !sb::core_closed(state_->core)) {
       sb::core_close(state_->core);
       drain_and_emit(info.Env(), *state_);  // on_cleanup's log lines
     }
@@ -608,17 +579,19 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     return info.Env().Undefined();
   }
 
-  sb::Instance *ScriptInstance(const Napi::Value &id) {
-    if (!state_ || state_->core.closed || !id.IsNumber()) return nullptr;
-    return sb::core_find_script(state_->core, id.As<Napi::Number>().Uint32Value());
+  // A script's id argument; false (and nothing to do) for a non-number or
+  // a handle whose core never opened.
+  bool ScriptId(const Napi::Value &v, uint32_t &id) {
+    if (!state_ || !v.IsNumber()) return false;
+    id = v.As<Napi::Number>().Uint32Value();
+    return true;
   }
 
-  // The chain may change only between messages, never from inside a hook.
-  bool NotInHook(Napi::Env env, const char *what) {
-    if (!state_->core.running) return true;
+  // The core refused `what` because a module's hook is running (SCRIPT_BUSY):
+  // the chain changes only between messages.
+  void ThrowBusy(Napi::Env env, const char *what) {
     make_error(env, "E_CORE_BUSY", std::string(what) + " cannot run inside a module's hook; do it after the hook returns")
         .ThrowAsJavaScriptException();
-    return false;
   }
 
   void ThrowOpenError(Napi::Env env, const sb::OpenError &oerr) {
@@ -657,8 +630,8 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
       Napi::Object o = Napi::Object::New(env);
       o.Set("name", st.name);
       o.Set("index", static_cast<double>(st.index));
-      o.Set("position", st.inst ? Napi::Value(Napi::Number::New(env, static_cast<double>(st.inst->position))) : env.Null());
-      if (st.inst && st.inst->script) o.Set("scriptId", static_cast<double>(st.inst->script_id));
+      o.Set("position", st.inst ? Napi::Value(Napi::Number::New(env, static_cast<double>(st.position))) : env.Null());
+      if (st.inst && st.script) o.Set("scriptId", static_cast<double>(st.script_id));
       o.Set("action", kAction[st.action]);
       o.Set("script", Napi::Boolean::New(env, st.script));
       o.Set("file", st.file);
@@ -686,7 +659,7 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
   // load error (code, message, moduleLog); the old instance stays.
   Napi::Value ReloadInstance(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
-    if (!Open(env) || !NotInHook(env, "a module reload")) return env.Undefined();
+    if (!Open(env)) return env.Undefined();
     sb::Config cfg;
     sb::ConfigError cerr;
     if (!info[0].IsObject() || !info[1].IsNumber() || !read_config(info[0].As<Napi::Object>(), cfg, cerr)) {
@@ -695,80 +668,64 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
           .ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    size_t index = info[1].As<Napi::Number>().Uint32Value();
-    sb::Instance *old = nullptr;
-    size_t n = 0;
-    for (auto &ip : state_->core.chain)
-      if (ip->from_config && n++ == index) old = ip.get();
-    if (index >= cfg.modules.size() || !old || old->name != cfg.modules[index].name) {
-      make_error(env, "E_BAD_ARGUMENT", "reloadInstance: the block at that index does not match the running chain")
-          .ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
+    sb::ReloadedBlock done;
     sb::OpenError oerr;
-    std::string file;
-    bool script = false;
-    sb::Instance *fresh = nullptr;
-    if (sb::core_resolve_block(cfg, cfg.modules[index], file, script, oerr))
-      fresh = sb::core_reload_prepare(state_->core, *old, cfg.modules[index], file, oerr);
-    if (!fresh) {
-      drain_and_emit(env, *state_);  // what the failed init logged comes before the error
-      ThrowOpenError(env, oerr);
-      return env.Undefined();
+    switch (sb::core_reload_block(state_->core, cfg, info[1].As<Napi::Number>().Uint32Value(),
+                                  info[2].IsNumber() ? info[2].As<Napi::Number>().Uint32Value() : 0, done, oerr)) {
+      case sb::RELOAD_BLOCK_BUSY:
+        ThrowBusy(env, "a module reload");
+        return env.Undefined();
+      case sb::RELOAD_BLOCK_MISMATCH:
+        make_error(env, "E_BAD_ARGUMENT", "reloadInstance: the block at that index does not match the running chain")
+            .ThrowAsJavaScriptException();
+        return env.Undefined();
+      case sb::RELOAD_BLOCK_FAILED:
+        drain_and_emit(env, *state_);  // what the failed init logged comes before the error
+        ThrowOpenError(env, oerr);
+        return env.Undefined();
+      case sb::RELOAD_BLOCK_STAGED: {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("logLevel", static_cast<double>(done.log_level));
+        return o;
+      }
+      case sb::RELOAD_BLOCK_SWAPPED:
+        break;
     }
-    if (fresh->script) {
-      fresh->script_id = info[2].IsNumber() ? info[2].As<Napi::Number>().Uint32Value() : 0;
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("logLevel", static_cast<double>(fresh->log_level));
-      return o;
-    }
-    sb::core_reload_commit(state_->core, fresh);
     drain_and_emit(env, *state_);  // init's and the old instance's on_cleanup lines
-    return Napi::Number::New(env, static_cast<double>(fresh->position));
-  }
-
-  sb::Instance *StagedScript(const Napi::Value &id) {
-    if (!state_ || state_->core.closed || !id.IsNumber()) return nullptr;
-    uint32_t want = id.As<Napi::Number>().Uint32Value();
-    for (auto &ip : state_->core.staged)
-      if (ip->script && ip->script_id == want) return ip.get();
-    return nullptr;
+    return Napi::Number::New(env, static_cast<double>(done.position));
   }
 
   // commitReload(scriptId) -> true when the staged script took its predecessor's place.
   Napi::Value CommitReload(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
-    sb::Instance *fresh = StagedScript(info[0]);
-    if (!fresh || !NotInHook(env, "a module reload")) return Napi::Boolean::New(env, false);
-    const uint32_t id = fresh->script_id;
-    sb::core_reload_commit(state_->core, fresh);  // frees it when there was nothing left to replace
-    return Napi::Boolean::New(env, !StagedScript(info[0]) && sb::core_find_script(state_->core, id) != nullptr);
+    uint32_t id = 0;
+    if (!ScriptId(info[0], id)) return Napi::Boolean::New(env, false);
+    sb::ScriptStatus rc = sb::script_commit_reload(state_->core, id);
+    if (rc == sb::SCRIPT_BUSY) ThrowBusy(env, "a module reload");
+    return Napi::Boolean::New(env, rc == sb::SCRIPT_OK);
   }
 
   Napi::Value AbortReload(const Napi::CallbackInfo &info) {
-    if (sb::Instance *fresh = StagedScript(info[0])) sb::core_reload_abort(state_->core, fresh);
+    uint32_t id = 0;
+    if (ScriptId(info[0], id)) sb::script_abort_reload(state_->core, id);
     return info.Env().Undefined();
   }
 
   // removeScript(scriptId) -> true when it was in the chain and is no more.
   Napi::Value RemoveScript(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
-    if (!state_ || state_->core.closed || !info[0].IsNumber()) return Napi::Boolean::New(env, false);
-    if (!NotInHook(env, "removing a module")) return env.Undefined();
-    uint32_t want = info[0].As<Napi::Number>().Uint32Value();
-    for (auto &ip : state_->core.chain) {
-      if (!ip->script || ip->script_id != want) continue;
-      sb::core_remove_instance(state_->core, ip.get());
-      return Napi::Boolean::New(env, true);
+    uint32_t id = 0;
+    if (!ScriptId(info[0], id)) return Napi::Boolean::New(env, false);
+    sb::ScriptStatus rc = sb::script_remove(state_->core, id);
+    if (rc == sb::SCRIPT_BUSY) {
+      ThrowBusy(env, "removing a module");
+      return env.Undefined();
     }
-    return Napi::Boolean::New(env, false);
+    return Napi::Boolean::New(env, rc == sb::SCRIPT_OK);
   }
 
-  static unsigned HooksFrom(const Napi::Value &v) {
-    return v.IsNumber() ? v.As<Napi::Number>().Uint32Value() &
-                              ((1u << sb::HOOK_MESSAGE) | (1u << sb::HOOK_STATUS) | (1u << sb::HOOK_LOGIN))
-                        : 0;
-  }
+  // A hooks argument: bits 1 << Hook (the core keeps the ones a script may implement).
+  static unsigned HooksFrom(const Napi::Value &v) { return v.IsNumber() ? v.As<Napi::Number>().Uint32Value() : 0; }
 
   // scripts(onHook, onComplete) -> [hookInfo, hookBuffer]
   Napi::Value Scripts(const Napi::CallbackInfo &info) {
@@ -787,20 +744,16 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
   Napi::Value AttachScript(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     if (!Open(env)) return env.Undefined();
-    auto &chain = state_->core.chain;
-    uint32_t pos = info[0].IsNumber() ? info[0].As<Napi::Number>().Uint32Value() : UINT32_MAX;
-    if (pos >= chain.size() || !chain[pos]->script) {
+    size_t pos = info[0].IsNumber() ? info[0].As<Napi::Number>().Uint32Value() : SIZE_MAX;
+    if (!sb::script_attach(state_->core, pos, info[1].As<Napi::Number>().Uint32Value(), HooksFrom(info[2])))
       make_error(env, "E_BAD_ARGUMENT", "attachScript: no script block at that position").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    chain[pos]->script_id = info[1].As<Napi::Number>().Uint32Value();
-    chain[pos]->script_hooks = HooksFrom(info[2]);
     return env.Undefined();
   }
 
   // scriptHooks(scriptId, hooks): the hooks a script implements (after its init).
   Napi::Value ScriptHooks(const Napi::CallbackInfo &info) {
-    if (sb::Instance *inst = ScriptInstance(info[0])) inst->script_hooks = HooksFrom(info[1]);
+    uint32_t id = 0;
+    if (ScriptId(info[0], id)) sb::script_set_hooks(state_->core, id, HooksFrom(info[1]));
     return info.Env().Undefined();
   }
 
@@ -808,85 +761,66 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
   Napi::Value AddScript(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     if (!Open(env)) return env.Undefined();
-    if (state_->core.running) {
+    size_t pos = info[1].IsNumber() ? static_cast<size_t>(std::max(0.0, info[1].As<Napi::Number>().DoubleValue()))
+                                    : SIZE_MAX;
+    sb::ScriptOptions opts;
+    opts.id = info[2].As<Napi::Number>().Uint32Value();
+    opts.hooks = HooksFrom(info[3]);
+    if (info[4].IsNumber()) opts.timeout_ms = info[4].As<Napi::Number>().DoubleValue();
+    if (info[5].IsNumber()) opts.on_error = info[5].As<Napi::Number>().Int32Value();
+    if (info[6].IsNumber()) {
+      opts.own_log_level = true;
+      opts.log_level = info[6].As<Napi::Number>().Int32Value();
+    }
+    opts.only_to = as_string(info[7]);
+    size_t at = 0;
+    if (sb::script_add(state_->core, as_string(info[0]), pos, opts, &at) == sb::SCRIPT_BUSY) {
       make_error(env, "E_CORE_BUSY", "a module cannot be added from inside a module's hook; add it after the hook returns")
           .ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    size_t pos = info[1].IsNumber() ? static_cast<size_t>(std::max(0.0, info[1].As<Napi::Number>().DoubleValue()))
-                                    : state_->core.chain.size();
-    sb::Instance *inst = sb::core_add_script(state_->core, as_string(info[0]), pos);
-    inst->script_id = info[2].As<Napi::Number>().Uint32Value();
-    inst->script_hooks = HooksFrom(info[3]);
-    if (info[4].IsNumber() && info[4].As<Napi::Number>().DoubleValue() > 0)
-      inst->timeout_ns = static_cast<uint64_t>(info[4].As<Napi::Number>().DoubleValue() * 1e6);
-    if (info[5].IsNumber()) inst->on_error = info[5].As<Napi::Number>().Int32Value() == 1 ? 1 : 0;
-    if (info[6].IsNumber()) {
-      inst->log_level = info[6].As<Napi::Number>().Int32Value();
-      inst->own_log_level = true;
-    }
-    if (info[7].IsString()) inst->script_to = info[7].As<Napi::String>().Utf8Value();
-    return Napi::Number::New(env, static_cast<double>(inst->position));
+    return Napi::Number::New(env, static_cast<double>(at));
   }
 
   // defer() -> handle (inside a script's message hook), or 0.
   Napi::Value Defer(const Napi::CallbackInfo &info) {
-    if (!state_ || state_->core.closed) return Napi::Number::New(info.Env(), 0);
-    return Napi::Number::New(info.Env(), static_cast<double>(sb::core_take_handle(state_->core, state_->core.running)));
+    return Napi::Number::New(info.Env(), state_ ? static_cast<double>(sb::script_defer(state_->core)) : 0.0);
   }
 
   // resolve(handle, verdict, payload|null, fields|null, drainNow = true) -> true when it was waiting.
   // fields: [type, flags, expiry, refid].
   Napi::Value Resolve(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
-    if (!state_ || state_->core.closed || !info[0].IsNumber()) return Napi::Boolean::New(env, false);
-    sb::Resolution r;
-    r.handle = static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue());
-    r.verdict = info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 0;
-    if (info[2].IsTypedArray()) {
-      std::string unused;
-      std::string_view b = payload_arg(info[2], unused);
-      if (b.size() > state_->core.max_payload) return TooLarge(env);
-      r.replace = true;
-      r.payload.assign(b.data(), b.size());
-    }
-    if (info[3].IsArray()) {
-      r.fields = true;
-      std::array<uint64_t, 4> f = script_fields(info[3]);
-      r.type = f[0];
-      r.flags = f[1];
-      r.expiry = f[2];
-      r.refid = f[3];
-    }
-    // No wake-up (an eventfd write per message): the caller drains, now
-    // (default) or once after a batch of resolves (drainNow false). Inside a
-    // module's hook the chain is mid-way: leave the drain to the wake-up.
-    bool in_hook = state_->core.running != nullptr;
-    bool ok = sb::core_resolve(state_->core, std::move(r), in_hook) == 0;
-    if (ok && !in_hook && !(info[4].IsBoolean() && !info[4].As<Napi::Boolean>().Value())) drain_and_emit(env, *state_);
-    return Napi::Boolean::New(env, ok);
+    if (!state_ || !info[0].IsNumber()) return Napi::Boolean::New(env, false);
+    std::string unused;
+    std::string_view payload = info[2].IsTypedArray() ? payload_arg(info[2], unused) : std::string_view();
+    sb::ScriptFields fields;
+    if (info[3].IsArray()) fields = script_fields(info[3]);
+    bool drain_now = false;
+    sb::ScriptStatus rc = sb::script_resolve(
+        state_->core, static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()),
+        info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 0, info[2].IsTypedArray() ? payload.data() : nullptr,
+        payload.size(), info[3].IsArray() ? &fields : nullptr, &drain_now);
+    if (rc == sb::SCRIPT_TOO_LARGE) return TooLarge(env);
+    // The caller drains now (default) or once after a batch of resolves (drainNow false).
+    if (rc == sb::SCRIPT_OK && drain_now && !(info[4].IsBoolean() && !info[4].As<Napi::Boolean>().Value()))
+      drain_and_emit(env, *state_);
+    return Napi::Boolean::New(env, rc == sb::SCRIPT_OK);
   }
 
   // hookSet(payload|null, fields|null): inside a script's message hook, the
   // module changed the message.
   Napi::Value HookSet(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
-    if (!current_) return Napi::Boolean::New(env, false);
-    if (info[0].IsTypedArray()) {
-      std::string unused;
-      std::string_view b = payload_arg(info[0], unused);
-      if (b.size() > state_->core.max_payload) return TooLarge(env);
-      sb::chain_replace_payload(*current_, b.data(), b.size());
-    }
-    if (info[1].IsArray()) {
-      std::array<uint64_t, 4> f = script_fields(info[1]);
-      mesibo_message_params_t &p = *current_->p;
-      p.type = f[0];
-      p.flags = f[1];
-      p.expiry = f[2];
-      p.refid = f[3];
-    }
-    return Napi::Boolean::New(env, true);
+    if (!state_) return Napi::Boolean::New(env, false);
+    std::string unused;
+    std::string_view payload = info[0].IsTypedArray() ? payload_arg(info[0], unused) : std::string_view();
+    sb::ScriptFields fields;
+    if (info[1].IsArray()) fields = script_fields(info[1]);
+    sb::ScriptStatus rc = sb::script_set(state_->core, info[0].IsTypedArray() ? payload.data() : nullptr, payload.size(),
+                                         info[1].IsArray() ? &fields : nullptr);
+    if (rc == sb::SCRIPT_TOO_LARGE) return TooLarge(env);
+    return Napi::Boolean::New(env, rc == sb::SCRIPT_OK);
   }
 
   Napi::Value TooLarge(Napi::Env env) {
@@ -898,8 +832,8 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
   // send(scriptId, {to, from, id, refid, groupid, flags, type, expiry}, payload) -> 0 | -1
   Napi::Value Send(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
-    sb::Instance *inst = ScriptInstance(info[0]);
-    if (!inst || !info[1].IsObject()) return Napi::Number::New(env, -1);
+    uint32_t id = 0;
+    if (!ScriptId(info[0], id) || !info[1].IsObject()) return Napi::Number::New(env, -1);
     Napi::Object o = info[1].As<Napi::Object>();
     std::string to = as_string(o.Get("to")), from = as_string(o.Get("from"));
     mesibo_message_params_t p{};
@@ -908,8 +842,8 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     p.from = from.empty() ? nullptr : &from[0];
     std::string scratch;
     std::string_view payload = payload_arg(info[2], scratch);
-    if ((to.empty() && !p.groupid) || payload.size() > state_->core.max_payload) return Napi::Number::New(env, -1);
-    return Napi::Number::New(env, sb::core_send_from_module(inst, &p, payload.data(), payload.size()));
+    bool sent = sb::script_send(state_->core, id, p, payload.data(), payload.size()) == sb::SCRIPT_OK;
+    return Napi::Number::New(env, sent ? 0 : -1);
   }
 
   // setLogLevel(serverLevel): modules without a level of their own follow it.
@@ -926,22 +860,24 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
 
   // scriptLogLevel(scriptId): the script's level now (it follows setLogLevel).
   Napi::Value ScriptLogLevel(const Napi::CallbackInfo &info) {
-    sb::Instance *inst = ScriptInstance(info[0]);
-    return inst ? Napi::Number::New(info.Env(), inst->log_level) : info.Env().Undefined();
+    uint32_t id = 0;
+    int level = 0;
+    if (!ScriptId(info[0], id) || !sb::script_log_level(state_->core, id, &level)) return info.Env().Undefined();
+    return Napi::Number::New(info.Env(), level);
   }
 
   // log(scriptId, level, text): kept when level <= the block's log level.
   Napi::Value Log(const Napi::CallbackInfo &info) {
-    sb::Instance *inst = ScriptInstance(info[0]);
-    if (!inst) return info.Env().Undefined();
-    int level = info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 0;
-    if (level > inst->log_level && level != 0) return info.Env().Undefined();
-    sb::core_log(state_->core, inst->name, level, as_string(info[2]));
+    uint32_t id = 0;
+    if (ScriptId(info[0], id))
+      sb::script_log(state_->core, id, info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 0,
+                     as_string(info[2]));
     return info.Env().Undefined();
   }
 
   Napi::Value CountError(const Napi::CallbackInfo &info) {
-    if (sb::Instance *inst = ScriptInstance(info[0])) ++inst->errors;
+    uint32_t id = 0;
+    if (ScriptId(info[0], id)) sb::script_count_error(state_->core, id);
     return info.Env().Undefined();
   }
 
@@ -970,13 +906,10 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
       state_->tsfn_live = false;
       state_->tsfn.Release();
     }
-    // Nothing may wake a closed core: no module can reach it any more (the
-    // slot registry forgot its modules), and the host is cleared under the
-    // queue lock before the holder goes.
-    {
-      std::lock_guard<std::mutex> lock(state_->core.mu);
-      state_->core.host = sb::Host{};
-    }
+    // Nothing may reach the holder once it is gone: no module can reach the
+    // closed core any more (the slot registry forgot its modules), and the
+    // core forgets the host first.
+    sb::core_forget_host(state_->core);
     delete wake_holder_;
     wake_holder_ = nullptr;
   }
@@ -988,15 +921,10 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
   size_t out_cap_ = 0;
   Napi::Reference<Napi::Float64Array> info_;
   double *info_ptr_ = nullptr;
-  std::string last_detail_;
   napi_env env_ = nullptr;
   Napi::FunctionReference on_hook_, on_complete_;
   Napi::Reference<Napi::Float64Array> hook_;
-  double *hook_ptr_ = nullptr;
   Napi::Reference<Napi::Buffer<char>> hook_buf_;
-  char *hook_buf_ptr_ = nullptr;
-  size_t hook_cap_ = 0;
-  sb::ChainMsg *current_ = nullptr;  // the message a script's hook is looking at
 };
 
 void emit_completions(Napi::Env env, State &st, std::vector<sb::Completion> &done) {

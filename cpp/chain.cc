@@ -10,6 +10,7 @@
 
 #include "core.h"
 #include "crash_trace.h"
+#include "scripts.h"
 #include "vformat.h"
 
 namespace sb {
@@ -87,6 +88,16 @@ bool budget_still_bypassed(Core &core, Instance &inst) {
                  inst.name.c_str(), static_cast<double>(inst.budget_cooldown_ns) / 1e9,
                  static_cast<unsigned long>(inst.bypassed_msgs));
   return false;
+}
+
+// Tells the host when the deadline check it runs (core_expire) should run
+// at another interval: a message started waiting for a deferred decision,
+// or the last one stopped. A compare when nothing changed.
+void tell_expire_interval(Core &core) {
+  uint32_t every = core_expire_interval_ms(core);
+  if (every == core.expire_every) return;
+  core.expire_every = every;
+  if (core.host.expire_every) core.host.expire_every(core.host.data, every);
 }
 
 void wake(Core &core, std::unique_lock<std::mutex> &lock) {
@@ -172,11 +183,11 @@ int chain_run(Core &core, size_t start, ChainMsg &msg, size_t *stopped) {
     }
     const uint64_t started = t0;
     if (inst.script) {
-      if (!(inst.script_hooks & (1u << HOOK_MESSAGE)) || !core.host.script_message) continue;
+      if (!(inst.script_hooks & (1u << HOOK_MESSAGE)) || !core.host.script_call) continue;
       if (!inst.script_to.empty() && (msg.p->groupid || !msg.p->to || inst.script_to != msg.p->to)) continue;
       const char *before = msg.payload;
       core.running = &inst;
-      r = core.host.script_message(core.host.data, inst, msg);
+      r = script_message(core, inst, msg);
       core.running = nullptr;
       t0 = record(core, inst, HOOK_MESSAGE, t0);
       if (inst.budget_ticks && t0 - started > inst.budget_ticks) budget_strike(core, inst, t0 - started);
@@ -390,9 +401,10 @@ Pending *start_waiting(Core &core, const mesibo_message_params_t &p, const char 
 }  // namespace
 
 int core_submit(Core &core, const char *from, size_t from_len, const uint8_t *frame, size_t len, int out_format,
-                SubmitResult &res, std::string *detail) {
+                SubmitResult &res) {
   WireMessage &m = core.msg;
-  int rc = wire_decode(frame, len, core.max_payload, m, core.scratch, detail);
+  core.refused_detail.clear();
+  int rc = wire_decode(frame, len, core.max_payload, m, core.scratch, &core.refused_detail);
   if (rc != WIRE_OK) return rc;
 
   core.from_buf.assign(from, from_len);  // NUL-terminated by std::string; capacity reused
@@ -459,6 +471,7 @@ int core_submit(Core &core, const char *from, size_t from_len, const uint8_t *fr
     res.frame_len = 0;
     res.ack = nullptr;
     res.ack_len = 0;
+    tell_expire_interval(core);
     return WIRE_OK;
   }
   res.verdict = verdict;
@@ -544,9 +557,9 @@ void core_dispatch_status(Core &core, mesibo_message_params_t *p) {
   for (auto &ip : core.chain) {
     Instance &inst = *ip;
     if (inst.script) {
-      if (!(inst.script_hooks & (1u << HOOK_STATUS)) || !core.host.script_status) continue;
+      if (!(inst.script_hooks & (1u << HOOK_STATUS)) || !core.host.script_call) continue;
       uint64_t t0 = ticks();
-      core.host.script_status(core.host.data, inst, p);
+      script_status(core, inst, p);
       record(core, inst, HOOK_STATUS, t0);
       continue;
     }
@@ -575,9 +588,9 @@ void core_dispatch_login(Core &core, mesibo_user_t *user) {
   for (auto &ip : core.chain) {
     Instance &inst = *ip;
     if (inst.script) {
-      if (!(inst.script_hooks & (1u << HOOK_LOGIN)) || !core.host.script_login) continue;
+      if (!(inst.script_hooks & (1u << HOOK_LOGIN)) || !core.host.script_call) continue;
       uint64_t t0 = ticks();
-      core.host.script_login(core.host.data, inst, user);
+      script_login(core, inst, user);
       record(core, inst, HOOK_LOGIN, t0);
       continue;
     }
@@ -760,6 +773,7 @@ void core_drain(Core &core, std::vector<Outgoing> &deliveries, std::vector<LogLi
   // A replaced or removed instance whose last deferred message was just
   // decided is cleaned up now; its on_cleanup's lines join this drain.
   if (!core.retiring.empty() && !decided.empty()) core_retire_idle(core);
+  tell_expire_interval(core);
   std::lock_guard<std::mutex> lock(core.mu);
   // Lines logged by the modules that just ran are included in this drain.
   for (auto &l : core.logs) logs.push_back(std::move(l));

@@ -90,7 +90,7 @@ struct Instance {
   bool warned_result = false;
   bool warned_defer = false;
   // A script (TypeScript/JavaScript) module: no library; the host calls it
-  // for the hooks in `script_hooks` (bits 1 << Hook) through Host.script_*.
+  // for the hooks in `script_hooks` (bits 1 << Hook) through cpp/scripts.h.
   bool script = false;
   unsigned script_hooks = 0;
   uint32_t script_id = 0;  // the host's name for it
@@ -174,17 +174,38 @@ struct ChainMsg {
 // Replaces the payload with a copy of data[0, len).
 void chain_replace_payload(ChainMsg &m, const char *data, size_t len);
 
+// What a host's script_call reports back (cpp/scripts.h reads it).
+enum ScriptCall {
+  SCRIPT_CALL_VERDICT,     // the script's hook returned a number: *ret
+  SCRIPT_CALL_NO_VERDICT,  // it returned something else, or no hook runner is set up
+  SCRIPT_CALL_FAILED,      // the call itself failed (the host's glue, not the module, threw)
+};
+
 // How the core reaches its embedder. `wake` may be called from any thread and
-// must arrange for core_drain() to run soon on the loop thread. The script_*
-// calls run script modules (loop thread) for the hooks they subscribed to.
+// must arrange for core_drain() to run soon on the loop thread.
 struct Host {
   void (*wake)(void *data) = nullptr;
   void *data = nullptr;
-  // Returns MESIBO_RESULT_PASS, MESIBO_RESULT_CONSUMED or SWITCHBOARD_RESULT_DEFER
-  // (after taking a handle with core_take_handle).
-  mesibo_int_t (*script_message)(void *data, Instance &inst, ChainMsg &m) = nullptr;
-  void (*script_status)(void *data, Instance &inst, mesibo_message_params_t *p) = nullptr;
-  void (*script_login)(void *data, Instance &inst, mesibo_user_t *u) = nullptr;
+  // Runs script module `script_id`'s `hook` (loop thread), with the
+  // arguments the core packed into the bridge's slots and buffer
+  // (script_bridge_attach). For a message hook, a verdict is
+  // MESIBO_RESULT_PASS, MESIBO_RESULT_CONSUMED or SWITCHBOARD_RESULT_DEFER
+  // (after taking a handle with script_defer).
+  ScriptCall (*script_call)(void *data, Hook hook, uint32_t script_id, int32_t *ret) = nullptr;
+  // From now on, call core_expire(core, now_ns()) every `ms` milliseconds;
+  // 0: stop. Loop thread, from core_submit and core_drain, when a message
+  // starts waiting for a deferred decision or the last one stops.
+  void (*expire_every)(void *data, uint32_t ms) = nullptr;
+};
+
+// Where the core packs a script hook call (cpp/scripts.h): memory the host
+// shares with the script runtime, and the message the running message hook
+// looks at (what the script changes goes there).
+struct ScriptBridge {
+  double *slots = nullptr;  // HK_COUNT slots (cpp/slots.h HookSlot)
+  char *buf = nullptr;      // [from][to][payload]
+  size_t cap = 0;
+  ChainMsg *msg = nullptr;
 };
 
 // Where a message waiting for a decision came from.
@@ -291,6 +312,11 @@ struct Core {
   uint64_t next_handle = 1;               // under mu
   std::unordered_set<uint64_t> live_handles;  // under mu
   std::vector<Resolution> resolutions;        // under mu
+  uint32_t expire_every = 0;  // the interval the host was last asked for (Host::expire_every)
+
+  // Why the last core_submit refused its frame (core_refused_detail).
+  std::string refused_detail;
+  ScriptBridge scripts;
 };
 
 constexpr uint32_t MSGSTATUS_SENT = 1;  // "sent": accepted by the server (no named constant in module.h)
@@ -303,6 +329,11 @@ bool core_open(Core &core, const Config &config, Host host, OpenError &err);
 // Runs on_cleanup once per instance in reverse order, then closes the
 // libraries. Safe to call twice.
 void core_close(Core &core);
+
+// Forgets the host: after it, nothing (a module thread's message or log
+// line included) calls the host's functions or passes its data. For a host
+// about to free that data; the core must be closed first. Any thread.
+void core_forget_host(Core &core);
 
 // What the delivery frame is encoded as: one format, or both (for a user
 // whose devices speak different forms).
@@ -341,14 +372,32 @@ struct SubmitResult {
 //   status, and runs on_message_status for that status;
 // - a receipt (status 2 or 3): runs on_message_status and encodes the status
 //   frame for the user it is addressed to.
-// Returns WIRE_OK or a negative WireError (`detail` says more). Loop thread
-// only.
+// Returns WIRE_OK or a negative WireError (core_refused_id and
+// core_refused_detail say more). Loop thread only.
 int core_submit(Core &core, const char *from, size_t from_len, const uint8_t *frame, size_t len,
-                int out_format, SubmitResult &res, std::string *detail);
+                int out_format, SubmitResult &res);
+
+// After core_submit refused a frame: the id the decoder read before it
+// stopped (0 when it read none), which the error frame names the refused
+// frame by (docs/protocol.md), and what was wrong, in words. The detail is
+// empty after a frame that was accepted.
+inline uint32_t core_refused_id(const Core &core) { return core.msg.id; }
+inline const std::string &core_refused_detail(const Core &core) { return core.refused_detail; }
+
+// Whether the core is closed (core_close ran): a closed core refuses
+// everything and cannot be reopened.
+inline bool core_closed(const Core &core) { return core.closed; }
+
+// Whether a module's hook is running now (the host was called from inside
+// it): the chain is mid-way, so it may not change, and draining waits for
+// the wake-up that follows.
+inline bool core_in_hook(const Core &core) { return core.running != nullptr; }
 
 // Encodes a status frame (e.g. a failure the transport decided) for p.to and
 // runs on_message_status. Returns the frame's length; it is in core.ack.
 size_t core_status(Core &core, mesibo_message_params_t *p, int format);
+// The frame core_status encoded last; valid until the next core call.
+inline const char *core_status_frame(const Core &core) { return core.ack.data(); }
 
 // Runs on_message from chain position `start`. `m.len` is updated when a
 // module shortens a text payload in place. Returns PASS, CONSUMED, or
@@ -367,7 +416,7 @@ int core_resolve(Core &core, Resolution r, bool wake = true);
 size_t core_expire(Core &core, uint64_t now);
 // How often the embedder's timer should call core_expire: every this many
 // ms while a message waits for a deferred decision, 0 (no timer) when none
-// does. Loop thread.
+// does; Host::expire_every tells the host when it changes. Loop thread.
 uint32_t core_expire_interval_ms(const Core &core);
 // Number of messages waiting or queued behind a deferred decision.
 size_t core_waiting(const Core &core);
@@ -395,6 +444,8 @@ struct ReloadStep {
   std::string name;
   size_t index = 0;        // in config.modules
   Instance *inst = nullptr;  // the running instance, for UNCHANGED and CHANGED
+  size_t position = 0;       // with `inst`: its chain position
+  uint32_t script_id = 0;    // with `inst`, a script: its id in the host
   ReloadAction action = RELOAD_UNCHANGED;
   bool script = false;
   bool same_file = false;   // same path, and for a native library the same file on disk
@@ -425,6 +476,26 @@ Instance *core_reload_prepare(Core &core, Instance &old, const ModuleDecl &decl,
 void core_reload_commit(Core &core, Instance *fresh);
 // Drops a prepared instance that will not be committed (its script init failed).
 void core_reload_abort(Core &core, Instance *fresh);
+
+// What core_reload_block did.
+enum ReloadBlock {
+  RELOAD_BLOCK_BUSY,      // called from inside a module's hook: the chain changes only between messages
+  RELOAD_BLOCK_MISMATCH,  // the running chain has no instance declared at that index under that name
+  RELOAD_BLOCK_FAILED,    // the new instance did not load (err); the old one stays
+  RELOAD_BLOCK_SWAPPED,   // native: loaded, initialised and in its predecessor's place
+  RELOAD_BLOCK_STAGED,    // script: prepared under the script id; the host runs its init, then commits or aborts
+};
+struct ReloadedBlock {
+  size_t position = 0;  // SWAPPED: where the new instance is
+  int log_level = 0;    // STAGED: the level its init runs with
+};
+// Replaces the running instance declared at `index` of the config with one
+// made from that block of `config` (core_resolve_block, then
+// core_reload_prepare; a native one is committed at once). A script is
+// staged under `script_id` for script_commit_reload/_abort_reload
+// (cpp/scripts.h).
+ReloadBlock core_reload_block(Core &core, const Config &config, size_t index, uint32_t script_id, ReloadedBlock &out,
+                              OpenError &err);
 // Takes `inst` out of the chain; it retires as a replaced one does.
 void core_remove_instance(Core &core, Instance *inst);
 // Unloads retiring instances that no message waits for any more.

@@ -555,6 +555,12 @@ void core_close(Core &core) {
   core_crash_logs_untrack(core);
 }
 
+void core_forget_host(Core &core) {
+  // Under the queue lock: wake() copies the host under it.
+  std::lock_guard<std::mutex> lock(core.mu);
+  core.host = Host{};
+}
+
 FileId file_id_of(const std::string &path) {
   FileId id;
   struct stat st;
@@ -594,6 +600,8 @@ bool core_reload_plan(Core &core, const Config &config, std::vector<ReloadStep> 
       continue;
     }
     st.inst = old;
+    st.position = old->position;
+    st.script_id = old->script_id;
     st.same_items = old->items.size() == decl.items.size();
     for (size_t k = 0; st.same_items && k < decl.items.size(); ++k)
       st.same_items = old->items[k].first == decl.items[k].key && old->items[k].second == decl.items[k].value;
@@ -708,6 +716,30 @@ void core_reload_commit(Core &core, Instance *fresh) {
   core.chain[at].swap(owned);  // `owned` now holds the old instance
   core.retiring.push_back(std::move(owned));
   core_retire_idle(core);
+}
+
+ReloadBlock core_reload_block(Core &core, const Config &config, size_t index, uint32_t script_id, ReloadedBlock &out,
+                              OpenError &err) {
+  if (core_in_hook(core)) return RELOAD_BLOCK_BUSY;
+  Instance *old = nullptr;
+  size_t n = 0;
+  for (auto &ip : core.chain)
+    if (ip->from_config && n++ == index) old = ip.get();
+  if (index >= config.modules.size() || !old || old->name != config.modules[index].name) return RELOAD_BLOCK_MISMATCH;
+  const ModuleDecl &decl = config.modules[index];
+  std::string file;
+  bool script = false;
+  Instance *fresh = nullptr;
+  if (core_resolve_block(config, decl, file, script, err)) fresh = core_reload_prepare(core, *old, decl, file, err);
+  if (!fresh) return RELOAD_BLOCK_FAILED;
+  if (fresh->script) {
+    fresh->script_id = script_id;
+    out.log_level = fresh->log_level;
+    return RELOAD_BLOCK_STAGED;
+  }
+  core_reload_commit(core, fresh);
+  out.position = fresh->position;
+  return RELOAD_BLOCK_SWAPPED;
 }
 
 void core_reload_abort(Core &core, Instance *fresh) {

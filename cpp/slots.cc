@@ -4,6 +4,10 @@
 
 namespace sb {
 
+size_t result_buffer_size(const Core &core) { return 8 * core.max_payload + 8192; }
+
+size_t hook_buffer_size(const Core &core) { return core.max_payload + 2048; }
+
 void pack_result(const SubmitResult &res, size_t to_len, double *in, char *o) {
   const mesibo_message_params_t &p = res.params;
   in[INFO_VERDICT] = res.verdict;

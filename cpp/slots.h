@@ -35,6 +35,15 @@ enum HookSlot {
   HK_COUNT
 };
 
+// Bytes the embedder's out buffer starts with: room for the largest result
+// (a delivery in both forms, the payload, the destination and the "sent"
+// frame) without growing it; a larger one still gets a new buffer
+// (INFO_OUT_GROWN).
+size_t result_buffer_size(const Core &core);
+
+// Bytes the hook buffer needs: two addresses and the largest payload.
+size_t hook_buffer_size(const Core &core);
+
 // The destination's length, measured once per result: pack_result takes it.
 inline size_t result_to_len(const SubmitResult &res) { return res.params.to ? std::strlen(res.params.to) : 0; }
 

@@ -13,6 +13,7 @@
 
 #include "check.h"
 #include "core.h"
+#include "instances.h"
 
 namespace {
 
@@ -73,7 +74,7 @@ struct Opened {
   void drain() { sb::core_drain(core, sent, logs); }
   int submit(const char *from, const std::string &frame, sb::SubmitResult &r) {
     return sb::core_submit(core, from, std::strlen(from), reinterpret_cast<const uint8_t *>(frame.data()), frame.size(),
-                           -1, r, nullptr);
+                           -1, r);
   }
   bool logged(const std::string &text) {
     drain();
@@ -228,13 +229,8 @@ bool reload(Opened &o, const std::string &dir, const std::string &body, size_t i
   sb::Config cfg;
   sb::ConfigError cerr;
   if (!sb::config_parse("module_dir = " + dir + "\n" + body, "<test>", ".", cfg, cerr)) return false;
-  std::vector<sb::ReloadStep> steps;
-  std::vector<std::string> removed;
-  if (!sb::core_reload_plan(o.core, cfg, steps, removed, err) || index >= steps.size() || !steps[index].inst) return false;
-  sb::Instance *fresh = sb::core_reload_prepare(o.core, *steps[index].inst, cfg.modules[index], steps[index].file, err);
-  if (!fresh) return false;
-  sb::core_reload_commit(o.core, fresh);
-  return true;
+  sb::ReloadedBlock out;
+  return sb::core_reload_block(o.core, cfg, index, 0, out, err) == sb::RELOAD_BLOCK_SWAPPED;
 }
 
 }  // namespace
@@ -296,4 +292,71 @@ TEST("reload: a message deferred at the old instance keeps it loaded until it is
   CHECK_EQ(o.submit("carol", frame("bob", "never", 2), r), 0);
   CHECK(reload(o, dir, "module deferrer {\n tag = newer\n}\n", 0, err));
   CHECK_EQ(o.core.retiring.size(), size_t(1));
+}
+
+TEST("a refused frame: the id the decoder read and why, until the next frame is accepted") {
+  std::string dir = build_module("recorder", "recorder.c");
+  Opened o(dir, "module recorder {\n tag = r\n}\n");
+  CHECK(o.ok);
+  sb::SubmitResult r;
+  std::string cut = "{\"op\":\"msg\",\"id\":5,\"to\":";
+  CHECK_EQ(o.submit("alice", cut, r), int(sb::WIRE_E_MALFORMED));
+  CHECK_EQ(sb::core_refused_id(o.core), uint32_t(5));
+  CHECK(sb::core_refused_detail(o.core).find("at byte") != std::string::npos);
+  CHECK_EQ(o.submit("alice", frame("bob", "fine", 6), r), 0);
+  CHECK_EQ(sb::core_refused_detail(o.core), std::string());
+}
+
+TEST("core_instances: each instance's name, position, description, hooks and counters, as the host reports them") {
+  std::string dir = build_module("recorder", "recorder.c");
+  std::string counter = build_module("counter", "counter.c");
+  std::string cmd = "cp " + counter + "/mesibo_mod_counter.so " + dir + "/";
+  CHECK_EQ(std::system(cmd.c_str()), 0);
+  Opened o(dir, "module recorder {\n tag = r\n only_to = wall\n verdict = consume\n}\nmodule counter {\n label = c\n}\n");
+  CHECK(o.ok);
+  sb::SubmitResult r;
+  o.submit("alice", frame("bob", "one"), r);
+  o.submit("alice", frame("wall", "two"), r);
+  std::vector<sb::InstanceSnapshot> all;
+  sb::core_instances(o.core, all);
+  CHECK_EQ(all.size(), size_t(2));
+  if (all.size() != 2) return;
+  CHECK_EQ(all[0].name, std::string("recorder"));
+  CHECK_EQ(all[1].position, size_t(1));
+  CHECK(all[0].description && *all[0].description == "records what it sees");
+  CHECK(!all[1].description);
+  CHECK(!all[0].script);
+  CHECK_EQ(all[0].hooks, (1u << sb::HOOK_COUNT) - 1);  // all five
+  CHECK_EQ(all[1].hooks, 1u << sb::HOOK_MESSAGE);
+  CHECK_EQ(all[0].times[sb::HOOK_MESSAGE].calls, uint64_t(2));
+  CHECK_EQ(all[1].times[sb::HOOK_MESSAGE].calls, uint64_t(1));  // the wall message was consumed before it
+  CHECK_EQ(all[1].times[sb::HOOK_STATUS].calls, uint64_t(0));
+  CHECK_EQ(all[0].verdicts[sb::VERDICT_CONSUMED], uint64_t(1));
+  uint64_t bucketed = 0;
+  for (uint64_t b : all[0].times[sb::HOOK_MESSAGE].buckets) bucketed += b;
+  CHECK_EQ(bucketed, uint64_t(2));
+  CHECK(all[0].times[sb::HOOK_MESSAGE].max_ns <= all[0].times[sb::HOOK_MESSAGE].total_ns);
+}
+
+TEST("reload plan: an unchanged block names its running instance's position; a renamed one restarts") {
+  std::string dir = build_module("recorder", "recorder.c");
+  Opened o(dir, "module recorder {\n tag = r\n}\n");
+  CHECK(o.ok);
+  sb::Config cfg;
+  sb::ConfigError cerr;
+  CHECK(sb::config_parse("module_dir = " + dir + "\nmodule recorder {\n tag = r\n}\nmodule other {\n path = " + dir +
+                             "/mesibo_mod_recorder.so\n}\n",
+                         "<test>", ".", cfg, cerr));
+  std::vector<sb::ReloadStep> steps;
+  std::vector<std::string> removed;
+  sb::OpenError err;
+  CHECK(sb::core_reload_plan(o.core, cfg, steps, removed, err));
+  CHECK_EQ(steps.size(), size_t(2));
+  if (steps.size() != 2) return;
+  CHECK_EQ(int(steps[0].action), int(sb::RELOAD_UNCHANGED));
+  CHECK(steps[0].inst != nullptr);
+  CHECK_EQ(steps[0].position, size_t(0));
+  CHECK_EQ(int(steps[1].action), int(sb::RELOAD_RESTART));
+  CHECK(steps[1].inst == nullptr);
+  CHECK(removed.empty());
 }
