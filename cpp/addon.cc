@@ -11,6 +11,8 @@
 
 #include "config.h"
 #include "core.h"
+#include "delivery_binding.h"
+#include "info_slots.h"
 #include "io.h"
 #include "json_extract.h"
 #include "module.h"
@@ -19,21 +21,7 @@
 
 namespace {
 
-// Slots of the shared Float64Array a submit fills, so the per-message call
-// returns a number and creates no JavaScript object. lib/native.ts mirrors it.
-enum InfoSlot {
-  INFO_VERDICT, INFO_OP, INFO_FORMAT,
-  INFO_ID, INFO_REFID, INFO_GROUPID, INFO_FLAGS, INFO_TYPE, INFO_EXPIRY, INFO_STATUS, INFO_UFLAGS,
-  // Lengths of what out() holds, in this order from byte 0:
-  INFO_FRAME_LEN,    // the delivery (message) or the status frame (receipt)
-  INFO_FRAME2_LEN,   // the binary delivery too, when asked for both forms
-  INFO_PAYLOAD_LEN,  // the payload after the chain
-  INFO_TO_LEN,       // the destination after the chain
-  INFO_ACK_LEN,      // the "sent" status for the sender
-  INFO_OUT_GROWN,    // 1 when `out` was replaced by a larger buffer
-  INFO_TOKEN,        // verdict 2 (deferred): the token its completion will carry
-  INFO_COUNT
-};
+using namespace sb::info;
 
 // Slots of the Float64Array a script hook call fills (lib/native.ts: Hook).
 // The strings and the payload are in the hook buffer: [from][to][payload].
@@ -232,6 +220,9 @@ void sync_timer(State &st) {
 
 class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
  public:
+  // The core, for the delivery engine's status frames (core_of); nullptr once closed.
+  sb::Core *core() { return state_ && !state_->core.closed ? &state_->core : nullptr; }
+
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "CoreHandle",
                        {InstanceMethod<&CoreHandle::Out>("out"),
@@ -1203,9 +1194,16 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   for (uint32_t b = 0; b < sb::kHookBuckets; ++b) bounds.Set(b, sb::kHookBucketBounds[b]);
   exports.Set("hookBucketBounds", bounds);
   sb::sqlite_binding_init(env, exports);
+  sb::delivery_binding_init(env, exports);
   return exports;
 }
 
 }  // namespace
+
+sb::Core *sb::core_of(const Napi::Value &handle) {
+  if (!handle.IsObject()) return nullptr;
+  CoreHandle *h = Napi::ObjectWrap<CoreHandle>::Unwrap(handle.As<Napi::Object>());
+  return h ? h->core() : nullptr;
+}
 
 NODE_API_MODULE(switchboard, Init)

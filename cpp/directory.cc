@@ -1,6 +1,8 @@
 // Who is online, by integer ids (directory.h).
 #include "directory.h"
 
+#include <cstring>
+
 #include "core.h"
 
 namespace sb {
@@ -11,7 +13,14 @@ void directory_init(Directory &d, size_t max_connections) {
   d.free_conns.reserve(max_connections);
   // Lowest ids first: the embedder's socket array stays dense.
   for (size_t i = max_connections; i-- > 0;) d.free_conns.push_back(static_cast<ConnId>(i));
-  d.owed.reset(new int32_t[max_connections ? max_connections : 1]());
+  d.owed_own.reset(new int32_t[max_connections ? max_connections : 1]());
+  d.owed = d.owed_own.get();
+}
+
+void directory_share_owed(Directory &d, int32_t *mem) {
+  std::memcpy(mem, d.owed, d.conns.size() * sizeof(int32_t));
+  d.owed = mem;
+  d.owed_own.reset();
 }
 
 UserId directory_intern(Directory &d, std::string_view name) {

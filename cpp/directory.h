@@ -71,9 +71,10 @@ struct Directory {
   std::vector<Connection> conns;
   std::vector<ConnId> free_conns;
   // Free statuses per connection (lib/server/server.ts allow(): "owed"),
-  // kept in one array the embedder may share with JavaScript: it never
-  // moves (its size is fixed at directory_init).
-  std::unique_ptr<int32_t[]> owed;
+  // one array of max_connections entries that never moves: the directory's
+  // own, or memory the embedder shares with JavaScript (directory_share_owed).
+  int32_t *owed = nullptr;
+  std::unique_ptr<int32_t[]> owed_own;
   size_t json_conns = 0, binary_conns = 0;
   // Members by group id, as the store has them; loaded on first use.
   std::unordered_map<uint32_t, std::vector<UserId>> groups;
@@ -82,6 +83,11 @@ struct Directory {
 // Room for `max_connections` connections at once (their ids are
 // 0..max_connections-1).
 void directory_init(Directory &d, size_t max_connections);
+
+// Moves the owed counts into `mem` (max_connections entries, owned by the
+// caller and valid for the directory's life), which from then on is the
+// only copy: the embedder reads and spends them there.
+void directory_share_owed(Directory &d, int32_t *mem);
 
 // The user's id, adding the name if it is new (does not make it a user of
 // the store: see directory_set_exists).

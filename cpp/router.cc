@@ -282,7 +282,7 @@ bool router_logout(Router &r, ConnId c, Batch &b) {
   return last;
 }
 
-int32_t *router_owed(Router &r) { return r.dir.owed.get(); }
+int32_t *router_owed(Router &r) { return r.dir.owed; }
 
 int router_out_format(const Router &r) { return directory_out_format(r.dir); }
 

@@ -438,6 +438,15 @@ export class Core extends EventEmitter<CoreEvents> {
     return this.live().info(true);
   }
 
+  /**
+   * The addon's handle, for the delivery engine (lib/delivery.ts): the
+   * status frames it encodes run the chain's on_message_status as
+   * statusFrame() does. Throws E_CORE_CLOSED once closed.
+   */
+  nativeHandle(): NativeCoreHandle {
+    return this.live();
+  }
+
   outBuffer(): Buffer {
     return this.out;
   }
