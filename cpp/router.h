@@ -125,7 +125,8 @@ struct RouterHost {
   void (*inbox_count)(void *data, UserId u, uint64_t &messages, double &bytes) = nullptr;
   // Encodes a status frame for p->to into `out` and returns its length
   // (the server's: core_status, which also runs on_message_status). Null:
-  // wire_encode_status.
+  // wire_encode_status. It may reuse the core's buffers: the engine calls
+  // it only once it no longer reads the frames of the SubmitResult.
   size_t (*status_frame)(void *data, mesibo_message_params_t *p, int format, std::string &out) = nullptr;
 };
 
