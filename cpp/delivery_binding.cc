@@ -67,6 +67,7 @@ struct State {
   uint32_t *recipients_p = nullptr;
   size_t recipients_cap = 0;
   std::string to_scratch;
+  const double *info_p = nullptr;  // the core's info slots (a Float64Array that never moves)
 };
 
 bool host_load_group(void *data, uint32_t gid, std::vector<std::string> &members) {
@@ -119,7 +120,6 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
                         InstanceMethod<&DeliveryHandle::GroupSet>("groupSet"),
                         InstanceMethod<&DeliveryHandle::GroupForget>("groupForget"),
                         InstanceMethod<&DeliveryHandle::OutFormat>("outFormat"),
-                        InstanceMethod<&DeliveryHandle::Route>("route"),
                         InstanceMethod<&DeliveryHandle::ModuleMessage>("moduleMessage"),
                         InstanceMethod<&DeliveryHandle::DeliverCopy>("deliverCopy"),
                         InstanceMethod<&DeliveryHandle::QueueAck>("queueAck"),
@@ -154,7 +154,7 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     s.max_connections = static_cast<size_t>(num("maxConnections", 1024));
     s.max_tracked_receipts = static_cast<size_t>(num("maxTrackedReceipts", 1000000));
     s.per_recipient_stages = o.Get("perRecipientStages").ToBoolean().Value();
-    st_ = std::make_unique<State>();
+    st_ = std::make_shared<State>();
     Napi::Object h = info[1].As<Napi::Object>();
     if (h.Get("loadGroup").IsFunction()) st_->load_group = Napi::Persistent(h.Get("loadGroup").As<Napi::Function>());
     if (h.Get("inboxCount").IsFunction()) st_->inbox_count = Napi::Persistent(h.Get("inboxCount").As<Napi::Function>());
@@ -166,6 +166,7 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
       st_->core = Napi::Persistent(info[2].As<Napi::Object>());
       st_->info = Napi::Persistent(info[2].As<Napi::Object>().Get("info").As<Napi::Function>()
                                        .Call(info[2], {}).As<Napi::Float64Array>());
+      st_->info_p = st_->info.Value().Data();
     }
     RouterHost host;
     host.data = st_.get();
@@ -182,14 +183,15 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, n * sizeof(int32_t));
     directory_share_owed(st_->router.dir, static_cast<int32_t *>(ab.Data()));
     st_->owed = Napi::Persistent(Napi::Object(env, Napi::Int32Array::New(env, n, ab, 0)));
-    Grow(env, 64, 4096, 16, 64);
+    Grow(env, *st_, 64, 4096, 16, 64);
+    if (!InstallRoute(env, info.This().As<Napi::Object>()))
+      error(env, "E_BAD_ARGUMENT", "could not install route()").ThrowAsJavaScriptException();
   }
 
  private:
   // The JS-visible arrays, at least this large.
-  bool Grow(Napi::Env env, size_t writes, size_t bytes, size_t ops, size_t recipients) {
+  static bool Grow(Napi::Env env, State &st, size_t writes, size_t bytes, size_t ops, size_t recipients) {
     bool grown = false;
-    State &st = *st_;
     if (writes > st.writes_cap) {
       st.writes_cap = std::max(writes, st.writes_cap * 2);
       st.writes = Napi::Persistent(Napi::Uint32Array::New(env, st.writes_cap * WRITE_FIELDS));
@@ -218,10 +220,10 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
   }
 
   // Copies the batch into the JS-visible arrays; `status` into head.
-  void Publish(Napi::Env env, double status) {
-    State &st = *st_;
+  void Publish(Napi::Env env, double status) { Publish(env, *st_, status); }
+  static void Publish(Napi::Env env, State &st, double status) {
     const Batch &b = st.batch;
-    bool grown = Grow(env, b.writes.size(), b.bytes.size(), b.ops.size(), b.recipients.size());
+    bool grown = Grow(env, st, b.writes.size(), b.bytes.size(), b.ops.size(), b.recipients.size());
     uint32_t *w = st.writes_p;
     for (const Write &x : b.writes) {
       *w++ = x.conn;
@@ -354,24 +356,53 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
   }
 
   // route(fromUid, conn, now, out, outFormat) -> status, after the core's
-  // submit (or a deferred completion) filled its info slots and `out`.
-  Napi::Value Route(const Napi::CallbackInfo &info) {
-    Napi::Env env = info.Env();
-    State &st = *st_;
-    if (st.info.IsEmpty() || !info[3].IsBuffer()) {
-      error(env, "E_BAD_ARGUMENT", "route needs the core (new Delivery(..., core)) and its out() buffer").ThrowAsJavaScriptException();
-      return env.Undefined();
+  // submit (or a deferred completion) filled its info slots and `out`. An
+  // own property of each handle and a plain N-API function whose data is
+  // the State, as the core's submit is: the per-message call skips
+  // node-addon-api's CallbackInfo and the unwrap.
+  bool InstallRoute(Napi::Env env, Napi::Object self) {
+    auto *holder = new std::shared_ptr<State>(st_);
+    napi_value fn;
+    if (napi_create_function(env, "route", NAPI_AUTO_LENGTH, FastRoute, holder, &fn) != napi_ok) {
+      delete holder;
+      return false;
     }
-    Enter(env);
-    const double *in = st.info.Value().Data();
-    Napi::Buffer<char> out = info[3].As<Napi::Buffer<char>>();
+    napi_add_finalizer(
+        env, fn, holder, [](napi_env, void *data, void *) { delete static_cast<std::shared_ptr<State> *>(data); },
+        nullptr, nullptr);
+    napi_property_descriptor d = {"route", nullptr, nullptr, nullptr, nullptr, fn, napi_default, nullptr};
+    return napi_define_properties(env, self, 1, &d) == napi_ok;
+  }
+
+  static napi_value FastRoute(napi_env env, napi_callback_info cbinfo) {
+    size_t argc = 5;
+    napi_value argv[5];
+    void *data = nullptr;
+    napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, &data);
+    State &st = **static_cast<std::shared_ptr<State> *>(data);
+    uint32_t from = kNone;
+    int32_t conn = -1, out_format = OUT_SAME;
+    double now = 0;
+    char *o = nullptr;
+    size_t out_len = 0;
+    if (!st.info_p || argc < 5 || napi_get_value_uint32(env, argv[0], &from) != napi_ok ||
+        napi_get_value_int32(env, argv[1], &conn) != napi_ok || napi_get_value_double(env, argv[2], &now) != napi_ok ||
+        napi_get_buffer_info(env, argv[3], reinterpret_cast<void **>(&o), &out_len) != napi_ok ||
+        napi_get_value_int32(env, argv[4], &out_format) != napi_ok) {
+      error(Napi::Env(env), "E_BAD_ARGUMENT",
+            "route(from, conn, now, out, outFormat) needs the core (new Delivery(..., core)) and its out() buffer")
+          .ThrowAsJavaScriptException();
+      return nullptr;
+    }
+    const double *in = st.info_p;
     size_t fl = size_t(in[INFO_FRAME_LEN]), f2 = size_t(in[INFO_FRAME2_LEN]), pl = size_t(in[INFO_PAYLOAD_LEN]),
            tl = size_t(in[INFO_TO_LEN]), al = size_t(in[INFO_ACK_LEN]);
-    if (fl + f2 + pl + tl + al > out.Length()) {
-      error(env, "E_BAD_ARGUMENT", "route: the out buffer is not the one the last submit filled").ThrowAsJavaScriptException();
-      return env.Undefined();
+    if (fl + f2 + pl + tl + al > out_len || from >= st.router.dir.users.size()) {
+      error(Napi::Env(env), "E_BAD_ARGUMENT", "route: an unknown sender, or not the out buffer the last submit filled")
+          .ThrowAsJavaScriptException();
+      return nullptr;
     }
-    const char *o = out.Data();
+    st.env = env;
     SubmitResult res;
     res.op = int(in[INFO_OP]);
     res.format = int(in[INFO_FORMAT]);
@@ -390,10 +421,12 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     st.to_scratch.assign(o + fl + f2 + pl, tl);
     p.to = &st.to_scratch[0];
     res.ack = o + fl + f2 + pl + tl, res.ack_len = al;
-    int out_format = info[4].IsNumber() ? info[4].As<Napi::Number>().Int32Value() : OUT_SAME;
-    int status = router_route(st.router, U32(info[0]), Conn(info[1]), res, out_format, Now(info[2]), st.batch);
-    Publish(env, status);
-    return Napi::Number::New(env, status);
+    ConnId c = conn < 0 ? kNone : static_cast<ConnId>(conn);
+    int status = router_route(st.router, from, c, res, out_format, static_cast<uint64_t>(now), st.batch);
+    Publish(Napi::Env(env), st, status);
+    napi_value v;
+    napi_create_int32(env, status, &v);
+    return v;
   }
 
   // moduleMessage(from, {to, id, refid, groupid, flags, type, expiry}, payload, now) -> 0 | -1
@@ -483,7 +516,7 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     return Napi::Number::New(info.Env(), double(router_live_count(st_->router)));
   }
 
-  std::unique_ptr<State> st_;
+  std::shared_ptr<State> st_;
 };
 
 }  // namespace

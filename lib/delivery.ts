@@ -16,6 +16,7 @@
  * until the next call on this object.
  */
 import type { Core } from './core';
+import { SwitchboardError } from './errors';
 import { native, type NativeDeliveryEngine } from './native';
 
 const L = native.deliveryLayout;
@@ -187,7 +188,7 @@ export class Delivery {
    * API, or a connection that closed). Returns the sender's status.
    */
   route(from: number, conn: number, now: number, outFormat: number): number {
-    if (!this.core) throw new Error('route() needs the core: new Delivery(settings, host, core)');
+    if (!this.core) throw new SwitchboardError('E_BAD_ARGUMENT', 'route() reads the core\'s last submit: construct the Delivery with it, new Delivery(settings, host, core)');
     const status = this.h.route(from, conn, now, this.core.outBuffer(), outFormat);
     this.sync();
     return status;

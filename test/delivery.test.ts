@@ -76,6 +76,11 @@ describe('sessions', () => {
     expect(d.login(alice, false)).toBe(1); // ids are reused
   });
 
+  it('route() without the core it reads says so with E_BAD_ARGUMENT', () => {
+    const d = new Delivery({ durable: false, graceMs: 0, maxConnections: 4, maxInboxMessages: 10, maxInboxBytes: 1000 });
+    expect(() => d.route(0, -1, 0, 0)).toThrow(expect.objectContaining({ code: 'E_BAD_ARGUMENT' }));
+  });
+
   it('refuses a login past maxConnections', () => {
     const { d, user } = setup({ maxConnections: 1 });
     const alice = user('alice');
