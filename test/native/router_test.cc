@@ -410,6 +410,121 @@ TEST("a module's message is held for the commit and encoded from the sender") {
   CHECK_EQ(sb::router_module_message(f.r, "alice", p, "m", 1, 1000, f.b), -1);
 }
 
+TEST("live copy: a resend while still live waits on the same copy; one confirmation answers both") {
+  Fixture f;
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  f.send(alice, a, R"({"op":"msg","id":9,"to":"bob","data":"x"})", 1000);
+  // The sender reconnected and resent before its "sent".
+  sb::router_logout(f.r, a, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(0));  // alice's leaving stores nothing of bob's
+  ConnId a2 = f.online(alice);
+  f.send(alice, a2, R"({"op":"msg","id":9,"to":"bob","data":"x"})", 1005);
+  CHECK_EQ(sb::router_live_count(f.r), size_t(1));
+  f.send(bob, bb, R"({"op":"status","id":9,"to":"alice","status":2})", 1010);
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  // The first "sent" was for a connection that has closed: only the new one hears it.
+  CHECK_EQ(join(f.writes()), join({std::to_string(a2) + R"(:{"op":"status","id":9,"from":"bob","status":1})"}));
+}
+
+TEST("a queued sent is never given to a later connection that reuses the id") {
+  sb::RouterSettings s;
+  s.grace_ms = 0;
+  Fixture f(s);
+  UserId alice = sb::router_user_add(f.r, "alice"), carol = sb::router_user_add(f.r, "carol");
+  sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice);
+  f.send(alice, a, R"({"op":"msg","id":1,"to":"bob","data":"x"})");
+  sb::router_logout(f.r, a, f.b);
+  ConnId c = f.online(carol);
+  CHECK_EQ(c, a);
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(f.b.writes.size(), size_t(0));
+}
+
+TEST("a receipt waits behind any queued sent, also one for another sender") {
+  sb::RouterSettings s;
+  s.grace_ms = 0;
+  Fixture f(s);
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  UserId carol = sb::router_user_add(f.r, "carol");
+  ConnId a = f.online(alice), bb = f.online(bob), c = f.online(carol);
+  f.send(alice, a, R"({"op":"msg","id":1,"to":"bob","flags":1,"data":"x"})");
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  f.send(carol, c, R"({"op":"msg","id":2,"to":"bob","data":"y"})");  // carol's "sent" now waits
+  f.send(bob, bb, R"({"op":"status","id":1,"to":"alice","status":2})");
+  CHECK_EQ(f.b.writes.size(), size_t(0));
+  e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(bb) + R"(:{"op":"msg","id":2,"from":"carol","to":"bob","data":"y"})",
+                                   std::to_string(c) + R"(:{"op":"status","id":2,"from":"bob","status":1})",
+                                   std::to_string(a) + R"(:{"op":"status","id":1,"from":"bob","status":2})"}));
+}
+
+TEST("a recipient with a delivery held for the commit gets the next one held too, not live") {
+  Fixture f;  // durable on, grace 50
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  mesibo_message_params_t p{};
+  p.id = 50;
+  p.to = const_cast<char *>("bob");
+  sb::router_module_message(f.r, "alice", p, "m", 1, 1000, f.b);  // held
+  f.send(alice, a, R"({"op":"msg","id":51,"to":"bob","data":"c"})", 1000);
+  CHECK_EQ(f.b.writes.size(), size_t(0));  // a live copy would overtake the held one
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(bb) + R"(:{"op":"msg","id":50,"from":"alice","to":"bob","data":"m"})",
+                                   std::to_string(bb) + R"(:{"op":"msg","id":51,"from":"alice","to":"bob","data":"c"})",
+                                   std::to_string(a) + R"(:{"op":"status","id":51,"from":"bob","status":1})"}));
+}
+
+TEST("a group message's live copies share one message; sent after the last confirmation") {
+  sb::RouterHost host;
+  host.load_group = [](void *, uint32_t, std::vector<std::string> &m) {
+    m.push_back("alice");
+    m.push_back("bob");
+    m.push_back("carol");
+    return true;
+  };
+  Fixture f({}, host);
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  UserId carol = sb::router_user_add(f.r, "carol");
+  ConnId a = f.online(alice), bb = f.online(bob), c = f.online(carol);
+  f.send(alice, a, R"({"op":"msg","id":3,"gid":8,"data":"g"})", 1000);
+  CHECK_EQ(f.b.writes.size(), size_t(2));
+  CHECK_EQ(sb::router_live_count(f.r), size_t(2));
+  f.send(bob, bb, R"({"op":"status","id":3,"to":"alice","status":2})", 1001);
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(f.b.writes.size(), size_t(0));  // carol has not confirmed yet
+  sb::router_expire(f.r, 1050, f.b);       // carol is silent: her copy is stored
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].recipient, carol);
+  CHECK_EQ(f.b.ops[0].gid, 8u);
+  e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":3,"gid":8,"status":1})"}));
+  (void)c;
+}
+
+TEST("stop stores every live copy and takes no more timers; logout then stores nothing") {
+  Fixture f;
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  f.send(alice, a, R"({"op":"msg","id":1,"to":"bob","data":"1"})", 1000);
+  sb::router_stop(f.r, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  sb::router_logout(f.r, bb, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(0));
+  sb::router_expire(f.r, 2000, f.b);
+  CHECK_EQ(f.b.live_wait_ms, int64_t(-1));
+  (void)bob;
+}
+
 TEST("receipt flags: the oldest is forgotten past the limit") {
   sb::Receipts r;
   r.max = 2;
