@@ -281,10 +281,13 @@ export class Delivery {
     return this.writes[i * WRITE_FIELDS];
   }
 
-  /** A view of the write's frame (valid until the next call). */
-  writeBytes(i: number): Buffer {
-    const off = this.writes[i * WRITE_FIELDS + 1];
-    return this.bytes.subarray(off, off + this.writes[i * WRITE_FIELDS + 2]);
+  /**
+   * A view of the write's frame, valid until the next call: what ws.send()
+   * takes. A plain Uint8Array, which costs a fifth of a Buffer.subarray().
+   */
+  writeBytes(i: number): Uint8Array {
+    const b = this.bytes;
+    return new Uint8Array(b.buffer, b.byteOffset + this.writes[i * WRITE_FIELDS + 1], this.writes[i * WRITE_FIELDS + 2]);
   }
 
   writeBinary(i: number): boolean {
