@@ -87,12 +87,6 @@ class FlatMap {
     size_ = 0;
   }
 
-  template <class F>
-  void each(F f) {
-    for (size_t i = 0; i < slots_.size(); ++i)
-      if (used_[i]) f(slots_[i].k, slots_[i].v);
-  }
-
  private:
   struct Slot {
     K k;
