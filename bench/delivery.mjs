@@ -2,8 +2,9 @@
 // with 1,000 connections: nanoseconds per message for the e2e bench's
 // frames (the message in, the recipient's delivered status in, and a
 // commit every 8 messages), through Core.submitRaw alone and through
-// submitRaw + Delivery.route + reading every write of the batch, as the
-// wiring will (the sockets are a function that counts bytes). Then the
+// Delivery.submit (the core and the engine in one N-API call) + reading
+// every write of the batch, as the wiring will (the sockets are a function
+// that counts bytes). Then the
 // engine without N-API (bench/router_native.cc). Medians of 3 repetitions.
 //
 //   npm run build:ts && node bench/delivery.mjs [messages]
@@ -51,24 +52,23 @@ function run(mode, route) {
   const one = (k) => {
     const i = k % CONNS;
     const to = (i + 1) % CONNS;
-    const of = d.outFormat();
-    core.submitRaw(names[i], msgs[i], of);
-    if (route) {
-      d.route(users[i], conns[i], now, of);
-      perform();
+    if (!route) {
+      const of = d.outFormat();
+      core.submitRaw(names[i], msgs[i], of);
+      core.submitRaw(names[to], statuses[i], of);
+      return;
     }
-    core.submitRaw(names[to], statuses[i], of);
-    if (route) {
-      d.route(users[to], conns[to], now, of);
+    d.submit(users[i], conns[i], msgs[i], now);
+    perform();
+    d.submit(users[to], conns[to], statuses[i], now);
+    perform();
+    if (k % 8 === 7) {
+      d.committed(d.commitBegin());
       perform();
-      if (k % 8 === 7) {
-        d.committed(d.commitBegin());
+      now++;
+      if (d.liveWait >= 0) {
+        d.expire(now);
         perform();
-        now++;
-        if (d.liveWait >= 0) {
-          d.expire(now);
-          perform();
-        }
       }
     }
   };
@@ -87,7 +87,7 @@ const modes = [
   { name: 'durable on, grace 0', durable: true, graceMs: 0 },
 ];
 console.log(`# bench/delivery  ${new Date().toISOString()}  node ${process.version}, ${CONNS} connections, ${N} messages x ${REPS}, median`);
-console.log('| mode | submitRaw (2 frames) | + route + writes | engine via N-API |');
+console.log('| mode | submitRaw (2 frames) | Delivery.submit + writes | the engine\'s share |');
 console.log('|---|---:|---:|---:|');
 for (const m of modes) {
   const base = median(Array.from({ length: REPS }, () => run(m, false)));

@@ -499,22 +499,32 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     if (argc > 2) napi_get_value_int32(env, argv[2], &fmt);
 
     sb::SubmitResult res;
-    last_detail_.clear();
-    int rc = sb::core_submit(state_->core, from, from_len, static_cast<const uint8_t *>(data), length, fmt, res,
-                             &last_detail_);
+    int rc = SubmitFrame(e, from, from_len, static_cast<const uint8_t *>(data), length, fmt, res);
     napi_value v;
+    napi_create_int32(env, rc != sb::WIRE_OK ? rc : static_cast<int32_t>(res.verdict), &v);  // a small integer: no allocation
+    return v;
+  }
+
+ public:
+  // core_submit, then what JavaScript reads of it filled in (info slots and
+  // out(), or the refused frame's id and detail). For submit() and for the
+  // delivery engine's submit (core_submit_filled). An open core only.
+  int SubmitFrame(Napi::Env e, const char *from, size_t from_len, const uint8_t *data, size_t length, int fmt,
+                  sb::SubmitResult &res) {
+    last_detail_.clear();
+    int rc = sb::core_submit(state_->core, from, from_len, data, length, fmt, res, &last_detail_);
     if (rc != sb::WIRE_OK) {
       // The error frame names the refused frame by its id when the decoder
       // read one before it stopped (0 otherwise), as docs/protocol.md says.
       info_ptr_[INFO_ID] = static_cast<double>(state_->core.msg.id);
-      napi_create_int32(env, rc, &v);
-      return v;
+      return rc;
     }
     Fill(e, res);
     if (res.verdict == sb::VERDICT_DEFERRED) sync_timer(*state_);
-    napi_create_int32(env, static_cast<int32_t>(res.verdict), &v);  // a small integer: no allocation
-    return v;
+    return rc;
   }
+
+ private:
 
   // submit(from, frame, outFormat) is an own property of each handle, not a
   // prototype method: a plain N-API function whose data is the State, so the
@@ -1199,6 +1209,16 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 }
 
 }  // namespace
+
+int sb::core_submit_filled(const Napi::Value &handle, const char *from, size_t from_len, const uint8_t *frame,
+                           size_t len, int out_format, sb::SubmitResult &res) {
+  CoreHandle *h = handle.IsObject() ? Napi::ObjectWrap<CoreHandle>::Unwrap(handle.As<Napi::Object>()) : nullptr;
+  if (!h || !h->core()) {
+    make_error(handle.Env(), "E_CORE_CLOSED", "this core is closed; open a new one").ThrowAsJavaScriptException();
+    return kSubmitNoCore;
+  }
+  return h->SubmitFrame(handle.Env(), from, from_len, frame, len, out_format, res);
+}
 
 sb::Core *sb::core_of(const Napi::Value &handle) {
   if (!handle.IsObject()) return nullptr;

@@ -28,7 +28,7 @@ using namespace sb::info;
 
 enum HeadSlot {
   HEAD_STATUS, HEAD_WRITES, HEAD_OPS, HEAD_BYTES, HEAD_COMMIT, HEAD_LIVE_WAIT, HEAD_PER_RECIPIENT,
-  HEAD_RECIPIENTS, HEAD_TALKED, HEAD_GROWN, HEAD_COUNT
+  HEAD_RECIPIENTS, HEAD_TALKED, HEAD_GROWN, HEAD_OUT_FORMAT, HEAD_COUNT
 };
 constexpr size_t WRITE_FIELDS = 4;
 enum OpField {
@@ -184,8 +184,9 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     directory_share_owed(st_->router.dir, static_cast<int32_t *>(ab.Data()));
     st_->owed = Napi::Persistent(Napi::Object(env, Napi::Int32Array::New(env, n, ab, 0)));
     Grow(env, *st_, 64, 4096, 16, 64);
-    if (!InstallRoute(env, info.This().As<Napi::Object>()))
-      error(env, "E_BAD_ARGUMENT", "could not install route()").ThrowAsJavaScriptException();
+    Napi::Object self = info.This().As<Napi::Object>();
+    if (!InstallFast(env, self, "route", FastRoute) || !InstallFast(env, self, "submit", FastSubmit))
+      error(env, "E_BAD_ARGUMENT", "could not install route() and submit()").ThrowAsJavaScriptException();
   }
 
  private:
@@ -355,22 +356,69 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     return Napi::Number::New(info.Env(), router_out_format(st_->router));
   }
 
+  // submit(fromUid, conn, frame, now) -> the core's verdict (0 pass,
+  // 1 consumed, 2 deferred) or a negative wire error: the frame through
+  // the core (in the forms router_out_format names; head[OUT_FORMAT] says
+  // which) and, for a verdict of 0 or 1, routed: one call per frame. The
+  // core's info slots and out() are filled as its own submit fills them.
+  // The batch is this frame's only when the verdict is 0 or 1.
+  static napi_value FastSubmit(napi_env env, napi_callback_info cbinfo) {
+    size_t argc = 4;
+    napi_value argv[4];
+    void *data = nullptr;
+    napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, &data);
+    State &st = **static_cast<std::shared_ptr<State> *>(data);
+    uint32_t from = kNone;
+    int32_t conn = -1;
+    double now = 0;
+    napi_typedarray_type type;
+    size_t len = 0;
+    void *frame = nullptr;
+    if (st.core.IsEmpty() || argc < 4 || napi_get_value_uint32(env, argv[0], &from) != napi_ok ||
+        from >= st.router.dir.users.size() || napi_get_value_int32(env, argv[1], &conn) != napi_ok ||
+        napi_get_typedarray_info(env, argv[2], &type, &len, &frame, nullptr, nullptr) != napi_ok ||
+        type != napi_uint8_array || napi_get_value_double(env, argv[3], &now) != napi_ok) {
+      error(Napi::Env(env), "E_BAD_ARGUMENT",
+            "submit(from, conn, frame, now) needs the core (new Delivery(..., core)), a known user id and a Uint8Array")
+          .ThrowAsJavaScriptException();
+      return nullptr;
+    }
+    int of = router_out_format(st.router);
+    st.head_p[HEAD_OUT_FORMAT] = of;
+    const std::string &name = st.router.dir.users[from].name;
+    SubmitResult res;
+    int rc = core_submit_filled(st.core.Value(), name.data(), name.size(), static_cast<const uint8_t *>(frame), len,
+                                of, res);
+    if (rc == kSubmitNoCore) return nullptr;
+    napi_value v;
+    if (rc != WIRE_OK || res.verdict == VERDICT_DEFERRED) {
+      napi_create_int32(env, rc != WIRE_OK ? rc : res.verdict, &v);
+      return v;
+    }
+    st.env = env;
+    ConnId c = conn < 0 ? kNone : static_cast<ConnId>(conn);
+    int status = router_route(st.router, from, c, res, of, static_cast<uint64_t>(now), st.batch);
+    Publish(Napi::Env(env), st, status);
+    napi_create_int32(env, res.verdict, &v);
+    return v;
+  }
+
   // route(fromUid, conn, now, out, outFormat) -> status, after the core's
-  // submit (or a deferred completion) filled its info slots and `out`. An
-  // own property of each handle and a plain N-API function whose data is
-  // the State, as the core's submit is: the per-message call skips
-  // node-addon-api's CallbackInfo and the unwrap.
-  bool InstallRoute(Napi::Env env, Napi::Object self) {
+  // submit (or a deferred completion) filled its info slots and `out`.
+  // route and submit are own properties of each handle, plain N-API
+  // functions whose data is the State, as the core's submit is: the
+  // per-message call skips node-addon-api's CallbackInfo and the unwrap.
+  bool InstallFast(Napi::Env env, Napi::Object self, const char *name, napi_callback cb) {
     auto *holder = new std::shared_ptr<State>(st_);
     napi_value fn;
-    if (napi_create_function(env, "route", NAPI_AUTO_LENGTH, FastRoute, holder, &fn) != napi_ok) {
+    if (napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, holder, &fn) != napi_ok) {
       delete holder;
       return false;
     }
     napi_add_finalizer(
         env, fn, holder, [](napi_env, void *data, void *) { delete static_cast<std::shared_ptr<State> *>(data); },
         nullptr, nullptr);
-    napi_property_descriptor d = {"route", nullptr, nullptr, nullptr, nullptr, fn, napi_default, nullptr};
+    napi_property_descriptor d = {name, nullptr, nullptr, nullptr, nullptr, fn, napi_default, nullptr};
     return napi_define_properties(env, self, 1, &d) == napi_ok;
   }
 
@@ -526,7 +574,7 @@ void delivery_binding_init(Napi::Env env, Napi::Object exports) {
   // The layout of the views, so lib/delivery.ts takes it from here rather
   // than mirroring it.
   Napi::Object layout = Napi::Object::New(env);
-  const char *head[] = {"status", "writes", "ops", "bytes", "commit", "liveWait", "perRecipient", "recipients", "talked", "grown"};
+  const char *head[] = {"status", "writes", "ops", "bytes", "commit", "liveWait", "perRecipient", "recipients", "talked", "grown", "outFormat"};
   Napi::Object h = Napi::Object::New(env);
   for (uint32_t i = 0; i < HEAD_COUNT; ++i) h.Set(head[i], i);
   layout.Set("head", h);

@@ -392,7 +392,7 @@ export class Core extends EventEmitter<CoreEvents> {
   result(from: string): SubmitResult {
     const info = this.info;
     const v = info[Info.Verdict];
-    const out = this.out;
+    const out = this.outBuffer();
     const frameEnd = info[Info.FrameLen];
     const payloadAt = frameEnd + info[Info.Frame2Len];
     const toAt = payloadAt + info[Info.PayloadLen];
@@ -448,6 +448,9 @@ export class Core extends EventEmitter<CoreEvents> {
   }
 
   outBuffer(): Buffer {
+    // A submit through the delivery engine (lib/delivery.ts) fills the core
+    // without passing submitRaw.
+    if (this.info[Info.OutGrown] === 1) this.out = this.live().out();
     return this.out;
   }
 

@@ -4,8 +4,8 @@
  * decided in the core on integer ids. This wrapper converts nothing per
  * message: after each call the batch is in typed arrays it reads in place.
  *
- *   const v = core.submitRaw(name, frame, delivery.outFormat());
- *   const status = delivery.route(userId, connId, Date.now(), delivery.outFormat());
+ *   const v = delivery.submit(userId, connId, frame, Date.now());   // core + engine, one call
+ *   const status = delivery.status;
  *   for (let i = 0; i < delivery.writeCount; i++) sockets[delivery.writeConn(i)].send(delivery.writeBytes(i), delivery.writeBinary(i));
  *   for (let i = 0; i < delivery.opCount; i++) store room performs delivery.op(i)
  *   if (delivery.commit) the store room commits, then: delivery.committed(epoch) and write again
@@ -192,6 +192,25 @@ export class Delivery {
     const status = this.h.route(from, conn, now, this.core.outBuffer(), outFormat);
     this.sync();
     return status;
+  }
+
+  /**
+   * One frame from `from` on `conn` (-1: the backend API) through the core
+   * and, when the chain decided (verdict 0 pass or 1 consumed), routed: one
+   * N-API call. Returns the core's verdict (2: deferred; route the
+   * 'complete' event with route()) or a negative wire error (the core's
+   * infoArray()/lastErrorDetail() say more, as after submitRaw). The
+   * sender's status is `status`; `outFormat` is what the core encoded.
+   */
+  submit(from: number, conn: number, frame: Uint8Array, now: number): number {
+    const v = this.h.submit(from, conn, frame, now);
+    if (v === 0 || v === 1) this.sync();
+    return v;
+  }
+
+  /** The forms the last submit() encoded deliveries in (for a deferred message's route()). */
+  get submittedFormat(): number {
+    return this.head[H.outFormat];
   }
 
   /** A module's message after the chain. Returns -1 for an unknown destination. */

@@ -91,6 +91,7 @@ export interface NativeDeliveryEngine {
   groupForget(gid: number): void;
   outFormat(): number;
   route(from: number, conn: number, now: number, out: Buffer, outFormat: number): number;
+  submit(from: number, conn: number, frame: Uint8Array, now: number): number;
   moduleMessage(from: string, fields: Record<string, unknown>, payload: Uint8Array, now: number): number;
   deliverCopy(recipient: number, from: number, fields: Record<string, unknown>, payload: Uint8Array, now: number): boolean;
   queueAck(conn: number, frame: Uint8Array, binary: boolean): void;
@@ -106,7 +107,7 @@ export interface NativeDeliveryEngine {
 }
 /** Where each field of the delivery engine's views is (cpp/delivery_binding.cc). */
 export interface NativeDeliveryLayout {
-  head: Record<'status' | 'writes' | 'ops' | 'bytes' | 'commit' | 'liveWait' | 'perRecipient' | 'recipients' | 'talked' | 'grown', number>;
+  head: Record<'status' | 'writes' | 'ops' | 'bytes' | 'commit' | 'liveWait' | 'perRecipient' | 'recipients' | 'talked' | 'grown' | 'outFormat', number>;
   op: Record<'kind' | 'recipient' | 'sender' | 'id' | 'refid' | 'gid' | 'flags' | 'type' | 'expiry' | 'expiresAt' | 'payloadOff' | 'payloadLen' | 'node', number>;
   opFields: number;
   writeFields: number;

@@ -309,3 +309,48 @@ describe('module messages and the per-recipient path', () => {
     expect(stored).toBe(true);
   });
 });
+
+describe('one call per frame', () => {
+  it('submit() runs the core and routes; a refused frame is its wire error, with no batch', () => {
+    const { d, user, online, writes } = setup({ durable: false });
+    const alice = user('alice'), bob = user('bob');
+    const a = online(alice), b = online(bob);
+    expect(d.submit(alice, a, Buffer.from(JSON.stringify({ op: 'msg', id: 30, to: 'bob', data: 'one call' })), 1000)).toBe(0);
+    expect(d.status).toBe(1);
+    expect(d.submittedFormat).toBe(0);
+    expect(writes()).toEqual([
+      [b, msg(30, 'alice', 'bob', { text: 'one call' })],
+      [a, status(30, 'bob', 1)],
+    ]);
+    expect(d.submit(alice, a, Buffer.from('{"op":"msg"'), 1000)).toBeLessThan(0);
+  });
+
+  it('a deferred message is routed from its completion, in the forms it was encoded in', async () => {
+    const { core, d, user, online, writes } = setup({ durable: false });
+    const alice = user('alice'), bob = user('bob');
+    const a = online(alice), b = online(bob);
+    await core.use('later', { onMessage: () => new Promise((resolve) => setTimeout(() => resolve('pass'), 5)) });
+    const routed = new Promise<number>((resolve) => {
+      core.once('complete', (_token, _verdict, from) => resolve(d.route(d.intern(from), a, 1000, of)));
+    });
+    expect(d.submit(alice, a, Buffer.from(JSON.stringify({ op: 'msg', id: 31, to: 'bob', data: 'wait' })), 1000)).toBe(2);
+    const of = d.submittedFormat;
+    expect(await routed).toBe(1);
+    expect(writes()).toEqual([
+      [b, msg(31, 'alice', 'bob', { text: 'wait' })],
+      [a, status(31, 'bob', 1)],
+    ]);
+  });
+
+  it('a failure status the engine encodes runs the modules\' status hook, as core.statusFrame() did', async () => {
+    const { core, d, user, online } = setup({ durable: false });
+    const seen: number[] = [];
+    await core.use('watch', { onMessageStatus: (st) => void seen.push(st.status) });
+    const alice = user('alice');
+    const a = online(alice);
+    d.submit(alice, a, Buffer.from(JSON.stringify({ op: 'msg', id: 32, to: 'nobody', data: 'x' })), 1000);
+    expect(d.status).toBe(0x83);
+    // The "sent" the core encoded for the sender (1), then the failure (0x83).
+    expect(seen).toEqual([1, 0x83]);
+  });
+});
