@@ -218,9 +218,13 @@ void sync_timer(State &st) {
 }
 
 
+// Marks CoreHandle objects, so that core_ref_of never takes another
+// wrapped object for one.
+const napi_type_tag kCoreHandleTag = {0x5b3c2a1e9d7f4c60ull, 0x8e2f1a7c3b5d9e04ull};
+
 class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
  public:
-  // The core, for the delivery engine's status frames (core_of); nullptr once closed.
+  // The core, for the delivery engine (core_of); nullptr once closed.
   sb::Core *core() { return state_ && !state_->core.closed ? &state_->core : nullptr; }
 
   static Napi::Function Define(Napi::Env env) {
@@ -380,6 +384,7 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
   // new CoreHandle(configSource, onEvents)
   CoreHandle(const Napi::CallbackInfo &info) : Napi::ObjectWrap<CoreHandle>(info) {
     Napi::Env env = info.Env();
+    napi_type_tag_object(env, info.This(), &kCoreHandleTag);
     if (!info[0].IsObject() || !info[1].IsFunction()) {
       make_error(env, "E_BAD_ARGUMENT", "CoreHandle expects (configSource, onEvents)").ThrowAsJavaScriptException();
       return;
@@ -1210,20 +1215,23 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 
 }  // namespace
 
-int sb::core_submit_filled(const Napi::Value &handle, const char *from, size_t from_len, const uint8_t *frame,
-                           size_t len, int out_format, sb::SubmitResult &res) {
-  CoreHandle *h = handle.IsObject() ? Napi::ObjectWrap<CoreHandle>::Unwrap(handle.As<Napi::Object>()) : nullptr;
-  if (!h || !h->core()) {
-    make_error(handle.Env(), "E_CORE_CLOSED", "this core is closed; open a new one").ThrowAsJavaScriptException();
-    return kSubmitNoCore;
-  }
-  return h->SubmitFrame(handle.Env(), from, from_len, frame, len, out_format, res);
+sb::CoreRef *sb::core_ref_of(const Napi::Value &handle) {
+  bool tagged = false;
+  if (!handle.IsObject() || napi_check_object_type_tag(handle.Env(), handle, &kCoreHandleTag, &tagged) != napi_ok ||
+      !tagged)
+    return nullptr;
+  return reinterpret_cast<sb::CoreRef *>(Napi::ObjectWrap<CoreHandle>::Unwrap(handle.As<Napi::Object>()));
 }
 
-sb::Core *sb::core_of(const Napi::Value &handle) {
-  if (!handle.IsObject()) return nullptr;
-  CoreHandle *h = Napi::ObjectWrap<CoreHandle>::Unwrap(handle.As<Napi::Object>());
-  return h ? h->core() : nullptr;
+sb::Core *sb::core_of(sb::CoreRef *ref) { return ref ? reinterpret_cast<CoreHandle *>(ref)->core() : nullptr; }
+
+int sb::core_submit_filled(sb::CoreRef *ref, napi_env env, const char *from, size_t from_len, const uint8_t *frame,
+                           size_t len, int out_format, sb::SubmitResult &res) {
+  if (!core_of(ref)) {
+    make_error(Napi::Env(env), "E_CORE_CLOSED", "this core is closed; open a new one").ThrowAsJavaScriptException();
+    return kSubmitNoCore;
+  }
+  return reinterpret_cast<CoreHandle *>(ref)->SubmitFrame(Napi::Env(env), from, from_len, frame, len, out_format, res);
 }
 
 NODE_API_MODULE(switchboard, Init)

@@ -48,7 +48,8 @@ struct State {
   Batch batch;
   napi_env env = nullptr;  // of the call in progress: host callbacks run inside it
   Napi::FunctionReference load_group, inbox_count;
-  Napi::ObjectReference core;  // a CoreHandle, or empty
+  Napi::ObjectReference core;  // a CoreHandle, or empty: keeps core_ref alive
+  CoreRef *core_ref = nullptr;
   Napi::Reference<Napi::Float64Array> info;
   Napi::Reference<Napi::Float64Array> head;
   Napi::Reference<Napi::Uint32Array> writes;
@@ -97,7 +98,7 @@ void host_inbox_count(void *data, UserId u, uint64_t &messages, double &bytes) {
 
 size_t host_status_frame(void *data, mesibo_message_params_t *p, int format, std::string &out) {
   State &st = *static_cast<State *>(data);
-  Core *core = st.core.IsEmpty() ? nullptr : core_of(st.core.Value());
+  Core *core = core_of(st.core_ref);
   if (!core) return wire_encode_status(format == WIRE_BINARY ? WIRE_BINARY : WIRE_JSON, *p, out);
   size_t n = core_status(*core, p, format);
   out.assign(core->ack.data(), n);
@@ -159,7 +160,8 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     if (h.Get("loadGroup").IsFunction()) st_->load_group = Napi::Persistent(h.Get("loadGroup").As<Napi::Function>());
     if (h.Get("inboxCount").IsFunction()) st_->inbox_count = Napi::Persistent(h.Get("inboxCount").As<Napi::Function>());
     if (info[2].IsObject()) {
-      if (!core_of(info[2])) {
+      st_->core_ref = core_ref_of(info[2]);
+      if (!core_of(st_->core_ref)) {
         error(env, "E_BAD_ARGUMENT", "the third argument must be an open core's native handle").ThrowAsJavaScriptException();
         return;
       }
@@ -374,7 +376,7 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     napi_typedarray_type type;
     size_t len = 0;
     void *frame = nullptr;
-    if (st.core.IsEmpty() || argc < 4 || napi_get_value_uint32(env, argv[0], &from) != napi_ok ||
+    if (!st.core_ref || argc < 4 || napi_get_value_uint32(env, argv[0], &from) != napi_ok ||
         from >= st.router.dir.users.size() || napi_get_value_int32(env, argv[1], &conn) != napi_ok ||
         napi_get_typedarray_info(env, argv[2], &type, &len, &frame, nullptr, nullptr) != napi_ok ||
         type != napi_uint8_array || napi_get_value_double(env, argv[3], &now) != napi_ok) {
@@ -387,7 +389,7 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     st.head_p[HEAD_OUT_FORMAT] = of;
     const std::string &name = st.router.dir.users[from].name;
     SubmitResult res;
-    int rc = core_submit_filled(st.core.Value(), name.data(), name.size(), static_cast<const uint8_t *>(frame), len,
+    int rc = core_submit_filled(st.core_ref, env, name.data(), name.size(), static_cast<const uint8_t *>(frame), len,
                                 of, res);
     if (rc == kSubmitNoCore) return nullptr;
     napi_value v;

@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Core } from '../lib/core';
 import { CommitDue, Delivery, StoreOpKind, type DeliverySettings } from '../lib/delivery';
 import { decodeServerFrame } from '../lib/client/codec';
+import { native, type NativeCoreHandle } from '../lib/native';
 
 const open: Core[] = [];
 afterEach(() => {
@@ -80,6 +81,12 @@ describe('sessions', () => {
   it('route() without the core it reads says so with E_BAD_ARGUMENT', () => {
     const d = new Delivery({ durable: false, graceMs: 0, maxConnections: 4, maxInboxMessages: 10, maxInboxBytes: 1000 });
     expect(() => d.route(0, -1, 0, 0)).toThrow(expect.objectContaining({ code: 'E_BAD_ARGUMENT' }));
+  });
+
+  it('takes only a core\'s handle as its core, not another wrapped object', () => {
+    const settings = { durable: false, graceMs: 0, maxConnections: 4, maxInboxMessages: 10, maxInboxBytes: 1000 };
+    const other = new native.Delivery(settings, {});
+    expect(() => new native.Delivery(settings, {}, other as unknown as NativeCoreHandle)).toThrow(expect.objectContaining({ code: 'E_BAD_ARGUMENT' }));
   });
 
   it('refuses a login past maxConnections', () => {
