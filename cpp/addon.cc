@@ -12,24 +12,14 @@
 #include "config.h"
 #include "core.h"
 #include "delivery_binding.h"
-#include "info_slots.h"
 #include "io.h"
 #include "json_extract.h"
 #include "module.h"
+#include "slots.h"
 #include "sqlite_binding.h"
 #include "wire.h"
 
 namespace {
-
-using namespace sb::info;
-
-// Slots of the Float64Array a script hook call fills (lib/native.ts: Hook).
-// The strings and the payload are in the hook buffer: [from][to][payload].
-enum HookSlot {
-  HK_ID, HK_REFID, HK_GROUPID, HK_FLAGS, HK_TYPE, HK_EXPIRY, HK_UFLAGS, HK_STATUS, HK_ONLINE,
-  HK_FROM_LEN, HK_TO_LEN, HK_PAYLOAD_LEN,
-  HK_COUNT
-};
 
 Napi::Error make_error(Napi::Env env, const std::string &code, const std::string &message) {
   Napi::Error e = Napi::Error::New(env, message);
@@ -149,7 +139,7 @@ struct State {
   CoreHandle *owner = nullptr;  // cleared when the handle shuts down
   uint64_t js_calls = 0;        // calls from the addon into JavaScript
   uv_timer_t *timer = nullptr;  // checks deferred decisions' deadlines
-  bool timer_on = false;
+  uint32_t timer_every = 0;     // the interval it runs at; 0 when stopped
 };
 
 void drain_and_emit(Napi::Env env, State &st);
@@ -203,17 +193,17 @@ void drain_and_emit(Napi::Env env, State &st) {
   emit_completions(env, st, done);
 }
 
-// The deadline check runs while any message waits for a decision. The
-// timer is unreferenced: waiting messages alone do not keep Node running.
+// Runs the core's deadline check as often as it asks (core_expire_interval_ms).
+// The timer is unreferenced: waiting messages alone do not keep Node running.
 void sync_timer(State &st) {
   if (!st.timer) return;
-  bool want = !st.core.waiting.empty();
-  if (want == st.timer_on) return;
-  st.timer_on = want;
-  if (want) uv_timer_start(st.timer, [](uv_timer_t *t) {
+  uint32_t every = sb::core_expire_interval_ms(st.core);
+  if (every == st.timer_every) return;
+  st.timer_every = every;
+  if (every) uv_timer_start(st.timer, [](uv_timer_t *t) {
       auto *s = static_cast<std::shared_ptr<State> *>(t->data);
       sb::core_expire((*s)->core, sb::now_ns());  // wakes the drain when something timed out
-    }, 20, 20);
+    }, every, every);
   else uv_timer_stop(st.timer);
 }
 
@@ -253,69 +243,29 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
                         InstanceMethod<&CoreHandle::ReloadInstance>("reloadInstance"),
                         InstanceMethod<&CoreHandle::CommitReload>("commitReload"),
                         InstanceMethod<&CoreHandle::AbortReload>("abortReload"),
-                        InstanceMethod<&CoreHandle::RemoveScript>("removeScript")});
+                        InstanceMethod<&CoreHandle::RemoveScript>("removeScript"),
+                        InstanceMethod<&CoreHandle::SetLogLevel>("setLogLevel"),
+                        InstanceMethod<&CoreHandle::ScriptLogLevel>("scriptLogLevel")});
   }
 
-  // Fills the info slots and the out buffer from a result, as submit does.
+  // Fills the info slots and the out buffer from a result, as submit does;
+  // a result larger than the buffer gets a new one (INFO_OUT_GROWN).
   void Fill(Napi::Env env, const sb::SubmitResult &res) {
-    double *in = info_ptr_;
-    const mesibo_message_params_t &p = res.params;
-    in[INFO_VERDICT] = res.verdict;
-    in[INFO_OP] = res.op;
-    in[INFO_FORMAT] = res.format;
-    in[INFO_ID] = static_cast<double>(p.id);
-    in[INFO_REFID] = static_cast<double>(p.refid);
-    in[INFO_GROUPID] = static_cast<double>(p.groupid);
-    in[INFO_FLAGS] = static_cast<double>(p.flags);
-    in[INFO_TYPE] = static_cast<double>(p.type);
-    in[INFO_EXPIRY] = static_cast<double>(p.expiry);
-    in[INFO_STATUS] = static_cast<double>(p.status);
-    in[INFO_UFLAGS] = static_cast<double>(p.uflags);
-    in[INFO_TOKEN] = static_cast<double>(res.token);
-    size_t to_len = p.to ? std::strlen(p.to) : 0;
-    size_t need = res.frame_len + res.frame2_len + res.payload_len + to_len + res.ack_len;
-    in[INFO_OUT_GROWN] = 0;
+    size_t to_len = sb::result_to_len(res);
+    size_t need = sb::result_size(res, to_len);
+    info_ptr_[sb::INFO_OUT_GROWN] = 0;
     if (need > out_cap_) {
       GrowOut(env, need * 2);
-      in[INFO_OUT_GROWN] = 1;
+      info_ptr_[sb::INFO_OUT_GROWN] = 1;
     }
-    char *o = out_ptr_;
-    auto put = [&o](const char *src, size_t n) {
-      if (n) std::memcpy(o, src, n);
-      o += n;
-    };
-    put(res.frame, res.frame_len);
-    put(res.frame2, res.frame2_len);
-    put(res.payload, res.payload_len);
-    put(p.to, to_len);
-    put(res.ack, res.ack_len);
-    in[INFO_FRAME_LEN] = static_cast<double>(res.frame_len);
-    in[INFO_FRAME2_LEN] = static_cast<double>(res.frame2_len);
-    in[INFO_PAYLOAD_LEN] = static_cast<double>(res.payload_len);
-    in[INFO_TO_LEN] = static_cast<double>(to_len);
-    in[INFO_ACK_LEN] = static_cast<double>(res.ack_len);
+    sb::pack_result(res, to_len, info_ptr_, out_ptr_);
   }
 
   // A client message finished after a deferral: the info slots and out
   // buffer describe it while the JS completion handler runs.
   void EmitCompletion(Napi::Env env, sb::Completion &c) {
     if (on_complete_.IsEmpty()) return;
-    sb::SubmitResult r;
-    r.op = sb::WIRE_OP_MESSAGE;
-    r.format = c.format;
-    r.verdict = c.verdict;
-    r.token = c.token;
-    r.params = c.params;
-    r.params.to = &c.to[0];
-    r.params.from = &c.from[0];
-    r.payload = c.payload.data();
-    r.payload_len = c.payload.size();
-    r.frame = c.frame.data();
-    r.frame_len = c.frame.size();
-    r.frame2 = c.frame2.data();
-    r.frame2_len = c.frame2.size();
-    r.ack = c.ack.data();
-    r.ack_len = c.ack.size();
+    sb::SubmitResult r = sb::completion_result(c);
     Fill(env, r);
     ++state_->js_calls;
     on_complete_.Call({Napi::Number::New(env, static_cast<double>(c.token)), Napi::Number::New(env, c.verdict),
@@ -327,34 +277,7 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
   mesibo_int_t CallHook(sb::Hook hook, sb::Instance &inst, mesibo_message_params_t *p, sb::ChainMsg *cm,
                         mesibo_user_t *user) {
     if (on_hook_.IsEmpty()) return MESIBO_RESULT_PASS;
-    double *h = hook_ptr_;
-    const char *from = nullptr, *to = nullptr;
-    if (p) {
-      h[HK_ID] = static_cast<double>(p->id);
-      h[HK_REFID] = static_cast<double>(p->refid);
-      h[HK_GROUPID] = static_cast<double>(p->groupid);
-      h[HK_FLAGS] = static_cast<double>(p->flags);
-      h[HK_TYPE] = static_cast<double>(p->type);
-      h[HK_EXPIRY] = static_cast<double>(p->expiry);
-      h[HK_UFLAGS] = static_cast<double>(p->uflags);
-      h[HK_STATUS] = static_cast<double>(p->status);
-      from = p->from;
-      to = p->to;
-    }
-    if (user) {
-      h[HK_ONLINE] = user->online;
-      h[HK_FLAGS] = static_cast<double>(user->flags);
-      from = user->address;
-    }
-    size_t fl = from ? std::strlen(from) : 0, tl = to ? std::strlen(to) : 0, pl = cm ? cm->len : 0;
-    if (fl + tl + pl > hook_cap_) pl = 0;  // cannot happen: payloads are capped at max_message_size
-    char *b = hook_buf_ptr_;
-    if (fl) std::memcpy(b, from, fl);
-    if (tl) std::memcpy(b + fl, to, tl);
-    if (pl) std::memcpy(b + fl + tl, cm->payload, pl);
-    h[HK_FROM_LEN] = static_cast<double>(fl);
-    h[HK_TO_LEN] = static_cast<double>(tl);
-    h[HK_PAYLOAD_LEN] = static_cast<double>(pl);
+    sb::pack_hook(p, cm, user, hook_ptr_, hook_buf_ptr_, hook_cap_);
 
     napi_env env = env_;
     napi_value fn = on_hook_.Value(), argv[2], recv, result;
@@ -454,9 +377,9 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     }
     size_t cap = 8 * state_->core.max_payload + 8192;
     GrowOut(env, cap);
-    info_ = Napi::Persistent(Napi::Float64Array::New(env, INFO_COUNT));
+    info_ = Napi::Persistent(Napi::Float64Array::New(env, sb::INFO_COUNT));
     info_ptr_ = info_.Value().Data();
-    hook_ = Napi::Persistent(Napi::Float64Array::New(env, HK_COUNT));
+    hook_ = Napi::Persistent(Napi::Float64Array::New(env, sb::HK_COUNT));
     hook_ptr_ = hook_.Value().Data();
     hook_cap_ = state_->core.max_payload + 2048;
     Napi::Buffer<char> hb = Napi::Buffer<char>::New(env, hook_cap_);
@@ -521,7 +444,7 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     if (rc != sb::WIRE_OK) {
       // The error frame names the refused frame by its id when the decoder
       // read one before it stopped (0 otherwise), as docs/protocol.md says.
-      info_ptr_[INFO_ID] = static_cast<double>(state_->core.msg.id);
+      info_ptr_[sb::INFO_ID] = static_cast<double>(state_->core.msg.id);
       return rc;
     }
     Fill(e, res);
@@ -917,7 +840,10 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     if (info[4].IsNumber() && info[4].As<Napi::Number>().DoubleValue() > 0)
       inst->timeout_ns = static_cast<uint64_t>(info[4].As<Napi::Number>().DoubleValue() * 1e6);
     if (info[5].IsNumber()) inst->on_error = info[5].As<Napi::Number>().Int32Value() == 1 ? 1 : 0;
-    if (info[6].IsNumber()) inst->log_level = info[6].As<Napi::Number>().Int32Value();
+    if (info[6].IsNumber()) {
+      inst->log_level = info[6].As<Napi::Number>().Int32Value();
+      inst->own_log_level = true;
+    }
     if (info[7].IsString()) inst->script_to = info[7].As<Napi::String>().Utf8Value();
     return Napi::Number::New(env, static_cast<double>(inst->position));
   }
@@ -1003,6 +929,24 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     std::string_view payload = payload_arg(info[2], scratch);
     if ((to.empty() && !p.groupid) || payload.size() > state_->core.max_payload) return Napi::Number::New(env, -1);
     return Napi::Number::New(env, sb::core_send_from_module(inst, &p, payload.data(), payload.size()));
+  }
+
+  // setLogLevel(serverLevel): modules without a level of their own follow it.
+  Napi::Value SetLogLevel(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    if (!info[0].IsNumber()) {
+      make_error(env, "E_BAD_ARGUMENT", "setLogLevel expects the server's log_level, 0 to 3").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    sb::core_set_log_level(state_->core, std::clamp(info[0].As<Napi::Number>().Int32Value(), 0, 3));
+    return env.Undefined();
+  }
+
+  // scriptLogLevel(scriptId): the script's level now (it follows setLogLevel).
+  Napi::Value ScriptLogLevel(const Napi::CallbackInfo &info) {
+    sb::Instance *inst = ScriptInstance(info[0]);
+    return inst ? Napi::Number::New(info.Env(), inst->log_level) : info.Env().Undefined();
   }
 
   // log(scriptId, level, text): kept when level <= the block's log level.
@@ -1204,7 +1148,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("jsonExtract", Napi::Function::New(env, JsonExtract));
   exports.Set("wireError", Napi::Function::New(env, WireErrorInfo));
   exports.Set("moduleVersion", Napi::Number::New(env, MESIBO_MODULE_VERSION));
-  exports.Set("infoSlots", Napi::Number::New(env, INFO_COUNT));
+  exports.Set("infoSlots", Napi::Number::New(env, sb::INFO_COUNT));
   Napi::Array bounds = Napi::Array::New(env, sb::kHookBuckets);
   for (uint32_t b = 0; b < sb::kHookBuckets; ++b) bounds.Set(b, sb::kHookBucketBounds[b]);
   exports.Set("hookBucketBounds", bounds);

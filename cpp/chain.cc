@@ -519,6 +519,12 @@ size_t core_expire(Core &core, uint64_t now) {
   return n;
 }
 
+// A deadline is met within this much of its time: the check is a walk of
+// the waiting messages, cheap at this rate.
+constexpr uint32_t kExpireIntervalMs = 20;
+
+uint32_t core_expire_interval_ms(const Core &core) { return core.waiting.empty() ? 0 : kExpireIntervalMs; }
+
 size_t core_waiting(const Core &core) {
   size_t n = 0;
   for (const auto &kv : core.conversations) n += kv.second.size();

@@ -118,6 +118,9 @@ struct Instance {
   uint64_t over_budget = 0;       // calls that took longer than the budget
   uint64_t bypassed_msgs = 0;     // messages that skipped the module while bypassed
   uint64_t budget_trips = 0;
+  // The block set its own level (a `log` item, or use()'s log option): it
+  // keeps it when the server's log_level changes (core_set_log_level).
+  bool own_log_level = false;
   bool capturing_init_log = false;
   std::vector<std::string> init_log;  // lines logged during init, for load errors
   // Reload (core_reload_*): what the block said and which library file it
@@ -362,6 +365,10 @@ int core_resolve(Core &core, Resolution r, bool wake = true);
 // Loop thread: turns waits past their deadline into their on_error verdict.
 // Returns how many timed out.
 size_t core_expire(Core &core, uint64_t now);
+// How often the embedder's timer should call core_expire: every this many
+// ms while a message waits for a deferred decision, 0 (no timer) when none
+// does. Loop thread.
+uint32_t core_expire_interval_ms(const Core &core);
 // Number of messages waiting or queued behind a deferred decision.
 size_t core_waiting(const Core &core);
 // Adds a script instance at `position` (clamped to the chain's end). Loop
@@ -422,6 +429,11 @@ void core_reload_abort(Core &core, Instance *fresh);
 void core_remove_instance(Core &core, Instance *inst);
 // Unloads retiring instances that no message waits for any more.
 void core_retire_idle(Core &core);
+
+// The server's log_level (0-3) changed (start, or a reload): instances
+// without a level of their own take one below it, as core_open gives them.
+// Loop thread.
+void core_set_log_level(Core &core, int server_level);
 
 void core_dispatch_status(Core &core, mesibo_message_params_t *p);
 // Runs on_login and keeps core.online up to date (user->online 1: a

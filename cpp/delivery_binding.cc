@@ -17,14 +17,12 @@
 #include <memory>
 #include <string>
 
-#include "info_slots.h"
 #include "router.h"
+#include "slots.h"
 
 namespace sb {
 
 namespace {
-
-using namespace sb::info;
 
 enum HeadSlot {
   HEAD_STATUS, HEAD_WRITES, HEAD_OPS, HEAD_BYTES, HEAD_COMMIT, HEAD_LIVE_WAIT, HEAD_PER_RECIPIENT,
@@ -444,33 +442,13 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
           .ThrowAsJavaScriptException();
       return nullptr;
     }
-    const double *in = st.info_p;
-    size_t fl = size_t(in[INFO_FRAME_LEN]), f2 = size_t(in[INFO_FRAME2_LEN]), pl = size_t(in[INFO_PAYLOAD_LEN]),
-           tl = size_t(in[INFO_TO_LEN]), al = size_t(in[INFO_ACK_LEN]);
-    if (fl + f2 + pl + tl + al > out_len || from >= st.router.dir.users.size()) {
+    SubmitResult res;
+    if (!unpack_result(st.info_p, o, out_len, st.to_scratch, res) || from >= st.router.dir.users.size()) {
       error(Napi::Env(env), "E_BAD_ARGUMENT", "route: an unknown sender, or not the out buffer the last submit filled")
           .ThrowAsJavaScriptException();
       return nullptr;
     }
     st.env = env;
-    SubmitResult res;
-    res.op = int(in[INFO_OP]);
-    res.format = int(in[INFO_FORMAT]);
-    res.verdict = int(in[INFO_VERDICT]);
-    mesibo_message_params_t &p = res.params;
-    p.id = mesibo_uint_t(in[INFO_ID]);
-    p.refid = mesibo_uint_t(in[INFO_REFID]);
-    p.groupid = mesibo_uint_t(in[INFO_GROUPID]);
-    p.flags = mesibo_uint_t(in[INFO_FLAGS]);
-    p.type = mesibo_uint_t(in[INFO_TYPE]);
-    p.expiry = mesibo_uint_t(in[INFO_EXPIRY]);
-    p.status = mesibo_uint_t(in[INFO_STATUS]);
-    res.frame = o, res.frame_len = fl;
-    res.frame2 = o + fl, res.frame2_len = f2;
-    res.payload = o + fl + f2, res.payload_len = pl;
-    st.to_scratch.assign(o + fl + f2 + pl, tl);
-    p.to = &st.to_scratch[0];
-    res.ack = o + fl + f2 + pl + tl, res.ack_len = al;
     ConnId c = conn < 0 ? kNone : static_cast<ConnId>(conn);
     int status = router_route(st.router, from, c, res, out_format, static_cast<uint64_t>(now), st.batch);
     Publish(Napi::Env(env), st, status);

@@ -145,6 +145,7 @@ bool read_common_items(Core &core, const ModuleDecl &decl, Instance &inst, OpenE
     if (lvl->empty() || *end != '\0' || v < 0)
       return bad("log = \"" + *lvl + "\" is not a log level; use a whole number such as 0, 1 or 2");
     inst.log_level = static_cast<int>(v);
+    inst.own_log_level = true;
   }
   const char *tkey = "defer_timeout";
   const std::string *t = decl.item(tkey);
@@ -453,10 +454,11 @@ bool core_open(Core &core, const Config &config, Host host, OpenError &err) {
 
   // The server checks log_level's value (0 to 3); a value it would refuse
   // leaves modules at mesibo's default here.
-  core.module_log_level = 0;
+  int server_level = 1;
   if (const std::string *v = config.setting("log_level")) {
-    if (v->size() == 1 && (*v)[0] >= '1' && (*v)[0] <= '3') core.module_log_level = (*v)[0] - '1';
+    if (v->size() == 1 && (*v)[0] >= '0' && (*v)[0] <= '3') server_level = (*v)[0] - '0';
   }
+  core_set_log_level(core, server_level);
 
   const std::string *ca = config.setting("http_ca_file");
   std::string ca_why;
@@ -751,6 +753,13 @@ void core_retire_idle(Core &core) {
     unload_instance(core, *inst);
     core.retiring.erase(core.retiring.begin() + static_cast<std::ptrdiff_t>(i));
   }
+}
+
+void core_set_log_level(Core &core, int server_level) {
+  core.module_log_level = server_level > 1 ? server_level - 1 : 0;
+  for (auto *list : {&core.chain, &core.staged, &core.retiring})
+    for (auto &ip : *list)
+      if (!ip->own_log_level) ip->log_level = core.module_log_level;
 }
 
 Instance *core_add_script(Core &core, const std::string &name, size_t position) {

@@ -22,8 +22,10 @@ export const USAGE = `Usage:
   switchboard --help            show this text
   switchboard --version         print the version
 
-SIGTERM or SIGINT stops the server cleanly (exit 0). SIGHUP is logged and
-ignored: this release does not reload its configuration, restart it instead.
+SIGTERM or SIGINT stops the server cleanly (exit 0). SIGHUP reloads the
+configuration file: what can change while running is applied, the log line
+server.reloaded names what needs a restart, and a file with an error is
+refused (server.reload_failed) while the server runs on unchanged.
 Settings: docs/config.md. Running it as a service: docs/operations.md.
 `;
 
@@ -132,9 +134,14 @@ async function serve(file: string, explicit: boolean): Promise<number> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
-  // Node's default for SIGHUP is to exit at once, which skips the drain and
-  // leaves the store's WAL behind. A service manager's "reload" sends it.
-  process.on('SIGHUP', () => signalled('SIGHUP', 'ignored: this release cannot reload its configuration; restart the server to apply changes'));
+  // A service manager's "reload" sends SIGHUP (Node's default would exit at
+  // once, without the drain). Server.reload() logs its own outcome; a
+  // refused config leaves the server as it was, so the rejection is done with.
+  process.on('SIGHUP', () => {
+    if (!server || stopRequested) return signalled('SIGHUP', stopRequested ? 'ignored: the server is stopping' : 'ignored: the server is still starting; send it again once it listens');
+    signalled('SIGHUP', 'reloading the configuration');
+    server.reload().catch(() => undefined);
+  });
   try {
     server = await Server.start({ configFile: file });
   } catch (e) {

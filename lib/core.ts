@@ -360,7 +360,15 @@ export class Core extends EventEmitter<CoreEvents> {
   }
 
   /** Calls from the addon into JavaScript so far, and messages waiting for a deferred decision. */
-  counters(): { jsCalls: number; waiting: number } {
+  /**
+   * The server's log_level changed (a reload): every module without a level
+   * of its own (no `log` item, no use() log option) takes one below it.
+   */
+  setLogLevel(serverLevel: number): void {
+    this.live().setLogLevel(serverLevel);
+  }
+
+    counters(): { jsCalls: number; waiting: number } {
     return this.live().counters();
   }
 

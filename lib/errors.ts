@@ -73,7 +73,7 @@ export const ERRORS = {
   E_PAYLOAD_TOO_LARGE: { summary: 'a payload over the payload limit' },
   E_UNKNOWN_ERROR: { summary: 'an error number the wire format does not know (a bug)' },
 
-  // Sessions on the WebSocket (lib/server/server.ts); docs/protocol.md.
+  // Sessions on the WebSocket (lib/server/sessions.ts, intake.ts); docs/protocol.md.
   E_NOT_LOGGED_IN: { summary: 'a frame other than login before logging in' },
   E_AUTH: { summary: 'the token is unknown or was revoked' },
   E_ALREADY_LOGGED_IN: { summary: 'a second login on a connection that is logged in' },

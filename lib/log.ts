@@ -30,6 +30,8 @@ export const EVENTS = {
   'bot.error': { level: 0, severity: 'error' },
   /** The command line's stop after SIGTERM/SIGINT failed (it then exits 1). */
   'server.stop_failed': { level: 0, severity: 'error' },
+  /** A config reload (SIGHUP, API op reload) refused the config: the server runs on as before. */
+  'server.reload_failed': { level: 0, severity: 'error' },
   /** The native core's own warnings: a slow or crashing module, a timed-out decision, a module's failed HTTP/socket/FastCGI request. */
   'core.warning': { level: 0, severity: 'warn' },
   /** A setting asks for more than the machine allows; the server uses less. */
@@ -47,8 +49,10 @@ export const EVENTS = {
   'module.resumed': { level: 1, severity: 'info' },
   'server.listening': { level: 1, severity: 'info' },
   'server.stopping': { level: 1, severity: 'info' },
-  /** The command line got a signal: SIGTERM/SIGINT stop the server, SIGHUP is ignored until reload exists. */
+  /** The command line got a signal: SIGTERM/SIGINT stop the server, SIGHUP reloads the config. */
   'server.signal': { level: 1, severity: 'info' },
+  /** A config reload applied what changed; it names what needs a restart instead (warn then, or when a module's new instance failed). */
+  'server.reloaded': { level: 1, severity: 'info' },
   'server.stopped': { level: 1, severity: 'info' },
   // 2: who comes and goes, and what the backend asks.
   'conn.open': { level: 2, severity: 'debug' },
@@ -93,31 +97,26 @@ function textValue(v: string | number | boolean | null): string {
 
 export class Logger {
   private current: number;
-  private readonly format: LogFormat;
-  private readonly sink: (line: string) => void;
-  private readonly json: pino.Logger | null;
+  private format: LogFormat;
+  /** The caller's sink, for the json writer; `write` is where text lines go. */
+  private readonly sink: ((line: string) => void) | undefined;
+  private readonly write: (line: string) => void;
+  private json: pino.Logger | null;
   private readonly taps = new Set<(r: LogRecord) => void>();
 
   constructor(opts: LoggerOptions = {}) {
     this.current = opts.level ?? 1;
     this.format = opts.format ?? 'text';
-    const sink = opts.sink;
-    this.sink = sink ?? ((line) => process.stderr.write(line + '\n'));
-    this.json =
-      this.format === 'json'
-        ? pino(
-            {
-              // The level check is ours (event()); pino writes what it is given.
-              level: 'trace',
-              base: undefined, // no pid/hostname: the collector adds where a line came from
-              timestamp: pino.stdTimeFunctions.isoTime,
-              formatters: { level: (label) => ({ level: label }) },
-            },
-            // pino's own stderr writer is synchronous, so the last lines
-            // before an exit are not lost; a sink gets each line as a string.
-            sink ? { write: (s: string) => sink(s.endsWith('\n') ? s.slice(0, -1) : s) } : pino.destination({ fd: 2, sync: true }),
-          )
-        : null;
+    this.sink = opts.sink;
+    this.write = opts.sink ?? ((line) => process.stderr.write(line + '\n'));
+    this.json = this.format === 'json' ? jsonLogger(this.sink) : null;
+  }
+
+  /** Switches between text and json while running (config reload); the next line is in the new format. */
+  setFormat(format: LogFormat): void {
+    if (format === this.format) return;
+    this.format = format;
+    this.json = format === 'json' ? jsonLogger(this.sink) : null;
   }
 
   /** The verbosity in force (log_level). */
@@ -148,7 +147,7 @@ export class Logger {
     } else {
       let line = `${new Date().toISOString()} ${severity.padEnd(5)} ${event}`;
       for (const k in clean) line += ` ${k}=${textValue(clean[k] as string | number | boolean | null)}`;
-      this.sink(line);
+      this.write(line);
     }
     for (const t of this.taps) {
       try {
@@ -176,6 +175,22 @@ export class Logger {
     this.taps.add(fn);
     return () => this.taps.delete(fn);
   }
+}
+
+/** The json format's writer: pino, to `sink` or (synchronously) to stderr. */
+function jsonLogger(sink: ((line: string) => void) | undefined): pino.Logger {
+  return pino(
+    {
+      // The level check is ours (event()); pino writes what it is given.
+      level: 'trace',
+      base: undefined, // no pid/hostname: the collector adds where a line came from
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    // pino's own stderr writer is synchronous, so the last lines before an
+    // exit are not lost; a sink gets each line as a string.
+    sink ? { write: (s: string) => sink(s.endsWith('\n') ? s.slice(0, -1) : s) } : pino.destination({ fd: 2, sync: true }),
+  );
 }
 
 /** The text of an error for a log field: its stack when it has one. */

@@ -193,7 +193,7 @@ export interface ModuleContext {
   readonly name: string;
   /** The block's items (key = value), as strings. */
   readonly config: Readonly<Record<string, string>>;
-  /** The block's `log` level: log(level, ...) with a higher level is dropped. */
+  /** The block's `log` level (without one: one below the server's log_level, also after a reload): log(level, ...) with a higher level is dropped. */
   readonly logLevel: number;
   /**
    * Sends a message (mesibo_message): it enters the chain after this module,
@@ -388,7 +388,10 @@ export class ScriptHost {
     const ctx: ModuleContext = {
       name,
       config: Object.freeze({ ...config }),
-      logLevel,
+      // Read from the core: a module without a level of its own follows a reloaded log_level.
+      get logLevel() {
+        return handle.scriptLogLevel(id) ?? logLevel;
+      },
       savedState,
       send: (p) => {
         const payload = typeof p.payload === 'string' ? Buffer.from(p.payload, 'utf8') : p.payload;

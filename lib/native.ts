@@ -74,6 +74,10 @@ export interface NativeCoreHandle {
   commitReload(scriptId: number): boolean;
   abortReload(scriptId: number): void;
   removeScript(scriptId: number): boolean;
+  /** The server's log_level changed: modules without a `log` item (or use()'s log option) take one below it. */
+  setLogLevel(serverLevel: number): void;
+  /** A script's log level now (undefined for an unknown id). */
+  scriptLogLevel(scriptId: number): number | undefined;
 }
 
 /** The delivery engine's handle (cpp/delivery_binding.cc); lib/delivery.ts wraps it. */
@@ -154,14 +158,14 @@ export interface NativeAddon {
   SqliteStatement: new (db: NativeSqliteDb, sql: string, pluck: boolean) => NativeSqliteStatement;
 }
 
-/** Slots of the Float64Array that `submit` fills (mirrors InfoSlot in cpp/addon.cc). */
+/** Slots of the Float64Array that `submit` fills (mirrors InfoSlot in cpp/slots.h; test/protocol.test.ts checks it). */
 export const enum Info {
   Verdict, Op, Format,
   Id, Refid, Groupid, Flags, Type, Expiry, Status, Uflags,
   FrameLen, Frame2Len, PayloadLen, ToLen, AckLen, OutGrown, Token,
 }
 
-/** Slots of the Float64Array a script hook call fills (mirrors HookSlot in cpp/addon.cc). */
+/** Slots of the Float64Array a script hook call fills (mirrors HookSlot in cpp/slots.h). */
 export const enum HookSlot {
   Id, Refid, Groupid, Flags, Type, Expiry, Uflags, Status, Online,
   FromLen, ToLen, PayloadLen,

@@ -1,11 +1,20 @@
 // bench/e2e/baseline: the transport's ceiling. A bare uWebSockets.js server
 // that does the least a message router can: each connection subscribes to
 // its own topic (?u=NAME) and, for group fan-out, its group's (&g=gGID), and a
-// text frame is published, unchanged, to the topic named by its "to" field, found with indexOf (no JSON.parse, no auth,
-// no statuses, no store). Switchboard's numbers in bench/e2e/run.mjs are read
-// against this one.
+// text frame is published, unchanged, to the topic named by its "to" field,
+// found with indexOf (no JSON.parse, no auth, no store, no statuses of its
+// own). Switchboard's numbers in bench/e2e/run.mjs are read against it, in
+// two forms:
 //
-//   node bench/e2e/baseline.mjs [port] [--exit-on-stdin-eof]
+// - plain (the default): messages only. A delivered status from a receiver
+//   (its op starts with "s") is read and dropped: 2 frames routed per
+//   message (message in, message out), the status read as Switchboard reads
+//   it.
+// - --status: the recipient's delivered status is forwarded to the sender
+//   too, so the router handles the 4 frames per message Switchboard does
+//   (message in, delivery out, status in, "sent" out).
+//
+//   node bench/e2e/baseline.mjs [port] [--status] [--exit-on-stdin-eof]
 //
 // It prints "PORT <n>" once listening. With --exit-on-stdin-eof it exits when
 // its stdin closes, so a parent that dies takes it along (bench/e2e/run.mjs),
@@ -17,6 +26,11 @@ const uWS = require('uWebSockets.js');
 
 const TO = Buffer.from('"to":"');
 const QUOTE = 0x22;
+// The generator's frames start {"op":"msg" or {"op":"status": byte 7 tells them apart.
+const OP_AT = 7;
+const OP_STATUS = 0x73;
+const args = process.argv.slice(2);
+const forwardStatuses = args.includes('--status');
 
 const app = uWS.App();
 app.ws('/*', {
@@ -36,6 +50,7 @@ app.ws('/*', {
   },
   message: (ws, ab, isBinary) => {
     const b = Buffer.from(ab);
+    if (!forwardStatuses && b[OP_AT] === OP_STATUS) return;
     const at = b.indexOf(TO);
     if (at < 0) return;
     const start = at + TO.length;
@@ -49,7 +64,6 @@ app.ws('/*', {
   },
 });
 
-const args = process.argv.slice(2);
 const port = Number(args.find((a) => /^\d+$/.test(a)) ?? 0);
 if (args.includes('--exit-on-stdin-eof')) {
   process.stdin.on('end', () => process.exit(0));

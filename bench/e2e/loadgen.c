@@ -13,26 +13,40 @@
  *
  *   loadgen --port P --conns N --seconds S [--host 127.0.0.1] [--tokens FILE]
  *           [--window W | --rate MSG_PER_S] [--size BYTES] [--warmup S]
- *           [--threads T] [--baseline | --mqtt] [--idle] [--ready-timeout S]
+ *           [--threads T] [--baseline | --mqtt] [--status-router] [--idle]
+ *           [--ready-timeout S]
  *
- * Window mode (default, W=64): a connection has at most W messages without a
- * "sent" status and at most W not yet received by its peer. Rate mode: the
+ * Window mode (default, W=8): a connection has at most W messages without a
+ * "sent" status (with --status-router: without their delivered status back)
+ * and at most W not yet received by its peer. Rate mode: the
  * connections together send MSG_PER_S, each on its own schedule; latency is
  * measured from the scheduled time, so a server that falls behind is not
  * flattered (no coordinated omission); the window (default 4096) still bounds
  * what is in flight, and "late" counts messages sent over 1 ms after they fell
  * due (the generator or the window fell behind).
  *
+ * Every message received from a peer is confirmed with a delivered status
+ * (status 2) addressed to its sender, as the SDK does, to Switchboard and to
+ * both baseline routers alike (to Mosquitto only with --status-router, as
+ * a publish of its own: QoS 0 has no acknowledgement).
+ *
  * --baseline: no token, no hello and no "sent" status (the baseline server
- * has no auth and sends no statuses); connection i connects as /?u=c<i>.
+ * has no auth and makes no statuses of its own); connection i connects as
+ * /?u=c<i>. The plain router drops the delivered statuses; with
+ * --status-router the router forwards each to the message's sender, and the
+ * window then also counts a connection's messages whose delivered status has
+ * not come back, as it counts messages without "sent" from Switchboard
+ * (with --mqtt: below).
  *
  * --mqtt: MQTT 3.1.1 over plain TCP instead of WebSocket (for Mosquitto).
  * Connection i sends CONNECT (client id "lg-c<i>", clean session, keep-alive
  * off) and SUBSCRIBE to topic "c<i>" (QoS 0), and is ready on SUBACK; it then
  * PUBLISHes (QoS 0) to its peer's topic. The payload is the same JSON text
  * as the baseline's frames (same size, the send time at the same place).
- * QoS 0 has no acknowledgement and the receiver sends none, so, as with
- * --baseline, the window counts messages not yet received by the peer.
+ * QoS 0 has no acknowledgement; with --status-router the receiver publishes
+ * the delivered status (the same JSON text as to the routers, QoS 0) to the
+ * sender's topic, and the window counts statuses back as with the status
+ * router; without it the receiver sends nothing.
  *
  * --group N [--gid-base B]: group fan-out instead of pairs. Connections
  * i*N .. i*N+N-1 form group B+i (Switchboard: a group of those users that the
@@ -115,7 +129,7 @@ struct conn {
   /* Pre-built masked frames: the message and the delivered status. */
   unsigned char *msg;
   size_t msg_len, msg_id_at, msg_ts_at; /* offsets of the digits inside the frame */
-  unsigned char ack[512];
+  unsigned char ack[1024];
   size_t ack_len, ack_id_at;
   size_t payload_at; /* offset of the WebSocket payload in msg (mask applies from here) */
   size_t ack_payload_at;
@@ -128,6 +142,7 @@ struct conn {
   uint64_t errors;
   double rate_per_conn;
   uint64_t phase_ns; /* rate mode: when this connection's first message falls due */
+  uint64_t due_ns;   /* rate mode: when its next message falls due (0: not known yet) */
 };
 
 struct thread {
@@ -160,6 +175,7 @@ static double g_rate;
 static int g_size = 32;
 static int g_threads = 1;
 static int g_baseline;
+static int g_status_router; /* --status-router: the router or broker brings each delivered status back to the sender */
 static int g_mqtt;
 static int g_idle;
 static int g_group;           /* members per group; 0: pairs */
@@ -335,6 +351,24 @@ static void build_mqtt_publish(struct conn *c, const char *text, size_t tlen, si
   c->msg_ts_at = h + ts_text_at;
 }
 
+/* --mqtt --status-router: the delivered status, published (QoS 0) to the sender's topic, unmasked. */
+static void build_mqtt_ack(struct conn *c) {
+  const char *to = c->peer->addr;
+  char atext[400];
+  int an = snprintf(atext, sizeof atext, "{\"op\":\"status\",\"id\":%u,\"to\":\"%s\",\"status\":2}", FIRST_ID, to);
+  size_t tl = strlen(to), h = 0;
+  c->ack[h++] = 0x30;
+  h += mqtt_varint(c->ack + h, 2 + tl + (size_t)an);
+  c->ack[h++] = (unsigned char)(tl >> 8);
+  c->ack[h++] = (unsigned char)tl;
+  memcpy(c->ack + h, to, tl);
+  h += tl;
+  c->ack_payload_at = h;
+  memcpy(c->ack + h, atext, (size_t)an);
+  c->ack_len = h + (size_t)an;
+  c->ack_id_at = h + 20; /* strlen("{\"op\":\"status\",\"id\":") */
+}
+
 static void build_frames(struct conn *c) {
   const char *to = c->peer->addr;
   size_t dlen = (size_t)(g_size < TS_DIGITS ? TS_DIGITS : g_size);
@@ -353,6 +387,7 @@ static void build_frames(struct conn *c) {
   if (g_mqtt) {
     build_mqtt_publish(c, text, tlen, ts_text_at);
     free(text);
+    if (g_status_router) build_mqtt_ack(c);
     return;
   }
 
@@ -432,6 +467,9 @@ static int64_t window_room(const struct conn *c) {
   if (!g_baseline && !g_mqtt) {
     int64_t r2 = (int64_t)g_window - (int64_t)(c->sent - c->sent_ok);
     if (r2 < room) room = r2;
+  } else if (g_status_router && !c->grp) {
+    int64_t r2 = (int64_t)g_window - (int64_t)(c->sent - c->delivered);
+    if (r2 < room) room = r2;
   }
   return room;
 }
@@ -469,7 +507,7 @@ static void on_text(struct conn *c, const unsigned char *p, size_t n, uint64_t t
       if (c->grp) {
         __atomic_add_fetch(&c->grp->received, 1, __ATOMIC_RELAXED);
         if (!g_baseline) send_group_ack(c, id, p, end);
-      } else if (!g_mqtt) send_ack(c, id);
+      } else if (!g_mqtt || g_status_router) send_ack(c, id);
       if (in_window(t)) {
         uint64_t lat = t > ts ? t - ts : 0;
         uint64_t us = lat / 1000;
@@ -784,6 +822,12 @@ static uint64_t fill(struct thread *th, uint64_t t) {
   for (int i = 0; i < th->nconns; i++) {
     struct conn *c = th->conns[i];
     if (c->state != ST_READY || c->peer->state != ST_READY) continue;
+    /* Rate mode: a connection with nothing due costs a compare. At 1,000 connections this loop runs for
+     * every message sent, and working out each connection's schedule again made it the generator's main cost. */
+    if (g_rate > 0 && c->due_ns > t) {
+      if (!next || c->due_ns < next) next = c->due_ns;
+      continue;
+    }
     int64_t room = window_room(c);
     if (g_rate > 0) {
       /* Message k falls due at phase + k / rate and is stamped with that time, however late it goes out. The
@@ -795,11 +839,9 @@ static uint64_t fill(struct thread *th, uint64_t t) {
         send_message(c, sched);
         room--;
       }
+      c->due_ns = c->phase_ns + (uint64_t)((double)c->sent / c->rate_per_conn * 1e9);
       /* A connection held back by its window or its write buffer wakes us with an event, not a timer. */
-      if (room > 0 && wbuf_pending(c) < WBUF_HIGH) {
-        uint64_t at = c->phase_ns + (uint64_t)((double)c->sent / c->rate_per_conn * 1e9);
-        if (!next || at < next) next = at;
-      }
+      if (room > 0 && wbuf_pending(c) < WBUF_HIGH && (!next || c->due_ns < next)) next = c->due_ns;
     } else {
       while (room-- > 0 && wbuf_pending(c) < WBUF_HIGH) send_message(c, t);
     }
@@ -844,7 +886,9 @@ static void *thread_main(void *arg) {
         if (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) on_connected(c);
         continue;
       }
-      if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c, t);
+      /* Each connection's frames are timed when it is read, not when the wait returned: with many connections
+       * ready at once the last ones are read a while later, and the wait's time would shorten their latency. */
+      if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c, n > 1 ? now_ns() : t);
       if (c->state != ST_DEAD && (evs[i].events & EPOLLOUT)) flush(c);
     }
     while (started < th->nconns && started - th->ready - (int)th->closed < 256) conn_start(th->conns[started++]);
@@ -868,7 +912,8 @@ static void *thread_main(void *arg) {
         for (int i = 0; i < th->nconns; i++) sent_at_meas += th->conns[i]->sent;
       }
       if (t >= g_end_ns) break;
-      if (!g_idle) next_due = fill(th, t);
+      /* Stamped (window mode) and checked for lateness (rate mode) with the time they go out, after the events. */
+      if (!g_idle) next_due = fill(th, now_ns());
     }
     for (int i = 0; i < th->nconns; i++) {
       struct conn *c = th->conns[i];
@@ -918,7 +963,7 @@ static void usage(void) {
   fprintf(stderr,
           "usage: loadgen --port P --conns N --seconds S [--host H] [--tokens FILE]\n"
           "               [--window W | --rate MSG_PER_S] [--size BYTES] [--warmup S] [--threads T]\n"
-          "               [--baseline | --mqtt] [--idle] [--ready-timeout S]\n");
+          "               [--baseline | --mqtt] [--status-router] [--idle] [--ready-timeout S]\n");
   exit(2);
 }
 
@@ -941,6 +986,7 @@ int main(int argc, char **argv) {
     else if (OPT("--threads")) g_threads = atoi(v);
     else if (OPT("--ready-timeout")) g_ready_timeout = atof(v);
     else if (strcmp(a, "--baseline") == 0) g_baseline = 1;
+    else if (strcmp(a, "--status-router") == 0) g_status_router = 1;
     else if (strcmp(a, "--mqtt") == 0) g_mqtt = 1;
     else if (strcmp(a, "--idle") == 0) g_idle = 1;
     else if (OPT("--group")) g_group = atoi(v);
@@ -950,9 +996,10 @@ int main(int argc, char **argv) {
   }
   if (g_port <= 0 || g_nconns < 2 || g_nconns % 2 || g_seconds <= 0 || g_threads < 1 || g_size < 0) usage();
   if (g_mqtt && g_baseline) usage();
+  if (g_status_router && (!(g_baseline || g_mqtt) || g_group)) die("--status-router needs --baseline or --mqtt, and no --group");
   if (!g_baseline && !g_mqtt && !g_tokens_file) die("--tokens FILE is needed (or --baseline)");
   if (g_group && (g_group < 2 || g_nconns % g_group || g_mqtt)) die("--group N needs N >= 2 dividing --conns, and no --mqtt");
-  if (g_window < 0) g_window = g_rate > 0 ? 4096 : 64;
+  if (g_window < 0) g_window = g_rate > 0 ? 4096 : 8;
   if (g_window < 1) usage();
   if (g_threads > g_nconns / 2) g_threads = g_nconns / 2;
 
@@ -1063,7 +1110,7 @@ int main(int argc, char **argv) {
   fprintf(stderr,
           "loadgen: %s %d conns, %s %g, %d-byte data, %.1f s (+%.1f s warm-up): %.0f msg/s delivered; latency p50 %.3f ms, p99 %.3f ms, "
           "p99.9 %.3f ms, max %.3f ms; generator CPU %.1f%% of one core (user %.1f%%)\n",
-          g_mqtt ? "mqtt," : g_baseline ? "baseline," : "switchboard,", g_nconns, g_rate > 0 ? "rate" : "window", g_rate > 0 ? g_rate : g_window, g_size,
+          g_mqtt ? (g_status_router ? "mqtt + status publish," : "mqtt,") : g_status_router ? "status router," : g_baseline ? "plain router," : "switchboard,", g_nconns, g_rate > 0 ? "rate" : "window", g_rate > 0 ? g_rate : g_window, g_size,
           g_seconds, g_warmup, rate, p50, p99, p999, lat_max / 1e6, cpu_pct, user_pct);
   if (errors || closed) fprintf(stderr, "loadgen: %llu error frames, %llu connections lost; first: %s\n", (unsigned long long)errors, (unsigned long long)closed, first_error);
   printf("RESULT {\"msgs\":%llu,\"sent\":%llu,\"msgPerSec\":%.1f,\"p50Ms\":%.3f,\"p99Ms\":%.3f,\"p999Ms\":%.3f,\"maxMs\":%.3f,"

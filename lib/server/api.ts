@@ -8,10 +8,12 @@ import type uWS from 'uWebSockets.js';
 import { SwitchboardError, type ErrorCode } from '../errors';
 import { errorText, type Logger } from '../log';
 import type { Store } from '../store/types';
+import type { ReloadReport } from './reload';
 import { hashToken, newToken, sameSecret } from './tokens';
 
 export interface ApiContext {
-  appToken: string | null;
+  /** Read at each request (a config reload may rotate it). */
+  readonly appToken: string | null;
   store: Store;
   users: Set<string>;
   groups: Map<number, Set<string>>;
@@ -20,6 +22,8 @@ export interface ApiContext {
   send(from: string, frame: Uint8Array): SendResult | Promise<SendResult>;
   revoke(address: string): void;
   loadGroup(gid: number): string[] | null;
+  /** Server.reload(): rejects with the refused config's SwitchboardError. */
+  reload(): Promise<ReloadReport>;
   logger: Logger;
 }
 
@@ -142,6 +146,15 @@ const ops: Record<string, (ctx: ApiContext, b: Body) => Body | Promise<Body>> = 
   },
   online(ctx) {
     return { online: ctx.online() };
+  },
+  reload(ctx) {
+    return ctx.reload().then(
+      (r) => ({ ...r }),
+      (e: SwitchboardError) => {
+        // The request was fine; the config it asked to load was not.
+        throw new ApiError(422, e.code as ErrorCode, e.message);
+      },
+    );
   },
 };
 

@@ -14,6 +14,7 @@
  * wrong one for long.
  */
 import type { Store } from '../store/types';
+import type { ServerSettings } from './settings';
 
 interface Count {
   messages: number;
@@ -27,10 +28,10 @@ const REREAD_MS = 1000;
 export class Inboxes {
   private readonly counts = new Map<string, Count>();
 
+  /** `limits` is read at each check, so a config reload that changes it applies to the next copy. */
   constructor(
     private readonly store: Store,
-    readonly maxMessages: number,
-    readonly maxBytes: number,
+    private readonly limits: Pick<ServerSettings, 'maxInboxMessages' | 'maxInboxBytes'>,
   ) {}
 
   private count(recipient: string, now: number): Count {
@@ -45,15 +46,16 @@ export class Inboxes {
 
   /** Whether one more copy of `bytes` payload bytes would take the recipient over a limit. */
   full(recipient: string, bytes: number, now: number): boolean {
+    const { maxInboxMessages: maxMessages, maxInboxBytes: maxBytes } = this.limits;
     let c = this.count(recipient, now);
-    if (c.messages + 1 <= this.maxMessages && c.bytes + bytes <= this.maxBytes) return false;
+    if (c.messages + 1 <= maxMessages && c.bytes + bytes <= maxBytes) return false;
     if (now - c.readAt < REREAD_MS) return true;
     // The store counts committed copies only: commit this turn's first (the
     // group commit would a moment later), or they would be missed.
     if (this.store.pendingWrites) this.store.flush();
     this.counts.delete(recipient);
     c = this.count(recipient, now);
-    return c.messages + 1 > this.maxMessages || c.bytes + bytes > this.maxBytes;
+    return c.messages + 1 > maxMessages || c.bytes + bytes > maxBytes;
   }
 
   /** A copy was written (or buffered to be) for the recipient. */

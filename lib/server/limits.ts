@@ -8,6 +8,7 @@
  * made once per connection or per user.
  */
 import fs from 'node:fs';
+import type { Logger } from '../log';
 
 /**
  * A token bucket: `rate` tokens a second, at most `burst` saved up. Taking
@@ -117,6 +118,24 @@ export function connectionCap(configured: number, fdLimit: number | null): numbe
   const room = fdLimit === null ? Number.MAX_SAFE_INTEGER : Math.max(fdLimit - FD_RESERVE, 16);
   if (configured === 0) return fdLimit === null ? 10_000 : room;
   return Math.min(configured, room);
+}
+
+/**
+ * Puts the cap for `configured` (max_connections) into `stats`, at start and
+ * when a reload changes it, and logs when the descriptors lowered it.
+ * Connections already open above a lowered cap stay; new ones are refused.
+ */
+export function setConnectionCap(stats: LimitStats, configured: number, logger: Logger): void {
+  const fds = fileDescriptorLimit();
+  stats.connectionCap = connectionCap(configured, fds);
+  if (configured > stats.connectionCap) {
+    logger.event('server.setting_lowered', {
+      setting: 'max_connections',
+      value: configured,
+      used: stats.connectionCap,
+      reason: `the process may open ${fds} file descriptors, less a reserve for the store and modules; raise the limit with ulimit -n or LimitNOFILE=`,
+    });
+  }
 }
 
 /** Address rule of the wire format: 1 to 255 bytes of UTF-8, no byte below 0x20. */

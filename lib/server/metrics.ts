@@ -44,6 +44,9 @@ export interface MetricCounts {
   commitBuckets: number[];
   commitSeconds: number;
   commits: number;
+  /** Config reloads (SIGHUP, API op reload) that applied the config, and those that refused it. */
+  reloadsOk: number;
+  reloadsFailed: number;
 }
 
 export function newCounts(): MetricCounts {
@@ -60,6 +63,8 @@ export function newCounts(): MetricCounts {
     commitBuckets: new Array<number>(COMMIT_BUCKETS.length + 1).fill(0),
     commitSeconds: 0,
     commits: 0,
+    reloadsOk: 0,
+    reloadsFailed: 0,
   };
 }
 
@@ -241,6 +246,9 @@ export function renderMetrics(src: MetricSources, proc: ProcessMetrics): string 
   w.family('switchboard_invalid_text_total', 'counter', 'Connections ended for a text frame that is not UTF-8.').sample('switchboard_invalid_text_total', null, stats.invalidText);
   w.family('switchboard_presence_subscriptions', 'gauge', 'Presence subscriptions held by all connections.').sample('switchboard_presence_subscriptions', null, stats.presenceSubscriptions);
   w.family('switchboard_presence_refused_total', 'counter', 'Presence requests refused.').sample('switchboard_presence_refused_total', null, stats.presenceRefused);
+  w.family('switchboard_reloads_total', 'counter', 'Config reloads by result: ok (applied), failed (refused; the server ran on unchanged).')
+    .sample('switchboard_reloads_total', { result: 'ok' }, m.reloadsOk)
+    .sample('switchboard_reloads_total', { result: 'failed' }, m.reloadsFailed);
   proc.write(w);
   return w.text();
 }

@@ -4,6 +4,7 @@
  * stage may change. A stage with no middleware is never entered: the server
  * checks `stage.empty` before building anything for it.
  */
+import type { Message } from '../core';
 
 /**
  * Middleware: `fn(message, next)` (a function declared with two parameters
@@ -32,7 +33,7 @@ export interface IngestMessage extends Droppable {
 }
 
 /** `normalize`, `categorize`, `receive` and `send`: a decoded message. */
-export interface PipelineMessage extends Droppable, MessageFields {
+export interface PipelineMessage extends Droppable, Message {
   readonly from: string;
   /** The recipient ('' for a group message). In `send`, see `recipient`. */
   to: string;
@@ -175,18 +176,6 @@ export class Ingest extends DropFlag implements IngestMessage {
   }
 }
 
-/** The fields a decoded frame, a chain message and a routed copy all have. */
-export interface MessageFields {
-  to: string;
-  groupid: number;
-  id: number;
-  refid: number;
-  flags: number;
-  type: number;
-  expiry: number;
-  payload: Buffer;
-}
-
 export class Decoded extends DropFlag implements PipelineMessage {
   to: string;
   groupid: number;
@@ -197,12 +186,13 @@ export class Decoded extends DropFlag implements PipelineMessage {
   expiry: number;
   payload: Buffer;
   recipient?: string;
+  readonly from: string;
   constructor(
-    readonly from: string,
-    m: MessageFields,
+    m: Message,
     public category: string,
   ) {
     super();
+    this.from = m.from;
     this.to = m.to;
     this.groupid = m.groupid;
     this.id = m.id;

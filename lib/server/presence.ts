@@ -10,6 +10,7 @@
  * at most one of a bounded set of addresses.
  */
 import type { Store } from '../store/types';
+import type { ServerSettings } from './settings';
 
 export type PresencePolicy = 'all' | 'contacts' | 'none';
 
@@ -20,11 +21,21 @@ export class Presence {
   /** "a\0b" with a < b, in the order the pairs were first seen. */
   private readonly talked = new Set<string>();
 
+  /**
+   * `settings.presence` is read at each check, so a config reload that
+   * changes it applies to the next request. Contacts are recorded only
+   * while the policy is `contacts`: after a switch to it, only messages
+   * since the switch (and shared groups) make contacts.
+   */
   constructor(
-    readonly policy: PresencePolicy,
+    private readonly settings: Pick<ServerSettings, 'presence'>,
     private readonly store: Store,
     private readonly users: Set<string>,
   ) {}
+
+  get policy(): PresencePolicy {
+    return this.settings.presence;
+  }
 
   /** Whether messages should be recorded as contacts (policy contacts only: it costs a string per message). */
   get tracksMessages(): boolean {

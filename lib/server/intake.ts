@@ -1,0 +1,268 @@
+/**
+ * Intake: a frame from a logged-in client (or a message from the backend
+ * API) up to the core. The rate limits, control frames (presence), the
+ * stages before the chain, the core's verdict, and a deferred decision's
+ * completion; then the frame goes on to the router.
+ */
+import type { Core } from '../core';
+import { SwitchboardError, type ErrorCode } from '../errors';
+import type { Logger } from '../log';
+import { Info, native, VERDICT_DEFERRED } from '../native';
+import type { Conn, Connections, WS } from './connections';
+import { charge, has, looksLikeStatus, take, validAddress, type LimitStats } from './limits';
+import type { Presence } from './presence';
+import { OP_STATUS, Status, WIRE_E_TOO_LARGE, WIRE_E_UNKNOWN_OP } from './protocol';
+import type { Router } from './router';
+import type { Sessions } from './sessions';
+import type { ServerSettings } from './settings';
+import type { Stages } from './stages';
+
+export type SendResult = { status: number; id: number; verdict: 'pass' | 'consumed' };
+
+/** A message waiting for a deferred decision: who to answer when it completes. */
+interface Deferred {
+  ws: WS | null;
+  outFormat: number;
+  /** A backend API request waiting for the answer. */
+  api: ((r: SendResult) => void) | null;
+}
+
+export class Intake {
+  /** Messages waiting for a deferred decision, by the core's token. */
+  private readonly deferred = new Map<number, Deferred>();
+
+  constructor(
+    private readonly settings: ServerSettings,
+    private readonly core: Core,
+    private readonly connections: Connections,
+    private readonly sessions: Sessions,
+    private readonly stages: Stages,
+    private readonly router: Router,
+    private readonly presence: Presence,
+    private readonly stats: LimitStats,
+    private readonly logger: Logger,
+  ) {}
+
+  /** A WebSocket frame. */
+  frame(ws: WS, ab: ArrayBuffer, isBinary: boolean): void {
+    const c = ws.getUserData();
+    if (!c.address) {
+      this.sessions.login(ws, ab, isBinary);
+      return;
+    }
+    const frame = new Uint8Array(ab);
+    if (!this.allow(ws, c, frame, isBinary)) return;
+    if (this.stages.beforeChain) {
+      // Middleware may take its time: the frame must outlive this callback,
+      // and frames of one connection keep their order.
+      const copy = Buffer.from(frame);
+      this.stages.inOrder(ws, () => {
+        if (!c.open) return; // the client resends what was not acknowledged
+        return this.stages.runBeforeChain(c.address, 'client', copy, isBinary, (f, ok) => {
+          if (!ok) this.ackDropped(ws, c, f);
+          else if (c.open) this.submit(ws, c, f, isBinary);
+        });
+      });
+      return;
+    }
+    this.submit(ws, c, frame, isBinary);
+  }
+
+  /**
+   * A deferred message has been decided; infoArray()/outBuffer() describe it
+   * as they would after submitRaw. The sender's "sent" comes now, so a
+   * message that was waiting when the server died was never acknowledged
+   * and the client resends it.
+   */
+  completed(token: number, verdict: number, from: string): void {
+    const d = this.deferred.get(token);
+    if (!d) return;
+    this.deferred.delete(token);
+    const ws = d.ws && d.ws.getUserData().open ? d.ws : null;
+    const status = this.router.route(from, verdict, d.outFormat, ws);
+    this.stages.forget(from, this.core.infoArray()[Info.Id]);
+    d.api?.({ status, id: this.core.infoArray()[Info.Id], verdict: verdict === 1 ? 'consumed' : 'pass' });
+  }
+
+  /** A message from the backend API, as user `from`: the same path as a client frame. */
+  sendAs(from: string, frame: Uint8Array): SendResult | Promise<SendResult> {
+    if (!this.stages.beforeChain) return this.submitAs(from, frame);
+    // A drop answers verdict 'consumed'.
+    return new Promise((resolve, reject) => {
+      const done = (f: Buffer, ok: boolean): void => {
+        try {
+          if (ok) return resolve(this.submitAs(from, f));
+          const d = native.decodeFrame(f, this.settings.maxMessageSize);
+          resolve({ status: Status.SENT, id: (d.id as number) ?? 0, verdict: 'consumed' });
+        } catch (e) {
+          reject(e);
+        }
+      };
+      const r = this.stages.runBeforeChain(from, 'api', Buffer.from(frame), false, done);
+      if (r) r.catch(reject);
+    });
+  }
+
+  private submit(ws: WS, c: Conn, frame: Uint8Array, isBinary: boolean): void {
+    const outFormat = this.connections.outFormat();
+    const v = this.core.submitRaw(c.address, frame, outFormat);
+    if (this.logger.enabled('message.in')) this.logFrame(c, v);
+    if (v < 0) {
+      if (v === WIRE_E_UNKNOWN_OP && !isBinary && this.control(ws, c, frame)) return;
+      if (v === WIRE_E_TOO_LARGE) this.stats.framesTooLarge++;
+      // In the form of the refused frame, naming it by its id (0 when the
+      // decoder could not read one), as the protocol's error section says.
+      ws.send(native.encodeFrame('error', { error: v, id: this.core.infoArray()[Info.Id], detail: this.core.lastErrorDetail() }, isBinary ? 1 : 0), isBinary);
+      return;
+    }
+    // A message whose JSON looked like a status to allow() spends the
+    // message budget after all.
+    if (this.core.infoArray()[Info.Op] !== OP_STATUS && looksLikeStatus(frame)) this.chargeMessage(c);
+    if (v === VERDICT_DEFERRED) {
+      this.deferred.set(this.core.infoArray()[Info.Token], { ws, outFormat, api: null });
+      return;
+    }
+    this.router.route(c.address, v, outFormat, ws);
+    this.stages.forget(c.address, this.core.infoArray()[Info.Id]);
+  }
+
+  private submitAs(from: string, frame: Uint8Array): SendResult | Promise<SendResult> {
+    const outFormat = this.connections.outFormat();
+    const v = this.core.submitRaw(from, frame, outFormat);
+    if (v < 0) throw wireErrorFor(v, this.core.lastErrorDetail());
+    if (v === VERDICT_DEFERRED) {
+      const token = this.core.infoArray()[Info.Token];
+      return new Promise((resolve) => this.deferred.set(token, { ws: null, outFormat, api: resolve }));
+    }
+    const status = this.router.route(from, v, outFormat, null);
+    return { status, id: this.core.infoArray()[Info.Id], verdict: v === 1 ? 'consumed' : 'pass' };
+  }
+
+  /** message.in / frame.refused (log_level 3): what the core made of one frame. */
+  private logFrame(c: Conn, v: number): void {
+    if (v === WIRE_E_UNKNOWN_OP) return; // a control frame (presence), or refused by control()
+    if (v < 0) this.logger.event('frame.refused', { address: c.address, error: v, detail: this.core.lastErrorDetail() || undefined });
+    else this.logger.event('message.in', { from: c.address, id: this.core.infoArray()[Info.Id], verdict: v === VERDICT_DEFERRED ? 'deferred' : v === 1 ? 'consumed' : 'pass' });
+  }
+
+  /** A message a pre-chain stage dropped is "sent" for its sender (as one a module consumed), so the client does not resend it. */
+  private ackDropped(ws: WS, c: Conn, frame: Buffer): void {
+    const d = native.decodeFrame(frame, this.settings.maxMessageSize);
+    if (d.error !== undefined || d.op !== 'msg' || !c.open) return;
+    const binary = d.format === 'binary';
+    ws.send(this.core.statusFrame({ id: d.id as number, status: Status.SENT, from: d.to as string, to: c.address, groupid: d.groupid as number }, binary ? 'binary' : 'json'), binary);
+  }
+
+  /**
+   * The rate limits, before the frame costs anything: a message spends a
+   * token of the connection's bucket (rate_limit) and of its user's
+   * (user_rate_limit), each a token bucket with a burst of one second's
+   * worth. A status answering a delivery this connection was sent spends
+   * neither (c.owed), so acknowledging a backlog is never limited; other
+   * statuses spend the connection's bucket. A dropped frame gets
+   * E_RATE_LIMITED with its id.
+   */
+  private allow(ws: WS, c: Conn, frame: Uint8Array, isBinary: boolean): boolean {
+    const s = this.settings;
+    const now = Date.now();
+    if (looksLikeStatus(frame)) {
+      if (c.owed > 0) {
+        c.owed--;
+        return true;
+      }
+      if (take(c.bucket, s.rateLimit, s.rateLimit, now)) return true;
+      this.stats.statusesRateLimited++;
+      this.rateLimited(ws, frame, isBinary, `more than ${s.rateLimit} statuses a second for messages this connection was not sent; send statuses only for deliveries`);
+      return false;
+    }
+    const user = c.user!;
+    if (has(c.bucket, s.rateLimit, s.rateLimit, now) && take(user.bucket, s.userRateLimit, s.userRateLimit, now)) {
+      c.bucket.tokens--;
+      return true;
+    }
+    this.stats.rateLimited++;
+    const which = c.bucket.tokens < 1 ? `${s.rateLimit} messages a second on this connection` : `${s.userRateLimit} messages a second for all connections of ${c.address}`;
+    this.rateLimited(ws, frame, isBinary, `more than ${which}; the frame was dropped: send it again later, more slowly`);
+    return false;
+  }
+
+  private chargeMessage(c: Conn): void {
+    const s = this.settings;
+    const now = Date.now();
+    charge(c.bucket, s.rateLimit, s.rateLimit, now);
+    charge(c.user!.bucket, s.userRateLimit, s.userRateLimit, now);
+  }
+
+  /** E_RATE_LIMITED naming the dropped frame (a session error: always JSON). Decoding it costs only on this path. */
+  private rateLimited(ws: WS, frame: Uint8Array, isBinary: boolean, message: string): void {
+    let id = 0;
+    if (isBinary) {
+      const d = native.decodeFrame(frame, this.settings.maxMessageSize);
+      if (typeof d.id === 'number') id = d.id;
+    } else {
+      const v = native.jsonExtract(frame, 'id');
+      if (v && /^\d+$/.test(v.value)) id = Number(v.value);
+    }
+    const c = ws.getUserData();
+    this.logger.event('frame.rate_limited', { address: c.address, peer: c.ip, id, reason: message });
+    ws.send(JSON.stringify({ op: 'error', code: 'E_RATE_LIMITED' satisfies ErrorCode, message, id }), false);
+  }
+
+  /** JSON control frames the core does not route: presence. Returns false for anything else. */
+  private control(ws: WS, c: Conn, bytes: Uint8Array): boolean {
+    let req: { op?: unknown; id?: unknown; to?: unknown; sub?: unknown };
+    try {
+      req = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
+    } catch {
+      return false;
+    }
+    if (!req || typeof req !== 'object') return false;
+    const id = typeof req.id === 'number' && Number.isInteger(req.id) && req.id >= 0 && req.id <= 0xffffffff ? req.id : 0;
+    if (req.op === 'presence') {
+      this.presenceRequest(ws, c, id, req.to, req.sub !== false);
+      return true;
+    }
+    if (req.op === 'login') {
+      ws.send(JSON.stringify({ op: 'error', code: 'E_ALREADY_LOGGED_IN' satisfies ErrorCode, message: `this connection is already logged in as ${c.address}`, id }), false);
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * A presence subscription (sub) or its end. Refused, with an error naming
+   * the request's id: an address that breaks the address rule
+   * (E_BAD_ADDRESS), more than max_presence subscriptions on the connection
+   * (E_PRESENCE_LIMIT), a user the presence policy does not let this user
+   * watch or that does not exist (E_PRESENCE_DENIED, one code for both).
+   */
+  private presenceRequest(ws: WS, c: Conn, id: number, to: unknown, sub: boolean): void {
+    const refuse = (code: ErrorCode, message: string): void => {
+      this.stats.presenceRefused++;
+      ws.send(JSON.stringify({ op: 'error', code, message, id }), false);
+    };
+    if (!validAddress(to)) return refuse('E_BAD_ADDRESS', '"to" must be an address: 1 to 255 bytes of UTF-8 without control characters');
+    const t = `p/${to}`;
+    if (!sub) {
+      if (c.presence.delete(to)) {
+        ws.unsubscribe(t);
+        this.stats.presenceSubscriptions--;
+      }
+      ws.send(JSON.stringify({ op: 'presence', from: to, online: this.connections.has(to) }), false);
+      return;
+    }
+    if (!c.presence.has(to)) {
+      if (c.presence.size >= this.settings.maxPresence) return refuse('E_PRESENCE_LIMIT', `this connection follows ${c.presence.size} users, the most the server allows (max_presence); end a subscription with "sub":false first`);
+      if (!this.presence.mayWatch(c.address, to)) return refuse('E_PRESENCE_DENIED', `the server does not let ${c.address} follow the presence of ${to} (presence = ${this.settings.presence}; with contacts: users who share a group or have messaged each other)`);
+      ws.subscribe(t);
+      c.presence.add(to);
+      this.stats.presenceSubscriptions++;
+    }
+    ws.send(JSON.stringify({ op: 'presence', from: to, online: this.connections.has(to) }), false);
+  }
+}
+
+function wireErrorFor(code: number, detail: string): SwitchboardError {
+  const e = native.wireError(code);
+  return new SwitchboardError(e.code, detail ? `${e.message} (${detail})` : e.message, { detail });
+}

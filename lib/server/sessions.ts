@@ -1,0 +1,330 @@
+/**
+ * Sessions: a socket from its upgrade to its close. The connection limits
+ * at the upgrade, the login (by ?token= or a login frame) and its deadline,
+ * the stored backlog sent page by page before a device is subscribed to
+ * live deliveries, and what a close leaves behind.
+ */
+import uWS from 'uWebSockets.js';
+import type { Core } from '../core';
+import type { ErrorCode } from '../errors';
+import type { Logger } from '../log';
+import type { Store } from '../store/types';
+import type { Commit } from './commit';
+import type { Conn, Connections, UserLimits, WS } from './connections';
+import { encodeStored, topic, type Delivery } from './delivery';
+import { newBucket, validDevice, type IpCount, type LimitStats } from './limits';
+import type { LiveCopies } from './live';
+import type { MetricCounts } from './metrics';
+import { CLOSE_AUTH, CLOSE_BAD_LOGIN, CLOSE_LOGIN_TIMEOUT, CLOSE_TOO_MANY } from './protocol';
+import type { ServerSettings } from './settings';
+import { hashToken } from './tokens';
+
+/** The backlog is sent while less than this waits in the socket's buffer. */
+const BACKLOG_BUFFER = 512 * 1024;
+const BACKLOG_PAGE = 500;
+
+export class Sessions {
+  /** Sockets not logged in yet, oldest first: the login deadline and eviction go in this order. */
+  private readonly unauth = new Set<WS>();
+  private readonly perIp = new Map<string, IpCount>();
+  private readonly perUser = new Map<string, UserLimits>();
+  private loginTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
+
+  constructor(
+    private readonly settings: ServerSettings,
+    private readonly app: uWS.TemplatedApp,
+    private readonly store: Store,
+    private readonly core: Core,
+    private readonly connections: Connections,
+    private readonly commit: Commit,
+    private readonly live: LiveCopies,
+    private readonly delivery: Delivery,
+    private readonly stats: LimitStats,
+    private readonly metrics: MetricCounts,
+    private readonly logger: Logger,
+  ) {}
+
+  get unauthenticated(): number {
+    return this.unauth.size;
+  }
+
+  /** The WebSocket upgrade: refused before a socket exists when a connection limit is reached. */
+  upgrade(res: uWS.HttpResponse, req: uWS.HttpRequest, context: uWS.us_socket_context_t): void {
+    const s = this.settings;
+    const ip = Buffer.from(res.getRemoteAddressAsText()).toString();
+    const st = this.stats;
+    // Refused before the upgrade: no socket is kept, nothing is buffered.
+    if (this.connections.count + this.unauth.size >= st.connectionCap) {
+      st.refusedServerFull++;
+      refuseUpgrade(res, '503 Service Unavailable', 'E_SERVER_FULL', 'the server is at its connection limit; try again later');
+      return;
+    }
+    const perIp = this.perIp.get(ip);
+    if (s.maxConnectionsPerIp && perIp && perIp.all >= s.maxConnectionsPerIp) {
+      st.refusedPerIp++;
+      refuseUpgrade(res, '429 Too Many Requests', 'E_TOO_MANY_CONNECTIONS', `this IP has ${perIp.all} connections, the most the server allows (max_connections_per_ip); close some`);
+      return;
+    }
+    const query = new URLSearchParams(req.getQuery() ?? '');
+    const key = req.getHeader('sec-websocket-key');
+    const protocol = req.getHeader('sec-websocket-protocol');
+    const extensions = req.getHeader('sec-websocket-extensions');
+    const now = Date.now();
+    const conn: Conn = {
+      address: '',
+      device: query.get('device') ?? '',
+      binary: query.get('format') === 'binary',
+      open: true,
+      ip,
+      openedAt: now,
+      bucket: newBucket(s.rateLimit, now),
+      user: null,
+      owed: 0,
+      presence: new Set(),
+      backlogSeq: 0,
+      backlogDone: false,
+      stored: s.durable ? null : new Set(),
+      confirmedAt: 0,
+    };
+    const token = query.get('token');
+    if (token) {
+      const address = this.store.userByTokenHash(hashToken(token));
+      if (address) conn.address = address;
+      else conn.authError = 'the token is unknown or was revoked; ask the backend for a new one';
+    }
+    if (!conn.address) {
+      if (s.maxUnauthenticatedPerIp && perIp && perIp.unauth >= s.maxUnauthenticatedPerIp) {
+        st.refusedPerIp++;
+        refuseUpgrade(res, '429 Too Many Requests', 'E_TOO_MANY_CONNECTIONS', `this IP has ${perIp.unauth} connections that have not logged in (max_unauthenticated_per_ip); log in or close them`);
+        return;
+      }
+      // Full: the oldest socket that has not logged in makes room, so a
+      // flood of idle sockets cannot keep a real client from logging in.
+      if (this.unauth.size >= s.maxUnauthenticated) {
+        const oldest = this.unauth.values().next().value;
+        if (oldest) {
+          st.unauthenticatedEvicted++;
+          this.refuse(oldest, 'E_LOGIN_TIMEOUT', 'the server has too many connections that have not logged in; log in right after connecting', CLOSE_LOGIN_TIMEOUT);
+        }
+      }
+    }
+    res.upgrade(conn, key, protocol, extensions, context);
+  }
+
+  open(ws: WS): void {
+    const c = ws.getUserData();
+    let n = this.perIp.get(c.ip);
+    if (!n) this.perIp.set(c.ip, (n = { all: 0, unauth: 0 }));
+    n.all++;
+    this.logger.event('conn.open', { peer: c.ip });
+    if (c.authError) return this.loginFailed(ws, 'E_AUTH', c.authError);
+    if (c.address) return this.loggedIn(ws);
+    n.unauth++;
+    this.unauth.add(ws);
+    this.stats.unauthenticated = this.unauth.size;
+    this.loginTimer ??= setInterval(() => this.loginDeadline(), 1000).unref();
+  }
+
+  /** A frame on a socket that has not logged in: it must be the login. */
+  login(ws: WS, ab: ArrayBuffer, isBinary: boolean): void {
+    let req: { op?: unknown; token?: unknown; device?: unknown; format?: unknown } | null = null;
+    if (!isBinary) {
+      try {
+        req = JSON.parse(Buffer.from(ab).toString('utf8'));
+      } catch {
+        req = null;
+      }
+    }
+    if (!req || req.op !== 'login') {
+      this.loginFailed(ws, 'E_NOT_LOGGED_IN', 'log in first: connect with ?token=TOKEN or send {"op":"login","token":"TOKEN"}');
+      return;
+    }
+    const address = typeof req.token === 'string' ? this.store.userByTokenHash(hashToken(req.token)) : null;
+    if (!address) {
+      this.loginFailed(ws, 'E_AUTH', 'the token is unknown or was revoked; ask the backend for a new one');
+      return;
+    }
+    const c = ws.getUserData();
+    c.address = address;
+    if (req.device !== undefined) {
+      if (typeof req.device !== 'string') {
+        c.address = '';
+        this.stats.refusedBadDevice++;
+        this.refuse(ws, 'E_BAD_DEVICE', '"device" must be a string of up to 64 bytes of text without control characters', CLOSE_BAD_LOGIN);
+        return;
+      }
+      c.device = req.device;
+    }
+    if (req.format === 'binary') c.binary = true;
+    this.loggedIn(ws);
+  }
+
+  close(ws: WS, code: number, reason: ArrayBuffer): void {
+    const c = ws.getUserData();
+    if (this.logger.enabled('conn.close')) this.logger.event('conn.close', { address: c.address || undefined, device: c.device || undefined, peer: c.ip, code });
+    c.open = false;
+    const n = this.perIp.get(c.ip);
+    if (n && --n.all === 0) this.perIp.delete(c.ip);
+    this.leftUnauth(ws, c);
+    // uWebSockets.js ends these itself, without a close frame.
+    if (code === 1006) {
+      const why = Buffer.from(reason).toString();
+      if (why === 'Received too big message') this.stats.framesTooLarge++;
+      else if (why === 'Received invalid UTF-8') this.stats.invalidText++;
+    }
+    if (c.presence.size) this.stats.presenceSubscriptions -= c.presence.size;
+    if (!c.address) return;
+    const left = this.connections.remove(ws);
+    if (left < 0) return;
+    // The user's bucket outlives its last connection (until purge()), so
+    // reconnecting does not buy a fresh budget.
+    if (c.user) c.user.connections--;
+    this.stats.connections = this.connections.count;
+    // stop() stores every live copy itself, before it closes the store.
+    if (this.stopped) return;
+    this.live.storeFor(c.address);
+    this.core.login(c.address, false);
+    if (left === 0) this.app.publish(`p/${c.address}`, JSON.stringify({ op: 'presence', from: c.address, online: false }), false);
+  }
+
+  /** Closes every connection of `address` with an error (revoked token, removed user). */
+  disconnect(address: string, code: ErrorCode, message: string): void {
+    for (const ws of [...this.connections.of(address)]) this.refuse(ws, code, message);
+  }
+
+  /**
+   * Sends what the store holds for this user (messages that arrived while it
+   * was offline or were not acknowledged yet), page by page as the socket
+   * drains, and only then subscribes it to live deliveries, so that nothing
+   * live overtakes the backlog.
+   */
+  pump(ws: WS): void {
+    const c = ws.getUserData();
+    if (!c.open || c.backlogDone) return;
+    while (ws.getBufferedAmount() < BACKLOG_BUFFER) {
+      // What was stored for this user since the last page (while this device
+      // was not subscribed yet) must be in the next one.
+      if (this.store.pendingWrites) this.commit.now();
+      const page = this.store.pending(c.address, BACKLOG_PAGE, c.backlogSeq);
+      if (!page.length) {
+        c.backlogDone = true;
+        this.connections.backlogSent(c.address);
+        ws.subscribe(topic(c.address, c.binary));
+        return;
+      }
+      this.metrics.backlogPages++;
+      ws.cork(() => {
+        const format = this.delivery.formats;
+        for (const m of page) {
+          const f = format ? this.delivery.formatFrame(c, c.address, encodeStored(m, c.binary)) : encodeStored(m, c.binary);
+          if (f) ws.send(f, c.binary);
+          this.metrics.delivered++;
+          c.owed += 2;
+          c.stored?.add(`${m.sender}\0${m.id}`);
+          c.backlogSeq = m.seq;
+          // Large messages: stop within the page rather than overshoot the
+          // buffer (a slow reader would then look like one that stopped).
+          if (ws.getBufferedAmount() >= BACKLOG_BUFFER) break;
+        }
+      });
+    }
+  }
+
+  /** Sends an error naming `code` and closes the socket. */
+  refuse(ws: WS, code: ErrorCode, message: string, close = CLOSE_AUTH): void {
+    const c = ws.getUserData();
+    if (!c.open) return;
+    ws.send(JSON.stringify({ op: 'error', code, message, id: 0 }), false);
+    ws.end(close, code);
+  }
+
+  /** Forgets the rate budgets of users with no connection left (the purge timer). */
+  purge(): void {
+    for (const [address, u] of this.perUser) if (u.connections === 0) this.perUser.delete(address);
+  }
+
+  /** Closes every socket; a close from now on leaves the live copies to LiveCopies.stop. */
+  stop(): void {
+    this.stopped = true;
+    for (const ws of this.connections.all()) ws.end(1001, 'server shutting down');
+    if (this.loginTimer) clearInterval(this.loginTimer);
+    for (const ws of [...this.unauth]) ws.end(1001, 'server shutting down');
+  }
+
+  /** No longer an unauthenticated socket (logged in or closed). */
+  private leftUnauth(ws: WS, c: Conn): void {
+    if (!this.unauth.delete(ws)) return;
+    this.stats.unauthenticated = this.unauth.size;
+    const n = this.perIp.get(c.ip);
+    if (n) n.unauth--;
+  }
+
+  /** Closes the sockets that have not logged in within login_timeout, oldest first. */
+  private loginDeadline(): void {
+    const due = Date.now() - this.settings.loginTimeout * 1000;
+    for (const ws of this.unauth) {
+      if (ws.getUserData().openedAt > due) break;
+      this.stats.loginTimeouts++;
+      this.countLogin('E_LOGIN_TIMEOUT');
+      this.refuse(ws, 'E_LOGIN_TIMEOUT', `no login within ${this.settings.loginTimeout} s of connecting; send the login frame right after the socket opens`, CLOSE_LOGIN_TIMEOUT);
+    }
+    if (!this.unauth.size && this.loginTimer) {
+      clearInterval(this.loginTimer);
+      this.loginTimer = null;
+    }
+  }
+
+  private countLogin(result: ErrorCode | 'ok'): void {
+    this.metrics.logins.set(result, (this.metrics.logins.get(result) ?? 0) + 1);
+  }
+
+  private loginFailed(ws: WS, code: ErrorCode, message: string): void {
+    this.countLogin(code);
+    this.logger.event('login.failed', { peer: ws.getUserData().ip, code, reason: message });
+    this.refuse(ws, code, message);
+  }
+
+  private loggedIn(ws: WS): void {
+    const c = ws.getUserData();
+    const addr = c.address;
+    this.leftUnauth(ws, c);
+    if (!validDevice(c.device)) {
+      this.stats.refusedBadDevice++;
+      this.countLogin('E_BAD_DEVICE');
+      c.address = '';
+      this.refuse(ws, 'E_BAD_DEVICE', `the device label must be up to 64 bytes of text without control characters; got ${Buffer.byteLength(c.device)} bytes`, CLOSE_BAD_LOGIN);
+      return;
+    }
+    let limits = this.perUser.get(addr);
+    if (limits && limits.connections >= this.settings.maxConnectionsPerUser) {
+      this.stats.refusedPerUser++;
+      this.countLogin('E_TOO_MANY_CONNECTIONS');
+      c.address = '';
+      this.refuse(ws, 'E_TOO_MANY_CONNECTIONS', `${addr} has ${limits.connections} connections, the most the server allows (max_connections_per_user); close one`, CLOSE_TOO_MANY);
+      return;
+    }
+    if (!limits) this.perUser.set(addr, (limits = { bucket: newBucket(this.settings.userRateLimit, Date.now()), connections: 0 }));
+    limits.connections++;
+    c.user = limits;
+    this.countLogin('ok');
+    this.logger.event('login.ok', { address: addr, device: c.device || undefined, format: c.binary ? 'binary' : 'json', peer: c.ip });
+    const first = this.connections.add(ws);
+    this.stats.connections = this.connections.count;
+    this.core.login(addr, true);
+    ws.send(JSON.stringify({ op: 'hello', address: addr, device: c.device, v: 1, max: this.settings.maxMessageSize }), false);
+    if (first) this.app.publish(`p/${addr}`, JSON.stringify({ op: 'presence', from: addr, online: true }), false);
+    // A message routed earlier in this loop turn, while this user was
+    // offline, is buffered but not committed: the backlog would miss it and
+    // the live subscription comes too late for it. Commit it first.
+    if (this.store.pendingWrites) this.commit.now();
+    this.pump(ws);
+  }
+}
+
+/** Answers an upgrade request with an HTTP error instead of a WebSocket. */
+function refuseUpgrade(res: uWS.HttpResponse, status: string, code: ErrorCode, message: string): void {
+  res.cork(() => {
+    res.writeStatus(status).writeHeader('Content-Type', 'application/json').end(JSON.stringify({ ok: false, code, message }));
+  });
+}
