@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "core.h"
+#include "delivery_binding.h"
 #include "instances.h"
 #include "io.h"
 #include "json_extract.h"
@@ -208,8 +209,15 @@ void expire_every(State &st, uint32_t ms) {
 }
 
 
+// Marks CoreHandle objects, so that core_ref_of never takes another
+// wrapped object for one.
+const napi_type_tag kCoreHandleTag = {0x5b3c2a1e9d7f4c60ull, 0x8e2f1a7c3b5d9e04ull};
+
 class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
  public:
+  // The core, for the delivery engine (core_of); nullptr once closed.
+  sb::Core *core() { return state_ && !sb::core_closed(state_->core) ? &state_->core : nullptr; }
+
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "CoreHandle",
                        {InstanceMethod<&CoreHandle::Out>("out"),
@@ -288,6 +296,7 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
   // new CoreHandle(configSource, onEvents)
   CoreHandle(const Napi::CallbackInfo &info) : Napi::ObjectWrap<CoreHandle>(info) {
     Napi::Env env = info.Env();
+    napi_type_tag_object(env, info.This(), &kCoreHandleTag);
     if (!info[0].IsObject() || !info[1].IsFunction()) {
       make_error(env, "E_BAD_ARGUMENT", "CoreHandle expects (configSource, onEvents)").ThrowAsJavaScriptException();
       return;
@@ -397,17 +406,28 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     if (argc > 2) napi_get_value_int32(env, argv[2], &fmt);
 
     sb::SubmitResult res;
-    int rc = sb::core_submit(state_->core, from, from_len, static_cast<const uint8_t *>(data), length, fmt, res);
+    int rc = SubmitFrame(e, from, from_len, static_cast<const uint8_t *>(data), length, fmt, res);
     napi_value v;
-    if (rc != sb::WIRE_OK) {
-      info_ptr_[sb::INFO_ID] = static_cast<double>(sb::core_refused_id(state_->core));
-      napi_create_int32(env, rc, &v);
-      return v;
-    }
-    Fill(e, res);
-    napi_create_int32(env, static_cast<int32_t>(res.verdict), &v);  // a small integer: no allocation
+    napi_create_int32(env, rc != sb::WIRE_OK ? rc : static_cast<int32_t>(res.verdict), &v);  // a small integer: no allocation
     return v;
   }
+
+ public:
+  // core_submit, then what JavaScript reads of it filled in (info slots and
+  // out(), or the refused frame's id and detail). For submit() and for the
+  // delivery engine's submit (core_submit_filled). An open core only.
+  int SubmitFrame(Napi::Env e, const char *from, size_t from_len, const uint8_t *data, size_t length, int fmt,
+                  sb::SubmitResult &res) {
+    int rc = sb::core_submit(state_->core, from, from_len, data, length, fmt, res);
+    if (rc != sb::WIRE_OK) {
+      info_ptr_[sb::INFO_ID] = static_cast<double>(sb::core_refused_id(state_->core));
+      return rc;
+    }
+    Fill(e, res);
+    return rc;
+  }
+
+ private:
 
   // submit(from, frame, outFormat) is an own property of each handle, not a
   // prototype method: a plain N-API function whose data is the State, so the
@@ -1062,9 +1082,29 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   for (uint32_t b = 0; b < sb::kHookBuckets; ++b) bounds.Set(b, sb::kHookBucketBounds[b]);
   exports.Set("hookBucketBounds", bounds);
   sb::sqlite_binding_init(env, exports);
+  sb::delivery_binding_init(env, exports);
   return exports;
 }
 
 }  // namespace
+
+sb::CoreRef *sb::core_ref_of(const Napi::Value &handle) {
+  bool tagged = false;
+  if (!handle.IsObject() || napi_check_object_type_tag(handle.Env(), handle, &kCoreHandleTag, &tagged) != napi_ok ||
+      !tagged)
+    return nullptr;
+  return reinterpret_cast<sb::CoreRef *>(Napi::ObjectWrap<CoreHandle>::Unwrap(handle.As<Napi::Object>()));
+}
+
+sb::Core *sb::core_of(sb::CoreRef *ref) { return ref ? reinterpret_cast<CoreHandle *>(ref)->core() : nullptr; }
+
+int sb::core_submit_filled(sb::CoreRef *ref, napi_env env, const char *from, size_t from_len, const uint8_t *frame,
+                           size_t len, int out_format, sb::SubmitResult &res) {
+  if (!core_of(ref)) {
+    make_error(Napi::Env(env), "E_CORE_CLOSED", "this core is closed; open a new one").ThrowAsJavaScriptException();
+    return kSubmitNoCore;
+  }
+  return reinterpret_cast<CoreHandle *>(ref)->SubmitFrame(Napi::Env(env), from, from_len, frame, len, out_format, res);
+}
 
 NODE_API_MODULE(switchboard, Init)

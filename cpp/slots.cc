@@ -38,6 +38,33 @@ void pack_result(const SubmitResult &res, size_t to_len, double *in, char *o) {
   in[INFO_ACK_LEN] = static_cast<double>(res.ack_len);
 }
 
+bool unpack_result(const double *in, const char *o, size_t out_len, std::string &to, SubmitResult &res) {
+  size_t fl = size_t(in[INFO_FRAME_LEN]), f2 = size_t(in[INFO_FRAME2_LEN]), pl = size_t(in[INFO_PAYLOAD_LEN]),
+         tl = size_t(in[INFO_TO_LEN]), al = size_t(in[INFO_ACK_LEN]);
+  if (fl + f2 + pl + tl + al > out_len) return false;
+  res = SubmitResult{};
+  res.op = int(in[INFO_OP]);
+  res.format = int(in[INFO_FORMAT]);
+  res.verdict = int(in[INFO_VERDICT]);
+  res.token = uint64_t(in[INFO_TOKEN]);
+  mesibo_message_params_t &p = res.params;
+  p.id = mesibo_uint_t(in[INFO_ID]);
+  p.refid = mesibo_uint_t(in[INFO_REFID]);
+  p.groupid = mesibo_uint_t(in[INFO_GROUPID]);
+  p.flags = mesibo_uint_t(in[INFO_FLAGS]);
+  p.type = mesibo_uint_t(in[INFO_TYPE]);
+  p.expiry = mesibo_uint_t(in[INFO_EXPIRY]);
+  p.status = mesibo_uint_t(in[INFO_STATUS]);
+  p.uflags = mesibo_uint_t(in[INFO_UFLAGS]);
+  res.frame = o, res.frame_len = fl;
+  res.frame2 = o + fl, res.frame2_len = f2;
+  res.payload = o + fl + f2, res.payload_len = pl;
+  to.assign(o + fl + f2 + pl, tl);
+  p.to = &to[0];
+  res.ack = o + fl + f2 + pl + tl, res.ack_len = al;
+  return true;
+}
+
 SubmitResult completion_result(Completion &c) {
   SubmitResult r;
   r.op = WIRE_OP_MESSAGE;

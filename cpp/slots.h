@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstring>
+#include <string>
 
 #include "core.h"
 
@@ -56,6 +57,12 @@ inline size_t result_size(const SubmitResult &res, size_t to_len) {
 // frame(s), the payload, the destination and the "sent" frame to `out`
 // (result_size(res, to_len) bytes, which the caller provides).
 void pack_result(const SubmitResult &res, size_t to_len, double *info, char *out);
+
+// The reverse of pack_result: the result `info` and the `out_len` bytes of
+// `out` describe, its pointers into `out` and its destination copied into
+// `to` (which must outlive the result, as `out` must). False when the
+// lengths in `info` run past `out_len`.
+bool unpack_result(const double *info, const char *out, size_t out_len, std::string &to, SubmitResult &res);
 
 // What core_submit would have returned for a client message completed after
 // a deferral. Its pointers point into `c`, which must outlive the result.

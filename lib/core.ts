@@ -400,7 +400,7 @@ export class Core extends EventEmitter<CoreEvents> {
   result(from: string): SubmitResult {
     const info = this.info;
     const v = info[Info.Verdict];
-    const out = this.out;
+    const out = this.outBuffer();
     const frameEnd = info[Info.FrameLen];
     const payloadAt = frameEnd + info[Info.Frame2Len];
     const toAt = payloadAt + info[Info.PayloadLen];
@@ -446,7 +446,19 @@ export class Core extends EventEmitter<CoreEvents> {
     return this.live().info(true);
   }
 
+  /**
+   * The addon's handle, for the delivery engine (lib/delivery.ts): the
+   * status frames it encodes run the chain's on_message_status as
+   * statusFrame() does. Throws E_CORE_CLOSED once closed.
+   */
+  nativeHandle(): NativeCoreHandle {
+    return this.live();
+  }
+
   outBuffer(): Buffer {
+    // A submit through the delivery engine (lib/delivery.ts) fills the core
+    // without passing submitRaw.
+    if (this.info[Info.OutGrown] === 1) this.out = this.live().out();
     return this.out;
   }
 

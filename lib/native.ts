@@ -80,6 +80,44 @@ export interface NativeCoreHandle {
   scriptLogLevel(scriptId: number): number | undefined;
 }
 
+/** The delivery engine's handle (cpp/delivery_binding.cc); lib/delivery.ts wraps it. */
+export interface NativeDeliveryEngine {
+  views(): { head: Float64Array; writes: Uint32Array; ops: Float64Array; bytes: Buffer; recipients: Uint32Array; owed: Int32Array };
+  userAdd(name: string): number;
+  userRemove(name: string): void;
+  intern(name: string): number;
+  setNode(user: number, node: number): void;
+  login(user: number, binary: boolean): number;
+  logout(conn: number): boolean;
+  backlogSent(conn: number, sender: number, id: number): void;
+  backlogDone(conn: number): void;
+  groupSet(gid: number, members: string[]): void;
+  groupForget(gid: number): void;
+  outFormat(): number;
+  route(from: number, conn: number, now: number, out: Buffer, outFormat: number): number;
+  submit(from: number, conn: number, frame: Uint8Array, now: number): number;
+  moduleMessage(from: string, fields: Record<string, unknown>, payload: Uint8Array, now: number): number;
+  deliverCopy(recipient: number, from: number, fields: Record<string, unknown>, payload: Uint8Array, now: number): boolean;
+  queueAck(conn: number, frame: Uint8Array, binary: boolean): void;
+  trackReceipt(sender: number, recipient: number, id: number, flags: number, gid: number): void;
+  inboxForget(user: number): void;
+  setPerRecipient(on: boolean): void;
+  commitBegin(): number;
+  committed(epoch: number): void;
+  expire(now: number): void;
+  stop(): void;
+  counters(): Float64Array;
+  liveCount(): number;
+}
+/** Where each field of the delivery engine's views is (cpp/delivery_binding.cc). */
+export interface NativeDeliveryLayout {
+  head: Record<'status' | 'writes' | 'ops' | 'bytes' | 'commit' | 'liveWait' | 'perRecipient' | 'recipients' | 'talked' | 'grown' | 'outFormat', number>;
+  op: Record<'kind' | 'recipient' | 'sender' | 'id' | 'refid' | 'gid' | 'flags' | 'type' | 'expiry' | 'expiresAt' | 'payloadOff' | 'payloadLen' | 'node', number>;
+  opFields: number;
+  writeFields: number;
+  opKinds: Record<'enqueue' | 'ack' | 'forward', number>;
+}
+
 /** A value SQLite stores: what a parameter takes and a column gives back (cpp/sqlite_binding.cc). */
 export type SqliteValue = number | bigint | string | Buffer | null;
 /** One SQLite connection (cpp/sqlite_binding.cc). Errors carry SQLite's result code name as `code`. */
@@ -114,6 +152,8 @@ export interface NativeAddon {
   /** `code` is one of ERRORS' codes: test/errors.test.ts checks every code cpp/ emits. */
   wireError(code: number): { code: ErrorCode; message: string };
   jsonExtract(buf: Uint8Array, key: string, offset?: number): { value: string; next: number } | null;
+  Delivery: new (settings: Record<string, unknown>, host: Record<string, unknown>, core?: NativeCoreHandle) => NativeDeliveryEngine;
+  deliveryLayout: NativeDeliveryLayout;
   SqliteDb: new (file: string, readonly: boolean, mustExist: boolean, busyTimeoutMs: number) => NativeSqliteDb;
   SqliteStatement: new (db: NativeSqliteDb, sql: string, pluck: boolean) => NativeSqliteStatement;
 }

@@ -64,6 +64,40 @@ TEST("pack_result: frame, frame2, payload, destination and the sent frame, one a
   CHECK_EQ(at(out.get(), o, info[INFO_ACK_LEN]), std::string("ACK!"));
 }
 
+TEST("unpack_result reads back what pack_result wrote, and refuses lengths past the buffer") {
+  SubmitResult r;
+  r.op = WIRE_OP_STATUS;
+  r.format = WIRE_JSON;
+  r.verdict = MESIBO_RESULT_CONSUMED;
+  char to[] = "carol";
+  r.params.to = to;
+  r.params.id = 12;
+  r.params.status = 3;
+  r.params.groupid = 4;
+  r.frame = "STATUS";
+  r.frame_len = 6;
+  r.payload = "p";
+  r.payload_len = 1;
+  r.ack = "A";
+  r.ack_len = 1;
+  size_t to_len = result_to_len(r), n = result_size(r, to_len);
+  double info[INFO_COUNT] = {};
+  std::unique_ptr<char[]> out(new char[n]);
+  pack_result(r, to_len, info, out.get());
+  SubmitResult back;
+  std::string to_copy;
+  CHECK(unpack_result(info, out.get(), n, to_copy, back));
+  CHECK_EQ(back.op, int(WIRE_OP_STATUS));
+  CHECK_EQ(back.verdict, int(MESIBO_RESULT_CONSUMED));
+  CHECK_EQ(std::string(back.params.to), std::string("carol"));
+  CHECK_EQ(back.params.status, mesibo_uint_t(3));
+  CHECK_EQ(back.params.groupid, mesibo_uint_t(4));
+  CHECK_EQ(std::string(back.frame, back.frame_len), std::string("STATUS"));
+  CHECK_EQ(std::string(back.payload, back.payload_len), std::string("p"));
+  CHECK_EQ(std::string(back.ack, back.ack_len), std::string("A"));
+  CHECK(!unpack_result(info, out.get(), n - 1, to_copy, back));
+}
+
 TEST("completion_result: a deferred message's completion reads as the submit it stands for") {
   Completion c;
   c.token = 3;

@@ -1,0 +1,118 @@
+// Who is online, by integer ids (directory.h).
+#include "directory.h"
+
+#include <cstring>
+
+#include "core.h"
+
+namespace sb {
+
+void directory_init(Directory &d, size_t max_connections) {
+  d.conns.assign(max_connections, Connection{});
+  d.free_conns.clear();
+  d.free_conns.reserve(max_connections);
+  // Lowest ids first: the embedder's socket array stays dense.
+  for (size_t i = max_connections; i-- > 0;) d.free_conns.push_back(static_cast<ConnId>(i));
+  d.owed_own.reset(new int32_t[max_connections ? max_connections : 1]());
+  d.owed = d.owed_own.get();
+}
+
+void directory_share_owed(Directory &d, int32_t *mem) {
+  std::memcpy(mem, d.owed, d.conns.size() * sizeof(int32_t));
+  d.owed = mem;
+  d.owed_own.reset();
+}
+
+UserId directory_intern(Directory &d, std::string_view name) {
+  UserId u = directory_find(d, name);
+  if (u != kNone) return u;
+  u = static_cast<UserId>(d.users.size());
+  d.users.emplace_back();
+  d.users.back().name.assign(name.data(), name.size());
+  d.by_name.emplace(d.users.back().name, u);
+  return u;
+}
+
+UserId directory_find(Directory &d, std::string_view name) {
+  d.key_scratch.assign(name.data(), name.size());
+  auto it = d.by_name.find(d.key_scratch);
+  return it == d.by_name.end() ? kNone : it->second;
+}
+
+void directory_set_exists(Directory &d, UserId u, bool exists) {
+  if (u < d.users.size()) d.users[u].exists = exists;
+}
+
+void directory_set_node(Directory &d, UserId u, uint32_t node) {
+  if (u < d.users.size()) d.users[u].node = node;
+}
+
+ConnId directory_login(Directory &d, UserId u, bool binary) {
+  if (u >= d.users.size() || d.free_conns.empty()) return kNone;
+  ConnId id = d.free_conns.back();
+  d.free_conns.pop_back();
+  Connection &c = d.conns[id];
+  User &usr = d.users[u];
+  c.user = u;
+  ++c.gen;
+  c.open = true;
+  c.binary = binary;
+  c.pumping = true;
+  c.confirmed_at = 0;
+  c.stored.clear();
+  c.next = usr.first;
+  usr.first = id;
+  ++usr.conns;
+  ++usr.pumping;
+  d.owed[id] = 0;
+  ++(binary ? d.binary_conns : d.json_conns);
+  return id;
+}
+
+bool directory_logout(Directory &d, ConnId id) {
+  if (id >= d.conns.size() || !d.conns[id].open) return false;
+  Connection &c = d.conns[id];
+  User &usr = d.users[c.user];
+  for (ConnId *p = &usr.first; *p != kNone; p = &d.conns[*p].next) {
+    if (*p == id) {
+      *p = c.next;
+      break;
+    }
+  }
+  if (c.pumping) --usr.pumping;
+  --usr.conns;
+  --(c.binary ? d.binary_conns : d.json_conns);
+  c.open = false;
+  c.pumping = false;
+  c.next = kNone;
+  c.stored.clear();
+  d.free_conns.push_back(id);
+  return usr.conns == 0;
+}
+
+void directory_backlog_done(Directory &d, ConnId id) {
+  if (id >= d.conns.size() || !d.conns[id].open || !d.conns[id].pumping) return;
+  d.conns[id].pumping = false;
+  --d.users[d.conns[id].user].pumping;
+}
+
+const std::vector<UserId> *directory_group(Directory &d, uint32_t gid) {
+  auto it = d.groups.find(gid);
+  return it == d.groups.end() ? nullptr : &it->second;
+}
+
+void directory_group_set(Directory &d, uint32_t gid, std::vector<UserId> members) {
+  d.groups[gid] = std::move(members);
+}
+
+void directory_group_forget(Directory &d, uint32_t gid) {
+  if (gid == 0) d.groups.clear();
+  else d.groups.erase(gid);
+}
+
+int directory_out_format(const Directory &d) {
+  if (d.binary_conns == 0) return WIRE_JSON;
+  return d.json_conns == 0 ? WIRE_BINARY : OUT_BOTH;
+}
+
+}  // namespace sb

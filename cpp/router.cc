@@ -1,0 +1,572 @@
+// The delivery decisions for one message or status (router.h). Each rule
+// below is one of lib/server/server.ts route()'s, in its order; the
+// comments carry route()'s reasons.
+#include "router.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "module.h"
+#include "wire.h"
+
+namespace sb {
+
+namespace {
+
+constexpr uint32_t kReceiptFlags = MOD_MESIBO_MSGFLAG_DELIVERYRECEIPT | MOD_MESIBO_MSGFLAG_READRECEIPT;
+
+bool transient(uint32_t flags) { return (flags & MOD_MESIBO_MSGFLAG_TRANSIENT) != 0; }
+
+bool online(const Router &r, UserId u) {
+  const User &usr = r.dir.users[u];
+  return usr.conns > 0 || usr.node != kLocalNode;
+}
+
+bool pumping(const Router &r, UserId u) { return r.dir.users[u].pumping > 0; }
+
+// Whether a copy for `u` may end up in the store, and so counts against its inbox.
+bool may_store(const Router &r, UserId u, uint32_t flags) {
+  if (transient(flags)) return false;
+  return r.settings.durable || !online(r, u) || pumping(r, u);
+}
+
+uint32_t put_bytes(std::string &arena, const char *p, size_t n) {
+  uint32_t off = static_cast<uint32_t>(arena.size());
+  if (n) arena.append(p, n);
+  return off;
+}
+
+// A delivery's frames by form, from core_submit's frame/frame2.
+struct Frames {
+  const char *json = nullptr, *bin = nullptr;
+  size_t json_len = 0, bin_len = 0;
+};
+
+Frames frames_of(const SubmitResult &res, int out_format) {
+  Frames f;
+  if (out_format == OUT_SAME) out_format = res.format;
+  if (out_format == OUT_BOTH) {
+    f.json = res.frame, f.json_len = res.frame_len;
+    f.bin = res.frame2, f.bin_len = res.frame2_len;
+  } else if (out_format == WIRE_BINARY) {
+    f.bin = res.frame, f.bin_len = res.frame_len;
+  } else {
+    f.json = res.frame, f.json_len = res.frame_len;
+  }
+  return f;
+}
+
+// The frames copied once into the batch (written now) or into the waiting
+// bytes (held for the commit); offsets so that either arena may grow.
+struct Placed {
+  bool done = false;
+  uint32_t off = 0, len = 0, off2 = 0, len2 = 0;
+};
+
+void place(std::string &arena, const Frames &f, Placed &p) {
+  if (p.done) return;
+  p.done = true;
+  p.off = put_bytes(arena, f.json, f.json_len);
+  p.len = static_cast<uint32_t>(f.json_len);
+  p.off2 = put_bytes(arena, f.bin, f.bin_len);
+  p.len2 = static_cast<uint32_t>(f.bin_len);
+}
+
+void publish_placed(Router &r, UserId u, const Placed &p, bool delivery, Batch &b) {
+  router_publish(r, u, p.off, p.len, p.off2, p.len2, delivery, b);
+}
+
+void hold(Router &r, UserId u, const Placed &p, Batch &b) {
+  Waiting w{};
+  w.kind = WAIT_HELD;
+  w.user = u;
+  w.off = p.off, w.len = p.len, w.off2 = p.off2, w.len2 = p.len2;
+  ++r.dir.users[u].held;
+  router_queue_waiting(r, w, b);
+}
+
+StoreOp &push_op(Batch &b, StoreOpKind kind, UserId recipient, UserId sender, const mesibo_message_params_t &p,
+                 uint64_t now) {
+  StoreOp op{};
+  op.kind = kind;
+  op.recipient = recipient;
+  op.sender = sender;
+  op.id = static_cast<uint32_t>(p.id);
+  op.refid = static_cast<uint32_t>(p.refid);
+  op.gid = static_cast<uint32_t>(p.groupid);
+  op.flags = static_cast<uint32_t>(p.flags);
+  op.type = static_cast<uint32_t>(p.type);
+  op.expiry = static_cast<uint32_t>(p.expiry);
+  op.expires_at = p.expiry ? now + uint64_t(p.expiry) * 1000 : 0;
+  b.ops.push_back(op);
+  return b.ops.back();
+}
+
+// The payload of a message, copied into the batch once for all its store operations.
+struct PayloadAt {
+  bool done = false;
+  uint32_t off = 0;
+};
+uint32_t payload_in(Batch &b, PayloadAt &at, const char *payload, size_t len) {
+  if (!at.done) {
+    at.done = true;
+    at.off = put_bytes(b.bytes, payload, len);
+  }
+  return at.off;
+}
+
+size_t status_frame(Router &r, mesibo_message_params_t &p, int format, std::string &out) {
+  if (r.host.status_frame) return r.host.status_frame(r.host.data, &p, format, out);
+  return wire_encode_status(format == WIRE_BINARY ? WIRE_BINARY : WIRE_JSON, p, out);
+}
+
+void write_now(Batch &b, ConnId c, const char *data, size_t len, bool binary) {
+  uint32_t off = put_bytes(b.bytes, data, len);
+  b.writes.push_back(Write{c, off, static_cast<uint32_t>(len), uint8_t(binary), 0});
+}
+
+// The members of a group, loaded from the store on first use; nullptr when
+// the group does not exist.
+const std::vector<UserId> *group(Router &r, uint32_t gid) {
+  if (const std::vector<UserId> *m = directory_group(r.dir, gid)) return m;
+  if (!r.host.load_group) return nullptr;
+  r.names_scratch.clear();
+  if (!r.host.load_group(r.host.data, gid, r.names_scratch)) return nullptr;
+  std::vector<UserId> ids;
+  ids.reserve(r.names_scratch.size());
+  for (const std::string &n : r.names_scratch) ids.push_back(directory_intern(r.dir, n));
+  directory_group_set(r.dir, gid, std::move(ids));
+  return directory_group(r.dir, gid);
+}
+
+bool contains(const std::vector<UserId> &v, UserId u) {
+  for (UserId x : v)
+    if (x == u) return true;
+  return false;
+}
+
+int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, int out_format, uint64_t now,
+                 Batch &b) {
+  const mesibo_message_params_t &p = res.params;
+  uint32_t status = static_cast<uint32_t>(p.status);
+  uint32_t id = static_cast<uint32_t>(p.id);
+  ++r.counters.statuses[status & 255];
+  bool confirms = status == MESIBO_MODULE_MSGSTATUS_DELIVERED || status == MESIBO_MODULE_MSGSTATUS_READ;
+  std::string_view to_name(p.to ? p.to : "");
+  // The user the receipt is for: the message's sender.
+  UserId to = directory_find(r.dir, to_name);
+  // A live copy confirmed: nothing was stored, nothing to delete. Its
+  // "sent" goes before the receipt.
+  uint32_t lc = kNone;
+  if (confirms && to != kNone && r.live.by_key.size()) {
+    if (uint32_t *found = r.live.by_key.find(Key3{to, from, id})) lc = *found;
+  }
+  if (lc != kNone) live_confirm(r, lc, b);
+  // Any confirmation shows the device is reading (live.cc), also one for a
+  // stored copy: an overloaded server may have stored the copies it now
+  // reads confirmations for, and must not take the device for a silent one.
+  if (conn != kNone && confirms && r.settings.durable) r.dir.conns[conn].confirmed_at = now;
+  int64_t gid = to == kNone ? -1 : receipts_take(r.receipts, to, from, id, status);
+  if (gid >= 0) {
+    Frames f;
+    if (gid) {
+      // The core's frame does not know the group; a group message's
+      // receipt names it, as the sender's "sent" did. Encoded once per form
+      // some device reads (the status hook runs for each, as before).
+      mesibo_message_params_t sp{};
+      sp.id = id;
+      sp.status = status;
+      sp.groupid = static_cast<mesibo_uint_t>(gid);
+      sp.from = const_cast<char *>(r.dir.users[from].name.c_str());
+      sp.to = const_cast<char *>(p.to);
+      int of = out_format == OUT_SAME ? res.format : out_format;
+      r.frame_scratch.clear();
+      r.frame_scratch2.clear();
+      if (of != WIRE_BINARY) status_frame(r, sp, WIRE_JSON, r.frame_scratch);
+      if (of != WIRE_JSON) status_frame(r, sp, WIRE_BINARY, r.frame_scratch2);
+      f.json = r.frame_scratch.data(), f.json_len = r.frame_scratch.size();
+      f.bin = r.frame_scratch2.data(), f.bin_len = r.frame_scratch2.size();
+    } else {
+      f = frames_of(res, out_format);
+    }
+    // Statuses reach the sender in the order sent, delivered, read: a
+    // "sent" still waiting for a commit (a live copy confirmed just now, a
+    // commit not yet done) goes first, so the receipt waits behind it, as
+    // any receipt queued before it does.
+    if (lc != kNone || r.acks_waiting || r.receipts_waiting) {
+      Placed pl;
+      place(r.waiting_bytes, f, pl);
+      Waiting w{};
+      w.kind = WAIT_RECEIPT;
+      w.user = to;
+      w.off = pl.off, w.len = pl.len, w.off2 = pl.off2, w.len2 = pl.len2;
+      router_queue_waiting(r, w, b);
+    } else {
+      Placed pl;
+      place(b.bytes, f, pl);
+      publish_placed(r, to, pl, false, b);
+    }
+  }
+  // With durability off only copies for offline users are stored: a
+  // receipt for anything else has no copy to delete.
+  if (lc == kNone && status == MESIBO_MODULE_MSGSTATUS_DELIVERED &&
+      (r.settings.durable || (conn != kNone && to != kNone && r.dir.conns[conn].stored.erase(Key3{to, 0, id})))) {
+    StoreOp &op = push_op(b, STORE_ACK, from, to, p, now);
+    op.expires_at = 0;
+    if (to == kNone) {
+      op.payload_off = put_bytes(b.bytes, to_name.data(), to_name.size());
+      op.payload_len = static_cast<uint32_t>(to_name.size());
+    }
+    User &usr = r.dir.users[from];
+    if (usr.inbox_known && usr.inbox_messages > 0) {
+      double avg = usr.inbox_bytes / double(usr.inbox_messages);
+      --usr.inbox_messages;
+      usr.inbox_bytes = usr.inbox_messages == 0 ? 0 : std::max(0.0, usr.inbox_bytes - avg);
+    }
+    b.commit = std::max(b.commit, int(COMMIT_SOON));
+  }
+  return static_cast<int>(status);
+}
+
+}  // namespace
+
+void batch_clear(Batch &b) {
+  b.bytes.clear();
+  b.writes.clear();
+  b.ops.clear();
+  b.commit = COMMIT_NONE;
+  b.live_wait_ms = -1;
+  b.per_recipient = false;
+  b.recipients.clear();
+  b.talked = false;
+}
+
+void router_init(Router &r, const RouterSettings &s, const RouterHost &host) {
+  r.settings = s;
+  r.host = host;
+  directory_init(r.dir, s.max_connections);
+  r.receipts.max = s.max_tracked_receipts;
+}
+
+UserId router_user_add(Router &r, std::string_view name) {
+  UserId u = directory_intern(r.dir, name);
+  directory_set_exists(r.dir, u, true);
+  return u;
+}
+
+void router_user_remove(Router &r, std::string_view name) {
+  UserId u = directory_find(r.dir, name);
+  if (u == kNone) return;
+  directory_set_exists(r.dir, u, false);
+  r.dir.users[u].inbox_known = false;
+}
+
+ConnId router_login(Router &r, UserId u, bool binary) { return directory_login(r.dir, u, binary); }
+
+void router_backlog_sent(Router &r, ConnId c, UserId sender, uint32_t id) {
+  if (r.settings.durable || c >= r.dir.conns.size() || !r.dir.conns[c].open) return;
+  r.dir.conns[c].stored.put(Key3{sender, 0, id}, 1);
+}
+
+void router_backlog_done(Router &r, ConnId c) { directory_backlog_done(r.dir, c); }
+
+bool router_logout(Router &r, ConnId c, Batch &b) {
+  batch_clear(b);
+  if (c >= r.dir.conns.size() || !r.dir.conns[c].open) return false;
+  UserId u = r.dir.conns[c].user;
+  bool last = directory_logout(r.dir, c);
+  // What this device was sent but did not confirm may be lost with it:
+  // store it now, in the order it was sent (another device of the same
+  // user that confirms it deletes it).
+  if (!r.stopped && r.live.by_key.size()) live_store_user(r, u, b);
+  return last;
+}
+
+int32_t *router_owed(Router &r) { return r.dir.owed; }
+
+int router_out_format(const Router &r) { return directory_out_format(r.dir); }
+
+void router_track_receipt(Router &r, UserId sender, UserId recipient, uint32_t id, uint32_t flags, uint32_t gid) {
+  receipts_track(r.receipts, sender, recipient, id, flags, gid);
+}
+
+void router_inbox_forget(Router &r, UserId u) {
+  if (u == kNone) {
+    for (User &usr : r.dir.users) usr.inbox_known = false;
+  } else if (u < r.dir.users.size()) {
+    r.dir.users[u].inbox_known = false;
+  }
+}
+
+bool router_inbox_full(Router &r, UserId u, size_t bytes, uint64_t now) {
+  User &usr = r.dir.users[u];
+  auto read = [&] {
+    usr.inbox_messages = 0;
+    usr.inbox_bytes = 0;
+    if (r.host.inbox_count) r.host.inbox_count(r.host.data, u, usr.inbox_messages, usr.inbox_bytes);
+    usr.inbox_known = true;
+    usr.inbox_read_at = now;
+  };
+  auto over = [&] {
+    return usr.inbox_messages + 1 > r.settings.max_inbox_messages ||
+           usr.inbox_bytes + double(bytes) > r.settings.max_inbox_bytes;
+  };
+  if (!usr.inbox_known) read();
+  if (!over()) return false;
+  // The count drifts (a deleted copy takes off the average size): read it
+  // again when it says full, at most once a second.
+  if (now - usr.inbox_read_at < 1000) return true;
+  read();
+  return over();
+}
+
+void router_inbox_added(Router &r, UserId u, size_t bytes) {
+  User &usr = r.dir.users[u];
+  if (!usr.inbox_known) return;  // read from the store, with this copy, when first needed
+  ++usr.inbox_messages;
+  usr.inbox_bytes += double(bytes);
+}
+
+void router_publish(Router &r, UserId u, uint32_t json_off, uint32_t json_len, uint32_t bin_off, uint32_t bin_len,
+                    bool delivery, Batch &b) {
+  for (ConnId c = r.dir.users[u].first; c != kNone; c = r.dir.conns[c].next) {
+    const Connection &conn = r.dir.conns[c];
+    // Each frame sent may be answered with a delivered and a read status
+    // that the rate limit does not count.
+    r.dir.owed[c] += 2;
+    if (conn.pumping) continue;
+    if (conn.binary ? !bin_len : !json_len) continue;
+    b.writes.push_back(
+        Write{c, conn.binary ? bin_off : json_off, conn.binary ? bin_len : json_len, uint8_t(conn.binary), uint8_t(delivery)});
+  }
+}
+
+int router_route(Router &r, UserId from, ConnId conn, const SubmitResult &res, int out_format, uint64_t now,
+                 Batch &b) {
+  batch_clear(b);
+  if (conn != kNone && (conn >= r.dir.conns.size() || !r.dir.conns[conn].open)) conn = kNone;
+  if (res.op == WIRE_OP_STATUS) return route_status(r, from, conn, res, out_format, now, b);
+
+  const mesibo_message_params_t &p = res.params;
+  uint32_t gid = static_cast<uint32_t>(p.groupid);
+  uint32_t flags = static_cast<uint32_t>(p.flags);
+  uint32_t id = static_cast<uint32_t>(p.id);
+  bool sender_binary = res.format == WIRE_BINARY;
+  int status = MSGSTATUS_SENT;
+  bool stored = false;
+  uint32_t live_ack = kNone;
+  if (res.verdict != MESIBO_RESULT_PASS) {
+    ++r.counters.received_consumed;
+  } else {
+    std::string_view to_name(p.to ? p.to : "");
+    UserId to = gid ? kNone : directory_find(r.dir, to_name);
+    const std::vector<UserId> *group_members = gid ? group(r, gid) : nullptr;
+    bool known = gid ? group_members != nullptr : (to != kNone && r.dir.users[to].exists);
+    if (!known) {
+      status = MESIBO_MODULE_MSGSTATUS_INVALIDDEST;
+    } else if (gid && !contains(*group_members, from)) {
+      status = MESIBO_MODULE_MSGSTATUS_BLOCKED;
+    } else if (transient(flags) && !gid && !online(r, to)) {
+      status = MESIBO_MODULE_MSGSTATUS_NOTACTIVE;
+    } else if (!gid && may_store(r, to, flags) && router_inbox_full(r, to, res.payload_len, now)) {
+      ++r.counters.inbox_full;
+      status = MESIBO_MODULE_MSGSTATUS_INBOXFULL;
+    } else if (r.settings.per_recipient_stages) {
+      // Per-recipient middleware: each copy is built, stored and sent on
+      // its own by the embedder; the sender's "sent" follows the last one.
+      ++r.counters.received_pass;
+      b.per_recipient = true;
+      if (gid) b.recipients = *group_members;
+      else b.recipients.push_back(to);
+      return status;
+    } else {
+      const UserId one[1] = {to};
+      const UserId *rcp = gid ? group_members->data() : one;
+      size_t n = gid ? group_members->size() : 1;
+      Frames frames = frames_of(res, out_format);
+      Placed now_frames, held_frames;
+      PayloadAt payload_at;
+      // With durability on, a recipient sees a message only once it is in
+      // the store (a copy published before the commit could be lost with a
+      // killed process, and its resend would then arrive after later
+      // messages, out of the sender's order), unless it is a live copy:
+      // sent at once, and "sent" waits for its confirmation (live.cc).
+      bool held = r.settings.durable && !transient(flags);
+      bool live = held && conn != kNone && r.settings.grace_ms > 0;
+      uint32_t live_base = kNone;
+      if (!gid) b.talked = true;
+      for (size_t i = 0; i < n; ++i) {
+        UserId rc = rcp[i];
+        if (rc == from && gid) continue;
+        // A member whose inbox is full misses a group message; the sender
+        // still hears "sent" for the others (a 1:1 message was refused above).
+        if (gid && may_store(r, rc, flags) && router_inbox_full(r, rc, res.payload_len, now)) {
+          ++r.counters.inbox_full;
+          continue;
+        }
+        const User &usr = r.dir.users[rc];
+        if (flags & kReceiptFlags) receipts_track(r.receipts, from, rc, id, flags, gid);
+        if (usr.node != kLocalNode) {
+          // On another node: that node delivers (and stores, under the same
+          // rules); "sent" waits for the commit that covers the hand-over.
+          StoreOp &op = push_op(b, STORE_FORWARD, rc, from, p, now);
+          op.payload_off = payload_in(b, payload_at, res.payload, res.payload_len);
+          op.payload_len = static_cast<uint32_t>(res.payload_len);
+          op.node = usr.node;
+          stored = true;
+          continue;
+        }
+        bool on = usr.conns > 0;
+        if (on && live && !usr.pumping && !usr.held) {
+          place(b.bytes, frames, now_frames);
+          publish_placed(r, rc, now_frames, true, b);
+          ++r.counters.delivered;
+          if (live_ack == kNone) {
+            live_ack = live_new_ack(r);
+            LiveAck &a = r.live.acks[live_ack];
+            a.conn = conn;
+            a.gen = r.dir.conns[conn].gen;
+            a.binary = sender_binary;
+            a.frame.assign(res.ack, res.ack_len);
+          }
+          if (live_base == kNone) {
+            live_base = live_new_base(r);
+            LiveBase &lb = r.live.bases[live_base];
+            lb.sender = from;
+            lb.id = id;
+            lb.refid = static_cast<uint32_t>(p.refid);
+            lb.gid = gid;
+            lb.flags = flags;
+            lb.type = static_cast<uint32_t>(p.type);
+            lb.expiry = static_cast<uint32_t>(p.expiry);
+            lb.expires_at = p.expiry ? now + uint64_t(p.expiry) * 1000 : 0;
+            lb.payload.assign(res.payload, res.payload_len);
+          }
+          live_add(r, live_ack, rc, live_base, now, b);
+          continue;
+        }
+        if (on) {
+          ++r.counters.delivered;
+          if (!held) {
+            place(b.bytes, frames, now_frames);
+            publish_placed(r, rc, now_frames, true, b);
+          } else {
+            place(r.waiting_bytes, frames, held_frames);
+            hold(r, rc, held_frames, b);
+          }
+        }
+        if (transient(flags) || (on && !r.settings.durable && !usr.pumping)) continue;
+        StoreOp &op = push_op(b, STORE_ENQUEUE, rc, from, p, now);
+        op.payload_off = payload_in(b, payload_at, res.payload, res.payload_len);
+        op.payload_len = static_cast<uint32_t>(res.payload_len);
+        router_inbox_added(r, rc, res.payload_len);
+        ++r.counters.copies_stored;
+        stored = true;
+      }
+      // Every copy found its message already live (resends): nothing holds the base.
+      if (live_base != kNone && r.live.bases[live_base].refs == 0) live_release_base(r, live_base);
+    }
+    if (status == MSGSTATUS_SENT) ++r.counters.received_pass;
+    else ++r.counters.received_failed;
+  }
+  if (conn == kNone) {
+    if (stored) b.commit = COMMIT_NOW;
+    return status;
+  }
+  if (status != int(MSGSTATUS_SENT)) {
+    mesibo_message_params_t sp{};
+    sp.id = id;
+    sp.status = static_cast<mesibo_uint_t>(status);
+    sp.groupid = gid;
+    sp.from = p.to;
+    sp.to = const_cast<char *>(r.dir.users[from].name.c_str());
+    r.frame_scratch.clear();
+    size_t n = status_frame(r, sp, sender_binary ? WIRE_BINARY : WIRE_JSON, r.frame_scratch);
+    write_now(b, conn, r.frame_scratch.data(), n, sender_binary);
+  } else if (live_ack != kNone) {
+    // "Sent" when the last live copy is confirmed or stored, with the acks
+    // of that turn, after its commit: so also after the commit of any copy
+    // stored here.
+  } else if (stored) {
+    // "Sent" means durable: the ack waits for this turn's group commit.
+    router_queue_ack(r, conn, res.ack, res.ack_len, sender_binary, b);
+  } else {
+    write_now(b, conn, res.ack, res.ack_len, sender_binary);
+  }
+  return status;
+}
+
+bool router_deliver_copy(Router &r, UserId rc, UserId from, const mesibo_message_params_t &p, const char *payload,
+                         size_t len, uint64_t now, Batch &b) {
+  uint32_t flags = static_cast<uint32_t>(p.flags);
+  if (may_store(r, rc, flags) && router_inbox_full(r, rc, len, now)) {
+    ++r.counters.inbox_full;
+    return false;
+  }
+  const User &usr = r.dir.users[rc];
+  bool on = usr.conns > 0;
+  if (on) {
+    ++r.counters.delivered;
+    // The copy as the store would give it back: from the sender, to the
+    // recipient (or the group).
+    mesibo_message_params_t mp = p;
+    mp.from = const_cast<char *>(r.dir.users[from].name.c_str());
+    mp.to = const_cast<char *>(p.groupid ? "" : usr.name.c_str());
+    r.frame_scratch.clear();
+    r.frame_scratch2.clear();
+    if (r.dir.json_conns) wire_encode_message(WIRE_JSON, mp, payload, len, r.frame_scratch);
+    if (r.dir.binary_conns) wire_encode_message(WIRE_BINARY, mp, payload, len, r.frame_scratch2);
+    Frames f{r.frame_scratch.data(), r.frame_scratch2.data(), r.frame_scratch.size(), r.frame_scratch2.size()};
+    Placed pl;
+    if (r.settings.durable && !transient(flags)) {
+      place(r.waiting_bytes, f, pl);
+      hold(r, rc, pl, b);
+    } else {
+      place(b.bytes, f, pl);
+      publish_placed(r, rc, pl, true, b);
+    }
+  }
+  if (flags & kReceiptFlags) receipts_track(r.receipts, from, rc, static_cast<uint32_t>(p.id), flags,
+                                            static_cast<uint32_t>(p.groupid));
+  if (transient(flags) || (on && !r.settings.durable && !usr.pumping)) return false;
+  StoreOp &op = push_op(b, STORE_ENQUEUE, rc, from, p, now);
+  op.payload_off = put_bytes(b.bytes, payload, len);
+  op.payload_len = static_cast<uint32_t>(len);
+  ++r.counters.copies_stored;
+  router_inbox_added(r, rc, len);
+  return true;
+}
+
+int router_module_message(Router &r, std::string_view from_name, const mesibo_message_params_t &p,
+                          const char *payload, size_t len, uint64_t now, Batch &b) {
+  batch_clear(b);
+  uint32_t gid = static_cast<uint32_t>(p.groupid);
+  UserId from = directory_intern(r.dir, from_name);
+  const std::vector<UserId> *members = nullptr;
+  UserId to = kNone;
+  if (gid) {
+    members = group(r, gid);
+    if (!members) return -1;
+  } else {
+    to = directory_find(r.dir, p.to ? p.to : "");
+    if (to == kNone || !r.dir.users[to].exists) return -1;
+  }
+  if (r.settings.per_recipient_stages) {
+    b.per_recipient = true;
+    if (gid) b.recipients = *members;
+    else b.recipients.push_back(to);
+    return 0;
+  }
+  if (gid) {
+    for (size_t i = 0; i < members->size(); ++i) {
+      UserId rc = (*members)[i];
+      if (rc != from) router_deliver_copy(r, rc, from, p, payload, len, now, b);
+    }
+  } else {
+    router_deliver_copy(r, to, from, p, payload, len, now, b);
+  }
+  b.commit = std::max(b.commit, int(COMMIT_SOON));
+  return 0;
+}
+
+}  // namespace sb

@@ -1,0 +1,315 @@
+// The delivery engine: every per-message decision lib/server/server.ts
+// route() made in TypeScript, made here on integer ids (docs/delivery.md).
+// One call per frame, after core_submit: router_route() decides where the
+// message or the status goes and fills a Batch with
+// - the writes to make now (connection id, bytes, form), which the embedder
+//   performs corked, in order;
+// - the store operations to perform (enqueue a copy, delete an
+//   acknowledged one, forward a copy to another node);
+// - whether a commit is due (soon, or at once for the backend API).
+// Deliveries held for the group commit and "sent"s that wait for it are
+// kept here and come out of router_committed(), which the embedder calls
+// when the store reports the commit done: with SQLite right after
+// store.flush(), with an asynchronous store (PostgreSQL) whenever its commit
+// completes. router_commit_begin() closes an epoch first, so that a commit
+// releases exactly what was queued before it began.
+//
+// Memory: the Router owns everything it keeps; a Batch belongs to the
+// caller, is cleared by every call that fills it and keeps its capacity, so
+// the steady state allocates nothing. Pointers and offsets in a Batch are
+// valid until the next call with it. Loop thread only.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core.h"
+#include "directory.h"
+#include "flat_map.h"
+#include "receipts.h"
+
+namespace sb {
+
+// One write for the embedder: bytes [off, off+len) of Batch::bytes to
+// connection `conn` (its id from router_login), a binary or a text frame.
+// `delivery` marks a message copy (the format middleware stage applies to
+// it); statuses and "sent"s are not deliveries.
+struct Write {
+  ConnId conn;
+  uint32_t off, len;
+  uint8_t binary;
+  uint8_t delivery;
+};
+
+enum StoreOpKind : uint32_t {
+  // Write a copy for `recipient` (store.enqueue); the payload is in Batch::bytes.
+  STORE_ENQUEUE = 1,
+  // `recipient` confirmed `sender`'s message `id`: delete the stored copy
+  // (store.ack(recipient, sender, id)). `sender` is kNone when the status
+  // named someone the engine never knew; the name is then in Batch::bytes
+  // at payload_off/payload_len.
+  STORE_ACK = 2,
+  // The recipient is on node `node` (directory_set_node): hand the copy to
+  // it. The boundary for the cluster (issue 15); nothing here sends it.
+  STORE_FORWARD = 3,
+};
+
+struct StoreOp {
+  StoreOpKind kind;
+  UserId recipient, sender;
+  uint32_t id, refid, gid, flags, type, expiry;
+  uint64_t expires_at;  // ms, 0 for none
+  uint32_t payload_off, payload_len;
+  uint32_t node;
+};
+
+enum CommitDue : int {
+  COMMIT_NONE = 0,
+  COMMIT_SOON = 1,  // after this loop turn (setImmediate): the group commit
+  COMMIT_NOW = 2,   // before answering (a backend API message that was stored)
+};
+
+struct Batch {
+  std::string bytes;
+  std::vector<Write> writes;
+  std::vector<StoreOp> ops;
+  int commit = COMMIT_NONE;
+  // >= 0: arm the live-copy timer to call router_expire in this many ms.
+  int64_t live_wait_ms = -1;
+  // router_route / router_module_message: the per-recipient middleware
+  // stages (send, format) are not empty, so the embedder delivers each copy
+  // itself (router_deliver_copy) to these recipients, as deliverEach() did.
+  bool per_recipient = false;
+  std::vector<UserId> recipients;
+  // A 1:1 message went the plain path: the presence room records that
+  // sender and recipient talked (presence = contacts).
+  bool talked = false;
+};
+
+void batch_clear(Batch &b);
+
+// What /metrics counts of deliveries (lib/server/metrics.ts names them).
+struct Counters {
+  uint64_t delivered = 0;
+  uint64_t copies_stored = 0;
+  uint64_t received_pass = 0;
+  uint64_t received_failed = 0;
+  uint64_t received_consumed = 0;
+  uint64_t inbox_full = 0;
+  uint64_t statuses[256] = {};
+};
+
+struct RouterSettings {
+  bool durable = true;
+  uint64_t grace_ms = 50;  // durable_grace
+  uint64_t max_inbox_messages = 10000;
+  double max_inbox_bytes = 64 << 20;
+  size_t max_connections = 1024;
+  size_t max_tracked_receipts = 1000000;
+  // The send or format middleware stage has a handler: deliveries go
+  // through the embedder one recipient at a time (Batch::per_recipient).
+  bool per_recipient_stages = false;
+};
+
+// How the engine reaches what it does not keep. Each may be null. Called
+// only off the plain path: the first message to a group, the first copy
+// for a recipient (its inbox count), an inbox that looks full.
+struct RouterHost {
+  void *data = nullptr;
+  // The members of group `gid` as the store has them; false when there is
+  // no such group.
+  bool (*load_group)(void *data, uint32_t gid, std::vector<std::string> &members) = nullptr;
+  // The committed count of `u`'s inbox (the embedder commits pending writes
+  // first, as lib/server/inbox.ts did). Null: counts start at 0.
+  void (*inbox_count)(void *data, UserId u, uint64_t &messages, double &bytes) = nullptr;
+  // Encodes a status frame for p->to into `out` and returns its length
+  // (the server's: core_status, which also runs on_message_status). Null:
+  // wire_encode_status. It may reuse the core's buffers: the engine calls
+  // it only once it no longer reads the frames of the SubmitResult.
+  size_t (*status_frame)(void *data, mesibo_message_params_t *p, int format, std::string &out) = nullptr;
+};
+
+// A live copy (durable on, durable_grace > 0): delivered before it was
+// stored; the sender's "sent" waits for its confirmation, or for the store
+// when it is not confirmed in time (live.cc).
+struct LiveAck {
+  ConnId conn = kNone;
+  uint32_t gen = 0;
+  bool binary = false;
+  std::string frame;  // the sender's "sent"
+  uint32_t left = 0;  // copies not yet confirmed or stored
+};
+struct LiveBase {  // the message as the store takes it, shared by a group message's copies
+  UserId sender = kNone;
+  uint32_t id = 0, refid = 0, gid = 0, flags = 0, type = 0, expiry = 0;
+  uint64_t expires_at = 0;
+  std::string payload;
+  uint32_t refs = 0;
+};
+struct LiveCopy {
+  Key3 key;  // (sender, recipient, id)
+  UserId recipient = kNone;
+  uint32_t base = kNone;  // kNone once confirmed or stored
+  uint64_t sent_at = 0;
+  uint32_t ack = kNone;
+  std::vector<uint32_t> more;  // acks of resends while it was live
+  bool in_queue = false, in_late = false;
+};
+struct Live {
+  std::vector<LiveCopy> copies;
+  std::vector<uint32_t> free_copies;
+  std::vector<LiveBase> bases;
+  std::vector<uint32_t> free_bases;
+  std::vector<LiveAck> acks;
+  std::vector<uint32_t> free_acks;
+  FlatMap<Key3, uint32_t> by_key;  // unconfirmed copies
+  std::vector<uint32_t> queue;     // in the order they were sent
+  size_t head = 0;
+  std::vector<uint32_t> late, late_scratch;  // past the grace, given more time
+  bool timer_armed = false;
+  uint64_t timer_at = 0;  // when the timer should fire: how late it does shows how busy the loop is
+  uint64_t pass = 0;
+};
+
+// What waits for a commit, in the order it was queued.
+enum WaitKind : uint8_t { WAIT_HELD, WAIT_ACK, WAIT_RECEIPT };
+struct Waiting {
+  WaitKind kind;
+  uint8_t binary;  // WAIT_ACK
+  uint64_t epoch;
+  UserId user;   // WAIT_HELD, WAIT_RECEIPT
+  ConnId conn;   // WAIT_ACK
+  uint32_t gen;  // WAIT_ACK
+  // Bytes in Router::waiting_bytes: the JSON form (or the ack) and the
+  // binary form; len 0 for a form nobody reads.
+  uint32_t off, len, off2, len2;
+};
+
+struct Router {
+  RouterSettings settings;
+  RouterHost host;
+  Directory dir;
+  Receipts receipts;
+  Live live;
+  Counters counters;
+  std::vector<Waiting> waiting;
+  std::string waiting_bytes;
+  uint64_t epoch = 1;  // the open epoch: what is queued now
+  size_t acks_waiting = 0, receipts_waiting = 0;
+  bool stopped = false;
+  // Scratch, reused.
+  std::vector<std::string> names_scratch;
+  std::string frame_scratch, frame_scratch2;
+};
+
+// Sets up an engine; `host` may be all null (native tests).
+void router_init(Router &r, const RouterSettings &s, const RouterHost &host);
+
+// --- Sessions -------------------------------------------------------------
+
+// A user of the store (created, or listed at start-up): 1:1 messages to it
+// are routed. Returns its id.
+UserId router_user_add(Router &r, std::string_view name);
+// No longer a user (removed): 1:1 messages to it are INVALIDDEST; its
+// inbox count is forgotten.
+void router_user_remove(Router &r, std::string_view name);
+
+// A connection of `u` logged in, in the given form. Its backlog is being
+// sent (router_backlog_done ends that); until then nothing live is written
+// to it and copies for its user are stored. kNone when max_connections are
+// open.
+ConnId router_login(Router &r, UserId u, bool binary);
+// A backlog message went to `c` (the embedder's pump): with durability off
+// its "delivered" deletes the stored copy (lib/server/server.ts
+// Conn.stored). The pump also adds 2 to router_owed()[c].
+void router_backlog_sent(Router &r, ConnId c, UserId sender, uint32_t id);
+void router_backlog_done(Router &r, ConnId c);
+// The connection closed. Unless the engine is stopped, every live copy of
+// its user is stored now, oldest first (another device that confirms one
+// deletes it). Returns whether it was the user's last connection (the
+// presence room announces "offline").
+bool router_logout(Router &r, ConnId c, Batch &b);
+// Free statuses per connection id (rate limits: a status answering a
+// delivery costs no budget). The array never moves; the embedder may share
+// it with JavaScript. Each write of a delivery or receipt to a user adds 2
+// to every connection of that user.
+int32_t *router_owed(Router &r);
+
+// --- Messages -------------------------------------------------------------
+
+// Routes what core_submit returned for one frame from `from`, sent on
+// connection `conn` (kNone for the backend API, or a deferred message whose
+// connection has closed). `out_format` is what the frame was encoded in
+// (router_out_format at submit time). `now` in ms. Returns the status the
+// sender gets: MSGSTATUS_SENT (core.h), a failure (INVALIDDEST, BLOCKED,
+// NOTACTIVE, INBOXFULL), or for a status frame its own status.
+int router_route(Router &r, UserId from, ConnId conn, const SubmitResult &res, int out_format, uint64_t now,
+                 Batch &b);
+
+// The form to pass core_submit as out_format (directory_out_format).
+int router_out_format(const Router &r);
+
+// A module's message (mesibo_message) after the chain: the same delivery
+// rules, stored first when durable. Returns 0, or -1 for an unknown
+// destination (the embedder logs module.unknown_destination).
+int router_module_message(Router &r, std::string_view from, const mesibo_message_params_t &p, const char *payload,
+                          size_t len, uint64_t now, Batch &b);
+
+// One recipient's copy of a message the embedder delivers itself (after
+// the send middleware stage): stored as the rules say, written now or held
+// for the commit. Returns whether it was stored (the sender's "sent" then
+// waits for the commit: router_queue_ack). Appends to `b` without clearing it.
+bool router_deliver_copy(Router &r, UserId recipient, UserId from, const mesibo_message_params_t &p,
+                         const char *payload, size_t len, uint64_t now, Batch &b);
+// A "sent" for connection `c` that goes out after the next commit.
+void router_queue_ack(Router &r, ConnId c, const char *frame, size_t len, bool binary, Batch &b);
+
+// Receipt flags read back from the store at start-up.
+void router_track_receipt(Router &r, UserId sender, UserId recipient, uint32_t id, uint32_t flags, uint32_t gid);
+
+// Forgets one inbox count (u) or all (kNone): read again when next needed.
+void router_inbox_forget(Router &r, UserId u);
+
+// --- The commit handshake -------------------------------------------------
+
+// Closes the open epoch and returns it: what was queued until now is
+// released by router_committed(epoch) once the store's commit (begun after
+// this call) has completed.
+uint64_t router_commit_begin(Router &r);
+// The commit of `epoch` completed: held deliveries are written to their
+// recipients' connections (those open and done with their backlog now),
+// then the "sent"s, then the receipts that waited behind them.
+void router_committed(Router &r, uint64_t epoch, Batch &b);
+
+// --- Live copies (live.cc) --------------------------------------------------
+
+// The live timer fired (Batch::live_wait_ms): stores the copies past the
+// grace, unless the loop is busy or their recipient is still confirming.
+void router_expire(Router &r, uint64_t now, Batch &b);
+// Server stop: every unconfirmed live copy is stored; the engine takes no
+// more timers.
+void router_stop(Router &r, Batch &b);
+// Unconfirmed live copies.
+size_t router_live_count(const Router &r);
+
+// --- Shared by router.cc, live.cc and commit.cc -----------------------------
+
+// Writes frames already in b.bytes to every connection of `u` that is done
+// with its backlog, each in its form (a form with len 0 is skipped), and
+// adds 2 to the owed statuses of all of u's connections.
+void router_publish(Router &r, UserId u, uint32_t json_off, uint32_t json_len, uint32_t bin_off, uint32_t bin_len,
+                    bool delivery, Batch &b);
+void router_queue_waiting(Router &r, Waiting w, Batch &b);
+bool router_inbox_full(Router &r, UserId u, size_t bytes, uint64_t now);
+void router_inbox_added(Router &r, UserId u, size_t bytes);
+void live_add(Router &r, uint32_t ack, UserId recipient, uint32_t base, uint64_t now, Batch &b);
+void live_confirm(Router &r, uint32_t copy, Batch &b);
+void live_store_user(Router &r, UserId u, Batch &b);
+// A "sent" for connection `c` as it was (`gen`) when the message came.
+void router_queue_ack_to(Router &r, ConnId c, uint32_t gen, const char *frame, size_t len, bool binary, Batch &b);
+uint32_t live_new_ack(Router &r);
+uint32_t live_new_base(Router &r);
+void live_release_base(Router &r, uint32_t base);
+
+}  // namespace sb

@@ -1,0 +1,583 @@
+// The delivery engine (cpp/router.h) driven without Node: real frames
+// through a core with no modules, then the routing decision, checked write
+// by write against what lib/server/server.ts route() did. Also checks that
+// the steady state allocates nothing (operator new is counted).
+#include <cstdlib>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "check.h"
+#include "core.h"
+#include "router.h"
+
+// operator new and delete below are a matched malloc/free pair; GCC's
+// -Wmismatched-new-delete sees only one half once a std::vector's
+// reallocation is inlined into a test, and would fail the -Werror build.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+namespace {
+size_t g_allocs = 0;
+bool g_counting = false;
+}  // namespace
+
+void *operator new(size_t n) {
+  if (g_counting) ++g_allocs;
+  if (void *p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void *p) noexcept { std::free(p); }
+void operator delete(void *p, size_t) noexcept { std::free(p); }
+
+namespace {
+
+using sb::Batch;
+using sb::ConnId;
+using sb::UserId;
+
+struct Fixture {
+  sb::Core core;
+  sb::Router r;
+  Batch b;
+  sb::SubmitResult res;
+  int out_format = 0;
+
+  explicit Fixture(sb::RouterSettings s = {}, sb::RouterHost host = {}) {
+    sb::Config cfg;
+    sb::ConfigError cerr;
+    sb::config_parse("", "<test>", ".", cfg, cerr);
+    sb::OpenError oerr;
+    sb::core_open(core, cfg, sb::Host{}, oerr);
+    sb::router_init(r, s, host);
+  }
+  ~Fixture() { sb::core_close(core); }
+
+  ConnId online(UserId u, bool binary = false) {
+    ConnId c = sb::router_login(r, u, binary);
+    sb::router_backlog_done(r, c);
+    return c;
+  }
+
+  // One frame from `from` on connection `conn` through the core and the router.
+  int send(UserId from, ConnId conn, const std::string &frame, uint64_t now = 1000) {
+    out_format = sb::router_out_format(r);
+    const std::string &name = r.dir.users[from].name;
+    int rc = sb::core_submit(core, name.data(), name.size(), reinterpret_cast<const uint8_t *>(frame.data()),
+                             frame.size(), out_format, res);
+    CHECK_EQ(rc, 0);
+    return sb::router_route(r, from, conn, res, out_format, now, b);
+  }
+
+  std::string bytes(const sb::Write &w) const { return b.bytes.substr(w.off, w.len); }
+  // "conn:bytes" per write, in order.
+  std::vector<std::string> writes() const {
+    std::vector<std::string> v;
+    for (const sb::Write &w : b.writes) v.push_back(std::to_string(w.conn) + ":" + bytes(w));
+    return v;
+  }
+};
+
+std::string join(const std::vector<std::string> &v) {
+  std::string s;
+  for (const std::string &x : v) s += x + "\n";
+  return s;
+}
+
+sb::RouterSettings durable_off() {
+  sb::RouterSettings s;
+  s.durable = false;
+  return s;
+}
+
+TEST("durable off: a 1:1 message to an online user is written to it, and the sender's sent at once") {
+  Fixture f(durable_off());
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  int st = f.send(alice, a, R"({"op":"msg","id":7,"to":"bob","data":"hi"})");
+  CHECK_EQ(st, 1);
+  CHECK_EQ(join(f.writes()), join({std::to_string(bb) + R"(:{"op":"msg","id":7,"from":"alice","to":"bob","data":"hi"})",
+                                   std::to_string(a) + R"(:{"op":"status","id":7,"from":"bob","status":1})"}));
+  CHECK_EQ(f.b.ops.size(), size_t(0));
+  CHECK_EQ(f.b.commit, int(sb::COMMIT_NONE));
+  CHECK(f.b.writes[0].delivery == 1 && f.b.writes[1].delivery == 0);
+  CHECK_EQ(sb::router_owed(f.r)[bb], 2);
+  CHECK_EQ(f.r.counters.delivered, uint64_t(1));
+  CHECK_EQ(f.r.counters.received_pass, uint64_t(1));
+  CHECK(f.b.talked);
+}
+
+TEST("durable off: to an offline user the copy is stored, and sent waits for the commit") {
+  Fixture f(durable_off());
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice);
+  f.send(alice, a, R"({"op":"msg","id":8,"to":"bob","data":"hey","expiry":60})", 5000);
+  CHECK_EQ(f.b.writes.size(), size_t(0));
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  const sb::StoreOp &op = f.b.ops[0];
+  CHECK_EQ(op.kind, sb::STORE_ENQUEUE);
+  CHECK_EQ(op.recipient, bob);
+  CHECK_EQ(op.sender, alice);
+  CHECK_EQ(op.id, 8u);
+  CHECK_EQ(op.expires_at, uint64_t(65000));
+  CHECK_EQ(f.b.bytes.substr(op.payload_off, op.payload_len), std::string("hey"));
+  CHECK_EQ(f.b.commit, int(sb::COMMIT_SOON));
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":8,"from":"bob","status":1})"}));
+  CHECK_EQ(f.r.counters.copies_stored, uint64_t(1));
+}
+
+TEST("a binary recipient gets the binary form, a JSON one the JSON form, in one message") {
+  Fixture f(durable_off());
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice);
+  ConnId bj = f.online(bob, false), bbin = f.online(bob, true);
+  CHECK_EQ(sb::router_out_format(f.r), sb::OUT_BOTH);
+  f.send(alice, a, R"({"op":"msg","id":9,"to":"bob","data":"x"})");
+  CHECK_EQ(f.b.writes.size(), size_t(3));
+  int seen = 0;
+  for (const sb::Write &w : f.b.writes) {
+    if (w.conn == bbin) {
+      CHECK(w.binary == 1);
+      CHECK_EQ(uint8_t(f.bytes(w)[0]), uint8_t(0xB5));
+      ++seen;
+    } else if (w.conn == bj) {
+      CHECK(w.binary == 0);
+      CHECK_EQ(f.bytes(w), std::string(R"({"op":"msg","id":9,"from":"alice","to":"bob","data":"x"})"));
+      ++seen;
+    }
+  }
+  CHECK_EQ(seen, 2);
+}
+
+TEST("failures: unknown user INVALIDDEST, transient to offline NOTACTIVE, non-member BLOCKED") {
+  sb::RouterHost host;
+  host.load_group = [](void *, uint32_t gid, std::vector<std::string> &m) {
+    if (gid != 5) return false;
+    m = {"bob", "carol"};
+    return true;
+  };
+  Fixture f(durable_off(), host);
+  UserId alice = sb::router_user_add(f.r, "alice");
+  sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice);
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":1,"to":"nobody","data":"x"})"), 0x83);
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":1,"from":"nobody","status":131})"}));
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":2,"to":"bob","flags":4,"data":"x"})"), 0x81);
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":3,"gid":5,"data":"x"})"), 0x88);
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":3,"gid":5,"status":136})"}));
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":4,"gid":6,"data":"x"})"), 0x83);
+  CHECK_EQ(f.r.counters.received_failed, uint64_t(4));
+}
+
+TEST("inbox full: a 1:1 sender hears INBOXFULL; a group member over its limit is skipped") {
+  sb::RouterSettings s = durable_off();
+  s.max_inbox_messages = 1;
+  sb::RouterHost host;
+  host.load_group = [](void *, uint32_t, std::vector<std::string> &m) {
+    m = {"alice", "bob", "carol"};
+    return true;
+  };
+  Fixture f(s, host);
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  UserId carol = sb::router_user_add(f.r, "carol");
+  ConnId a = f.online(alice);
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":1,"to":"bob","data":"x"})"), 1);
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":2,"to":"bob","data":"x"})", 1100), 0x82);
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":3,"gid":9,"data":"x"})", 1200), 1);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].recipient, carol);
+  CHECK_EQ(f.r.counters.inbox_full, uint64_t(2));
+  (void)bob;
+}
+
+TEST("durable on, grace 0: a copy for an online user is held until the commit, then written before sent") {
+  sb::RouterSettings s;
+  s.grace_ms = 0;
+  Fixture f(s);
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  f.send(alice, a, R"({"op":"msg","id":5,"to":"bob","data":"d"})");
+  CHECK_EQ(f.b.writes.size(), size_t(0));
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.r.dir.users[bob].held, 1u);
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(bb) + R"(:{"op":"msg","id":5,"from":"alice","to":"bob","data":"d"})",
+                                   std::to_string(a) + R"(:{"op":"status","id":5,"from":"bob","status":1})"}));
+  CHECK_EQ(f.r.dir.users[bob].held, 0u);
+}
+
+TEST("an asynchronous commit releases only what was queued before it began") {
+  sb::RouterSettings s;
+  s.grace_ms = 0;
+  Fixture f(s);
+  UserId alice = sb::router_user_add(f.r, "alice");
+  sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice);
+  f.send(alice, a, R"({"op":"msg","id":1,"to":"bob","data":"one"})");
+  uint64_t e1 = sb::router_commit_begin(f.r);
+  f.send(alice, a, R"({"op":"msg","id":2,"to":"bob","data":"two"})");
+  sb::router_committed(f.r, e1, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":1,"from":"bob","status":1})"}));
+  uint64_t e2 = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e2, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":2,"from":"bob","status":1})"}));
+}
+
+TEST("the backend API: a stored copy asks for the commit at once, nothing is written to a sender") {
+  Fixture f;
+  UserId alice = sb::router_user_add(f.r, "alice");
+  sb::router_user_add(f.r, "bob");
+  CHECK_EQ(f.send(alice, sb::kNone, R"({"op":"msg","id":1,"to":"bob","data":"x"})"), 1);
+  CHECK_EQ(f.b.commit, int(sb::COMMIT_NOW));
+  CHECK_EQ(f.b.writes.size(), size_t(0));
+}
+
+TEST("live copy: written at once, confirmed by delivered, sent after the commit, receipt behind it") {
+  Fixture f;  // durable on, grace 50
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  f.send(alice, a, R"({"op":"msg","id":3,"to":"bob","flags":1,"data":"hi"})", 1000);
+  CHECK_EQ(join(f.writes()), join({std::to_string(bb) + R"(:{"op":"msg","id":3,"from":"alice","to":"bob","flags":1,"data":"hi"})"}));
+  CHECK_EQ(f.b.ops.size(), size_t(0));
+  CHECK_EQ(f.b.live_wait_ms, int64_t(50));
+  CHECK_EQ(sb::router_live_count(f.r), size_t(1));
+  f.send(bob, bb, R"({"op":"status","id":3,"to":"alice","status":2})", 1010);
+  CHECK_EQ(sb::router_live_count(f.r), size_t(0));
+  CHECK_EQ(f.b.writes.size(), size_t(0));  // the receipt waits behind the "sent"
+  CHECK_EQ(f.b.ops.size(), size_t(0));     // nothing stored, nothing to delete
+  CHECK_EQ(f.r.dir.conns[bb].confirmed_at, uint64_t(1010));
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":3,"from":"bob","status":1})",
+                                   std::to_string(a) + R"(:{"op":"status","id":3,"from":"bob","status":2})"}));
+}
+
+TEST("live copy not confirmed within the grace is stored, then sent; a busy loop gives it more time") {
+  Fixture f;
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice);
+  f.online(bob);
+  f.send(alice, a, R"({"op":"msg","id":4,"to":"bob","data":"p"})", 1000);
+  CHECK_EQ(f.b.live_wait_ms, int64_t(50));  // the timer is due at 1050
+  // Fired 40 ms late (over half the grace): the loop is busy, wait.
+  sb::router_expire(f.r, 1090, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(0));
+  CHECK_EQ(f.b.live_wait_ms, int64_t(13));
+  sb::router_expire(f.r, 1103, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].recipient, bob);
+  CHECK_EQ(f.b.bytes.substr(f.b.ops[0].payload_off, f.b.ops[0].payload_len), std::string("p"));
+  CHECK_EQ(f.b.commit, int(sb::COMMIT_SOON));
+  CHECK_EQ(f.b.live_wait_ms, int64_t(-1));
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":4,"from":"bob","status":1})"}));
+  // Its delivered now deletes the stored copy.
+  f.send(bob, f.r.dir.users[bob].first, R"({"op":"status","id":4,"to":"alice","status":2})", 1200);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ACK);
+  CHECK_EQ(f.b.ops[0].recipient, bob);
+  CHECK_EQ(f.b.ops[0].sender, alice);
+}
+
+TEST("live copy: a recipient still confirming others keeps its copies past the grace, up to 5 s") {
+  Fixture f;
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  f.send(alice, a, R"({"op":"msg","id":1,"to":"bob","data":"1"})", 1000);
+  f.send(alice, a, R"({"op":"msg","id":2,"to":"bob","data":"2"})", 1000);
+  f.send(bob, bb, R"({"op":"status","id":1,"to":"alice","status":2})", 1040);
+  // Each pass fires on time (not busy); the copy waits while bob's last
+  // confirmation (1040) is within the grace, and is stored after that.
+  uint64_t now = 1050;
+  sb::router_expire(f.r, now, f.b);
+  while (f.b.ops.empty() && f.b.live_wait_ms >= 0) {
+    CHECK_EQ(sb::router_live_count(f.r), size_t(1));
+    now += uint64_t(f.b.live_wait_ms);
+    sb::router_expire(f.r, now, f.b);
+  }
+  CHECK(now >= 1090);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].id, 2u);
+}
+
+TEST("logout stores the user's live copies oldest first; sent follows the commit") {
+  Fixture f;
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  f.send(alice, a, R"({"op":"msg","id":1,"to":"bob","data":"1"})", 1000);
+  f.send(alice, a, R"({"op":"msg","id":2,"to":"bob","data":"2"})", 1001);
+  CHECK(sb::router_logout(f.r, bb, f.b));
+  CHECK_EQ(f.b.ops.size(), size_t(2));
+  CHECK_EQ(f.b.ops[0].id, 1u);
+  CHECK_EQ(f.b.ops[1].id, 2u);
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(f.b.writes.size(), size_t(2));
+  (void)bob;
+}
+
+TEST("a group message: each online member in its form, the sender skipped, receipts name the group") {
+  sb::RouterHost host;
+  host.load_group = [](void *, uint32_t, std::vector<std::string> &m) {
+    m = {"alice", "bob", "carol"};
+    return true;
+  };
+  Fixture f(durable_off(), host);
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  UserId carol = sb::router_user_add(f.r, "carol");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  f.send(alice, a, R"({"op":"msg","id":6,"gid":42,"flags":1,"data":"g"})");
+  CHECK_EQ(f.b.writes.size(), size_t(1));  // "sent" waits for carol's stored copy
+  CHECK_EQ(f.b.writes[0].conn, bb);
+  CHECK_EQ(f.bytes(f.b.writes[0]), std::string(R"({"op":"msg","id":6,"from":"alice","gid":42,"flags":1,"data":"g"})"));
+  CHECK_EQ(f.b.ops.size(), size_t(1));  // carol is offline
+  CHECK_EQ(f.b.ops[0].recipient, carol);
+  CHECK(!f.b.talked);
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":6,"gid":42,"status":1})"}));
+  f.send(bob, bb, R"({"op":"status","id":6,"to":"alice","status":2})");
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":6,"from":"bob","gid":42,"status":2})"}));
+  // Asked once: a second delivered is not forwarded.
+  f.send(bob, bb, R"({"op":"status","id":6,"to":"alice","status":2})");
+  CHECK_EQ(f.b.writes.size(), size_t(0));
+}
+
+TEST("a read receipt goes back only when asked for") {
+  Fixture f(durable_off());
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  f.send(alice, a, R"({"op":"msg","id":1,"to":"bob","flags":1,"data":"x"})");
+  f.send(bob, bb, R"({"op":"status","id":1,"to":"alice","status":3})");
+  CHECK_EQ(f.b.writes.size(), size_t(0));
+  CHECK_EQ(f.r.counters.statuses[3], uint64_t(1));
+}
+
+TEST("durable off: delivered deletes a stored copy only when the backlog sent it to that connection") {
+  Fixture f(durable_off());
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId bb = sb::router_login(f.r, bob, false);
+  sb::router_backlog_sent(f.r, bb, alice, 11);
+  sb::router_backlog_done(f.r, bb);
+  f.send(bob, bb, R"({"op":"status","id":12,"to":"alice","status":2})");
+  CHECK_EQ(f.b.ops.size(), size_t(0));
+  f.send(bob, bb, R"({"op":"status","id":11,"to":"alice","status":2})");
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ACK);
+}
+
+TEST("a device still receiving its backlog gets nothing live; the copy is stored") {
+  Fixture f(durable_off());
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice);
+  ConnId bb = sb::router_login(f.r, bob, false);
+  f.send(alice, a, R"({"op":"msg","id":1,"to":"bob","data":"x"})");
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  for (const sb::Write &w : f.b.writes) CHECK(w.conn != bb);
+  CHECK_EQ(sb::router_owed(f.r)[bb], 2);
+}
+
+TEST("a recipient on another node: the copy is handed over as a forward operation") {
+  Fixture f(durable_off());
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  sb::directory_set_node(f.r.dir, bob, 3);
+  ConnId a = f.online(alice);
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":1,"to":"bob","flags":4,"data":"x"})"), 1);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_FORWARD);
+  CHECK_EQ(f.b.ops[0].node, 3u);
+}
+
+TEST("a module's message is held for the commit and encoded from the sender") {
+  Fixture f;
+  sb::router_user_add(f.r, "alice");
+  UserId bob = sb::router_user_add(f.r, "bob");
+  ConnId bb = f.online(bob);
+  mesibo_message_params_t p{};
+  p.id = 77;
+  p.to = const_cast<char *>("bob");
+  CHECK_EQ(sb::router_module_message(f.r, "alice", p, "m", 1, 1000, f.b), 0);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(bb) + R"(:{"op":"msg","id":77,"from":"alice","to":"bob","data":"m"})"}));
+  p.to = const_cast<char *>("nobody");
+  CHECK_EQ(sb::router_module_message(f.r, "alice", p, "m", 1, 1000, f.b), -1);
+}
+
+TEST("live copy: a resend while still live waits on the same copy; one confirmation answers both") {
+  Fixture f;
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  f.send(alice, a, R"({"op":"msg","id":9,"to":"bob","data":"x"})", 1000);
+  // The sender reconnected and resent before its "sent".
+  sb::router_logout(f.r, a, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(0));  // alice's leaving stores nothing of bob's
+  ConnId a2 = f.online(alice);
+  f.send(alice, a2, R"({"op":"msg","id":9,"to":"bob","data":"x"})", 1005);
+  CHECK_EQ(sb::router_live_count(f.r), size_t(1));
+  f.send(bob, bb, R"({"op":"status","id":9,"to":"alice","status":2})", 1010);
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  // The first "sent" was for a connection that has closed: only the new one hears it.
+  CHECK_EQ(join(f.writes()), join({std::to_string(a2) + R"(:{"op":"status","id":9,"from":"bob","status":1})"}));
+}
+
+TEST("a queued sent is never given to a later connection that reuses the id") {
+  sb::RouterSettings s;
+  s.grace_ms = 0;
+  Fixture f(s);
+  UserId alice = sb::router_user_add(f.r, "alice"), carol = sb::router_user_add(f.r, "carol");
+  sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice);
+  f.send(alice, a, R"({"op":"msg","id":1,"to":"bob","data":"x"})");
+  sb::router_logout(f.r, a, f.b);
+  ConnId c = f.online(carol);
+  CHECK_EQ(c, a);
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(f.b.writes.size(), size_t(0));
+}
+
+TEST("a receipt waits behind any queued sent, also one for another sender") {
+  sb::RouterSettings s;
+  s.grace_ms = 0;
+  Fixture f(s);
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  UserId carol = sb::router_user_add(f.r, "carol");
+  ConnId a = f.online(alice), bb = f.online(bob), c = f.online(carol);
+  f.send(alice, a, R"({"op":"msg","id":1,"to":"bob","flags":1,"data":"x"})");
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  f.send(carol, c, R"({"op":"msg","id":2,"to":"bob","data":"y"})");  // carol's "sent" now waits
+  f.send(bob, bb, R"({"op":"status","id":1,"to":"alice","status":2})");
+  CHECK_EQ(f.b.writes.size(), size_t(0));
+  e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(bb) + R"(:{"op":"msg","id":2,"from":"carol","to":"bob","data":"y"})",
+                                   std::to_string(c) + R"(:{"op":"status","id":2,"from":"bob","status":1})",
+                                   std::to_string(a) + R"(:{"op":"status","id":1,"from":"bob","status":2})"}));
+}
+
+TEST("a recipient with a delivery held for the commit gets the next one held too, not live") {
+  Fixture f;  // durable on, grace 50
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  mesibo_message_params_t p{};
+  p.id = 50;
+  p.to = const_cast<char *>("bob");
+  sb::router_module_message(f.r, "alice", p, "m", 1, 1000, f.b);  // held
+  f.send(alice, a, R"({"op":"msg","id":51,"to":"bob","data":"c"})", 1000);
+  CHECK_EQ(f.b.writes.size(), size_t(0));  // a live copy would overtake the held one
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(bb) + R"(:{"op":"msg","id":50,"from":"alice","to":"bob","data":"m"})",
+                                   std::to_string(bb) + R"(:{"op":"msg","id":51,"from":"alice","to":"bob","data":"c"})",
+                                   std::to_string(a) + R"(:{"op":"status","id":51,"from":"bob","status":1})"}));
+}
+
+TEST("a group message's live copies share one message; sent after the last confirmation") {
+  sb::RouterHost host;
+  host.load_group = [](void *, uint32_t, std::vector<std::string> &m) {
+    m.push_back("alice");
+    m.push_back("bob");
+    m.push_back("carol");
+    return true;
+  };
+  Fixture f({}, host);
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  UserId carol = sb::router_user_add(f.r, "carol");
+  ConnId a = f.online(alice), bb = f.online(bob), c = f.online(carol);
+  f.send(alice, a, R"({"op":"msg","id":3,"gid":8,"data":"g"})", 1000);
+  CHECK_EQ(f.b.writes.size(), size_t(2));
+  CHECK_EQ(sb::router_live_count(f.r), size_t(2));
+  f.send(bob, bb, R"({"op":"status","id":3,"to":"alice","status":2})", 1001);
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(f.b.writes.size(), size_t(0));  // carol has not confirmed yet
+  sb::router_expire(f.r, 1050, f.b);       // carol is silent: her copy is stored
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].recipient, carol);
+  CHECK_EQ(f.b.ops[0].gid, 8u);
+  e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":3,"gid":8,"status":1})"}));
+  (void)c;
+}
+
+TEST("stop stores every live copy and takes no more timers; logout then stores nothing") {
+  Fixture f;
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  f.send(alice, a, R"({"op":"msg","id":1,"to":"bob","data":"1"})", 1000);
+  sb::router_stop(f.r, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  sb::router_logout(f.r, bb, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(0));
+  sb::router_expire(f.r, 2000, f.b);
+  CHECK_EQ(f.b.live_wait_ms, int64_t(-1));
+  (void)bob;
+}
+
+TEST("receipt flags: the oldest is forgotten past the limit") {
+  sb::Receipts r;
+  r.max = 2;
+  sb::receipts_track(r, 1, 2, 10, 1, 0);
+  sb::receipts_track(r, 1, 2, 11, 1, 0);
+  sb::receipts_track(r, 1, 2, 12, 1, 0);
+  CHECK_EQ(sb::receipts_take(r, 1, 2, 10, 2), int64_t(-1));
+  CHECK_EQ(sb::receipts_take(r, 1, 2, 11, 2), int64_t(0));
+  CHECK_EQ(sb::receipts_take(r, 1, 2, 12, 2), int64_t(0));
+}
+
+TEST("flat map: erase keeps every other key findable") {
+  sb::FlatMap<sb::Key3, uint32_t> m;
+  for (uint32_t i = 0; i < 5000; ++i) m.put(sb::Key3{i % 7, i, i * 3}, i);
+  for (uint32_t i = 0; i < 5000; i += 2) CHECK(m.erase(sb::Key3{i % 7, i, i * 3}));
+  size_t found = 0;
+  for (uint32_t i = 0; i < 5000; ++i) {
+    uint32_t *v = m.find(sb::Key3{i % 7, i, i * 3});
+    if (i % 2) found += v && *v == i;
+    else CHECK(v == nullptr);
+  }
+  CHECK_EQ(found, size_t(2500));
+}
+
+TEST("the steady state allocates nothing: live copies confirmed, receipts, commits") {
+  Fixture f;
+  std::vector<UserId> users;
+  std::vector<ConnId> conns;
+  for (int i = 0; i < 100; ++i) {
+    users.push_back(sb::router_user_add(f.r, "u" + std::to_string(i)));
+    conns.push_back(f.online(users.back()));
+  }
+  std::vector<std::string> msgs, statuses;
+  for (int i = 0; i < 100; ++i) {
+    msgs.push_back(R"({"op":"msg","id":)" + std::to_string(i + 1) + R"(,"to":"u)" + std::to_string((i + 1) % 100) +
+                   R"(","flags":1,"data":"0123456789012345678901234567890123456789"})");
+    statuses.push_back(R"({"op":"status","id":)" + std::to_string(i + 1) + R"(,"to":"u)" + std::to_string(i) +
+                       R"(","status":2})");
+  }
+  auto round = [&](uint64_t now) {
+    for (int i = 0; i < 100; ++i) f.send(users[i], conns[i], msgs[i], now);
+    for (int i = 0; i < 100; ++i) f.send(users[(i + 1) % 100], conns[(i + 1) % 100], statuses[i], now);
+    uint64_t e = sb::router_commit_begin(f.r);
+    sb::router_committed(f.r, e, f.b);
+    sb::router_expire(f.r, now + 60, f.b);
+  };
+  for (int i = 0; i < 50; ++i) round(1000 + i * 100);  // warm: every pool and buffer at its size
+  g_allocs = 0;
+  g_counting = true;
+  for (int i = 50; i < 150; ++i) round(1000 + i * 100);
+  g_counting = false;
+  CHECK_EQ(g_allocs, size_t(0));
+  CHECK_EQ(sb::router_live_count(f.r), size_t(0));
+}
+
+}  // namespace
