@@ -93,7 +93,8 @@ function argumentError(what: string): SwitchboardError {
 
 const isAddress = (a: unknown): a is string => typeof a === 'string' && a.length > 0;
 
-function checkMessage(m: NewMessage): void {
+/** What every store checks in enqueue(), before buffering. */
+export function checkMessage(m: NewMessage): void {
   if (!isAddress(m.recipient) || !isAddress(m.sender)) throw argumentError('A stored message needs a non-empty recipient and sender.');
   for (const f of ['id', 'refid', 'groupid', 'flags', 'type', 'expiry', 'expiresAt'] as const) {
     if (!Number.isSafeInteger(m[f]) || m[f] < 0) throw argumentError(`A stored message's ${f} must be a non-negative integer, not ${String(m[f])}.`);
