@@ -23,8 +23,7 @@ export type SendResult = { status: number; id: number; verdict: 'pass' | 'consum
 interface Deferred {
   ws: WS | null;
   outFormat: number;
-  /** A backend API request waiting for the answer. */
-  /** The backend API's answer: its result, or the error of a commit that failed. */
+  /** A backend API request waiting for the answer: its result, or the error of a commit that failed. */
   api: ((r: SendResult | SwitchboardError) => void) | null;
 }
 

@@ -318,10 +318,12 @@ export class Server {
     if (this.purgeTimer) clearInterval(this.purgeTimer);
     this.sessions.stop();
     this.live.stop();
-    // With an asynchronous store the last batches land first; a failed one
-    // is logged, and close() tries what is left once more.
+    // With an asynchronous store the last batches land first (a failed one
+    // is logged); SQLite commits and closes in this turn, as before.
+    this.commit.now();
     if (!this.commit.idle) await new Promise<boolean>((resolve) => this.commit.afterCommit(resolve));
-    await this.store.close();
+    const closed = this.store.close();
+    if (closed) await closed;
     this.core.close();
     (this.app as unknown as { close?: () => void }).close?.();
     (this.metricsApp as unknown as { close?: () => void } | null)?.close?.();
