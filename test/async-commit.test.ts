@@ -212,6 +212,38 @@ describe('asynchronous commit', () => {
     expect(bob.texts()).toEqual(['f1', 'f2', 'f3']);
   });
 
+  it('under load, with live copies (durable_grace) and batches landing on a timer: every message "sent" and delivered once, in each sender\'s order', async () => {
+    const as = asyncStore(3);
+    const log: string[] = [];
+    const s = await Server.start({ configText: `listen = 127.0.0.1:0\ndata_dir = ${tempDir()}\napp_token = ${APP}\nlog_level = 0\n`, log: (l) => log.push(l), openStore: as.open });
+    running.push(s);
+    const st = as.get();
+    const alice = await peer(s, 'alice');
+    const carol = await peer(s, 'carol');
+    const bob = await peer(s, 'bob');
+    const daveToken = await user(s, 'dave'); // offline until the end: every copy for him is stored
+    const a = sender(alice);
+    const c = sender(carol);
+    const N = 150;
+    const all: Promise<unknown>[] = [];
+    for (let i = 0; i < N; i++) {
+      all.push(a.send('bob', `a${i}`), c.send('bob', `c${i}`), a.send('dave', `d${i}`));
+      if (i % 25 === 0) await new Promise((r) => setTimeout(r, 2));
+    }
+    await Promise.all(all);
+    await until(() => bob.texts().length === 2 * N);
+    const dave = await connectPeer(s.port, daveToken, '', clients);
+    await until(() => dave.texts().length === N);
+    const seq = (p: string, n: number) => Array.from({ length: n }, (_, i) => `${p}${i}`);
+    expect(bob.texts().filter((t) => t[0] === 'a')).toEqual(seq('a', N));
+    expect(bob.texts().filter((t) => t[0] === 'c')).toEqual(seq('c', N));
+    expect(dave.texts()).toEqual(seq('d', N));
+    expect(a.sent.filter((t) => t[0] === 'a')).toEqual(seq('a', N));
+    expect(a.sent.filter((t) => t[0] === 'd')).toEqual(seq('d', N));
+    expect(st.batches.length).toBeGreaterThan(1);
+    expect([st.failed, log.filter((l) => / store\.error /.test(l))]).toEqual([0, []]);
+  });
+
   it('stop() waits for the batch in flight, and what it committed is there after a restart', async () => {
     const as = asyncStore(30);
     const dir = tempDir();
