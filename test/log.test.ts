@@ -189,10 +189,11 @@ describe('log_level', () => {
 });
 
 describe('store errors', () => {
-  // A store that cannot commit stops the server (nothing unsaved is
-  // acknowledged); the log says why first. A real SQLite failure: the
-  // child's store is switched to read-only after start.
-  it('a commit that fails is logged as store.error with SQLite\'s reason before the server stops, at log_level 0', async () => {
+  // A commit that fails acknowledges nothing of its batch and disconnects
+  // its senders (they resend); the server runs on and the log says why. A
+  // real SQLite failure: the child's store is switched to read-only after
+  // start.
+  it('a commit that fails is logged as store.error with SQLite\'s reason, its sender is disconnected without "sent", and the server runs on, at log_level 0', async () => {
     const dir = tempDir('sb-log-store-');
     const script = `
       const { Server } = require(${JSON.stringify(path.join(root, 'dist', 'index.js'))});
@@ -205,7 +206,6 @@ describe('store errors', () => {
     let err = '';
     child.stdout!.on('data', (d) => (out += d));
     child.stderr!.on('data', (d) => (err += d));
-    const exit = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
     await until(() => /READY \d+/.test(out), 15_000);
     const port = Number(/READY (\d+)/.exec(out)![1]);
     const alice = (await apiCall(port, APP, { op: 'useradd', address: 'alice' })).token as string;
@@ -215,11 +215,17 @@ describe('store errors', () => {
     // bob is offline: his copy must be committed before alice hears "sent".
     const c = new SwitchboardClient({ url: `ws://127.0.0.1:${port}/`, token: alice, WebSocket: WebSocket as never, reconnect: false });
     clients.push(c);
+    let closeCode = 0;
+    c.on('disconnected', (d) => (closeCode = d.code));
     await c.connect();
     let sent = false;
     c.send('bob', 'never stored').sent.then(() => (sent = true), () => undefined);
-    expect(await exit).not.toBe(0);
+    await until(() => closeCode !== 0, 10_000);
+    expect(closeCode).toBe(1011);
     expect(sent).toBe(false);
+    // Still serving: the API answers.
+    expect((await apiCall(port, APP, { op: 'users' })).ok).toBe(true);
+    expect(child.exitCode).toBe(null);
     const lines = err.split('\n').filter((l) => / store\.error /.test(l));
     expect(lines.map(parseLogLine)).toEqual([{ time: expect.any(String), severity: 'error', event: 'store.error', fields: { op: 'flush', error: expect.stringMatching(/readonly database/) } }]);
   });

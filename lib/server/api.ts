@@ -43,6 +43,15 @@ class ApiError extends Error {
 type Body = Record<string, unknown>;
 
 /** A failure answer; built here so that its code is checked against the catalog. */
+/**
+ * What sending throws: the core's wire format errors (the request's fault),
+ * or E_STORE_WRITE, a commit that failed (the server's: send again later).
+ */
+function sendError(e: unknown): never {
+  if (!(e instanceof SwitchboardError)) throw e;
+  throw new ApiError(e.code === 'E_STORE_WRITE' ? 503 : 400, e.code as ErrorCode, e.message);
+}
+
 function failure(code: ErrorCode, message: string): Body {
   return { ok: false, code, message };
 }
@@ -136,12 +145,10 @@ const ops: Record<string, (ctx: ApiContext, b: Body) => Body | Promise<Body>> = 
     for (const k of ['to', 'gid', 'refid', 'type', 'flags', 'expiry', 'data', 'b64']) if (b[k] !== undefined) frame[k] = b[k];
     try {
       const r = ctx.send(from, Buffer.from(JSON.stringify(frame)));
-      if (r instanceof Promise) return r.then((d) => ({ id: d.id, status: d.status, verdict: d.verdict }));
+      if (r instanceof Promise) return r.then((d) => ({ id: d.id, status: d.status, verdict: d.verdict }), sendError);
       return { id: r.id, status: r.status, verdict: r.verdict };
     } catch (e) {
-      // What send throws are the core's wire format errors, all catalog codes.
-      if (e instanceof SwitchboardError) throw new ApiError(400, e.code as ErrorCode, e.message);
-      throw e;
+      return sendError(e);
     }
   },
   online(ctx) {

@@ -32,6 +32,8 @@ export class Inboxes {
   constructor(
     private readonly store: Store,
     private readonly limits: Pick<ServerSettings, 'maxInboxMessages' | 'maxInboxBytes'>,
+    /** Commits what is buffered (Commit.now), so the store's counts include it. */
+    private readonly commitNow: () => void,
   ) {}
 
   private count(recipient: string, now: number): Count {
@@ -51,8 +53,10 @@ export class Inboxes {
     if (c.messages + 1 <= maxMessages && c.bytes + bytes <= maxBytes) return false;
     if (now - c.readAt < REREAD_MS) return true;
     // The store counts committed copies only: commit this turn's first (the
-    // group commit would a moment later), or they would be missed.
-    if (this.store.pendingWrites) this.store.flush();
+    // group commit would a moment later), or they would be missed. (With a
+    // batch in flight, its copies are missed until it lands: the count errs
+    // low for a moment, never high.)
+    if (this.store.pendingWrites) this.commitNow();
     this.counts.delete(recipient);
     c = this.count(recipient, now);
     return c.messages + 1 > maxMessages || c.bytes + bytes > maxBytes;

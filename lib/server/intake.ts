@@ -23,8 +23,8 @@ export type SendResult = { status: number; id: number; verdict: 'pass' | 'consum
 interface Deferred {
   ws: WS | null;
   outFormat: number;
-  /** A backend API request waiting for the answer. */
-  api: ((r: SendResult) => void) | null;
+  /** A backend API request waiting for the answer: its result, or the error of a commit that failed. */
+  api: ((r: SendResult | SwitchboardError) => void) | null;
 }
 
 export class Intake {
@@ -79,7 +79,17 @@ export class Intake {
     if (!d) return;
     this.deferred.delete(token);
     const ws = d.ws && d.ws.getUserData().open ? d.ws : null;
-    const status = this.router.route(from, verdict, d.outFormat, ws);
+    let status: number;
+    try {
+      status = this.router.route(from, verdict, d.outFormat, ws);
+    } catch (e) {
+      // A failed commit of a message with no connection to answer (logged
+      // as store.error): nobody heard "sent"; the API caller hears why.
+      if (!(e instanceof SwitchboardError)) throw e;
+      this.stages.forget(from, this.core.infoArray()[Info.Id]);
+      d.api?.(e);
+      return;
+    }
     this.stages.forget(from, this.core.infoArray()[Info.Id]);
     d.api?.({ status, id: this.core.infoArray()[Info.Id], verdict: verdict === 1 ? 'consumed' : 'pass' });
   }
@@ -132,7 +142,7 @@ export class Intake {
     if (v < 0) throw wireErrorFor(v, this.core.lastErrorDetail());
     if (v === VERDICT_DEFERRED) {
       const token = this.core.infoArray()[Info.Token];
-      return new Promise((resolve) => this.deferred.set(token, { ws: null, outFormat, api: resolve }));
+      return new Promise((resolve, reject) => this.deferred.set(token, { ws: null, outFormat, api: (r) => (r instanceof SwitchboardError ? reject(r) : resolve(r)) }));
     }
     const status = this.router.route(from, v, outFormat, null);
     return { status, id: this.core.infoArray()[Info.Id], verdict: v === 1 ? 'consumed' : 'pass' };

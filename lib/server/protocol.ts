@@ -45,3 +45,5 @@ export const CLOSE_BAD_LOGIN = 4002;
 export const CLOSE_LOGIN_TIMEOUT = 4008;
 /** The user is at max_connections_per_user. */
 export const CLOSE_TOO_MANY = 4029;
+/** A commit of the store failed: what this connection sent and did not hear "sent" for was not kept; reconnect and resend. */
+export const CLOSE_STORE_FAILED = 1011;

@@ -10,6 +10,7 @@
  * recipient is on") can replace it without touching what acts on it.
  */
 import type { Core, Message } from '../core';
+import { SwitchboardError } from '../errors';
 import type { Logger } from '../log';
 import { Info } from '../native';
 import type { NewMessage, Store } from '../store/types';
@@ -246,7 +247,9 @@ export class Router {
       else this.metrics.receivedFailed++;
     }
     if (!ws) {
-      if (stored) this.commit.now();
+      // The backend API answers after the commit (with an asynchronous store
+      // the answer comes before it: docs/store.md).
+      if (stored && !this.commit.now()) throw new SwitchboardError('E_STORE_WRITE', 'The store could not commit this message; nothing of it was kept. Send it again.');
       return status;
     }
     if (status !== Status.SENT) {

@@ -65,6 +65,12 @@ export interface StartOptions {
   overrides?: Partial<ServerSettings>;
   /** Receives every log line (in the config's log_format, without the newline); default: stderr. */
   log?: (line: string) => void;
+  /**
+   * Opens the store on the data_dir's file (default: SqliteStore.open). The
+   * seam for another engine (docs/store.md), and for tests that wrap the
+   * SQLite store, e.g. to make its commit asynchronous.
+   */
+  openStore?: (file: string) => Store;
 }
 
 const VERSION: string = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')).version;
@@ -131,14 +137,14 @@ export class Server {
     this.receipts = new Receipts(store, core);
     this.stats = newStats(0);
     setConnectionCap(this.stats, settings.maxConnections, logger);
-    this.inboxes = new Inboxes(store, settings);
+    this.inboxes = new Inboxes(store, settings, () => this.commit.now());
     this.presence = new Presence(settings, store, this.directory.users);
     this.app = settings.tlsCert ? uWS.SSLApp({ cert_file_name: settings.tlsCert, key_file_name: settings.tlsKey! }) : uWS.App();
     // Every room holds the one settings object and reads it when it acts.
     this.stages = new Stages(settings, core, logger, this.bots);
     this.middleware = this.stages.middleware;
     this.delivery = new Delivery(this.app, this.connections, this.middleware, this.metrics, logger);
-    this.commit = new Commit(store, this.delivery, this.metrics, logger);
+    this.commit = new Commit(store, this.delivery, this.inboxes, this.metrics, logger);
     this.live = new LiveCopies(settings, store, this.inboxes, this.connections, this.commit, this.metrics);
     const placement = new LocalPlacement(settings, this.connections, this.commit);
     this.router = new Router(settings, core, store, this.directory, placement, this.delivery, this.commit, this.live, this.receipts, this.inboxes, this.presence, this.stages, this.stats, this.metrics, logger);
@@ -169,7 +175,7 @@ export class Server {
       throw new SwitchboardError('E_DATA_DIR', `data_dir ${settings.dataDir} is not a writable folder (${(e as Error).message}); create it or point data_dir elsewhere`);
     }
     const storeFile = path.join(settings.dataDir, 'switchboard.db');
-    const store = SqliteStore.open(storeFile);
+    const store = (opts.openStore ?? SqliteStore.open)(storeFile);
     let core: Core;
     try {
       // The core's own lines (module null) are its warnings.
@@ -312,8 +318,12 @@ export class Server {
     if (this.purgeTimer) clearInterval(this.purgeTimer);
     this.sessions.stop();
     this.live.stop();
+    // With an asynchronous store the last batches land first (a failed one
+    // is logged); SQLite commits and closes in this turn, as before.
     this.commit.now();
-    this.store.close();
+    if (!this.commit.idle) await new Promise<boolean>((resolve) => this.commit.afterCommit(resolve));
+    const closed = this.store.close();
+    if (closed) await closed;
     this.core.close();
     (this.app as unknown as { close?: () => void }).close?.();
     (this.metricsApp as unknown as { close?: () => void } | null)?.close?.();

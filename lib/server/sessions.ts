@@ -204,8 +204,12 @@ export class Sessions {
     if (!c.open || c.backlogDone) return;
     while (ws.getBufferedAmount() < BACKLOG_BUFFER) {
       // What was stored for this user since the last page (while this device
-      // was not subscribed yet) must be in the next one.
-      if (this.store.pendingWrites) this.commit.now();
+      // was not subscribed yet) must be in the next one: committed first,
+      // and with an asynchronous store the page waits for that commit.
+      if (!this.commit.idle) {
+        this.commit.now();
+        if (!this.commit.idle) return this.commit.afterCommit(() => this.pump(ws));
+      }
       const page = this.store.pending(c.address, BACKLOG_PAGE, c.backlogSeq);
       if (!page.length) {
         c.backlogDone = true;

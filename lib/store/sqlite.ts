@@ -4,9 +4,11 @@
  * the store installs wherever the addon does, with no compiler.
  *
  * Message writes use group commit: enqueue() and ack() only append to an
- * in-memory buffer, and flush() commits the whole buffer in one transaction.
- * The server flushes once per event-loop turn and tells senders "sent" only
- * after that, so all the messages of a turn share one commit.
+ * in-memory buffer, and commit() (or flush()) writes the whole buffer in one
+ * transaction. The server commits once per event-loop turn and tells
+ * senders "sent" only after that, so all the messages of a turn share one
+ * commit. SQLite commits synchronously: commit() returns nothing, and the
+ * server releases the batch in the same call.
  */
 import { SwitchboardError } from '../errors';
 import { Database } from './db';
@@ -91,7 +93,8 @@ function argumentError(what: string): SwitchboardError {
 
 const isAddress = (a: unknown): a is string => typeof a === 'string' && a.length > 0;
 
-function checkMessage(m: NewMessage): void {
+/** What every store checks in enqueue(), before buffering. */
+export function checkMessage(m: NewMessage): void {
   if (!isAddress(m.recipient) || !isAddress(m.sender)) throw argumentError('A stored message needs a non-empty recipient and sender.');
   for (const f of ['id', 'refid', 'groupid', 'flags', 'type', 'expiry', 'expiresAt'] as const) {
     if (!Number.isSafeInteger(m[f]) || m[f] < 0) throw argumentError(`A stored message's ${f} must be a non-negative integer, not ${String(m[f])}.`);
@@ -342,6 +345,22 @@ export class SqliteStore implements Store {
     this.live++;
   }
 
+  /** The Store contract's commit: synchronous, and on failure the batch is dropped (the server answers for it). */
+  commit(): void {
+    try {
+      this.flush();
+    } catch (e) {
+      this.clearBuffer();
+      throw e;
+    }
+  }
+
+  /**
+   * Commits everything buffered in one transaction and returns how many
+   * writes that was. On failure it throws E_STORE_WRITE, nothing of the
+   * batch is committed, and the buffer is kept for the next flush (for a
+   * caller that retries; the server's commit() drops it instead).
+   */
   flush(): number {
     this.checkOpen();
     if (this.live === 0) {

@@ -4,12 +4,20 @@
  * for a networked one (PostgreSQL) without touching the server.
  *
  * Durability contract: message writes (`enqueue`, `ack`) are buffered in
- * memory and become durable together at the next `flush()`. The server calls
- * `flush()` once per event-loop turn and only then tells senders their
- * messages were sent, so "sent" always means "survives a killed process".
- * User and group changes are rare and commit immediately.
+ * memory and become durable together, as one batch, at the next `commit()`.
+ * The server (lib/server/commit.ts) commits once per event-loop turn and
+ * only then tells senders their messages were sent, so "sent" always means
+ * "survives a killed process". User and group changes are rare and commit
+ * immediately.
+ *
+ * The write side may be asynchronous: `commit()` returns nothing when the
+ * batch was committed before it returned (SQLite: no Promise, no extra
+ * turn), or a Promise that resolves once the batch is durable (PostgreSQL).
+ * The server keeps at most one commit in flight; writes buffered meanwhile
+ * are the next batch, committed when the flight lands. Reads see committed
+ * copies only. docs/store.md lists the reads that must become asynchronous
+ * for a networked store, and where the server awaits them.
  */
-
 /** One recipient's copy of a message, as committed. */
 export interface StoredMessage {
   /**
@@ -40,7 +48,7 @@ export type NewMessage = Omit<StoredMessage, 'seq'>;
 
 /**
  * Errors carry a stable `code` (see SwitchboardError): E_STORE_OPEN,
- * E_STORE_CORRUPT, E_STORE_LOCKED, E_STORE_VERSION when opening; E_STORE_WRITE when a flush
+ * E_STORE_CORRUPT, E_STORE_LOCKED, E_STORE_VERSION when opening; E_STORE_WRITE when a commit
  * fails; E_STORE_READONLY, E_STORE_CLOSED, E_STORE_NO_GROUP, E_STORE_NO_USER,
  * E_STORE_TOKEN_IN_USE and E_STORE_ARGUMENT for calls the store cannot serve.
  */
@@ -79,15 +87,15 @@ export interface Store {
   /** The gids the address is a member of, ascending. */
   groupsOf(address: string): number[];
 
-  // ---- messages: buffered, durable at the next flush() -------------------
+  // ---- messages: buffered, durable at the next commit() -----------------
 
   /**
-   * Buffers one recipient's copy; nothing is written until flush(). Throws
+   * Buffers one recipient's copy; nothing is written until commit(). Throws
    * E_STORE_ARGUMENT at once for a malformed copy, so one bad message can
    * never make a whole batch fail. The recipient is not checked against the
    * users: that costs a read per copy and the server knows its recipients.
    * A copy named like one the recipient still has committed (same sender and
-   * id: a resend after a lost "sent") is dropped at flush, so the original
+   * id: a resend after a lost "sent") is dropped at commit, so the original
    * keeps its place in the order and its expiry.
    */
   enqueue(m: NewMessage): void;
@@ -95,20 +103,32 @@ export interface Store {
    * Buffers the deletion of a delivered copy: every copy named (recipient,
    * sender, id), should the sender have repeated an id. It also cancels such
    * copies enqueued earlier in the same buffer, so a copy enqueued and
-   * acknowledged between two flushes is never written at all.
+   * acknowledged between two commits is never written at all. A deletion
+   * committed in a later batch than the copy's insert must still find it.
    */
   ack(recipient: string, sender: string, id: number): void;
   /**
-   * Commits everything buffered, in the order it was buffered, in ONE
-   * transaction, and returns how many writes that was. On failure it throws
-   * E_STORE_WRITE, nothing of the batch is committed and the buffer is kept.
+   * Takes everything buffered as one batch and commits it, in the order it
+   * was buffered, in ONE transaction. When it returns, the buffer is empty:
+   * writes made from then on belong to the next batch.
+   *
+   * Returns undefined when the batch is already committed (a synchronous
+   * engine: the server then releases its "sent"s in the same call), or a
+   * Promise that resolves when the batch is durable. The caller starts the
+   * next commit only after this one settled, so batches commit in order.
+   *
+   * On failure it throws, or the Promise rejects, with E_STORE_WRITE, and
+   * nothing of the batch is committed. The store then drops the failed batch
+   * AND whatever was buffered while it was in flight: the caller tells none
+   * of their senders "sent" (they resend), and a later message of a sender
+   * must not be committed ahead of the resend of an earlier one.
    */
-  flush(): number;
+  commit(): Promise<void> | void;
   /** Writes buffered and not yet committed. */
   readonly pendingWrites: number;
   /**
    * The recipient's committed, unexpired copies in seq order, at most `limit`
-   * of them, starting after `afterSeq` (for paging). Buffered writes are not seen: a copy is readable only once it is
+   * of them, starting after `afterSeq` (for paging). Buffered and in-flight writes are not seen: a copy is readable only once it is
    * durable, so nothing is delivered that a crash could take back.
    */
   pending(recipient: string, limit?: number, afterSeq?: number): StoredMessage[];
@@ -121,8 +141,9 @@ export interface Store {
   /** Deletes committed copies that expired at `nowMs` (default: now). Returns how many. */
   purgeExpired(nowMs?: number): number;
   /**
-   * Flushes what is buffered, then closes, even if that flush throws (those
+   * Commits what is buffered, then closes, even if that commit fails (those
    * writes were never reported as committed). Calling it again does nothing.
+   * The server calls it once no commit is in flight, and awaits it.
    */
-  close(): void;
+  close(): Promise<void> | void;
 }
