@@ -149,7 +149,7 @@ export class Server {
     const placement = new LocalPlacement(settings, this.connections, this.commit);
     this.router = new Router(settings, core, store, this.directory, placement, this.delivery, this.commit, this.live, this.receipts, this.inboxes, this.presence, this.stages, this.stats, this.metrics, logger);
     this.sessions = new Sessions(settings, this.app, store, core, this.connections, this.commit, this.live, this.delivery, this.stats, this.metrics, logger);
-    this.intake = new Intake(settings, core, this.connections, this.sessions, this.stages, this.router, this.presence, this.stats, logger);
+    this.intake = new Intake(settings, core, this.connections, this.sessions, this.stages, this.router, this.presence, this.commit, this.stats, this.metrics, logger);
     core.on('message', (m) => this.router.moduleMessage(m));
     core.on('complete', (token, verdict, from) => this.intake.completed(token, verdict, from));
     this.installRoutes();
