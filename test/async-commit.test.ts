@@ -363,6 +363,59 @@ describe('backend API message with an asynchronous store', () => {
   });
 });
 
+describe('userdel with an asynchronous store', () => {
+  it('waits for the batch in flight: no copy for the removed user lands after the delete, and the senders still hear "sent"', async () => {
+    const as = asyncStore();
+    const { s } = await start(as.open);
+    const st = as.get();
+    const alice = await peer(s, 'alice');
+    await user(s, 'bob');
+    const a = sender(alice);
+    st.paused = true;
+    a.send('bob', 'flying');
+    await until(() => st.inFlight === 1);
+    const del = apiRequest(s.port, { op: 'userdel', address: 'bob' });
+    a.send('bob', 'buffered');
+    await until(() => st.pendingWrites === 1);
+    await settle();
+    expect(del.answered).toBe(false);
+    expect(st.inner.userExists('bob')).toBe(true);
+    await st.land();
+    expect(await del.result).toMatchObject({ status: 200, body: { ok: true, address: 'bob' } });
+    await st.resume();
+    await until(() => a.sent.length === 2);
+    expect(a.sent).toEqual(['flying', 'buffered']);
+    expect([st.inner.userExists('bob'), st.inner.countPending()]).toEqual([false, 0]);
+    // The address is free again, with an empty inbox.
+    await user(s, 'bob');
+    expect(st.inner.countPending('bob')).toBe(0);
+  });
+
+  it('still deletes when the batch in flight fails, and answers at once with nothing in flight', async () => {
+    const as = asyncStore();
+    const { s, file } = await start(as.open);
+    const st = as.get();
+    const alice = await peer(s, 'alice');
+    await user(s, 'bob');
+    await user(s, 'carol');
+    const raw = new Database(file);
+    raw.exec(FAIL_INSERTS);
+    st.paused = true;
+    sender(alice).send('bob', 'fails');
+    await until(() => st.inFlight === 1);
+    const del = apiRequest(s.port, { op: 'userdel', address: 'bob' });
+    await settle();
+    expect(del.answered).toBe(false);
+    await st.land();
+    expect(await del.result).toMatchObject({ status: 200, body: { ok: true } });
+    raw.exec('DELETE FROM broken');
+    raw.close();
+    expect([st.inner.userExists('bob'), st.inFlight]).toEqual([false, 0]);
+    expect(await apiRequest(s.port, { op: 'userdel', address: 'carol' }).result).toMatchObject({ status: 200 });
+    expect(await apiRequest(s.port, { op: 'userdel', address: 'bob' }).result).toMatchObject({ status: 404, body: { code: 'E_NO_SUCH_USER' } });
+  });
+});
+
 describe('synchronous commit (SQLite)', () => {
   it('a failing commit acknowledges nothing, the sender resends once the store works again, and the server runs on', async () => {
     const { s, file, log } = await start((f) => SqliteStore.open(f));

@@ -409,6 +409,7 @@ export class Server {
         this.inboxes.forget(address);
         this.sessions.disconnect(address, 'E_AUTH', 'your token was revoked or your user was removed; log in again with a new token');
       },
+      afterFlight: (fn) => this.commit.afterFlight(fn),
       loadGroup: (gid) => this.directory.group(gid),
       reload: () => this.reload(),
       logger: this.logger,
