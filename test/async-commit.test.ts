@@ -6,6 +6,7 @@
 // and the senders' resends then succeed. The same failure with the plain
 // (synchronous) SQLite store at the end.
 import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import type { SwitchboardClient } from '../lib/client';
 import { Server } from '../lib/index';
 import { Database } from '../lib/store/db';
@@ -413,6 +414,40 @@ describe('userdel with an asynchronous store', () => {
     expect([st.inner.userExists('bob'), st.inFlight]).toEqual([false, 0]);
     expect(await apiRequest(s.port, { op: 'userdel', address: 'carol' }).result).toMatchObject({ status: 200 });
     expect(await apiRequest(s.port, { op: 'userdel', address: 'bob' }).result).toMatchObject({ status: 404, body: { code: 'E_NO_SUCH_USER' } });
+  });
+});
+
+describe('userdel of a user with live copies (durable_grace)', () => {
+  // The removed user's connection closes, and its unconfirmed live copies
+  // are stored as at any disconnect: the delete must come after, and drop them.
+  it.each([
+    ['SQLite', (f: string) => SqliteStore.open(f)],
+    ['asynchronous', (f: string) => asyncStore().open(f)],
+  ] as const)('%s: no copy for the removed user is stored, and the sender hears "sent"', async (_name, open) => {
+    let st: SqliteStore | AsyncSqliteStore | null = null;
+    const s = await Server.start({
+      configText: `listen = 127.0.0.1:0\ndata_dir = ${tempDir()}\napp_token = ${APP}\ndurable_grace = 10000\nlog_level = 0\n`,
+      log: () => {},
+      openStore: (f) => (st = open(f)),
+    });
+    running.push(s);
+    const inner = st! instanceof AsyncSqliteStore ? st.inner : (st! as SqliteStore);
+    const alice = await peer(s, 'alice');
+    // bob reads but never confirms: his copy stays live.
+    const bob = new WebSocket(`ws://127.0.0.1:${s.port}/?token=${await user(s, 'bob')}`);
+    const got: string[] = [];
+    bob.on('message', (d) => got.push(d.toString()));
+    const closed = new Promise<number>((r) => bob.on('close', (code) => r(code)));
+    await new Promise((r) => bob.on('open', r));
+    const a = sender(alice);
+    const sent = a.send('bob', 'live');
+    await until(() => got.some((f) => f.includes('"msg"')));
+    expect(await apiRequest(s.port, { op: 'userdel', address: 'bob' }).result).toMatchObject({ status: 200 });
+    await closed;
+    await sent;
+    expect(a.sent).toEqual(['live']);
+    await until(() => inner.pendingWrites === 0 && !(st instanceof AsyncSqliteStore && st.inFlight));
+    expect([inner.userExists('bob'), inner.countPending()]).toEqual([false, 0]);
   });
 });
 

@@ -99,10 +99,12 @@ const ops: Record<string, (ctx: ApiContext, b: Body) => Body | Promise<Body>> = 
     // the user in it would land after the delete and outlive the user.
     // Copies still buffered are the next batch's, and the delete drops them.
     return ctx.afterFlight(() => {
+      // Its connections close first: the live copies they had not confirmed
+      // are stored as at any disconnect, and the delete drops them with the rest.
+      ctx.revoke(addr);
       if (!ctx.store.removeUser(addr)) throw new ApiError(404, 'E_NO_SUCH_USER', `no user ${addr}`);
       ctx.users.delete(addr);
       for (const members of ctx.groups.values()) members.delete(addr);
-      ctx.revoke(addr);
       return { address: addr };
     });
   },
