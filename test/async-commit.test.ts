@@ -6,6 +6,7 @@
 // and the senders' resends then succeed. The same failure with the plain
 // (synchronous) SQLite store at the end.
 import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import type { SwitchboardClient } from '../lib/client';
 import { Server } from '../lib/index';
 import { Database } from '../lib/store/db';
@@ -263,6 +264,193 @@ describe('asynchronous commit', () => {
   });
 });
 
+/** A backend API call with its HTTP status; `answered` turns true when the answer arrives. */
+function apiRequest(port: number, body: Record<string, unknown>) {
+  const call = {
+    answered: false,
+    result: fetch(`http://127.0.0.1:${port}/api`, { method: 'POST', headers: { Authorization: `Bearer ${APP}` }, body: JSON.stringify(body) }).then(async (r) => {
+      call.answered = true;
+      return { status: r.status, body: (await r.json()) as Record<string, unknown> };
+    }),
+  };
+  return call;
+}
+
+const FAIL_INSERTS = "CREATE TABLE broken (x INTEGER); INSERT INTO broken VALUES (1); CREATE TRIGGER fail_insert BEFORE INSERT ON messages WHEN EXISTS (SELECT 1 FROM broken) BEGIN SELECT RAISE(ABORT, 'disk on fire'); END";
+
+describe('backend API message with an asynchronous store', () => {
+  it('answers once the batch holding its copy has landed, also when it was queued behind a batch in flight', async () => {
+    const as = asyncStore();
+    const { s } = await start(as.open);
+    const st = as.get();
+    const alice = await peer(s, 'alice');
+    await user(s, 'bob');
+    await user(s, 'carol');
+    st.paused = true;
+    const first = apiRequest(s.port, { op: 'message', from: 'carol', to: 'bob', data: 'api1' });
+    await until(() => st.inFlight === 1);
+    await settle();
+    expect(first.answered).toBe(false);
+    await st.land();
+    expect((await first.result).body).toMatchObject({ ok: true, status: 1 });
+    expect(st.inner.pending('bob').map((m) => m.payload.toString())).toEqual(['api1']);
+
+    // Behind a client's message in flight: the API's copy is the next batch.
+    sender(alice).send('bob', 'a1');
+    await until(() => st.inFlight === 1);
+    const second = apiRequest(s.port, { op: 'message', from: 'carol', to: 'bob', data: 'api2' });
+    await until(() => st.pendingWrites === 1);
+    await st.land();
+    await until(() => st.inFlight === 1);
+    await settle();
+    expect(second.answered).toBe(false);
+    expect(st.inner.countPending('bob')).toBe(2);
+    await st.land();
+    expect((await second.result).body).toMatchObject({ ok: true, status: 1 });
+    expect(st.inner.pending('bob').map((m) => m.payload.toString())).toEqual(['api1', 'a1', 'api2']);
+  });
+
+  it('a message a module decides later is answered once its batch has landed too', async () => {
+    const as = asyncStore();
+    const { s } = await start(as.open);
+    const st = as.get();
+    await user(s, 'bob');
+    await user(s, 'carol');
+    await s.use('slow', { onMessage: () => new Promise<'pass'>((r) => setTimeout(() => r('pass'), 20)) });
+    st.paused = true;
+    const call = apiRequest(s.port, { op: 'message', from: 'carol', to: 'bob', data: 'decided' });
+    await until(() => st.inFlight === 1);
+    await settle();
+    expect(call.answered).toBe(false);
+    await st.land();
+    expect((await call.result).body).toMatchObject({ ok: true, status: 1, verdict: 'pass' });
+    expect(st.inner.pending('bob').map((m) => m.payload.toString())).toEqual(['decided']);
+  });
+
+  it('answers at once when nothing was stored, whatever is in flight', async () => {
+    const as = asyncStore();
+    const { s } = await start(as.open);
+    const st = as.get();
+    const alice = await peer(s, 'alice');
+    await user(s, 'bob');
+    st.paused = true;
+    sender(alice).send('bob', 'held');
+    await until(() => st.inFlight === 1);
+    // An unknown recipient: nothing to store, the answer does not wait for alice's batch.
+    const r = await apiRequest(s.port, { op: 'message', from: 'bob', to: 'nobody', data: 'x' }).result;
+    expect(r).toMatchObject({ status: 200, body: { ok: true, status: 0x83 } });
+    expect(st.inFlight).toBe(1);
+  });
+
+  it('a batch that fails answers 503 E_STORE_WRITE, and nothing of the message is kept', async () => {
+    const as = asyncStore();
+    const { s, file } = await start(as.open);
+    const st = as.get();
+    await user(s, 'bob');
+    await user(s, 'carol');
+    const raw = new Database(file);
+    raw.exec(FAIL_INSERTS);
+    st.paused = true;
+    const call = apiRequest(s.port, { op: 'message', from: 'carol', to: 'bob', data: 'lost' });
+    await until(() => st.inFlight === 1);
+    await st.land();
+    expect(await call.result).toMatchObject({ status: 503, body: { ok: false, code: 'E_STORE_WRITE' } });
+    raw.exec('DELETE FROM broken');
+    raw.close();
+    expect(st.inner.countPending('bob')).toBe(0);
+    st.paused = false;
+    expect((await apiRequest(s.port, { op: 'message', from: 'carol', to: 'bob', data: 'kept' }).result).body).toMatchObject({ ok: true, status: 1 });
+    expect(st.inner.pending('bob').map((m) => m.payload.toString())).toEqual(['kept']);
+  });
+});
+
+describe('userdel with an asynchronous store', () => {
+  it('waits for the batch in flight: no copy for the removed user lands after the delete, and the senders still hear "sent"', async () => {
+    const as = asyncStore();
+    const { s } = await start(as.open);
+    const st = as.get();
+    const alice = await peer(s, 'alice');
+    await user(s, 'bob');
+    const a = sender(alice);
+    st.paused = true;
+    a.send('bob', 'flying');
+    await until(() => st.inFlight === 1);
+    const del = apiRequest(s.port, { op: 'userdel', address: 'bob' });
+    a.send('bob', 'buffered');
+    await until(() => st.pendingWrites === 1);
+    await settle();
+    expect(del.answered).toBe(false);
+    expect(st.inner.userExists('bob')).toBe(true);
+    await st.land();
+    expect(await del.result).toMatchObject({ status: 200, body: { ok: true, address: 'bob' } });
+    await st.resume();
+    await until(() => a.sent.length === 2);
+    expect(a.sent).toEqual(['flying', 'buffered']);
+    expect([st.inner.userExists('bob'), st.inner.countPending()]).toEqual([false, 0]);
+    // The address is free again, with an empty inbox.
+    await user(s, 'bob');
+    expect(st.inner.countPending('bob')).toBe(0);
+  });
+
+  it('still deletes when the batch in flight fails, and answers at once with nothing in flight', async () => {
+    const as = asyncStore();
+    const { s, file } = await start(as.open);
+    const st = as.get();
+    const alice = await peer(s, 'alice');
+    await user(s, 'bob');
+    await user(s, 'carol');
+    const raw = new Database(file);
+    raw.exec(FAIL_INSERTS);
+    st.paused = true;
+    sender(alice).send('bob', 'fails');
+    await until(() => st.inFlight === 1);
+    const del = apiRequest(s.port, { op: 'userdel', address: 'bob' });
+    await settle();
+    expect(del.answered).toBe(false);
+    await st.land();
+    expect(await del.result).toMatchObject({ status: 200, body: { ok: true } });
+    raw.exec('DELETE FROM broken');
+    raw.close();
+    expect([st.inner.userExists('bob'), st.inFlight]).toEqual([false, 0]);
+    expect(await apiRequest(s.port, { op: 'userdel', address: 'carol' }).result).toMatchObject({ status: 200 });
+    expect(await apiRequest(s.port, { op: 'userdel', address: 'bob' }).result).toMatchObject({ status: 404, body: { code: 'E_NO_SUCH_USER' } });
+  });
+});
+
+describe('userdel of a user with live copies (durable_grace)', () => {
+  // The removed user's connection closes, and its unconfirmed live copies
+  // are stored as at any disconnect: the delete must come after, and drop them.
+  it.each([
+    ['SQLite', (f: string) => SqliteStore.open(f)],
+    ['asynchronous', (f: string) => asyncStore().open(f)],
+  ] as const)('%s: no copy for the removed user is stored, and the sender hears "sent"', async (_name, open) => {
+    let st: SqliteStore | AsyncSqliteStore | null = null;
+    const s = await Server.start({
+      configText: `listen = 127.0.0.1:0\ndata_dir = ${tempDir()}\napp_token = ${APP}\ndurable_grace = 10000\nlog_level = 0\n`,
+      log: () => {},
+      openStore: (f) => (st = open(f)),
+    });
+    running.push(s);
+    const inner = st! instanceof AsyncSqliteStore ? st.inner : (st! as SqliteStore);
+    const alice = await peer(s, 'alice');
+    // bob reads but never confirms: his copy stays live.
+    const bob = new WebSocket(`ws://127.0.0.1:${s.port}/?token=${await user(s, 'bob')}`);
+    const got: string[] = [];
+    bob.on('message', (d) => got.push(d.toString()));
+    const closed = new Promise<number>((r) => bob.on('close', (code) => r(code)));
+    await new Promise((r) => bob.on('open', r));
+    const a = sender(alice);
+    const sent = a.send('bob', 'live');
+    await until(() => got.some((f) => f.includes('"msg"')));
+    expect(await apiRequest(s.port, { op: 'userdel', address: 'bob' }).result).toMatchObject({ status: 200 });
+    await closed;
+    await sent;
+    expect(a.sent).toEqual(['live']);
+    await until(() => inner.pendingWrites === 0 && !(st instanceof AsyncSqliteStore && st.inFlight));
+    expect([inner.userExists('bob'), inner.countPending()]).toEqual([false, 0]);
+  });
+});
+
 describe('synchronous commit (SQLite)', () => {
   it('a failing commit acknowledges nothing, the sender resends once the store works again, and the server runs on', async () => {
     const { s, file, log } = await start((f) => SqliteStore.open(f));
@@ -272,7 +460,7 @@ describe('synchronous commit (SQLite)', () => {
     const closes: number[] = [];
     alice.c.on('disconnected', (d) => closes.push(d.code));
     const raw = new Database(file);
-    raw.exec("CREATE TABLE broken (x INTEGER); INSERT INTO broken VALUES (1); CREATE TRIGGER fail_insert BEFORE INSERT ON messages WHEN EXISTS (SELECT 1 FROM broken) BEGIN SELECT RAISE(ABORT, 'disk on fire'); END");
+    raw.exec(FAIL_INSERTS);
     const done = a.send('bob', 's1');
     await until(() => closes.length === 1);
     expect(closes).toEqual([1011]);
@@ -283,5 +471,19 @@ describe('synchronous commit (SQLite)', () => {
     await until(() => bob.texts().length === 1);
     expect(bob.texts()).toEqual(['s1']);
     expect(log.filter((l) => / store\.error /.test(l)).length).toBeGreaterThanOrEqual(1);
+  });
+
+  it('a backend API message is answered after its commit: 503 E_STORE_WRITE when it fails, ok once the store works again', async () => {
+    const { s, file } = await start((f) => SqliteStore.open(f));
+    await user(s, 'bob');
+    await user(s, 'carol');
+    const raw = new Database(file);
+    raw.exec(FAIL_INSERTS);
+    expect(await apiRequest(s.port, { op: 'message', from: 'carol', to: 'bob', data: 'lost' }).result).toMatchObject({ status: 503, body: { ok: false, code: 'E_STORE_WRITE' } });
+    expect(s.store.countPending('bob')).toBe(0);
+    raw.exec('DELETE FROM broken');
+    raw.close();
+    expect((await apiRequest(s.port, { op: 'message', from: 'carol', to: 'bob', data: 'kept' }).result).body).toMatchObject({ ok: true, status: 1 });
+    expect(s.store.pending('bob').map((m) => m.payload.toString())).toEqual(['kept']);
   });
 });

@@ -46,6 +46,77 @@ describe('Server.start', () => {
   });
 });
 
+// A start that fails after the store opened, in a process of its own so
+// that what it leaves open is all there is to see. The store is the real
+// SQLite store behind a close that completes a moment later. Prints the
+// order of events, the process's libuv resources before and after, and the
+// file descriptors still open on data_dir.
+const START_FAILS = `'use strict';
+const fs = require('node:fs');
+const net = require('node:net');
+const { Server } = require(${JSON.stringify(path.join(root, 'dist', 'index.js'))});
+const { SqliteStore } = require(${JSON.stringify(path.join(root, 'dist', 'store', 'sqlite.js'))});
+const [dir, how] = process.argv.slice(2);
+const events = [];
+function openStore(file) {
+  const inner = SqliteStore.open(file);
+  return new Proxy(inner, {
+    get(t, k) {
+      if (k === 'close') return () => new Promise((r) => setTimeout(() => { t.close(); events.push('store closed'); r(); }, 50));
+      const v = t[k];
+      return typeof v === 'function' ? v.bind(t) : v;
+    },
+  });
+}
+const fdsOn = (d) => fs.readdirSync('/proc/self/fd').filter((fd) => { try { return fs.readlinkSync('/proc/self/fd/' + fd).startsWith(d); } catch { return false; } });
+(async () => {
+  const blocker = net.createServer().listen(0, '127.0.0.1');
+  await new Promise((r) => blocker.once('listening', r));
+  const busy = blocker.address().port;
+  let conf = 'data_dir = ' + dir + '/data\\n';
+  if (how === 'listen') conf += 'listen = 127.0.0.1:' + busy + '\\n';
+  else if (how === 'metrics_listen') conf += 'listen = 127.0.0.1:0\\nmetrics_listen = 127.0.0.1:' + busy + '\\n';
+  else if (how === 'module') conf += 'listen = 127.0.0.1:0\\nmodule_dir = ' + dir + '\\nmodule missing {\\n}\\n';
+  else {
+    fs.writeFileSync(dir + '/bad.js', "module.exports = { init() { throw new Error('init fails'); } };\\n");
+    conf += 'listen = 127.0.0.1:0\\nmodule bad {\\n module_script = ' + dir + '/bad.js\\n}\\n';
+  }
+  const before = process.getActiveResourcesInfo().sort();
+  try {
+    await Server.start({ configText: conf, log: () => {}, openStore });
+    events.push('started');
+  } catch (e) {
+    events.push('rejected ' + e.code);
+  }
+  const after = process.getActiveResourcesInfo().sort();
+  const fds = fdsOn(dir + '/data').length;
+  blocker.close();
+  process.stdout.write(JSON.stringify({ events, before, after, fds }) + '\\n');
+})();
+`;
+
+describe('a start that fails after the store opened', () => {
+  const script = path.join(tempDir(), 'start-fails.js');
+  fs.writeFileSync(script, START_FAILS);
+
+  // A module that is not there fails before the server is built; a module
+  // whose init throws, a busy port and a busy metrics port fail after.
+  it.each(['module', 'init', 'listen', 'metrics_listen'])('(%s) rejects only once the store has closed, and leaves nothing open', async (how) => {
+    const dir = tempDir();
+    const child = reap(spawn(process.execPath, [script, dir, how], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    let out = '';
+    child.stdout!.on('data', (d) => (out += d));
+    child.stderr!.on('data', (d) => (out += d));
+    // Nothing left open: the process ends by itself.
+    const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    expect({ code, out }).toMatchObject({ code: 0 });
+    const r = JSON.parse(out) as { events: string[]; before: string[]; after: string[]; fds: number };
+    expect(r.events).toEqual(['store closed', expect.stringMatching(/^rejected E_(MODULE_NOT_FOUND|SCRIPT_INIT_FAILED|LISTEN)$/)]);
+    expect(r.after).toEqual(r.before);
+    expect(r.fds).toBe(0);
+  });
+});
+
 describe('node server.js', () => {
   function run(args: string[], cwd: string): { child: ReturnType<typeof spawn>; out: () => string; exit: Promise<number | null> } {
     const child = reap(spawn(process.execPath, [path.join(root, 'server.js'), ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] }));

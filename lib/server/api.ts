@@ -21,6 +21,8 @@ export interface ApiContext {
   /** A Promise when a module deferred its decision: the answer waits for it. */
   send(from: string, frame: Uint8Array): SendResult | Promise<SendResult>;
   revoke(address: string): void;
+  /** Runs `fn` with no batch of message writes in flight (Commit.afterFlight): at once, or when the flight lands. */
+  afterFlight<T>(fn: () => T): T | Promise<T>;
   loadGroup(gid: number): string[] | null;
   /** Server.reload(): rejects with the refused config's SwitchboardError. */
   reload(): Promise<ReloadReport>;
@@ -93,11 +95,18 @@ const ops: Record<string, (ctx: ApiContext, b: Body) => Body | Promise<Body>> = 
   },
   userdel(ctx, b) {
     const addr = address(b, 'address');
-    if (!ctx.store.removeUser(addr)) throw new ApiError(404, 'E_NO_SUCH_USER', `no user ${addr}`);
-    ctx.users.delete(addr);
-    for (const members of ctx.groups.values()) members.delete(addr);
-    ctx.revoke(addr);
-    return { address: addr };
+    // Ordered after the batch in flight (an asynchronous store): a copy for
+    // the user in it would land after the delete and outlive the user.
+    // Copies still buffered are the next batch's, and the delete drops them.
+    return ctx.afterFlight(() => {
+      // Its connections close first: the live copies they had not confirmed
+      // are stored as at any disconnect, and the delete drops them with the rest.
+      ctx.revoke(addr);
+      if (!ctx.store.removeUser(addr)) throw new ApiError(404, 'E_NO_SUCH_USER', `no user ${addr}`);
+      ctx.users.delete(addr);
+      for (const members of ctx.groups.values()) members.delete(addr);
+      return { address: addr };
+    });
   },
   users(ctx) {
     return { users: ctx.store.listUsers() };

@@ -154,6 +154,28 @@ export class Commit {
     (this.store.pendingWrites ? this.next : this.flight).waiters.push(fn);
   }
 
+  /**
+   * Runs `fn` with no batch in flight: now, or as the flight lands
+   * (committed or failed), before the batch queued behind it is taken. A
+   * store change that must not race the writes of a flight goes here:
+   * removeUser, whose delete a copy landing after it would outlive. What is
+   * buffered then is still the store's to drop. Returns what `fn` returns,
+   * in a Promise when it had to wait.
+   */
+  afterFlight<T>(fn: () => T): T | Promise<T> {
+    const f = this.flight;
+    if (!f) return fn();
+    return new Promise((resolve, reject) => {
+      f.waiters.push(() => {
+        try {
+          resolve(fn());
+        } catch (e) {
+          reject(e);
+        }
+      });
+    });
+  }
+
   /** Whether nothing written is waiting for a commit. */
   get idle(): boolean {
     return this.flight === null && this.store.pendingWrites === 0;

@@ -8,8 +8,10 @@ import type { Core } from '../core';
 import { SwitchboardError, type ErrorCode } from '../errors';
 import type { Logger } from '../log';
 import { Info, native, VERDICT_DEFERRED } from '../native';
+import type { Commit } from './commit';
 import type { Conn, Connections, WS } from './connections';
 import { charge, has, looksLikeStatus, take, validAddress, type LimitStats } from './limits';
+import type { MetricCounts } from './metrics';
 import type { Presence } from './presence';
 import { OP_STATUS, Status, WIRE_E_TOO_LARGE, WIRE_E_UNKNOWN_OP } from './protocol';
 import type { Router } from './router';
@@ -39,7 +41,9 @@ export class Intake {
     private readonly stages: Stages,
     private readonly router: Router,
     private readonly presence: Presence,
+    private readonly commit: Commit,
     private readonly stats: LimitStats,
+    private readonly metrics: MetricCounts,
     private readonly logger: Logger,
   ) {}
 
@@ -79,6 +83,7 @@ export class Intake {
     if (!d) return;
     this.deferred.delete(token);
     const ws = d.ws && d.ws.getUserData().open ? d.ws : null;
+    const storedBefore = this.metrics.copiesStored;
     let status: number;
     try {
       status = this.router.route(from, verdict, d.outFormat, ws);
@@ -90,8 +95,12 @@ export class Intake {
       d.api?.(e);
       return;
     }
-    this.stages.forget(from, this.core.infoArray()[Info.Id]);
-    d.api?.({ status, id: this.core.infoArray()[Info.Id], verdict: verdict === 1 ? 'consumed' : 'pass' });
+    const id = this.core.infoArray()[Info.Id];
+    this.stages.forget(from, id);
+    if (!d.api) return;
+    const r = this.afterStored(storedBefore, { status, id, verdict: verdict === 1 ? 'consumed' : 'pass' });
+    if (r instanceof Promise) r.then(d.api, d.api);
+    else d.api(r);
   }
 
   /** A message from the backend API, as user `from`: the same path as a client frame. */
@@ -144,8 +153,23 @@ export class Intake {
       const token = this.core.infoArray()[Info.Token];
       return new Promise((resolve, reject) => this.deferred.set(token, { ws: null, outFormat, api: (r) => (r instanceof SwitchboardError ? reject(r) : resolve(r)) }));
     }
+    const storedBefore = this.metrics.copiesStored;
     const status = this.router.route(from, v, outFormat, null);
-    return { status, id: this.core.infoArray()[Info.Id], verdict: v === 1 ? 'consumed' : 'pass' };
+    return this.afterStored(storedBefore, { status, id: this.core.infoArray()[Info.Id], verdict: v === 1 ? 'consumed' : 'pass' });
+  }
+
+  /**
+   * The answer to a backend API message means what "sent" means to a
+   * client: its copies are committed. A synchronous store has committed them
+   * in route() (or thrown E_STORE_WRITE); with an asynchronous one the answer
+   * waits for the batch that holds them, in flight or queued behind the
+   * flight, and a failed batch rejects with E_STORE_WRITE. A message that
+   * stored nothing (`copiesStored` unchanged since `storedBefore`) is
+   * answered at once, whatever is in flight.
+   */
+  private afterStored(storedBefore: number, r: SendResult): SendResult | Promise<SendResult> {
+    if (this.metrics.copiesStored === storedBefore || this.commit.idle) return r;
+    return new Promise((resolve, reject) => this.commit.afterCommit((ok) => (ok ? resolve(r) : reject(notStored()))));
   }
 
   /** message.in / frame.refused (log_level 3): what the core made of one frame. */
@@ -270,6 +294,10 @@ export class Intake {
     }
     ws.send(JSON.stringify({ op: 'presence', from: to, online: this.connections.has(to) }), false);
   }
+}
+
+function notStored(): SwitchboardError {
+  return new SwitchboardError('E_STORE_WRITE', 'The store could not commit this message; nothing of it was kept. Send it again.');
 }
 
 function wireErrorFor(code: number, detail: string): SwitchboardError {

@@ -149,7 +149,7 @@ export class Server {
     const placement = new LocalPlacement(settings, this.connections, this.commit);
     this.router = new Router(settings, core, store, this.directory, placement, this.delivery, this.commit, this.live, this.receipts, this.inboxes, this.presence, this.stages, this.stats, this.metrics, logger);
     this.sessions = new Sessions(settings, this.app, store, core, this.connections, this.commit, this.live, this.delivery, this.stats, this.metrics, logger);
-    this.intake = new Intake(settings, core, this.connections, this.sessions, this.stages, this.router, this.presence, this.stats, logger);
+    this.intake = new Intake(settings, core, this.connections, this.sessions, this.stages, this.router, this.presence, this.commit, this.stats, this.metrics, logger);
     core.on('message', (m) => this.router.moduleMessage(m));
     core.on('complete', (token, verdict, from) => this.intake.completed(token, verdict, from));
     this.installRoutes();
@@ -189,7 +189,7 @@ export class Server {
           ? Core.open({ configText: opts.configText, configFile: opts.configFile, baseDir: opts.baseDir ?? process.cwd() }, { onLog: coreLog })
           : Core.open({ configFile: path.resolve(opts.configFile ?? 'mesibo.conf') }, { onLog: coreLog });
     } catch (e) {
-      store.close();
+      await closeAfterFailedStart(store, logger);
       throw e;
     }
     const server = new Server(settings, core, store, logger);
@@ -199,8 +199,7 @@ export class Server {
       core.drain(); // what their init logged comes before "listening"
       await server.listen();
     } catch (e) {
-      server.core.close();
-      server.store.close();
+      await server.abandon();
       throw e;
     }
     server.purgeTimer = setInterval(() => {
@@ -218,6 +217,21 @@ export class Server {
     const host = settings.host.includes(':') ? `[${settings.host}]` : settings.host;
     logger.event('server.listening', { url: `${scheme}://${host}:${server.port}`, modules: core.modules.map((m) => m.name).join(',') || 'none', store: storeFile, durable: settings.durable ? 'on' : 'off', log_level: settings.logLevel });
     return server;
+  }
+
+  /**
+   * Undoes a start that failed once the server was built (a module's init,
+   * listening): nothing was routed and nothing listens (listen() closes
+   * what it opened), so this releases the rest, and start rejects only once
+   * the store, whose close may be asynchronous, has closed.
+   */
+  private async abandon(): Promise<void> {
+    this.processMetrics.stop();
+    this.untapWarnings();
+    this.core.close();
+    (this.app as unknown as { close?: () => void }).close?.();
+    (this.metricsApp as unknown as { close?: () => void } | null)?.close?.();
+    await closeAfterFailedStart(this.store, this.logger);
   }
 
   private async listen(): Promise<void> {
@@ -409,6 +423,7 @@ export class Server {
         this.inboxes.forget(address);
         this.sessions.disconnect(address, 'E_AUTH', 'your token was revoked or your user was removed; log in again with a new token');
       },
+      afterFlight: (fn) => this.commit.afterFlight(fn),
       loadGroup: (gid) => this.directory.group(gid),
       reload: () => this.reload(),
       logger: this.logger,
@@ -464,3 +479,14 @@ function transportLimit(maxMessageSize: number): number {
   return 4 * (2 * maxMessageSize + 4096);
 }
 
+/**
+ * Closes the store of a start that failed, and waits for it. The start's
+ * error is the one to report: a close that fails as well is logged.
+ */
+async function closeAfterFailedStart(store: Store, logger: Logger): Promise<void> {
+  try {
+    await store.close();
+  } catch (e) {
+    logger.event('store.error', { op: 'close', error: errorText(e) });
+  }
+}

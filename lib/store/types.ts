@@ -58,7 +58,12 @@ export interface Store {
 
   /** Creates a user. Returns false, changing nothing, if the address exists. Throws E_STORE_TOKEN_IN_USE if another user has this token hash. */
   addUser(address: string, tokenHash: string): boolean;
-  /** Deletes a user with its group memberships and its pending messages, buffered ones included. Returns false if there was no such user. */
+  /**
+   * Deletes a user with its group memberships and its pending messages,
+   * buffered ones included. Returns false if there was no such user. The
+   * server calls it only with no commit in flight (Commit.afterFlight), so a
+   * batch can never insert a copy for the user after the delete.
+   */
   removeUser(address: string): boolean;
   /** Replaces a user's token hash (the old token stops working). Returns false if there is no such user. */
   setTokenHash(address: string, tokenHash: string): boolean;
