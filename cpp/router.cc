@@ -172,7 +172,8 @@ int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
     if (gid) {
       // The core's frame does not know the group; a group message's
       // receipt names it, as the sender's "sent" did. Encoded once per form
-      // some device reads (the status hook runs for each, as before).
+      // some device reads, without the host: the status hooks ran once for
+      // this status when the core took it, and must not run again per form.
       mesibo_message_params_t sp{};
       sp.id = id;
       sp.status = status;
@@ -182,8 +183,8 @@ int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
       int of = out_format == OUT_SAME ? res.format : out_format;
       r.frame_scratch.clear();
       r.frame_scratch2.clear();
-      if (of != WIRE_BINARY) status_frame(r, sp, WIRE_JSON, r.frame_scratch);
-      if (of != WIRE_JSON) status_frame(r, sp, WIRE_BINARY, r.frame_scratch2);
+      if (of != WIRE_BINARY) wire_encode_status(WIRE_JSON, sp, r.frame_scratch);
+      if (of != WIRE_JSON) wire_encode_status(WIRE_BINARY, sp, r.frame_scratch2);
       f.json = r.frame_scratch.data(), f.json_len = r.frame_scratch.size();
       f.bin = r.frame_scratch2.data(), f.bin_len = r.frame_scratch2.size();
     } else {

@@ -123,9 +123,10 @@ struct RouterHost {
   // The committed count of `u`'s inbox (the embedder commits pending writes
   // first, as lib/server/inbox.ts did). Null: counts start at 0.
   void (*inbox_count)(void *data, UserId u, uint64_t &messages, double &bytes) = nullptr;
-  // Encodes a status frame for p->to into `out` and returns its length
-  // (the server's: core_status, which also runs on_message_status). Null:
-  // wire_encode_status. It may reuse the core's buffers: the engine calls
+  // Encodes a status frame the engine decided (a failure) for p->to into
+  // `out` and returns its length (the server's: core_status, which also
+  // runs on_message_status). Null: wire_encode_status. Not used for a group
+  // receipt, whose status the core already dispatched. It may reuse the core's buffers: the engine calls
   // it only once it no longer reads the frames of the SubmitResult.
   size_t (*status_frame)(void *data, mesibo_message_params_t *p, int format, std::string &out) = nullptr;
 };

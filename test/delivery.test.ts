@@ -188,6 +188,21 @@ describe('receipts', () => {
     expect(writes()).toEqual([]);
   });
 
+  it('a group receipt in both forms runs the status hooks once, in the core, not again per form', async () => {
+    const { core, d, user, online, send, writes } = setup({ durable: false }, { 42: ['alice', 'bob', 'carol'] });
+    const seen: number[] = [];
+    await core.use('watch', { onMessageStatus: (st) => void seen.push(st.status) });
+    const alice = user('alice'), bob = user('bob'), carol = user('carol');
+    const a = online(alice), b = online(bob);
+    online(carol, true); // a binary reader: every frame in both forms
+    expect(d.outFormat()).toBe(2);
+    send(alice, a, { op: 'msg', id: 12, gid: 42, flags: 1, data: 'g' });
+    seen.length = 0;
+    send(bob, b, { op: 'status', id: 12, to: 'alice', status: 2 });
+    expect(writes()).toEqual([[a, status(12, 'bob', 2, { groupid: 42 })]]);
+    expect(seen).toEqual([2]);
+  });
+
   it('durable on: delivered of a stored copy deletes it', () => {
     const { d, user, online, send } = setup({ graceMs: 0 });
     const alice = user('alice'), bob = user('bob');

@@ -128,7 +128,7 @@ export class Server {
     this.logger = logger;
     this.untapWarnings = logger.tap((r) => this.warnings.add(r));
     this.directory = new Directory(store);
-    this.receipts = new Receipts(store, core);
+    this.receipts = new Receipts(store);
     this.stats = newStats(0);
     setConnectionCap(this.stats, settings.maxConnections, logger);
     this.inboxes = new Inboxes(store, settings);

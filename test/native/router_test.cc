@@ -348,6 +348,35 @@ TEST("a group message: each online member in its form, the sender skipped, recei
   CHECK_EQ(f.b.writes.size(), size_t(0));
 }
 
+namespace {
+int g_status_frames = 0;
+}  // namespace
+
+TEST("a group receipt in both forms does not go through the host's status frame (the hooks ran once already)") {
+  sb::RouterHost host;
+  host.load_group = [](void *, uint32_t, std::vector<std::string> &m) {
+    m = {"alice", "bob", "carol"};
+    return true;
+  };
+  host.status_frame = [](void *, mesibo_message_params_t *p, int format, std::string &out) {
+    ++g_status_frames;
+    return sb::wire_encode_status(format == sb::WIRE_BINARY ? sb::WIRE_BINARY : sb::WIRE_JSON, *p, out);
+  };
+  Fixture f(durable_off(), host);
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  UserId carol = sb::router_user_add(f.r, "carol");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  f.online(carol, true);  // a binary reader: every frame in both forms
+  f.send(alice, a, R"({"op":"msg","id":7,"gid":42,"flags":1,"data":"g"})");
+  g_status_frames = 0;
+  f.send(bob, bb, R"({"op":"status","id":7,"to":"alice","status":2})");
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":7,"from":"bob","gid":42,"status":2})"}));
+  CHECK_EQ(g_status_frames, 0);
+  // A failure the engine decides still goes through it (its hooks run there).
+  f.send(alice, a, R"({"op":"msg","id":8,"to":"nobody","data":"x"})");
+  CHECK_EQ(g_status_frames, 1);
+}
+
 TEST("a read receipt goes back only when asked for") {
   Fixture f(durable_off());
   UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");

@@ -1,0 +1,69 @@
+// Routing rules that guard resources and module hooks, with the real server
+// over loopback: real WebSocket clients, the recorder module compiled from C,
+// a real SQLite file. The delivery engine's side of the same rules is in
+// test/native/router_test.cc and test/delivery.test.ts.
+import WebSocket from 'ws';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { SwitchboardClient } from '../lib/client';
+import { Server } from '../lib/index';
+import { compileModule, moduleLine, tempDir, until } from './helpers';
+import { apiCall, connectPeer, type Peer } from './server-helpers';
+
+const APP = 'routing-token';
+const running: Server[] = [];
+const clients: SwitchboardClient[] = [];
+const sockets: WebSocket[] = [];
+let moduleDir = '';
+
+beforeAll(() => {
+  moduleDir = compileModule({ name: 'recorder', source: 'test/modules/recorder.c' });
+});
+
+afterEach(async () => {
+  while (clients.length) clients.pop()!.close();
+  while (sockets.length) sockets.pop()!.close();
+  while (running.length) await running.pop()!.stop();
+});
+
+async function start(body = '', log: string[] = []): Promise<Server> {
+  const s = await Server.start({ configText: `listen = 127.0.0.1:0\ndata_dir = ${tempDir()}\napp_token = ${APP}\nmodule_dir = ${moduleDir}\n${body}`, log: (l) => log.push(l) });
+  running.push(s);
+  return s;
+}
+
+async function user(s: Server, address: string): Promise<string> {
+  return (await apiCall(s.port, APP, { op: 'useradd', address })).token as string;
+}
+
+function connect(s: Server, token: string): Promise<Peer> {
+  return connectPeer(s.port, token, '', clients);
+}
+
+/** A bare WebSocket client in `format`: it confirms nothing unless the test says so. */
+async function raw(s: Server, token: string, format = 'json'): Promise<{ ws: WebSocket; frames: unknown[] }> {
+  const ws = new WebSocket(`ws://127.0.0.1:${s.port}/?token=${token}&format=${format}`);
+  const frames: unknown[] = [];
+  ws.on('message', (d, isBinary) => frames.push(isBinary ? d : JSON.parse(d.toString())));
+  await new Promise((r) => ws.on('open', r));
+  sockets.push(ws);
+  return { ws, frames };
+}
+
+describe('group receipts', () => {
+  it('run on_message_status once per status, with devices reading both forms', async () => {
+    const log: string[] = [];
+    const s = await start('module recorder {\n tag = rec\n}\n', log);
+    const alice = await connect(s, await user(s, 'alice'));
+    const bob = await connect(s, await user(s, 'bob'));
+    // A binary reader makes the server encode every frame in both forms.
+    const carol = await raw(s, await user(s, 'carol'), 'binary');
+    await apiCall(s.port, APP, { op: 'groupadd', gid: 9, members: ['alice', 'bob', 'carol'] });
+    const sending = alice.c.sendToGroup(9, 'receipts please', { flags: 0x3 });
+    await until(() => bob.got.length === 1 && carol.frames.length > 0);
+    // bob's SDK confirms on its own: one delivered, and its receipt reaches alice.
+    await until(() => alice.statuses.some((x) => x.id === sending.id && x.status === 2));
+    await new Promise((r) => setTimeout(r, 50));
+    const hooks = log.map(moduleLine).filter((l) => l !== null && l.includes(` status id=${sending.id} status=2 `));
+    expect(hooks).toEqual([`[recorder] rec status id=${sending.id} status=2 from=bob to=alice`]);
+  });
+});
