@@ -406,7 +406,11 @@ int router_route(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
           continue;
         }
         const User &usr = r.dir.users[rc];
-        if (flags & kReceiptFlags) receipts_track(r.receipts, from, rc, id, flags, gid);
+        bool on = usr.conns > 0;
+        // A copy neither sent nor stored (transient, recipient offline) is
+        // never answered: its flags would only wait to be evicted.
+        if (flags & kReceiptFlags && (on || !transient(flags) || usr.node != kLocalNode))
+          receipts_track(r.receipts, from, rc, id, flags, gid);
         if (usr.node != kLocalNode) {
           // On another node: that node delivers (and stores, under the same
           // rules); "sent" waits for the commit that covers the hand-over.
@@ -417,7 +421,6 @@ int router_route(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
           stored = true;
           continue;
         }
-        bool on = usr.conns > 0;
         if (on && live && !usr.pumping && !usr.held) {
           place(b.bytes, frames, now_frames);
           publish_placed(r, rc, now_frames, true, b);
@@ -527,8 +530,8 @@ bool router_deliver_copy(Router &r, UserId rc, UserId from, const mesibo_message
       publish_placed(r, rc, pl, true, b);
     }
   }
-  if (flags & kReceiptFlags) receipts_track(r.receipts, from, rc, static_cast<uint32_t>(p.id), flags,
-                                            static_cast<uint32_t>(p.groupid));
+  if (flags & kReceiptFlags && (on || !transient(flags)))
+    receipts_track(r.receipts, from, rc, static_cast<uint32_t>(p.id), flags, static_cast<uint32_t>(p.groupid));
   if (transient(flags) || (on && !r.settings.durable && !usr.pumping)) return false;
   StoreOp &op = push_op(b, STORE_ENQUEUE, rc, from, p, now);
   op.payload_off = put_bytes(b.bytes, payload, len);

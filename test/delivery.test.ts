@@ -203,6 +203,20 @@ describe('receipts', () => {
     expect(seen).toEqual([2]);
   });
 
+  it('a transient group message an offline member misses tracks no receipt flags for it', () => {
+    const { d, user, online, send, writes } = setup({}, { 42: ['alice', 'bob', 'dave'] });
+    const alice = user('alice'), bob = user('bob'), dave = user('dave');
+    const a = online(alice), b = online(bob);
+    send(alice, a, { op: 'msg', id: 13, gid: 42, flags: 5, data: 'typing' });
+    // dave connects later and claims it: no receipt, he never got it.
+    const dv = online(dave);
+    send(dave, dv, { op: 'status', id: 13, to: 'alice', status: 2 });
+    expect(writes()).toEqual([]);
+    send(bob, b, { op: 'status', id: 13, to: 'alice', status: 2 });
+    expect(writes()).toEqual([[a, status(13, 'bob', 2, { groupid: 42 })]]);
+    void d;
+  });
+
   it('durable on: delivered of a stored copy deletes it', () => {
     const { d, user, online, send } = setup({ graceMs: 0 });
     const alice = user('alice'), bob = user('bob');

@@ -67,3 +67,24 @@ describe('group receipts', () => {
     expect(hooks).toEqual([`[recorder] rec status id=${sending.id} status=2 from=bob to=alice`]);
   });
 });
+
+describe('receipt flags', () => {
+  it('are not kept for a transient group message an offline member never gets', async () => {
+    const s = await start();
+    const alice = await connect(s, await user(s, 'alice'));
+    const bob = await connect(s, await user(s, 'bob'));
+    const daveToken = await user(s, 'dave'); // offline
+    await apiCall(s.port, APP, { op: 'groupadd', gid: 9, members: ['alice', 'bob', 'dave'] });
+    const sending = alice.c.sendToGroup(9, 'typing', { flags: 0x1 | 0x4 });
+    await until(() => bob.got.length === 1 && alice.statuses.some((x) => x.id === sending.id && x.status === 2));
+    // dave connects later and claims the message he never got: if its flags
+    // had been kept for him, his status would reach alice as a receipt.
+    const dave = await raw(s, daveToken);
+    dave.ws.send(JSON.stringify({ op: 'status', id: sending.id, to: 'alice', status: 2 }));
+    await new Promise((r) => setTimeout(r, 100));
+    // A message after it shows the status was taken before.
+    const next = alice.c.send('bob', 'after');
+    await next.sent;
+    expect(alice.statuses.filter((x) => x.id === sending.id && x.status === 2).map((x) => x.from)).toEqual(['bob']);
+  });
+});

@@ -210,7 +210,9 @@ export class Router {
             continue;
           }
           const place = this.placement.place(r, flags, live);
-          if (flags & FLAG_RECEIPTS) this.receipts.track(from, r, id, flags, gid);
+          // A copy neither sent nor stored (transient, recipient offline)
+          // is never answered: its flags would only wait to be evicted.
+          if (flags & FLAG_RECEIPTS && place) this.receipts.track(from, r, id, flags, gid);
           if (place & Place.Live) {
             this.delivery.publish(r, out, frameLen, frame2Len, outFormat);
             this.metrics.delivered++;
@@ -342,7 +344,7 @@ export class Router {
       if (place & Place.Held) this.commit.hold({ to: r, frames });
       else this.delivery.publishHeld({ to: r, frames });
     }
-    if (m.flags & FLAG_RECEIPTS) this.receipts.track(m.from, r, m.id, m.flags, m.groupid);
+    if (m.flags & FLAG_RECEIPTS && place) this.receipts.track(m.from, r, m.id, m.flags, m.groupid);
     if (!(place & Place.Store)) return false;
     this.store.enqueue(copy);
     this.metrics.copiesStored++;

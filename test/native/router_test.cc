@@ -377,6 +377,39 @@ TEST("a group receipt in both forms does not go through the host's status frame 
   CHECK_EQ(g_status_frames, 1);
 }
 
+TEST("receipt flags are tracked only for copies sent or stored, not for a transient one an offline member misses") {
+  sb::RouterHost host;
+  host.load_group = [](void *, uint32_t, std::vector<std::string> &m) {
+    m = {"alice", "bob", "dave"};
+    return true;
+  };
+  Fixture f(sb::RouterSettings{}, host);
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  UserId dave = sb::router_user_add(f.r, "dave");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  f.send(alice, a, R"({"op":"msg","id":5,"gid":42,"flags":5,"data":"typing"})");
+  CHECK_EQ(f.r.receipts.flags.size(), size_t(1));  // bob's
+  // dave, online later, never got it: a delivered from him goes nowhere.
+  ConnId dv = f.online(dave);
+  f.send(dave, dv, R"({"op":"status","id":5,"to":"alice","status":2})");
+  CHECK_EQ(f.b.writes.size(), size_t(0));
+  f.send(bob, bb, R"({"op":"status","id":5,"to":"alice","status":2})");
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":5,"from":"bob","gid":42,"status":2})"}));
+  // A module's transient message to an offline user: not tracked either.
+  sb::router_logout(f.r, dv, f.b);
+  mesibo_message_params_t p{};
+  p.id = 6;
+  p.flags = 5;
+  p.to = const_cast<char *>("dave");
+  sb::router_module_message(f.r, "bot", p, "x", 1, 1000, f.b);
+  CHECK_EQ(f.r.receipts.flags.size(), size_t(0));
+  // Stored (not transient): tracked, the receipt comes with the backlog.
+  p.id = 7;
+  p.flags = 1;
+  sb::router_module_message(f.r, "bot", p, "x", 1, 1000, f.b);
+  CHECK_EQ(f.r.receipts.flags.size(), size_t(1));
+}
+
 TEST("a read receipt goes back only when asked for") {
   Fixture f(durable_off());
   UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
