@@ -285,6 +285,14 @@ bool router_logout(Router &r, ConnId c, Batch &b) {
 
 int32_t *router_owed(Router &r) { return r.dir.owed; }
 
+void router_owe(Router &r, ConnId c) {
+  // Two per message an inbox may hold: the most a connection legitimately
+  // has unanswered from its backlog. A client that never answers cannot
+  // save up an allowance for a flood of statuses later.
+  int64_t cap = std::min<int64_t>(int64_t(2) * int64_t(r.settings.max_inbox_messages), INT32_MAX);
+  r.dir.owed[c] = static_cast<int32_t>(std::min<int64_t>(int64_t(r.dir.owed[c]) + 2, cap));
+}
+
 int router_out_format(const Router &r) { return directory_out_format(r.dir); }
 
 void router_track_receipt(Router &r, UserId sender, UserId recipient, uint32_t id, uint32_t flags, uint32_t gid) {
@@ -332,11 +340,12 @@ void router_publish(Router &r, UserId u, uint32_t json_off, uint32_t json_len, u
                     bool delivery, Batch &b) {
   for (ConnId c = r.dir.users[u].first; c != kNone; c = r.dir.conns[c].next) {
     const Connection &conn = r.dir.conns[c];
-    // Each frame sent may be answered with a delivered and a read status
-    // that the rate limit does not count.
-    r.dir.owed[c] += 2;
     if (conn.pumping) continue;
     if (conn.binary ? !bin_len : !json_len) continue;
+    // A message written may be answered with a delivered and a read status
+    // that the rate limit does not count; a status is not answered, and a
+    // device still sent its backlog gets the message (and owes) from it.
+    if (delivery) router_owe(r, c);
     b.writes.push_back(
         Write{c, conn.binary ? bin_off : json_off, conn.binary ? bin_len : json_len, uint8_t(conn.binary), uint8_t(delivery)});
   }

@@ -223,7 +223,7 @@ void router_user_remove(Router &r, std::string_view name);
 ConnId router_login(Router &r, UserId u, bool binary);
 // A backlog message went to `c` (the embedder's pump): with durability off
 // its "delivered" deletes the stored copy (lib/server/server.ts
-// Conn.stored). The pump also adds 2 to router_owed()[c].
+// Conn.stored). The pump also owes the connection its statuses (router_owe).
 void router_backlog_sent(Router &r, ConnId c, UserId sender, uint32_t id);
 void router_backlog_done(Router &r, ConnId c);
 // The connection closed. Unless the engine is stopped, every live copy of
@@ -233,9 +233,13 @@ void router_backlog_done(Router &r, ConnId c);
 bool router_logout(Router &r, ConnId c, Batch &b);
 // Free statuses per connection id (rate limits: a status answering a
 // delivery costs no budget). The array never moves; the embedder may share
-// it with JavaScript. Each write of a delivery or receipt to a user adds 2
-// to every connection of that user.
+// it with JavaScript. Each message written to a connection adds 2 to it
+// (router_owe); statuses written add nothing.
 int32_t *router_owed(Router &r);
+// A message was written to connection `c`: 2 more free statuses, up to
+// 2 * max_inbox_messages (docs/config.md, rate_limit). The backlog pump
+// calls it (as the JavaScript owe() with the shared array) per message.
+void router_owe(Router &r, ConnId c);
 
 // --- Messages -------------------------------------------------------------
 
@@ -297,8 +301,8 @@ size_t router_live_count(const Router &r);
 // --- Shared by router.cc, live.cc and commit.cc -----------------------------
 
 // Writes frames already in b.bytes to every connection of `u` that is done
-// with its backlog, each in its form (a form with len 0 is skipped), and
-// adds 2 to the owed statuses of all of u's connections.
+// with its backlog, each in its form (a form with len 0 is skipped); for a
+// `delivery` (a message), router_owe for each connection written to.
 void router_publish(Router &r, UserId u, uint32_t json_off, uint32_t json_len, uint32_t bin_off, uint32_t bin_len,
                     bool delivery, Batch &b);
 void router_queue_waiting(Router &r, Waiting w, Batch &b);

@@ -115,6 +115,23 @@ describe('1:1 messages, durable off', () => {
     expect(d.talked).toBe(true);
   });
 
+  it('owed: two per message written, none for a receipt or a device still pumping, capped at 2 x maxInboxMessages', () => {
+    const { d, user, online, send } = setup({ durable: false, maxInboxMessages: 2 });
+    const alice = user('alice'), bob = user('bob');
+    const a = online(alice), b = online(bob);
+    send(alice, a, { op: 'msg', id: 1, to: 'bob', flags: 1, data: 'x' });
+    expect(d.owed[b]).toBe(2);
+    send(bob, b, { op: 'status', id: 1, to: 'alice', status: 2 });
+    expect(d.writeCount).toBe(1); // the receipt, which alice does not answer
+    expect(d.owed[a]).toBe(0);
+    const pumping = d.login(bob, false);
+    for (let id = 2; id < 6; id++) send(alice, a, { op: 'msg', id, to: 'bob', data: 'x' });
+    expect(d.owed[b]).toBe(4);
+    expect(d.owed[pumping]).toBe(0); // its backlog brings the copies, and owes then
+    for (let i = 0; i < 3; i++) d.owe(pumping);
+    expect(d.owed[pumping]).toBe(4);
+  });
+
   it('an offline recipient: the copy goes to the store and "sent" waits for the commit', () => {
     const { d, user, online, send, writes, commit } = setup({ durable: false });
     const alice = user('alice'), bob = user('bob');

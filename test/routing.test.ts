@@ -88,3 +88,21 @@ describe('receipt flags', () => {
     expect(alice.statuses.filter((x) => x.id === sending.id && x.status === 2).map((x) => x.from)).toEqual(['bob']);
   });
 });
+
+describe('free statuses (owed)', () => {
+  it('are capped at two per message an inbox may hold, so a client cannot save up a flood', async () => {
+    const s = await start('durable = off\nrate_limit = 20\nuser_rate_limit = 100000\nmax_inbox_messages = 5\n');
+    const alice = await raw(s, await user(s, 'alice'));
+    const bob = await raw(s, await user(s, 'bob'));
+    for (let i = 1; i <= 20; i++) alice.ws.send(JSON.stringify({ op: 'msg', id: i, to: 'bob', flags: 1, data: 'x' }));
+    await until(() => bob.frames.filter((f) => (f as { op: string }).op === 'msg').length === 20);
+    // bob answers none of them, then sends 60 statuses for messages he was
+    // never sent: 10 are free (2 x max_inbox_messages), 20 the burst of
+    // rate_limit, the rest dropped. Uncapped, the 20 deliveries would have
+    // made 40 of them free and none dropped.
+    for (let i = 0; i < 60; i++) bob.ws.send(JSON.stringify({ op: 'status', id: 1000 + i, to: 'alice', status: 2 }));
+    await until(() => s.stats.statusesRateLimited + s.metrics.statuses[2] >= 60);
+    expect(s.stats.statusesRateLimited).toBeGreaterThanOrEqual(28);
+    expect(s.stats.statusesRateLimited).toBeLessThanOrEqual(30);
+  });
+});

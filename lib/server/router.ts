@@ -145,7 +145,7 @@ export class Router {
       // behind it, as any receipt queued before it does.
       if (wasLive || this.commit.acksWaiting) this.commit.receiptAfterAcks(to, frames ?? holdFrames(out, frameLen, frame2Len, outFormat));
       else if (frames) this.delivery.publishFrames(to, frames);
-      else this.delivery.publish(to, out, frameLen, frame2Len, outFormat);
+      else this.delivery.publish(to, out, frameLen, frame2Len, outFormat, false);
     }
     // With durability off only messages for offline users are stored: a
     // receipt for anything else has no copy to delete.
@@ -214,7 +214,7 @@ export class Router {
           // is never answered: its flags would only wait to be evicted.
           if (flags & FLAG_RECEIPTS && place) this.receipts.track(from, r, id, flags, gid);
           if (place & Place.Live) {
-            this.delivery.publish(r, out, frameLen, frame2Len, outFormat);
+            this.delivery.publish(r, out, frameLen, frame2Len, outFormat, true);
             this.metrics.delivered++;
             payload ??= Buffer.from(out.subarray(payloadAt, toAt));
             liveAck ??= { ws: ws!, frame: copyAck(out, ackAt, info[Info.AckLen]), binary: senderBinary, left: 0 };
@@ -227,7 +227,7 @@ export class Router {
           }
           if (place & Place.Now) {
             this.metrics.delivered++;
-            this.delivery.publish(r, out, frameLen, frame2Len, outFormat);
+            this.delivery.publish(r, out, frameLen, frame2Len, outFormat, true);
           } else if (place & Place.Held) {
             this.metrics.delivered++;
             held ??= holdFrames(out, frameLen, frame2Len, outFormat);

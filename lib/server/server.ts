@@ -137,7 +137,7 @@ export class Server {
     // Every room holds the one settings object and reads it when it acts.
     this.stages = new Stages(settings, core, logger, this.bots);
     this.middleware = this.stages.middleware;
-    this.delivery = new Delivery(this.app, this.connections, this.middleware, this.metrics, logger);
+    this.delivery = new Delivery(this.app, settings, this.connections, this.middleware, this.metrics, logger);
     this.commit = new Commit(store, this.delivery, this.metrics, logger);
     this.live = new LiveCopies(settings, store, this.inboxes, this.connections, this.commit, this.metrics);
     const placement = new LocalPlacement(settings, this.connections, this.commit);

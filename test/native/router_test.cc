@@ -410,6 +410,28 @@ TEST("receipt flags are tracked only for copies sent or stored, not for a transi
   CHECK_EQ(f.r.receipts.flags.size(), size_t(1));
 }
 
+TEST("owed: two per message written to a connection, none for a status or a device still pumping, capped") {
+  sb::RouterSettings s = durable_off();
+  s.max_inbox_messages = 2;  // cap 4
+  Fixture f(s);
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  f.send(alice, a, R"({"op":"msg","id":1,"to":"bob","flags":1,"data":"x"})");
+  CHECK_EQ(sb::router_owed(f.r)[bb], 2);
+  f.send(bob, bb, R"({"op":"status","id":1,"to":"alice","status":2})");
+  CHECK_EQ(f.b.writes.size(), size_t(1));  // the receipt to alice...
+  CHECK_EQ(sb::router_owed(f.r)[a], 0);    // ...which she does not answer
+  ConnId pumping = sb::router_login(f.r, bob, false);
+  for (uint32_t id = 2; id < 6; ++id)
+    f.send(alice, a, R"({"op":"msg","id":)" + std::to_string(id) + R"(,"to":"bob","data":"x"})");
+  CHECK_EQ(sb::router_owed(f.r)[bb], 4);
+  CHECK_EQ(sb::router_owed(f.r)[pumping], 0);  // its backlog brings the copies, and owes then
+  sb::router_owe(f.r, pumping);
+  sb::router_owe(f.r, pumping);
+  sb::router_owe(f.r, pumping);
+  CHECK_EQ(sb::router_owed(f.r)[pumping], 4);
+}
+
 TEST("a read receipt goes back only when asked for") {
   Fixture f(durable_off());
   UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
@@ -441,7 +463,7 @@ TEST("a device still receiving its backlog gets nothing live; the copy is stored
   f.send(alice, a, R"({"op":"msg","id":1,"to":"bob","data":"x"})");
   CHECK_EQ(f.b.ops.size(), size_t(1));
   for (const sb::Write &w : f.b.writes) CHECK(w.conn != bb);
-  CHECK_EQ(sb::router_owed(f.r)[bb], 2);
+  CHECK_EQ(sb::router_owed(f.r)[bb], 0);  // the backlog that brings the copy owes for it
 }
 
 TEST("a recipient on another node: the copy is handed over as a forward operation") {
