@@ -218,12 +218,8 @@ int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
       op.payload_off = put_bytes(b.bytes, to_name.data(), to_name.size());
       op.payload_len = static_cast<uint32_t>(to_name.size());
     }
-    User &usr = r.dir.users[from];
-    if (usr.inbox_known && usr.inbox_messages > 0) {
-      double avg = usr.inbox_bytes / double(usr.inbox_messages);
-      --usr.inbox_messages;
-      usr.inbox_bytes = usr.inbox_messages == 0 ? 0 : std::max(0.0, usr.inbox_bytes - avg);
-    }
+    // The inbox count goes down only when the store says a copy was there
+    // (router_inbox_removed): a transient message was never stored.
     b.commit = std::max(b.commit, int(COMMIT_SOON));
   }
   return static_cast<int>(status);
@@ -327,6 +323,16 @@ bool router_inbox_full(Router &r, UserId u, size_t bytes, uint64_t now) {
   if (now - usr.inbox_read_at < 1000) return true;
   read();
   return over();
+}
+
+void router_inbox_removed(Router &r, UserId u) {
+  if (u >= r.dir.users.size()) return;
+  User &usr = r.dir.users[u];
+  if (!usr.inbox_known || usr.inbox_messages == 0) return;
+  // The store does not say how large the deleted copy was: take off the average.
+  double avg = usr.inbox_bytes / double(usr.inbox_messages);
+  --usr.inbox_messages;
+  usr.inbox_bytes = usr.inbox_messages == 0 ? 0 : std::max(0.0, usr.inbox_bytes - avg);
 }
 
 void router_inbox_added(Router &r, UserId u, size_t bytes) {

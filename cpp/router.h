@@ -46,7 +46,8 @@ enum StoreOpKind : uint32_t {
   // Write a copy for `recipient` (store.enqueue); the payload is in Batch::bytes.
   STORE_ENQUEUE = 1,
   // `recipient` confirmed `sender`'s message `id`: delete the stored copy
-  // (store.ack(recipient, sender, id)). `sender` is kNone when the status
+  // (store.ack(recipient, sender, id)); each copy the store reports deleted
+  // goes to router_inbox_removed. `sender` is kNone when the status
   // named someone the engine never knew; the name is then in Batch::bytes
   // at payload_off/payload_len.
   STORE_ACK = 2,
@@ -275,6 +276,11 @@ void router_track_receipt(Router &r, UserId sender, UserId recipient, uint32_t i
 
 // Forgets one inbox count (u) or all (kNone): read again when next needed.
 void router_inbox_forget(Router &r, UserId u);
+// The store deleted a copy for `u` (it reports each one a STORE_ACK
+// deleted: lib/store/types.ts onCopyDeleted): one message fewer in u's
+// inbox count. Only the store knows whether the status was for
+// a stored copy (a transient message's never is).
+void router_inbox_removed(Router &r, UserId u);
 
 // --- The commit handshake -------------------------------------------------
 

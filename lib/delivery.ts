@@ -29,7 +29,7 @@ const WRITE_FIELDS = L.writeFields;
 export const StoreOpKind = {
   /** Write the copy for `recipient` (store.enqueue). */
   Enqueue: L.opKinds.enqueue,
-  /** `recipient` confirmed `sender`'s message `id`: delete its copy (store.ack(recipient, sender, id)). */
+  /** `recipient` confirmed `sender`'s message `id`: delete its copy (store.ack(recipient, sender, id)); the store reports what it deleted (onCopyDeleted), for inboxRemoved(). */
   Ack: L.opKinds.ack,
   /** The recipient is on node `node`: hand the copy over (the cluster, issue 15). */
   Forward: L.opKinds.forward,
@@ -249,6 +249,11 @@ export class Delivery {
   /** Forgets a user's inbox count (or all, with -1): read again when next needed. */
   inboxForget(user = -1): void {
     this.h.inboxForget(user);
+  }
+
+  /** The store deleted a copy for `user` (Store.onCopyDeleted): one fewer in its inbox count. */
+  inboxRemoved(user: number): void {
+    this.h.inboxRemoved(user);
   }
 
   /** Whether the send or format middleware stage has handlers (then route() lists recipients instead of delivering). */

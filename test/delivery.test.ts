@@ -234,6 +234,21 @@ describe('receipts', () => {
     void d;
   });
 
+  it('a delivered lowers the inbox count only through inboxRemoved(), when the store says a copy was deleted', () => {
+    const { d, user, online, send } = setup({ maxInboxMessages: 1 });
+    const alice = user('alice'), bob = user('bob');
+    const a = online(alice);
+    send(alice, a, { op: 'msg', id: 14, to: 'bob', data: 'x' }, 1000); // stored: bob's inbox is full
+    const b = online(bob); // and confirms nothing of it
+    // Within a second of the count's read: the host's count (0 here) is not read again.
+    expect(send(alice, a, { op: 'msg', id: 15, to: 'bob', flags: 4, data: 'typing' }, 1100)).toBe(1);
+    send(bob, b, { op: 'status', id: 15, to: 'alice', status: 2 }, 1200);
+    expect(d.op(0)).toMatchObject({ kind: StoreOpKind.Ack, recipient: bob, sender: alice, id: 15 });
+    expect(send(alice, a, { op: 'msg', id: 16, to: 'bob', data: 'x' }, 1300)).toBe(0x82);
+    d.inboxRemoved(bob);
+    expect(send(alice, a, { op: 'msg', id: 17, to: 'bob', data: 'x' }, 1400)).toBe(1);
+  });
+
   it('durable on: delivered of a stored copy deletes it', () => {
     const { d, user, online, send } = setup({ graceMs: 0 });
     const alice = user('alice'), bob = user('bob');

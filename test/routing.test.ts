@@ -106,3 +106,27 @@ describe('free statuses (owed)', () => {
     expect(s.stats.statusesRateLimited).toBeLessThanOrEqual(30);
   });
 });
+
+describe('inbox count', () => {
+  it('a delivered for a transient message (never stored) does not lower it: the inbox stays within max_inbox_messages', async () => {
+    const s = await start('max_inbox_messages = 1\n');
+    const alice = await raw(s, await user(s, 'alice'));
+    const bobToken = await user(s, 'bob');
+    const statusOf = (id: number) => alice.frames.find((f) => (f as { op: string; id: number }).op === 'status' && (f as { id: number }).id === id) as { status: number } | undefined;
+    alice.ws.send(JSON.stringify({ op: 'msg', id: 1, to: 'bob', data: 'stored' }));
+    await until(() => statusOf(1) !== undefined);
+    expect(statusOf(1)!.status).toBe(1);
+    // bob's inbox is full; he connects and confirms nothing of it.
+    const bob = await raw(s, bobToken);
+    await until(() => bob.frames.some((f) => (f as { op: string }).op === 'msg'));
+    alice.ws.send(JSON.stringify({ op: 'msg', id: 2, to: 'bob', flags: 0x4, data: 'typing' }));
+    await until(() => bob.frames.filter((f) => (f as { op: string }).op === 'msg').length === 2);
+    // Confirming the transient message deletes nothing: the inbox still holds message 1.
+    bob.ws.send(JSON.stringify({ op: 'status', id: 2, to: 'alice', status: 2 }));
+    await until(() => s.metrics.statuses[2] === 1);
+    alice.ws.send(JSON.stringify({ op: 'msg', id: 3, to: 'bob', data: 'one too many' }));
+    await until(() => statusOf(3) !== undefined);
+    expect(statusOf(3)!.status).toBe(0x82);
+    expect(s.store.countPending('bob')).toBe(1);
+  });
+});

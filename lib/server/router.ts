@@ -148,10 +148,11 @@ export class Router {
       else this.delivery.publish(to, out, frameLen, frame2Len, outFormat, false);
     }
     // With durability off only messages for offline users are stored: a
-    // receipt for anything else has no copy to delete.
+    // receipt for anything else has no copy to delete. The inbox count goes
+    // down when the store reports a copy deleted (Inboxes), not here: a
+    // transient message was never stored.
     if (!wasLive && status === Status.DELIVERED && (this.settings.durable || ws?.getUserData().stored?.delete(`${to}\0${id}`))) {
       this.store.ack(from, to, id);
-      this.inboxes.removed(from);
       this.commit.schedule();
     }
     return status;

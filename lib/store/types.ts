@@ -95,9 +95,19 @@ export interface Store {
    * Buffers the deletion of a delivered copy: every copy named (recipient,
    * sender, id), should the sender have repeated an id. It also cancels such
    * copies enqueued earlier in the same buffer, so a copy enqueued and
-   * acknowledged between two flushes is never written at all.
+   * acknowledged between two flushes is never written at all. What it
+   * deletes is reported to onCopyDeleted.
    */
   ack(recipient: string, sender: string, id: number): void;
+  /**
+   * Calls `fn` with the recipient of each copy an ack deleted: at once for
+   * a copy cancelled in the buffer, after the commit for a committed one.
+   * An ack for a copy that was never stored (a transient message) or is
+   * gone already calls nothing, so the inbox count (lib/server/inbox.ts)
+   * goes down only for copies that were counted. Returns a function that
+   * removes `fn`.
+   */
+  onCopyDeleted(fn: (recipient: string) => void): () => void;
   /**
    * Commits everything buffered, in the order it was buffered, in ONE
    * transaction, and returns how many writes that was. On failure it throws

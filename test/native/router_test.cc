@@ -432,6 +432,28 @@ TEST("owed: two per message written to a connection, none for a status or a devi
   CHECK_EQ(sb::router_owed(f.r)[pumping], 4);
 }
 
+TEST("durable on: a delivered lowers no inbox count by itself; only the store's answer (router_inbox_removed) does") {
+  sb::RouterSettings s;
+  s.max_inbox_messages = 1;
+  sb::RouterHost host;
+  host.inbox_count = [](void *, UserId, uint64_t &messages, double &bytes) {
+    messages = 1;  // bob has one stored copy he has not confirmed
+    bytes = 1;
+  };
+  Fixture f(s, host);
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":1,"to":"bob","data":"x"})", 1000), 0x82);
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":2,"to":"bob","flags":4,"data":"typing"})", 1100), 1);
+  f.send(bob, bb, R"({"op":"status","id":2,"to":"alice","status":2})", 1200);
+  CHECK_EQ(f.b.ops.size(), size_t(1));  // the store is asked; a transient copy is not there
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ACK);
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":3,"to":"bob","data":"x"})", 1300), 0x82);
+  // The store deleted a copy (its ack said so): now there is room.
+  sb::router_inbox_removed(f.r, bob);
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":4,"to":"bob","data":"x"})", 1400), 1);
+}
+
 TEST("a read receipt goes back only when asked for") {
   Fixture f(durable_off());
   UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
