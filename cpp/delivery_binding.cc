@@ -124,6 +124,7 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
                         InstanceMethod<&DeliveryHandle::QueueAck>("queueAck"),
                         InstanceMethod<&DeliveryHandle::TrackReceipt>("trackReceipt"),
                         InstanceMethod<&DeliveryHandle::InboxForget>("inboxForget"),
+                        InstanceMethod<&DeliveryHandle::InboxRemoved>("inboxRemoved"),
                         InstanceMethod<&DeliveryHandle::SetPerRecipient>("setPerRecipient"),
                         InstanceMethod<&DeliveryHandle::CommitBegin>("commitBegin"),
                         InstanceMethod<&DeliveryHandle::Committed>("committed"),
@@ -499,6 +500,11 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
   }
   Napi::Value InboxForget(const Napi::CallbackInfo &info) {
     router_inbox_forget(st_->router, Conn(info[0]));
+    return info.Env().Undefined();
+  }
+  Napi::Value InboxRemoved(const Napi::CallbackInfo &info) {
+    UserId u = Conn(info[0]);
+    if (u != kNone) router_inbox_removed(st_->router, u);
     return info.Env().Undefined();
   }
   Napi::Value SetPerRecipient(const Napi::CallbackInfo &info) {

@@ -20,9 +20,10 @@ struct CoreRef;
 // nullptr for anything but a CoreHandle.
 CoreRef *core_ref_of(const Napi::Value &handle);
 
-// Its core; nullptr once closed. The engine encodes failure statuses and
-// group receipts with it (core_status), so modules' on_message_status runs
-// as it did when the server asked the core for those frames.
+// Its core; nullptr once closed. The engine encodes failure statuses with
+// it (core_status), so modules' on_message_status runs as it did when the
+// server asked the core for those frames. Group receipts are only encoded:
+// the core ran the hooks for their status when it took it.
 Core *core_of(CoreRef *ref);
 
 // What CoreHandle's submit does: core_submit, then the info slots and out()

@@ -172,7 +172,8 @@ int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
     if (gid) {
       // The core's frame does not know the group; a group message's
       // receipt names it, as the sender's "sent" did. Encoded once per form
-      // some device reads (the status hook runs for each, as before).
+      // some device reads, without the host: the status hooks ran once for
+      // this status when the core took it, and must not run again per form.
       mesibo_message_params_t sp{};
       sp.id = id;
       sp.status = status;
@@ -182,8 +183,8 @@ int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
       int of = out_format == OUT_SAME ? res.format : out_format;
       r.frame_scratch.clear();
       r.frame_scratch2.clear();
-      if (of != WIRE_BINARY) status_frame(r, sp, WIRE_JSON, r.frame_scratch);
-      if (of != WIRE_JSON) status_frame(r, sp, WIRE_BINARY, r.frame_scratch2);
+      if (of != WIRE_BINARY) wire_encode_status(WIRE_JSON, sp, r.frame_scratch);
+      if (of != WIRE_JSON) wire_encode_status(WIRE_BINARY, sp, r.frame_scratch2);
       f.json = r.frame_scratch.data(), f.json_len = r.frame_scratch.size();
       f.bin = r.frame_scratch2.data(), f.bin_len = r.frame_scratch2.size();
     } else {
@@ -217,12 +218,8 @@ int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
       op.payload_off = put_bytes(b.bytes, to_name.data(), to_name.size());
       op.payload_len = static_cast<uint32_t>(to_name.size());
     }
-    User &usr = r.dir.users[from];
-    if (usr.inbox_known && usr.inbox_messages > 0) {
-      double avg = usr.inbox_bytes / double(usr.inbox_messages);
-      --usr.inbox_messages;
-      usr.inbox_bytes = usr.inbox_messages == 0 ? 0 : std::max(0.0, usr.inbox_bytes - avg);
-    }
+    // The inbox count goes down only when the store says a copy was there
+    // (router_inbox_removed): a transient message was never stored.
     b.commit = std::max(b.commit, int(COMMIT_SOON));
   }
   return static_cast<int>(status);
@@ -284,6 +281,14 @@ bool router_logout(Router &r, ConnId c, Batch &b) {
 
 int32_t *router_owed(Router &r) { return r.dir.owed; }
 
+void router_owe(Router &r, ConnId c) {
+  // Two per message an inbox may hold: the most a connection legitimately
+  // has unanswered from its backlog. A client that never answers cannot
+  // save up an allowance for a flood of statuses later.
+  int64_t cap = std::min<int64_t>(int64_t(2) * int64_t(r.settings.max_inbox_messages), INT32_MAX);
+  r.dir.owed[c] = static_cast<int32_t>(std::min<int64_t>(int64_t(r.dir.owed[c]) + 2, cap));
+}
+
 int router_out_format(const Router &r) { return directory_out_format(r.dir); }
 
 void router_track_receipt(Router &r, UserId sender, UserId recipient, uint32_t id, uint32_t flags, uint32_t gid) {
@@ -320,6 +325,16 @@ bool router_inbox_full(Router &r, UserId u, size_t bytes, uint64_t now) {
   return over();
 }
 
+void router_inbox_removed(Router &r, UserId u) {
+  if (u >= r.dir.users.size()) return;
+  User &usr = r.dir.users[u];
+  if (!usr.inbox_known || usr.inbox_messages == 0) return;
+  // The store does not say how large the deleted copy was: take off the average.
+  double avg = usr.inbox_bytes / double(usr.inbox_messages);
+  --usr.inbox_messages;
+  usr.inbox_bytes = usr.inbox_messages == 0 ? 0 : std::max(0.0, usr.inbox_bytes - avg);
+}
+
 void router_inbox_added(Router &r, UserId u, size_t bytes) {
   User &usr = r.dir.users[u];
   if (!usr.inbox_known) return;  // read from the store, with this copy, when first needed
@@ -331,11 +346,12 @@ void router_publish(Router &r, UserId u, uint32_t json_off, uint32_t json_len, u
                     bool delivery, Batch &b) {
   for (ConnId c = r.dir.users[u].first; c != kNone; c = r.dir.conns[c].next) {
     const Connection &conn = r.dir.conns[c];
-    // Each frame sent may be answered with a delivered and a read status
-    // that the rate limit does not count.
-    r.dir.owed[c] += 2;
     if (conn.pumping) continue;
     if (conn.binary ? !bin_len : !json_len) continue;
+    // A message written may be answered with a delivered and a read status
+    // that the rate limit does not count; a status is not answered, and a
+    // device still sent its backlog gets the message (and owes) from it.
+    if (delivery) router_owe(r, c);
     b.writes.push_back(
         Write{c, conn.binary ? bin_off : json_off, conn.binary ? bin_len : json_len, uint8_t(conn.binary), uint8_t(delivery)});
   }
@@ -405,7 +421,11 @@ int router_route(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
           continue;
         }
         const User &usr = r.dir.users[rc];
-        if (flags & kReceiptFlags) receipts_track(r.receipts, from, rc, id, flags, gid);
+        bool on = usr.conns > 0;
+        // A copy neither sent nor stored (transient, recipient offline) is
+        // never answered: its flags would only wait to be evicted.
+        if (flags & kReceiptFlags && (on || !transient(flags) || usr.node != kLocalNode))
+          receipts_track(r.receipts, from, rc, id, flags, gid);
         if (usr.node != kLocalNode) {
           // On another node: that node delivers (and stores, under the same
           // rules); "sent" waits for the commit that covers the hand-over.
@@ -416,7 +436,6 @@ int router_route(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
           stored = true;
           continue;
         }
-        bool on = usr.conns > 0;
         if (on && live && !usr.pumping && !usr.held) {
           place(b.bytes, frames, now_frames);
           publish_placed(r, rc, now_frames, true, b);
@@ -526,8 +545,8 @@ bool router_deliver_copy(Router &r, UserId rc, UserId from, const mesibo_message
       publish_placed(r, rc, pl, true, b);
     }
   }
-  if (flags & kReceiptFlags) receipts_track(r.receipts, from, rc, static_cast<uint32_t>(p.id), flags,
-                                            static_cast<uint32_t>(p.groupid));
+  if (flags & kReceiptFlags && (on || !transient(flags)))
+    receipts_track(r.receipts, from, rc, static_cast<uint32_t>(p.id), flags, static_cast<uint32_t>(p.groupid));
   if (transient(flags) || (on && !r.settings.durable && !usr.pumping)) return false;
   StoreOp &op = push_op(b, STORE_ENQUEUE, rc, from, p, now);
   op.payload_off = put_bytes(b.bytes, payload, len);

@@ -46,7 +46,8 @@ enum StoreOpKind : uint32_t {
   // Write a copy for `recipient` (store.enqueue); the payload is in Batch::bytes.
   STORE_ENQUEUE = 1,
   // `recipient` confirmed `sender`'s message `id`: delete the stored copy
-  // (store.ack(recipient, sender, id)). `sender` is kNone when the status
+  // (store.ack(recipient, sender, id)); each copy the store reports deleted
+  // goes to router_inbox_removed. `sender` is kNone when the status
   // named someone the engine never knew; the name is then in Batch::bytes
   // at payload_off/payload_len.
   STORE_ACK = 2,
@@ -123,9 +124,10 @@ struct RouterHost {
   // The committed count of `u`'s inbox (the embedder commits pending writes
   // first, as lib/server/inbox.ts did). Null: counts start at 0.
   void (*inbox_count)(void *data, UserId u, uint64_t &messages, double &bytes) = nullptr;
-  // Encodes a status frame for p->to into `out` and returns its length
-  // (the server's: core_status, which also runs on_message_status). Null:
-  // wire_encode_status. It may reuse the core's buffers: the engine calls
+  // Encodes a status frame the engine decided (a failure) for p->to into
+  // `out` and returns its length (the server's: core_status, which also
+  // runs on_message_status). Null: wire_encode_status. Not used for a group
+  // receipt, whose status the core already dispatched. It may reuse the core's buffers: the engine calls
   // it only once it no longer reads the frames of the SubmitResult.
   size_t (*status_frame)(void *data, mesibo_message_params_t *p, int format, std::string &out) = nullptr;
 };
@@ -222,7 +224,7 @@ void router_user_remove(Router &r, std::string_view name);
 ConnId router_login(Router &r, UserId u, bool binary);
 // A backlog message went to `c` (the embedder's pump): with durability off
 // its "delivered" deletes the stored copy (lib/server/server.ts
-// Conn.stored). The pump also adds 2 to router_owed()[c].
+// Conn.stored). The pump also owes the connection its statuses (router_owe).
 void router_backlog_sent(Router &r, ConnId c, UserId sender, uint32_t id);
 void router_backlog_done(Router &r, ConnId c);
 // The connection closed. Unless the engine is stopped, every live copy of
@@ -232,9 +234,13 @@ void router_backlog_done(Router &r, ConnId c);
 bool router_logout(Router &r, ConnId c, Batch &b);
 // Free statuses per connection id (rate limits: a status answering a
 // delivery costs no budget). The array never moves; the embedder may share
-// it with JavaScript. Each write of a delivery or receipt to a user adds 2
-// to every connection of that user.
+// it with JavaScript. Each message written to a connection adds 2 to it
+// (router_owe); statuses written add nothing.
 int32_t *router_owed(Router &r);
+// A message was written to connection `c`: 2 more free statuses, up to
+// 2 * max_inbox_messages (docs/config.md, rate_limit). The backlog pump
+// calls it (as the JavaScript owe() with the shared array) per message.
+void router_owe(Router &r, ConnId c);
 
 // --- Messages -------------------------------------------------------------
 
@@ -270,6 +276,11 @@ void router_track_receipt(Router &r, UserId sender, UserId recipient, uint32_t i
 
 // Forgets one inbox count (u) or all (kNone): read again when next needed.
 void router_inbox_forget(Router &r, UserId u);
+// The store deleted a copy for `u` (it reports each one a STORE_ACK
+// deleted: lib/store/types.ts onCopyDeleted): one message fewer in u's
+// inbox count. Only the store knows whether the status was for
+// a stored copy (a transient message's never is).
+void router_inbox_removed(Router &r, UserId u);
 
 // --- The commit handshake -------------------------------------------------
 
@@ -296,8 +307,8 @@ size_t router_live_count(const Router &r);
 // --- Shared by router.cc, live.cc and commit.cc -----------------------------
 
 // Writes frames already in b.bytes to every connection of `u` that is done
-// with its backlog, each in its form (a form with len 0 is skipped), and
-// adds 2 to the owed statuses of all of u's connections.
+// with its backlog, each in its form (a form with len 0 is skipped); for a
+// `delivery` (a message), router_owe for each connection written to.
 void router_publish(Router &r, UserId u, uint32_t json_off, uint32_t json_len, uint32_t bin_off, uint32_t bin_len,
                     bool delivery, Batch &b);
 void router_queue_waiting(Router &r, Waiting w, Batch &b);

@@ -29,7 +29,7 @@ const WRITE_FIELDS = L.writeFields;
 export const StoreOpKind = {
   /** Write the copy for `recipient` (store.enqueue). */
   Enqueue: L.opKinds.enqueue,
-  /** `recipient` confirmed `sender`'s message `id`: delete its copy (store.ack(recipient, sender, id)). */
+  /** `recipient` confirmed `sender`'s message `id`: delete its copy (store.ack(recipient, sender, id)); the store reports what it deleted (onCopyDeleted), for inboxRemoved(). */
   Ack: L.opKinds.ack,
   /** The recipient is on node `node`: hand the copy over (the cluster, issue 15). */
   Forward: L.opKinds.forward,
@@ -99,10 +99,13 @@ export class Delivery {
   private recipientIds!: Uint32Array;
   /** Free statuses per connection id, shared with the engine: the intake room spends them here (rate limits). */
   owed!: Int32Array;
+  /** The most `owed` holds for one connection, as the engine caps it (router_owe). */
+  private readonly owedCap: number;
 
   /** `core`: the core whose submits route() reads, and whose status hooks run for the status frames the engine encodes. */
   constructor(settings: DeliverySettings, host: DeliveryHost = {}, core: Core | null = null) {
     this.core = core;
+    this.owedCap = Math.min(2 * settings.maxInboxMessages, 0x7fffffff);
     this.h = new native.Delivery({ ...settings }, { ...host }, core ? core.nativeHandle() : undefined);
     this.views();
   }
@@ -159,6 +162,11 @@ export class Delivery {
   /** With durability off, a backlog message sent to `conn`: its delivered deletes the stored copy. */
   backlogSent(conn: number, sender: number, id: number): void {
     this.h.backlogSent(conn, sender, id);
+  }
+
+  /** The backlog pump wrote a message to `conn`: two more free statuses, capped as the engine caps its own (no native call). */
+  owe(conn: number): void {
+    this.owed[conn] = Math.min(this.owed[conn] + 2, this.owedCap);
   }
 
   backlogDone(conn: number): void {
@@ -241,6 +249,11 @@ export class Delivery {
   /** Forgets a user's inbox count (or all, with -1): read again when next needed. */
   inboxForget(user = -1): void {
     this.h.inboxForget(user);
+  }
+
+  /** The store deleted a copy for `user` (Store.onCopyDeleted): one fewer in its inbox count. */
+  inboxRemoved(user: number): void {
+    this.h.inboxRemoved(user);
   }
 
   /** Whether the send or format middleware stage has handlers (then route() lists recipients instead of delivering). */

@@ -101,6 +101,7 @@ export interface NativeDeliveryEngine {
   queueAck(conn: number, frame: Uint8Array, binary: boolean): void;
   trackReceipt(sender: number, recipient: number, id: number, flags: number, gid: number): void;
   inboxForget(user: number): void;
+  inboxRemoved(user: number): void;
   setPerRecipient(on: boolean): void;
   commitBegin(): number;
   committed(epoch: number): void;

@@ -105,6 +105,11 @@ export class AsyncSqliteStore implements Store {
     this.buffer.push({ recipient, sender, id });
   }
 
+  /** Deletions are the inner store's to report: a batch's acks run there when it lands. */
+  onCopyDeleted(fn: (recipient: string) => void): () => void {
+    return this.inner.onCopyDeleted(fn);
+  }
+
   removeUser(address: string): boolean {
     this.buffer = this.buffer.filter((w) => ('m' in w ? w.m.recipient : w.recipient) !== address);
     return this.inner.removeUser(address);

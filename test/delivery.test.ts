@@ -115,6 +115,23 @@ describe('1:1 messages, durable off', () => {
     expect(d.talked).toBe(true);
   });
 
+  it('owed: two per message written, none for a receipt or a device still pumping, capped at 2 x maxInboxMessages', () => {
+    const { d, user, online, send } = setup({ durable: false, maxInboxMessages: 2 });
+    const alice = user('alice'), bob = user('bob');
+    const a = online(alice), b = online(bob);
+    send(alice, a, { op: 'msg', id: 1, to: 'bob', flags: 1, data: 'x' });
+    expect(d.owed[b]).toBe(2);
+    send(bob, b, { op: 'status', id: 1, to: 'alice', status: 2 });
+    expect(d.writeCount).toBe(1); // the receipt, which alice does not answer
+    expect(d.owed[a]).toBe(0);
+    const pumping = d.login(bob, false);
+    for (let id = 2; id < 6; id++) send(alice, a, { op: 'msg', id, to: 'bob', data: 'x' });
+    expect(d.owed[b]).toBe(4);
+    expect(d.owed[pumping]).toBe(0); // its backlog brings the copies, and owes then
+    for (let i = 0; i < 3; i++) d.owe(pumping);
+    expect(d.owed[pumping]).toBe(4);
+  });
+
   it('an offline recipient: the copy goes to the store and "sent" waits for the commit', () => {
     const { d, user, online, send, writes, commit } = setup({ durable: false });
     const alice = user('alice'), bob = user('bob');
@@ -186,6 +203,50 @@ describe('receipts', () => {
     expect(writes()).toEqual([[a, status(10, 'bob', 2)]]);
     send(bob, b, { op: 'status', id: 10, to: 'alice', status: 2 });
     expect(writes()).toEqual([]);
+  });
+
+  it('a group receipt in both forms runs the status hooks once, in the core, not again per form', async () => {
+    const { core, d, user, online, send, writes } = setup({ durable: false }, { 42: ['alice', 'bob', 'carol'] });
+    const seen: number[] = [];
+    await core.use('watch', { onMessageStatus: (st) => void seen.push(st.status) });
+    const alice = user('alice'), bob = user('bob'), carol = user('carol');
+    const a = online(alice), b = online(bob);
+    online(carol, true); // a binary reader: every frame in both forms
+    expect(d.outFormat()).toBe(2);
+    send(alice, a, { op: 'msg', id: 12, gid: 42, flags: 1, data: 'g' });
+    seen.length = 0;
+    send(bob, b, { op: 'status', id: 12, to: 'alice', status: 2 });
+    expect(writes()).toEqual([[a, status(12, 'bob', 2, { groupid: 42 })]]);
+    expect(seen).toEqual([2]);
+  });
+
+  it('a transient group message an offline member misses tracks no receipt flags for it', () => {
+    const { d, user, online, send, writes } = setup({}, { 42: ['alice', 'bob', 'dave'] });
+    const alice = user('alice'), bob = user('bob'), dave = user('dave');
+    const a = online(alice), b = online(bob);
+    send(alice, a, { op: 'msg', id: 13, gid: 42, flags: 5, data: 'typing' });
+    // dave connects later and claims it: no receipt, he never got it.
+    const dv = online(dave);
+    send(dave, dv, { op: 'status', id: 13, to: 'alice', status: 2 });
+    expect(writes()).toEqual([]);
+    send(bob, b, { op: 'status', id: 13, to: 'alice', status: 2 });
+    expect(writes()).toEqual([[a, status(13, 'bob', 2, { groupid: 42 })]]);
+    void d;
+  });
+
+  it('a delivered lowers the inbox count only through inboxRemoved(), when the store says a copy was deleted', () => {
+    const { d, user, online, send } = setup({ maxInboxMessages: 1 });
+    const alice = user('alice'), bob = user('bob');
+    const a = online(alice);
+    send(alice, a, { op: 'msg', id: 14, to: 'bob', data: 'x' }, 1000); // stored: bob's inbox is full
+    const b = online(bob); // and confirms nothing of it
+    // Within a second of the count's read: the host's count (0 here) is not read again.
+    expect(send(alice, a, { op: 'msg', id: 15, to: 'bob', flags: 4, data: 'typing' }, 1100)).toBe(1);
+    send(bob, b, { op: 'status', id: 15, to: 'alice', status: 2 }, 1200);
+    expect(d.op(0)).toMatchObject({ kind: StoreOpKind.Ack, recipient: bob, sender: alice, id: 15 });
+    expect(send(alice, a, { op: 'msg', id: 16, to: 'bob', data: 'x' }, 1300)).toBe(0x82);
+    d.inboxRemoved(bob);
+    expect(send(alice, a, { op: 'msg', id: 17, to: 'bob', data: 'x' }, 1400)).toBe(1);
   });
 
   it('durable on: delivered of a stored copy deletes it', () => {

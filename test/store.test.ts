@@ -203,6 +203,27 @@ describe('messages', () => {
     expect(inbox(s, 'carol')).toEqual(['alice#1']);
   });
 
+  it('reports each copy an ack deleted: a buffered one at once, a committed one after the commit, nothing for a copy never stored', () => {
+    const s = open();
+    const deleted: string[] = [];
+    const off = s.onCopyDeleted((r) => deleted.push(r));
+    s.enqueue(msg('bob', 'alice', 1));
+    s.flush();
+    s.enqueue(msg('bob', 'alice', 2));
+    s.ack('bob', 'alice', 2);
+    expect(deleted).toEqual(['bob']); // cancelled in the buffer
+    s.ack('bob', 'alice', 1);
+    s.ack('bob', 'alice', 1); // twice: deletes nothing more
+    s.ack('bob', 'alice', 4); // never stored (a transient message)
+    expect(deleted).toEqual(['bob']);
+    s.flush();
+    expect(deleted).toEqual(['bob', 'bob']);
+    off();
+    s.enqueue(msg('carol', 'alice', 1));
+    s.ack('carol', 'alice', 1);
+    expect(deleted).toEqual(['bob', 'bob']);
+  });
+
   it('an ack cancels a copy still in the buffer, so it is never written', () => {
     const s = open();
     s.enqueue(msg('bob', 'alice', 1));

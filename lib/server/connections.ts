@@ -25,7 +25,7 @@ export interface Conn {
   user: UserLimits | null;
   /**
    * Statuses this connection may send without spending a budget: two (delivered,
-   * read) per delivery it was sent. Acknowledging a large backlog is never rate limited.
+   * read) per message it was sent (owe()). Acknowledging a large backlog is never rate limited.
    */
   owed: number;
   presence: Set<string>;
@@ -49,6 +49,17 @@ export interface UserLimits {
 }
 
 const NONE: ReadonlySet<WS> = new Set();
+
+/**
+ * A message was written to `c`: it may be answered with a delivered and a
+ * read status that spend no budget. Capped at two per message an inbox may
+ * hold (max_inbox_messages), the most a connection legitimately has
+ * unanswered from its backlog: a client that never answers cannot save up
+ * an allowance for a flood of statuses later.
+ */
+export function owe(c: Conn, maxInboxMessages: number): void {
+  c.owed = Math.min(c.owed + 2, 2 * maxInboxMessages);
+}
 
 export class Connections {
   /** Logged-in connections per address. */

@@ -8,10 +8,11 @@ import uWS from 'uWebSockets.js';
 import type { Logger } from '../log';
 import { native } from '../native';
 import type { NewMessage } from '../store/types';
-import type { Conn, Connections } from './connections';
+import { owe, type Conn, type Connections } from './connections';
 import type { MetricCounts } from './metrics';
 import { Format, type Middlewares } from './pipeline';
 import { OUT_BINARY, OUT_BOTH } from './protocol';
+import type { ServerSettings } from './settings';
 
 /** A client that does not read is cut off at this much buffered (uWebSockets.js maxBackpressure). */
 export const MAX_BACKPRESSURE = 4 * 1024 * 1024;
@@ -49,34 +50,41 @@ export class Delivery {
 
   constructor(
     private readonly app: uWS.TemplatedApp,
+    private readonly settings: Pick<ServerSettings, 'maxInboxMessages'>,
     private readonly connections: Connections,
     private readonly middleware: Middlewares,
     private readonly metrics: MetricCounts,
     private readonly logger: Logger,
   ) {}
 
-  /** What the core's `out` holds for one message, to `to`'s devices in the forms asked for. */
-  publish(to: string, out: Buffer, frameLen: number, frame2Len: number, outFormat: number): void {
+  /**
+   * What the core's `out` holds for one message (`message`) or status, to
+   * `to`'s devices in the forms asked for.
+   */
+  publish(to: string, out: Buffer, frameLen: number, frame2Len: number, outFormat: number, message: boolean): void {
     if (outFormat === OUT_BOTH) {
       this.app.publish(topic(to, false), out.subarray(0, frameLen), false);
       this.app.publish(topic(to, true), out.subarray(frameLen, frameLen + frame2Len), true);
     } else {
       this.app.publish(topic(to, outFormat === OUT_BINARY), out.subarray(0, frameLen), outFormat === OUT_BINARY);
     }
-    this.closeSlow(to);
+    this.closeSlow(to, message);
   }
 
   /** A message's frames built earlier, through the format stage when it has middleware. */
   publishHeld(h: HeldDelivery): void {
     if (!this.middleware.format.empty) return this.sendFormatted(h.to, h.frames);
-    this.publishFrames(h.to, h.frames);
+    this.publishFrames(h.to, h.frames, true);
   }
 
-  /** Frames already encoded, to every device of `to` in its form; no format stage (statuses, or format is empty). */
-  publishFrames(to: string, frames: HeldFrames): void {
+  /**
+   * Frames already encoded, to every device of `to` in its form; no format
+   * stage (statuses, or format is empty). `message` unless they are a status.
+   */
+  publishFrames(to: string, frames: HeldFrames, message = false): void {
     if (frames.json) this.app.publish(topic(to, false), frames.json, false);
     if (frames.binary) this.app.publish(topic(to, true), frames.binary, true);
-    this.closeSlow(to);
+    this.closeSlow(to, message);
   }
 
   /** A stored copy's frames, in the forms the connected devices read. */
@@ -114,18 +122,22 @@ export class Delivery {
       const out = this.formatFrame(c, to, f);
       if (out) ws.send(out, c.binary);
     }
-    this.closeSlow(to);
+    this.closeSlow(to, true);
   }
 
-  private closeSlow(to: string): void {
+  /** After a publish to `to`; `message` when it was a message, which its readers may answer. */
+  private closeSlow(to: string, message: boolean): void {
     // uWebSockets.js skips a subscriber whose backpressure would pass the
     // limit; such a device would silently miss messages. Close it once it is
     // half way there instead: what it missed waits in the store and comes
     // on its next connection.
     for (const ws of this.connections.of(to)) {
-      // Each frame sent may be answered with a delivered and a read status
-      // that the rate limit does not count (Intake.allow).
-      ws.getUserData().owed += 2;
+      // A message may be answered with a delivered and a read status that
+      // the rate limit does not count (Intake.allow); a status is not
+      // answered, and a device still sent its backlog did not get this one
+      // (the backlog brings it, and owes for it then).
+      const c = ws.getUserData();
+      if (message && c.backlogDone) owe(c, this.settings.maxInboxMessages);
       if (ws.getBufferedAmount() >= MAX_BACKPRESSURE / 2) {
         // Not end(): a close frame would queue behind what it does not read.
         if (ws.getUserData().open) {

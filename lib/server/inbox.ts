@@ -34,7 +34,12 @@ export class Inboxes {
     private readonly limits: Pick<ServerSettings, 'maxInboxMessages' | 'maxInboxBytes'>,
     /** Commits what is buffered (Commit.now), so the store's counts include it. */
     private readonly commitNow: () => void,
-  ) {}
+  ) {
+    // Only the store knows whether an acknowledgement deleted a copy (a
+    // transient message's never does). Not undone: the server closes the
+    // store with itself.
+    store.onCopyDeleted((recipient) => this.removed(recipient));
+  }
 
   private count(recipient: string, now: number): Count {
     let c = this.counts.get(recipient);
@@ -70,7 +75,7 @@ export class Inboxes {
     c.bytes += bytes;
   }
 
-  /** A copy for the recipient was acknowledged (and deleted). */
+  /** The store deleted a copy for the recipient (Store.onCopyDeleted). */
   removed(recipient: string): void {
     const c = this.counts.get(recipient);
     if (!c || c.messages === 0) return;

@@ -4,7 +4,7 @@
  * receipts are kept in memory from routing (and, at start-up, from the
  * store) until the receipt has gone back, keyed `sender\0recipient\0id`.
  */
-import type { Core } from '../core';
+import { native } from '../native';
 import type { Store } from '../store/types';
 import type { HeldFrames } from './delivery';
 import { FLAG_READ_RECEIPT, FLAG_RECEIPTS, FLAG_DELIVERY_RECEIPT, OUT_BINARY, OUT_JSON, Status } from './protocol';
@@ -15,10 +15,7 @@ const MAX_TRACKED_RECEIPTS = 1_000_000;
 export class Receipts {
   private readonly flags = new Map<string, number>();
 
-  constructor(
-    store: Store,
-    private readonly core: Core,
-  ) {
+  constructor(store: Store) {
     for (const r of store.receiptFlagsPending(FLAG_RECEIPTS)) this.track(r.sender, r.recipient, r.id, r.flags, r.groupid);
   }
 
@@ -51,12 +48,16 @@ export class Receipts {
     return wanted ? Math.floor(packed / 4) : -1;
   }
 
-  /** `from`'s receipt for `to`'s group message, in the forms `to`'s devices read (the core's frame does not know the group). */
+  /**
+   * `from`'s receipt for `to`'s group message, in the forms `to`'s devices
+   * read (the core's frame does not know the group). Only encoded: the
+   * status hooks ran once for this status when the core took it.
+   */
   groupFrames(id: number, status: number, from: string, to: string, gid: number, outFormat: number): HeldFrames {
     const f = { id, status, from, to, groupid: gid };
     return {
-      json: outFormat !== OUT_BINARY ? this.core.statusFrame(f, 'json') : null,
-      binary: outFormat !== OUT_JSON ? this.core.statusFrame(f, 'binary') : null,
+      json: outFormat !== OUT_BINARY ? native.encodeFrame('status', f, 0) : null,
+      binary: outFormat !== OUT_JSON ? native.encodeFrame('status', f, 1) : null,
     };
   }
 }

@@ -146,13 +146,14 @@ export class Router {
       // behind it, as any receipt queued before it does.
       if (wasLive || this.commit.acksWaiting) this.commit.receiptAfterAcks(to, frames ?? holdFrames(out, frameLen, frame2Len, outFormat));
       else if (frames) this.delivery.publishFrames(to, frames);
-      else this.delivery.publish(to, out, frameLen, frame2Len, outFormat);
+      else this.delivery.publish(to, out, frameLen, frame2Len, outFormat, false);
     }
     // With durability off only messages for offline users are stored: a
-    // receipt for anything else has no copy to delete.
+    // receipt for anything else has no copy to delete. The inbox count goes
+    // down when the store reports a copy deleted (Inboxes), not here: a
+    // transient message was never stored.
     if (!wasLive && status === Status.DELIVERED && (this.settings.durable || ws?.getUserData().stored?.delete(`${to}\0${id}`))) {
       this.store.ack(from, to, id);
-      this.inboxes.removed(from);
       this.commit.schedule();
     }
     return status;
@@ -211,9 +212,11 @@ export class Router {
             continue;
           }
           const place = this.placement.place(r, flags, live);
-          if (flags & FLAG_RECEIPTS) this.receipts.track(from, r, id, flags, gid);
+          // A copy neither sent nor stored (transient, recipient offline)
+          // is never answered: its flags would only wait to be evicted.
+          if (flags & FLAG_RECEIPTS && place) this.receipts.track(from, r, id, flags, gid);
           if (place & Place.Live) {
-            this.delivery.publish(r, out, frameLen, frame2Len, outFormat);
+            this.delivery.publish(r, out, frameLen, frame2Len, outFormat, true);
             this.metrics.delivered++;
             payload ??= Buffer.from(out.subarray(payloadAt, toAt));
             liveAck ??= { ws: ws!, frame: copyAck(out, ackAt, info[Info.AckLen]), binary: senderBinary, left: 0 };
@@ -226,7 +229,7 @@ export class Router {
           }
           if (place & Place.Now) {
             this.metrics.delivered++;
-            this.delivery.publish(r, out, frameLen, frame2Len, outFormat);
+            this.delivery.publish(r, out, frameLen, frame2Len, outFormat, true);
           } else if (place & Place.Held) {
             this.metrics.delivered++;
             held ??= holdFrames(out, frameLen, frame2Len, outFormat);
@@ -247,8 +250,9 @@ export class Router {
       else this.metrics.receivedFailed++;
     }
     if (!ws) {
-      // The backend API answers after the commit (with an asynchronous store
-      // the answer comes before it: docs/store.md).
+      // The backend API answers after the commit: a synchronous store has
+      // committed here; with an asynchronous one the intake room waits for
+      // the batch that holds these copies (docs/store.md).
       if (stored && !this.commit.now()) throw new SwitchboardError('E_STORE_WRITE', 'The store could not commit this message; nothing of it was kept. Send it again.');
       return status;
     }
@@ -345,7 +349,7 @@ export class Router {
       if (place & Place.Held) this.commit.hold({ to: r, frames });
       else this.delivery.publishHeld({ to: r, frames });
     }
-    if (m.flags & FLAG_RECEIPTS) this.receipts.track(m.from, r, m.id, m.flags, m.groupid);
+    if (m.flags & FLAG_RECEIPTS && place) this.receipts.track(m.from, r, m.id, m.flags, m.groupid);
     if (!(place & Place.Store)) return false;
     this.store.enqueue(copy);
     this.metrics.copiesStored++;

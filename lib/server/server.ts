@@ -134,7 +134,7 @@ export class Server {
     this.logger = logger;
     this.untapWarnings = logger.tap((r) => this.warnings.add(r));
     this.directory = new Directory(store);
-    this.receipts = new Receipts(store, core);
+    this.receipts = new Receipts(store);
     this.stats = newStats(0);
     setConnectionCap(this.stats, settings.maxConnections, logger);
     this.inboxes = new Inboxes(store, settings, () => this.commit.now());
@@ -143,7 +143,7 @@ export class Server {
     // Every room holds the one settings object and reads it when it acts.
     this.stages = new Stages(settings, core, logger, this.bots);
     this.middleware = this.stages.middleware;
-    this.delivery = new Delivery(this.app, this.connections, this.middleware, this.metrics, logger);
+    this.delivery = new Delivery(this.app, settings, this.connections, this.middleware, this.metrics, logger);
     this.commit = new Commit(store, this.delivery, this.inboxes, this.metrics, logger);
     this.live = new LiveCopies(settings, store, this.inboxes, this.connections, this.commit, this.metrics);
     const placement = new LocalPlacement(settings, this.connections, this.commit);

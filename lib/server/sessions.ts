@@ -10,7 +10,7 @@ import type { ErrorCode } from '../errors';
 import type { Logger } from '../log';
 import type { Store } from '../store/types';
 import type { Commit } from './commit';
-import type { Conn, Connections, UserLimits, WS } from './connections';
+import { owe, type Conn, type Connections, type UserLimits, type WS } from './connections';
 import { encodeStored, topic, type Delivery } from './delivery';
 import { newBucket, validDevice, type IpCount, type LimitStats } from './limits';
 import type { LiveCopies } from './live';
@@ -224,7 +224,7 @@ export class Sessions {
           const f = format ? this.delivery.formatFrame(c, c.address, encodeStored(m, c.binary)) : encodeStored(m, c.binary);
           if (f) ws.send(f, c.binary);
           this.metrics.delivered++;
-          c.owed += 2;
+          owe(c, this.settings.maxInboxMessages);
           c.stored?.add(`${m.sender}\0${m.id}`);
           c.backlogSeq = m.seq;
           // Large messages: stop within the page rather than overshoot the

@@ -178,9 +178,11 @@ export class SqliteStore implements Store {
   private live = 0;
   /** Buffered enqueues by copyKey, so an ack can cancel them. */
   private enqueued = new Map<string, number[]>();
+  private readonly deletedListeners = new Set<(recipient: string) => void>();
 
   private readonly sql: ReturnType<typeof prepareStatements>;
-  private readonly commitWrites: (writes: Write[]) => number;
+  /** Commits `writes`; the recipient of each committed copy an ack deleted is pushed to `deleted`. */
+  private readonly commitWrites: (writes: Write[], deleted: string[]) => number;
   private readonly removeUserTx: (address: string) => boolean;
   private readonly editMembersTx: (gid: number, add: string[], remove: string[]) => void;
 
@@ -228,7 +230,7 @@ export class SqliteStore implements Store {
     this.sql = prepareStatements(db);
 
     const sql = this.sql;
-    this.commitWrites = db.transaction((writes: Write[]) => {
+    this.commitWrites = db.transaction((writes: Write[], deleted: string[]) => {
       let n = 0;
       for (const w of writes) {
         if (w === null) continue;
@@ -236,7 +238,7 @@ export class SqliteStore implements Store {
           const m = w.m;
           sql.insertMessage.run(m.recipient, m.sender, m.id, m.refid, m.groupid, m.flags, m.type, m.expiry, m.expiresAt, m.payload);
         } else {
-          sql.deleteCopy.run(w.recipient, w.sender, w.id);
+          for (let gone = sql.deleteCopy.run(w.recipient, w.sender, w.id) as number; gone > 0; gone--) deleted.push(w.recipient);
         }
         n++;
       }
@@ -338,11 +340,17 @@ export class SqliteStore implements Store {
   ack(recipient: string, sender: string, id: number): void {
     this.checkWritable();
     const key = copyKey(recipient, sender, id);
-    for (const i of this.enqueued.get(key) ?? []) this.cancel(i);
+    for (const i of this.enqueued.get(key) ?? []) if (this.cancel(i)) this.copyDeleted(recipient);
     this.enqueued.delete(key);
-    // Still needed: a copy of that name may already be committed.
+    // Still needed: a copy of that name may already be committed (the
+    // commit reports it, if there was one).
     this.writes.push({ kind: 'ack', recipient, sender, id });
     this.live++;
+  }
+
+  onCopyDeleted(fn: (recipient: string) => void): () => void {
+    this.deletedListeners.add(fn);
+    return () => void this.deletedListeners.delete(fn);
   }
 
   /** The Store contract's commit: synchronous, and on failure the batch is dropped (the server answers for it). */
@@ -368,13 +376,15 @@ export class SqliteStore implements Store {
       return 0;
     }
     let n: number;
+    const deleted: string[] = [];
     try {
-      n = this.commitWrites(this.writes);
+      n = this.commitWrites(this.writes, deleted);
     } catch (e) {
       // Rolled back: keep the buffer so the next flush retries it.
       throw new SwitchboardError('E_STORE_WRITE', `Could not commit ${this.live} buffered store writes: ${(e as Error).message}. Nothing of this batch was stored; check the disk holding the store file.`, { detail: sqliteCode(e) || undefined });
     }
     this.clearBuffer();
+    for (const r of deleted) this.copyDeleted(r);
     return n;
   }
 
@@ -426,10 +436,16 @@ export class SqliteStore implements Store {
     this.live = 0;
   }
 
-  private cancel(i: number): void {
-    if (this.writes[i] === null) return;
+  private copyDeleted(recipient: string): void {
+    for (const fn of this.deletedListeners) fn(recipient);
+  }
+
+  /** Returns whether the write was still there to cancel. */
+  private cancel(i: number): boolean {
+    if (this.writes[i] === null) return false;
     this.writes[i] = null;
     this.live--;
+    return true;
   }
 
   /** A removed user's buffered copies must not be written after its committed ones are deleted. */

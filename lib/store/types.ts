@@ -110,8 +110,18 @@ export interface Store {
    * copies enqueued earlier in the same buffer, so a copy enqueued and
    * acknowledged between two commits is never written at all. A deletion
    * committed in a later batch than the copy's insert must still find it.
+   * What it deletes is reported to onCopyDeleted.
    */
   ack(recipient: string, sender: string, id: number): void;
+  /**
+   * Calls `fn` with the recipient of each copy an ack deleted: at once for
+   * a copy cancelled in the buffer, after the commit for a committed one.
+   * An ack for a copy that was never stored (a transient message) or is
+   * gone already calls nothing, so the inbox count (lib/server/inbox.ts)
+   * goes down only for copies that were counted. Returns a function that
+   * removes `fn`.
+   */
+  onCopyDeleted(fn: (recipient: string) => void): () => void;
   /**
    * Takes everything buffered as one batch and commits it, in the order it
    * was buffered, in ONE transaction. When it returns, the buffer is empty:

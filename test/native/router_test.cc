@@ -348,6 +348,112 @@ TEST("a group message: each online member in its form, the sender skipped, recei
   CHECK_EQ(f.b.writes.size(), size_t(0));
 }
 
+namespace {
+int g_status_frames = 0;
+}  // namespace
+
+TEST("a group receipt in both forms does not go through the host's status frame (the hooks ran once already)") {
+  sb::RouterHost host;
+  host.load_group = [](void *, uint32_t, std::vector<std::string> &m) {
+    m = {"alice", "bob", "carol"};
+    return true;
+  };
+  host.status_frame = [](void *, mesibo_message_params_t *p, int format, std::string &out) {
+    ++g_status_frames;
+    return sb::wire_encode_status(format == sb::WIRE_BINARY ? sb::WIRE_BINARY : sb::WIRE_JSON, *p, out);
+  };
+  Fixture f(durable_off(), host);
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  UserId carol = sb::router_user_add(f.r, "carol");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  f.online(carol, true);  // a binary reader: every frame in both forms
+  f.send(alice, a, R"({"op":"msg","id":7,"gid":42,"flags":1,"data":"g"})");
+  g_status_frames = 0;
+  f.send(bob, bb, R"({"op":"status","id":7,"to":"alice","status":2})");
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":7,"from":"bob","gid":42,"status":2})"}));
+  CHECK_EQ(g_status_frames, 0);
+  // A failure the engine decides still goes through it (its hooks run there).
+  f.send(alice, a, R"({"op":"msg","id":8,"to":"nobody","data":"x"})");
+  CHECK_EQ(g_status_frames, 1);
+}
+
+TEST("receipt flags are tracked only for copies sent or stored, not for a transient one an offline member misses") {
+  sb::RouterHost host;
+  host.load_group = [](void *, uint32_t, std::vector<std::string> &m) {
+    m = {"alice", "bob", "dave"};
+    return true;
+  };
+  Fixture f(sb::RouterSettings{}, host);
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  UserId dave = sb::router_user_add(f.r, "dave");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  f.send(alice, a, R"({"op":"msg","id":5,"gid":42,"flags":5,"data":"typing"})");
+  CHECK_EQ(f.r.receipts.flags.size(), size_t(1));  // bob's
+  // dave, online later, never got it: a delivered from him goes nowhere.
+  ConnId dv = f.online(dave);
+  f.send(dave, dv, R"({"op":"status","id":5,"to":"alice","status":2})");
+  CHECK_EQ(f.b.writes.size(), size_t(0));
+  f.send(bob, bb, R"({"op":"status","id":5,"to":"alice","status":2})");
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":5,"from":"bob","gid":42,"status":2})"}));
+  // A module's transient message to an offline user: not tracked either.
+  sb::router_logout(f.r, dv, f.b);
+  mesibo_message_params_t p{};
+  p.id = 6;
+  p.flags = 5;
+  p.to = const_cast<char *>("dave");
+  sb::router_module_message(f.r, "bot", p, "x", 1, 1000, f.b);
+  CHECK_EQ(f.r.receipts.flags.size(), size_t(0));
+  // Stored (not transient): tracked, the receipt comes with the backlog.
+  p.id = 7;
+  p.flags = 1;
+  sb::router_module_message(f.r, "bot", p, "x", 1, 1000, f.b);
+  CHECK_EQ(f.r.receipts.flags.size(), size_t(1));
+}
+
+TEST("owed: two per message written to a connection, none for a status or a device still pumping, capped") {
+  sb::RouterSettings s = durable_off();
+  s.max_inbox_messages = 2;  // cap 4
+  Fixture f(s);
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  f.send(alice, a, R"({"op":"msg","id":1,"to":"bob","flags":1,"data":"x"})");
+  CHECK_EQ(sb::router_owed(f.r)[bb], 2);
+  f.send(bob, bb, R"({"op":"status","id":1,"to":"alice","status":2})");
+  CHECK_EQ(f.b.writes.size(), size_t(1));  // the receipt to alice...
+  CHECK_EQ(sb::router_owed(f.r)[a], 0);    // ...which she does not answer
+  ConnId pumping = sb::router_login(f.r, bob, false);
+  for (uint32_t id = 2; id < 6; ++id)
+    f.send(alice, a, R"({"op":"msg","id":)" + std::to_string(id) + R"(,"to":"bob","data":"x"})");
+  CHECK_EQ(sb::router_owed(f.r)[bb], 4);
+  CHECK_EQ(sb::router_owed(f.r)[pumping], 0);  // its backlog brings the copies, and owes then
+  sb::router_owe(f.r, pumping);
+  sb::router_owe(f.r, pumping);
+  sb::router_owe(f.r, pumping);
+  CHECK_EQ(sb::router_owed(f.r)[pumping], 4);
+}
+
+TEST("durable on: a delivered lowers no inbox count by itself; only the store's answer (router_inbox_removed) does") {
+  sb::RouterSettings s;
+  s.max_inbox_messages = 1;
+  sb::RouterHost host;
+  host.inbox_count = [](void *, UserId, uint64_t &messages, double &bytes) {
+    messages = 1;  // bob has one stored copy he has not confirmed
+    bytes = 1;
+  };
+  Fixture f(s, host);
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":1,"to":"bob","data":"x"})", 1000), 0x82);
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":2,"to":"bob","flags":4,"data":"typing"})", 1100), 1);
+  f.send(bob, bb, R"({"op":"status","id":2,"to":"alice","status":2})", 1200);
+  CHECK_EQ(f.b.ops.size(), size_t(1));  // the store is asked; a transient copy is not there
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ACK);
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":3,"to":"bob","data":"x"})", 1300), 0x82);
+  // The store deleted a copy (its ack said so): now there is room.
+  sb::router_inbox_removed(f.r, bob);
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":4,"to":"bob","data":"x"})", 1400), 1);
+}
+
 TEST("a read receipt goes back only when asked for") {
   Fixture f(durable_off());
   UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
@@ -379,7 +485,7 @@ TEST("a device still receiving its backlog gets nothing live; the copy is stored
   f.send(alice, a, R"({"op":"msg","id":1,"to":"bob","data":"x"})");
   CHECK_EQ(f.b.ops.size(), size_t(1));
   for (const sb::Write &w : f.b.writes) CHECK(w.conn != bb);
-  CHECK_EQ(sb::router_owed(f.r)[bb], 2);
+  CHECK_EQ(sb::router_owed(f.r)[bb], 0);  // the backlog that brings the copy owes for it
 }
 
 TEST("a recipient on another node: the copy is handed over as a forward operation") {
