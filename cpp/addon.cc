@@ -14,6 +14,7 @@
 #include "core.h"
 #include "delivery_binding.h"
 #include "instances.h"
+#include "napi_args.h"
 #include "io.h"
 #include "json_extract.h"
 #include "module.h"
@@ -35,30 +36,9 @@ std::string as_string(const Napi::Value &v) { return v.IsString() ? v.As<Napi::S
 // A payload argument: a typed array's bytes (no copy), or a string's UTF-8
 // kept in `scratch`.
 std::string_view payload_arg(const Napi::Value &v, std::string &scratch) {
-  if (v.IsTypedArray()) {
-    Napi::TypedArray ta = v.As<Napi::TypedArray>();
-    return {static_cast<const char *>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ByteLength()};
-  }
+  if (v.IsTypedArray()) return sb::typed_bytes(v);
   scratch = as_string(v);
   return scratch;
-}
-
-// The numeric params of a {id, refid, groupid, flags, type, expiry, status,
-// uflags, aid} object (absent ones are 0); `from` and `to` are the caller's.
-void params_from_js(const Napi::Object &o, mesibo_message_params_t &p) {
-  auto num = [&](const char *k) -> mesibo_uint_t {
-    Napi::Value v = o.Get(k);
-    return v.IsNumber() ? static_cast<mesibo_uint_t>(v.As<Napi::Number>().Int64Value()) : 0;
-  };
-  p.aid = num("aid");
-  p.id = num("id");
-  p.refid = num("refid");
-  p.groupid = num("groupid");
-  p.flags = num("flags");
-  p.type = num("type");
-  p.expiry = num("expiry");
-  p.uflags = num("uflags");
-  p.status = num("status");
 }
 
 // [type, flags, expiry, refid]: the params a script module may change.
@@ -561,7 +541,7 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     Napi::Object o = info[0].As<Napi::Object>();
     std::string from = as_string(o.Get("from")), to = as_string(o.Get("to"));
     mesibo_message_params_t p{};
-    params_from_js(o, p);
+    sb::params_from_js(o, p);
     p.from = &from[0];
     p.to = &to[0];
     if (!info[1].IsNumber()) {
@@ -857,7 +837,7 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
     Napi::Object o = info[1].As<Napi::Object>();
     std::string to = as_string(o.Get("to")), from = as_string(o.Get("from"));
     mesibo_message_params_t p{};
-    params_from_js(o, p);
+    sb::params_from_js(o, p);
     p.to = to.empty() ? nullptr : &to[0];
     p.from = from.empty() ? nullptr : &from[0];
     std::string scratch;
@@ -998,7 +978,7 @@ Napi::Value EncodeFrame(const Napi::CallbackInfo &info) {
   auto fmt = static_cast<sb::WireFormat>(info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : 0);
   std::string from = as_string(f.Get("from")), to = as_string(f.Get("to"));
   mesibo_message_params_t p{};
-  params_from_js(f, p);
+  sb::params_from_js(f, p);
   p.from = &from[0];
   p.to = &to[0];
   std::string out;

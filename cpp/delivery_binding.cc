@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 
+#include "napi_args.h"
 #include "router.h"
 #include "slots.h"
 
@@ -276,26 +277,6 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
   }
   void Enter(Napi::Env env) { st_->env = env; }
 
-  static void ParamsFrom(const Napi::Value &v, mesibo_message_params_t &p) {
-    if (!v.IsObject()) return;
-    Napi::Object o = v.As<Napi::Object>();
-    auto num = [&](const char *k) -> mesibo_uint_t {
-      Napi::Value x = o.Get(k);
-      return x.IsNumber() ? static_cast<mesibo_uint_t>(x.As<Napi::Number>().Int64Value()) : 0;
-    };
-    p.id = num("id");
-    p.refid = num("refid");
-    p.groupid = num("groupid");
-    p.flags = num("flags");
-    p.type = num("type");
-    p.expiry = num("expiry");
-  }
-  static std::string_view Bytes(const Napi::Value &v) {
-    if (!v.IsTypedArray()) return {};
-    Napi::TypedArray ta = v.As<Napi::TypedArray>();
-    return {static_cast<const char *>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ByteLength()};
-  }
-
   Napi::Value Views(const Napi::CallbackInfo &info) {
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("head", st_->head.Value());
@@ -462,10 +443,10 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
   Napi::Value ModuleMessage(const Napi::CallbackInfo &info) {
     Enter(info.Env());
     mesibo_message_params_t p{};
-    ParamsFrom(info[1], p);
+    params_from_js(info[1], p);
     std::string to = info[1].IsObject() ? info[1].As<Napi::Object>().Get("to").ToString().Utf8Value() : "";
     p.to = &to[0];
-    std::string_view payload = Bytes(info[2]);
+    std::string_view payload = typed_bytes(info[2]);
     int rc = router_module_message(st_->router, info[0].ToString().Utf8Value(), p, payload.data(), payload.size(),
                                    Now(info[3]), st_->batch);
     Publish(info.Env(), rc);
@@ -476,8 +457,8 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
   Napi::Value DeliverCopy(const Napi::CallbackInfo &info) {
     Enter(info.Env());
     mesibo_message_params_t p{};
-    ParamsFrom(info[2], p);
-    std::string_view payload = Bytes(info[3]);
+    params_from_js(info[2], p);
+    std::string_view payload = typed_bytes(info[3]);
     batch_clear(st_->batch);
     bool stored = router_deliver_copy(st_->router, U32(info[0]), U32(info[1]), p, payload.data(), payload.size(),
                                       Now(info[4]), st_->batch);
@@ -487,7 +468,7 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
 
   // queueAck(conn, frame, binary)
   Napi::Value QueueAck(const Napi::CallbackInfo &info) {
-    std::string_view f = Bytes(info[1]);
+    std::string_view f = typed_bytes(info[1]);
     batch_clear(st_->batch);
     router_queue_ack(st_->router, Conn(info[0]), f.data(), f.size(), info[2].ToBoolean().Value(), st_->batch);
     Publish(info.Env(), 0);
