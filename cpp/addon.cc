@@ -416,17 +416,7 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
   // does; a call after the handle went away finds owner cleared and reports
   // E_CORE_CLOSED.
   bool InstallSubmit(Napi::Env env, Napi::Object self) {
-    auto *holder = new std::shared_ptr<State>(state_);
-    napi_value fn;
-    if (napi_create_function(env, "submit", NAPI_AUTO_LENGTH, FastSubmit, holder, &fn) != napi_ok) {
-      delete holder;
-      return false;
-    }
-    napi_add_finalizer(
-        env, fn, holder, [](napi_env, void *data, void *) { delete static_cast<std::shared_ptr<State> *>(data); },
-        nullptr, nullptr);
-    napi_property_descriptor d = {"submit", nullptr, nullptr, nullptr, nullptr, fn, napi_default, nullptr};
-    return napi_define_properties(env, self, 1, &d) == napi_ok;
+    return sb::define_fast_function(env, self, "submit", FastSubmit, state_);
   }
 
   static napi_value FastSubmit(napi_env env, napi_callback_info cbinfo) {

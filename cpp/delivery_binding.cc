@@ -391,17 +391,7 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
   // functions whose data is the State, as the core's submit is: the
   // per-message call skips node-addon-api's CallbackInfo and the unwrap.
   bool InstallFast(Napi::Env env, Napi::Object self, const char *name, napi_callback cb) {
-    auto *holder = new std::shared_ptr<State>(st_);
-    napi_value fn;
-    if (napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, holder, &fn) != napi_ok) {
-      delete holder;
-      return false;
-    }
-    napi_add_finalizer(
-        env, fn, holder, [](napi_env, void *data, void *) { delete static_cast<std::shared_ptr<State> *>(data); },
-        nullptr, nullptr);
-    napi_property_descriptor d = {name, nullptr, nullptr, nullptr, nullptr, fn, napi_default, nullptr};
-    return napi_define_properties(env, self, 1, &d) == napi_ok;
+    return define_fast_function(env, self, name, cb, st_);
   }
 
   static napi_value FastRoute(napi_env env, napi_callback_info cbinfo) {

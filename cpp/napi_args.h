@@ -3,6 +3,7 @@
 #pragma once
 #include <napi.h>
 
+#include <memory>
 #include <string_view>
 
 #include "module.h"
@@ -35,6 +36,27 @@ inline void params_from_js(const Napi::Value &v, mesibo_message_params_t &p) {
   p.expiry = num("expiry");
   p.uflags = num("uflags");
   p.status = num("status");
+}
+
+// Defines `name` on `self` as a plain N-API function (not a prototype
+// method) whose data is a shared reference to `state`: the per-message
+// calls skip node-addon-api's CallbackInfo and napi_unwrap. The function
+// keeps `state` alive until it is collected; a call after the handle went
+// away must find the state marked closed.
+template <class State>
+bool define_fast_function(napi_env env, napi_value self, const char *name, napi_callback cb,
+                          const std::shared_ptr<State> &state) {
+  auto *holder = new std::shared_ptr<State>(state);
+  napi_value fn;
+  if (napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, holder, &fn) != napi_ok) {
+    delete holder;
+    return false;
+  }
+  napi_add_finalizer(
+      env, fn, holder, [](napi_env, void *data, void *) { delete static_cast<std::shared_ptr<State> *>(data); },
+      nullptr, nullptr);
+  napi_property_descriptor d = {name, nullptr, nullptr, nullptr, nullptr, fn, napi_default, nullptr};
+  return napi_define_properties(env, self, 1, &d) == napi_ok;
 }
 
 }  // namespace sb
