@@ -112,4 +112,28 @@ void router_committed(Router &r, uint64_t epoch, Batch &b) {
   }
 }
 
+void router_commit_failed(Router &r, Batch &b) {
+  batch_clear(b);
+  for (const Waiting &w : r.waiting) {
+    if (w.kind == WAIT_HELD) {
+      --r.dir.users[w.user].held;
+    } else if (w.kind == WAIT_ACK) {
+      --r.acks_waiting;
+      if (!directory_is(r.dir, w.conn, w.gen)) continue;
+      bool dup = false;  // one close per connection
+      for (const Write &x : b.writes) dup = dup || (x.close && x.conn == w.conn);
+      if (!dup) b.writes.push_back(Write{w.conn, 0, 0, 0, 0, 1});
+    }
+  }
+  for (const Waiting &w : r.waiting) {
+    if (w.kind != WAIT_RECEIPT) continue;
+    --r.receipts_waiting;
+    Copier one, two;
+    uint32_t off = one(r, b, w.off, w.len), off2 = two(r, b, w.off2, w.len2);
+    router_publish(r, w.user, off, w.len, off2, w.len2, false, b);
+  }
+  r.waiting.clear();
+  r.waiting_bytes.clear();
+}
+
 }  // namespace sb

@@ -4,7 +4,7 @@
 // number and creates no JavaScript object:
 // - head: Float64Array, HEAD_* below;
 // - writes: Uint32Array, WRITE_FIELDS per write (conn, off, len, flags:
-//   1 binary, 2 delivery);
+//   1 binary, 2 delivery, 4 close: Write::close);
 // - ops: Float64Array, OP_FIELDS per store operation (OpField below);
 // - bytes: Buffer the writes' and operations' offsets point into;
 // - recipients: Uint32Array (Batch::recipients);
@@ -13,6 +13,7 @@
 // is 1: the caller fetches views() again.
 #include "delivery_binding.h"
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -70,6 +71,54 @@ struct State {
   const double *info_p = nullptr;  // the core's info slots (a Float64Array that never moves)
 };
 
+// A frame as uWebSockets.js gives it (an ArrayBuffer: no view to make per
+// frame) or a Uint8Array.
+bool frame_bytes(napi_env env, napi_value v, void *&data, size_t &len) {
+  bool is_ab = false;
+  if (napi_is_arraybuffer(env, v, &is_ab) == napi_ok && is_ab)
+    return napi_get_arraybuffer_info(env, v, &data, &len) == napi_ok;
+  napi_typedarray_type type;
+  return napi_get_typedarray_info(env, v, &type, &len, &data, nullptr, nullptr) == napi_ok && type == napi_uint8_array;
+}
+
+bool is_space(uint8_t c) { return c == 0x20 || c == 0x09 || c == 0x0a || c == 0x0d; }
+
+// Whether a client frame looks like a status (an acknowledgement or a
+// receipt), read before the core decodes it so that statuses do not spend
+// the message budget (the intake room's rate limits). Binary: the op byte.
+// JSON: the value of the first "op" key. A crafted frame can fool the JSON
+// look (an "op" in a nested object before the real one); the intake room
+// checks the op the core decoded and charges a message that passed as a
+// status afterwards.
+bool looks_like_status(const uint8_t *f, size_t n) {
+  if (n >= 3 && f[0] == 0xB5) return f[2] == 2;
+  static const char kStatus[] = "\"status\"";
+  const size_t slen = sizeof kStatus - 1;
+  for (size_t i = 0; i + 3 < n; ++i) {
+    if (f[i] != '"' || f[i + 1] != 'o' || f[i + 2] != 'p' || f[i + 3] != '"') continue;
+    size_t j = i + 4;
+    while (j < n && is_space(f[j])) ++j;
+    if (j >= n || f[j] != ':') return false;  // "op" as a value, not a key: not worth a second look
+    ++j;
+    while (j < n && is_space(f[j])) ++j;
+    return j + slen <= n && std::memcmp(f + j, kStatus, slen) == 0;
+  }
+  return false;
+}
+
+napi_value FastLooksLikeStatus(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, nullptr);
+  void *data = nullptr;
+  size_t len = 0;
+  napi_value v;
+  napi_get_boolean(env, argc == 1 && frame_bytes(env, argv[0], data, len) &&
+                            looks_like_status(static_cast<const uint8_t *>(data), len),
+                   &v);
+  return v;
+}
+
 bool host_load_group(void *data, uint32_t gid, std::vector<std::string> &members) {
   State &st = *static_cast<State *>(data);
   if (st.load_group.IsEmpty()) return false;
@@ -112,6 +161,7 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
                         InstanceMethod<&DeliveryHandle::UserAdd>("userAdd"),
                         InstanceMethod<&DeliveryHandle::UserRemove>("userRemove"),
                         InstanceMethod<&DeliveryHandle::Intern>("intern"),
+                        InstanceMethod<&DeliveryHandle::Name>("name"),
                         InstanceMethod<&DeliveryHandle::SetNode>("setNode"),
                         InstanceMethod<&DeliveryHandle::Login>("login"),
                         InstanceMethod<&DeliveryHandle::Logout>("logout"),
@@ -127,6 +177,8 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
                         InstanceMethod<&DeliveryHandle::InboxForget>("inboxForget"),
                         InstanceMethod<&DeliveryHandle::InboxRemoved>("inboxRemoved"),
                         InstanceMethod<&DeliveryHandle::SetPerRecipient>("setPerRecipient"),
+                        InstanceMethod<&DeliveryHandle::Configure>("configure"),
+                        InstanceMethod<&DeliveryHandle::CommitFailed>("commitFailed"),
                         InstanceMethod<&DeliveryHandle::CommitBegin>("commitBegin"),
                         InstanceMethod<&DeliveryHandle::Committed>("committed"),
                         InstanceMethod<&DeliveryHandle::Expire>("expire"),
@@ -232,7 +284,7 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
       *w++ = x.conn;
       *w++ = x.off;
       *w++ = x.len;
-      *w++ = uint32_t(x.binary) | uint32_t(x.delivery) << 1;
+      *w++ = uint32_t(x.binary) | uint32_t(x.delivery) << 1 | uint32_t(x.close) << 2;
     }
     double *o = st.ops_p;
     for (const StoreOp &x : b.ops) {
@@ -298,11 +350,29 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
   Napi::Value Intern(const Napi::CallbackInfo &info) {
     return Napi::Number::New(info.Env(), directory_intern(st_->router.dir, info[0].ToString().Utf8Value()));
   }
+  // name(id) -> the name interned as `id`, or undefined.
+  Napi::Value Name(const Napi::CallbackInfo &info) {
+    UserId u = U32(info[0]);
+    if (u >= st_->router.dir.users.size()) return info.Env().Undefined();
+    const std::string &n = st_->router.dir.users[u].name;
+    return Napi::String::New(info.Env(), n.data(), n.size());
+  }
   Napi::Value SetNode(const Napi::CallbackInfo &info) {
     directory_set_node(st_->router.dir, U32(info[0]), U32(info[1]));
     return info.Env().Undefined();
   }
+  // login(user, binary) -> connection id. The table grows when full (the
+  // server's own limits decide how many connections there may be): the
+  // owed array then moves, and owedLength() tells JavaScript to fetch
+  // views() again.
   Napi::Value Login(const Napi::CallbackInfo &info) {
+    Directory &d = st_->router.dir;
+    if (d.free_conns.empty()) {
+      size_t n = std::max<size_t>(64, d.conns.size() * 2);
+      Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(info.Env(), n * sizeof(int32_t));
+      directory_grow(d, n, static_cast<int32_t *>(ab.Data()));
+      st_->owed = Napi::Persistent(Napi::Object(info.Env(), Napi::Int32Array::New(info.Env(), n, ab, 0)));
+    }
     ConnId c = router_login(st_->router, U32(info[0]), info[1].ToBoolean().Value());
     return Napi::Number::New(info.Env(), c == kNone ? -1 : double(c));
   }
@@ -353,15 +423,13 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     uint32_t from = kNone;
     int32_t conn = -1;
     double now = 0;
-    napi_typedarray_type type;
     size_t len = 0;
     void *frame = nullptr;
     if (!st.core_ref || argc < 4 || napi_get_value_uint32(env, argv[0], &from) != napi_ok ||
         from >= st.router.dir.users.size() || napi_get_value_int32(env, argv[1], &conn) != napi_ok ||
-        napi_get_typedarray_info(env, argv[2], &type, &len, &frame, nullptr, nullptr) != napi_ok ||
-        type != napi_uint8_array || napi_get_value_double(env, argv[3], &now) != napi_ok) {
+        !frame_bytes(env, argv[2], frame, len) || napi_get_value_double(env, argv[3], &now) != napi_ok) {
       error(Napi::Env(env), "E_BAD_ARGUMENT",
-            "submit(from, conn, frame, now) needs the core (new Delivery(..., core)), a known user id and a Uint8Array")
+            "submit(from, conn, frame, now) needs the core (new Delivery(..., core)), a known user id and a Uint8Array or ArrayBuffer")
           .ThrowAsJavaScriptException();
       return nullptr;
     }
@@ -482,6 +550,23 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     st_->router.settings.per_recipient_stages = info[0].ToBoolean().Value();
     return info.Env().Undefined();
   }
+  // configure({graceMs, maxInboxMessages, maxInboxBytes}): the settings a
+  // config reload changes while running; absent ones stay.
+  Napi::Value Configure(const Napi::CallbackInfo &info) {
+    if (!info[0].IsObject()) return info.Env().Undefined();
+    Napi::Object o = info[0].As<Napi::Object>();
+    RouterSettings &s = st_->router.settings;
+    if (o.Get("graceMs").IsNumber()) s.grace_ms = static_cast<uint64_t>(o.Get("graceMs").As<Napi::Number>().DoubleValue());
+    if (o.Get("maxInboxMessages").IsNumber())
+      s.max_inbox_messages = static_cast<uint64_t>(o.Get("maxInboxMessages").As<Napi::Number>().DoubleValue());
+    if (o.Get("maxInboxBytes").IsNumber()) s.max_inbox_bytes = o.Get("maxInboxBytes").As<Napi::Number>().DoubleValue();
+    return info.Env().Undefined();
+  }
+  Napi::Value CommitFailed(const Napi::CallbackInfo &info) {
+    router_commit_failed(st_->router, st_->batch);
+    Publish(info.Env(), 0);
+    return info.Env().Undefined();
+  }
   Napi::Value CommitBegin(const Napi::CallbackInfo &info) {
     return Napi::Number::New(info.Env(), double(router_commit_begin(st_->router)));
   }
@@ -528,6 +613,9 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
 
 void delivery_binding_init(Napi::Env env, Napi::Object exports) {
   exports.Set("Delivery", DeliveryHandle::Define(env));
+  napi_value fn;
+  if (napi_create_function(env, "looksLikeStatus", NAPI_AUTO_LENGTH, FastLooksLikeStatus, nullptr, &fn) == napi_ok)
+    exports.Set("looksLikeStatus", Napi::Value(env, fn));
   // The layout of the views, so lib/delivery.ts takes it from here rather
   // than mirroring it.
   Napi::Object layout = Napi::Object::New(env);

@@ -23,6 +23,29 @@ void directory_share_owed(Directory &d, int32_t *mem) {
   d.owed_own.reset();
 }
 
+void directory_grow(Directory &d, size_t n, int32_t *mem) {
+  size_t old = d.conns.size();
+  if (n <= old) return;
+  d.conns.resize(n);
+  // free_conns is a stack taken from the back: the new, higher ids go under
+  // the ones free now.
+  std::vector<ConnId> ids;
+  ids.reserve(n - old + d.free_conns.size());
+  for (size_t i = n; i-- > old;) ids.push_back(static_cast<ConnId>(i));
+  ids.insert(ids.end(), d.free_conns.begin(), d.free_conns.end());
+  d.free_conns.swap(ids);
+  std::unique_ptr<int32_t[]> own;
+  if (!mem) {
+    own.reset(new int32_t[n]());
+    mem = own.get();
+  } else {
+    std::memset(mem, 0, n * sizeof(int32_t));
+  }
+  std::memcpy(mem, d.owed, old * sizeof(int32_t));
+  d.owed = mem;
+  d.owed_own = std::move(own);
+}
+
 UserId directory_intern(Directory &d, std::string_view name) {
   UserId u = directory_find(d, name);
   if (u != kNone) return u;

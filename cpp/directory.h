@@ -54,7 +54,7 @@ struct User {
   uint32_t conns = 0;
   uint32_t pumping = 0;  // connections whose backlog is not done
   uint32_t held = 0;     // deliveries to it waiting for a commit: a live copy would overtake them
-  // The inbox count (max_inbox_messages, max_inbox_bytes), as lib/server/inbox.ts keeps it.
+  // The inbox count (max_inbox_messages, max_inbox_bytes), read from the store once, then moved by the engine's writes.
   bool inbox_known = false;
   uint64_t inbox_messages = 0;
   double inbox_bytes = 0;
@@ -83,6 +83,12 @@ struct Directory {
 // Room for `max_connections` connections at once (their ids are
 // 0..max_connections-1).
 void directory_init(Directory &d, size_t max_connections);
+
+// Room for `n` connections (more than now): ids up to n-1 become free,
+// after every id free now (lowest first stays true). The owed counts move
+// into `mem` (n entries, shared as directory_share_owed says), or into the
+// directory's own array when `mem` is null.
+void directory_grow(Directory &d, size_t n, int32_t *mem);
 
 // Moves the owed counts into `mem` (max_connections entries, owned by the
 // caller and valid for the directory's life), which from then on is the

@@ -40,6 +40,9 @@ struct Write {
   uint32_t off, len;
   uint8_t binary;
   uint8_t delivery;
+  // Not a write: close this connection, its "sent" was dropped by a failed
+  // commit (router_commit_failed); len is 0.
+  uint8_t close = 0;
 };
 
 enum StoreOpKind : uint32_t {
@@ -122,7 +125,7 @@ struct RouterHost {
   // no such group.
   bool (*load_group)(void *data, uint32_t gid, std::vector<std::string> &members) = nullptr;
   // The committed count of `u`'s inbox (the embedder commits pending writes
-  // first, as lib/server/inbox.ts did). Null: counts start at 0.
+  // first, or errs low: the server's does not). Null: counts start at 0.
   void (*inbox_count)(void *data, UserId u, uint64_t &messages, double &bytes) = nullptr;
   // Encodes a status frame the engine decided (a failure) for p->to into
   // `out` and returns its length (the server's: core_status, which also
@@ -292,6 +295,16 @@ uint64_t router_commit_begin(Router &r);
 // recipients' connections (those open and done with their backlog now),
 // then the "sent"s, then the receipts that waited behind them.
 void router_committed(Router &r, uint64_t epoch, Batch &b);
+
+// The store's commit failed (and the store dropped that batch and
+// everything buffered behind it): nothing waiting is released. Held
+// deliveries are dropped (their copies were not kept); each connection
+// whose "sent" was waiting gets a close entry in `b` (Write::close), so its
+// client resends, in order, what never heard "sent"; receipts do not depend
+// on the store and are written. Every epoch is dropped, the one in flight
+// and the next, since a sender's later message must not overtake the resend
+// of an earlier one.
+void router_commit_failed(Router &r, Batch &b);
 
 // --- Live copies (live.cc) --------------------------------------------------
 

@@ -100,7 +100,8 @@ export class Delivery {
   /** Free statuses per connection id, shared with the engine: the intake room spends them here (rate limits). */
   owed!: Int32Array;
   /** The most `owed` holds for one connection, as the engine caps it (router_owe). */
-  private readonly owedCap: number;
+  private owedCap: number;
+  private readonly names: string[] = [];
 
   /** `core`: the core whose submits route() reads, and whose status hooks run for the status frames the engine encodes. */
   constructor(settings: DeliverySettings, host: DeliveryHost = {}, core: Core | null = null) {
@@ -142,6 +143,16 @@ export class Delivery {
     return this.h.intern(name);
   }
 
+  /** The name interned as `user` (cached: an id never changes its name). */
+  name(user: number): string {
+    const cached = this.names[user];
+    if (cached !== undefined) return cached;
+    const n = this.h.name(user);
+    if (n === undefined) throw new SwitchboardError('E_BAD_ARGUMENT', `no user has the engine id ${user}`);
+    this.names[user] = n;
+    return n;
+  }
+
   /** The user's connections are on node `node` (0: this one). The cluster's boundary. */
   setNode(user: number, node: number): void {
     this.h.setNode(user, node);
@@ -149,7 +160,10 @@ export class Delivery {
 
   /** A logged-in connection; -1 when maxConnections are open. Its backlog is being sent until backlogDone(). */
   login(user: number, binary: boolean): number {
-    return this.h.login(user, binary);
+    const id = this.h.login(user, binary);
+    // The engine's table grew: the owed array moved.
+    if (id >= this.owed.length) this.views();
+    return id;
   }
 
   /** The connection closed; returns whether it was its user's last. The batch holds the live copies it stored. */
@@ -210,7 +224,7 @@ export class Delivery {
    * infoArray()/lastErrorDetail() say more, as after submitRaw). The
    * sender's status is `status`; `outFormat` is what the core encoded.
    */
-  submit(from: number, conn: number, frame: Uint8Array, now: number): number {
+  submit(from: number, conn: number, frame: Uint8Array | ArrayBuffer, now: number): number {
     const v = this.h.submit(from, conn, frame, now);
     if (v === 0 || v === 1) this.sync();
     return v;
@@ -261,6 +275,12 @@ export class Delivery {
     this.h.setPerRecipient(on);
   }
 
+  /** The settings a config reload changes while running (durable_grace, the inbox limits). */
+  configure(settings: { graceMs?: number; maxInboxMessages?: number; maxInboxBytes?: number }): void {
+    this.h.configure(settings);
+    if (settings.maxInboxMessages !== undefined) this.owedCap = Math.min(2 * settings.maxInboxMessages, 0x7fffffff);
+  }
+
   // --- the commit handshake ---------------------------------------------
 
   /** Closes the open epoch; begin the store's commit after this, and pass the epoch to committed() when it completes. */
@@ -271,6 +291,16 @@ export class Delivery {
   /** The commit of `epoch` completed: the batch holds the held deliveries, then the "sent"s, then the receipts behind them. */
   committed(epoch: number): void {
     this.h.committed(epoch);
+    this.sync();
+  }
+
+  /**
+   * The store's commit failed: nothing waiting is released; the batch
+   * closes (writeClose) the connections whose "sent" was dropped and writes
+   * the receipts, which do not depend on the store.
+   */
+  commitFailed(): void {
+    this.h.commitFailed();
     this.sync();
   }
 
@@ -324,6 +354,11 @@ export class Delivery {
 
   writeBinary(i: number): boolean {
     return (this.writes[i * WRITE_FIELDS + 3] & 1) !== 0;
+  }
+
+  /** Not a write: close this connection, its "sent" was dropped by a failed commit (commitFailed). */
+  writeClose(i: number): boolean {
+    return (this.writes[i * WRITE_FIELDS + 3] & 4) !== 0;
   }
 
   /** A message copy (the format middleware stage applies), not a status. */

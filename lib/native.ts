@@ -86,6 +86,7 @@ export interface NativeDeliveryEngine {
   userAdd(name: string): number;
   userRemove(name: string): void;
   intern(name: string): number;
+  name(user: number): string | undefined;
   setNode(user: number, node: number): void;
   login(user: number, binary: boolean): number;
   logout(conn: number): boolean;
@@ -95,7 +96,7 @@ export interface NativeDeliveryEngine {
   groupForget(gid: number): void;
   outFormat(): number;
   route(from: number, conn: number, now: number, out: Buffer, outFormat: number): number;
-  submit(from: number, conn: number, frame: Uint8Array, now: number): number;
+  submit(from: number, conn: number, frame: Uint8Array | ArrayBuffer, now: number): number;
   moduleMessage(from: string, fields: Record<string, unknown>, payload: Uint8Array, now: number): number;
   deliverCopy(recipient: number, from: number, fields: Record<string, unknown>, payload: Uint8Array, now: number): boolean;
   queueAck(conn: number, frame: Uint8Array, binary: boolean): void;
@@ -103,6 +104,8 @@ export interface NativeDeliveryEngine {
   inboxForget(user: number): void;
   inboxRemoved(user: number): void;
   setPerRecipient(on: boolean): void;
+  configure(settings: { graceMs?: number; maxInboxMessages?: number; maxInboxBytes?: number }): void;
+  commitFailed(): void;
   commitBegin(): number;
   committed(epoch: number): void;
   expire(now: number): void;
@@ -155,6 +158,8 @@ export interface NativeAddon {
   jsonExtract(buf: Uint8Array, key: string, offset?: number): { value: string; next: number } | null;
   Delivery: new (settings: Record<string, unknown>, host: Record<string, unknown>, core?: NativeCoreHandle) => NativeDeliveryEngine;
   deliveryLayout: NativeDeliveryLayout;
+  /** Whether a client frame looks like a status, before it is decoded (the rate limits; cpp/delivery_binding.cc). */
+  looksLikeStatus(frame: Uint8Array | ArrayBuffer): boolean;
   SqliteDb: new (file: string, readonly: boolean, mustExist: boolean, busyTimeoutMs: number) => NativeSqliteDb;
   SqliteStatement: new (db: NativeSqliteDb, sql: string, pluck: boolean) => NativeSqliteStatement;
 }

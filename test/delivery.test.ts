@@ -89,11 +89,20 @@ describe('sessions', () => {
     expect(() => new native.Delivery(settings, {}, other as unknown as NativeCoreHandle)).toThrow(expect.objectContaining({ code: 'E_BAD_ARGUMENT' }));
   });
 
-  it('refuses a login past maxConnections', () => {
+  it('grows past maxConnections, as the server limits connections itself: ids stay dense and the owed counts move with them', () => {
     const { d, user } = setup({ maxConnections: 1 });
     const alice = user('alice');
     expect(d.login(alice, false)).toBe(0);
-    expect(d.login(alice, false)).toBe(-1);
+    d.owe(0);
+    const ids = Array.from({ length: 100 }, () => d.login(alice, false));
+    expect(ids).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+    expect(d.owed.length).toBeGreaterThanOrEqual(101);
+    expect(d.owed[0]).toBe(2);
+    d.owe(100);
+    expect(d.owed[100]).toBe(2);
+    // A closed id is the next one given.
+    d.logout(50);
+    expect(d.login(alice, true)).toBe(50);
   });
 });
 

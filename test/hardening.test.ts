@@ -9,7 +9,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { SwitchboardClient } from '../lib/client';
 import { Server } from '../lib/index';
 import { encodeFrame } from '../lib/wire';
-import { fileDescriptorLimit, FD_RESERVE, looksLikeStatus, newBucket, take } from '../lib/server/limits';
+import { fileDescriptorLimit, FD_RESERVE, newBucket, take } from '../lib/server/limits';
+import { native } from '../lib/native';
 import { root, tempDir, until } from './helpers';
 import { apiCall, connectPeer, type Peer } from './server-helpers';
 
@@ -363,11 +364,17 @@ describe('rate limits', () => {
   });
 
   it('the look at a frame before decoding: binary op byte, first JSON "op"', () => {
-    expect(looksLikeStatus(Buffer.from('{"op":"status","id":1,"to":"a","status":2}'))).toBe(true);
-    expect(looksLikeStatus(Buffer.from('{ "id":1, "op" : "status" }'))).toBe(true);
-    expect(looksLikeStatus(Buffer.from('{"op":"msg","id":1,"to":"a"}'))).toBe(false);
-    expect(looksLikeStatus(encodeFrame('status', { id: 1, to: 'a', status: 2 }, 'binary'))).toBe(true);
-    expect(looksLikeStatus(encodeFrame('msg', { id: 1, to: 'a' }, 'binary'))).toBe(false);
+    expect(native.looksLikeStatus(Buffer.from('{"op":"status","id":1,"to":"a","status":2}'))).toBe(true);
+    expect(native.looksLikeStatus(Buffer.from('{ "id":1, "op" : "status" }'))).toBe(true);
+    expect(native.looksLikeStatus(Buffer.from('{"op":"msg","id":1,"to":"a"}'))).toBe(false);
+    expect(native.looksLikeStatus(encodeFrame('status', { id: 1, to: 'a', status: 2 }, 'binary'))).toBe(true);
+    expect(native.looksLikeStatus(encodeFrame('msg', { id: 1, to: 'a' }, 'binary'))).toBe(false);
+    // An ArrayBuffer, as uWebSockets.js gives a frame: no view is made for it.
+    const ab = new TextEncoder().encode('{"op":"status"}').buffer;
+    expect(native.looksLikeStatus(ab)).toBe(true);
+    expect(native.looksLikeStatus(new ArrayBuffer(0))).toBe(false);
+    expect(native.looksLikeStatus(Buffer.from('"op":'))).toBe(false);
+    expect(native.looksLikeStatus(Buffer.from('{"op": "stat'))).toBe(false);
     const b = newBucket(10, 0);
     let n = 0;
     while (take(b, 10, 10, 0)) n++;

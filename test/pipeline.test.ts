@@ -136,7 +136,8 @@ describe('middleware stages', () => {
     expect(await sending.sent).toBe(1);
     await until(() => bob.got.length === 1);
     expect(bob.got[0]).toMatchObject({ id: sending.id, text: '[command] !shout' });
-    expect(trace).toEqual(['ingest client false', 'normalize   !shout  ', 'categorize direct', 'receive command !shout', 'send bob command [command] !shout', 'format bob phone']);
+    // (bob's delivered status, a client frame too, may be ingested after these.)
+    expect(trace.slice(0, 6)).toEqual(['ingest client false', 'normalize   !shout  ', 'categorize direct', 'receive command !shout', 'send bob command [command] !shout', 'format bob phone']);
   });
 
   it('messages from the backend API go through ingest, normalize and categorize too', async () => {

@@ -1,7 +1,10 @@
 // The server's rooms hold the one settings object and read a setting when
 // they use it, so a change to server.settings (a config reload) applies to
-// the next message or request, without a restart. Real server, real
-// WebSocket clients, a real SQLite file.
+// the next message or request, without a restart. The delivery engine, in
+// C++, keeps its own copy of the settings it reads per message
+// (durable_grace, the inbox limits): Server.settingsChanged(), which every
+// reload calls, passes them on. Real server, real WebSocket clients, a real
+// SQLite file.
 import WebSocket from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SwitchboardClient } from '../lib/client';
@@ -47,8 +50,10 @@ describe('settings changed in place', () => {
     await user(s, 'bob');
     for (let i = 0; i < 3; i++) expect(await alice.c.send('bob', `m${i}`).sent).toBe(1);
     s.settings.maxInboxMessages = 3;
+    s.settingsChanged();
     await expect(alice.c.send('bob', 'one too many').sent).rejects.toMatchObject({ code: 'E_INBOX_FULL', status: 0x82 });
     s.settings.maxInboxMessages = 4;
+    s.settingsChanged();
     expect(await alice.c.send('bob', 'room again').sent).toBe(1);
   });
 
@@ -84,6 +89,7 @@ describe('settings changed in place', () => {
     expect(s.store.countPending('bob')).toBe(0);
     expect(sent).toBe(false);
     s.settings.durableGrace = 0;
+    s.settingsChanged();
     expect(await alice.c.send('bob', 'stored').sent).toBe(1);
     expect(s.store.countPending('bob')).toBe(1);
   });

@@ -104,7 +104,8 @@ const ops: Record<string, (ctx: ApiContext, b: Body) => Body | Promise<Body>> = 
       ctx.revoke(addr);
       if (!ctx.store.removeUser(addr)) throw new ApiError(404, 'E_NO_SUCH_USER', `no user ${addr}`);
       ctx.users.delete(addr);
-      for (const members of ctx.groups.values()) members.delete(addr);
+      // Every group it was in is read again from the store when next used.
+      ctx.groups.clear();
       return { address: addr };
     });
   },

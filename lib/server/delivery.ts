@@ -1,55 +1,73 @@
 /**
- * Delivery to the connections of this node: frames go to a user's topics
- * (one per form, JSON and binary), through the format stage when it has
- * middleware, and a device that stops reading is closed before
- * uWebSockets.js would skip it silently.
+ * Delivery: what the delivery engine (lib/delivery.ts) decided for one
+ * call, performed. Its writes go to this node's connections, through the
+ * format stage when it has middleware; its store operations go to the
+ * store; the live-copy timer is armed; the group commit is asked for. A
+ * device that stops reading is closed before uWebSockets.js would skip it
+ * silently.
+ *
+ * Every connection subscribes to a topic of its own (`#<id>`), and the
+ * engine's writes are published to it: uWebSockets.js then sends what a
+ * loop turn wrote to one connection in one system call, after the turn's
+ * callbacks, as it does for the plain router the bench compares with. All
+ * writes of the engine take this one path, so they reach each connection
+ * in the order the engine made them.
  */
 import uWS from 'uWebSockets.js';
-import type { Logger } from '../log';
-import { native } from '../native';
-import type { NewMessage } from '../store/types';
-import { owe, type Conn, type Connections } from './connections';
+import type { Delivery as Engine } from '../delivery';
+import { CommitDue, StoreOpKind } from '../delivery';
+import { errorText, type Logger } from '../log';
+import type { Store } from '../store/types';
+import type { Conn, Connections, WS } from './connections';
 import type { MetricCounts } from './metrics';
 import { Format, type Middlewares } from './pipeline';
-import { OUT_BINARY, OUT_BOTH } from './protocol';
+import { CLOSE_STORE_FAILED } from './protocol';
 import type { ServerSettings } from './settings';
+import { native } from '../native';
+import type { NewMessage } from '../store/types';
 
 /** A client that does not read is cut off at this much buffered (uWebSockets.js maxBackpressure). */
 export const MAX_BACKPRESSURE = 4 * 1024 * 1024;
-
-/** Copies of a delivery's frames that outlive the core's reused buffer. */
-export interface HeldFrames {
-  json: Buffer | null;
-  binary: Buffer | null;
-}
-
-/** Frames for one user, sent later (after a commit, or after the "sent" before them). */
-export interface HeldDelivery {
-  to: string;
-  frames: HeldFrames;
-}
-
-export function holdFrames(out: Buffer, frameLen: number, frame2Len: number, outFormat: number): HeldFrames {
-  const first = Buffer.from(out.subarray(0, frameLen));
-  if (outFormat === OUT_BOTH) return { json: first, binary: Buffer.from(out.subarray(frameLen, frameLen + frame2Len)) };
-  return outFormat === OUT_BINARY ? { json: null, binary: first } : { json: first, binary: null };
-}
-
-/** The topic a user's devices of one form subscribe to once their backlog is sent. */
-export function topic(address: string, binary: boolean): string {
-  return binary ? `u/${address}/b` : `u/${address}/j`;
-}
 
 /** A stored copy as the frame its recipient reads. */
 export function encodeStored(m: NewMessage, binary: boolean): Buffer {
   return native.encodeFrame('msg', { id: m.id, from: m.sender, to: m.groupid ? '' : m.recipient, groupid: m.groupid, refid: m.refid, flags: m.flags, type: m.type, expiry: m.expiry, payload: m.payload }, binary ? 1 : 0);
 }
 
+/** The group commit, as the delivery room asks for it (commit.ts). */
+export interface CommitRequests {
+  schedule(): void;
+}
+
 export class Delivery {
   private warnedAsyncFormat = false;
+  /** `#<id>` per connection id, made once per id. */
+  private readonly topics: string[] = [];
+  private liveTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  /**
+   * Connections to close once the batch has been read (a close runs the
+   * close handler, which calls the engine): slow readers, and senders whose
+   * "sent" a failed commit dropped.
+   */
+  private readonly slowReaders: WS[] = [];
+  private readonly failedSenders: WS[] = [];
+  private readonly expireNow = (): void => {
+    if (this.stopped) return;
+    this.engine.expire(Date.now());
+    this.perform();
+  };
+  private readonly liveFired = (): void => {
+    this.liveTimer = null;
+    setImmediate(this.expireNow);
+  };
+  /** Set by the server once the commit room exists (it performs batches too). */
+  commit!: CommitRequests;
 
   constructor(
     private readonly app: uWS.TemplatedApp,
+    private readonly engine: Engine,
+    private readonly store: Store,
     private readonly settings: Pick<ServerSettings, 'maxInboxMessages'>,
     private readonly connections: Connections,
     private readonly middleware: Middlewares,
@@ -57,39 +75,117 @@ export class Delivery {
     private readonly logger: Logger,
   ) {}
 
+  /** The topic connection `id` subscribes to at login. */
+  topic(id: number): string {
+    return (this.topics[id] ??= `#${id}`);
+  }
+
   /**
-   * What the core's `out` holds for one message (`message`) or status, to
-   * `to`'s devices in the forms asked for.
+   * Performs the batch the engine's last call left: writes, then store
+   * operations, then closes, the live timer and the commit. Returns the
+   * batch's CommitDue (the backend API answers after a Now commit). Reads
+   * the whole batch before it calls anything that may call the engine.
    */
-  publish(to: string, out: Buffer, frameLen: number, frame2Len: number, outFormat: number, message: boolean): void {
-    if (outFormat === OUT_BOTH) {
-      this.app.publish(topic(to, false), out.subarray(0, frameLen), false);
-      this.app.publish(topic(to, true), out.subarray(frameLen, frameLen + frame2Len), true);
-    } else {
-      this.app.publish(topic(to, outFormat === OUT_BINARY), out.subarray(0, frameLen), outFormat === OUT_BINARY);
+  perform(): number {
+    const e = this.engine;
+    const n = e.writeCount;
+    if (n) this.write(e, n);
+    const ops = e.opCount;
+    if (ops) this.storeOps(e, ops);
+    const due = e.commit;
+    const wait = e.liveWait;
+    if (this.slowReaders.length || this.failedSenders.length) this.closeNow();
+    if (wait >= 0 && !this.stopped) this.arm(wait);
+    if (due !== CommitDue.None) this.commit.schedule();
+    return due;
+  }
+
+  /** A frame to connection `conn` in the engine writes' order (its topic). */
+  send(conn: number, frame: Uint8Array, binary: boolean): void {
+    this.app.publish(this.topic(conn), frame, binary);
+  }
+
+  private write(e: Engine, n: number): void {
+    const sockets = this.connections.sockets;
+    const format = !this.middleware.format.empty;
+    for (let i = 0; i < n; i++) {
+      const conn = e.writeConn(i);
+      const ws = sockets[conn];
+      if (!ws) continue;
+      if (e.writeClose(i)) {
+        // Its "sent" was dropped by a failed commit: the client resends.
+        if (!this.failedSenders.includes(ws)) this.failedSenders.push(ws);
+        continue;
+      }
+      const binary = e.writeBinary(i);
+      if (format && e.writeDelivery(i)) {
+        const c = ws.getUserData();
+        const f = this.formatFrame(c, c.address, Buffer.from(e.writeBytes(i)));
+        if (f) this.app.publish(this.topic(conn), f, binary);
+      } else {
+        this.app.publish(this.topic(conn), e.writeBytes(i), binary);
+      }
+      // uWebSockets.js skips a subscriber whose backpressure would pass the
+      // limit; such a device would silently miss messages. Close it once it
+      // is half way there instead: what it missed waits in the store and
+      // comes on its next connection.
+      if (ws.getBufferedAmount() >= MAX_BACKPRESSURE / 2) this.slow(ws);
     }
-    this.closeSlow(to, message);
   }
 
-  /** A message's frames built earlier, through the format stage when it has middleware. */
-  publishHeld(h: HeldDelivery): void {
-    if (!this.middleware.format.empty) return this.sendFormatted(h.to, h.frames);
-    this.publishFrames(h.to, h.frames, true);
+  private slow(ws: WS): void {
+    const c = ws.getUserData();
+    if (!c.open || this.slowReaders.includes(ws)) return;
+    this.metrics.slowClosed++;
+    this.logger.event('conn.slow_closed', { address: c.address, peer: c.ip, buffered: ws.getBufferedAmount() });
+    this.slowReaders.push(ws);
+  }
+
+  private closeNow(): void {
+    // Not end() for a slow reader: a close frame would queue behind what it does not read.
+    for (const ws of this.slowReaders.splice(0)) if (ws.getUserData().open) ws.close();
+    for (const ws of this.failedSenders.splice(0)) if (ws.getUserData().open) ws.end(CLOSE_STORE_FAILED, 'E_STORE_WRITE');
+  }
+
+  private storeOps(e: Engine, n: number): void {
+    for (let i = 0; i < n; i++) {
+      const op = e.op(i);
+      try {
+        if (op.kind === StoreOpKind.Enqueue) {
+          this.store.enqueue({
+            recipient: e.name(op.recipient), sender: e.name(op.sender), id: op.id, refid: op.refid, groupid: op.gid, flags: op.flags, type: op.type,
+            expiry: op.expiry, expiresAt: op.expiresAt, payload: Buffer.from(op.payload),
+          });
+        } else if (op.kind === StoreOpKind.Ack) {
+          this.store.ack(e.name(op.recipient), op.sender < 0 ? op.payload.toString('utf8') : e.name(op.sender), op.id);
+        } else {
+          // A recipient on another node: the cluster (issue 15) hands the
+          // copy over; a single node never marks a user remote.
+          this.logger.event('store.error', { op: 'forward', error: `no cluster to hand a copy for ${e.name(op.recipient)} to node ${op.node}` });
+        }
+      } catch (err) {
+        // enqueue refuses a malformed copy at once (E_STORE_ARGUMENT); the
+        // rest of the batch goes on.
+        this.logger.event('store.error', { op: op.kind === StoreOpKind.Ack ? 'ack' : 'enqueue', error: errorText(err) });
+      }
+    }
   }
 
   /**
-   * Frames already encoded, to every device of `to` in its form; no format
-   * stage (statuses, or format is empty). `message` unless they are a status.
+   * The one live-copy timer: `wait` ms, then the expiry pass in a
+   * setImmediate, after the loop's poll phase has read the confirmations
+   * that already arrived.
    */
-  publishFrames(to: string, frames: HeldFrames, message = false): void {
-    if (frames.json) this.app.publish(topic(to, false), frames.json, false);
-    if (frames.binary) this.app.publish(topic(to, true), frames.binary, true);
-    this.closeSlow(to, message);
+  private arm(wait: number): void {
+    if (this.liveTimer) clearTimeout(this.liveTimer);
+    this.liveTimer = setTimeout(this.liveFired, wait);
   }
 
-  /** A stored copy's frames, in the forms the connected devices read. */
-  storedFrames(copy: NewMessage): HeldFrames {
-    return { json: this.connections.json ? encodeStored(copy, false) : null, binary: this.connections.binary ? encodeStored(copy, true) : null };
+  /** Server stop: no more timers (the engine stores the live copies: Engine.stop). */
+  stop(): void {
+    this.stopped = true;
+    if (this.liveTimer) clearTimeout(this.liveTimer);
+    this.liveTimer = null;
   }
 
   /** Whether frames go through the format stage (then each connection gets its own). */
@@ -110,42 +206,5 @@ export class Delivery {
       return m.dropped ? null : m.frame;
     }
     return r ? m.frame : null;
-  }
-
-  /** The format stage: each connection of `to` whose backlog is done gets its own frame. Synchronous by contract. */
-  private sendFormatted(to: string, frames: HeldFrames): void {
-    for (const ws of this.connections.of(to)) {
-      const c = ws.getUserData();
-      if (!c.open || !c.backlogDone) continue;
-      const f = c.binary ? frames.binary : frames.json;
-      if (!f) continue;
-      const out = this.formatFrame(c, to, f);
-      if (out) ws.send(out, c.binary);
-    }
-    this.closeSlow(to, true);
-  }
-
-  /** After a publish to `to`; `message` when it was a message, which its readers may answer. */
-  private closeSlow(to: string, message: boolean): void {
-    // uWebSockets.js skips a subscriber whose backpressure would pass the
-    // limit; such a device would silently miss messages. Close it once it is
-    // half way there instead: what it missed waits in the store and comes
-    // on its next connection.
-    for (const ws of this.connections.of(to)) {
-      // A message may be answered with a delivered and a read status that
-      // the rate limit does not count (Intake.allow); a status is not
-      // answered, and a device still sent its backlog did not get this one
-      // (the backlog brings it, and owes for it then).
-      const c = ws.getUserData();
-      if (message && c.backlogDone) owe(c, this.settings.maxInboxMessages);
-      if (ws.getBufferedAmount() >= MAX_BACKPRESSURE / 2) {
-        // Not end(): a close frame would queue behind what it does not read.
-        if (ws.getUserData().open) {
-          this.metrics.slowClosed++;
-          this.logger.event('conn.slow_closed', { address: to, peer: ws.getUserData().ip, buffered: ws.getBufferedAmount() });
-          ws.close();
-        }
-      }
-    }
   }
 }

@@ -5,13 +5,13 @@
  * completion; then the frame goes on to the router.
  */
 import type { Core } from '../core';
+import { CommitDue, type Delivery as Engine } from '../delivery';
 import { SwitchboardError, type ErrorCode } from '../errors';
 import type { Logger } from '../log';
 import { Info, native, VERDICT_DEFERRED } from '../native';
 import type { Commit } from './commit';
 import type { Conn, Connections, WS } from './connections';
-import { charge, has, looksLikeStatus, take, validAddress, type LimitStats } from './limits';
-import type { MetricCounts } from './metrics';
+import { charge, has, take, validAddress, type LimitStats } from './limits';
 import type { Presence } from './presence';
 import { OP_STATUS, Status, WIRE_E_TOO_LARGE, WIRE_E_UNKNOWN_OP } from './protocol';
 import type { Router } from './router';
@@ -29,6 +29,14 @@ interface Deferred {
   api: ((r: SendResult | SwitchboardError) => void) | null;
 }
 
+/** What allow() made of a frame. */
+const enum Admit {
+  Refused,
+  Message,
+  /** Let through as a status, before the core decoded it: charged as a message if it was not one. */
+  Status,
+}
+
 export class Intake {
   /** Messages waiting for a deferred decision, by the core's token. */
   private readonly deferred = new Map<number, Deferred>();
@@ -36,6 +44,7 @@ export class Intake {
   constructor(
     private readonly settings: ServerSettings,
     private readonly core: Core,
+    private readonly engine: Engine,
     private readonly connections: Connections,
     private readonly sessions: Sessions,
     private readonly stages: Stages,
@@ -43,33 +52,32 @@ export class Intake {
     private readonly presence: Presence,
     private readonly commit: Commit,
     private readonly stats: LimitStats,
-    private readonly metrics: MetricCounts,
     private readonly logger: Logger,
   ) {}
 
-  /** A WebSocket frame. */
+  /** A WebSocket frame: the ArrayBuffer uWebSockets.js lends for this call only. */
   frame(ws: WS, ab: ArrayBuffer, isBinary: boolean): void {
     const c = ws.getUserData();
     if (!c.address) {
       this.sessions.login(ws, ab, isBinary);
       return;
     }
-    const frame = new Uint8Array(ab);
-    if (!this.allow(ws, c, frame, isBinary)) return;
+    const admit = this.allow(ws, c, ab, isBinary);
+    if (admit === Admit.Refused) return;
     if (this.stages.beforeChain) {
       // Middleware may take its time: the frame must outlive this callback,
       // and frames of one connection keep their order.
-      const copy = Buffer.from(frame);
+      const copy = Buffer.from(ab.slice(0));
       this.stages.inOrder(ws, () => {
         if (!c.open) return; // the client resends what was not acknowledged
         return this.stages.runBeforeChain(c.address, 'client', copy, isBinary, (f, ok) => {
           if (!ok) this.ackDropped(ws, c, f);
-          else if (c.open) this.submit(ws, c, f, isBinary);
+          else if (c.open) this.submit(ws, c, f, isBinary, admit);
         });
       });
       return;
     }
-    this.submit(ws, c, frame, isBinary);
+    this.submit(ws, c, ab, isBinary, admit);
   }
 
   /**
@@ -83,22 +91,11 @@ export class Intake {
     if (!d) return;
     this.deferred.delete(token);
     const ws = d.ws && d.ws.getUserData().open ? d.ws : null;
-    const storedBefore = this.metrics.copiesStored;
-    let status: number;
-    try {
-      status = this.router.route(from, verdict, d.outFormat, ws);
-    } catch (e) {
-      // A failed commit of a message with no connection to answer (logged
-      // as store.error): nobody heard "sent"; the API caller hears why.
-      if (!(e instanceof SwitchboardError)) throw e;
-      this.stages.forget(from, this.core.infoArray()[Info.Id]);
-      d.api?.(e);
-      return;
-    }
+    const due = this.router.completed(from, ws, d.outFormat);
     const id = this.core.infoArray()[Info.Id];
     this.stages.forget(from, id);
     if (!d.api) return;
-    const r = this.afterStored(storedBefore, { status, id, verdict: verdict === 1 ? 'consumed' : 'pass' });
+    const r = this.afterStored(due, { status: this.router.status, id, verdict: verdict === 1 ? 'consumed' : 'pass' });
     if (r instanceof Promise) r.then(d.api, d.api);
     else d.api(r);
   }
@@ -122,53 +119,51 @@ export class Intake {
     });
   }
 
-  private submit(ws: WS, c: Conn, frame: Uint8Array, isBinary: boolean): void {
-    const outFormat = this.connections.outFormat();
-    const v = this.core.submitRaw(c.address, frame, outFormat);
+  private submit(ws: WS, c: Conn, frame: ArrayBuffer | Uint8Array, isBinary: boolean, admit: Admit): void {
+    const v = this.router.submit(ws, frame);
     if (this.logger.enabled('message.in')) this.logFrame(c, v);
     if (v < 0) {
-      if (v === WIRE_E_UNKNOWN_OP && !isBinary && this.control(ws, c, frame)) return;
+      if (v === WIRE_E_UNKNOWN_OP && !isBinary && this.control(ws, c, frame instanceof Uint8Array ? frame : new Uint8Array(frame))) return;
       if (v === WIRE_E_TOO_LARGE) this.stats.framesTooLarge++;
       // In the form of the refused frame, naming it by its id (0 when the
       // decoder could not read one), as the protocol's error section says.
       ws.send(native.encodeFrame('error', { error: v, id: this.core.infoArray()[Info.Id], detail: this.core.lastErrorDetail() }, isBinary ? 1 : 0), isBinary);
       return;
     }
+    const info = this.core.infoArray();
     // A message whose JSON looked like a status to allow() spends the
     // message budget after all.
-    if (this.core.infoArray()[Info.Op] !== OP_STATUS && looksLikeStatus(frame)) this.chargeMessage(c);
+    if (admit === Admit.Status && info[Info.Op] !== OP_STATUS) this.chargeMessage(c);
     if (v === VERDICT_DEFERRED) {
-      this.deferred.set(this.core.infoArray()[Info.Token], { ws, outFormat, api: null });
+      this.deferred.set(info[Info.Token], { ws, outFormat: this.router.submittedFormat, api: null });
       return;
     }
-    this.router.route(c.address, v, outFormat, ws);
-    this.stages.forget(c.address, this.core.infoArray()[Info.Id]);
+    this.stages.forget(c.address, info[Info.Id]);
   }
 
   private submitAs(from: string, frame: Uint8Array): SendResult | Promise<SendResult> {
-    const outFormat = this.connections.outFormat();
-    const v = this.core.submitRaw(from, frame, outFormat);
+    const { verdict: v, due } = this.router.submitAs(from, frame);
     if (v < 0) throw wireErrorFor(v, this.core.lastErrorDetail());
     if (v === VERDICT_DEFERRED) {
       const token = this.core.infoArray()[Info.Token];
+      const outFormat = this.router.submittedFormat;
       return new Promise((resolve, reject) => this.deferred.set(token, { ws: null, outFormat, api: (r) => (r instanceof SwitchboardError ? reject(r) : resolve(r)) }));
     }
-    const storedBefore = this.metrics.copiesStored;
-    const status = this.router.route(from, v, outFormat, null);
-    return this.afterStored(storedBefore, { status, id: this.core.infoArray()[Info.Id], verdict: v === 1 ? 'consumed' : 'pass' });
+    return this.afterStored(due, { status: this.router.status, id: this.core.infoArray()[Info.Id], verdict: v === 1 ? 'consumed' : 'pass' });
   }
 
   /**
    * The answer to a backend API message means what "sent" means to a
-   * client: its copies are committed. A synchronous store has committed them
-   * in route() (or thrown E_STORE_WRITE); with an asynchronous one the answer
-   * waits for the batch that holds them, in flight or queued behind the
-   * flight, and a failed batch rejects with E_STORE_WRITE. A message that
-   * stored nothing (`copiesStored` unchanged since `storedBefore`) is
-   * answered at once, whatever is in flight.
+   * client: its copies are committed. The engine says whether it stored
+   * any (CommitDue.Now); a synchronous store commits them here (a failure
+   * is E_STORE_WRITE), and with an asynchronous one the answer waits for
+   * the batch that holds them, in flight or queued behind the flight. A
+   * message that stored nothing is answered at once, whatever is in flight.
    */
-  private afterStored(storedBefore: number, r: SendResult): SendResult | Promise<SendResult> {
-    if (this.metrics.copiesStored === storedBefore || this.commit.idle) return r;
+  private afterStored(due: number, r: SendResult): SendResult | Promise<SendResult> {
+    if (due !== CommitDue.Now) return r;
+    if (!this.commit.now()) throw notStored();
+    if (this.commit.idle) return r;
     return new Promise((resolve, reject) => this.commit.afterCommit((ok) => (ok ? resolve(r) : reject(notStored()))));
   }
 
@@ -192,32 +187,33 @@ export class Intake {
    * token of the connection's bucket (rate_limit) and of its user's
    * (user_rate_limit), each a token bucket with a burst of one second's
    * worth. A status answering a delivery this connection was sent spends
-   * neither (c.owed), so acknowledging a backlog is never limited; other
+   * neither (the engine's owed count), so acknowledging a backlog is never limited; other
    * statuses spend the connection's bucket. A dropped frame gets
    * E_RATE_LIMITED with its id.
    */
-  private allow(ws: WS, c: Conn, frame: Uint8Array, isBinary: boolean): boolean {
+  private allow(ws: WS, c: Conn, frame: ArrayBuffer, isBinary: boolean): Admit {
     const s = this.settings;
     const now = Date.now();
-    if (looksLikeStatus(frame)) {
-      if (c.owed > 0) {
-        c.owed--;
-        return true;
+    if (native.looksLikeStatus(frame)) {
+      const owed = this.engine.owed;
+      if (owed[c.id] > 0) {
+        owed[c.id]--;
+        return Admit.Status;
       }
-      if (take(c.bucket, s.rateLimit, s.rateLimit, now)) return true;
+      if (take(c.bucket, s.rateLimit, s.rateLimit, now)) return Admit.Status;
       this.stats.statusesRateLimited++;
-      this.rateLimited(ws, frame, isBinary, `more than ${s.rateLimit} statuses a second for messages this connection was not sent; send statuses only for deliveries`);
-      return false;
+      this.rateLimited(ws, new Uint8Array(frame), isBinary, `more than ${s.rateLimit} statuses a second for messages this connection was not sent; send statuses only for deliveries`);
+      return Admit.Refused;
     }
     const user = c.user!;
     if (has(c.bucket, s.rateLimit, s.rateLimit, now) && take(user.bucket, s.userRateLimit, s.userRateLimit, now)) {
       c.bucket.tokens--;
-      return true;
+      return Admit.Message;
     }
     this.stats.rateLimited++;
     const which = c.bucket.tokens < 1 ? `${s.rateLimit} messages a second on this connection` : `${s.userRateLimit} messages a second for all connections of ${c.address}`;
-    this.rateLimited(ws, frame, isBinary, `more than ${which}; the frame was dropped: send it again later, more slowly`);
-    return false;
+    this.rateLimited(ws, new Uint8Array(frame), isBinary, `more than ${which}; the frame was dropped: send it again later, more slowly`);
+    return Admit.Refused;
   }
 
   private chargeMessage(c: Conn): void {

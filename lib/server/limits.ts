@@ -55,39 +55,6 @@ export function has(b: Bucket, rate: number, burst: number, now: number): boolea
   return b.tokens >= 1;
 }
 
-const QUOTE = 0x22;
-const B5 = 0xb5;
-const STATUS = Buffer.from('"status"');
-
-function isSpace(c: number): boolean {
-  return c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
-}
-
-/**
- * Whether a client frame looks like a status (an acknowledgement or a
- * receipt), read before the core decodes it so that statuses do not spend
- * the message budget. Binary: the op byte. JSON: the value of the first
- * `"op"` key. A crafted frame can fool the JSON look (an `"op"` in a nested
- * object before the real one); the server checks the op the core decoded
- * and charges a message that passed as a status afterwards.
- */
-export function looksLikeStatus(f: Uint8Array): boolean {
-  if (f.length >= 3 && f[0] === B5) return f[2] === 2;
-  const n = f.length;
-  for (let i = 0; i + 3 < n; i++) {
-    if (f[i] !== QUOTE || f[i + 1] !== 0x6f || f[i + 2] !== 0x70 || f[i + 3] !== QUOTE) continue;
-    let j = i + 4;
-    while (j < n && isSpace(f[j])) j++;
-    if (f[j] !== 0x3a) return false; // "op" as a value, not a key: not worth a second look
-    j++;
-    while (j < n && isSpace(f[j])) j++;
-    if (j + STATUS.length > n) return false;
-    for (let k = 0; k < STATUS.length; k++) if (f[j + k] !== STATUS[k]) return false;
-    return true;
-  }
-  return false;
-}
-
 /**
  * File descriptors the process may open (the soft RLIMIT_NOFILE; Node
  * raises it to the hard limit at start-up), or null where /proc is missing.

@@ -20,7 +20,12 @@ import type { LimitStats } from './limits';
 /** Upper bounds (seconds) of the store commit histogram: a group commit is one SQLite transaction. */
 export const COMMIT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 
-/** Counts the server keeps for the metrics; plain numbers, moved on the paths they count. */
+/**
+ * Counts the server keeps for the metrics; plain numbers, moved on the paths
+ * they count. The per-message ones (received, delivered, statuses, copies
+ * stored) are the delivery engine's counters, copied in when the counts are
+ * read (Server.metrics), plus what JavaScript delivers itself (the backlog).
+ */
 export interface MetricCounts {
   /** Client messages the chain passed and the server accepted ("sent"). */
   receivedPass: number;
@@ -30,6 +35,8 @@ export interface MetricCounts {
   receivedFailed: number;
   /** Copies sent to a recipient's connections: live, after the commit, or from the stored backlog. */
   delivered: number;
+  /** Of `delivered`, those sent from the stored backlog (the sessions room counts them; the rest are the engine's). */
+  backlogDelivered: number;
   /** Statuses clients sent, by status code (delivered 2, read 3, ...). */
   statuses: number[];
   /** Login outcomes: "ok" or the error code the socket was closed with. */
@@ -55,6 +62,7 @@ export function newCounts(): MetricCounts {
     receivedConsumed: 0,
     receivedFailed: 0,
     delivered: 0,
+    backlogDelivered: 0,
     statuses: new Array<number>(256).fill(0),
     logins: new Map(),
     copiesStored: 0,

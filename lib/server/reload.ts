@@ -133,6 +133,8 @@ export interface Reloadable {
   readonly stats: LimitStats;
   readonly metrics: MetricCounts;
   readonly core: { readonly closed: boolean; reloadModules(config: CoreConfig): Promise<ModuleReloadReport>; setLogLevel(serverLevel: number): void };
+  /** After live settings were written: parts that keep their own copy (the delivery engine) take them. */
+  settingsChanged(): void;
 }
 
 export class Reloader {
@@ -242,6 +244,7 @@ export class Reloader {
     if (applied.has('log_level')) logger.setLevel(settings.logLevel);
     if (applied.has('log_format')) logger.setFormat(settings.logFormat);
     if (applied.has('max_connections')) setConnectionCap(this.server.stats, settings.maxConnections, logger);
+    if (applied.size) this.server.settingsChanged();
     const order = Object.keys(RELOAD) as SettingName[];
     return { applied: order.filter((k) => applied.has(k)), restart: order.filter((k) => restart.has(k)) };
   }

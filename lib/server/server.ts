@@ -6,15 +6,16 @@
  * - intake.ts: a frame from a client or the backend API up to the core
  *   (rate limits, control frames, deferred decisions);
  * - stages.ts: the middleware stages around the chain;
- * - router.ts: where each recipient's copy goes (Placement) and routing;
- * - delivery.ts: sending to this node's connections;
- * - live.ts: copies sent before they are stored (durable_grace);
+ * - router.ts: the core and the delivery engine (lib/delivery.ts, in C++:
+ *   where each copy goes, live copies, receipts, what waits for the
+ *   commit), and the per-recipient middleware the engine hands back;
+ * - delivery.ts: performs the engine's batch (writes to this node's
+ *   connections, store operations, the live timer);
  * - commit.ts: the group commit, then the release of what waited for it;
- * - receipts.ts: which receipts go back to their senders;
  * - connections.ts, directory.ts: who is connected, who exists.
  *
- * A frame goes: Sessions (login) or Intake.frame -> core -> Router.route ->
- * Placement -> Delivery / LiveCopies / Commit / the store.
+ * A frame goes: Sessions (login) or Intake.frame -> Router.submit (core
+ * and engine, one native call) -> Delivery.perform -> Commit.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -33,19 +34,18 @@ import { settingsFrom, type ServerSettings } from './settings';
 import { Reloader, type ReloadReport } from './reload';
 import { requireNativeUws } from './transport';
 import { hashToken, newToken } from './tokens';
-import { Inboxes } from './inbox';
 import { newStats, setConnectionCap, type LimitStats } from './limits';
 import { Presence } from './presence';
 import { metricsAuthorized, newCounts, ProcessMetrics, renderMetrics, type MetricCounts, type MetricSources } from './metrics';
 import { renderStatusPage, statusSnapshot, WarningRing } from './status';
+import { Delivery as Engine } from '../delivery';
 import { Commit } from './commit';
 import { Connections, type Conn } from './connections';
 import { Delivery, MAX_BACKPRESSURE } from './delivery';
 import { Directory } from './directory';
 import { Intake } from './intake';
-import { LiveCopies } from './live';
-import { Receipts } from './receipts';
-import { LocalPlacement, Router } from './router';
+import { FLAG_RECEIPTS } from './protocol';
+import { Router } from './router';
 import { Sessions } from './sessions';
 import { Stages } from './stages';
 
@@ -94,13 +94,8 @@ export class Server {
    */
   readonly middleware: Middlewares;
   private readonly bots = new Map<string, Bot>();
-  /**
-   * What the limits did (limits.ts, docs/config.md "Limits"); also in
-   * /health. Plain numbers, for a metrics exporter.
-   */
-  readonly stats: LimitStats;
-  /** Counts for GET /metrics (metrics.ts): plain numbers, rendered only when scraped. */
-  readonly metrics: MetricCounts = newCounts();
+  private readonly limitStats: LimitStats;
+  private readonly counts: MetricCounts = newCounts();
   private readonly processMetrics = new ProcessMetrics();
   private metricsApp: uWS.TemplatedApp | null = null;
   private metricsSocket: uWS.us_listen_socket | null = null;
@@ -118,13 +113,11 @@ export class Server {
   private readonly intake: Intake;
   private readonly stages: Stages;
   private readonly router: Router;
+  private readonly engine: Engine;
   private readonly delivery: Delivery;
-  private readonly live: LiveCopies;
   private readonly commit: Commit;
-  private readonly receipts: Receipts;
   private readonly connections = new Connections();
   private readonly directory: Directory;
-  private readonly inboxes: Inboxes;
   private readonly presence: Presence;
 
   private constructor(settings: ServerSettings, core: Core, store: Store, logger: Logger) {
@@ -134,22 +127,45 @@ export class Server {
     this.logger = logger;
     this.untapWarnings = logger.tap((r) => this.warnings.add(r));
     this.directory = new Directory(store);
-    this.receipts = new Receipts(store);
-    this.stats = newStats(0);
-    setConnectionCap(this.stats, settings.maxConnections, logger);
-    this.inboxes = new Inboxes(store, settings, () => this.commit.now());
+    this.limitStats = newStats(0);
+    setConnectionCap(this.limitStats, settings.maxConnections, logger);
     this.presence = new Presence(settings, store, this.directory.users);
     this.app = settings.tlsCert ? uWS.SSLApp({ cert_file_name: settings.tlsCert, key_file_name: settings.tlsKey! }) : uWS.App();
+    // The delivery engine: every per-message decision, on integer ids
+    // (docs/delivery.md). Its two questions for the store are off the
+    // plain path: a group's members on first use, and an inbox's committed
+    // count (buffered copies are not in it: the count errs low until the
+    // group commit, and it is read again when it says full).
+    const engine = new Engine(
+      {
+        durable: settings.durable, graceMs: settings.durableGrace, maxConnections: 1024,
+        maxInboxMessages: settings.maxInboxMessages, maxInboxBytes: settings.maxInboxBytes,
+      },
+      {
+        loadGroup: (gid) => this.directory.group(gid),
+        inboxCount: (user) => {
+          const q = store.queued(engine.name(user));
+          return [q.messages, q.bytes];
+        },
+      },
+      core,
+    );
+    this.engine = engine;
+    this.directory.attach(engine);
+    for (const r of store.receiptFlagsPending(FLAG_RECEIPTS)) engine.trackReceipt(engine.intern(r.sender), engine.intern(r.recipient), r.id, r.flags, r.groupid);
+    // Only the store knows whether an acknowledgement deleted a copy (a
+    // transient message's never does). Not undone: the server closes the
+    // store with itself.
+    store.onCopyDeleted((recipient) => engine.inboxRemoved(engine.intern(recipient)));
     // Every room holds the one settings object and reads it when it acts.
     this.stages = new Stages(settings, core, logger, this.bots);
     this.middleware = this.stages.middleware;
-    this.delivery = new Delivery(this.app, settings, this.connections, this.middleware, this.metrics, logger);
-    this.commit = new Commit(store, this.delivery, this.inboxes, this.metrics, logger);
-    this.live = new LiveCopies(settings, store, this.inboxes, this.connections, this.commit, this.metrics);
-    const placement = new LocalPlacement(settings, this.connections, this.commit);
-    this.router = new Router(settings, core, store, this.directory, placement, this.delivery, this.commit, this.live, this.receipts, this.inboxes, this.presence, this.stages, this.stats, this.metrics, logger);
-    this.sessions = new Sessions(settings, this.app, store, core, this.connections, this.commit, this.live, this.delivery, this.stats, this.metrics, logger);
-    this.intake = new Intake(settings, core, this.connections, this.sessions, this.stages, this.router, this.presence, this.commit, this.stats, this.metrics, logger);
+    this.delivery = new Delivery(this.app, engine, store, settings, this.connections, this.middleware, this.counts, logger);
+    this.commit = new Commit(store, engine, this.delivery, this.counts, logger);
+    this.delivery.commit = this.commit;
+    this.router = new Router(core, engine, this.directory, this.delivery, this.presence, this.stages, logger);
+    this.sessions = new Sessions(settings, this.app, store, core, this.connections, engine, this.commit, this.delivery, this.limitStats, this.counts, logger);
+    this.intake = new Intake(settings, core, engine, this.connections, this.sessions, this.stages, this.router, this.presence, this.commit, this.limitStats, logger);
     core.on('message', (m) => this.router.moduleMessage(m));
     core.on('complete', (token, verdict, from) => this.intake.completed(token, verdict, from));
     this.installRoutes();
@@ -204,7 +220,7 @@ export class Server {
     }
     server.purgeTimer = setInterval(() => {
       try {
-        if (server.store.purgeExpired()) server.inboxes.forget();
+        if (server.store.purgeExpired()) server.engine.inboxForget();
       } catch (e) {
         // Expired messages stay until the next purge succeeds; nothing is lost.
         logger.event('store.error', { op: 'purge', error: errorText(e) });
@@ -330,8 +346,11 @@ export class Server {
     this.processMetrics.stop();
     this.untapWarnings();
     if (this.purgeTimer) clearInterval(this.purgeTimer);
+    // Every unconfirmed live copy is stored now; a close from here on stores nothing.
+    this.delivery.stop();
+    this.engine.stop();
+    this.delivery.perform();
     this.sessions.stop();
-    this.live.stop();
     // With an asynchronous store the last batches land first (a failed one
     // is logged); SQLite commits and closes in this turn, as before.
     this.commit.now();
@@ -342,6 +361,37 @@ export class Server {
     (this.app as unknown as { close?: () => void }).close?.();
     (this.metricsApp as unknown as { close?: () => void } | null)?.close?.();
     this.logger.event('server.stopped');
+  }
+
+  /**
+   * What the limits did (limits.ts, docs/config.md "Limits"); also in
+   * /health. Plain numbers, for a metrics exporter.
+   */
+  get stats(): LimitStats {
+    this.limitStats.inboxFull = this.engine.counters().inboxFull;
+    return this.limitStats;
+  }
+
+  /**
+   * Counts for GET /metrics (metrics.ts): plain numbers, rendered only when
+   * scraped. The per-message ones are the engine's, copied in here.
+   */
+  get metrics(): MetricCounts {
+    const m = this.counts;
+    const e = this.engine.counters();
+    m.receivedPass = e.receivedPass;
+    m.receivedConsumed = e.receivedConsumed;
+    m.receivedFailed = e.receivedFailed;
+    m.delivered = e.delivered + m.backlogDelivered;
+    m.copiesStored = e.copiesStored;
+    m.statuses = e.statuses;
+    return m;
+  }
+
+  /** The reloader changed settings: the engine keeps its own copy of those it reads per message. */
+  settingsChanged(): void {
+    const s = this.settings;
+    this.engine.configure({ graceMs: s.durableGrace, maxInboxMessages: s.maxInboxMessages, maxInboxBytes: s.maxInboxBytes });
   }
 
   /** GET /metrics: the exposition text, or 401 without the metrics_token. */
@@ -420,7 +470,7 @@ export class Server {
       online: () => this.connections.addresses(),
       send: (from, frame) => this.intake.sendAs(from, frame),
       revoke: (address) => {
-        this.inboxes.forget(address);
+        this.engine.inboxForget(this.engine.intern(address));
         this.sessions.disconnect(address, 'E_AUTH', 'your token was revoked or your user was removed; log in again with a new token');
       },
       afterFlight: (fn) => this.commit.afterFlight(fn),

@@ -9,11 +9,11 @@ import type { Core } from '../core';
 import type { ErrorCode } from '../errors';
 import type { Logger } from '../log';
 import type { Store } from '../store/types';
+import type { Delivery as Engine } from '../delivery';
 import type { Commit } from './commit';
-import { owe, type Conn, type Connections, type UserLimits, type WS } from './connections';
-import { encodeStored, topic, type Delivery } from './delivery';
+import type { Conn, Connections, UserLimits, WS } from './connections';
+import { encodeStored, type Delivery } from './delivery';
 import { newBucket, validDevice, type IpCount, type LimitStats } from './limits';
-import type { LiveCopies } from './live';
 import type { MetricCounts } from './metrics';
 import { CLOSE_AUTH, CLOSE_BAD_LOGIN, CLOSE_LOGIN_TIMEOUT, CLOSE_TOO_MANY } from './protocol';
 import type { ServerSettings } from './settings';
@@ -37,8 +37,8 @@ export class Sessions {
     private readonly store: Store,
     private readonly core: Core,
     private readonly connections: Connections,
+    private readonly engine: Engine,
     private readonly commit: Commit,
-    private readonly live: LiveCopies,
     private readonly delivery: Delivery,
     private readonly stats: LimitStats,
     private readonly metrics: MetricCounts,
@@ -80,12 +80,11 @@ export class Sessions {
       openedAt: now,
       bucket: newBucket(s.rateLimit, now),
       user: null,
-      owed: 0,
+      uid: -1,
+      id: -1,
       presence: new Set(),
       backlogSeq: 0,
       backlogDone: false,
-      stored: s.durable ? null : new Set(),
-      confirmedAt: 0,
     };
     const token = query.get('token');
     if (token) {
@@ -181,9 +180,11 @@ export class Sessions {
     // reconnecting does not buy a fresh budget.
     if (c.user) c.user.connections--;
     this.stats.connections = this.connections.count;
-    // stop() stores every live copy itself, before it closes the store.
+    // The live copies this user's devices had not confirmed are stored
+    // (once stopped, the engine has stored every one already).
+    this.engine.logout(c.id);
+    this.delivery.perform();
     if (this.stopped) return;
-    this.live.storeFor(c.address);
     this.core.login(c.address, false);
     if (left === 0) this.app.publish(`p/${c.address}`, JSON.stringify({ op: 'presence', from: c.address, online: false }), false);
   }
@@ -196,8 +197,8 @@ export class Sessions {
   /**
    * Sends what the store holds for this user (messages that arrived while it
    * was offline or were not acknowledged yet), page by page as the socket
-   * drains, and only then subscribes it to live deliveries, so that nothing
-   * live overtakes the backlog.
+   * drains, and only then lets the engine write live deliveries to it, so
+   * that nothing live overtakes the backlog.
    */
   pump(ws: WS): void {
     const c = ws.getUserData();
@@ -213,19 +214,20 @@ export class Sessions {
       const page = this.store.pending(c.address, BACKLOG_PAGE, c.backlogSeq);
       if (!page.length) {
         c.backlogDone = true;
-        this.connections.backlogSent(c.address);
-        ws.subscribe(topic(c.address, c.binary));
+        this.engine.backlogDone(c.id);
         return;
       }
       this.metrics.backlogPages++;
+      const durable = this.settings.durable;
       ws.cork(() => {
         const format = this.delivery.formats;
         for (const m of page) {
           const f = format ? this.delivery.formatFrame(c, c.address, encodeStored(m, c.binary)) : encodeStored(m, c.binary);
           if (f) ws.send(f, c.binary);
-          this.metrics.delivered++;
-          owe(c, this.settings.maxInboxMessages);
-          c.stored?.add(`${m.sender}\0${m.id}`);
+          this.metrics.backlogDelivered++;
+          this.engine.owe(c.id);
+          // With durability off, its "delivered" deletes the stored copy.
+          if (!durable) this.engine.backlogSent(c.id, this.engine.intern(m.sender), m.id);
           c.backlogSeq = m.seq;
           // Large messages: stop within the page rather than overshoot the
           // buffer (a slow reader would then look like one that stopped).
@@ -248,7 +250,7 @@ export class Sessions {
     for (const [address, u] of this.perUser) if (u.connections === 0) this.perUser.delete(address);
   }
 
-  /** Closes every socket; a close from now on leaves the live copies to LiveCopies.stop. */
+  /** Closes every socket; the engine, stopped first, has stored every live copy. */
   stop(): void {
     this.stopped = true;
     for (const ws of this.connections.all()) ws.end(1001, 'server shutting down');
@@ -313,6 +315,10 @@ export class Sessions {
     c.user = limits;
     this.countLogin('ok');
     this.logger.event('login.ok', { address: addr, device: c.device || undefined, format: c.binary ? 'binary' : 'json', peer: c.ip });
+    // Nothing live is written to it until its backlog has been sent (backlogDone).
+    c.uid = this.engine.intern(addr);
+    c.id = this.engine.login(c.uid, c.binary);
+    ws.subscribe(this.delivery.topic(c.id));
     const first = this.connections.add(ws);
     this.stats.connections = this.connections.count;
     this.core.login(addr, true);

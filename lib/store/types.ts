@@ -117,7 +117,7 @@ export interface Store {
    * Calls `fn` with the recipient of each copy an ack deleted: at once for
    * a copy cancelled in the buffer, after the commit for a committed one.
    * An ack for a copy that was never stored (a transient message) or is
-   * gone already calls nothing, so the inbox count (lib/server/inbox.ts)
+   * gone already calls nothing, so the inbox count (the delivery engine's, cpp/router.cc)
    * goes down only for copies that were counted. Returns a function that
    * removes `fn`.
    */
