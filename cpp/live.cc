@@ -36,14 +36,25 @@ void free_copy_if_done(Router &r, uint32_t i) {
   r.live.free_copies.push_back(i);
 }
 
-// One fewer copy for the "sent" `a` waits on; the last one queues it for
-// the next commit.
+// One fewer copy for the "sent" `a` waits on. After the last one, a
+// message whose copies were all confirmed by their recipients can no
+// longer be lost: its "sent" is written now, unless something queued
+// before it waits for a commit (it must not overtake an earlier "sent" or
+// receipt). A message with a stored copy queues its "sent" for the commit.
 void settle_ack(Router &r, uint32_t a, Batch &b) {
   LiveAck &ack = r.live.acks[a];
   if (--ack.left != 0) return;
-  // Queued even for a connection that has closed since (it is skipped at
-  // the release): a receipt waits behind every queued "sent".
-  router_queue_ack_to(r, ack.conn, ack.gen, ack.frame.data(), ack.frame.size(), ack.binary, b);
+  if (!ack.stored && r.waiting.empty()) {
+    if (directory_is(r.dir, ack.conn, ack.gen)) {
+      uint32_t off = static_cast<uint32_t>(b.bytes.size());
+      b.bytes.append(ack.frame);
+      b.writes.push_back(Write{ack.conn, off, static_cast<uint32_t>(ack.frame.size()), uint8_t(ack.binary), 0});
+    }
+  } else {
+    // Queued even for a connection that has closed since (it is skipped at
+    // the release): a receipt waits behind every queued "sent".
+    router_queue_ack_to(r, ack.conn, ack.gen, ack.frame.data(), ack.frame.size(), ack.binary, b);
+  }
   r.live.free_acks.push_back(a);
 }
 
@@ -77,6 +88,8 @@ void store_copy(Router &r, uint32_t i, Batch &b) {
   op.payload_len = static_cast<uint32_t>(base.payload.size());
   b.bytes.append(base.payload);
   b.ops.push_back(op);
+  r.live.acks[lc.ack].stored = true;
+  for (uint32_t a : lc.more) r.live.acks[a].stored = true;
   ++r.counters.copies_stored;
   router_inbox_added(r, lc.recipient, base.payload.size());
   settle(r, i, b);
@@ -118,6 +131,7 @@ void arm(Router &r, uint64_t now, Batch &b) {
 uint32_t live_new_ack(Router &r) {
   uint32_t a = take(r.live.acks, r.live.free_acks);
   r.live.acks[a].left = 0;
+  r.live.acks[a].stored = false;
   return a;
 }
 

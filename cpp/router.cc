@@ -191,10 +191,11 @@ int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
       f = frames_of(res, out_format);
     }
     // Statuses reach the sender in the order sent, delivered, read: a
-    // "sent" still waiting for a commit (a live copy confirmed just now, a
-    // commit not yet done) goes first, so the receipt waits behind it, as
-    // any receipt queued before it does.
-    if (lc != kNone || r.acks_waiting || r.receipts_waiting) {
+    // "sent" still waiting for a commit (one queued just now by the
+    // confirmation above, a commit not yet done) goes first, so the receipt
+    // waits behind it, as any receipt queued before it does. A "sent" the
+    // confirmation wrote at once is already in this batch, before it.
+    if (r.acks_waiting || r.receipts_waiting) {
       Placed pl;
       place(r.waiting_bytes, f, pl);
       Waiting w{};
@@ -484,6 +485,8 @@ int router_route(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
       }
       // Every copy found its message already live (resends): nothing holds the base.
       if (live_base != kNone && r.live.bases[live_base].refs == 0) live_release_base(r, live_base);
+      // A copy stored beside the live ones: "sent" waits for its commit.
+      if (live_ack != kNone && stored) r.live.acks[live_ack].stored = true;
     }
     if (status == MSGSTATUS_SENT) ++r.counters.received_pass;
     else ++r.counters.received_failed;

@@ -144,6 +144,11 @@ struct LiveAck {
   bool binary = false;
   std::string frame;  // the sender's "sent"
   uint32_t left = 0;  // copies not yet confirmed or stored
+  // A copy of the message was stored (or handed to another node): "sent"
+  // then waits for the commit that covers it. Otherwise every copy was
+  // confirmed by its recipient, and "sent" goes at once unless an earlier
+  // "sent" or receipt still waits for a commit.
+  bool stored = false;
 };
 struct LiveBase {  // the message as the store takes it, shared by a group message's copies
   UserId sender = kNone;

@@ -62,7 +62,8 @@ export class Intake {
       this.sessions.login(ws, ab, isBinary);
       return;
     }
-    const admit = this.allow(ws, c, ab, isBinary);
+    const now = Date.now();
+    const admit = this.allow(ws, c, ab, isBinary, now);
     if (admit === Admit.Refused) return;
     if (this.stages.beforeChain) {
       // Middleware may take its time: the frame must outlive this callback,
@@ -72,12 +73,12 @@ export class Intake {
         if (!c.open) return; // the client resends what was not acknowledged
         return this.stages.runBeforeChain(c.address, 'client', copy, isBinary, (f, ok) => {
           if (!ok) this.ackDropped(ws, c, f);
-          else if (c.open) this.submit(ws, c, f, isBinary, admit);
+          else if (c.open) this.submit(ws, c, f, isBinary, admit, Date.now());
         });
       });
       return;
     }
-    this.submit(ws, c, ab, isBinary, admit);
+    this.submit(ws, c, ab, isBinary, admit, now);
   }
 
   /**
@@ -119,8 +120,8 @@ export class Intake {
     });
   }
 
-  private submit(ws: WS, c: Conn, frame: ArrayBuffer | Uint8Array, isBinary: boolean, admit: Admit): void {
-    const v = this.router.submit(ws, frame);
+  private submit(ws: WS, c: Conn, frame: ArrayBuffer | Uint8Array, isBinary: boolean, admit: Admit, now: number): void {
+    const v = this.router.submit(ws, frame, now);
     if (this.logger.enabled('message.in')) this.logFrame(c, v);
     if (v < 0) {
       if (v === WIRE_E_UNKNOWN_OP && !isBinary && this.control(ws, c, frame instanceof Uint8Array ? frame : new Uint8Array(frame))) return;
@@ -133,7 +134,7 @@ export class Intake {
     const info = this.core.infoArray();
     // A message whose JSON looked like a status to allow() spends the
     // message budget after all.
-    if (admit === Admit.Status && info[Info.Op] !== OP_STATUS) this.chargeMessage(c);
+    if (admit === Admit.Status && info[Info.Op] !== OP_STATUS) this.chargeMessage(c, now);
     if (v === VERDICT_DEFERRED) {
       this.deferred.set(info[Info.Token], { ws, outFormat: this.router.submittedFormat, api: null });
       return;
@@ -191,9 +192,8 @@ export class Intake {
    * statuses spend the connection's bucket. A dropped frame gets
    * E_RATE_LIMITED with its id.
    */
-  private allow(ws: WS, c: Conn, frame: ArrayBuffer, isBinary: boolean): Admit {
+  private allow(ws: WS, c: Conn, frame: ArrayBuffer, isBinary: boolean, now: number): Admit {
     const s = this.settings;
-    const now = Date.now();
     if (native.looksLikeStatus(frame)) {
       const owed = this.engine.owed;
       if (owed[c.id] > 0) {
@@ -216,9 +216,8 @@ export class Intake {
     return Admit.Refused;
   }
 
-  private chargeMessage(c: Conn): void {
+  private chargeMessage(c: Conn, now: number): void {
     const s = this.settings;
-    const now = Date.now();
     charge(c.bucket, s.rateLimit, s.rateLimit, now);
     charge(c.user!.bucket, s.userRateLimit, s.userRateLimit, now);
   }

@@ -51,10 +51,10 @@ export class Router {
    * comes to completed()), or a negative wire error. The core's info slots
    * describe the frame afterwards, as after Core.submitRaw.
    */
-  submit(ws: WS, frame: ArrayBuffer | Uint8Array): number {
+  submit(ws: WS, frame: ArrayBuffer | Uint8Array, now: number): number {
     const c = ws.getUserData();
     this.syncStages();
-    const v = this.engine.submit(c.uid, c.id, frame, Date.now());
+    const v = this.engine.submit(c.uid, c.id, frame, now);
     if (v === 0 || v === 1) this.routed(c.address, ws, c.id);
     return v;
   }

@@ -236,7 +236,7 @@ TEST("the backend API: a stored copy asks for the commit at once, nothing is wri
   CHECK_EQ(f.b.writes.size(), size_t(0));
 }
 
-TEST("live copy: written at once, confirmed by delivered, sent after the commit, receipt behind it") {
+TEST("live copy: written at once, confirmed by delivered, sent at once with the receipt behind it") {
   Fixture f;  // durable on, grace 50
   UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
   ConnId a = f.online(alice), bb = f.online(bob);
@@ -247,13 +247,38 @@ TEST("live copy: written at once, confirmed by delivered, sent after the commit,
   CHECK_EQ(sb::router_live_count(f.r), size_t(1));
   f.send(bob, bb, R"({"op":"status","id":3,"to":"alice","status":2})", 1010);
   CHECK_EQ(sb::router_live_count(f.r), size_t(0));
-  CHECK_EQ(f.b.writes.size(), size_t(0));  // the receipt waits behind the "sent"
-  CHECK_EQ(f.b.ops.size(), size_t(0));     // nothing stored, nothing to delete
-  CHECK_EQ(f.r.dir.conns[bb].confirmed_at, uint64_t(1010));
-  uint64_t e = sb::router_commit_begin(f.r);
-  sb::router_committed(f.r, e, f.b);
+  // Confirmed by its only recipient, it can no longer be lost, and nothing
+  // waits before it: "sent" now, then the receipt; no commit.
   CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":3,"from":"bob","status":1})",
                                    std::to_string(a) + R"(:{"op":"status","id":3,"from":"bob","status":2})"}));
+  CHECK_EQ(f.b.ops.size(), size_t(0));  // nothing stored, nothing to delete
+  CHECK_EQ(f.b.commit, int(sb::COMMIT_NONE));
+  CHECK_EQ(f.r.dir.conns[bb].confirmed_at, uint64_t(1010));
+}
+
+TEST("live copy: its sent still waits for the commit when a copy was stored beside it, or an earlier sent waits") {
+  Fixture f;  // durable on, grace 50
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  UserId carol = sb::router_user_add(f.r, "carol");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  sb::directory_group_set(f.r.dir, 5, {alice, bob, carol});
+  // carol is offline: her copy is stored, bob's is live.
+  f.send(alice, a, R"({"op":"msg","id":1,"gid":5,"data":"g"})", 1000);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  f.send(bob, bb, R"({"op":"status","id":1,"to":"alice","status":2})", 1005);
+  CHECK_EQ(f.b.writes.size(), size_t(0));  // carol's copy is not committed yet
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":1,"gid":5,"status":1})"}));
+  // An earlier "sent" waiting for a commit: a later confirmed one queues behind it.
+  f.send(alice, a, R"({"op":"msg","id":2,"to":"carol","data":"s"})", 1010);  // stored: its "sent" waits
+  f.send(alice, a, R"({"op":"msg","id":3,"to":"bob","data":"l"})", 1011);    // live
+  f.send(bob, bb, R"({"op":"status","id":3,"to":"alice","status":2})", 1012);
+  CHECK_EQ(f.b.writes.size(), size_t(0));
+  e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":2,"from":"carol","status":1})",
+                                   std::to_string(a) + R"(:{"op":"status","id":3,"from":"bob","status":1})"}));
 }
 
 TEST("live copy not confirmed within the grace is stored, then sent; a busy loop gives it more time") {
@@ -528,8 +553,6 @@ TEST("live copy: a resend while still live waits on the same copy; one confirmat
   f.send(alice, a2, R"({"op":"msg","id":9,"to":"bob","data":"x"})", 1005);
   CHECK_EQ(sb::router_live_count(f.r), size_t(1));
   f.send(bob, bb, R"({"op":"status","id":9,"to":"alice","status":2})", 1010);
-  uint64_t e = sb::router_commit_begin(f.r);
-  sb::router_committed(f.r, e, f.b);
   // The first "sent" was for a connection that has closed: only the new one hears it.
   CHECK_EQ(join(f.writes()), join({std::to_string(a2) + R"(:{"op":"status","id":9,"from":"bob","status":1})"}));
 }
