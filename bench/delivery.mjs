@@ -29,7 +29,7 @@ function median(xs) {
 
 function run(mode, route) {
   const core = Core.open({ configText: '' }, { onLog: () => {} });
-  const d = new Delivery({ durable: mode.durable, graceMs: mode.graceMs, maxConnections: CONNS, maxInboxMessages: 1e9, maxInboxBytes: 1e15 }, {}, core);
+  const d = new Delivery({ durable: mode.durable, graceMs: mode.graceMs, maxConnections: CONNS, maxInboxMessages: 1e9, maxInboxBytes: 1e15, rateLimit: 1e9, userRateLimit: 1e9 }, {}, core);
   const names = [], users = [], conns = [], msgs = [], statuses = [];
   for (let i = 0; i < CONNS; i++) {
     names.push(`user${i}`);

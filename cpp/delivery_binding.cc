@@ -18,6 +18,7 @@
 #include <memory>
 #include <string>
 
+#include "admit.h"
 #include "napi_args.h"
 #include "router.h"
 #include "slots.h"
@@ -81,44 +82,6 @@ bool frame_bytes(napi_env env, napi_value v, void *&data, size_t &len) {
   return napi_get_typedarray_info(env, v, &type, &len, &data, nullptr, nullptr) == napi_ok && type == napi_uint8_array;
 }
 
-bool is_space(uint8_t c) { return c == 0x20 || c == 0x09 || c == 0x0a || c == 0x0d; }
-
-// Whether a client frame looks like a status (an acknowledgement or a
-// receipt), read before the core decodes it so that statuses do not spend
-// the message budget (the intake room's rate limits). Binary: the op byte.
-// JSON: the value of the first "op" key. A crafted frame can fool the JSON
-// look (an "op" in a nested object before the real one); the intake room
-// checks the op the core decoded and charges a message that passed as a
-// status afterwards.
-bool looks_like_status(const uint8_t *f, size_t n) {
-  if (n >= 3 && f[0] == 0xB5) return f[2] == 2;
-  static const char kStatus[] = "\"status\"";
-  const size_t slen = sizeof kStatus - 1;
-  for (size_t i = 0; i + 3 < n; ++i) {
-    if (f[i] != '"' || f[i + 1] != 'o' || f[i + 2] != 'p' || f[i + 3] != '"') continue;
-    size_t j = i + 4;
-    while (j < n && is_space(f[j])) ++j;
-    if (j >= n || f[j] != ':') return false;  // "op" as a value, not a key: not worth a second look
-    ++j;
-    while (j < n && is_space(f[j])) ++j;
-    return j + slen <= n && std::memcmp(f + j, kStatus, slen) == 0;
-  }
-  return false;
-}
-
-napi_value FastLooksLikeStatus(napi_env env, napi_callback_info cbinfo) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, nullptr);
-  void *data = nullptr;
-  size_t len = 0;
-  napi_value v;
-  napi_get_boolean(env, argc == 1 && frame_bytes(env, argv[0], data, len) &&
-                            looks_like_status(static_cast<const uint8_t *>(data), len),
-                   &v);
-  return v;
-}
-
 bool host_load_group(void *data, uint32_t gid, std::vector<std::string> &members) {
   State &st = *static_cast<State *>(data);
   if (st.load_group.IsEmpty()) return false;
@@ -178,6 +141,7 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
                         InstanceMethod<&DeliveryHandle::InboxRemoved>("inboxRemoved"),
                         InstanceMethod<&DeliveryHandle::SetPerRecipient>("setPerRecipient"),
                         InstanceMethod<&DeliveryHandle::Configure>("configure"),
+                        InstanceMethod<&DeliveryHandle::Admit>("admit"),
                         InstanceMethod<&DeliveryHandle::CommitFailed>("commitFailed"),
                         InstanceMethod<&DeliveryHandle::CommitBegin>("commitBegin"),
                         InstanceMethod<&DeliveryHandle::Committed>("committed"),
@@ -207,6 +171,8 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     s.max_connections = static_cast<size_t>(num("maxConnections", 1024));
     s.max_tracked_receipts = static_cast<size_t>(num("maxTrackedReceipts", 1000000));
     s.per_recipient_stages = o.Get("perRecipientStages").ToBoolean().Value();
+    s.rate_limit = num("rateLimit", s.rate_limit);
+    s.user_rate_limit = num("userRateLimit", s.user_rate_limit);
     st_ = std::make_shared<State>();
     Napi::Object h = info[1].As<Napi::Object>();
     if (h.Get("loadGroup").IsFunction()) st_->load_group = Napi::Persistent(h.Get("loadGroup").As<Napi::Function>());
@@ -408,30 +374,42 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     return Napi::Number::New(info.Env(), router_out_format(st_->router));
   }
 
-  // submit(fromUid, conn, frame, now) -> the core's verdict (0 pass,
-  // 1 consumed, 2 deferred) or a negative wire error: the frame through
-  // the core (in the forms router_out_format names; head[OUT_FORMAT] says
-  // which) and, for a verdict of 0 or 1, routed: one call per frame. The
-  // core's info slots and out() are filled as its own submit fills them.
-  // The batch is this frame's only when the verdict is 0 or 1.
+  // submit(fromUid, conn, frame, now, admitted) -> the core's verdict (0
+  // pass, 1 consumed, 2 deferred), a negative wire error, or an admission
+  // refusal (AdmitResult, admit.h): the frame through the rate limits (when
+  // `admitted` is 0; otherwise it is what admit() said earlier), the core
+  // (in the forms router_out_format names; head[OUT_FORMAT] says which)
+  // and, for a verdict of 0 or 1, routed: one call per frame. The core's
+  // info slots and out() are filled as its own submit fills them. The batch
+  // is this frame's only when the verdict is 0 or 1.
   static napi_value FastSubmit(napi_env env, napi_callback_info cbinfo) {
-    size_t argc = 4;
-    napi_value argv[4];
+    size_t argc = 5;
+    napi_value argv[5];
     void *data = nullptr;
     napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, &data);
     State &st = **static_cast<std::shared_ptr<State> *>(data);
     uint32_t from = kNone;
-    int32_t conn = -1;
+    int32_t conn = -1, admitted = 0;
     double now = 0;
     size_t len = 0;
     void *frame = nullptr;
     if (!st.core_ref || argc < 4 || napi_get_value_uint32(env, argv[0], &from) != napi_ok ||
         from >= st.router.dir.users.size() || napi_get_value_int32(env, argv[1], &conn) != napi_ok ||
-        !frame_bytes(env, argv[2], frame, len) || napi_get_value_double(env, argv[3], &now) != napi_ok) {
+        !frame_bytes(env, argv[2], frame, len) || napi_get_value_double(env, argv[3], &now) != napi_ok ||
+        napi_get_value_int32(env, argv[4], &admitted) != napi_ok) {
       error(Napi::Env(env), "E_BAD_ARGUMENT",
-            "submit(from, conn, frame, now) needs the core (new Delivery(..., core)), a known user id and a Uint8Array or ArrayBuffer")
+            "submit(from, conn, frame, now, admitted) needs the core (new Delivery(..., core)), a known user id and a Uint8Array or ArrayBuffer")
           .ThrowAsJavaScriptException();
       return nullptr;
+    }
+    ConnId c = conn < 0 ? kNone : static_cast<ConnId>(conn);
+    napi_value v;
+    if (admitted == 0) {
+      admitted = router_admit(st.router, c, static_cast<const uint8_t *>(frame), len, static_cast<uint64_t>(now));
+      if (admitted < 0) {
+        napi_create_int32(env, admitted, &v);
+        return v;
+      }
     }
     int of = router_out_format(st.router);
     st.head_p[HEAD_OUT_FORMAT] = of;
@@ -440,13 +418,14 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     int rc = core_submit_filled(st.core_ref, env, name.data(), name.size(), static_cast<const uint8_t *>(frame), len,
                                 of, res);
     if (rc == kSubmitNoCore) return nullptr;
-    napi_value v;
+    // It passed as a status but is a message: it spends the message budget after all.
+    if (rc == WIRE_OK && admitted == ADMIT_STATUS && res.op != WIRE_OP_STATUS)
+      router_admit_charge(st.router, c, static_cast<uint64_t>(now));
     if (rc != WIRE_OK || res.verdict == VERDICT_DEFERRED) {
       napi_create_int32(env, rc != WIRE_OK ? rc : res.verdict, &v);
       return v;
     }
     st.env = env;
-    ConnId c = conn < 0 ? kNone : static_cast<ConnId>(conn);
     int status = router_route(st.router, from, c, res, of, static_cast<uint64_t>(now), st.batch);
     Publish(Napi::Env(env), st, status);
     napi_create_int32(env, res.verdict, &v);
@@ -550,7 +529,7 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     st_->router.settings.per_recipient_stages = info[0].ToBoolean().Value();
     return info.Env().Undefined();
   }
-  // configure({graceMs, maxInboxMessages, maxInboxBytes}): the settings a
+  // configure({graceMs, maxInboxMessages, maxInboxBytes, rateLimit, userRateLimit}): the settings a
   // config reload changes while running; absent ones stay.
   Napi::Value Configure(const Napi::CallbackInfo &info) {
     if (!info[0].IsObject()) return info.Env().Undefined();
@@ -560,7 +539,22 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     if (o.Get("maxInboxMessages").IsNumber())
       s.max_inbox_messages = static_cast<uint64_t>(o.Get("maxInboxMessages").As<Napi::Number>().DoubleValue());
     if (o.Get("maxInboxBytes").IsNumber()) s.max_inbox_bytes = o.Get("maxInboxBytes").As<Napi::Number>().DoubleValue();
+    if (o.Get("rateLimit").IsNumber()) s.rate_limit = o.Get("rateLimit").As<Napi::Number>().DoubleValue();
+    if (o.Get("userRateLimit").IsNumber()) s.user_rate_limit = o.Get("userRateLimit").As<Napi::Number>().DoubleValue();
     return info.Env().Undefined();
+  }
+  // admit(conn, frame, now) -> AdmitResult: the rate limits alone, for a
+  // frame that meets middleware before it is submitted (submit's
+  // `admitted` then carries the answer).
+  Napi::Value Admit(const Napi::CallbackInfo &info) {
+    void *frame = nullptr;
+    size_t len = 0;
+    if (!frame_bytes(info.Env(), info[1], frame, len)) {
+      error(info.Env(), "E_BAD_ARGUMENT", "admit(conn, frame, now) takes a Uint8Array or an ArrayBuffer").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    int a = router_admit(st_->router, Conn(info[0]), static_cast<const uint8_t *>(frame), len, Now(info[2]));
+    return Napi::Number::New(info.Env(), a);
   }
   Napi::Value CommitFailed(const Napi::CallbackInfo &info) {
     router_commit_failed(st_->router, st_->batch);
@@ -613,9 +607,6 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
 
 void delivery_binding_init(Napi::Env env, Napi::Object exports) {
   exports.Set("Delivery", DeliveryHandle::Define(env));
-  napi_value fn;
-  if (napi_create_function(env, "looksLikeStatus", NAPI_AUTO_LENGTH, FastLooksLikeStatus, nullptr, &fn) == napi_ok)
-    exports.Set("looksLikeStatus", Napi::Value(env, fn));
   // The layout of the views, so lib/delivery.ts takes it from here rather
   // than mirroring it.
   Napi::Object layout = Napi::Object::New(env);
@@ -634,6 +625,13 @@ void delivery_binding_init(Napi::Env env, Napi::Object exports) {
   kinds.Set("ack", double(STORE_ACK));
   kinds.Set("forward", double(STORE_FORWARD));
   layout.Set("opKinds", kinds);
+  Napi::Object admit = Napi::Object::New(env);
+  admit.Set("message", double(ADMIT_MESSAGE));
+  admit.Set("status", double(ADMIT_STATUS));
+  admit.Set("refusedStatus", double(ADMIT_REFUSED_STATUS));
+  admit.Set("refusedConnection", double(ADMIT_REFUSED_CONNECTION));
+  admit.Set("refusedUser", double(ADMIT_REFUSED_USER));
+  layout.Set("admit", admit);
   exports.Set("deliveryLayout", layout);
 }
 

@@ -82,6 +82,7 @@ ConnId directory_login(Directory &d, UserId u, bool binary) {
   c.binary = binary;
   c.pumping = true;
   c.confirmed_at = 0;
+  c.bucket = Bucket{};
   c.stored.clear();
   c.next = usr.first;
   usr.first = id;

@@ -30,6 +30,13 @@ constexpr uint32_t kNone = 0xFFFFFFFFu;
 // (router.h) instead of being written to a connection here.
 constexpr uint32_t kLocalNode = 0;
 
+// A token bucket (admit.h): `tokens` up to the rate, refilled for the time
+// since `at` (ms; 0 until first used, when it starts full).
+struct Bucket {
+  double tokens = 0;
+  uint64_t at = 0;
+};
+
 // A connection as the engine knows it. The embedder keeps its socket in an
 // array indexed by the id; `gen` tells a reused id from the connection a
 // queued write was meant for.
@@ -41,6 +48,7 @@ struct Connection {
   bool pumping = false;  // its stored backlog is still being sent: nothing live is written to it yet
   ConnId next = kNone;   // the user's next connection
   uint64_t confirmed_at = 0;  // ms of the last delivered/read status it sent (durable on)
+  Bucket bucket;              // rate_limit (admit.h); starts full at login
   // Durability off: stored copies the backlog sent it, (sender, 0, id),
   // whose "delivered" deletes the stored copy.
   FlatMap<Key3, uint8_t> stored;
@@ -50,6 +58,9 @@ struct User {
   std::string name;
   bool exists = false;  // a user of the store: a 1:1 message to anyone else is INVALIDDEST
   uint32_t node = kLocalNode;
+  // user_rate_limit, over all its connections; it outlives them, so
+  // reconnecting buys no fresh budget.
+  Bucket bucket;
   ConnId first = kNone;  // its connections, newest first
   uint32_t conns = 0;
   uint32_t pumping = 0;  // connections whose backlog is not done

@@ -111,6 +111,10 @@ struct RouterSettings {
   double max_inbox_bytes = 64 << 20;
   size_t max_connections = 1024;
   size_t max_tracked_receipts = 1000000;
+  // Frames a second (admit.h): rate_limit per connection, user_rate_limit
+  // per user; each bucket's burst is one second's worth.
+  double rate_limit = 100;
+  double user_rate_limit = 300;
   // The send or format middleware stage has a handler: deliveries go
   // through the embedder one recipient at a time (Batch::per_recipient).
   bool per_recipient_stages = false;

@@ -35,6 +35,22 @@ export const StoreOpKind = {
   Forward: L.opKinds.forward,
 } as const;
 
+/**
+ * What admit() (and submit() with admitted 0) says of a client frame: spent
+ * as a message or as a status, or refused by a rate limit (cpp/admit.h).
+ * Refusals are below every wire error.
+ */
+export const Admit = {
+  Message: L.admit.message,
+  Status: L.admit.status,
+  /** A status over rate_limit, with no owed status left. */
+  RefusedStatus: L.admit.refusedStatus,
+  /** A message over the connection's rate_limit. */
+  RefusedConnection: L.admit.refusedConnection,
+  /** A message over user_rate_limit. */
+  RefusedUser: L.admit.refusedUser,
+} as const;
+
 /** When the store room must commit: not at all, after this loop turn (setImmediate), or before answering. */
 export const CommitDue = { None: 0, Soon: 1, Now: 2 } as const;
 
@@ -48,6 +64,9 @@ export interface DeliverySettings {
   maxInboxBytes: number;
   /** Receipt flags remembered for messages in flight (default 1,000,000). */
   maxTrackedReceipts?: number;
+  /** Frames a second per connection and per user (rate_limit, user_rate_limit); defaults 100 and 300. */
+  rateLimit?: number;
+  userRateLimit?: number;
   /** The send or format middleware stage has handlers (setPerRecipient changes it). */
   perRecipientStages?: boolean;
 }
@@ -217,17 +236,24 @@ export class Delivery {
   }
 
   /**
-   * One frame from `from` on `conn` (-1: the backend API) through the core
+   * One frame from `from` on `conn` (-1: the backend API) through the rate
+   * limits (unless `admitted` is what admit() said of it earlier), the core
    * and, when the chain decided (verdict 0 pass or 1 consumed), routed: one
    * N-API call. Returns the core's verdict (2: deferred; route the
-   * 'complete' event with route()) or a negative wire error (the core's
-   * infoArray()/lastErrorDetail() say more, as after submitRaw). The
-   * sender's status is `status`; `outFormat` is what the core encoded.
+   * 'complete' event with route()), a negative wire error (the core's
+   * infoArray()/lastErrorDetail() say more, as after submitRaw) or an Admit
+   * refusal. The sender's status is `status`; `submittedFormat` is what the
+   * core encoded.
    */
-  submit(from: number, conn: number, frame: Uint8Array | ArrayBuffer, now: number): number {
-    const v = this.h.submit(from, conn, frame, now);
+  submit(from: number, conn: number, frame: Uint8Array | ArrayBuffer, now: number, admitted = 0): number {
+    const v = this.h.submit(from, conn, frame, now, admitted);
     if (v === 0 || v === 1) this.sync();
     return v;
+  }
+
+  /** The rate limits alone (Admit), for a frame that meets middleware before it is submitted. */
+  admit(conn: number, frame: Uint8Array | ArrayBuffer, now: number): number {
+    return this.h.admit(conn, frame, now);
   }
 
   /** The forms the last submit() encoded deliveries in (for a deferred message's route()). */
@@ -275,8 +301,8 @@ export class Delivery {
     this.h.setPerRecipient(on);
   }
 
-  /** The settings a config reload changes while running (durable_grace, the inbox limits). */
-  configure(settings: { graceMs?: number; maxInboxMessages?: number; maxInboxBytes?: number }): void {
+  /** The settings a config reload changes while running (durable_grace, the inbox limits, the rate limits). */
+  configure(settings: { graceMs?: number; maxInboxMessages?: number; maxInboxBytes?: number; rateLimit?: number; userRateLimit?: number }): void {
     this.h.configure(settings);
     if (settings.maxInboxMessages !== undefined) this.owedCap = Math.min(2 * settings.maxInboxMessages, 0x7fffffff);
   }

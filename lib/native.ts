@@ -96,7 +96,8 @@ export interface NativeDeliveryEngine {
   groupForget(gid: number): void;
   outFormat(): number;
   route(from: number, conn: number, now: number, out: Buffer, outFormat: number): number;
-  submit(from: number, conn: number, frame: Uint8Array | ArrayBuffer, now: number): number;
+  submit(from: number, conn: number, frame: Uint8Array | ArrayBuffer, now: number, admitted: number): number;
+  admit(conn: number, frame: Uint8Array | ArrayBuffer, now: number): number;
   moduleMessage(from: string, fields: Record<string, unknown>, payload: Uint8Array, now: number): number;
   deliverCopy(recipient: number, from: number, fields: Record<string, unknown>, payload: Uint8Array, now: number): boolean;
   queueAck(conn: number, frame: Uint8Array, binary: boolean): void;
@@ -104,7 +105,7 @@ export interface NativeDeliveryEngine {
   inboxForget(user: number): void;
   inboxRemoved(user: number): void;
   setPerRecipient(on: boolean): void;
-  configure(settings: { graceMs?: number; maxInboxMessages?: number; maxInboxBytes?: number }): void;
+  configure(settings: { graceMs?: number; maxInboxMessages?: number; maxInboxBytes?: number; rateLimit?: number; userRateLimit?: number }): void;
   commitFailed(): void;
   commitBegin(): number;
   committed(epoch: number): void;
@@ -120,6 +121,7 @@ export interface NativeDeliveryLayout {
   opFields: number;
   writeFields: number;
   opKinds: Record<'enqueue' | 'ack' | 'forward', number>;
+  admit: Record<'message' | 'status' | 'refusedStatus' | 'refusedConnection' | 'refusedUser', number>;
 }
 
 /** A value SQLite stores: what a parameter takes and a column gives back (cpp/sqlite_binding.cc). */
@@ -158,8 +160,6 @@ export interface NativeAddon {
   jsonExtract(buf: Uint8Array, key: string, offset?: number): { value: string; next: number } | null;
   Delivery: new (settings: Record<string, unknown>, host: Record<string, unknown>, core?: NativeCoreHandle) => NativeDeliveryEngine;
   deliveryLayout: NativeDeliveryLayout;
-  /** Whether a client frame looks like a status, before it is decoded (the rate limits; cpp/delivery_binding.cc). */
-  looksLikeStatus(frame: Uint8Array | ArrayBuffer): boolean;
   SqliteDb: new (file: string, readonly: boolean, mustExist: boolean, busyTimeoutMs: number) => NativeSqliteDb;
   SqliteStatement: new (db: NativeSqliteDb, sql: string, pluck: boolean) => NativeSqliteStatement;
 }

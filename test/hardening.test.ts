@@ -9,8 +9,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { SwitchboardClient } from '../lib/client';
 import { Server } from '../lib/index';
 import { encodeFrame } from '../lib/wire';
-import { fileDescriptorLimit, FD_RESERVE, newBucket, take } from '../lib/server/limits';
-import { native } from '../lib/native';
+import { fileDescriptorLimit, FD_RESERVE } from '../lib/server/limits';
+import { Admit, Delivery } from '../lib/delivery';
 import { root, tempDir, until } from './helpers';
 import { apiCall, connectPeer, type Peer } from './server-helpers';
 
@@ -363,24 +363,43 @@ describe('rate limits', () => {
     expect(s.stats.statusesRateLimited).toBeGreaterThanOrEqual(70);
   });
 
-  it('the look at a frame before decoding: binary op byte, first JSON "op"', () => {
-    expect(native.looksLikeStatus(Buffer.from('{"op":"status","id":1,"to":"a","status":2}'))).toBe(true);
-    expect(native.looksLikeStatus(Buffer.from('{ "id":1, "op" : "status" }'))).toBe(true);
-    expect(native.looksLikeStatus(Buffer.from('{"op":"msg","id":1,"to":"a"}'))).toBe(false);
-    expect(native.looksLikeStatus(encodeFrame('status', { id: 1, to: 'a', status: 2 }, 'binary'))).toBe(true);
-    expect(native.looksLikeStatus(encodeFrame('msg', { id: 1, to: 'a' }, 'binary'))).toBe(false);
+  it('the look at a frame before decoding (binary op byte, first JSON "op") and the token buckets of the engine\'s admission', () => {
+    // No owed statuses and a budget of 10 a second: a status spends the
+    // connection's bucket, so the look decides which answer comes.
+    const d = new Delivery({ durable: true, graceMs: 50, maxConnections: 4, maxInboxMessages: 10, maxInboxBytes: 1 << 20, rateLimit: 1000, userRateLimit: 1000 });
+    const c = d.login(d.userAdd('alice'), false);
+    const look = (f: Uint8Array | ArrayBuffer) => d.admit(c, f, 1);
+    expect(look(Buffer.from('{"op":"status","id":1,"to":"a","status":2}'))).toBe(Admit.Status);
+    expect(look(Buffer.from('{ "id":1, "op" : "status" }'))).toBe(Admit.Status);
+    expect(look(Buffer.from('{"op":"msg","id":1,"to":"a"}'))).toBe(Admit.Message);
+    expect(look(encodeFrame('status', { id: 1, to: 'a', status: 2 }, 'binary'))).toBe(Admit.Status);
+    expect(look(encodeFrame('msg', { id: 1, to: 'a' }, 'binary'))).toBe(Admit.Message);
     // An ArrayBuffer, as uWebSockets.js gives a frame: no view is made for it.
-    const ab = new TextEncoder().encode('{"op":"status"}').buffer;
-    expect(native.looksLikeStatus(ab)).toBe(true);
-    expect(native.looksLikeStatus(new ArrayBuffer(0))).toBe(false);
-    expect(native.looksLikeStatus(Buffer.from('"op":'))).toBe(false);
-    expect(native.looksLikeStatus(Buffer.from('{"op": "stat'))).toBe(false);
-    const b = newBucket(10, 0);
+    expect(look(new TextEncoder().encode('{"op":"status"}').buffer)).toBe(Admit.Status);
+    expect(look(new ArrayBuffer(0))).toBe(Admit.Message);
+    expect(look(Buffer.from('"op":'))).toBe(Admit.Message);
+    expect(look(Buffer.from('{"op": "stat'))).toBe(Admit.Message);
+    // A bucket of 10 a second starts full, refills smoothly, holds one second's worth.
+    const e = new Delivery({ durable: true, graceMs: 50, maxConnections: 4, maxInboxMessages: 10, maxInboxBytes: 1 << 20, rateLimit: 10, userRateLimit: 1000 });
+    const k = e.login(e.userAdd('bob'), false);
+    const m = Buffer.from('{"op":"msg","id":1,"to":"a"}');
     let n = 0;
-    while (take(b, 10, 10, 0)) n++;
+    while (e.admit(k, m, 1000) === Admit.Message) n++;
     expect(n).toBe(10);
-    expect(take(b, 10, 10, 50)).toBe(false);
-    expect(take(b, 10, 10, 100)).toBe(true);
+    expect(e.admit(k, m, 1050)).toBe(Admit.RefusedConnection);
+    expect(e.admit(k, m, 1100)).toBe(Admit.Message);
+    // Owed statuses (a message written to the connection) are free.
+    e.owe(k);
+    expect(e.admit(k, Buffer.from('{"op":"status"}'), 1100)).toBe(Admit.Status);
+    expect(e.owed[k]).toBe(1);
+    // The user's bucket is shared by its connections, and outlives them.
+    const f = new Delivery({ durable: true, graceMs: 50, maxConnections: 4, maxInboxMessages: 10, maxInboxBytes: 1 << 20, rateLimit: 100, userRateLimit: 3 });
+    const carol = f.userAdd('carol');
+    const c1 = f.login(carol, false), c2 = f.login(carol, false);
+    expect([f.admit(c1, m, 1), f.admit(c2, m, 1), f.admit(c1, m, 1), f.admit(c2, m, 1)]).toEqual([Admit.Message, Admit.Message, Admit.Message, Admit.RefusedUser]);
+    f.logout(c1);
+    f.logout(c2);
+    expect(f.admit(f.login(carol, false), m, 1)).toBe(Admit.RefusedUser);
   });
 
   it('a message disguised as a status (a nested "op" first) still spends the message budget', async () => {

@@ -6,7 +6,6 @@
  * engine's (lib/delivery.ts).
  */
 import type uWS from 'uWebSockets.js';
-import type { Bucket } from './limits';
 
 /** Per-connection state (uWebSockets.js user data). */
 export interface Conn {
@@ -18,9 +17,7 @@ export interface Conn {
   ip: string;
   /** Date.now() at the upgrade: the login deadline runs from here. */
   openedAt: number;
-  /** Message frames of this connection (rate_limit). */
-  bucket: Bucket;
-  /** Message frames of all this user's connections (user_rate_limit); set at login. */
+  /** Shared by this user's connections (max_connections_per_user); set at login. The rate limits are the engine's (cpp/admit.h). */
   user: UserLimits | null;
   /** The delivery engine's ids (lib/delivery.ts): the user's, and this connection's once logged in (-1 before). */
   uid: number;
@@ -37,7 +34,6 @@ export type WS = uWS.WebSocket<Conn>;
 
 /** Shared by one user's connections. */
 export interface UserLimits {
-  bucket: Bucket;
   connections: number;
 }
 

@@ -118,7 +118,11 @@ export class Delivery {
         continue;
       }
       const binary = e.writeBinary(i);
-      if (format && e.writeDelivery(i)) {
+      if (!e.writeDelivery(i)) {
+        this.app.publish(this.topic(conn), e.writeBytes(i), binary);
+        continue;
+      }
+      if (format) {
         const c = ws.getUserData();
         const f = this.formatFrame(c, c.address, Buffer.from(e.writeBytes(i)));
         if (f) this.app.publish(this.topic(conn), f, binary);
@@ -128,7 +132,9 @@ export class Delivery {
       // uWebSockets.js skips a subscriber whose backpressure would pass the
       // limit; such a device would silently miss messages. Close it once it
       // is half way there instead: what it missed waits in the store and
-      // comes on its next connection.
+      // comes on its next connection. Checked after message copies only: a
+      // status missed is sent again by its sender (its message resent, the
+      // duplicate dropped), and a reader that stops is caught at its next copy.
       if (ws.getBufferedAmount() >= MAX_BACKPRESSURE / 2) this.slow(ws);
     }
   }

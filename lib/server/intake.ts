@@ -5,15 +5,15 @@
  * completion; then the frame goes on to the router.
  */
 import type { Core } from '../core';
-import { CommitDue, type Delivery as Engine } from '../delivery';
+import { Admit, CommitDue, type Delivery as Engine } from '../delivery';
 import { SwitchboardError, type ErrorCode } from '../errors';
 import type { Logger } from '../log';
 import { Info, native, VERDICT_DEFERRED } from '../native';
 import type { Commit } from './commit';
 import type { Conn, Connections, WS } from './connections';
-import { charge, has, take, validAddress, type LimitStats } from './limits';
+import { validAddress, type LimitStats } from './limits';
 import type { Presence } from './presence';
-import { OP_STATUS, Status, WIRE_E_TOO_LARGE, WIRE_E_UNKNOWN_OP } from './protocol';
+import { Status, WIRE_E_TOO_LARGE, WIRE_E_UNKNOWN_OP } from './protocol';
 import type { Router } from './router';
 import type { Sessions } from './sessions';
 import type { ServerSettings } from './settings';
@@ -27,14 +27,6 @@ interface Deferred {
   outFormat: number;
   /** A backend API request waiting for the answer: its result, or the error of a commit that failed. */
   api: ((r: SendResult | SwitchboardError) => void) | null;
-}
-
-/** What allow() made of a frame. */
-const enum Admit {
-  Refused,
-  Message,
-  /** Let through as a status, before the core decoded it: charged as a message if it was not one. */
-  Status,
 }
 
 export class Intake {
@@ -55,7 +47,13 @@ export class Intake {
     private readonly logger: Logger,
   ) {}
 
-  /** A WebSocket frame: the ArrayBuffer uWebSockets.js lends for this call only. */
+  /**
+   * A WebSocket frame: the ArrayBuffer uWebSockets.js lends for this call
+   * only. The rate limits (the engine's admission, cpp/admit.h) come first,
+   * before the frame costs anything: in the same native call as the core
+   * and the routing, or, when middleware sees the frame before the chain,
+   * on their own before it.
+   */
   frame(ws: WS, ab: ArrayBuffer, isBinary: boolean): void {
     const c = ws.getUserData();
     if (!c.address) {
@@ -63,9 +61,9 @@ export class Intake {
       return;
     }
     const now = Date.now();
-    const admit = this.allow(ws, c, ab, isBinary, now);
-    if (admit === Admit.Refused) return;
     if (this.stages.beforeChain) {
+      const admitted = this.engine.admit(c.id, ab, now);
+      if (admitted < 0) return this.rateLimited(ws, c, new Uint8Array(ab), isBinary, admitted);
       // Middleware may take its time: the frame must outlive this callback,
       // and frames of one connection keep their order.
       const copy = Buffer.from(ab.slice(0));
@@ -73,12 +71,12 @@ export class Intake {
         if (!c.open) return; // the client resends what was not acknowledged
         return this.stages.runBeforeChain(c.address, 'client', copy, isBinary, (f, ok) => {
           if (!ok) this.ackDropped(ws, c, f);
-          else if (c.open) this.submit(ws, c, f, isBinary, admit, Date.now());
+          else if (c.open) this.submit(ws, c, f, isBinary, admitted, Date.now());
         });
       });
       return;
     }
-    this.submit(ws, c, ab, isBinary, admit, now);
+    this.submit(ws, c, ab, isBinary, 0, now);
   }
 
   /**
@@ -120,8 +118,10 @@ export class Intake {
     });
   }
 
-  private submit(ws: WS, c: Conn, frame: ArrayBuffer | Uint8Array, isBinary: boolean, admit: Admit, now: number): void {
-    const v = this.router.submit(ws, frame, now);
+  /** `admitted`: what the engine's admission said of the frame already, or 0 for the submit to admit it. */
+  private submit(ws: WS, c: Conn, frame: ArrayBuffer | Uint8Array, isBinary: boolean, admitted: number, now: number): void {
+    const v = this.router.submit(ws, frame, now, admitted);
+    if (v <= Admit.RefusedStatus) return this.rateLimited(ws, c, frame instanceof Uint8Array ? frame : new Uint8Array(frame), isBinary, v);
     if (this.logger.enabled('message.in')) this.logFrame(c, v);
     if (v < 0) {
       if (v === WIRE_E_UNKNOWN_OP && !isBinary && this.control(ws, c, frame instanceof Uint8Array ? frame : new Uint8Array(frame))) return;
@@ -132,9 +132,6 @@ export class Intake {
       return;
     }
     const info = this.core.infoArray();
-    // A message whose JSON looked like a status to allow() spends the
-    // message budget after all.
-    if (admit === Admit.Status && info[Info.Op] !== OP_STATUS) this.chargeMessage(c, now);
     if (v === VERDICT_DEFERRED) {
       this.deferred.set(info[Info.Token], { ws, outFormat: this.router.submittedFormat, api: null });
       return;
@@ -184,46 +181,24 @@ export class Intake {
   }
 
   /**
-   * The rate limits, before the frame costs anything: a message spends a
-   * token of the connection's bucket (rate_limit) and of its user's
-   * (user_rate_limit), each a token bucket with a burst of one second's
-   * worth. A status answering a delivery this connection was sent spends
-   * neither (the engine's owed count), so acknowledging a backlog is never limited; other
-   * statuses spend the connection's bucket. A dropped frame gets
-   * E_RATE_LIMITED with its id.
+   * A frame the rate limits refused (`code`, Admit): E_RATE_LIMITED naming
+   * it (a session error: always JSON). A message spends a token of its
+   * connection's bucket (rate_limit) and of its user's (user_rate_limit); a
+   * status answering a delivery this connection was sent spends neither, so
+   * acknowledging a backlog is never limited; other statuses spend the
+   * connection's bucket. Decoding the frame for its id costs only here.
    */
-  private allow(ws: WS, c: Conn, frame: ArrayBuffer, isBinary: boolean, now: number): Admit {
+  private rateLimited(ws: WS, c: Conn, frame: Uint8Array, isBinary: boolean, code: number): void {
     const s = this.settings;
-    if (native.looksLikeStatus(frame)) {
-      const owed = this.engine.owed;
-      if (owed[c.id] > 0) {
-        owed[c.id]--;
-        return Admit.Status;
-      }
-      if (take(c.bucket, s.rateLimit, s.rateLimit, now)) return Admit.Status;
+    let message: string;
+    if (code === Admit.RefusedStatus) {
       this.stats.statusesRateLimited++;
-      this.rateLimited(ws, new Uint8Array(frame), isBinary, `more than ${s.rateLimit} statuses a second for messages this connection was not sent; send statuses only for deliveries`);
-      return Admit.Refused;
+      message = `more than ${s.rateLimit} statuses a second for messages this connection was not sent; send statuses only for deliveries`;
+    } else {
+      this.stats.rateLimited++;
+      const which = code === Admit.RefusedConnection ? `${s.rateLimit} messages a second on this connection` : `${s.userRateLimit} messages a second for all connections of ${c.address}`;
+      message = `more than ${which}; the frame was dropped: send it again later, more slowly`;
     }
-    const user = c.user!;
-    if (has(c.bucket, s.rateLimit, s.rateLimit, now) && take(user.bucket, s.userRateLimit, s.userRateLimit, now)) {
-      c.bucket.tokens--;
-      return Admit.Message;
-    }
-    this.stats.rateLimited++;
-    const which = c.bucket.tokens < 1 ? `${s.rateLimit} messages a second on this connection` : `${s.userRateLimit} messages a second for all connections of ${c.address}`;
-    this.rateLimited(ws, new Uint8Array(frame), isBinary, `more than ${which}; the frame was dropped: send it again later, more slowly`);
-    return Admit.Refused;
-  }
-
-  private chargeMessage(c: Conn, now: number): void {
-    const s = this.settings;
-    charge(c.bucket, s.rateLimit, s.rateLimit, now);
-    charge(c.user!.bucket, s.userRateLimit, s.userRateLimit, now);
-  }
-
-  /** E_RATE_LIMITED naming the dropped frame (a session error: always JSON). Decoding it costs only on this path. */
-  private rateLimited(ws: WS, frame: Uint8Array, isBinary: boolean, message: string): void {
     let id = 0;
     if (isBinary) {
       const d = native.decodeFrame(frame, this.settings.maxMessageSize);
@@ -232,7 +207,6 @@ export class Intake {
       const v = native.jsonExtract(frame, 'id');
       if (v && /^\d+$/.test(v.value)) id = Number(v.value);
     }
-    const c = ws.getUserData();
     this.logger.event('frame.rate_limited', { address: c.address, peer: c.ip, id, reason: message });
     ws.send(JSON.stringify({ op: 'error', code: 'E_RATE_LIMITED' satisfies ErrorCode, message, id }), false);
   }

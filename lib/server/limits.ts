@@ -1,59 +1,13 @@
 /**
  * The limits that keep one client from exhausting the server
- * (docs/config.md, "Limits"): token buckets, connection counts by IP and
- * user, the file-descriptor headroom, and the counters the server exposes
- * as `server.stats` and in `/health`.
- *
- * Nothing here allocates per frame: a bucket is two numbers in an object
- * made once per connection or per user.
+ * (docs/config.md, "Limits"): connection counts by IP and user, the
+ * file-descriptor headroom, and the counters the server exposes as
+ * `server.stats` and in `/health`. The rate limits (token buckets per
+ * connection and per user) are the delivery engine's admission
+ * (cpp/admit.h), met in the same native call as the frame's submit.
  */
 import fs from 'node:fs';
 import type { Logger } from '../log';
-
-/**
- * A token bucket: `rate` tokens a second, at most `burst` saved up. Taking
- * from it refills it for the time since the last take, so the budget is
- * smooth (a fixed one-second window lets 2 × rate through around a second's
- * edge).
- */
-export interface Bucket {
-  tokens: number;
-  /** ms time of the last refill. */
-  at: number;
-}
-
-export function newBucket(burst: number, now: number): Bucket {
-  return { tokens: burst, at: now };
-}
-
-function refill(b: Bucket, rate: number, burst: number, now: number): void {
-  const t = b.tokens + ((now - b.at) * rate) / 1000;
-  b.tokens = t > burst ? burst : t;
-  b.at = now;
-}
-
-/** Takes one token if there is one. */
-export function take(b: Bucket, rate: number, burst: number, now: number): boolean {
-  refill(b, rate, burst, now);
-  if (b.tokens < 1) return false;
-  b.tokens -= 1;
-  return true;
-}
-
-/**
- * Takes one token even when there is none (the bucket goes into debt, down
- * to -burst): for a frame that was let through before its kind was known.
- */
-export function charge(b: Bucket, rate: number, burst: number, now: number): void {
-  refill(b, rate, burst, now);
-  b.tokens = b.tokens - 1 < -burst ? -burst : b.tokens - 1;
-}
-
-/** Whether a bucket has a token, without taking it. */
-export function has(b: Bucket, rate: number, burst: number, now: number): boolean {
-  refill(b, rate, burst, now);
-  return b.tokens >= 1;
-}
 
 /**
  * File descriptors the process may open (the soft RLIMIT_NOFILE; Node

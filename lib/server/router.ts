@@ -46,15 +46,16 @@ export class Router {
   ) {}
 
   /**
-   * One frame from a logged-in connection through the core and, when the
-   * chain decided, routed: the core's verdict (2 deferred: its completion
-   * comes to completed()), or a negative wire error. The core's info slots
+   * One frame from a logged-in connection through the rate limits (unless
+   * `admitted` says they were met already), the core and, when the chain
+   * decided, routed: the core's verdict (2 deferred: its completion comes to
+   * completed()), a negative wire error, or an Admit refusal. The core's info slots
    * describe the frame afterwards, as after Core.submitRaw.
    */
-  submit(ws: WS, frame: ArrayBuffer | Uint8Array, now: number): number {
+  submit(ws: WS, frame: ArrayBuffer | Uint8Array, now: number, admitted: number): number {
     const c = ws.getUserData();
     this.syncStages();
-    const v = this.engine.submit(c.uid, c.id, frame, now);
+    const v = this.engine.submit(c.uid, c.id, frame, now, admitted);
     if (v === 0 || v === 1) this.routed(c.address, ws, c.id);
     return v;
   }

@@ -140,6 +140,7 @@ export class Server {
       {
         durable: settings.durable, graceMs: settings.durableGrace, maxConnections: 1024,
         maxInboxMessages: settings.maxInboxMessages, maxInboxBytes: settings.maxInboxBytes,
+        rateLimit: settings.rateLimit, userRateLimit: settings.userRateLimit,
       },
       {
         loadGroup: (gid) => this.directory.group(gid),
@@ -391,7 +392,7 @@ export class Server {
   /** The reloader changed settings: the engine keeps its own copy of those it reads per message. */
   settingsChanged(): void {
     const s = this.settings;
-    this.engine.configure({ graceMs: s.durableGrace, maxInboxMessages: s.maxInboxMessages, maxInboxBytes: s.maxInboxBytes });
+    this.engine.configure({ graceMs: s.durableGrace, maxInboxMessages: s.maxInboxMessages, maxInboxBytes: s.maxInboxBytes, rateLimit: s.rateLimit, userRateLimit: s.userRateLimit });
   }
 
   /** GET /metrics: the exposition text, or 401 without the metrics_token. */

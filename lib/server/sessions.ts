@@ -13,7 +13,7 @@ import type { Delivery as Engine } from '../delivery';
 import type { Commit } from './commit';
 import type { Conn, Connections, UserLimits, WS } from './connections';
 import { encodeStored, type Delivery } from './delivery';
-import { newBucket, validDevice, type IpCount, type LimitStats } from './limits';
+import { validDevice, type IpCount, type LimitStats } from './limits';
 import type { MetricCounts } from './metrics';
 import { CLOSE_AUTH, CLOSE_BAD_LOGIN, CLOSE_LOGIN_TIMEOUT, CLOSE_TOO_MANY } from './protocol';
 import type { ServerSettings } from './settings';
@@ -78,7 +78,6 @@ export class Sessions {
       open: true,
       ip,
       openedAt: now,
-      bucket: newBucket(s.rateLimit, now),
       user: null,
       uid: -1,
       id: -1,
@@ -176,8 +175,9 @@ export class Sessions {
     if (!c.address) return;
     const left = this.connections.remove(ws);
     if (left < 0) return;
-    // The user's bucket outlives its last connection (until purge()), so
-    // reconnecting does not buy a fresh budget.
+    // The user's count outlives its last connection until purge(); its rate
+    // budget (the engine's) outlives it for good, so reconnecting does not
+    // buy a fresh one.
     if (c.user) c.user.connections--;
     this.stats.connections = this.connections.count;
     // The live copies this user's devices had not confirmed are stored
@@ -245,7 +245,7 @@ export class Sessions {
     ws.end(close, code);
   }
 
-  /** Forgets the rate budgets of users with no connection left (the purge timer). */
+  /** Forgets the users with no connection left (the purge timer). */
   purge(): void {
     for (const [address, u] of this.perUser) if (u.connections === 0) this.perUser.delete(address);
   }
@@ -310,7 +310,7 @@ export class Sessions {
       this.refuse(ws, 'E_TOO_MANY_CONNECTIONS', `${addr} has ${limits.connections} connections, the most the server allows (max_connections_per_user); close one`, CLOSE_TOO_MANY);
       return;
     }
-    if (!limits) this.perUser.set(addr, (limits = { bucket: newBucket(this.settings.userRateLimit, Date.now()), connections: 0 }));
+    if (!limits) this.perUser.set(addr, (limits = { connections: 0 }));
     limits.connections++;
     c.user = limits;
     this.countLogin('ok');
