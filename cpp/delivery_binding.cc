@@ -14,6 +14,7 @@
 #include "delivery_binding.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -71,6 +72,12 @@ struct State {
   std::string to_scratch;
   const double *info_p = nullptr;  // the core's info slots (a Float64Array that never moves)
 };
+
+// ms since the epoch, as Date.now().
+double wall_clock_ms() {
+  using namespace std::chrono;
+  return double(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
+}
 
 // A frame as uWebSockets.js gives it (an ArrayBuffer: no view to make per
 // frame) or a Uint8Array.
@@ -374,7 +381,7 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     return Napi::Number::New(info.Env(), router_out_format(st_->router));
   }
 
-  // submit(fromUid, conn, frame, now, admitted) -> the core's verdict (0
+  // submit(fromUid, conn, frame, admitted, now?) -> the core's verdict (0
   // pass, 1 consumed, 2 deferred), a negative wire error, or an admission
   // refusal (AdmitResult, admit.h): the frame through the rate limits (when
   // `admitted` is 0; otherwise it is what admit() said earlier), the core
@@ -395,13 +402,15 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     void *frame = nullptr;
     if (!st.core_ref || argc < 4 || napi_get_value_uint32(env, argv[0], &from) != napi_ok ||
         from >= st.router.dir.users.size() || napi_get_value_int32(env, argv[1], &conn) != napi_ok ||
-        !frame_bytes(env, argv[2], frame, len) || napi_get_value_double(env, argv[3], &now) != napi_ok ||
-        napi_get_value_int32(env, argv[4], &admitted) != napi_ok) {
+        !frame_bytes(env, argv[2], frame, len) || napi_get_value_int32(env, argv[3], &admitted) != napi_ok) {
       error(Napi::Env(env), "E_BAD_ARGUMENT",
-            "submit(from, conn, frame, now, admitted) needs the core (new Delivery(..., core)), a known user id and a Uint8Array or ArrayBuffer")
+            "submit(from, conn, frame, admitted, now?) needs the core (new Delivery(..., core)), a known user id and a Uint8Array or ArrayBuffer")
           .ThrowAsJavaScriptException();
       return nullptr;
     }
+    // Without `now`, the clock is read here: the caller then passes no
+    // number that JavaScript would have to box.
+    if (argc < 5 || napi_get_value_double(env, argv[4], &now) != napi_ok) now = wall_clock_ms();
     ConnId c = conn < 0 ? kNone : static_cast<ConnId>(conn);
     napi_value v;
     if (admitted == 0) {

@@ -243,10 +243,11 @@ export class Delivery {
    * 'complete' event with route()), a negative wire error (the core's
    * infoArray()/lastErrorDetail() say more, as after submitRaw) or an Admit
    * refusal. The sender's status is `status`; `submittedFormat` is what the
-   * core encoded.
+   * core encoded. Without `now` (ms) the engine reads the clock itself, so
+   * the per-frame call passes no number JavaScript must box.
    */
-  submit(from: number, conn: number, frame: Uint8Array | ArrayBuffer, now: number, admitted = 0): number {
-    const v = this.h.submit(from, conn, frame, now, admitted);
+  submit(from: number, conn: number, frame: Uint8Array | ArrayBuffer, now?: number, admitted = 0): number {
+    const v = now === undefined ? this.h.submit(from, conn, frame, admitted) : this.h.submit(from, conn, frame, admitted, now);
     if (v === 0 || v === 1) this.sync();
     return v;
   }

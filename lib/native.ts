@@ -96,7 +96,7 @@ export interface NativeDeliveryEngine {
   groupForget(gid: number): void;
   outFormat(): number;
   route(from: number, conn: number, now: number, out: Buffer, outFormat: number): number;
-  submit(from: number, conn: number, frame: Uint8Array | ArrayBuffer, now: number, admitted: number): number;
+  submit(from: number, conn: number, frame: Uint8Array | ArrayBuffer, admitted: number, now?: number): number;
   admit(conn: number, frame: Uint8Array | ArrayBuffer, now: number): number;
   moduleMessage(from: string, fields: Record<string, unknown>, payload: Uint8Array, now: number): number;
   deliverCopy(recipient: number, from: number, fields: Record<string, unknown>, payload: Uint8Array, now: number): boolean;

@@ -60,9 +60,8 @@ export class Intake {
       this.sessions.login(ws, ab, isBinary);
       return;
     }
-    const now = Date.now();
     if (this.stages.beforeChain) {
-      const admitted = this.engine.admit(c.id, ab, now);
+      const admitted = this.engine.admit(c.id, ab, Date.now());
       if (admitted < 0) return this.rateLimited(ws, c, new Uint8Array(ab), isBinary, admitted);
       // Middleware may take its time: the frame must outlive this callback,
       // and frames of one connection keep their order.
@@ -71,12 +70,12 @@ export class Intake {
         if (!c.open) return; // the client resends what was not acknowledged
         return this.stages.runBeforeChain(c.address, 'client', copy, isBinary, (f, ok) => {
           if (!ok) this.ackDropped(ws, c, f);
-          else if (c.open) this.submit(ws, c, f, isBinary, admitted, Date.now());
+          else if (c.open) this.submit(ws, c, f, isBinary, admitted);
         });
       });
       return;
     }
-    this.submit(ws, c, ab, isBinary, 0, now);
+    this.submit(ws, c, ab, isBinary, 0);
   }
 
   /**
@@ -119,8 +118,8 @@ export class Intake {
   }
 
   /** `admitted`: what the engine's admission said of the frame already, or 0 for the submit to admit it. */
-  private submit(ws: WS, c: Conn, frame: ArrayBuffer | Uint8Array, isBinary: boolean, admitted: number, now: number): void {
-    const v = this.router.submit(ws, frame, now, admitted);
+  private submit(ws: WS, c: Conn, frame: ArrayBuffer | Uint8Array, isBinary: boolean, admitted: number): void {
+    const v = this.router.submit(ws, frame, admitted);
     if (v <= Admit.RefusedStatus) return this.rateLimited(ws, c, frame instanceof Uint8Array ? frame : new Uint8Array(frame), isBinary, v);
     if (this.logger.enabled('message.in')) this.logFrame(c, v);
     if (v < 0) {

@@ -52,10 +52,10 @@ export class Router {
    * completed()), a negative wire error, or an Admit refusal. The core's info slots
    * describe the frame afterwards, as after Core.submitRaw.
    */
-  submit(ws: WS, frame: ArrayBuffer | Uint8Array, now: number, admitted: number): number {
+  submit(ws: WS, frame: ArrayBuffer | Uint8Array, admitted: number): number {
     const c = ws.getUserData();
     this.syncStages();
-    const v = this.engine.submit(c.uid, c.id, frame, now, admitted);
+    const v = this.engine.submit(c.uid, c.id, frame, undefined, admitted);
     if (v === 0 || v === 1) this.routed(c.address, ws, c.id);
     return v;
   }
@@ -67,7 +67,7 @@ export class Router {
    */
   submitAs(from: string, frame: Uint8Array): { verdict: number; due: number } {
     this.syncStages();
-    const v = this.engine.submit(this.engine.intern(from), -1, frame, Date.now());
+    const v = this.engine.submit(this.engine.intern(from), -1, frame);
     if (v !== 0 && v !== 1) return { verdict: v, due: CommitDue.None };
     return { verdict: v, due: this.routed(from, null, -1) };
   }
