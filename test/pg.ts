@@ -34,9 +34,20 @@ export interface PgServer {
   close(): Promise<void>;
 }
 
+/**
+ * The environment PostgreSQL's programs run with: without the AddressSanitizer
+ * preload of CI's ASan run (.ci/run), which is for the addon inside node,
+ * not for a database server that forks a process per connection.
+ */
+function serverEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.LD_PRELOAD;
+  return env;
+}
+
 /** The folder holding initdb and postgres, or null when PostgreSQL 15 is not installed. */
 export function postgresBinDir(): string | null {
-  const fromConfig = spawnSync('pg_config', ['--bindir'], { encoding: 'utf8' });
+  const fromConfig = spawnSync('pg_config', ['--bindir'], { encoding: 'utf8', env: serverEnv() });
   for (const dir of [fromConfig.status === 0 ? fromConfig.stdout.trim() : '', '/usr/lib/postgresql/15/bin']) {
     if (dir && fs.existsSync(path.join(dir, 'initdb')) && fs.existsSync(path.join(dir, 'postgres'))) return dir;
   }
@@ -101,7 +112,7 @@ export async function startPostgres(opts: StartOptions = {}): Promise<PgServer> 
 
   const init = spawnSync(
     ...who.command(path.join(bin, 'initdb'), ['-D', data, '-U', user, `--pwfile=${pwfile}`, '--auth-local=trust', '--auth-host=scram-sha-256', '-E', 'UTF8', '--locale=C', '--no-sync']),
-    { encoding: 'utf8' },
+    { encoding: 'utf8', env: serverEnv() },
   );
   if (init.status !== 0) {
     fs.rmSync(dir, { recursive: true, force: true });
@@ -130,7 +141,7 @@ export async function startPostgres(opts: StartOptions = {}): Promise<PgServer> 
   const start = async (): Promise<void> => {
     if (child) throw new Error('PostgreSQL is running already');
     const args = ['-D', data, '-p', String(port), '-k', sockets, '-c', 'listen_addresses=127.0.0.1', '-c', `fsync=${opts.fsync === false ? 'off' : 'on'}`];
-    const p = spawn(...who.command(path.join(bin, 'postgres'), args), { stdio: ['ignore', 'ignore', 'pipe'] });
+    const p = spawn(...who.command(path.join(bin, 'postgres'), args), { stdio: ['ignore', 'ignore', 'pipe'], env: serverEnv() });
     child = p;
     log = '';
     p.stderr!.setEncoding('utf8').on('data', (s: string) => {
