@@ -245,6 +245,29 @@ describe('when PostgreSQL goes away', () => {
     else expect([outcome, stored]).toEqual(['E_STORE_WRITE', 0]);
     expect(await inbox(s, 'bob')).toEqual(['alice#0']);
   });
+
+  it('a commit that times out fails with E_STORE_WRITE; if PostgreSQL still commits it, the resends are recognised and dropped', async () => {
+    const db = await pg.createDatabase();
+    const s = await open(db, { timeoutMs: 500 });
+    await pg.query(db, "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$");
+    await pg.query(db, 'CREATE TRIGGER slow_insert BEFORE INSERT ON messages FOR EACH STATEMENT EXECUTE FUNCTION slow_insert()');
+    s.enqueue(msg('bob', 'alice', 1));
+    s.enqueue(msg('bob', 'alice', 2));
+    const started = Date.now();
+    expect(await codeOf(s.commit())).toBe('E_STORE_WRITE');
+    expect(Date.now() - started).toBeLessThan(1400);
+    await pg.query(db, 'DROP TRIGGER slow_insert ON messages');
+    // PostgreSQL finishes the statement it was given: the batch lands after all.
+    const deadline = Date.now() + 10_000;
+    while ((await s.countPending('bob')) < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(await inbox(s, 'bob')).toEqual(['alice#1', 'alice#2']);
+    // The senders were told nothing and resend, in order, behind a new message.
+    s.enqueue(msg('bob', 'alice', 1, { payload: Buffer.from('resent') }));
+    s.enqueue(msg('bob', 'alice', 2, { payload: Buffer.from('resent') }));
+    s.enqueue(msg('bob', 'alice', 3));
+    await s.commit();
+    expect(await inbox(s, 'bob')).toEqual(['alice#1', 'alice#2', 'alice#3']);
+  });
 });
 
 describe('two nodes on one database', () => {

@@ -1,7 +1,9 @@
 /**
  * The store behind store-and-forward, users and groups. The server talks only
  * to this interface, so the embedded SQLite store (`./sqlite`) can be swapped
- * for a networked one (PostgreSQL) without touching the server.
+ * for another engine without touching the server. A networked engine
+ * (PostgreSQL, `./postgres`) answers reads later: it implements `AsyncStore`
+ * (at the end of this file), which the server moves to in issue 15.
  *
  * Durability contract: message writes (`enqueue`, `ack`) are buffered in
  * memory and become durable together, as one batch, at the next `commit()`.
