@@ -119,7 +119,7 @@ export async function startPostgres(opts: StartOptions = {}): Promise<PgServer> 
     throw new Error(`initdb failed (${init.status ?? init.signal}): ${init.stderr || init.stdout}`);
   }
 
-  const port = await freePort();
+  let port = await freePort();
   let child: ChildProcess | undefined;
   let log = '';
   const killOnExit = (): void => {
@@ -129,7 +129,8 @@ export async function startPostgres(opts: StartOptions = {}): Promise<PgServer> 
 
   const url = (db: string, withPassword = true): string => `postgresql://${user}${withPassword ? `:${password}` : ''}@127.0.0.1:${port}/${db}`;
   const query = async (db: string, sql: string, values?: unknown[]): Promise<Record<string, unknown>[]> => {
-    const c = new Client({ connectionString: url(db) });
+    // Bounded: a port that accepts but never answers must not hang the caller.
+    const c = new Client({ connectionString: url(db), connectionTimeoutMillis: 5_000, query_timeout: 60_000 });
     await c.connect();
     try {
       return (await c.query(sql, values)).rows;
@@ -177,7 +178,16 @@ export async function startPostgres(opts: StartOptions = {}): Promise<PgServer> 
 
   let dbs = 0;
   try {
-    await start();
+    // The free port may be taken by someone else before postgres binds it: try another.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await start();
+        break;
+      } catch (e) {
+        if (attempt === 3 || !/could not (bind|create listen socket)/i.test(String(e))) throw e;
+        port = await freePort();
+      }
+    }
   } catch (e) {
     await stop();
     process.off('exit', killOnExit);
