@@ -79,6 +79,28 @@ describe('opening', () => {
     expect(await stores[2].listUsers()).toEqual([]);
   });
 
+  it('once the schema exists, a node needs only the rights to read and write its tables', async () => {
+    const db = await pg.createDatabase();
+    await (await open(db)).close();
+    await pg.query(db, "CREATE ROLE node_rw LOGIN PASSWORD 'rw-secret'");
+    await pg.query(db, 'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO node_rw');
+    await pg.query(db, 'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO node_rw');
+    await pg.query(db, 'REVOKE CREATE ON SCHEMA public FROM PUBLIC');
+    const s = await PostgresStore.open(`postgresql://node_rw:rw-secret@127.0.0.1:${pg.port}/${db}`);
+    opened.push(s);
+    await s.addUser('bob', 'h');
+    s.enqueue(msg('bob', 'alice', 1));
+    s.enqueue(msg('bob', 'alice', 2));
+    await s.commit();
+    s.ack('bob', 'alice', 1);
+    await s.commit();
+    expect(await inbox(s, 'bob')).toEqual(['alice#2']);
+    // The role is cluster-wide: leave none behind for the next database.
+    await s.close();
+    await pg.query(db, 'DROP OWNED BY node_rw');
+    await pg.query(db, 'DROP ROLE node_rw');
+  });
+
   it('refuses a schema written by a newer Switchboard, and changes nothing in it', async () => {
     const db = await pg.createDatabase();
     await (await open(db)).close();

@@ -545,13 +545,16 @@ async function openSchema(pool: Pool, url: string): Promise<void> {
     await client.query('BEGIN');
     // Any fixed key; the lock is released at COMMIT or ROLLBACK.
     await client.query("SELECT pg_advisory_xact_lock(hashtext('switchboard_schema'))");
-    await client.query('CREATE TABLE IF NOT EXISTS switchboard_schema (version integer NOT NULL)');
-    const rows = (await client.query<{ version: number }>('SELECT version FROM switchboard_schema')).rows;
+    // Looked up, not CREATE ... IF NOT EXISTS: once the schema exists, a
+    // node needs no right to create anything, only to read and write.
+    const exists = (await client.query<{ e: boolean }>("SELECT to_regclass('switchboard_schema') IS NOT NULL AS e")).rows[0].e;
+    const rows = exists ? (await client.query<{ version: number }>('SELECT version FROM switchboard_schema')).rows : [];
     const version = rows.length ? rows[0].version : 0;
     if (version > PG_SCHEMA_VERSION) {
       throw new SwitchboardError('E_STORE_VERSION', `The PostgreSQL store at ${redact(url)} has schema version ${version}, written by a newer Switchboard; this one reads up to version ${PG_SCHEMA_VERSION}. Upgrade Switchboard, or point it at another database.`);
     }
     if (version < PG_SCHEMA_VERSION) {
+      await client.query('CREATE TABLE IF NOT EXISTS switchboard_schema (version integer NOT NULL)');
       await client.query(SCHEMA);
       await client.query('DELETE FROM switchboard_schema');
       await client.query('INSERT INTO switchboard_schema (version) VALUES ($1)', [PG_SCHEMA_VERSION]);
