@@ -53,9 +53,11 @@ const SCHEMA = `
   CREATE INDEX IF NOT EXISTS members_by_address ON members (address, gid);
 
   -- An identity is never handed out twice, even after the newest copy is
-  -- deleted, so a seq can safely name a copy outside the store.
+  -- deleted, so a seq can safely name a copy outside the store. No read
+  -- looks a copy up by seq alone: the primary key is the backlog's order
+  -- (recipient, seq), one index fewer for every insert to maintain.
   CREATE TABLE IF NOT EXISTS messages (
-    seq        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    seq        bigint GENERATED ALWAYS AS IDENTITY,
     recipient  text COLLATE "C" NOT NULL,
     sender     text COLLATE "C" NOT NULL,
     id         bigint NOT NULL,
@@ -65,9 +67,9 @@ const SCHEMA = `
     type       bigint NOT NULL,
     expiry     bigint NOT NULL,
     expires_at bigint NOT NULL,
-    payload    bytea NOT NULL
+    payload    bytea NOT NULL,
+    PRIMARY KEY (recipient, seq)
   );
-  CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (recipient, seq);
   -- One copy per recipient, sender and id: a resend after a lost "sent" is
   -- dropped (ON CONFLICT DO NOTHING), and an ack finds its copy by index.
   CREATE UNIQUE INDEX IF NOT EXISTS messages_copy ON messages (recipient, sender, id);
