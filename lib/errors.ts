@@ -106,6 +106,7 @@ export const ERRORS = {
   E_STORE_OPEN: { summary: 'the store cannot be opened or written' },
   E_STORE_VERSION: { summary: 'a newer Switchboard wrote the store' },
   E_STORE_WRITE: { summary: 'a batch of writes to the store failed' },
+  E_STORE_READ: { summary: 'a read from a networked store (PostgreSQL) failed', hint: 'check that the database is up and reachable; nothing was changed' },
   E_STORE_CLOSED: { summary: 'a call on a store that was closed' },
   E_STORE_READONLY: { summary: 'a write on a store opened read-only' },
   E_STORE_ARGUMENT: { summary: 'a store call with an argument of the wrong type or range' },

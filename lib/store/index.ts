@@ -1,2 +1,3 @@
-export type { NewMessage, Store, StoredMessage } from './types';
+export type { AsyncStore, NewMessage, Store, StoredMessage } from './types';
 export { SCHEMA_VERSION, SqliteStore } from './sqlite';
+export { PG_SCHEMA_VERSION, PostgresStore, type PostgresStoreOptions } from './postgres';

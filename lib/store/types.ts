@@ -1,7 +1,9 @@
 /**
  * The store behind store-and-forward, users and groups. The server talks only
  * to this interface, so the embedded SQLite store (`./sqlite`) can be swapped
- * for a networked one (PostgreSQL) without touching the server.
+ * for another engine without touching the server. A networked engine
+ * (PostgreSQL, `./postgres`) answers reads later: it implements `AsyncStore`
+ * (at the end of this file), which the server moves to in issue 15.
  *
  * Durability contract: message writes (`enqueue`, `ack`) are buffered in
  * memory and become durable together, as one batch, at the next `commit()`.
@@ -49,7 +51,8 @@ export type NewMessage = Omit<StoredMessage, 'seq'>;
 /**
  * Errors carry a stable `code` (see SwitchboardError): E_STORE_OPEN,
  * E_STORE_CORRUPT, E_STORE_LOCKED, E_STORE_VERSION when opening; E_STORE_WRITE when a commit
- * fails; E_STORE_READONLY, E_STORE_CLOSED, E_STORE_NO_GROUP, E_STORE_NO_USER,
+ * (or, on a networked store, a user or group change) fails; E_STORE_READ when
+ * a networked store cannot be read; E_STORE_READONLY, E_STORE_CLOSED, E_STORE_NO_GROUP, E_STORE_NO_USER,
  * E_STORE_TOKEN_IN_USE and E_STORE_ARGUMENT for calls the store cannot serve.
  */
 export interface Store {
@@ -161,4 +164,45 @@ export interface Store {
    * The server calls it once no commit is in flight, and awaits it.
    */
   close(): Promise<void> | void;
+}
+
+/**
+ * The store interface the server moves to in issue 15 ("Scale out"), for
+ * engines whose every call crosses a network (PostgreSQL,
+ * lib/store/postgres.ts): the same calls and the same contract as `Store`,
+ * but every read, and every user and group change, returns a Promise, and
+ * so do `commit()` and `close()`. Only the buffering calls stay synchronous:
+ * `enqueue` and `ack` touch nothing but memory, so the routing path never
+ * waits on the store before the batch's commit. docs/store.md lists where
+ * the server has to await each read.
+ */
+export interface AsyncStore {
+  addUser(address: string, tokenHash: string): Promise<boolean>;
+  /** As Store.removeUser; the server must not take a batch until the delete has landed (docs/store.md). */
+  removeUser(address: string): Promise<boolean>;
+  setTokenHash(address: string, tokenHash: string): Promise<boolean>;
+  userByTokenHash(tokenHash: string): Promise<string | null>;
+  userExists(address: string): Promise<boolean>;
+  listUsers(): Promise<string[]>;
+
+  addGroup(gid: number, name: string): Promise<boolean>;
+  removeGroup(gid: number): Promise<boolean>;
+  groupExists(gid: number): Promise<boolean>;
+  editMembers(gid: number, add: string[], remove: string[]): Promise<void>;
+  members(gid: number): Promise<string[]>;
+  groupsOf(address: string): Promise<number[]>;
+
+  enqueue(m: NewMessage): void;
+  ack(recipient: string, sender: string, id: number): void;
+  onCopyDeleted(fn: (recipient: string) => void): () => void;
+  /** As Store.commit, always asynchronous: resolves once the batch is durable, rejects with E_STORE_WRITE. */
+  commit(): Promise<void>;
+  readonly pendingWrites: number;
+
+  pending(recipient: string, limit?: number, afterSeq?: number): Promise<StoredMessage[]>;
+  receiptFlagsPending(mask: number): Promise<{ recipient: string; sender: string; id: number; groupid: number; flags: number }[]>;
+  queued(recipient: string): Promise<{ messages: number; bytes: number }>;
+  countPending(recipient?: string): Promise<number>;
+  purgeExpired(nowMs?: number): Promise<number>;
+  close(): Promise<void>;
 }
