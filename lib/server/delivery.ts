@@ -63,20 +63,36 @@ export class Delivery {
   };
   /** Set by the server once the commit room exists (it performs batches too). */
   commit!: CommitRequests;
+  /** Message copies written to each connection since its buffer was last looked at. */
+  private readonly sinceCheck: number[] = [];
+  /**
+   * Copies written between two looks at a connection's buffer: as many as
+   * fit in a quarter of the backpressure limit at the largest frame, so a
+   * reader that stopped is still closed before uWebSockets.js would skip it.
+   */
+  private readonly checkEvery: number;
 
   constructor(
     private readonly app: uWS.TemplatedApp,
     private readonly engine: Engine,
     private readonly store: Store,
-    private readonly settings: Pick<ServerSettings, 'maxInboxMessages'>,
+    settings: Pick<ServerSettings, 'maxMessageSize'>,
     private readonly connections: Connections,
     private readonly middleware: Middlewares,
     private readonly metrics: MetricCounts,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    // A copy is at most two frames of the largest message (max_message_size is fixed until a restart).
+    this.checkEvery = Math.max(1, Math.floor(MAX_BACKPRESSURE / 4 / (2 * settings.maxMessageSize + 4096)));
+  }
 
-  /** The topic connection `id` subscribes to at login. */
-  topic(id: number): string {
+  /** A connection logged in as `id`: the topic it subscribes to. */
+  opened(id: number): string {
+    this.sinceCheck[id] = 0;
+    return this.topic(id);
+  }
+
+  private topic(id: number): string {
     return (this.topics[id] ??= `#${id}`);
   }
 
@@ -132,10 +148,14 @@ export class Delivery {
       // uWebSockets.js skips a subscriber whose backpressure would pass the
       // limit; such a device would silently miss messages. Close it once it
       // is half way there instead: what it missed waits in the store and
-      // comes on its next connection. Checked after message copies only: a
-      // status missed is sent again by its sender (its message resent, the
-      // duplicate dropped), and a reader that stops is caught at its next copy.
-      if (ws.getBufferedAmount() >= MAX_BACKPRESSURE / 2) this.slow(ws);
+      // comes on its next connection. Looked at after every checkEvery-th
+      // message copy (a native call each time): a status missed is sent
+      // again by its sender (its message resent, the duplicate dropped), and
+      // a reader that stops is caught within a quarter of the limit.
+      if (++this.sinceCheck[conn] >= this.checkEvery) {
+        this.sinceCheck[conn] = 0;
+        if (ws.getBufferedAmount() >= MAX_BACKPRESSURE / 2) this.slow(ws);
+      }
     }
   }
 

@@ -119,7 +119,7 @@ export class Intake {
 
   /** `admitted`: what the engine's admission said of the frame already, or 0 for the submit to admit it. */
   private submit(ws: WS, c: Conn, frame: ArrayBuffer | Uint8Array, isBinary: boolean, admitted: number): void {
-    const v = this.router.submit(ws, frame, admitted);
+    const v = this.router.submit(ws, c, frame, admitted);
     if (v <= Admit.RefusedStatus) return this.rateLimited(ws, c, frame instanceof Uint8Array ? frame : new Uint8Array(frame), isBinary, v);
     if (this.logger.enabled('message.in')) this.logFrame(c, v);
     if (v < 0) {

@@ -17,7 +17,7 @@ import type { Core, Message } from '../core';
 import { CommitDue, type Delivery as Engine } from '../delivery';
 import type { Logger } from '../log';
 import { Info } from '../native';
-import type { WS } from './connections';
+import type { Conn, WS } from './connections';
 import type { Delivery } from './delivery';
 import type { Directory } from './directory';
 import type { Presence } from './presence';
@@ -52,8 +52,7 @@ export class Router {
    * completed()), a negative wire error, or an Admit refusal. The core's info slots
    * describe the frame afterwards, as after Core.submitRaw.
    */
-  submit(ws: WS, frame: ArrayBuffer | Uint8Array, admitted: number): number {
-    const c = ws.getUserData();
+  submit(ws: WS, c: Conn, frame: ArrayBuffer | Uint8Array, admitted: number): number {
     this.syncStages();
     const v = this.engine.submit(c.uid, c.id, frame, undefined, admitted);
     if (v === 0 || v === 1) this.routed(c.address, ws, c.id);

@@ -318,7 +318,7 @@ export class Sessions {
     // Nothing live is written to it until its backlog has been sent (backlogDone).
     c.uid = this.engine.intern(addr);
     c.id = this.engine.login(c.uid, c.binary);
-    ws.subscribe(this.delivery.topic(c.id));
+    ws.subscribe(this.delivery.opened(c.id));
     const first = this.connections.add(ws);
     this.stats.connections = this.connections.count;
     this.core.login(addr, true);
