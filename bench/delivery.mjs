@@ -49,6 +49,7 @@ function run(mode, route) {
     for (let w = 0; w < d.writeCount; w++) send(d.writeConn(w), d.writeBytes(w));
   };
   let now = 1000;
+  let nextExpire = now;
   const one = (k) => {
     const i = k % CONNS;
     const to = (i + 1) % CONNS;
@@ -66,9 +67,11 @@ function run(mode, route) {
       d.committed(d.commitBegin());
       perform();
       now++;
-      if (d.liveWait >= 0) {
+      // The live timer, as the server runs it: every quarter of the grace.
+      if (mode.graceMs && now >= nextExpire) {
         d.expire(now);
         perform();
+        nextExpire = now + Math.ceil(mode.graceMs / 4);
       }
     }
   };

@@ -28,12 +28,20 @@ uint32_t take(std::vector<T> &pool, std::vector<uint32_t> &free) {
   return static_cast<uint32_t>(pool.size() - 1);
 }
 
-void free_copy_if_done(Router &r, uint32_t i) {
+// Frees a copy's record once it is confirmed or stored; its refs in the
+// queue and the late list become stale.
+void free_copy(Router &r, uint32_t i) {
   LiveCopy &lc = r.live.copies[i];
-  if (lc.base != kNone || lc.in_queue || lc.in_late) return;
   lc.more.clear();
   lc.ack = kNone;
+  ++lc.gen;
   r.live.free_copies.push_back(i);
+}
+
+// Whether `ref` still names an unconfirmed copy.
+bool live(const Live &l, const LiveRef &ref) {
+  const LiveCopy &lc = l.copies[ref.i];
+  return lc.gen == ref.gen && lc.base != kNone;
 }
 
 // One fewer copy for the "sent" `a` waits on. After the last one, a
@@ -64,7 +72,7 @@ void settle(Router &r, uint32_t i, Batch &b) {
   lc.base = kNone;
   settle_ack(r, lc.ack, b);
   for (uint32_t a : r.live.copies[i].more) settle_ack(r, a, b);
-  free_copy_if_done(r, i);
+  free_copy(r, i);
 }
 
 // Not confirmed in time (or its recipient left): written to the store, and
@@ -102,11 +110,7 @@ void store_copy(Router &r, uint32_t i, Batch &b) {
 // already arrived.
 void arm(Router &r, uint64_t now, Batch &b) {
   Live &l = r.live;
-  while (l.head < l.queue.size() && r.live.copies[l.queue[l.head]].base == kNone) {
-    uint32_t i = l.queue[l.head++];
-    l.copies[i].in_queue = false;
-    free_copy_if_done(r, i);
-  }
+  while (l.head < l.queue.size() && !live(l, l.queue[l.head])) ++l.head;
   if (l.head >= l.queue.size()) {
     l.queue.clear();
     l.head = 0;
@@ -114,7 +118,7 @@ void arm(Router &r, uint64_t now, Batch &b) {
   uint64_t grace = r.settings.grace_ms;
   int64_t wait = static_cast<int64_t>((grace + 3) / 4);
   if (l.head < l.queue.size()) {
-    int64_t due = static_cast<int64_t>(l.copies[l.queue[l.head]].sent_at + grace) - static_cast<int64_t>(now);
+    int64_t due = static_cast<int64_t>(l.queue[l.head].sent_at + grace) - static_cast<int64_t>(now);
     wait = std::max(due, wait);
   } else if (l.late.empty()) {
     l.timer_armed = false;
@@ -166,11 +170,8 @@ void live_add(Router &r, uint32_t ack, UserId recipient, uint32_t base, uint64_t
   ++lb.refs;
   lc.sent_at = now;
   lc.ack = ack;
-  lc.more.clear();
-  lc.in_queue = true;
-  lc.in_late = false;
   r.live.by_key.put(key, i);
-  r.live.queue.push_back(i);
+  r.live.queue.push_back(LiveRef{i, lc.gen, now});
   if (!r.live.timer_armed) arm(r, now, b);
 }
 
@@ -183,12 +184,12 @@ void live_store_user(Router &r, UserId u, Batch &b) {
   Live &l = r.live;
   // Oldest first: the late ones went out before any still in the queue.
   for (size_t k = 0; k < l.late.size(); ++k) {
-    uint32_t i = l.late[k];
-    if (l.copies[i].base != kNone && (u == kNone || l.copies[i].recipient == u)) store_copy(r, i, b);
+    const LiveRef ref = l.late[k];
+    if (live(l, ref) && (u == kNone || l.copies[ref.i].recipient == u)) store_copy(r, ref.i, b);
   }
   for (size_t k = l.head; k < l.queue.size(); ++k) {
-    uint32_t i = l.queue[k];
-    if (l.copies[i].base != kNone && (u == kNone || l.copies[i].recipient == u)) store_copy(r, i, b);
+    const LiveRef ref = l.queue[k];
+    if (live(l, ref) && (u == kNone || l.copies[ref.i].recipient == u)) store_copy(r, ref.i, b);
   }
 }
 
@@ -217,7 +218,8 @@ void router_expire(Router &r, uint64_t now, Batch &b) {
   uint64_t cap = now > hold_max ? now - hold_max : 0;
   bool busy = now > l.timer_at && double(now - l.timer_at) > double(grace) / 2;
   uint64_t pass = ++l.pass;
-  auto decide = [&](uint32_t i) {
+  auto decide = [&](const LiveRef &ref) {
+    uint32_t i = ref.i;
     UserId u = l.copies[i].recipient;
     User &usr = r.dir.users[u];
     bool alive = false;
@@ -230,27 +232,19 @@ void router_expire(Router &r, uint64_t now, Batch &b) {
       }
       alive = usr.confirming;
     }
-    if ((busy || alive) && l.copies[i].sent_at > cap) {
-      l.copies[i].in_late = true;
-      l.late.push_back(i);
-    } else {
-      store_copy(r, i, b);
-    }
+    if ((busy || alive) && ref.sent_at > cap) l.late.push_back(ref);
+    else store_copy(r, i, b);
   };
   l.late_scratch.swap(l.late);
   l.late.clear();
-  for (uint32_t i : l.late_scratch) {
-    l.copies[i].in_late = false;
-    if (l.copies[i].base != kNone) decide(i);
-    else free_copy_if_done(r, i);
-  }
+  for (const LiveRef &ref : l.late_scratch)
+    if (live(l, ref)) decide(ref);
   l.late_scratch.clear();
-  // Copies went out in queue order, so the expired ones are a prefix.
-  while (l.head < l.queue.size() && l.copies[l.queue[l.head]].sent_at <= due) {
-    uint32_t i = l.queue[l.head++];
-    l.copies[i].in_queue = false;
-    if (l.copies[i].base != kNone) decide(i);
-    else free_copy_if_done(r, i);
+  // Copies went out in queue order, so the expired ones are a prefix
+  // (stale refs, of copies confirmed since, are skipped).
+  while (l.head < l.queue.size() && l.queue[l.head].sent_at <= due) {
+    const LiveRef ref = l.queue[l.head++];
+    if (live(l, ref)) decide(ref);
   }
   if (l.head > 1024 && l.head * 2 > l.queue.size()) {
     l.queue.erase(l.queue.begin(), l.queue.begin() + static_cast<std::ptrdiff_t>(l.head));

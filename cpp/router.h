@@ -168,7 +168,18 @@ struct LiveCopy {
   uint64_t sent_at = 0;
   uint32_t ack = kNone;
   std::vector<uint32_t> more;  // acks of resends while it was live
-  bool in_queue = false, in_late = false;
+  // Changes each time the record is freed: a LiveRef to an older use of
+  // the record no longer names it.
+  uint32_t gen = 0;
+};
+// A copy in the send-order queue or the late list: its record and the
+// use of it (gen), with the send time kept here, so the expiry pass reads
+// the queue without touching records. A copy's record is freed as soon as
+// it is confirmed or stored (and reused while it is still in cache); its
+// refs are then stale and skipped.
+struct LiveRef {
+  uint32_t i, gen;
+  uint64_t sent_at;
 };
 struct Live {
   std::vector<LiveCopy> copies;
@@ -178,9 +189,9 @@ struct Live {
   std::vector<LiveAck> acks;
   std::vector<uint32_t> free_acks;
   FlatMap<Key3, uint32_t> by_key;  // unconfirmed copies
-  std::vector<uint32_t> queue;     // in the order they were sent
+  std::vector<LiveRef> queue;      // in the order they were sent
   size_t head = 0;
-  std::vector<uint32_t> late, late_scratch;  // past the grace, given more time
+  std::vector<LiveRef> late, late_scratch;  // past the grace, given more time
   bool timer_armed = false;
   uint64_t timer_at = 0;  // when the timer should fire: how late it does shows how busy the loop is
   uint64_t pass = 0;
