@@ -130,3 +130,24 @@ describe('inbox count', () => {
     expect(s.store.countPending('bob')).toBe(1);
   });
 });
+
+describe('many connections', () => {
+  it('more than the engine\'s first table holds: it grows, and every connection gets its copies and its "sent"s, including ids reused after closes', async () => {
+    const s = await start('durable = off\n');
+    const n = 150;
+    const peers: { ws: WebSocket; frames: unknown[] }[] = [];
+    for (let i = 0; i < n; i++) peers.push(await raw(s, await user(s, `u${i}`)));
+    // Close some in the middle and log new ones in: their ids are reused.
+    for (const i of [3, 70, 140]) peers[i].ws.close();
+    await until(() => s.stats.connections === n - 3);
+    for (const i of [3, 70, 140]) peers[i] = await raw(s, await user(s, `v${i}`));
+    const name = (i: number) => ([3, 70, 140].includes(i) ? `v${i}` : `u${i}`);
+    // Each sends one message to the next one round the ring.
+    await until(() => peers.every((p) => p.frames.some((f) => (f as { op?: string }).op === 'hello')));
+    for (let i = 0; i < n; i++) peers[i].ws.send(JSON.stringify({ op: 'msg', id: 1000 + i, to: name((i + 1) % n), data: `from ${name(i)}` }));
+    const got = (i: number) => peers[i].frames.find((f) => (f as { op?: string }).op === 'msg') as { from: string; data: string } | undefined;
+    const sent = (i: number) => peers[i].frames.some((f) => (f as { op?: string; status?: number }).op === 'status' && (f as { status?: number }).status === 1);
+    await until(() => peers.every((_, i) => got(i) && sent(i)));
+    for (let i = 0; i < n; i++) expect(got(i)).toMatchObject({ from: name((i + n - 1) % n) });
+  });
+});

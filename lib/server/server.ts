@@ -138,7 +138,10 @@ export class Server {
     // group commit, and it is read again when it says full).
     const engine = new Engine(
       {
-        durable: settings.durable, graceMs: settings.durableGrace, maxConnections: 1024,
+        durable: settings.durable, graceMs: settings.durableGrace,
+        // Room for this many at first; the table doubles when full (the
+        // server's own limits decide how many connections there are).
+        maxConnections: 64,
         maxInboxMessages: settings.maxInboxMessages, maxInboxBytes: settings.maxInboxBytes,
         rateLimit: settings.rateLimit, userRateLimit: settings.userRateLimit,
       },
