@@ -20,17 +20,8 @@ export const Status = {
 /** Message flags (MOD_MESIBO_MSGFLAG_* in include/module.h). */
 export const FLAG_DELIVERY_RECEIPT = 0x1;
 export const FLAG_READ_RECEIPT = 0x2;
-export const FLAG_TRANSIENT = 0x4;
 /** The flags that ask for a receipt. */
 export const FLAG_RECEIPTS = FLAG_DELIVERY_RECEIPT | FLAG_READ_RECEIPT;
-
-/** Info.Op of a status frame (WIRE_OP_STATUS in cpp/wire.h). */
-export const OP_STATUS = 2;
-
-/** The forms submit encodes a delivery in (WIRE_JSON, WIRE_BINARY in cpp/wire.h; OUT_BOTH in cpp/core.h). */
-export const OUT_JSON = 0;
-export const OUT_BINARY = 1;
-export const OUT_BOTH = 2;
 
 /** Refusals submit returns (WireError in cpp/wire.h) that the server treats on their own. */
 export const WIRE_E_TOO_LARGE = -2;
