@@ -20,6 +20,7 @@ import { Pool, types as pgTypes, type PoolConfig, type QueryConfig } from 'pg';
 import { SwitchboardError } from '../errors';
 import { checkMessage } from './sqlite';
 import type { AsyncStore, NewMessage, StoredMessage } from './types';
+import { WriteBuffer, type Write } from './write-buffer';
 
 /** Stored in switchboard_schema. Bump it, and migrate in openSchema(), when the tables change. */
 export const PG_SCHEMA_VERSION = 1;
@@ -145,14 +146,6 @@ const SQL = {
   purgeExpired: statement('purge_expired', 'DELETE FROM messages WHERE expires_at > 0 AND expires_at <= $1'),
 };
 
-/** A buffered write; null once cancelled by an ack or a removeUser. */
-type Write = { kind: 'enqueue'; m: NewMessage } | { kind: 'ack'; recipient: string; sender: string; id: number } | null;
-
-/** Names one copy without ambiguity whatever characters the addresses hold. */
-function copyKey(recipient: string, sender: string, id: number): string {
-  return `${recipient.length}:${recipient}${sender.length}:${sender}${id}`;
-}
-
 // Every count and id the store reads is a bigint, far below 2^53: numbers,
 // as the SQLite store returns them, not pg's default strings. Per pool, so
 // the application's own use of pg keeps its parsers.
@@ -186,12 +179,7 @@ export class PostgresStore implements AsyncStore {
   /** The commit in flight, if any: the caller keeps at most one. */
   private flight?: Promise<void>;
 
-  // The write buffer, in the order the writes were made.
-  private writes: Write[] = [];
-  private live = 0;
-  /** Buffered enqueues by copyKey, so an ack can cancel them. */
-  private enqueued = new Map<string, number[]>();
-  private readonly deletedListeners = new Set<(recipient: string) => void>();
+  private readonly buffer = new WriteBuffer();
 
   private constructor(
     private readonly url: string,
@@ -256,7 +244,7 @@ export class PostgresStore implements AsyncStore {
 
   async removeUser(address: string): Promise<boolean> {
     this.checkOpen();
-    this.dropBufferedFor(address);
+    this.buffer.dropFor(address);
     return (await this.write(SQL.removeUser([address]))).rowCount! > 0;
   }
 
@@ -339,30 +327,18 @@ export class PostgresStore implements AsyncStore {
     checkMessage(m);
     // PostgreSQL text cannot hold NUL: such a copy would fail its whole batch.
     if (m.recipient.includes('\0') || m.sender.includes('\0')) throw argumentError("A stored message's recipient and sender must not contain a NUL character.");
-    const key = copyKey(m.recipient, m.sender, m.id);
-    const at = this.enqueued.get(key);
-    if (at) at.push(this.writes.length);
-    else this.enqueued.set(key, [this.writes.length]);
-    this.writes.push({ kind: 'enqueue', m });
-    this.live++;
+    this.buffer.enqueue(m);
   }
 
   ack(recipient: string, sender: string, id: number): void {
     this.checkOpen();
-    const key = copyKey(recipient, sender, id);
-    for (const i of this.enqueued.get(key) ?? []) if (this.cancel(i)) this.copyDeleted(recipient);
-    this.enqueued.delete(key);
     // No committed copy can have such a name, and the ack would fail its batch.
-    if (recipient.includes('\0') || sender.includes('\0') || !Number.isSafeInteger(id) || id < 0) return;
-    // Still needed: a copy of that name may already be committed (the
-    // commit reports it, if there was one).
-    this.writes.push({ kind: 'ack', recipient, sender, id });
-    this.live++;
+    if (recipient.includes('\0') || sender.includes('\0') || !Number.isSafeInteger(id) || id < 0) this.buffer.cancelBuffered(recipient, sender, id);
+    else this.buffer.ack(recipient, sender, id);
   }
 
   onCopyDeleted(fn: (recipient: string) => void): () => void {
-    this.deletedListeners.add(fn);
-    return () => void this.deletedListeners.delete(fn);
+    return this.buffer.onCopyDeleted(fn);
   }
 
   /**
@@ -378,7 +354,7 @@ export class PostgresStore implements AsyncStore {
   }
 
   get pendingWrites(): number {
-    return this.live;
+    return this.buffer.size;
   }
 
   async pending(recipient: string, limit = -1, afterSeq = 0): Promise<StoredMessage[]> {
@@ -407,7 +383,7 @@ export class PostgresStore implements AsyncStore {
   close(): Promise<void> {
     this.closing ??= (async () => {
       await this.flight?.catch(() => undefined);
-      if (this.live > 0) await this.commitBuffer().catch(() => undefined);
+      if (this.buffer.size > 0) await this.commitBuffer().catch(() => undefined);
       await Promise.allSettled([this.pool.end(), this.writer.end()]);
     })();
     return this.closing;
@@ -416,18 +392,17 @@ export class PostgresStore implements AsyncStore {
   // ---- internals -----------------------------------------------------------
 
   private commitBuffer(): Promise<void> {
-    const writes = this.writes;
-    const count = this.live;
-    this.clearBuffer();
+    const count = this.buffer.size;
+    const writes = this.buffer.take();
     if (count === 0) return Promise.resolve();
     const flight = this.writer.query<{ r: string }>(SQL.commit(batchArrays(writes))).then(
       (res) => {
         this.flight = undefined;
-        for (const row of res.rows) this.copyDeleted(row.r);
+        for (const row of res.rows) this.buffer.copyDeleted(row.r);
       },
       (e: unknown) => {
         this.flight = undefined;
-        this.clearBuffer();
+        this.buffer.clear();
         throw new SwitchboardError('E_STORE_WRITE', `Could not commit ${count} buffered store writes to PostgreSQL at ${redact(this.url)}: ${(e as Error).message}. Nothing of this batch was stored; check that the database is up and reachable.`, { detail: pgCode(e) || undefined });
       },
     );
@@ -450,31 +425,6 @@ export class PostgresStore implements AsyncStore {
     } catch (e) {
       throw storeError('E_STORE_WRITE', this.url, e);
     }
-  }
-
-  private clearBuffer(): void {
-    this.writes = [];
-    this.enqueued.clear();
-    this.live = 0;
-  }
-
-  private copyDeleted(recipient: string): void {
-    for (const fn of this.deletedListeners) fn(recipient);
-  }
-
-  /** Returns whether the write was still there to cancel. */
-  private cancel(i: number): boolean {
-    if (this.writes[i] === null) return false;
-    this.writes[i] = null;
-    this.live--;
-    return true;
-  }
-
-  /** A removed user's buffered copies must not be written after its committed ones are deleted. */
-  private dropBufferedFor(address: string): void {
-    this.writes.forEach((w, i) => {
-      if (w !== null && (w.kind === 'enqueue' ? w.m.recipient : w.recipient) === address) this.cancel(i);
-    });
   }
 
   private checkOpen(): void {

@@ -13,6 +13,7 @@
 import { SwitchboardError } from '../errors';
 import { Database } from './db';
 import type { NewMessage, Store, StoredMessage } from './types';
+import { WriteBuffer, type Write } from './write-buffer';
 
 /** Stored in PRAGMA user_version. Bump it, and migrate in openSchema(), when the tables change. */
 export const SCHEMA_VERSION = 2;
@@ -61,14 +62,6 @@ const SCHEMA = `
 
 const MESSAGE_COLUMNS = 'seq, recipient, sender, id, refid, groupid, flags, type, expiry, expires_at AS expiresAt, payload';
 const UNEXPIRED = '(expires_at = 0 OR expires_at > ?)';
-
-/** A buffered write; null once cancelled by an ack or a removeUser. */
-type Write = { kind: 'enqueue'; m: NewMessage } | { kind: 'ack'; recipient: string; sender: string; id: number } | null;
-
-/** Names one copy without ambiguity whatever characters the addresses hold. */
-function copyKey(recipient: string, sender: string, id: number): string {
-  return `${recipient.length}:${recipient}${sender.length}:${sender}${id}`;
-}
 
 function sqliteCode(e: unknown): string {
   return String((e as { code?: unknown }).code ?? '');
@@ -173,16 +166,11 @@ export class SqliteStore implements Store {
   private readonly readonly: boolean;
   private closed = false;
 
-  // The write buffer, in the order the writes were made.
-  private writes: Write[] = [];
-  private live = 0;
-  /** Buffered enqueues by copyKey, so an ack can cancel them. */
-  private enqueued = new Map<string, number[]>();
-  private readonly deletedListeners = new Set<(recipient: string) => void>();
+  private readonly buffer = new WriteBuffer();
 
   private readonly sql: ReturnType<typeof prepareStatements>;
   /** Commits `writes`; the recipient of each committed copy an ack deleted is pushed to `deleted`. */
-  private readonly commitWrites: (writes: Write[], deleted: string[]) => number;
+  private readonly commitWrites: (writes: readonly Write[], deleted: string[]) => number;
   private readonly removeUserTx: (address: string) => boolean;
   private readonly editMembersTx: (gid: number, add: string[], remove: string[]) => void;
 
@@ -230,7 +218,7 @@ export class SqliteStore implements Store {
     this.sql = prepareStatements(db);
 
     const sql = this.sql;
-    this.commitWrites = db.transaction((writes: Write[], deleted: string[]) => {
+    this.commitWrites = db.transaction((writes: readonly Write[], deleted: string[]) => {
       let n = 0;
       for (const w of writes) {
         if (w === null) continue;
@@ -267,7 +255,7 @@ export class SqliteStore implements Store {
 
   removeUser(address: string): boolean {
     this.checkWritable();
-    this.dropBufferedFor(address);
+    this.buffer.dropFor(address);
     return this.removeUserTx(address);
   }
 
@@ -329,28 +317,16 @@ export class SqliteStore implements Store {
   enqueue(m: NewMessage): void {
     this.checkWritable();
     checkMessage(m);
-    const key = copyKey(m.recipient, m.sender, m.id);
-    const at = this.enqueued.get(key);
-    if (at) at.push(this.writes.length);
-    else this.enqueued.set(key, [this.writes.length]);
-    this.writes.push({ kind: 'enqueue', m });
-    this.live++;
+    this.buffer.enqueue(m);
   }
 
   ack(recipient: string, sender: string, id: number): void {
     this.checkWritable();
-    const key = copyKey(recipient, sender, id);
-    for (const i of this.enqueued.get(key) ?? []) if (this.cancel(i)) this.copyDeleted(recipient);
-    this.enqueued.delete(key);
-    // Still needed: a copy of that name may already be committed (the
-    // commit reports it, if there was one).
-    this.writes.push({ kind: 'ack', recipient, sender, id });
-    this.live++;
+    this.buffer.ack(recipient, sender, id);
   }
 
   onCopyDeleted(fn: (recipient: string) => void): () => void {
-    this.deletedListeners.add(fn);
-    return () => void this.deletedListeners.delete(fn);
+    return this.buffer.onCopyDeleted(fn);
   }
 
   /** The Store contract's commit: synchronous, and on failure the batch is dropped (the server answers for it). */
@@ -358,7 +334,7 @@ export class SqliteStore implements Store {
     try {
       this.flush();
     } catch (e) {
-      this.clearBuffer();
+      this.buffer.clear();
       throw e;
     }
   }
@@ -371,25 +347,25 @@ export class SqliteStore implements Store {
    */
   flush(): number {
     this.checkOpen();
-    if (this.live === 0) {
-      this.clearBuffer();
+    if (this.buffer.size === 0) {
+      this.buffer.clear();
       return 0;
     }
     let n: number;
     const deleted: string[] = [];
     try {
-      n = this.commitWrites(this.writes, deleted);
+      n = this.commitWrites(this.buffer.entries, deleted);
     } catch (e) {
       // Rolled back: keep the buffer so the next flush retries it.
-      throw new SwitchboardError('E_STORE_WRITE', `Could not commit ${this.live} buffered store writes: ${(e as Error).message}. Nothing of this batch was stored; check the disk holding the store file.`, { detail: sqliteCode(e) || undefined });
+      throw new SwitchboardError('E_STORE_WRITE', `Could not commit ${this.buffer.size} buffered store writes: ${(e as Error).message}. Nothing of this batch was stored; check the disk holding the store file.`, { detail: sqliteCode(e) || undefined });
     }
-    this.clearBuffer();
-    for (const r of deleted) this.copyDeleted(r);
+    this.buffer.clear();
+    for (const r of deleted) this.buffer.copyDeleted(r);
     return n;
   }
 
   get pendingWrites(): number {
-    return this.live;
+    return this.buffer.size;
   }
 
   pending(recipient: string, limit = -1, afterSeq = 0): StoredMessage[] {
@@ -429,31 +405,6 @@ export class SqliteStore implements Store {
   }
 
   // ---- internals -----------------------------------------------------------
-
-  private clearBuffer(): void {
-    this.writes = [];
-    this.enqueued.clear();
-    this.live = 0;
-  }
-
-  private copyDeleted(recipient: string): void {
-    for (const fn of this.deletedListeners) fn(recipient);
-  }
-
-  /** Returns whether the write was still there to cancel. */
-  private cancel(i: number): boolean {
-    if (this.writes[i] === null) return false;
-    this.writes[i] = null;
-    this.live--;
-    return true;
-  }
-
-  /** A removed user's buffered copies must not be written after its committed ones are deleted. */
-  private dropBufferedFor(address: string): void {
-    this.writes.forEach((w, i) => {
-      if (w !== null && (w.kind === 'enqueue' ? w.m.recipient : w.recipient) === address) this.cancel(i);
-    });
-  }
 
   /** Two users with one token hash would make login ambiguous, so the column is UNIQUE. */
   private withTokenCheck(write: () => boolean): boolean {
