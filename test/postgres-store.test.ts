@@ -7,8 +7,8 @@
 // one database (two nodes) see each other's commits.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PG_SCHEMA_VERSION, PostgresStore } from '../lib/store/postgres';
-import type { NewMessage } from '../lib/store/types';
 import { startPostgres, type PgServer } from './pg';
+import { codeOf, inbox, msg } from './store-helpers';
 
 let pg: PgServer;
 beforeAll(async () => {
@@ -28,23 +28,6 @@ afterEach(async () => {
   if (!pg.running) await pg.start();
   for (const s of opened.splice(0)) await s.close();
 });
-
-function msg(recipient: string, sender: string, id: number, more: Partial<NewMessage> = {}): NewMessage {
-  return { recipient, sender, id, refid: 0, groupid: 0, flags: 0, type: 0, expiry: 0, expiresAt: 0, payload: Buffer.from(`${sender}#${id}`), ...more };
-}
-
-async function inbox(s: PostgresStore, recipient: string): Promise<string[]> {
-  return (await s.pending(recipient)).map((m) => m.payload.toString());
-}
-
-async function codeOf(p: Promise<unknown> | (() => unknown)): Promise<string> {
-  try {
-    await (typeof p === 'function' ? p() : p);
-  } catch (e) {
-    return String((e as { code?: unknown }).code);
-  }
-  return 'no error';
-}
 
 async function messageOf(p: Promise<unknown>): Promise<string> {
   try {

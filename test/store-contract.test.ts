@@ -12,9 +12,10 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Database } from '../lib/store/db';
 import { PostgresStore } from '../lib/store/postgres';
 import { SqliteStore } from '../lib/store/sqlite';
-import type { AsyncStore, NewMessage, Store } from '../lib/store/types';
+import type { AsyncStore, Store } from '../lib/store/types';
 import { AsyncSqliteStore } from './async-store';
 import { startPostgres, type PgServer } from './pg';
+import { codeOf, inbox, msg } from './store-helpers';
 
 type AnyStore = Store | AsyncStore;
 
@@ -78,27 +79,9 @@ const engines: Engine[] = [
   },
 ];
 
-function msg(recipient: string, sender: string, id: number, more: Partial<NewMessage> = {}): NewMessage {
-  return { recipient, sender, id, refid: 0, groupid: 0, flags: 0, type: 0, expiry: 0, expiresAt: 0, payload: Buffer.from(`${sender}#${id}`), ...more };
-}
-
 /** Whatever commit() returns, as a Promise (a synchronous throw becomes a rejection). */
 async function commit(s: AnyStore): Promise<void> {
   await s.commit();
-}
-
-/** "sender#id" of each committed copy for the recipient, in delivery order. */
-async function inbox(s: AnyStore, recipient: string): Promise<string[]> {
-  return (await s.pending(recipient)).map((m) => m.payload.toString());
-}
-
-async function codeOf(p: Promise<unknown> | (() => unknown)): Promise<string> {
-  try {
-    await (typeof p === 'function' ? p() : p);
-  } catch (e) {
-    return String((e as { code?: unknown }).code);
-  }
-  return 'no error';
 }
 
 describe.each(engines)('the store contract: $name', (engine) => {

@@ -8,7 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Database } from '../lib/store/db';
-import { SqliteStore, type NewMessage, type Store } from '../lib/store/index';
+import { SqliteStore, type Store } from '../lib/store/index';
+import { msg } from './store-helpers';
 
 const root = path.resolve(__dirname, '..');
 
@@ -31,10 +32,6 @@ function open(file = storeFile(), opts?: { readonly?: boolean }): SqliteStore {
 afterEach(() => {
   for (const s of opened.splice(0)) s.close();
 });
-
-function msg(recipient: string, sender: string, id: number, more: Partial<NewMessage> = {}): NewMessage {
-  return { recipient, sender, id, refid: 0, groupid: 0, flags: 0, type: 0, expiry: 0, expiresAt: 0, payload: Buffer.from(`${sender}#${id}`), ...more };
-}
 
 /** "sender#id" of each committed copy for the recipient, in delivery order. */
 function inbox(s: Store, recipient: string): string[] {
