@@ -556,6 +556,7 @@ bool router_deliver_copy(Router &r, UserId rc, UserId from, const mesibo_message
   op.payload_len = static_cast<uint32_t>(len);
   ++r.counters.copies_stored;
   router_inbox_added(r, rc, len);
+  b.commit = std::max(b.commit, int(COMMIT_SOON));
   return true;
 }
 

@@ -287,8 +287,9 @@ int router_module_message(Router &r, std::string_view from, const mesibo_message
 
 // One recipient's copy of a message the embedder delivers itself (after
 // the send middleware stage): stored as the rules say, written now or held
-// for the commit. Returns whether it was stored (the sender's "sent" then
-// waits for the commit: router_queue_ack). Appends to `b` without clearing it.
+// for the commit; a stored copy asks for the commit (COMMIT_SOON). Returns
+// whether it was stored (the sender's "sent" then waits for the commit:
+// router_queue_ack). Appends to `b` without clearing it.
 bool router_deliver_copy(Router &r, UserId recipient, UserId from, const mesibo_message_params_t &p,
                          const char *payload, size_t len, uint64_t now, Batch &b);
 // A "sent" for connection `c` that goes out after the next commit.

@@ -34,7 +34,7 @@ export function encodeStored(m: NewMessage, binary: boolean): Buffer {
   return native.encodeFrame('msg', { id: m.id, from: m.sender, to: m.groupid ? '' : m.recipient, groupid: m.groupid, refid: m.refid, flags: m.flags, type: m.type, expiry: m.expiry, payload: m.payload }, binary ? 1 : 0);
 }
 
-/** The group commit, as the delivery room asks for it (commit.ts). */
+/** The group commit, as the delivery room asks for it when a batch says so (commit.ts). */
 export interface CommitRequests {
   schedule(): void;
 }

@@ -170,10 +170,8 @@ export class Router {
     const one = (): void => {
       if (--remaining > 0) return;
       this.stages.forget(from, m.id);
-      if (!ack) {
-        if (stored) this.delivery.commit.schedule();
-        return;
-      }
+      // A stored copy asked for the commit itself (its batch's CommitDue).
+      if (!ack) return;
       if (stored) {
         this.engine.queueAck(ack.conn, ack.frame, ack.binary);
         this.delivery.perform();
