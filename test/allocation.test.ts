@@ -7,9 +7,9 @@
 // The delivery engine decides in C++ and hands back a batch read in place,
 // so the server's own code may allocate nothing per message but one view
 // per write (Delivery.writeBytes: uWebSockets.js's publish takes a typed
-// array of the write's exact bytes). What uWebSockets.js itself makes per
-// frame (the ArrayBuffer it lends the handler) is not the server's code
-// and is reported beside it.
+// array of the write's exact bytes). What the process allocates outside
+// the server's code (uWebSockets.js lends each handler an ArrayBuffer) is
+// reported beside it, as a total.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
