@@ -384,10 +384,10 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     return Napi::Boolean::New(info.Env(), written);
   }
 
-  // remoteStatus(fromUid, toUid, id, status)
+  // remoteStatus(fromUid, toUid, id, status, now)
   Napi::Value RemoteStatus(const Napi::CallbackInfo &info) {
     Enter(info.Env());
-    router_remote_status(st_->router, U32(info[0]), U32(info[1]), U32(info[2]), U32(info[3]), st_->batch);
+    router_remote_status(st_->router, U32(info[0]), U32(info[1]), U32(info[2]), U32(info[3]), Now(info[4]), st_->batch);
     Publish(info.Env(), 0);
     return info.Env().Undefined();
   }

@@ -62,6 +62,9 @@ struct User {
   // copy for it is then also handed out as a STORE_FORWARD operation
   // (router.h), besides what is written to its connections here.
   uint32_t remote = 0;
+  // ms of the last delivered/read status its devices on other nodes sent
+  // (router_remote_status): it is still confirming (live.cc).
+  uint64_t remote_confirmed_at = 0;
   // user_rate_limit, over all its connections; it outlives them, so
   // reconnecting buys no fresh budget.
   Bucket bucket;

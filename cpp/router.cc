@@ -247,13 +247,14 @@ int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
 }
 
 // A copy for `rc`, who has connections on other nodes: handed out
-// (STORE_FORWARD). With durability on (and not transient) it is stored
-// here first and handed out after that commit, so "sent" means what it
-// means on one node; returns whether it was stored.
+// (STORE_FORWARD). With durability on (not transient, and `may_keep`: it
+// is not a live copy) it is stored here first and handed out after that
+// commit, so "sent" means what it means on one node; returns whether it
+// was stored.
 bool forward(Router &r, UserId rc, UserId from, const mesibo_message_params_t &p, const char *payload, size_t len,
-             PayloadAt &at, uint64_t now, Batch &b) {
+             bool may_keep, PayloadAt &at, uint64_t now, Batch &b) {
   uint32_t flags = static_cast<uint32_t>(p.flags);
-  bool keep = r.settings.durable && !transient(flags);
+  bool keep = may_keep && r.settings.durable && !transient(flags);
   if (keep) {
     StoreOp &op = push_op(b, STORE_ENQUEUE, rc, from, p, now);
     op.payload_off = payload_in(b, at, payload, len);
@@ -492,19 +493,26 @@ int router_route(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
         // never answered: its flags would only wait to be evicted.
         if (flags & kReceiptFlags && (on || !transient(flags) || usr.remote))
           receipts_track(r.receipts, from, rc, id, flags, gid);
-        // Devices on other nodes get it from there; "sent" then waits for
-        // the commit that stored it. Devices here get it as usual below,
-        // except that it is stored once.
-        bool kept = false;
+        // Devices on other nodes get it from there. As a live copy (durable
+        // on, a grace, and no device here that must get it after a commit)
+        // it goes at once and this node keeps the live copy, as for a device
+        // here: the "delivered" their node forwards confirms it, and
+        // unconfirmed within the grace it is stored. Otherwise, with
+        // durability on, it is stored once here and goes after that commit.
+        bool local_live = on && live && !usr.pumping && !usr.held;
+        bool remote_live = false, kept = false;
         if (usr.remote) {
-          kept = forward(r, rc, from, p, res.payload, res.payload_len, payload_at, now, b);
+          remote_live = live && (!on || local_live);
+          kept = forward(r, rc, from, p, res.payload, res.payload_len, !remote_live, payload_at, now, b);
           stored = stored || kept;
-          if (!on) continue;
+          if (!on && !remote_live) continue;
         }
-        if (on && live && !kept && !usr.pumping && !usr.held) {
-          place(b.bytes, frames, now_frames);
-          publish_placed(r, rc, now_frames, true, b);
-          ++r.counters.delivered;
+        if (remote_live || (local_live && !kept)) {
+          if (local_live) {
+            place(b.bytes, frames, now_frames);
+            publish_placed(r, rc, now_frames, true, b);
+            ++r.counters.delivered;
+          }
           if (live_ack == kNone) {
             live_ack = live_new_ack(r);
             LiveAck &a = r.live.acks[live_ack];
@@ -594,7 +602,7 @@ bool router_deliver_copy(Router &r, UserId rc, UserId from, const mesibo_message
   bool kept = false;
   if (usr.remote) {
     PayloadAt at;
-    kept = forward(r, rc, from, p, payload, len, at, now, b);
+    kept = forward(r, rc, from, p, payload, len, true, at, now, b);
   }
   if (on) {
     ++r.counters.delivered;
@@ -688,9 +696,11 @@ bool router_remote_message(Router &r, UserId rc, UserId from, const mesibo_messa
   return written;
 }
 
-void router_remote_status(Router &r, UserId from, UserId to, uint32_t id, uint32_t status, Batch &b) {
+void router_remote_status(Router &r, UserId from, UserId to, uint32_t id, uint32_t status, uint64_t now, Batch &b) {
   batch_clear(b);
   if (from >= r.dir.users.size() || to >= r.dir.users.size()) return;
+  if (status == MESIBO_MODULE_MSGSTATUS_DELIVERED || status == MESIBO_MODULE_MSGSTATUS_READ)
+    r.dir.users[from].remote_confirmed_at = now;
   status_to_sender(r, from, to, id, status, nullptr, directory_out_format(r.dir), b);
 }
 

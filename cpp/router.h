@@ -319,11 +319,12 @@ bool router_deliver_copy(Router &r, UserId recipient, UserId from, const mesibo_
 bool router_remote_message(Router &r, UserId recipient, UserId from, const mesibo_message_params_t &p,
                            const char *payload, size_t len, bool stored, uint64_t now, Batch &b);
 // A status another node handed over (STORE_FORWARD_STATUS): `from` sent
-// `status` for message `id` of `to`. Confirms a live copy here, and is
+// `status` for message `id` of `to` (at `now`, ms: a confirmation shows
+// `from` is still confirming, live.cc). Confirms a live copy here, and is
 // written to `to`'s connections as a receipt where its flags ask for one
 // (the flags live on the sender's node); no store operation (the node that
 // read the status did that). Clears `b`.
-void router_remote_status(Router &r, UserId from, UserId to, uint32_t id, uint32_t status, Batch &b);
+void router_remote_status(Router &r, UserId from, UserId to, uint32_t id, uint32_t status, uint64_t now, Batch &b);
 
 // A "sent" for connection `c` that goes out after the next commit.
 void router_queue_ack(Router &r, ConnId c, const char *frame, size_t len, bool binary, Batch &b);

@@ -234,9 +234,9 @@ export class Delivery {
     return written;
   }
 
-  /** A status another node forwarded: `from` sent `status` for `to`'s message `id`. */
-  remoteStatus(from: number, to: number, id: number, status: number): void {
-    this.h.remoteStatus(from, to, id, status);
+  /** A status another node forwarded: `from` sent `status` for `to`'s message `id` (now: ms). */
+  remoteStatus(from: number, to: number, id: number, status: number, now: number): void {
+    this.h.remoteStatus(from, to, id, status, now);
     this.sync();
   }
 

@@ -94,7 +94,7 @@ export interface NativeDeliveryEngine {
   backlogDone(conn: number): void;
   backlogRecheck(conn: number): boolean;
   remoteMessage(recipient: number, from: number, fields: Record<string, unknown>, payload: Uint8Array, stored: boolean, now: number): boolean;
-  remoteStatus(from: number, to: number, id: number, status: number): void;
+  remoteStatus(from: number, to: number, id: number, status: number, now: number): void;
   groupSet(gid: number, members: string[]): void;
   groupForget(gid: number): void;
   outFormat(): number;

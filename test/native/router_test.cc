@@ -535,44 +535,74 @@ TEST("cluster, durability off: a copy for a user on another node is forwarded at
   CHECK_EQ(f.b.writes.size(), size_t(1));
 }
 
-TEST("cluster, durability on: a copy for a user on another node is stored, forwarded after the commit, sent after it") {
+TEST("cluster, durability on: a copy for a user on another node goes at once as a live copy kept here; its forwarded delivered sends sent") {
   Fixture f;
   UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
   sb::directory_set_remote(f.r.dir, bob, 1);
   ConnId a = f.online(alice);
   CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":3,"to":"bob","data":"z"})"), 1);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_FORWARD);
+  CHECK_EQ(int(f.b.ops[0].after_commit), 0);
+  CHECK_EQ(f.b.commit, int(sb::COMMIT_NONE));
+  CHECK_EQ(f.b.writes.size(), size_t(0));  // "sent" waits for the confirmation
+  CHECK_EQ(sb::router_live_count(f.r), size_t(1));
+  sb::router_remote_status(f.r, bob, alice, 3, 2, 1010, f.b);
+  CHECK_EQ(sb::router_live_count(f.r), size_t(0));
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":3,"from":"bob","status":1})"}));
+  sb::router_expire(f.r, 1050, f.b);  // the timer the first copy armed: nothing left
+  // Not confirmed within the grace: stored here, "sent" after that commit.
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":4,"to":"bob","data":"w"})", 2000), 1);
+  sb::router_expire(f.r, 2000 + 60, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
+  CHECK_EQ(f.b.ops[0].recipient, bob);
+  CHECK_EQ(f.b.writes.size(), size_t(0));
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":4,"from":"bob","status":1})"}));
+  // Gone from the other node (its count back to 0): stored as for any offline user, not forwarded.
+  sb::directory_set_remote(f.r.dir, bob, 0);
+  f.send(alice, a, R"({"op":"msg","id":5,"to":"bob","data":"v"})", 3000);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
+}
+
+TEST("cluster, durability on without live copies: stored here once, forwarded after the commit, sent after it") {
+  sb::RouterSettings s;
+  s.grace_ms = 0;
+  Fixture f(s);
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  sb::directory_set_remote(f.r.dir, bob, 1);
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":6,"to":"bob","data":"u"})"), 1);
   CHECK_EQ(f.b.ops.size(), size_t(2));
   CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
   CHECK_EQ(f.b.ops[1].kind, sb::STORE_FORWARD);
   CHECK_EQ(int(f.b.ops[1].after_commit), 1);
   CHECK_EQ(f.b.commit, int(sb::COMMIT_SOON));
-  CHECK_EQ(f.b.writes.size(), size_t(0));  // "sent" waits for the commit
+  CHECK_EQ(f.b.writes.size(), size_t(0));
   uint64_t e = sb::router_commit_begin(f.r);
   sb::router_committed(f.r, e, f.b);
-  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":3,"from":"bob","status":1})"}));
-  // Gone from the other node (its count back to 0): stored as for any offline user, not forwarded.
-  sb::directory_set_remote(f.r.dir, bob, 0);
-  f.send(alice, a, R"({"op":"msg","id":4,"to":"bob","data":"w"})");
-  CHECK_EQ(f.b.ops.size(), size_t(1));
-  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
+  CHECK_EQ(join(f.writes()), join({std::to_string(bb) + R"(:{"op":"msg","id":6,"from":"alice","to":"bob","data":"u"})",
+                                   std::to_string(a) + R"(:{"op":"status","id":6,"from":"bob","status":1})"}));
 }
 
-TEST("cluster: a user with devices here and on another node is stored once, held here for the commit, forwarded") {
+TEST("cluster: a user with devices here and on another node gets one live copy, written here and forwarded") {
   Fixture f;
   UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
   ConnId a = f.online(alice), bb = f.online(bob);
   sb::directory_set_remote(f.r.dir, bob, 1);
-  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":5,"to":"bob","data":"v"})"), 1);
-  CHECK_EQ(f.b.ops.size(), size_t(2));
-  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
-  CHECK_EQ(f.b.ops[1].kind, sb::STORE_FORWARD);
-  // Not a live copy (it is stored anyway): held until the commit, then bob here, then alice's "sent".
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":7,"to":"bob","data":"t"})"), 1);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_FORWARD);
+  CHECK_EQ(join(f.writes()), join({std::to_string(bb) + R"(:{"op":"msg","id":7,"from":"alice","to":"bob","data":"t"})"}));
+  CHECK_EQ(sb::router_live_count(f.r), size_t(1));
+  // The device here confirms first: "sent"; the other device's confirmation later finds nothing.
+  CHECK_EQ(f.send(bob, bb, R"({"op":"status","id":7,"to":"alice","status":2})"), 2);
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":7,"from":"bob","status":1})"}));
+  sb::router_remote_status(f.r, bob, alice, 7, 2, 1001, f.b);
   CHECK_EQ(f.b.writes.size(), size_t(0));
-  CHECK_EQ(sb::router_live_count(f.r), size_t(0));
-  uint64_t e = sb::router_commit_begin(f.r);
-  sb::router_committed(f.r, e, f.b);
-  CHECK_EQ(join(f.writes()), join({std::to_string(bb) + R"(:{"op":"msg","id":5,"from":"alice","to":"bob","data":"v"})",
-                                   std::to_string(a) + R"(:{"op":"status","id":5,"from":"bob","status":1})"}));
 }
 
 TEST("cluster: a status for a sender with devices on another node is forwarded; the stored copy is deleted here") {
@@ -648,13 +678,13 @@ TEST("cluster: a forwarded status is written as a receipt where the sender asked
   sb::router_committed(f.r, e, f.b);
   CHECK_EQ(sb::router_live_count(f.r), size_t(1));
   // bob's device on the other node confirmed: the live copy here is confirmed too, and alice gets her receipt.
-  sb::router_remote_status(f.r, bob, alice, 13, 2, f.b);
+  sb::router_remote_status(f.r, bob, alice, 13, 2, 1001, f.b);
   CHECK_EQ(sb::router_live_count(f.r), size_t(0));
   CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":13,"from":"bob","status":1})",
                                    std::to_string(a) + R"(:{"op":"status","id":13,"from":"bob","status":2})"}));
   CHECK_EQ(f.b.ops.size(), size_t(0));
   // No receipt flags: nothing written.
-  sb::router_remote_status(f.r, bob, alice, 99, 2, f.b);
+  sb::router_remote_status(f.r, bob, alice, 99, 2, 1002, f.b);
   CHECK_EQ(f.b.writes.size(), size_t(0));
 }
 
