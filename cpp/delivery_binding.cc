@@ -181,6 +181,7 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     s.max_connections = static_cast<size_t>(num("maxConnections", 1024));
     s.max_tracked_receipts = static_cast<size_t>(num("maxTrackedReceipts", 1000000));
     s.per_recipient_stages = o.Get("perRecipientStages").ToBoolean().Value();
+    s.cluster = o.Get("cluster").ToBoolean().Value();
     s.rate_limit = num("rateLimit", s.rate_limit);
     s.user_rate_limit = num("userRateLimit", s.user_rate_limit);
     st_ = std::make_shared<State>();

@@ -44,8 +44,11 @@ struct Connection {
   ConnId next = kNone;   // the user's next connection
   uint64_t confirmed_at = 0;  // ms of the last delivered/read status it sent (durable on)
   Bucket bucket;              // rate_limit (admit.h); starts full at login
-  // Durability off: stored copies the backlog sent it, (sender, 0, id),
-  // whose "delivered" deletes the stored copy.
+  // Copies it has, (sender, 0, id): with durability off the stored ones
+  // the backlog sent it, whose "delivered" deletes the stored copy; in a
+  // cluster also (durability on) those its backlog or another node gave it,
+  // not to be written again when the node that stored them hands them out
+  // (router_remote_message), until it confirms them.
   FlatMap<Key3, uint8_t> stored;
   // A copy another node stored arrived while its backlog was being sent
   // (router_remote_message): the backlog may have been read before that

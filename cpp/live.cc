@@ -96,6 +96,7 @@ void store_copy(Router &r, uint32_t i, Batch &b) {
   op.payload_len = static_cast<uint32_t>(base.payload.size());
   b.bytes.append(base.payload);
   b.ops.push_back(op);
+  router_notify_stored(r, b);
   r.live.acks[lc.ack].stored = true;
   for (uint32_t a : lc.more) r.live.acks[a].stored = true;
   ++r.counters.copies_stored;

@@ -221,7 +221,10 @@ int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
   // Any confirmation shows the device is reading (live.cc), also one for a
   // stored copy: an overloaded server may have stored the copies it now
   // reads confirmations for, and must not take the device for a silent one.
-  if (conn != kNone && confirms && r.settings.durable) r.dir.conns[conn].confirmed_at = now;
+  if (conn != kNone && confirms && r.settings.durable) {
+    r.dir.conns[conn].confirmed_at = now;
+    if (r.settings.cluster && to != kNone) r.dir.conns[conn].stored.erase(Key3{to, 0, id});
+  }
   // The sender has devices on other nodes: they confirm their live copies
   // and write the receipts their node tracks (router_remote_status).
   if (to != kNone && r.dir.users[to].remote) {
@@ -321,11 +324,22 @@ void router_user_remove(Router &r, std::string_view name) {
 ConnId router_login(Router &r, UserId u, bool binary) { return directory_login(r.dir, u, binary); }
 
 void router_backlog_sent(Router &r, ConnId c, UserId sender, uint32_t id) {
-  if (r.settings.durable || c >= r.dir.conns.size() || !r.dir.conns[c].open) return;
+  if (c >= r.dir.conns.size() || !r.dir.conns[c].open) return;
+  // Durability on keeps them only in a cluster, where the same copy may
+  // also come from the node that stored it (router_remote_message).
+  if (r.settings.durable && !r.settings.cluster) return;
   r.dir.conns[c].stored.put(Key3{sender, 0, id}, 1);
 }
 
 void router_backlog_done(Router &r, ConnId c) { directory_backlog_done(r.dir, c); }
+
+void router_notify_stored(Router &r, Batch &b) {
+  if (!r.settings.cluster) return;
+  StoreOp op = b.ops.back();
+  op.kind = STORE_FORWARD;
+  op.after_commit = 1;
+  b.ops.push_back(op);
+}
 
 bool router_backlog_recheck(Router &r, ConnId c) {
   if (c >= r.dir.conns.size() || !r.dir.conns[c].open) return false;
@@ -553,6 +567,7 @@ int router_route(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
         op.payload_len = static_cast<uint32_t>(res.payload_len);
         router_inbox_added(r, rc, res.payload_len);
         ++r.counters.copies_stored;
+        router_notify_stored(r, b);
         stored = true;
       }
       // Every copy found its message already live (resends): nothing holds the base.
@@ -625,6 +640,7 @@ bool router_deliver_copy(Router &r, UserId rc, UserId from, const mesibo_message
   op.payload_len = static_cast<uint32_t>(len);
   ++r.counters.copies_stored;
   router_inbox_added(r, rc, len);
+  router_notify_stored(r, b);
   b.commit = std::max(b.commit, int(COMMIT_SOON));
   return true;
 }
@@ -674,8 +690,22 @@ bool router_remote_message(Router &r, UserId rc, UserId from, const mesibo_messa
     place(b.bytes, f, pl);
     size_t before = b.writes.size();
     publish_placed(r, rc, pl, true, b);
+    // A stored copy its backlog already gave a device is not written again.
+    if (stored) {
+      Key3 key{from, 0, static_cast<uint32_t>(p.id)};
+      size_t keep = before;
+      for (size_t i = before; i < b.writes.size(); ++i)
+        if (!r.dir.conns[b.writes[i].conn].stored.find(key)) b.writes[keep++] = b.writes[i];
+      b.writes.resize(keep);
+    }
     written = b.writes.size() > before;
     if (written) ++r.counters.delivered;
+    // Durability on: the sending node stores the copy if this device does
+    // not confirm in time, and hands it out again after that commit; the
+    // device has it already.
+    if (r.settings.durable && r.settings.cluster)
+      for (size_t i = before; i < b.writes.size(); ++i)
+        r.dir.conns[b.writes[i].conn].stored.put(Key3{from, 0, static_cast<uint32_t>(p.id)}, 1);
   }
   for (ConnId c = usr.first; c != kNone; c = r.dir.conns[c].next) {
     Connection &conn = r.dir.conns[c];

@@ -128,6 +128,11 @@ struct RouterSettings {
   // The send or format middleware stage has a handler: deliveries go
   // through the embedder one recipient at a time (Batch::per_recipient).
   bool per_recipient_stages = false;
+  // One node of a cluster: every copy stored is also handed out after its
+  // commit (STORE_FORWARD, after_commit), so a device of its recipient that
+  // logs in on another node while the copy is being stored gets it even if
+  // it read its backlog before that commit (docs/cluster.md).
+  bool cluster = false;
 };
 
 // How the engine reaches what it does not keep. Each may be null. Called
@@ -256,8 +261,9 @@ void router_user_remove(Router &r, std::string_view name);
 // open.
 ConnId router_login(Router &r, UserId u, bool binary);
 // A backlog message went to `c` (the embedder's pump): with durability off
-// its "delivered" deletes the stored copy (lib/server/server.ts
-// Conn.stored). The pump also owes the connection its statuses (router_owe).
+// its "delivered" deletes the stored copy (Connection::stored); in a
+// cluster the same copy coming from the node that stored it is not written
+// to `c` again. The pump also owes the connection its statuses (router_owe).
 void router_backlog_sent(Router &r, ConnId c, UserId sender, uint32_t id);
 void router_backlog_done(Router &r, ConnId c);
 // Whether the pump of `c` must read the store once more before it calls
@@ -380,6 +386,9 @@ size_t router_live_count(const Router &r);
 void router_publish(Router &r, UserId u, uint32_t json_off, uint32_t json_len, uint32_t bin_off, uint32_t bin_len,
                     bool delivery, Batch &b);
 void router_queue_waiting(Router &r, Waiting w, Batch &b);
+// After an STORE_ENQUEUE was pushed: in a cluster, the same copy handed out
+// after its commit (RouterSettings::cluster).
+void router_notify_stored(Router &r, Batch &b);
 bool router_inbox_full(Router &r, UserId u, size_t bytes, uint64_t now);
 void router_inbox_added(Router &r, UserId u, size_t bytes);
 void live_add(Router &r, uint32_t ack, UserId recipient, uint32_t base, uint64_t now, Batch &b);

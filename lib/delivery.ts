@@ -75,6 +75,8 @@ export interface DeliverySettings {
   userRateLimit?: number;
   /** The send or format middleware stage has handlers (setPerRecipient changes it). */
   perRecipientStages?: boolean;
+  /** One node of a cluster: every stored copy is also forwarded after its commit (docs/cluster.md). */
+  cluster?: boolean;
 }
 
 /** What the engine asks JavaScript for, off the plain path only. */

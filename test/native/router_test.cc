@@ -688,6 +688,40 @@ TEST("cluster: a forwarded status is written as a receipt where the sender asked
   CHECK_EQ(f.b.writes.size(), size_t(0));
 }
 
+TEST("cluster: every stored copy is also handed out after its commit; a device that had it from its backlog or live is not written again") {
+  sb::RouterSettings s;
+  s.cluster = true;
+  Fixture f(s);
+  UserId alice = sb::router_user_add(f.r, "alice");
+  sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice);
+  // bob is nowhere this node knows of: stored, and handed out after the commit for a bob who is logging in elsewhere.
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":31,"to":"bob","data":"s"})"), 1);
+  CHECK_EQ(f.b.ops.size(), size_t(2));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
+  CHECK_EQ(f.b.ops[1].kind, sb::STORE_FORWARD);
+  CHECK_EQ(int(f.b.ops[1].after_commit), 1);
+  CHECK_EQ(f.b.ops[1].payload_off, f.b.ops[0].payload_off);
+  // On bob's node: his backlog gave the device message 31; the same copy handed out is not written again, 32 is.
+  Fixture g(s);
+  UserId alice2 = sb::router_user_add(g.r, "alice"), bob2 = sb::router_user_add(g.r, "bob");
+  ConnId bb = sb::router_login(g.r, bob2, false);
+  sb::router_backlog_sent(g.r, bb, alice2, 31);
+  sb::router_backlog_done(g.r, bb);
+  mesibo_message_params_t p{};
+  p.id = 31;
+  CHECK(!sb::router_remote_message(g.r, bob2, alice2, p, "s", 1, true, 1000, g.b));
+  CHECK_EQ(g.b.writes.size(), size_t(0));
+  p.id = 32;
+  CHECK(sb::router_remote_message(g.r, bob2, alice2, p, "t", 1, false, 1000, g.b));
+  CHECK_EQ(g.b.writes.size(), size_t(1));
+  // 32 was a live copy; unconfirmed, its sender stores it and hands it out again: not written twice.
+  CHECK(!sb::router_remote_message(g.r, bob2, alice2, p, "t", 1, true, 1100, g.b));
+  // Once confirmed, the key is forgotten.
+  CHECK_EQ(g.send(bob2, bb, R"({"op":"status","id":32,"to":"alice","status":2})"), 2);
+  CHECK(g.r.dir.conns[bb].stored.find(sb::Key3{alice2, 0, 32}) == nullptr);
+}
+
 TEST("a module's message is held for the commit and encoded from the sender") {
   Fixture f;
   sb::router_user_add(f.r, "alice");
