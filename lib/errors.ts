@@ -113,6 +113,19 @@ export const ERRORS = {
   E_STORE_NO_GROUP: { summary: 'a member change for a group that does not exist' },
   E_STORE_NO_USER: { summary: 'adding a member that is not a user' },
   E_STORE_TOKEN_IN_USE: { summary: 'a token hash another user already has' },
+  // The cluster bus on NATS (lib/cluster/); docs/cluster.md.
+  E_CLUSTER_CONNECT: { summary: 'no NATS server in `cluster` could be reached when the bus started', hint: 'check the URLs and that nats-server runs and listens there' },
+  E_CLUSTER_ADDRESS: { summary: 'a user address, node name, channel or subject prefix the bus cannot put in a NATS subject' },
+  E_CLUSTER_BUFFER_FULL: { summary: 'NATS is unreachable and the bus holds its limit of bytes already: the item was not sent', hint: 'the caller keeps the item (stores it); the bus sends again once NATS is back' },
+  E_CLUSTER_TOO_LARGE: { summary: 'an item larger than one NATS message can carry (the server\'s max_payload)' },
+  E_CLUSTER_DISCONNECTED: { summary: 'a request or flush while NATS is unreachable' },
+  E_CLUSTER_TIMEOUT: { summary: 'a request to another node got no answer in time' },
+  E_CLUSTER_NO_NODE: { summary: 'a request to a node that is not connected to NATS' },
+  E_CLUSTER_REMOTE: { summary: 'the other node failed to handle a request; the message is its error' },
+  E_CLUSTER_FRAME: { summary: 'a message on the cluster\'s subjects that is not a bus frame of this version: it is dropped', hint: 'another program publishes on the cluster\'s subjects, or nodes of different versions share them' },
+  E_CLUSTER_DUPLICATE_NODE: { summary: 'another node uses this node\'s name', hint: 'give every node its own `node` name' },
+  E_CLUSTER_SERVER: { summary: 'the NATS server reported an error to the bus (permissions, limits)' },
+  E_CLUSTER_CLOSED: { summary: 'a call on a cluster bus that was closed' },
 } as const satisfies Record<string, ErrorEntry>;
 
 /** Every code the server and library throw or send. */
