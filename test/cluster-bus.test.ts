@@ -358,7 +358,13 @@ describe('the cluster bus on a real nats-server', () => {
     await until(() => [a, b, c].every((n) => n.events.includes('disconnected')));
     expect(a.bus.status.connected).toBe(false);
 
+    // Subscriptions changed during the outage take effect when NATS is back.
+    const offNew = b.bus.subscribeUser('outage-new');
+    const dropped = b.bus.subscribeUser('outage-dropped');
+    dropped();
     for (let i = 0; i < 500; i++) a.bus.publishUser('outage-gina', text(`held ${i}`));
+    a.bus.publishUser('outage-dropped', text('nobody'));
+    a.bus.publishUser('outage-new', text('made during the outage'));
     await new Promise((r) => setImmediate(r));
     expect(a.bus.status.heldBytes).toBeGreaterThan(500 * 5);
     expect((await rejection(a.bus.request('node-b', text('x')))).code).toBe('E_CLUSTER_DISCONNECTED');
@@ -372,12 +378,16 @@ describe('the cluster bus on a real nats-server', () => {
     expect(b.items('outage-gina')).toEqual(Array.from({ length: 500 }, (_, i) => `held ${i}`));
     expect(a.bus.status.heldBytes).toBe(0);
 
+    await until(() => b.items('outage-new').length === 1);
+    expect(b.items('outage-dropped')).toEqual([]);
+
     // B subscribed before the outage and not since: the client subscribed again by itself.
     a.bus.publishUser('outage-gina', text('after'));
     await until(() => b.items('outage-gina').length === 501);
     for (const n of [a, b, c]) expect(n.events.filter((e) => e.startsWith('down'))).toEqual([]);
     expect(a.bus.nodes.sort()).toEqual(['node-b', 'node-c']);
     off();
+    offNew();
   });
 
   it('refuses what is over the buffer limit during an outage, loses nothing it took, and counts what a close leaves', async () => {

@@ -14,7 +14,7 @@ const root = path.join(__dirname, '..');
 const read = (f: string): string => fs.readFileSync(path.join(root, f), 'utf8');
 
 /** Where a user looks up an error code (pipeline.md and performance.md explain none). */
-const DOCS = ['docs/config.md', 'docs/protocol.md', 'docs/api.md', 'docs/operations.md', 'docs/modules.md', 'docs/scripts.md'];
+const DOCS = ['docs/config.md', 'docs/protocol.md', 'docs/api.md', 'docs/operations.md', 'docs/modules.md', 'docs/scripts.md', 'docs/cluster.md'];
 
 /**
  * The codes a text names. A whole word only, so MESIBO_MSGSTATUS_READ is no
