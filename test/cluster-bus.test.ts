@@ -5,7 +5,9 @@
 // on the same path did arrive (NATS keeps one connection's order).
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
+import { connect } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClusterBus, type BusOptions } from '../lib/cluster/bus';
 import { decodeToken, encodeToken } from '../lib/cluster/subjects';
@@ -71,6 +73,45 @@ ClusterBus.connect({ servers: process.argv[2], node: process.argv[3], onUser() {
     child.once('exit', (code) => reject(new Error(`the child bus exited with ${code}`)));
   });
   return child;
+}
+
+/**
+ * A TCP relay to NATS that the test can cut and restore: the node behind it
+ * loses NATS, or stays away from it, while the others do not.
+ */
+async function relay(target: number): Promise<{ url: string; cut(): Promise<void>; restore(): Promise<void>; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const make = (): net.Server =>
+    net.createServer((client) => {
+      const upstream = net.connect(target, '127.0.0.1');
+      for (const [from, to] of [[client, upstream], [upstream, client]]) {
+        sockets.add(from);
+        from.pipe(to);
+        from.on('error', () => to.destroy());
+        from.on('close', () => {
+          sockets.delete(from);
+          to.destroy();
+        });
+      }
+    });
+  let server: net.Server | null = make();
+  await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  const cut = async (): Promise<void> => {
+    const s = server;
+    server = null;
+    for (const sock of sockets) sock.destroy();
+    if (s) await new Promise<void>((r) => s.close(() => r()));
+  };
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    cut,
+    async restore() {
+      server = make();
+      await new Promise<void>((r) => server!.listen(port, '127.0.0.1', r));
+    },
+    close: cut,
+  };
 }
 
 async function rejection(p: Promise<unknown>): Promise<SwitchboardError> {
@@ -388,6 +429,54 @@ describe('the cluster bus on a real nats-server', () => {
     expect(a.bus.nodes.sort()).toEqual(['node-b', 'node-c']);
     off();
     offNew();
+  });
+
+  it('after an outage, holds what waited until the nodes that were live are back (NATS drops what nobody listens to)', async () => {
+    const r = await relay(nats.port);
+    // The publisher gives its peers 10 s to come back; the late one stays away 1.5 s.
+    const early = await node(nats, 'node-early', { nodeTimeout: 10_000 });
+    const late = await node(nats, 'node-late', { servers: r.url });
+    const off = late.bus.subscribeUser('hold-ivan');
+    await late.bus.flush();
+    await until(() => early.bus.nodes.includes('node-late'));
+    for (const n of [early, late]) n.events.length = 0;
+    await r.cut();
+    await nats.stop();
+    await until(() => [early, late].every((n) => n.events.includes('disconnected')));
+    for (let i = 0; i < 50; i++) early.bus.publishUser('hold-ivan', text(`held ${i}`));
+
+    await nats.start();
+    await until(() => early.events.includes('connected'));
+    await new Promise((res) => setTimeout(res, 1500));
+    expect(early.bus.status).toMatchObject({ connected: true, flowing: false });
+    expect(early.bus.status.heldBytes).toBeGreaterThan(0);
+    expect(late.events).not.toContain('connected');
+
+    await r.restore();
+    await until(() => late.items('hold-ivan').length === 50, 20_000);
+    expect(late.items('hold-ivan')).toEqual(Array.from({ length: 50 }, (_, i) => `held ${i}`));
+    expect(early.bus.status.flowing).toBe(true);
+    expect(early.events.filter((e) => e.startsWith('down'))).toEqual([]);
+    off();
+    await early.bus.close();
+    await late.bus.close();
+    await r.close();
+    // The others lost NATS too: wait until they flow again before the next test.
+    await until(() => [a, b, c].every((n) => n.bus.status.flowing), 20_000);
+  });
+
+  it('drops and reports a message on its subjects that is not a bus frame, and goes on', async () => {
+    const off = b.bus.subscribeUser('frame-jo');
+    await b.bus.flush();
+    const foreign = await connect({ servers: nats.url });
+    foreign.publish('sb.u.frame-jo', text('{"not":"a frame"}'));
+    await foreign.flush();
+    await foreign.close();
+    a.bus.publishUser('frame-jo', text('a real one'));
+    await until(() => b.items('frame-jo').length === 1);
+    expect(b.items('frame-jo')).toEqual(['a real one']);
+    expect(b.errors.map((e) => e.code)).toContain('E_CLUSTER_FRAME');
+    off();
   });
 
   it('refuses what is over the buffer limit during an outage, loses nothing it took, and counts what a close leaves', async () => {
