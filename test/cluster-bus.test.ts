@@ -370,6 +370,29 @@ describe('the cluster bus on a real nats-server', () => {
     for (const n of [a, b, c]) expect(n.bus.nodes.sort()).toEqual(['node-a', 'node-b', 'node-c'].filter((x) => x !== n.bus.node));
   });
 
+  it('reports a listener that throws and goes on', async () => {
+    const off = a.bus.on('nodeUp', () => {
+      throw new Error('listener bug');
+    });
+    const f = await node(nats, 'node-f');
+    await until(() => a.errors.some((e) => e.code === 'E_INTERNAL' && e.message.includes('listener bug')));
+    expect(a.bus.nodes).toContain('node-f');
+    expect(a.events).toContain('up node-f');
+    off();
+    await f.bus.close();
+    await until(() => !a.bus.nodes.includes('node-f'));
+  });
+
+  it('does not take its own blocked loop for the others\' silence', async () => {
+    for (const n of [a, b, c]) n.events.length = 0;
+    // Longer than the node timeout: when the loop runs again, the heartbeat
+    // timer fires before the beats that came meanwhile are read.
+    const end = Date.now() + 1500;
+    while (Date.now() < end);
+    await new Promise((r) => setTimeout(r, 700));
+    for (const n of [a, b, c]) expect(n.events).toEqual([]);
+  });
+
   it('notices a node that restarts under the same name before it timed out', async () => {
     const watch = await node(nats, 'node-watch', { nodeTimeout: 10_000 });
     const first = await childNode(nats, 'node-r');

@@ -115,7 +115,9 @@ export class ClusterBus {
   private connected = true;
   private closed = false;
   private server: string;
+  private readonly heartbeat: number;
   private readonly heartbeatTimer: NodeJS.Timeout;
+  private lastTick: number;
   /** After a reconnect: the nodes not yet heard again, and the bound on waiting for them. */
   private awaiting: Set<string> | null = null;
   private holdTimer: NodeJS.Timeout | undefined;
@@ -174,7 +176,9 @@ export class ClusterBus {
     void this.watchStatus();
     this.outbox.resume();
     this.beat(true);
-    this.heartbeatTimer = setInterval(this.tick, opts.heartbeat ?? Math.max(100, Math.floor(nodeTimeout / 3)));
+    this.heartbeat = opts.heartbeat ?? Math.max(100, Math.floor(nodeTimeout / 3));
+    this.lastTick = Date.now();
+    this.heartbeatTimer = setInterval(this.tick, this.heartbeat);
     this.heartbeatTimer.unref();
   }
 
@@ -356,8 +360,21 @@ export class ClusterBus {
     if (this.closed) throw closedError();
   }
 
+  /** Calls the listeners; one that throws must not stop the bus's own handling of what happened. */
   private emit<E extends keyof BusEvents>(event: E, ...args: Parameters<BusEvents[E]>): void {
-    for (const fn of this.listeners[event]) (fn as (...a: Parameters<BusEvents[E]>) => void)(...args);
+    for (const fn of this.listeners[event]) {
+      try {
+        (fn as (...a: Parameters<BusEvents[E]>) => void)(...args);
+      } catch (e) {
+        if (event === 'error') {
+          queueMicrotask(() => {
+            throw e;
+          });
+        } else {
+          this.report(new SwitchboardError('E_INTERNAL', `a cluster bus ${event} listener threw: ${(e as Error).message}`));
+        }
+      }
+    }
   }
 
   private report(err: SwitchboardError): void {
@@ -390,9 +407,14 @@ export class ClusterBus {
   }
 
   private readonly tick = (): void => {
+    const now = Date.now();
+    // A tick this late means this node's loop was blocked: the beats that
+    // came meanwhile are still unread, so silence proves nothing yet.
+    const late = now - this.lastTick > 1.5 * this.heartbeat;
+    this.lastTick = now;
     if (!this.connected) return;
     this.beat(false);
-    this.apply(this.membership.sweep(Date.now()));
+    if (!late) this.apply(this.membership.sweep(now));
     if (this.awaiting) {
       for (const n of this.awaiting) if (!this.membership.has(n)) this.awaiting.delete(n);
       if (this.awaiting.size === 0) this.resume();
