@@ -474,8 +474,12 @@ describe('the cluster bus on a real nats-server', () => {
     expect(early.bus.status).toMatchObject({ connected: true, flowing: false });
     expect(early.bus.status.heldBytes).toBeGreaterThan(0);
     expect(late.events).not.toContain('connected');
+    // A request made during the hold waits for it, within its timeout, and goes after what waited.
+    late.bus.onRequest(() => text(`have ${late.items('hold-ivan').length}`));
+    const answer = early.bus.request('node-late', text('how many?'), 10_000);
 
     await r.restore();
+    expect(str(await answer)).toBe('have 50');
     await until(() => late.items('hold-ivan').length === 50, 20_000);
     expect(late.items('hold-ivan')).toEqual(Array.from({ length: 50 }, (_, i) => `held ${i}`));
     expect(early.bus.status.flowing).toBe(true);
