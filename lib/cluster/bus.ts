@@ -450,6 +450,8 @@ export class ClusterBus {
   private regained(server: string): void {
     this.connected = true;
     this.server = server;
+    // Another NATS server of the list may have another limit.
+    this.outbox.setMaxPayload(this.nc.info?.max_payload ?? 1024 * 1024);
     this.membership.resumed(Date.now());
     this.awaiting = new Set(this.membership.live);
     this.beat(true);
