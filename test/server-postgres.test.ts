@@ -193,6 +193,23 @@ describe('store = postgresql://...', () => {
     expect(await alice2.c.send('bob', 'room again').sent).toBe(1);
   });
 
+  it('an inbox counted full stays closed until the database says there is room, read again at most once a second', async () => {
+    const db = await (await pg()).createDatabase();
+    const { s } = await start(db, 'max_inbox_messages = 3\n');
+    const alice = await connect(s, await user(s, 'alice'));
+    await user(s, 'bob');
+    for (let i = 0; i < 3; i++) expect(await alice.c.send('bob', `m${i}`).sent).toBe(1);
+    await expect(alice.c.send('bob', 'full').sent).rejects.toMatchObject({ status: 0x82 });
+    // Room made behind the server's back (as another node's purge would).
+    await (await pg()).query(db, 'DELETE FROM messages');
+    await expect(alice.c.send('bob', 'still full').sent).rejects.toMatchObject({ status: 0x82 });
+    await new Promise((r) => setTimeout(r, 1100));
+    await expect(alice.c.send('bob', 'read again').sent).rejects.toMatchObject({ status: 0x82 });
+    // The read is back: the engine asks again and gets it.
+    await until(async () => (await alice.c.send('bob', 'room').sent.catch(() => 0)) === 1);
+    expect(await inDatabase(db, 'bob')).toEqual(['room']);
+  });
+
   it('a reissued token closes the sessions of the old one, which no longer logs in; a removed user is gone from the database', async () => {
     const db = await (await pg()).createDatabase();
     const { s } = await start(db);
