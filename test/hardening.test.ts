@@ -259,7 +259,7 @@ describe('the inbox of a user', () => {
     expect(await alice.c.send('bob', 'room again').sent).toBe(1);
   });
 
-  it('an inbox counted full stays closed until the store says there is room, read again at most once a second', async () => {
+  it('an inbox counted full is read again from the store at most once a second', async () => {
     const s = await start('max_inbox_messages = 3\n');
     const alice = await connect(s, await user(s, 'alice'));
     await user(s, 'bob');
@@ -269,11 +269,11 @@ describe('the inbox of a user', () => {
     const raw = new Database(path.join(s.settings.dataDir, 'switchboard.db'));
     raw.exec('DELETE FROM messages');
     raw.close();
-    // Within the second the engine trusts its own count; after it, its
-    // question is answered "full" while the count is read again.
+    // Within the second the engine trusts its own count; after it, SQLite
+    // answers its question at once (PostgreSQL's counts are read ahead:
+    // test/server-postgres.test.ts).
     await expect(alice.c.send('bob', 'still full').sent).rejects.toMatchObject({ status: 0x82 });
     await new Promise((r) => setTimeout(r, 1100));
-    await expect(alice.c.send('bob', 'read again').sent).rejects.toMatchObject({ status: 0x82 });
     expect(await alice.c.send('bob', 'room').sent).toBe(1);
   });
 

@@ -22,8 +22,12 @@ export interface ApiContext {
   /** A Promise when a module deferred its decision: the answer waits for it. */
   send(from: string, frame: Uint8Array): SendResult | Promise<SendResult>;
   revoke(address: string): void;
-  /** Takes a user out of the directory and its groups before the store deletes it (no message is routed to it meanwhile); returns how to put it back should the delete fail. */
-  removing(address: string): () => void;
+  /**
+   * Takes a user out of the directory and its groups before the store
+   * deletes it (no message is routed to it meanwhile). Returns what to call
+   * with the delete's outcome: false puts the user back.
+   */
+  removing(address: string): (deleted: boolean) => void;
   /** Runs `fn` with no batch of message writes in flight, and takes none until it settles (Commit.afterFlight). */
   afterFlight<T>(fn: () => Promise<T>): Promise<T>;
   /** Server.reload(): rejects with the refused config's SwitchboardError. */
@@ -116,18 +120,14 @@ const ops: Record<string, (ctx: ApiContext, b: Body) => Body | Promise<Body>> = 
       // rest. Out of the directory before the store is asked, so nothing
       // new is routed to it while the delete is on its way.
       ctx.revoke(addr);
-      const restore = ctx.removing(addr);
-      let removed: boolean;
+      const settle = ctx.removing(addr);
+      let removed = false;
       try {
         removed = await ctx.store.removeUser(addr);
-      } catch (e) {
-        restore();
-        throw e;
+      } finally {
+        settle(removed);
       }
-      if (!removed) {
-        restore();
-        throw new ApiError(404, 'E_NO_SUCH_USER', `no user ${addr}`);
-      }
+      if (!removed) throw new ApiError(404, 'E_NO_SUCH_USER', `no user ${addr}`);
       return { address: addr };
     });
   },

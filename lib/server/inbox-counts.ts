@@ -1,6 +1,10 @@
 /**
  * The inbox counts the delivery engine asks for (its inboxCount host call,
  * cpp/router.cc router_inbox_full), answered without waiting on the store.
+ * A store that can answer at once (SQLite) is simply read when the engine
+ * asks, as it always was: one indexed read, off the plain path. What
+ * follows is for a store that answers later (PostgreSQL).
+ *
  * The engine asks synchronously, from C++, and only off the plain path: for
  * the first copy to a recipient, after inboxForget, and again, at most once
  * a second, while its own count says full. In between it counts by itself
@@ -34,8 +38,8 @@ export class InboxCounts {
   private fresh = new Map<string, Count>();
   /** Handed to the engine since the last full read: asked again, they need a fresh read. */
   private handed = new Set<string>();
-  /** Recipients whose count is being read on its own. */
-  private readonly reading = new Set<string>();
+  /** Recipients whose count is being read on its own, and whether it must be read again when that read is back (something changed meanwhile). */
+  private readonly reading = new Map<string, boolean>();
   /** Bumped by every full read: a single read started before one is stale. */
   private generation = 0;
   private reloading: Promise<void> | null = null;
@@ -44,13 +48,15 @@ export class InboxCounts {
 
   constructor(
     private readonly store: AsyncStore,
+    /** The store's own synchronous read, when it has one (SQLite): then nothing is read ahead. */
+    private readonly readNow: ((recipient: string) => { messages: number; bytes: number }) | null,
     private readonly settings: Pick<ServerSettings, 'maxInboxMessages' | 'maxInboxBytes'>,
     private readonly logger: Logger,
   ) {}
 
   /** Every recipient's count, read before the engine exists (Server.start). */
   async load(): Promise<void> {
-    this.fill(await this.store.queuedAll());
+    if (!this.readNow) this.fill(await this.store.queuedAll());
   }
 
   /** From now on fresh counts are announced to `engine` (inboxForget). */
@@ -60,6 +66,10 @@ export class InboxCounts {
 
   /** The engine's question for `recipient` (its name): [messages, bytes]. */
   count(recipient: string): Count {
+    if (this.readNow) {
+      const q = this.readNow(recipient);
+      return [q.messages, q.bytes];
+    }
     const f = this.fresh.get(recipient);
     if (f) {
       this.fresh.delete(recipient);
@@ -76,14 +86,24 @@ export class InboxCounts {
     return [this.settings.maxInboxMessages, this.settings.maxInboxBytes];
   }
 
-  /** Reads one recipient's count again, then has the engine ask for it (a revoked or removed user). */
+  /**
+   * Reads one recipient's count again, then has the engine ask for it (a
+   * revoked or removed user). Asked while a read for it runs, it reads once
+   * more after it: the later read is the one that counts.
+   */
   refresh(recipient: string): void {
-    if (this.reading.has(recipient)) return;
-    this.reading.add(recipient);
+    if (this.readNow) return this.engine?.inboxForget(this.engine.intern(recipient));
+    if (this.reading.has(recipient)) {
+      this.reading.set(recipient, true);
+      return;
+    }
+    this.reading.set(recipient, false);
     const generation = this.generation;
     this.store.queued(recipient).then(
       (q) => {
+        const again = this.reading.get(recipient);
         this.reading.delete(recipient);
+        if (again) return this.refresh(recipient);
         if (generation !== this.generation) return;
         this.fresh.set(recipient, [q.messages, q.bytes]);
         this.engine?.inboxForget(this.engine.intern(recipient));
@@ -102,6 +122,7 @@ export class InboxCounts {
    * the store's return. Until then the engine keeps counting on its own.
    */
   reload(): void {
+    if (this.readNow) return this.engine?.inboxForget();
     if (this.reloading) {
       this.reloadAgain = true;
       return;

@@ -231,7 +231,9 @@ export class Server {
       // within the timeout instead of hanging it.
       store = opened = await PostgresStore.open(settings.store);
     }
-    const inbox = new InboxCounts(store, settings, logger);
+    // SQLite answers the engine's question at once; PostgreSQL's counts are read ahead.
+    const sync = settings.store === 'sqlite' ? (opened as Store) : null;
+    const inbox = new InboxCounts(store, sync && ((recipient) => sync.queued(recipient)), settings, logger);
     let loaded: Loaded;
     try {
       const [users, groups, receipts] = await Promise.all([store.listUsers(), store.listGroups(), store.receiptFlagsPending(FLAG_RECEIPTS), inbox.load()]);
@@ -554,8 +556,9 @@ export class Server {
       },
       removing: (address) => {
         const restore = this.directory.removeUser(address);
-        return () => {
-          restore();
+        return (deleted) => {
+          if (!deleted) restore();
+          // Read after the delete: the count read at the revoke may predate it.
           this.inbox.refresh(address);
         };
       },

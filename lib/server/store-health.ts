@@ -23,6 +23,7 @@ export interface StoreDown {
 export class StoreHealth {
   private current: StoreDown | null = null;
   private probe: NodeJS.Timeout | null = null;
+  private stopped = false;
 
   constructor(
     private readonly store: AsyncStore,
@@ -37,7 +38,8 @@ export class StoreHealth {
   }
 
   failed(e: unknown): void {
-    if (this.current) return;
+    // A read that fails because the server is closing its store is no outage.
+    if (this.current || this.stopped) return;
     const code = e instanceof SwitchboardError ? e.code : 'E_STORE_WRITE';
     this.current = { code, error: e instanceof Error ? e.message : String(e), since: Date.now() };
     this.logger.event('store.down', { code, error: errorText(e) });
@@ -60,6 +62,7 @@ export class StoreHealth {
   }
 
   stop(): void {
+    this.stopped = true;
     this.stopProbe();
   }
 
