@@ -35,7 +35,7 @@ enum HeadSlot {
 constexpr size_t WRITE_FIELDS = 4;
 enum OpField {
   OP_KIND, OP_RECIPIENT, OP_SENDER, OP_ID, OP_REFID, OP_GID, OP_FLAGS, OP_TYPE, OP_EXPIRY, OP_EXPIRES_AT,
-  OP_PAYLOAD_OFF, OP_PAYLOAD_LEN, OP_NODE, OP_FIELDS
+  OP_PAYLOAD_OFF, OP_PAYLOAD_LEN, OP_AFTER_COMMIT, OP_STATUS, OP_FIELDS
 };
 constexpr size_t COUNTER_FIXED = 6;  // then statuses[256]
 
@@ -132,11 +132,14 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
                         InstanceMethod<&DeliveryHandle::UserRemove>("userRemove"),
                         InstanceMethod<&DeliveryHandle::Intern>("intern"),
                         InstanceMethod<&DeliveryHandle::Name>("name"),
-                        InstanceMethod<&DeliveryHandle::SetNode>("setNode"),
+                        InstanceMethod<&DeliveryHandle::SetRemote>("setRemote"),
                         InstanceMethod<&DeliveryHandle::Login>("login"),
                         InstanceMethod<&DeliveryHandle::Logout>("logout"),
                         InstanceMethod<&DeliveryHandle::BacklogSent>("backlogSent"),
                         InstanceMethod<&DeliveryHandle::BacklogDone>("backlogDone"),
+                        InstanceMethod<&DeliveryHandle::BacklogRecheck>("backlogRecheck"),
+                        InstanceMethod<&DeliveryHandle::RemoteMessage>("remoteMessage"),
+                        InstanceMethod<&DeliveryHandle::RemoteStatus>("remoteStatus"),
                         InstanceMethod<&DeliveryHandle::GroupSet>("groupSet"),
                         InstanceMethod<&DeliveryHandle::GroupForget>("groupForget"),
                         InstanceMethod<&DeliveryHandle::OutFormat>("outFormat"),
@@ -178,6 +181,7 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     s.max_connections = static_cast<size_t>(num("maxConnections", 1024));
     s.max_tracked_receipts = static_cast<size_t>(num("maxTrackedReceipts", 1000000));
     s.per_recipient_stages = o.Get("perRecipientStages").ToBoolean().Value();
+    s.cluster = o.Get("cluster").ToBoolean().Value();
     s.rate_limit = num("rateLimit", s.rate_limit);
     s.user_rate_limit = num("userRateLimit", s.user_rate_limit);
     st_ = std::make_shared<State>();
@@ -273,7 +277,8 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
       o[OP_EXPIRES_AT] = double(x.expires_at);
       o[OP_PAYLOAD_OFF] = x.payload_off;
       o[OP_PAYLOAD_LEN] = x.payload_len;
-      o[OP_NODE] = x.node;
+      o[OP_AFTER_COMMIT] = x.after_commit;
+      o[OP_STATUS] = x.status;
       o += OP_FIELDS;
     }
     if (!b.bytes.empty()) std::memcpy(st.bytes_p, b.bytes.data(), b.bytes.size());
@@ -330,8 +335,9 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     const std::string &n = st_->router.dir.users[u].name;
     return Napi::String::New(info.Env(), n.data(), n.size());
   }
-  Napi::Value SetNode(const Napi::CallbackInfo &info) {
-    directory_set_node(st_->router.dir, U32(info[0]), U32(info[1]));
+  // setRemote(user, nodes): how many other nodes have connections of it.
+  Napi::Value SetRemote(const Napi::CallbackInfo &info) {
+    directory_set_remote(st_->router.dir, U32(info[0]), U32(info[1]));
     return info.Env().Undefined();
   }
   // login(user, binary) -> connection id. The table grows when full (the
@@ -361,6 +367,29 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
   }
   Napi::Value BacklogDone(const Napi::CallbackInfo &info) {
     router_backlog_done(st_->router, Conn(info[0]));
+    return info.Env().Undefined();
+  }
+  Napi::Value BacklogRecheck(const Napi::CallbackInfo &info) {
+    return Napi::Boolean::New(info.Env(), router_backlog_recheck(st_->router, Conn(info[0])));
+  }
+
+  // remoteMessage(recipientUid, fromUid, fields, payload, stored, now) -> written
+  Napi::Value RemoteMessage(const Napi::CallbackInfo &info) {
+    Enter(info.Env());
+    mesibo_message_params_t p{};
+    params_from_js(info[2], p);
+    std::string_view payload = typed_bytes(info[3]);
+    bool written = router_remote_message(st_->router, U32(info[0]), U32(info[1]), p, payload.data(), payload.size(),
+                                         info[4].ToBoolean().Value(), Now(info[5]), st_->batch);
+    Publish(info.Env(), written);
+    return Napi::Boolean::New(info.Env(), written);
+  }
+
+  // remoteStatus(fromUid, toUid, id, status, now)
+  Napi::Value RemoteStatus(const Napi::CallbackInfo &info) {
+    Enter(info.Env());
+    router_remote_status(st_->router, U32(info[0]), U32(info[1]), U32(info[2]), U32(info[3]), Now(info[4]), st_->batch);
+    Publish(info.Env(), 0);
     return info.Env().Undefined();
   }
   Napi::Value GroupSet(const Napi::CallbackInfo &info) {
@@ -623,7 +652,7 @@ void delivery_binding_init(Napi::Env env, Napi::Object exports) {
   Napi::Object h = Napi::Object::New(env);
   for (uint32_t i = 0; i < HEAD_COUNT; ++i) h.Set(head[i], i);
   layout.Set("head", h);
-  const char *op[] = {"kind", "recipient", "sender", "id", "refid", "gid", "flags", "type", "expiry", "expiresAt", "payloadOff", "payloadLen", "node"};
+  const char *op[] = {"kind", "recipient", "sender", "id", "refid", "gid", "flags", "type", "expiry", "expiresAt", "payloadOff", "payloadLen", "afterCommit", "status"};
   Napi::Object of = Napi::Object::New(env);
   for (uint32_t i = 0; i < OP_FIELDS; ++i) of.Set(op[i], i);
   layout.Set("op", of);
@@ -633,6 +662,7 @@ void delivery_binding_init(Napi::Env env, Napi::Object exports) {
   kinds.Set("enqueue", double(STORE_ENQUEUE));
   kinds.Set("ack", double(STORE_ACK));
   kinds.Set("forward", double(STORE_FORWARD));
+  kinds.Set("forwardStatus", double(STORE_FORWARD_STATUS));
   layout.Set("opKinds", kinds);
   Napi::Object admit = Napi::Object::New(env);
   admit.Set("message", double(ADMIT_MESSAGE));

@@ -66,8 +66,8 @@ void directory_set_exists(Directory &d, UserId u, bool exists) {
   if (u < d.users.size()) d.users[u].exists = exists;
 }
 
-void directory_set_node(Directory &d, UserId u, uint32_t node) {
-  if (u < d.users.size()) d.users[u].node = node;
+void directory_set_remote(Directory &d, UserId u, uint32_t nodes) {
+  if (u < d.users.size()) d.users[u].remote = nodes;
 }
 
 ConnId directory_login(Directory &d, UserId u, bool binary) {
@@ -84,6 +84,7 @@ ConnId directory_login(Directory &d, UserId u, bool binary) {
   c.confirmed_at = 0;
   c.bucket = Bucket{};
   c.stored.clear();
+  c.recheck = false;
   c.next = usr.first;
   usr.first = id;
   ++usr.conns;

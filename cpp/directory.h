@@ -24,11 +24,6 @@ using UserId = uint32_t;
 using ConnId = uint32_t;
 constexpr uint32_t kNone = 0xFFFFFFFFu;
 
-// Where a user's connections are. Every user is on this node until the
-// cluster (issue 15) says otherwise with directory_set_node; a copy for a
-// user on another node is handed out as a STORE_FORWARD operation
-// (router.h) instead of being written to a connection here.
-constexpr uint32_t kLocalNode = 0;
 
 // A token bucket (admit.h): `tokens` up to the rate, refilled for the time
 // since `at` (ms; 0 until first used, when it starts full).
@@ -49,15 +44,30 @@ struct Connection {
   ConnId next = kNone;   // the user's next connection
   uint64_t confirmed_at = 0;  // ms of the last delivered/read status it sent (durable on)
   Bucket bucket;              // rate_limit (admit.h); starts full at login
-  // Durability off: stored copies the backlog sent it, (sender, 0, id),
-  // whose "delivered" deletes the stored copy.
+  // Copies it has, (sender, 0, id): with durability off the stored ones
+  // the backlog sent it, whose "delivered" deletes the stored copy; in a
+  // cluster also (durability on) those its backlog or another node gave it,
+  // not to be written again when the node that stored them hands them out
+  // (router_remote_message), until it confirms them.
   FlatMap<Key3, uint8_t> stored;
+  // A copy another node stored arrived while its backlog was being sent
+  // (router_remote_message): the backlog may have been read before that
+  // copy's commit, so the pump reads the store once more at its end
+  // (router_backlog_recheck).
+  bool recheck = false;
 };
 
 struct User {
   std::string name;
   bool exists = false;  // a user of the store: a 1:1 message to anyone else is INVALIDDEST
-  uint32_t node = kLocalNode;
+  // Other nodes of the cluster where it has connections (the cluster room
+  // counts them from the nodes' announcements: directory_set_remote). A
+  // copy for it is then also handed out as a STORE_FORWARD operation
+  // (router.h), besides what is written to its connections here.
+  uint32_t remote = 0;
+  // ms of the last delivered/read status its devices on other nodes sent
+  // (router_remote_status): it is still confirming (live.cc).
+  uint64_t remote_confirmed_at = 0;
   // user_rate_limit, over all its connections; it outlives them, so
   // reconnecting buys no fresh budget.
   Bucket bucket;
@@ -112,7 +122,7 @@ UserId directory_intern(Directory &d, std::string_view name);
 // The user's id, or kNone for a name never interned. Allocates nothing.
 UserId directory_find(Directory &d, std::string_view name);
 void directory_set_exists(Directory &d, UserId u, bool exists);
-void directory_set_node(Directory &d, UserId u, uint32_t node);
+void directory_set_remote(Directory &d, UserId u, uint32_t nodes);
 
 // A logged-in connection of `u`, its backlog still to be sent (pumping).
 // kNone when max_connections are open.

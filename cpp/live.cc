@@ -96,6 +96,7 @@ void store_copy(Router &r, uint32_t i, Batch &b) {
   op.payload_len = static_cast<uint32_t>(base.payload.size());
   b.bytes.append(base.payload);
   b.ops.push_back(op);
+  router_notify_stored(r, b);
   r.live.acks[lc.ack].stored = true;
   for (uint32_t a : lc.more) r.live.acks[a].stored = true;
   ++r.counters.copies_stored;
@@ -198,7 +199,7 @@ void live_store_user(Router &r, UserId u, Batch &b) {
 // - the loop is busy (this timer fired over half a grace late): the server
 //   reads confirmations late, so silence says nothing about recipients;
 // - the recipient is still confirming other messages (a confirmation from
-//   one of its devices within the grace).
+//   one of its devices within the grace, here or on another node).
 // Storing copies whose confirmations are merely late would add a store
 // write and a delete per message exactly when the server has no time for
 // them, and it would fall further behind: measured, at 40-50k msg/s in rate
@@ -226,7 +227,7 @@ void router_expire(Router &r, uint64_t now, Batch &b) {
     if (!busy) {
       if (usr.confirm_pass != pass) {
         usr.confirm_pass = pass;
-        usr.confirming = false;
+        usr.confirming = usr.remote_confirmed_at > due;
         for (ConnId c = usr.first; c != kNone; c = r.dir.conns[c].next)
           if (r.dir.conns[c].confirmed_at > due) usr.confirming = true;
       }

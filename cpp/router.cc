@@ -19,7 +19,7 @@ bool transient(uint32_t flags) { return (flags & MOD_MESIBO_MSGFLAG_TRANSIENT) !
 
 bool online(const Router &r, UserId u) {
   const User &usr = r.dir.users[u];
-  return usr.conns > 0 || usr.node != kLocalNode;
+  return usr.conns > 0 || usr.remote > 0;
 }
 
 bool pumping(const Router &r, UserId u) { return r.dir.users[u].pumping > 0; }
@@ -145,6 +145,66 @@ bool contains(const std::vector<UserId> &v, UserId u) {
   return false;
 }
 
+// `from` sent `status` for message `id` of `to`: confirms a live copy of
+// it, and writes the status to `to` as a receipt where its flags ask for
+// one. `core_frames` is the status as the core encoded it for a 1:1
+// message (null: encoded here, in `out_format`'s forms). Returns whether a
+// live copy was confirmed.
+bool status_to_sender(Router &r, UserId from, UserId to, uint32_t id, uint32_t status, const Frames *core_frames,
+                      int out_format, Batch &b) {
+  bool confirms = status == MESIBO_MODULE_MSGSTATUS_DELIVERED || status == MESIBO_MODULE_MSGSTATUS_READ;
+  // A live copy confirmed: nothing was stored, nothing to delete. Its
+  // "sent" goes before the receipt.
+  uint32_t lc = kNone;
+  if (confirms && to != kNone && r.live.by_key.size()) {
+    if (uint32_t *found = r.live.by_key.find(Key3{to, from, id})) lc = *found;
+  }
+  if (lc != kNone) live_confirm(r, lc, b);
+  int64_t gid = to == kNone ? -1 : receipts_take(r.receipts, to, from, id, status);
+  if (gid < 0) return lc != kNone;
+  Frames f;
+  if (gid || !core_frames) {
+    // The core's frame does not know the group; a group message's receipt
+    // names it, as the sender's "sent" did. Encoded once per form some
+    // device reads, without the host: the status hooks ran once for this
+    // status when the core took it (on whichever node read it), and must
+    // not run again per form.
+    mesibo_message_params_t sp{};
+    sp.id = id;
+    sp.status = status;
+    sp.groupid = static_cast<mesibo_uint_t>(gid);
+    sp.from = const_cast<char *>(r.dir.users[from].name.c_str());
+    sp.to = const_cast<char *>(r.dir.users[to].name.c_str());
+    r.frame_scratch.clear();
+    r.frame_scratch2.clear();
+    if (out_format != WIRE_BINARY) wire_encode_status(WIRE_JSON, sp, r.frame_scratch);
+    if (out_format != WIRE_JSON) wire_encode_status(WIRE_BINARY, sp, r.frame_scratch2);
+    f.json = r.frame_scratch.data(), f.json_len = r.frame_scratch.size();
+    f.bin = r.frame_scratch2.data(), f.bin_len = r.frame_scratch2.size();
+  } else {
+    f = *core_frames;
+  }
+  // Statuses reach the sender in the order sent, delivered, read: a "sent"
+  // still waiting for a commit (one queued just now by the confirmation
+  // above, a commit not yet done) goes first, so the receipt waits behind
+  // it, as any receipt queued before it does. A "sent" the confirmation
+  // wrote at once is already in this batch, before it.
+  if (r.acks_waiting || r.receipts_waiting) {
+    Placed pl;
+    place(r.waiting_bytes, f, pl);
+    Waiting w{};
+    w.kind = WAIT_RECEIPT;
+    w.user = to;
+    w.off = pl.off, w.len = pl.len, w.off2 = pl.off2, w.len2 = pl.len2;
+    router_queue_waiting(r, w, b);
+  } else {
+    Placed pl;
+    place(b.bytes, f, pl);
+    publish_placed(r, to, pl, false, b);
+  }
+  return lc != kNone;
+}
+
 int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, int out_format, uint64_t now,
                  Batch &b) {
   const mesibo_message_params_t &p = res.params;
@@ -155,63 +215,26 @@ int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
   std::string_view to_name(p.to ? p.to : "");
   // The user the receipt is for: the message's sender.
   UserId to = directory_find(r.dir, to_name);
-  // A live copy confirmed: nothing was stored, nothing to delete. Its
-  // "sent" goes before the receipt.
-  uint32_t lc = kNone;
-  if (confirms && to != kNone && r.live.by_key.size()) {
-    if (uint32_t *found = r.live.by_key.find(Key3{to, from, id})) lc = *found;
-  }
-  if (lc != kNone) live_confirm(r, lc, b);
+  Frames core_frames = frames_of(res, out_format);
+  bool confirmed_live = status_to_sender(r, from, to, id, status, &core_frames,
+                                         out_format == OUT_SAME ? res.format : out_format, b);
   // Any confirmation shows the device is reading (live.cc), also one for a
   // stored copy: an overloaded server may have stored the copies it now
   // reads confirmations for, and must not take the device for a silent one.
-  if (conn != kNone && confirms && r.settings.durable) r.dir.conns[conn].confirmed_at = now;
-  int64_t gid = to == kNone ? -1 : receipts_take(r.receipts, to, from, id, status);
-  if (gid >= 0) {
-    Frames f;
-    if (gid) {
-      // The core's frame does not know the group; a group message's
-      // receipt names it, as the sender's "sent" did. Encoded once per form
-      // some device reads, without the host: the status hooks ran once for
-      // this status when the core took it, and must not run again per form.
-      mesibo_message_params_t sp{};
-      sp.id = id;
-      sp.status = status;
-      sp.groupid = static_cast<mesibo_uint_t>(gid);
-      sp.from = const_cast<char *>(r.dir.users[from].name.c_str());
-      sp.to = const_cast<char *>(p.to);
-      int of = out_format == OUT_SAME ? res.format : out_format;
-      r.frame_scratch.clear();
-      r.frame_scratch2.clear();
-      if (of != WIRE_BINARY) wire_encode_status(WIRE_JSON, sp, r.frame_scratch);
-      if (of != WIRE_JSON) wire_encode_status(WIRE_BINARY, sp, r.frame_scratch2);
-      f.json = r.frame_scratch.data(), f.json_len = r.frame_scratch.size();
-      f.bin = r.frame_scratch2.data(), f.bin_len = r.frame_scratch2.size();
-    } else {
-      f = frames_of(res, out_format);
-    }
-    // Statuses reach the sender in the order sent, delivered, read: a
-    // "sent" still waiting for a commit (one queued just now by the
-    // confirmation above, a commit not yet done) goes first, so the receipt
-    // waits behind it, as any receipt queued before it does. A "sent" the
-    // confirmation wrote at once is already in this batch, before it.
-    if (r.acks_waiting || r.receipts_waiting) {
-      Placed pl;
-      place(r.waiting_bytes, f, pl);
-      Waiting w{};
-      w.kind = WAIT_RECEIPT;
-      w.user = to;
-      w.off = pl.off, w.len = pl.len, w.off2 = pl.off2, w.len2 = pl.len2;
-      router_queue_waiting(r, w, b);
-    } else {
-      Placed pl;
-      place(b.bytes, f, pl);
-      publish_placed(r, to, pl, false, b);
-    }
+  if (conn != kNone && confirms && r.settings.durable) {
+    r.dir.conns[conn].confirmed_at = now;
+    if (r.settings.cluster && to != kNone) r.dir.conns[conn].stored.erase(Key3{to, 0, id});
+  }
+  // The sender has devices on other nodes: they confirm their live copies
+  // and write the receipts their node tracks (router_remote_status).
+  if (to != kNone && r.dir.users[to].remote) {
+    StoreOp &op = push_op(b, STORE_FORWARD_STATUS, to, from, p, now);
+    op.status = status;
+    op.expires_at = 0;
   }
   // With durability off only copies for offline users are stored: a
   // receipt for anything else has no copy to delete.
-  if (lc == kNone && status == MESIBO_MODULE_MSGSTATUS_DELIVERED &&
+  if (!confirmed_live && status == MESIBO_MODULE_MSGSTATUS_DELIVERED &&
       (r.settings.durable || (conn != kNone && to != kNone && r.dir.conns[conn].stored.erase(Key3{to, 0, id})))) {
     StoreOp &op = push_op(b, STORE_ACK, from, to, p, now);
     op.expires_at = 0;
@@ -224,6 +247,45 @@ int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
     b.commit = std::max(b.commit, int(COMMIT_SOON));
   }
   return static_cast<int>(status);
+}
+
+// A copy for `rc`, who has connections on other nodes: handed out
+// (STORE_FORWARD). With durability on (not transient, and `may_keep`: it
+// is not a live copy) it is stored here first and handed out after that
+// commit, so "sent" means what it means on one node; returns whether it
+// was stored.
+bool forward(Router &r, UserId rc, UserId from, const mesibo_message_params_t &p, const char *payload, size_t len,
+             bool may_keep, PayloadAt &at, uint64_t now, Batch &b) {
+  uint32_t flags = static_cast<uint32_t>(p.flags);
+  bool keep = may_keep && r.settings.durable && !transient(flags);
+  if (keep) {
+    StoreOp &op = push_op(b, STORE_ENQUEUE, rc, from, p, now);
+    op.payload_off = payload_in(b, at, payload, len);
+    op.payload_len = static_cast<uint32_t>(len);
+    router_inbox_added(r, rc, len);
+    ++r.counters.copies_stored;
+    b.commit = std::max(b.commit, int(COMMIT_SOON));
+  }
+  StoreOp &op = push_op(b, STORE_FORWARD, rc, from, p, now);
+  op.payload_off = payload_in(b, at, payload, len);
+  op.payload_len = static_cast<uint32_t>(len);
+  op.after_commit = keep;
+  return keep;
+}
+
+// A copy as the store would give it back (from the sender, to the
+// recipient or the group), encoded in the forms some device here reads;
+// in the engine's scratch buffers until the next call.
+Frames copy_frames(Router &r, UserId rc, UserId from, const mesibo_message_params_t &p, const char *payload,
+                   size_t len) {
+  mesibo_message_params_t mp = p;
+  mp.from = const_cast<char *>(r.dir.users[from].name.c_str());
+  mp.to = const_cast<char *>(p.groupid ? "" : r.dir.users[rc].name.c_str());
+  r.frame_scratch.clear();
+  r.frame_scratch2.clear();
+  if (r.dir.json_conns) wire_encode_message(WIRE_JSON, mp, payload, len, r.frame_scratch);
+  if (r.dir.binary_conns) wire_encode_message(WIRE_BINARY, mp, payload, len, r.frame_scratch2);
+  return Frames{r.frame_scratch.data(), r.frame_scratch2.data(), r.frame_scratch.size(), r.frame_scratch2.size()};
 }
 
 }  // namespace
@@ -262,11 +324,29 @@ void router_user_remove(Router &r, std::string_view name) {
 ConnId router_login(Router &r, UserId u, bool binary) { return directory_login(r.dir, u, binary); }
 
 void router_backlog_sent(Router &r, ConnId c, UserId sender, uint32_t id) {
-  if (r.settings.durable || c >= r.dir.conns.size() || !r.dir.conns[c].open) return;
+  if (c >= r.dir.conns.size() || !r.dir.conns[c].open) return;
+  // Durability on keeps them only in a cluster, where the same copy may
+  // also come from the node that stored it (router_remote_message).
+  if (r.settings.durable && !r.settings.cluster) return;
   r.dir.conns[c].stored.put(Key3{sender, 0, id}, 1);
 }
 
 void router_backlog_done(Router &r, ConnId c) { directory_backlog_done(r.dir, c); }
+
+void router_notify_stored(Router &r, Batch &b) {
+  if (!r.settings.cluster) return;
+  StoreOp op = b.ops.back();
+  op.kind = STORE_FORWARD;
+  op.after_commit = 1;
+  b.ops.push_back(op);
+}
+
+bool router_backlog_recheck(Router &r, ConnId c) {
+  if (c >= r.dir.conns.size() || !r.dir.conns[c].open) return false;
+  bool again = r.dir.conns[c].recheck;
+  r.dir.conns[c].recheck = false;
+  return again;
+}
 
 bool router_logout(Router &r, ConnId c, Batch &b) {
   batch_clear(b);
@@ -425,22 +505,28 @@ int router_route(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
         bool on = usr.conns > 0;
         // A copy neither sent nor stored (transient, recipient offline) is
         // never answered: its flags would only wait to be evicted.
-        if (flags & kReceiptFlags && (on || !transient(flags) || usr.node != kLocalNode))
+        if (flags & kReceiptFlags && (on || !transient(flags) || usr.remote))
           receipts_track(r.receipts, from, rc, id, flags, gid);
-        if (usr.node != kLocalNode) {
-          // On another node: that node delivers (and stores, under the same
-          // rules); "sent" waits for the commit that covers the hand-over.
-          StoreOp &op = push_op(b, STORE_FORWARD, rc, from, p, now);
-          op.payload_off = payload_in(b, payload_at, res.payload, res.payload_len);
-          op.payload_len = static_cast<uint32_t>(res.payload_len);
-          op.node = usr.node;
-          stored = true;
-          continue;
+        // Devices on other nodes get it from there. As a live copy (durable
+        // on, a grace, and no device here that must get it after a commit)
+        // it goes at once and this node keeps the live copy, as for a device
+        // here: the "delivered" their node forwards confirms it, and
+        // unconfirmed within the grace it is stored. Otherwise, with
+        // durability on, it is stored once here and goes after that commit.
+        bool local_live = on && live && !usr.pumping && !usr.held;
+        bool remote_live = false, kept = false;
+        if (usr.remote) {
+          remote_live = live && (!on || local_live);
+          kept = forward(r, rc, from, p, res.payload, res.payload_len, !remote_live, payload_at, now, b);
+          stored = stored || kept;
+          if (!on && !remote_live) continue;
         }
-        if (on && live && !usr.pumping && !usr.held) {
-          place(b.bytes, frames, now_frames);
-          publish_placed(r, rc, now_frames, true, b);
-          ++r.counters.delivered;
+        if (remote_live || (local_live && !kept)) {
+          if (local_live) {
+            place(b.bytes, frames, now_frames);
+            publish_placed(r, rc, now_frames, true, b);
+            ++r.counters.delivered;
+          }
           if (live_ack == kNone) {
             live_ack = live_new_ack(r);
             LiveAck &a = r.live.acks[live_ack];
@@ -475,12 +561,13 @@ int router_route(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
             hold(r, rc, held_frames, b);
           }
         }
-        if (transient(flags) || (on && !r.settings.durable && !usr.pumping)) continue;
+        if (kept || transient(flags) || (on && !r.settings.durable && !usr.pumping)) continue;
         StoreOp &op = push_op(b, STORE_ENQUEUE, rc, from, p, now);
         op.payload_off = payload_in(b, payload_at, res.payload, res.payload_len);
         op.payload_len = static_cast<uint32_t>(res.payload_len);
         router_inbox_added(r, rc, res.payload_len);
         ++r.counters.copies_stored;
+        router_notify_stored(r, b);
         stored = true;
       }
       // Every copy found its message already live (resends): nothing holds the base.
@@ -527,18 +614,14 @@ bool router_deliver_copy(Router &r, UserId rc, UserId from, const mesibo_message
   }
   const User &usr = r.dir.users[rc];
   bool on = usr.conns > 0;
+  bool kept = false;
+  if (usr.remote) {
+    PayloadAt at;
+    kept = forward(r, rc, from, p, payload, len, true, at, now, b);
+  }
   if (on) {
     ++r.counters.delivered;
-    // The copy as the store would give it back: from the sender, to the
-    // recipient (or the group).
-    mesibo_message_params_t mp = p;
-    mp.from = const_cast<char *>(r.dir.users[from].name.c_str());
-    mp.to = const_cast<char *>(p.groupid ? "" : usr.name.c_str());
-    r.frame_scratch.clear();
-    r.frame_scratch2.clear();
-    if (r.dir.json_conns) wire_encode_message(WIRE_JSON, mp, payload, len, r.frame_scratch);
-    if (r.dir.binary_conns) wire_encode_message(WIRE_BINARY, mp, payload, len, r.frame_scratch2);
-    Frames f{r.frame_scratch.data(), r.frame_scratch2.data(), r.frame_scratch.size(), r.frame_scratch2.size()};
+    Frames f = copy_frames(r, rc, from, p, payload, len);
     Placed pl;
     if (r.settings.durable && !transient(flags)) {
       place(r.waiting_bytes, f, pl);
@@ -548,14 +631,16 @@ bool router_deliver_copy(Router &r, UserId rc, UserId from, const mesibo_message
       publish_placed(r, rc, pl, true, b);
     }
   }
-  if (flags & kReceiptFlags && (on || !transient(flags)))
+  if (flags & kReceiptFlags && (on || !transient(flags) || usr.remote))
     receipts_track(r.receipts, from, rc, static_cast<uint32_t>(p.id), flags, static_cast<uint32_t>(p.groupid));
+  if (kept) return true;
   if (transient(flags) || (on && !r.settings.durable && !usr.pumping)) return false;
   StoreOp &op = push_op(b, STORE_ENQUEUE, rc, from, p, now);
   op.payload_off = put_bytes(b.bytes, payload, len);
   op.payload_len = static_cast<uint32_t>(len);
   ++r.counters.copies_stored;
   router_inbox_added(r, rc, len);
+  router_notify_stored(r, b);
   b.commit = std::max(b.commit, int(COMMIT_SOON));
   return true;
 }
@@ -590,6 +675,63 @@ int router_module_message(Router &r, std::string_view from_name, const mesibo_me
   }
   b.commit = std::max(b.commit, int(COMMIT_SOON));
   return 0;
+}
+
+bool router_remote_message(Router &r, UserId rc, UserId from, const mesibo_message_params_t &p, const char *payload,
+                           size_t len, bool stored, uint64_t now, Batch &b) {
+  batch_clear(b);
+  if (rc >= r.dir.users.size() || from >= r.dir.users.size()) return false;
+  uint32_t flags = static_cast<uint32_t>(p.flags);
+  User &usr = r.dir.users[rc];
+  bool written = false;
+  if (usr.conns > usr.pumping) {
+    Frames f = copy_frames(r, rc, from, p, payload, len);
+    Placed pl;
+    place(b.bytes, f, pl);
+    size_t before = b.writes.size();
+    publish_placed(r, rc, pl, true, b);
+    // A stored copy its backlog already gave a device is not written again.
+    if (stored) {
+      Key3 key{from, 0, static_cast<uint32_t>(p.id)};
+      size_t keep = before;
+      for (size_t i = before; i < b.writes.size(); ++i)
+        if (!r.dir.conns[b.writes[i].conn].stored.find(key)) b.writes[keep++] = b.writes[i];
+      b.writes.resize(keep);
+    }
+    written = b.writes.size() > before;
+    if (written) ++r.counters.delivered;
+    // Durability on: the sending node stores the copy if this device does
+    // not confirm in time, and hands it out again after that commit; the
+    // device has it already.
+    if (r.settings.durable && r.settings.cluster)
+      for (size_t i = before; i < b.writes.size(); ++i)
+        r.dir.conns[b.writes[i].conn].stored.put(Key3{from, 0, static_cast<uint32_t>(p.id)}, 1);
+  }
+  for (ConnId c = usr.first; c != kNone; c = r.dir.conns[c].next) {
+    Connection &conn = r.dir.conns[c];
+    // Its backlog read may have come before the other node's commit.
+    if (conn.pumping && stored) conn.recheck = true;
+  }
+  // Not stored by the other node (durability off, or transient): stored
+  // here when no device here took it, as a copy for an offline user, or
+  // one still reading its backlog, is on one node.
+  if (!stored && !transient(flags) && (!written || usr.pumping)) {
+    StoreOp &op = push_op(b, STORE_ENQUEUE, rc, from, p, now);
+    op.payload_off = put_bytes(b.bytes, payload, len);
+    op.payload_len = static_cast<uint32_t>(len);
+    router_inbox_added(r, rc, len);
+    ++r.counters.copies_stored;
+    b.commit = std::max(b.commit, int(COMMIT_SOON));
+  }
+  return written;
+}
+
+void router_remote_status(Router &r, UserId from, UserId to, uint32_t id, uint32_t status, uint64_t now, Batch &b) {
+  batch_clear(b);
+  if (from >= r.dir.users.size() || to >= r.dir.users.size()) return;
+  if (status == MESIBO_MODULE_MSGSTATUS_DELIVERED || status == MESIBO_MODULE_MSGSTATUS_READ)
+    r.dir.users[from].remote_confirmed_at = now;
+  status_to_sender(r, from, to, id, status, nullptr, directory_out_format(r.dir), b);
 }
 
 }  // namespace sb

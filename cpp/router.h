@@ -54,9 +54,18 @@ enum StoreOpKind : uint32_t {
   // named someone the engine never knew; the name is then in Batch::bytes
   // at payload_off/payload_len.
   STORE_ACK = 2,
-  // The recipient is on node `node` (directory_set_node): hand the copy to
-  // it. The boundary for the cluster (issue 15); nothing here sends it.
+  // The recipient has connections on other nodes (directory_set_remote):
+  // hand them the copy (the cluster room publishes it to the recipient's
+  // subject; docs/cluster.md). `after_commit`: the copy was also stored in
+  // this batch (an STORE_ENQUEUE before it), and goes out once that commit
+  // is done; otherwise (a transient message, or durability off) at once.
+  // The other node delivers it with router_remote_message.
   STORE_FORWARD = 3,
+  // A status for `recipient` (the message's sender), who has connections
+  // on other nodes: `sender` sent status `status` for message `id`. The
+  // other node writes it (router_remote_status) where its receipt flags
+  // ask for it. Not stored: a status is not kept.
+  STORE_FORWARD_STATUS = 4,
 };
 
 struct StoreOp {
@@ -65,7 +74,8 @@ struct StoreOp {
   uint32_t id, refid, gid, flags, type, expiry;
   uint64_t expires_at;  // ms, 0 for none
   uint32_t payload_off, payload_len;
-  uint32_t node;
+  uint8_t after_commit;  // STORE_FORWARD
+  uint32_t status;       // STORE_FORWARD_STATUS
 };
 
 enum CommitDue : int {
@@ -118,6 +128,11 @@ struct RouterSettings {
   // The send or format middleware stage has a handler: deliveries go
   // through the embedder one recipient at a time (Batch::per_recipient).
   bool per_recipient_stages = false;
+  // One node of a cluster: every copy stored is also handed out after its
+  // commit (STORE_FORWARD, after_commit), so a device of its recipient that
+  // logs in on another node while the copy is being stored gets it even if
+  // it read its backlog before that commit (docs/cluster.md).
+  bool cluster = false;
 };
 
 // How the engine reaches what it does not keep. Each may be null. Called
@@ -246,10 +261,15 @@ void router_user_remove(Router &r, std::string_view name);
 // open.
 ConnId router_login(Router &r, UserId u, bool binary);
 // A backlog message went to `c` (the embedder's pump): with durability off
-// its "delivered" deletes the stored copy (lib/server/server.ts
-// Conn.stored). The pump also owes the connection its statuses (router_owe).
+// its "delivered" deletes the stored copy (Connection::stored); in a
+// cluster the same copy coming from the node that stored it is not written
+// to `c` again. The pump also owes the connection its statuses (router_owe).
 void router_backlog_sent(Router &r, ConnId c, UserId sender, uint32_t id);
 void router_backlog_done(Router &r, ConnId c);
+// Whether the pump of `c` must read the store once more before it calls
+// router_backlog_done: a copy another node stored arrived meanwhile
+// (Connection::recheck). Clears the flag.
+bool router_backlog_recheck(Router &r, ConnId c);
 // The connection closed. Unless the engine is stopped, every live copy of
 // its user is stored now, oldest first (another device that confirms one
 // deletes it). Returns whether it was the user's last connection (the
@@ -292,6 +312,26 @@ int router_module_message(Router &r, std::string_view from, const mesibo_message
 // router_queue_ack). Appends to `b` without clearing it.
 bool router_deliver_copy(Router &r, UserId recipient, UserId from, const mesibo_message_params_t &p,
                          const char *payload, size_t len, uint64_t now, Batch &b);
+// --- Copies and statuses from other nodes (the cluster room) ----------------
+
+// A copy another node handed over (STORE_FORWARD) for `recipient`, from
+// `from`: written to the recipient's connections here that are done with
+// their backlog. `stored`: the other node stored it (after_commit), so a
+// device's "delivered" deletes it and a device still reading its backlog
+// reads it from there (router_backlog_recheck); otherwise it is stored
+// here when no device here can take it now, as a copy for an offline or
+// still-pumping user is (a transient one is dropped). Returns whether it
+// was written to any connection. Clears `b`.
+bool router_remote_message(Router &r, UserId recipient, UserId from, const mesibo_message_params_t &p,
+                           const char *payload, size_t len, bool stored, uint64_t now, Batch &b);
+// A status another node handed over (STORE_FORWARD_STATUS): `from` sent
+// `status` for message `id` of `to` (at `now`, ms: a confirmation shows
+// `from` is still confirming, live.cc). Confirms a live copy here, and is
+// written to `to`'s connections as a receipt where its flags ask for one
+// (the flags live on the sender's node); no store operation (the node that
+// read the status did that). Clears `b`.
+void router_remote_status(Router &r, UserId from, UserId to, uint32_t id, uint32_t status, uint64_t now, Batch &b);
+
 // A "sent" for connection `c` that goes out after the next commit.
 void router_queue_ack(Router &r, ConnId c, const char *frame, size_t len, bool binary, Batch &b);
 
@@ -346,6 +386,9 @@ size_t router_live_count(const Router &r);
 void router_publish(Router &r, UserId u, uint32_t json_off, uint32_t json_len, uint32_t bin_off, uint32_t bin_len,
                     bool delivery, Batch &b);
 void router_queue_waiting(Router &r, Waiting w, Batch &b);
+// After an STORE_ENQUEUE was pushed: in a cluster, the same copy handed out
+// after its commit (RouterSettings::cluster).
+void router_notify_stored(Router &r, Batch &b);
 bool router_inbox_full(Router &r, UserId u, size_t bytes, uint64_t now);
 void router_inbox_added(Router &r, UserId u, size_t bytes);
 void live_add(Router &r, uint32_t ack, UserId recipient, uint32_t base, uint64_t now, Batch &b);

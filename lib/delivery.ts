@@ -31,8 +31,14 @@ export const StoreOpKind = {
   Enqueue: L.opKinds.enqueue,
   /** `recipient` confirmed `sender`'s message `id`: delete its copy (store.ack(recipient, sender, id)); the store reports what it deleted (onCopyDeleted), for inboxRemoved(). */
   Ack: L.opKinds.ack,
-  /** The recipient is on node `node`: hand the copy over (the cluster, issue 15). */
+  /**
+   * The recipient has connections on other nodes: hand them the copy (the
+   * cluster room publishes it; they call remoteMessage). `afterCommit`: it
+   * was stored in this batch too, and goes out once that commit is done.
+   */
   Forward: L.opKinds.forward,
+  /** A status for `recipient` (the message's sender), who has connections on other nodes: they call remoteStatus. Not stored. */
+  ForwardStatus: L.opKinds.forwardStatus,
 } as const;
 
 /**
@@ -69,6 +75,8 @@ export interface DeliverySettings {
   userRateLimit?: number;
   /** The send or format middleware stage has handlers (setPerRecipient changes it). */
   perRecipientStages?: boolean;
+  /** One node of a cluster: every stored copy is also forwarded after its commit (docs/cluster.md). */
+  cluster?: boolean;
 }
 
 /** What the engine asks JavaScript for, off the plain path only. */
@@ -94,7 +102,10 @@ export interface StoreOp {
   expiresAt: number;
   /** A view into the batch: copy it if the store keeps it past the next call. */
   payload: Buffer;
-  node: number;
+  /** Forward: the copy was stored in this batch; hand it over after that commit. */
+  afterCommit: boolean;
+  /** ForwardStatus: the status. */
+  status: number;
 }
 
 export interface DeliveryCounters {
@@ -172,9 +183,9 @@ export class Delivery {
     return n;
   }
 
-  /** The user's connections are on node `node` (0: this one). The cluster's boundary. */
-  setNode(user: number, node: number): void {
-    this.h.setNode(user, node);
+  /** How many other nodes of the cluster have connections of `user` (0: none). Copies for it are then also forwarded. */
+  setRemote(user: number, nodes: number): void {
+    this.h.setRemote(user, nodes);
   }
 
   /** A logged-in connection; -1 when maxConnections are open. Its backlog is being sent until backlogDone(). */
@@ -204,6 +215,31 @@ export class Delivery {
 
   backlogDone(conn: number): void {
     this.h.backlogDone(conn);
+  }
+
+  /** Whether the backlog pump of `conn` must read the store once more before backlogDone(): another node stored a copy for it meanwhile. */
+  backlogRecheck(conn: number): boolean {
+    return this.h.backlogRecheck(conn);
+  }
+
+  // --- from other nodes (the cluster room) ---------------------------------
+
+  /**
+   * A copy another node forwarded for `recipient`: written to its
+   * connections here; `stored` says the other node stored it (afterCommit),
+   * otherwise it is stored here when no device here can take it now.
+   * Returns whether any connection got it.
+   */
+  remoteMessage(recipient: number, from: number, m: { id: number; refid: number; groupid: number; flags: number; type: number; expiry: number }, payload: Uint8Array, stored: boolean, now: number): boolean {
+    const written = this.h.remoteMessage(recipient, from, m, payload, stored, now);
+    this.sync();
+    return written;
+  }
+
+  /** A status another node forwarded: `from` sent `status` for `to`'s message `id` (now: ms). */
+  remoteStatus(from: number, to: number, id: number, status: number, now: number): void {
+    this.h.remoteStatus(from, to, id, status, now);
+    this.sync();
   }
 
   /** A group's members, as the store has them (the API changed them, or loaded them first). */
@@ -414,7 +450,8 @@ export class Delivery {
       expiry: o[b + O.expiry],
       expiresAt: o[b + O.expiresAt],
       payload: this.bytes.subarray(off, off + o[b + O.payloadLen]),
-      node: o[b + O.node],
+      afterCommit: o[b + O.afterCommit] === 1,
+      status: o[b + O.status],
     };
   }
 

@@ -87,11 +87,14 @@ export interface NativeDeliveryEngine {
   userRemove(name: string): void;
   intern(name: string): number;
   name(user: number): string | undefined;
-  setNode(user: number, node: number): void;
+  setRemote(user: number, nodes: number): void;
   login(user: number, binary: boolean): number;
   logout(conn: number): boolean;
   backlogSent(conn: number, sender: number, id: number): void;
   backlogDone(conn: number): void;
+  backlogRecheck(conn: number): boolean;
+  remoteMessage(recipient: number, from: number, fields: Record<string, unknown>, payload: Uint8Array, stored: boolean, now: number): boolean;
+  remoteStatus(from: number, to: number, id: number, status: number, now: number): void;
   groupSet(gid: number, members: string[]): void;
   groupForget(gid: number): void;
   outFormat(): number;
@@ -117,10 +120,10 @@ export interface NativeDeliveryEngine {
 /** Where each field of the delivery engine's views is (cpp/delivery_binding.cc). */
 export interface NativeDeliveryLayout {
   head: Record<'status' | 'writes' | 'ops' | 'bytes' | 'commit' | 'liveWait' | 'perRecipient' | 'recipients' | 'talked' | 'grown' | 'outFormat', number>;
-  op: Record<'kind' | 'recipient' | 'sender' | 'id' | 'refid' | 'gid' | 'flags' | 'type' | 'expiry' | 'expiresAt' | 'payloadOff' | 'payloadLen' | 'node', number>;
+  op: Record<'kind' | 'recipient' | 'sender' | 'id' | 'refid' | 'gid' | 'flags' | 'type' | 'expiry' | 'expiresAt' | 'payloadOff' | 'payloadLen' | 'afterCommit' | 'status', number>;
   opFields: number;
   writeFields: number;
-  opKinds: Record<'enqueue' | 'ack' | 'forward', number>;
+  opKinds: Record<'enqueue' | 'ack' | 'forward' | 'forwardStatus', number>;
   admit: Record<'message' | 'status' | 'refusedStatus' | 'refusedConnection' | 'refusedUser', number>;
 }
 

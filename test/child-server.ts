@@ -2,6 +2,7 @@
 // (kill.test.ts, restart.test.ts). The script prints "READY <port>" once it
 // listens and exits 2 on E_LISTEN, so a caller can retry while a killed
 // predecessor still holds the port.
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -47,3 +48,86 @@ export function writeChildServer(dir: string, port: number, appToken: string, ex
   fs.writeFileSync(conf, `listen = 127.0.0.1:${port}\ndata_dir = ${path.join(dir, 'data')}\napp_token = ${appToken}\nrate_limit = 1000000\n${extraConf}`);
   return [script, conf];
 }
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** The server in a child process: started (retrying while a killed predecessor holds the port), killed, started again. */
+export class ServerProcess {
+  private readonly script: string;
+  private readonly conf: string;
+  private child: ChildProcess | null = null;
+  private exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> | null = null;
+  /** The last lines the server logged, for failure messages. */
+  readonly log: string[] = [];
+  starts = 0;
+  startMs: number[] = [];
+
+  constructor(
+    readonly dir: string,
+    readonly port: number,
+    appToken: string,
+    extraConf: string,
+  ) {
+    [this.script, this.conf] = writeChildServer(dir, port, appToken, extraConf);
+  }
+
+  private note(line: string): void {
+    this.log.push(line);
+    if (this.log.length > 200) this.log.splice(0, this.log.length - 200);
+  }
+
+  /** Starts the server and resolves once it listens; retries while the port is still held by the previous one. */
+  async start(): Promise<void> {
+    const t0 = Date.now();
+    for (let attempt = 0; ; attempt++) {
+      const child = spawn(process.execPath, [this.script, this.conf], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
+      let out = '';
+      let err = '';
+      const ready = new Promise<boolean>((resolve) => {
+        child.stdout!.on('data', (d) => {
+          out += d;
+          if (out.includes('READY')) resolve(true);
+        });
+        child.stderr!.on('data', (d) => {
+          err += d;
+          for (const l of String(d).split('\n')) if (l) this.note(l);
+        });
+        void exited.then(() => resolve(false));
+      });
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), 15_000)));
+      const r = await Promise.race([ready, timeout]);
+      clearTimeout(timer);
+      if (r === true) {
+        this.child = child;
+        this.exited = exited;
+        this.starts++;
+        this.startMs.push(Date.now() - t0);
+        return;
+      }
+      if (r === 'timeout') child.kill('SIGKILL');
+      const e = await exited;
+      if (e.code === 2 && attempt < 50) {
+        await sleep(100); // E_LISTEN: the port is not free yet
+        continue;
+      }
+      throw new Error(`the server did not start (exit ${e.code}, signal ${e.signal}):\n${err}\n${this.log.slice(-20).join('\n')}`);
+    }
+  }
+
+  get running(): boolean {
+    return this.child !== null;
+  }
+
+  /** Sends `signal` and waits for the process to end. */
+  async kill(signal: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    const child = this.child!;
+    const exited = this.exited!;
+    this.child = null;
+    this.exited = null;
+    child.kill(signal);
+    return exited;
+  }
+}
+

@@ -552,6 +552,36 @@ describe('reconnecting', () => {
     expect(events).toEqual(['disconnected 1006 true', 'connected']);
   });
 
+  it('with several URLs, a dropped connection is taken up by the next node, with the unacknowledged messages resent there', async () => {
+    await startServer();
+    const first = server;
+    const second = await FakeServer.start();
+    try {
+      const client = makeClient({ url: [first.url, second.url] });
+      const [, connection] = await Promise.all([client.connect(), first.nextConnection()]);
+      const pending = client.send('bob', 'unacknowledged');
+      expect(await connection.next()).toMatchObject({ op: 'msg', data: 'unacknowledged' });
+      // The first node dies: the next attempt goes to the second, which gets the message again with its id.
+      await first.close();
+      const there = await second.nextConnection();
+      expect(await there.next()).toEqual({ op: 'msg', id: pending.id, to: 'bob', data: 'unacknowledged' });
+      there.send({ op: 'status', id: pending.id, from: 'bob', status: 1 });
+      await expect(pending.sent).resolves.toBe(1);
+      // And round again: the second drops, the first is gone, so the client keeps trying both until one answers.
+      there.drop();
+      await sleep(60);
+      expect(second.attempts).toBeGreaterThanOrEqual(2);
+    } finally {
+      await second.close();
+    }
+  });
+
+  it('refuses a url list that is empty or holds something that is not a URL', async () => {
+    await startServer();
+    expect(() => makeClient({ url: [] })).toThrow(expect.objectContaining({ code: 'E_BAD_OPTION' }));
+    expect(() => makeClient({ url: [server.url, 'not a url'] })).toThrow(expect.objectContaining({ code: 'E_BAD_OPTION' }));
+  });
+
   it('messages sent before connect() wait, then go out in order after the login', async () => {
     await startServer();
     const client = makeClient();

@@ -429,3 +429,40 @@ describe('one call per frame', () => {
     expect(seen).toEqual([1, 0x83]);
   });
 });
+
+describe('two engines as two nodes (the cluster room carries their Forward operations)', () => {
+  it('a live copy crosses nodes, is written there, and its delivered comes back as the sender\'s sent and receipt', () => {
+    const n1 = setup();
+    const n2 = setup();
+    const alice1 = n1.user('alice'), bob1 = n1.user('bob');
+    const alice2 = n2.user('alice'), bob2 = n2.user('bob');
+    const a = n1.online(alice1);
+    const b = n2.online(bob2);
+    // What the nodes' announcements tell each engine.
+    n1.d.setRemote(bob1, 1);
+    n2.d.setRemote(alice2, 1);
+    expect(n1.send(alice1, a, { op: 'msg', id: 21, to: 'bob', flags: 1, data: 'across' })).toBe(1);
+    const ops = Array.from({ length: n1.d.opCount }, (_, i) => n1.d.op(i));
+    // A live copy: forwarded at once, kept on node 1 until bob confirms.
+    expect(ops.map((o) => o.kind)).toEqual([StoreOpKind.Forward]);
+    const fwd = ops[0];
+    expect(fwd.afterCommit).toBe(false);
+    expect(n1.d.name(fwd.recipient)).toBe('bob');
+    expect(n1.writes()).toEqual([]); // "sent" waits for the confirmation
+    expect(n1.d.liveCount()).toBe(1);
+    const carried = { recipient: n1.d.name(fwd.recipient), from: n1.d.name(fwd.sender), fields: { id: fwd.id, refid: fwd.refid, groupid: fwd.gid, flags: fwd.flags, type: fwd.type, expiry: fwd.expiry }, payload: Buffer.from(fwd.payload) };
+    // Node 2 gets the copy.
+    expect(n2.d.remoteMessage(n2.d.intern(carried.recipient), n2.d.intern(carried.from), carried.fields, carried.payload, fwd.afterCommit, 1000)).toBe(true);
+    expect(n2.writes()).toEqual([[b, msg(21, 'alice', 'bob', { text: 'across', flags: 1 })]]);
+    // bob's delivered on node 2: the stored copy is deleted there, the status goes to alice's node.
+    expect(n2.send(bob2, b, { op: 'status', id: 21, to: 'alice', status: 2 })).toBe(2);
+    const sops = Array.from({ length: n2.d.opCount }, (_, i) => n2.d.op(i));
+    expect(sops.map((o) => o.kind)).toEqual([StoreOpKind.ForwardStatus, StoreOpKind.Ack]);
+    const st = sops[0];
+    expect([n2.d.name(st.sender), n2.d.name(st.recipient), st.id, st.status]).toEqual(['bob', 'alice', 21, 2]);
+    n1.d.remoteStatus(n1.d.intern('bob'), n1.d.intern('alice'), st.id, st.status, 1001);
+    // The live copy confirmed: "sent", then the receipt alice asked for.
+    expect(n1.writes()).toEqual([[a, status(21, 'bob', 1)], [a, status(21, 'bob', 2)]]);
+    expect(n1.d.liveCount()).toBe(0);
+  });
+});

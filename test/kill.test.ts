@@ -16,13 +16,12 @@
 // and goings, who gets which message, which ones expire); how far the load
 // gets before each kill still depends on the machine.
 // SWITCHBOARD_KILL_ROUNDS sets the number of kills (default 5).
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { freePort, writeChildServer } from './child-server';
+import { freePort, ServerProcess } from './child-server';
 
 const APP_TOKEN = 'kill-test-app-token';
 
@@ -58,88 +57,6 @@ const rng = rngFrom(SEED);
 const randInt = (lo: number, hi: number) => lo + Math.floor(rng() * (hi - lo + 1));
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-// ---------------------------------------------------------------------------
-// The server in a child process.
-
-
-class ServerProcess {
-  private readonly script: string;
-  private readonly conf: string;
-  private child: ChildProcess | null = null;
-  private exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> | null = null;
-  /** The last lines the server logged, for failure messages. */
-  readonly log: string[] = [];
-  starts = 0;
-  startMs: number[] = [];
-
-  constructor(
-    readonly dir: string,
-    readonly port: number,
-    extraConf: string,
-  ) {
-    [this.script, this.conf] = writeChildServer(dir, port, APP_TOKEN, extraConf);
-  }
-
-  private note(line: string): void {
-    this.log.push(line);
-    if (this.log.length > 200) this.log.splice(0, this.log.length - 200);
-  }
-
-  /** Starts the server and resolves once it listens; retries while the port is still held by the previous one. */
-  async start(): Promise<void> {
-    const t0 = Date.now();
-    for (let attempt = 0; ; attempt++) {
-      const child = spawn(process.execPath, [this.script, this.conf], { stdio: ['ignore', 'pipe', 'pipe'] });
-      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
-      let out = '';
-      let err = '';
-      const ready = new Promise<boolean>((resolve) => {
-        child.stdout!.on('data', (d) => {
-          out += d;
-          if (out.includes('READY')) resolve(true);
-        });
-        child.stderr!.on('data', (d) => {
-          err += d;
-          for (const l of String(d).split('\n')) if (l) this.note(l);
-        });
-        void exited.then(() => resolve(false));
-      });
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), 15_000)));
-      const r = await Promise.race([ready, timeout]);
-      clearTimeout(timer);
-      if (r === true) {
-        this.child = child;
-        this.exited = exited;
-        this.starts++;
-        this.startMs.push(Date.now() - t0);
-        return;
-      }
-      if (r === 'timeout') child.kill('SIGKILL');
-      const e = await exited;
-      if (e.code === 2 && attempt < 50) {
-        await sleep(100); // E_LISTEN: the port is not free yet
-        continue;
-      }
-      throw new Error(`the server did not start (exit ${e.code}, signal ${e.signal}):\n${err}\n${this.log.slice(-20).join('\n')}`);
-    }
-  }
-
-  get running(): boolean {
-    return this.child !== null;
-  }
-
-  /** Sends `signal` and waits for the process to end. */
-  async kill(signal: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-    const child = this.child!;
-    const exited = this.exited!;
-    this.child = null;
-    this.exited = null;
-    child.kill(signal);
-    return exited;
-  }
-}
 
 async function api(port: number, body: unknown): Promise<Record<string, unknown>> {
   const res = await fetch(`http://127.0.0.1:${port}/api`, { method: 'POST', headers: { Authorization: `Bearer ${APP_TOKEN}` }, body: JSON.stringify(body) });
@@ -467,7 +384,7 @@ describe('durability under SIGKILL', () => {
     const dir = fs.mkdtempSync(path.join(tmp, 'run-'));
     console.log(`kill test (${variant.name}): seed ${SEED} (replay with SWITCHBOARD_KILL_SEED=${SEED}); data in ${dir}`);
     const port = await freePort();
-    server = new ServerProcess(dir, port, variant.conf);
+    server = new ServerProcess(dir, port, APP_TOKEN, variant.conf);
     await server.start();
 
     const rNames = Array.from({ length: RECIPIENTS }, (_, i) => `r${i}`);

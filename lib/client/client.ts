@@ -17,8 +17,12 @@ import {
 } from './types';
 
 export interface SwitchboardClientOptions {
-  /** `ws://HOST:PORT/` or `wss://HOST:PORT/`. */
-  url: string;
+  /**
+   * `ws://HOST:PORT/` or `wss://HOST:PORT/`; or several, the nodes of a
+   * cluster: the client connects to the first and, whenever a connection
+   * ends or an attempt fails, tries the next one (round robin).
+   */
+  url: string | readonly string[];
   token: string;
   /** A label for this connection, sent in the login frame. */
   device?: string;
@@ -90,7 +94,9 @@ interface Outgoing {
  * connection ends go out again, with the same id, on the next one.
  */
 export class SwitchboardClient extends Emitter<ClientEvents> {
-  private readonly url: string;
+  private readonly urls: readonly string[];
+  /** The URL in use: urls[at]. */
+  private at = 0;
   private readonly token: string;
   private readonly device: string | undefined;
   private readonly auth: 'login' | 'query';
@@ -124,10 +130,14 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
 
   constructor(options: SwitchboardClientOptions) {
     super();
-    try {
-      new URL(options.url);
-    } catch {
-      throw badOption(`url ${JSON.stringify(options.url)} is not a URL; use ws://HOST:PORT/ or wss://HOST:PORT/.`);
+    const urls = typeof options.url === 'string' ? [options.url] : Array.isArray(options.url) ? [...options.url] : [];
+    if (urls.length === 0) throw badOption('url must be a URL (ws://HOST:PORT/ or wss://HOST:PORT/) or a non-empty array of them.');
+    for (const u of urls) {
+      try {
+        new URL(u);
+      } catch {
+        throw badOption(`url ${JSON.stringify(u)} is not a URL; use ws://HOST:PORT/ or wss://HOST:PORT/.`);
+      }
     }
     if (typeof options.token !== 'string' || options.token === '') throw badOption('token must be a non-empty string.');
     if (options.device !== undefined && (typeof options.device !== 'string' || !deviceLabel(options.device))) {
@@ -146,7 +156,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       if (!(min > 0 && max >= min)) throw badOption('reconnect needs 0 < minDelayMs <= maxDelayMs.');
       delays = { min, max };
     }
-    this.url = options.url;
+    this.urls = urls;
     this.token = options.token;
     this.device = options.device;
     this.auth = auth;
@@ -353,6 +363,11 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     }, this.handshakeTimeoutMs);
   }
 
+  /** The URL of the current or next attempt. */
+  private get url(): string {
+    return this.urls[this.at];
+  }
+
   private socketUrl(): string {
     if (this.auth !== 'query') return this.url;
     const url = new URL(this.url);
@@ -473,6 +488,8 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       this.emit('disconnected', { code, reason, willReconnect: false, delayMs: null });
       return;
     }
+    // With several URLs, the next one: the node this one reached may be gone.
+    this.at = (this.at + 1) % this.urls.length;
     const delayMs = this.backoff(this.attempt++);
     this.current = 'waiting';
     this.reconnectTimer = setTimeout(() => {

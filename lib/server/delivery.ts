@@ -215,9 +215,10 @@ export class Delivery {
         } else if (op.kind === StoreOpKind.Ack) {
           this.store.ack(e.name(op.recipient), op.sender < 0 ? op.payload.toString('utf8') : e.name(op.sender), op.id);
         } else {
-          // A recipient on another node: the cluster (issue 15) hands the
-          // copy over; a single node never marks a user remote.
-          this.logger.event('store.error', { op: 'forward', error: `no cluster to hand a copy for ${e.name(op.recipient)} to node ${op.node}` });
+          // A user with connections on other nodes: the cluster room
+          // (issue 15) hands the copy or status over; a single node never
+          // marks a user remote.
+          this.logger.event('store.error', { op: 'forward', error: `no cluster to hand a ${op.kind === StoreOpKind.Forward ? 'copy' : 'status'} for ${e.name(op.recipient)} to` });
         }
       } catch (err) {
         // enqueue refuses a malformed copy at once (E_STORE_ARGUMENT); the

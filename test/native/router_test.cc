@@ -513,15 +513,213 @@ TEST("a device still receiving its backlog gets nothing live; the copy is stored
   CHECK_EQ(sb::router_owed(f.r)[bb], 0);  // the backlog that brings the copy owes for it
 }
 
-TEST("a recipient on another node: the copy is handed over as a forward operation") {
+TEST("cluster, durability off: a copy for a user on another node is forwarded at once, not stored") {
   Fixture f(durable_off());
   UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
-  sb::directory_set_node(f.r.dir, bob, 3);
+  sb::directory_set_remote(f.r.dir, bob, 2);
   ConnId a = f.online(alice);
+  // Transient: bob counts as online (not NOTACTIVE).
   CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":1,"to":"bob","flags":4,"data":"x"})"), 1);
   CHECK_EQ(f.b.ops.size(), size_t(1));
   CHECK_EQ(f.b.ops[0].kind, sb::STORE_FORWARD);
-  CHECK_EQ(f.b.ops[0].node, 3u);
+  CHECK_EQ(f.b.ops[0].recipient, bob);
+  CHECK_EQ(f.b.ops[0].sender, alice);
+  CHECK_EQ(int(f.b.ops[0].after_commit), 0);
+  CHECK_EQ(f.b.bytes.substr(f.b.ops[0].payload_off, f.b.ops[0].payload_len), std::string("x"));
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":1,"from":"bob","status":1})"}));
+  // Not transient, durability off: forwarded, "sent" at once, nothing stored.
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":2,"to":"bob","data":"y"})"), 1);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_FORWARD);
+  CHECK_EQ(f.b.commit, int(sb::COMMIT_NONE));
+  CHECK_EQ(f.b.writes.size(), size_t(1));
+}
+
+TEST("cluster, durability on: a copy for a user on another node goes at once as a live copy kept here; its forwarded delivered sends sent") {
+  Fixture f;
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  sb::directory_set_remote(f.r.dir, bob, 1);
+  ConnId a = f.online(alice);
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":3,"to":"bob","data":"z"})"), 1);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_FORWARD);
+  CHECK_EQ(int(f.b.ops[0].after_commit), 0);
+  CHECK_EQ(f.b.commit, int(sb::COMMIT_NONE));
+  CHECK_EQ(f.b.writes.size(), size_t(0));  // "sent" waits for the confirmation
+  CHECK_EQ(sb::router_live_count(f.r), size_t(1));
+  sb::router_remote_status(f.r, bob, alice, 3, 2, 1010, f.b);
+  CHECK_EQ(sb::router_live_count(f.r), size_t(0));
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":3,"from":"bob","status":1})"}));
+  sb::router_expire(f.r, 1050, f.b);  // the timer the first copy armed: nothing left
+  // Not confirmed within the grace: stored here, "sent" after that commit.
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":4,"to":"bob","data":"w"})", 2000), 1);
+  sb::router_expire(f.r, 2000 + 60, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
+  CHECK_EQ(f.b.ops[0].recipient, bob);
+  CHECK_EQ(f.b.writes.size(), size_t(0));
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":4,"from":"bob","status":1})"}));
+  // Gone from the other node (its count back to 0): stored as for any offline user, not forwarded.
+  sb::directory_set_remote(f.r.dir, bob, 0);
+  f.send(alice, a, R"({"op":"msg","id":5,"to":"bob","data":"v"})", 3000);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
+}
+
+TEST("cluster, durability on without live copies: stored here once, forwarded after the commit, sent after it") {
+  sb::RouterSettings s;
+  s.grace_ms = 0;
+  Fixture f(s);
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  sb::directory_set_remote(f.r.dir, bob, 1);
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":6,"to":"bob","data":"u"})"), 1);
+  CHECK_EQ(f.b.ops.size(), size_t(2));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
+  CHECK_EQ(f.b.ops[1].kind, sb::STORE_FORWARD);
+  CHECK_EQ(int(f.b.ops[1].after_commit), 1);
+  CHECK_EQ(f.b.commit, int(sb::COMMIT_SOON));
+  CHECK_EQ(f.b.writes.size(), size_t(0));
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(bb) + R"(:{"op":"msg","id":6,"from":"alice","to":"bob","data":"u"})",
+                                   std::to_string(a) + R"(:{"op":"status","id":6,"from":"bob","status":1})"}));
+}
+
+TEST("cluster: a user with devices here and on another node gets one live copy, written here and forwarded") {
+  Fixture f;
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  sb::directory_set_remote(f.r.dir, bob, 1);
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":7,"to":"bob","data":"t"})"), 1);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_FORWARD);
+  CHECK_EQ(join(f.writes()), join({std::to_string(bb) + R"(:{"op":"msg","id":7,"from":"alice","to":"bob","data":"t"})"}));
+  CHECK_EQ(sb::router_live_count(f.r), size_t(1));
+  // The device here confirms first: "sent"; the other device's confirmation later finds nothing.
+  CHECK_EQ(f.send(bob, bb, R"({"op":"status","id":7,"to":"alice","status":2})"), 2);
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":7,"from":"bob","status":1})"}));
+  sb::router_remote_status(f.r, bob, alice, 7, 2, 1001, f.b);
+  CHECK_EQ(f.b.writes.size(), size_t(0));
+}
+
+TEST("cluster: a status for a sender with devices on another node is forwarded; the stored copy is deleted here") {
+  Fixture f;
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  sb::directory_set_remote(f.r.dir, alice, 1);
+  ConnId bb = f.online(bob);
+  CHECK_EQ(f.send(bob, bb, R"({"op":"status","id":9,"to":"alice","status":2})"), 2);
+  CHECK_EQ(f.b.ops.size(), size_t(2));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_FORWARD_STATUS);
+  CHECK_EQ(f.b.ops[0].recipient, alice);
+  CHECK_EQ(f.b.ops[0].sender, bob);
+  CHECK_EQ(f.b.ops[0].id, 9u);
+  CHECK_EQ(f.b.ops[0].status, 2u);
+  CHECK_EQ(f.b.ops[1].kind, sb::STORE_ACK);
+  CHECK_EQ(f.b.writes.size(), size_t(0));  // no receipt flags are tracked here for alice's message
+}
+
+TEST("cluster: a forwarded copy is written to the recipient's devices here; one still pumping rechecks its backlog") {
+  Fixture f;
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId bb = f.online(bob);
+  ConnId pumping = sb::router_login(f.r, bob, false);
+  mesibo_message_params_t p{};
+  p.id = 11;
+  CHECK(sb::router_remote_message(f.r, bob, alice, p, "hello", 5, true, 1000, f.b));
+  CHECK_EQ(join(f.writes()), join({std::to_string(bb) + R"(:{"op":"msg","id":11,"from":"alice","to":"bob","data":"hello"})"}));
+  CHECK(f.b.writes[0].delivery == 1);
+  CHECK_EQ(f.b.ops.size(), size_t(0));  // the other node stored it
+  CHECK_EQ(sb::router_owed(f.r)[bb], 2);
+  CHECK(sb::router_backlog_recheck(f.r, pumping));
+  CHECK(!sb::router_backlog_recheck(f.r, pumping));  // cleared
+  CHECK(!sb::router_backlog_recheck(f.r, bb));
+  // bob's delivered deletes the copy the other node stored (durability on: no live copy here).
+  CHECK_EQ(f.send(bob, bb, R"({"op":"status","id":11,"to":"alice","status":2})"), 2);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ACK);
+}
+
+TEST("cluster: a forwarded copy nobody stored is stored here when no device here takes it (durability off)") {
+  Fixture f(durable_off());
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  mesibo_message_params_t p{};
+  p.id = 12;
+  // bob left this node before the copy came: stored, as for an offline user.
+  CHECK(!sb::router_remote_message(f.r, bob, alice, p, "x", 1, false, 1000, f.b));
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
+  CHECK_EQ(f.b.ops[0].recipient, bob);
+  CHECK_EQ(f.b.commit, int(sb::COMMIT_SOON));
+  // A transient one is dropped.
+  p.flags = MOD_MESIBO_MSGFLAG_TRANSIENT;
+  CHECK(!sb::router_remote_message(f.r, bob, alice, p, "x", 1, false, 1000, f.b));
+  CHECK_EQ(f.b.ops.size(), size_t(0));
+  // Online and done with its backlog: written, not stored.
+  ConnId bb = f.online(bob);
+  p.flags = 0;
+  CHECK(sb::router_remote_message(f.r, bob, alice, p, "x", 1, false, 1000, f.b));
+  CHECK_EQ(f.b.ops.size(), size_t(0));
+  CHECK_EQ(f.b.writes.size(), size_t(1));
+  CHECK_EQ(f.b.writes[0].conn, bb);
+}
+
+TEST("cluster: a forwarded status is written as a receipt where the sender asked for one, and confirms a live copy") {
+  Fixture f;
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice), bb = f.online(bob);
+  // alice's message goes live to bob's device here, with a delivery receipt asked for.
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":13,"to":"bob","flags":1,"data":"r"})"), 1);
+  CHECK_EQ(f.b.writes.size(), size_t(1));
+  CHECK_EQ(f.b.writes[0].conn, bb);
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(sb::router_live_count(f.r), size_t(1));
+  // bob's device on the other node confirmed: the live copy here is confirmed too, and alice gets her receipt.
+  sb::router_remote_status(f.r, bob, alice, 13, 2, 1001, f.b);
+  CHECK_EQ(sb::router_live_count(f.r), size_t(0));
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":13,"from":"bob","status":1})",
+                                   std::to_string(a) + R"(:{"op":"status","id":13,"from":"bob","status":2})"}));
+  CHECK_EQ(f.b.ops.size(), size_t(0));
+  // No receipt flags: nothing written.
+  sb::router_remote_status(f.r, bob, alice, 99, 2, 1002, f.b);
+  CHECK_EQ(f.b.writes.size(), size_t(0));
+}
+
+TEST("cluster: every stored copy is also handed out after its commit; a device that had it from its backlog or live is not written again") {
+  sb::RouterSettings s;
+  s.cluster = true;
+  Fixture f(s);
+  UserId alice = sb::router_user_add(f.r, "alice");
+  sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice);
+  // bob is nowhere this node knows of: stored, and handed out after the commit for a bob who is logging in elsewhere.
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":31,"to":"bob","data":"s"})"), 1);
+  CHECK_EQ(f.b.ops.size(), size_t(2));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
+  CHECK_EQ(f.b.ops[1].kind, sb::STORE_FORWARD);
+  CHECK_EQ(int(f.b.ops[1].after_commit), 1);
+  CHECK_EQ(f.b.ops[1].payload_off, f.b.ops[0].payload_off);
+  // On bob's node: his backlog gave the device message 31; the same copy handed out is not written again, 32 is.
+  Fixture g(s);
+  UserId alice2 = sb::router_user_add(g.r, "alice"), bob2 = sb::router_user_add(g.r, "bob");
+  ConnId bb = sb::router_login(g.r, bob2, false);
+  sb::router_backlog_sent(g.r, bb, alice2, 31);
+  sb::router_backlog_done(g.r, bb);
+  mesibo_message_params_t p{};
+  p.id = 31;
+  CHECK(!sb::router_remote_message(g.r, bob2, alice2, p, "s", 1, true, 1000, g.b));
+  CHECK_EQ(g.b.writes.size(), size_t(0));
+  p.id = 32;
+  CHECK(sb::router_remote_message(g.r, bob2, alice2, p, "t", 1, false, 1000, g.b));
+  CHECK_EQ(g.b.writes.size(), size_t(1));
+  // 32 was a live copy; unconfirmed, its sender stores it and hands it out again: not written twice.
+  CHECK(!sb::router_remote_message(g.r, bob2, alice2, p, "t", 1, true, 1100, g.b));
+  // Once confirmed, the key is forgotten.
+  CHECK_EQ(g.send(bob2, bb, R"({"op":"status","id":32,"to":"alice","status":2})"), 2);
+  CHECK(g.r.dir.conns[bb].stored.find(sb::Key3{alice2, 0, 32}) == nullptr);
 }
 
 TEST("a module's message is held for the commit and encoded from the sender") {
