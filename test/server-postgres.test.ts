@@ -39,11 +39,11 @@ interface Node {
   log: string[];
 }
 
-/** A server on database `db`, with a data_dir of its own each time (nothing of the store is in it). */
-async function start(db: string, body = ''): Promise<Node> {
+/** A server on database `db`, with a data_dir of its own each time (nothing of the store is in it); `withPassword` false leaves it to PGPASSWORD. */
+async function start(db: string, body = '', withPassword = true): Promise<Node> {
   const log: string[] = [];
   const s = await Server.start({
-    configText: `listen = 127.0.0.1:0\ndata_dir = ${tempDir()}\napp_token = ${APP}\nlog_level = 1\nstore = ${(await pg()).url(db)}\n${body}`,
+    configText: `listen = 127.0.0.1:0\ndata_dir = ${tempDir()}\napp_token = ${APP}\nlog_level = 1\nstore = ${(await pg()).url(db, withPassword)}\n${body}`,
     log: (l) => log.push(l),
   });
   running.push(s);
@@ -250,6 +250,20 @@ describe('store = postgresql://...', () => {
       expect(e).toMatchObject({ code: 'E_CONFIG_BAD_VALUE' });
       expect(e!.message).not.toContain('hunter2');
     }
+    // Without a password in the URL, PGPASSWORD's.
+    const p0 = await pg();
+    const db = await p0.createDatabase();
+    const before = process.env.PGPASSWORD;
+    process.env.PGPASSWORD = p0.password;
+    try {
+      const n = await start(db, '', false);
+      expect(n.log.find((l) => l.includes('server.listening'))).toContain(`store=${p0.url(db, false)}`);
+      expect(await api(n.s, { op: 'users' })).toMatchObject({ ok: true, users: [] });
+      await stop(n);
+    } finally {
+      if (before === undefined) delete process.env.PGPASSWORD;
+      else process.env.PGPASSWORD = before;
+    }
     // A port where nothing listens: refused at once, not after a hang.
     const p = await pg();
     const began = Date.now();
@@ -295,6 +309,8 @@ describe('store = postgresql://...', () => {
       expect(carolFrames.some((f) => f.op === 'status' && f.id === 77)).toBe(false);
       await until(async () => (await health(s)).status === 503);
       expect((await health(s)).body).toMatchObject({ ok: false, code: 'E_STORE_DOWN' });
+      const status = (await (await fetch(`http://127.0.0.1:${s.port}/status.json`)).json()) as { store: Record<string, unknown> };
+      expect(status.store).toMatchObject({ kind: 'postgresql', down: expect.stringMatching(/^E_STORE_/), waiting: null });
       expect(log.some((l) => l.includes('store.down'))).toBe(true);
       await new Promise((r) => setTimeout(r, 300));
       await p.start();
