@@ -5,6 +5,7 @@
 // receipts, store-and-forward across a restart (the messages are in the
 // database, not in a file), the inbox limit, token revocation, and
 // PostgreSQL stopped under traffic.
+import { Client } from 'pg';
 import WebSocket from 'ws';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { SwitchboardClient } from '../lib/client';
@@ -140,6 +141,53 @@ describe('store = postgresql://...', () => {
     await new Promise((r) => bad.on('open', r));
     bad.send(JSON.stringify({ op: 'login', token: 'nope' }));
     expect(await closed).toBe(4001);
+  });
+
+  it('a login waits for the store: frames behind a login frame wait with it, and an upgrade whose client went away meanwhile is not made', async () => {
+    const p = await pg();
+    const db = await p.createDatabase();
+    const { s } = await start(db);
+    const aliceToken = await user(s, 'alice');
+    const bobToken = await user(s, 'bob');
+    const bob = await connect(s, bobToken);
+    // A transaction that locks the users table holds every token lookup.
+    const locker = new Client({ connectionString: p.url(db) });
+    await locker.connect();
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE users IN ACCESS EXCLUSIVE MODE');
+
+      const ws = new WebSocket(`ws://127.0.0.1:${s.port}/`);
+      sockets.push(ws);
+      const frames: { op: string; id?: number; status?: number }[] = [];
+      ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
+      await new Promise((r) => ws.on('open', r));
+      ws.send(JSON.stringify({ op: 'login', token: aliceToken }));
+      ws.send(JSON.stringify({ op: 'msg', id: 1, to: 'bob', data: 'first' }));
+      ws.send(JSON.stringify({ op: 'msg', id: 2, to: 'bob', data: 'second' }));
+
+      // An upgrade by ?token= whose client gives up before the answer.
+      const gone = new WebSocket(`ws://127.0.0.1:${s.port}/?token=${aliceToken}`);
+      gone.on('error', () => undefined);
+      let goneOpened = false;
+      gone.on('open', () => (goneOpened = true));
+      await new Promise((r) => setTimeout(r, 200));
+      expect(frames).toEqual([]);
+      (gone as unknown as { _req: { destroy(): void } | null })._req?.destroy();
+      await new Promise((r) => setTimeout(r, 100));
+      await locker.query('COMMIT');
+
+      await until(() => frames.filter((f) => f.op === 'status' && f.status === 1).length === 2);
+      expect(frames[0]).toMatchObject({ op: 'hello', address: 'alice' });
+      await until(() => bob.texts().length === 2);
+      expect(bob.texts()).toEqual(['first', 'second']);
+      await new Promise((r) => setTimeout(r, 100));
+      // alice's login frame and bob: the abandoned upgrade made no connection.
+      expect((await health(s)).body).toMatchObject({ connections: 2, unauthenticated: 0 });
+      expect(goneOpened).toBe(false);
+    } finally {
+      await locker.end();
+    }
   });
 
   it('keeps messages for an offline user in PostgreSQL across a restart, in order, with their receipts', async () => {

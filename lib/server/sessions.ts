@@ -34,6 +34,8 @@ export class Sessions {
   private readonly perUser = new Map<string, UserLimits>();
   private loginTimer: NodeJS.Timeout | null = null;
   private stopped = false;
+  /** Upgrades waiting for the store to look their token up: they count against the connection cap already. */
+  private upgrading = 0;
   /** Where frames held during a login go once it succeeded (Intake.frame; set once by the server). */
   replay: (ws: WS, ab: ArrayBuffer, isBinary: boolean) => void = () => {};
 
@@ -62,7 +64,7 @@ export class Sessions {
     const ip = Buffer.from(res.getRemoteAddressAsText()).toString();
     const st = this.stats;
     // Refused before the upgrade: no socket is kept, nothing is buffered.
-    if (this.connections.count + this.unauth.size >= st.connectionCap) {
+    if (this.connections.count + this.unauth.size + this.upgrading >= st.connectionCap) {
       st.refusedServerFull++;
       refuseUpgrade(res, '503 Service Unavailable', 'E_SERVER_FULL', 'the server is at its connection limit; try again later');
       return;
@@ -102,14 +104,17 @@ export class Sessions {
     res.onAborted(() => {
       aborted = true;
     });
+    this.upgrading++;
     this.store.userByTokenHash(hashToken(token)).then(
       (address) => {
+        this.upgrading--;
         if (aborted) return;
         if (address) conn.address = address;
         else conn.authError = 'the token is unknown or was revoked; ask the backend for a new one';
         this.admit(res, conn, key, protocol, extensions, context);
       },
       (e: unknown) => {
+        this.upgrading--;
         this.health.failed(e);
         if (!aborted) refuseUpgrade(res, '503 Service Unavailable', 'E_STORE_READ', STORE_UNREADABLE);
       },
