@@ -210,11 +210,14 @@ describe('store = postgresql://...', () => {
     const { s } = await start(db);
     const alice2 = await connect(s, aliceToken);
     const bob = await connect(s, bobToken);
-    await until(() => bob.got.length === 20);
+    // What each wait saw, should one time out.
+    const seen = async () => `bob got ${bob.got.length}, alice heard delivered for ${ids.filter((id) => alice2.statuses.some((x) => x.id === id && x.status === 2)).length}, ${(await inDatabase(db, 'bob')).length} still in the database`;
+    const wait = (cond: () => boolean | Promise<boolean>) => until(cond).catch(async (e: Error) => Promise.reject(new Error(`${e.message}: ${await seen()}`)));
+    await wait(() => bob.got.length === 20);
     expect(bob.texts()).toEqual(Array.from({ length: 20 }, (_, i) => `m${i}`));
     // The receipt flags were read back at start: alice hears "delivered" for each.
-    await until(() => ids.every((id) => alice2.statuses.some((x) => x.id === id && x.status === 2)));
-    await until(async () => (await inDatabase(db, 'bob')).length === 0);
+    await wait(() => ids.every((id) => alice2.statuses.some((x) => x.id === id && x.status === 2)));
+    await wait(async () => (await inDatabase(db, 'bob')).length === 0);
   });
 
   it('holds the inbox limit, also for what waited before a restart', async () => {

@@ -33,7 +33,6 @@ import { errorText, type Logger } from '../log';
 import type { AsyncStore } from '../store/types';
 import type { Delivery } from './delivery';
 import { countCommit, type MetricCounts } from './metrics';
-import type { InboxCounts } from './inbox-counts';
 import type { StoreHealth } from './store-health';
 
 /** Told once what was written before it is committed (true) or dropped by a failed commit (false). */
@@ -73,7 +72,6 @@ export class Commit {
     private readonly metrics: MetricCounts,
     private readonly logger: Logger,
     private readonly health: StoreHealth,
-    private readonly inbox: InboxCounts,
   ) {}
 
   /** A commit at the end of this loop turn (or, with a batch in flight, when it lands). */
@@ -225,10 +223,12 @@ export class Commit {
    */
   private fail(e: unknown, waiters: CommitWaiter[]): void {
     this.logger.event('store.error', { op: 'flush', error: errorText(e) });
+    // Marked down: every inbox count is read again when it is back.
     this.health.failed(e);
     // The store has dropped the batch (and anything buffered behind it).
-    // Inbox counts included those copies: read them again.
-    this.inbox.reload();
+    // The engine's inbox counts included those copies: they err high (an
+    // inbox may say full early, and is then read again) until the store is
+    // back, when StoreHealth has every count read again.
     this.engine.commitFailed();
     this.delivery.perform();
     this.wake(waiters, false);

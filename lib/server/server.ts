@@ -190,7 +190,7 @@ export class Server {
     this.stages = new Stages(settings, core, logger, this.bots);
     this.middleware = this.stages.middleware;
     this.delivery = new Delivery(this.app, engine, store, settings, this.connections, this.middleware, this.counts, logger);
-    this.commit = new Commit(store, engine, this.delivery, this.counts, logger, this.health, inbox);
+    this.commit = new Commit(store, engine, this.delivery, this.counts, logger, this.health);
     this.delivery.commit = this.commit;
     this.router = new Router(core, engine, this.directory, this.delivery, this.presence, this.stages, logger);
     this.sessions = new Sessions(settings, this.app, store, core, this.connections, engine, this.commit, this.delivery, this.limitStats, this.counts, logger, this.health);
