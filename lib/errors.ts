@@ -106,6 +106,7 @@ export const ERRORS = {
   E_STORE_OPEN: { summary: 'the store cannot be opened or written' },
   E_STORE_VERSION: { summary: 'a newer Switchboard wrote the store' },
   E_STORE_WRITE: { summary: 'a batch of writes to the store failed' },
+  E_STORE_DOWN: { summary: 'the store cannot be reached or written (GET /health answers 503)', hint: 'no message is acknowledged until it is back; check the database (store.down and store.up in the log)' },
   E_STORE_READ: { summary: 'a read from a networked store (PostgreSQL) failed', hint: 'check that the database is up and reachable; nothing was changed' },
   E_STORE_CLOSED: { summary: 'a call on a store that was closed' },
   E_STORE_READONLY: { summary: 'a write on a store opened read-only' },

@@ -24,6 +24,10 @@ export type Severity = 'error' | 'warn' | 'info' | 'debug' | 'trace';
 export const EVENTS = {
   // 0: problems, always written.
   'store.error': { level: 0, severity: 'error' },
+  /** A commit or read failed: the store is down (/health answers E_STORE_DOWN) until a commit or a probe read succeeds. */
+  'store.down': { level: 0, severity: 'error' },
+  /** The store works again after store.down. */
+  'store.up': { level: 0, severity: 'info' },
   'api.error': { level: 0, severity: 'error' },
   'transport.error': { level: 0, severity: 'error' },
   'middleware.error': { level: 0, severity: 'error' },

@@ -137,6 +137,12 @@ export class AsyncSqliteStore implements Store {
   userByTokenHash(tokenHash: string): string | null {
     return this.inner.userByTokenHash(tokenHash);
   }
+  listGroups(): { gid: number; members: string[] }[] {
+    return this.inner.listGroups();
+  }
+  queuedAll(): { recipient: string; messages: number; bytes: number }[] {
+    return this.inner.queuedAll();
+  }
   userExists(address: string): boolean {
     return this.inner.userExists(address);
   }

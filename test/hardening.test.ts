@@ -11,6 +11,7 @@ import { Server } from '../lib/index';
 import { encodeFrame } from '../lib/wire';
 import { fileDescriptorLimit, FD_RESERVE } from '../lib/server/limits';
 import { Admit, Delivery } from '../lib/delivery';
+import { Database } from '../lib/store/db';
 import { root, tempDir, until } from './helpers';
 import { apiCall, connectPeer, type Peer } from './server-helpers';
 
@@ -256,6 +257,24 @@ describe('the inbox of a user', () => {
     const bob = await connect(s, bobToken);
     await until(() => bob.got.length === 5 && s.store.countPending('bob') === 0);
     expect(await alice.c.send('bob', 'room again').sent).toBe(1);
+  });
+
+  it('an inbox counted full is read again from the store at most once a second', async () => {
+    const s = await start('max_inbox_messages = 3\n');
+    const alice = await connect(s, await user(s, 'alice'));
+    await user(s, 'bob');
+    for (let i = 0; i < 3; i++) expect(await alice.c.send('bob', `m${i}`).sent).toBe(1);
+    await expect(alice.c.send('bob', 'full').sent).rejects.toMatchObject({ status: 0x82 });
+    // Room made behind the server's back (as another node's purge would).
+    const raw = new Database(path.join(s.settings.dataDir, 'switchboard.db'));
+    raw.exec('DELETE FROM messages');
+    raw.close();
+    // Within the second the engine trusts its own count; after it, SQLite
+    // answers its question at once (PostgreSQL's counts are read ahead:
+    // test/server-postgres.test.ts).
+    await expect(alice.c.send('bob', 'still full').sent).rejects.toMatchObject({ status: 0x82 });
+    await new Promise((r) => setTimeout(r, 1100));
+    expect(await alice.c.send('bob', 'room').sent).toBe(1);
   });
 
   it('holds at most max_inbox_bytes of payload', async () => {

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Database } from '../lib/store/db';
 import { PostgresStore } from '../lib/store/postgres';
+import { SyncStoreAdapter } from '../lib/store/async';
 import { SqliteStore } from '../lib/store/sqlite';
 import type { AsyncStore, Store } from '../lib/store/types';
 import { AsyncSqliteStore } from './async-store';
@@ -69,6 +70,7 @@ async function breakPostgres(db: string): Promise<() => Promise<void>> {
 
 const engines: Engine[] = [
   { name: 'sqlite', synchronous: true, place: sqliteFile, open: (file) => SqliteStore.open(file), breakCommits: breakSqlite },
+  { name: 'sqlite seen as an AsyncStore (the server\'s adapter)', synchronous: true, place: sqliteFile, open: (file) => new SyncStoreAdapter(SqliteStore.open(file)), breakCommits: breakSqlite },
   { name: 'sqlite behind an asynchronous commit', synchronous: false, place: sqliteFile, open: (file) => AsyncSqliteStore.open(file), breakCommits: breakSqlite },
   {
     name: 'postgresql',
@@ -141,6 +143,22 @@ describe.each(engines)('the store contract: $name', (engine) => {
       expect(await codeOf(() => s.addGroup(0, 'zero'))).toBe('E_STORE_ARGUMENT');
       expect(await s.removeGroup(5)).toBe(true);
       expect([await s.groupExists(5), await s.groupsOf('alice')]).toEqual([false, [3]]);
+    });
+
+    it('every group is listed with its members in one read, a group without members too', async () => {
+      const s = await open();
+      for (const u of ['alice', 'bob', 'carol']) await s.addUser(u, `h-${u}`);
+      expect(await s.listGroups()).toEqual([]);
+      await s.addGroup(9, 'nine');
+      await s.addGroup(2, 'two');
+      await s.addGroup(4, 'empty');
+      await s.editMembers(9, ['carol', 'alice'], []);
+      await s.editMembers(2, ['bob'], []);
+      expect(await s.listGroups()).toEqual([
+        { gid: 2, members: ['bob'] },
+        { gid: 4, members: [] },
+        { gid: 9, members: ['alice', 'carol'] },
+      ]);
     });
   });
 
@@ -225,6 +243,7 @@ describe.each(engines)('the store contract: $name', (engine) => {
       s.enqueue(msg('bob', 'alice', 2, { expiry: 60, expiresAt: Date.now() + 60_000 }));
       await commit(s);
       expect([await inbox(s, 'bob'), await s.countPending('bob'), await s.queued('bob')]).toEqual([['alice#2'], 1, { messages: 1, bytes: 'alice#2'.length }]);
+      expect(await s.queuedAll()).toEqual([{ recipient: 'bob', messages: 1, bytes: 'alice#2'.length }]);
       expect(await s.purgeExpired()).toBe(1);
       expect(await s.purgeExpired(Date.now() + 120_000)).toBe(1);
       expect(await s.countPending()).toBe(0);

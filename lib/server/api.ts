@@ -7,23 +7,29 @@
 import type uWS from 'uWebSockets.js';
 import { SwitchboardError, type ErrorCode } from '../errors';
 import { errorText, type Logger } from '../log';
-import type { Store } from '../store/types';
+import type { AsyncStore } from '../store/types';
 import type { ReloadReport } from './reload';
 import { hashToken, newToken, sameSecret } from './tokens';
 
 export interface ApiContext {
   /** Read at each request (a config reload may rotate it). */
   readonly appToken: string | null;
-  store: Store;
+  store: AsyncStore;
   users: Set<string>;
+  /** Every group's members (Directory.groups): set to what the store holds after each change. */
   groups: Map<number, Set<string>>;
   online(): string[];
   /** A Promise when a module deferred its decision: the answer waits for it. */
   send(from: string, frame: Uint8Array): SendResult | Promise<SendResult>;
   revoke(address: string): void;
-  /** Runs `fn` with no batch of message writes in flight (Commit.afterFlight): at once, or when the flight lands. */
-  afterFlight<T>(fn: () => T): T | Promise<T>;
-  loadGroup(gid: number): string[] | null;
+  /**
+   * Takes a user out of the directory and its groups before the store
+   * deletes it (no message is routed to it meanwhile). Returns what to call
+   * with the delete's outcome: false puts the user back.
+   */
+  removing(address: string): (deleted: boolean) => void;
+  /** Runs `fn` with no batch of message writes in flight, and takes none until it settles (Commit.afterFlight). */
+  afterFlight<T>(fn: () => Promise<T>): Promise<T>;
   /** Server.reload(): rejects with the refused config's SwitchboardError. */
   reload(): Promise<ReloadReport>;
   logger: Logger;
@@ -54,6 +60,16 @@ function sendError(e: unknown): never {
   throw new ApiError(e.code === 'E_STORE_WRITE' ? 503 : 400, e.code as ErrorCode, e.message);
 }
 
+/** Store errors a request can meet, as the API answers them: the store's state, not the request's fault, is the 503s. */
+const STORE_ANSWERS: Partial<Record<ErrorCode, [number, ErrorCode]>> = {
+  E_STORE_READ: [503, 'E_STORE_READ'],
+  E_STORE_WRITE: [503, 'E_STORE_WRITE'],
+  E_STORE_CLOSED: [503, 'E_STORE_CLOSED'],
+  // Another request changed the group or the user between the check and the change.
+  E_STORE_NO_GROUP: [404, 'E_NO_SUCH_GROUP'],
+  E_STORE_NO_USER: [404, 'E_NO_SUCH_USER'],
+};
+
 function failure(code: ErrorCode, message: string): Body {
   return { ok: false, code, message };
 }
@@ -79,40 +95,46 @@ function addresses(b: Body, key: string): string[] {
 }
 
 const ops: Record<string, (ctx: ApiContext, b: Body) => Body | Promise<Body>> = {
-  useradd(ctx, b) {
+  async useradd(ctx, b) {
     const addr = address(b, 'address');
     const token = newToken();
-    if (!ctx.store.addUser(addr, hashToken(token))) throw new ApiError(409, 'E_USER_EXISTS', `user ${addr} exists; use op "usertoken" to issue it a new token`);
+    if (!(await ctx.store.addUser(addr, hashToken(token)))) throw new ApiError(409, 'E_USER_EXISTS', `user ${addr} exists; use op "usertoken" to issue it a new token`);
     ctx.users.add(addr);
     return { address: addr, token };
   },
-  usertoken(ctx, b) {
+  async usertoken(ctx, b) {
     const addr = address(b, 'address');
     const token = newToken();
-    if (!ctx.store.setTokenHash(addr, hashToken(token))) throw new ApiError(404, 'E_NO_SUCH_USER', `no user ${addr}; add it with op "useradd"`);
+    if (!(await ctx.store.setTokenHash(addr, hashToken(token)))) throw new ApiError(404, 'E_NO_SUCH_USER', `no user ${addr}; add it with op "useradd"`);
     ctx.revoke(addr);
     return { address: addr, token };
   },
   userdel(ctx, b) {
     const addr = address(b, 'address');
-    // Ordered after the batch in flight (an asynchronous store): a copy for
-    // the user in it would land after the delete and outlive the user.
-    // Copies still buffered are the next batch's, and the delete drops them.
-    return ctx.afterFlight(() => {
+    // Ordered after the batch in flight, and no batch is taken until the
+    // delete has landed: a copy for the user committed after it would
+    // outlive the user. Copies still buffered are dropped by the delete.
+    return ctx.afterFlight(async () => {
       // Its connections close first: the live copies they had not confirmed
-      // are stored as at any disconnect, and the delete drops them with the rest.
+      // are stored as at any disconnect, and the delete drops them with the
+      // rest. Out of the directory before the store is asked, so nothing
+      // new is routed to it while the delete is on its way.
       ctx.revoke(addr);
-      if (!ctx.store.removeUser(addr)) throw new ApiError(404, 'E_NO_SUCH_USER', `no user ${addr}`);
-      ctx.users.delete(addr);
-      // Every group it was in is read again from the store when next used.
-      ctx.groups.clear();
+      const settle = ctx.removing(addr);
+      let removed = false;
+      try {
+        removed = await ctx.store.removeUser(addr);
+      } finally {
+        settle(removed);
+      }
+      if (!removed) throw new ApiError(404, 'E_NO_SUCH_USER', `no user ${addr}`);
       return { address: addr };
     });
   },
-  users(ctx) {
-    return { users: ctx.store.listUsers() };
+  async users(ctx) {
+    return { users: await ctx.store.listUsers() };
   },
-  groupadd(ctx, b) {
+  async groupadd(ctx, b) {
     const g = gid(b);
     if (b.name !== undefined && typeof b.name !== 'string') throw new ApiError(400, 'E_BAD_REQUEST', '"name" must be a string');
     const name = typeof b.name === 'string' ? b.name : '';
@@ -120,27 +142,30 @@ const ops: Record<string, (ctx: ApiContext, b: Body) => Body | Promise<Body>> = 
     const members = addresses(b, 'members');
     const unknown = members.filter((m) => !ctx.users.has(m));
     if (unknown.length) throw new ApiError(404, 'E_NO_SUCH_USER', `no such users: ${unknown.join(', ')}`);
-    if (!ctx.store.addGroup(g, name)) throw new ApiError(409, 'E_GROUP_EXISTS', `group ${g} exists`);
-    if (members.length) ctx.store.editMembers(g, members, []);
-    ctx.groups.delete(g);
-    return { gid: g, members: ctx.store.members(g) };
+    if (!(await ctx.store.addGroup(g, name))) throw new ApiError(409, 'E_GROUP_EXISTS', `group ${g} exists`);
+    ctx.groups.set(g, new Set());
+    if (members.length) await ctx.store.editMembers(g, members, []);
+    const now = await ctx.store.members(g);
+    ctx.groups.set(g, new Set(now));
+    return { gid: g, members: now };
   },
-  groupdel(ctx, b) {
+  async groupdel(ctx, b) {
     const g = gid(b);
-    if (!ctx.store.removeGroup(g)) throw new ApiError(404, 'E_NO_SUCH_GROUP', `no group ${g}`);
+    if (!(await ctx.store.removeGroup(g))) throw new ApiError(404, 'E_NO_SUCH_GROUP', `no group ${g}`);
     ctx.groups.delete(g);
     return { gid: g };
   },
-  groupeditmembers(ctx, b) {
+  async groupeditmembers(ctx, b) {
     const g = gid(b);
-    if (!ctx.store.groupExists(g)) throw new ApiError(404, 'E_NO_SUCH_GROUP', `no group ${g}; add it with op "groupadd"`);
+    if (!(await ctx.store.groupExists(g))) throw new ApiError(404, 'E_NO_SUCH_GROUP', `no group ${g}; add it with op "groupadd"`);
     const add = addresses(b, 'add');
     const remove = addresses(b, 'remove');
     const unknown = add.filter((m) => !ctx.users.has(m));
     if (unknown.length) throw new ApiError(404, 'E_NO_SUCH_USER', `no such users: ${unknown.join(', ')}`);
-    ctx.store.editMembers(g, add, remove);
-    ctx.groups.delete(g); // reloaded from the store on next use
-    return { gid: g, members: ctx.store.members(g) };
+    await ctx.store.editMembers(g, add, remove);
+    const now = await ctx.store.members(g);
+    ctx.groups.set(g, new Set(now));
+    return { gid: g, members: now };
   },
   message(ctx, b) {
     const from = address(b, 'from');
@@ -226,6 +251,11 @@ export function handleApi(ctx: ApiContext, res: uWS.HttpResponse, req: uWS.HttpR
     if (!isLast) return;
     const fail = (e: unknown): [number, Body] => {
       if (e instanceof ApiError) return [e.status, failure(e.code, e.message)];
+      const store = e instanceof SwitchboardError ? STORE_ANSWERS[e.code as ErrorCode] : undefined;
+      if (store) {
+        ctx.logger.event('api.error', { op: seen.op, error: errorText(e) });
+        return [store[0], failure(store[1], (e as SwitchboardError).message)];
+      }
       ctx.logger.event('api.error', { op: seen.op, error: errorText(e) });
       return [500, failure('E_INTERNAL', 'the server failed to handle this request; see its log')];
     };
@@ -238,7 +268,7 @@ export function handleApi(ctx: ApiContext, res: uWS.HttpResponse, req: uWS.HttpR
       return;
     }
     if (result instanceof Promise) {
-      // A message a module is still deciding: answer when it has.
+      // The store's answer, or a message a module is still deciding: answer when it comes.
       result.then(
         (b) => !aborted && answer(200, { ok: true, ...b }),
         (e) => {

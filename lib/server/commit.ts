@@ -30,9 +30,10 @@
  */
 import type { Delivery as Engine } from '../delivery';
 import { errorText, type Logger } from '../log';
-import type { Store } from '../store/types';
+import type { AsyncStore } from '../store/types';
 import type { Delivery } from './delivery';
 import { countCommit, type MetricCounts } from './metrics';
+import type { StoreHealth } from './store-health';
 
 /** Told once what was written before it is committed (true) or dropped by a failed commit (false). */
 export type CommitWaiter = (ok: boolean) => void;
@@ -50,6 +51,10 @@ export class Commit {
   /** Readers waiting for the writes buffered now (the next batch). */
   private waiters: CommitWaiter[] = [];
   private flight: Flight | null = null;
+  /** A store change that no batch may be taken before (afterFlight with an asynchronous change): none while null. */
+  private held: Promise<unknown> | null = null;
+  /** afterFlight calls waiting for the hold to end. */
+  private readonly afterHold: (() => void)[] = [];
   /** A commit was asked for (schedule) and has not run yet. */
   private wanted = false;
   private scheduled = false;
@@ -61,11 +66,12 @@ export class Commit {
   private readonly crashed = (e: unknown): void => this.land(false, e);
 
   constructor(
-    private readonly store: Store,
+    private readonly store: AsyncStore,
     private readonly engine: Engine,
     private readonly delivery: Delivery,
     private readonly metrics: MetricCounts,
     private readonly logger: Logger,
+    private readonly health: StoreHealth,
   ) {}
 
   /** A commit at the end of this loop turn (or, with a batch in flight, when it lands). */
@@ -84,7 +90,7 @@ export class Commit {
    */
   now(): boolean {
     this.wanted = true;
-    if (this.flight) return true;
+    if (this.flight || this.held) return true;
     return this.run();
   }
 
@@ -95,6 +101,11 @@ export class Commit {
    * page) waits here for an asynchronous store.
    */
   afterCommit(fn: CommitWaiter): void {
+    if (this.held) {
+      // Taken as the next batch once the store change has landed.
+      this.waiters.push(fn);
+      return;
+    }
     if (!this.flight) {
       const ok = this.now();
       // now() may have put the batch in flight.
@@ -112,26 +123,43 @@ export class Commit {
    * (committed or failed), before the batch queued behind it is taken. A
    * store change that must not race the writes of a flight goes here:
    * removeUser, whose delete a copy landing after it would outlive. What is
-   * buffered then is still the store's to drop. Returns what `fn` returns,
-   * in a Promise when it had to wait.
+   * buffered then is still the store's to drop. When `fn` returns a Promise
+   * (an asynchronous store's change), no batch is taken until it settles.
+   * Resolves to what `fn` resolves to.
    */
-  afterFlight<T>(fn: () => T): T | Promise<T> {
-    const f = this.flight;
-    if (!f) return fn();
-    return new Promise((resolve, reject) => {
-      f.waiters.push(() => {
-        try {
-          resolve(fn());
-        } catch (e) {
-          reject(e);
-        }
-      });
+  afterFlight<T>(fn: () => Promise<T>): Promise<T> {
+    if (!this.flight && !this.held) return this.hold(fn);
+    return new Promise<T>((resolve, reject) => {
+      // Called as the flight lands or the hold ends, before a batch is taken.
+      const start = (): void => void this.hold(fn).then(resolve, reject);
+      if (this.flight) this.flight.waiters.push(start);
+      else this.afterHold.push(start);
     });
+  }
+
+  /** Runs `fn` and takes no batch until what it returns has settled. */
+  private hold<T>(fn: () => Promise<T>): Promise<T> {
+    let p: Promise<T>;
+    try {
+      p = fn();
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    const settled = (): void => {
+      if (this.held !== held) return;
+      this.held = null;
+      while (!this.held && this.afterHold.length) this.afterHold.shift()!();
+      if (!this.held && (this.wanted || this.store.pendingWrites || this.waiters.length)) this.run();
+    };
+    // The caller handles fn's rejection; this only ends the hold.
+    const held: Promise<void> = p.then(settled, settled);
+    this.held = held;
+    return p;
   }
 
   /** Whether nothing written is waiting for a commit. */
   get idle(): boolean {
-    return this.flight === null && this.store.pendingWrites === 0;
+    return this.flight === null && this.held === null && this.store.pendingWrites === 0;
   }
 
   private run(): boolean {
@@ -155,6 +183,7 @@ export class Commit {
         return true;
       }
       countCommit(this.metrics, (performance.now() - startedAt) / 1000);
+      this.health.ok();
     }
     this.release(epoch, waiters);
     return true;
@@ -166,6 +195,7 @@ export class Commit {
     this.flight = null;
     if (ok) {
       countCommit(this.metrics, (performance.now() - f.startedAt) / 1000);
+      this.health.ok();
       this.release(f.epoch, f.waiters);
     } else {
       // The engine drops the next batch's entries with the failed one's
@@ -177,7 +207,7 @@ export class Commit {
       this.wake(next, false);
       this.wanted = false;
     }
-    if (!this.flight && (this.wanted || this.store.pendingWrites)) this.run();
+    if (!this.flight && !this.held && (this.wanted || this.store.pendingWrites)) this.run();
   }
 
   private release(epoch: number, waiters: CommitWaiter[]): void {
@@ -193,9 +223,12 @@ export class Commit {
    */
   private fail(e: unknown, waiters: CommitWaiter[]): void {
     this.logger.event('store.error', { op: 'flush', error: errorText(e) });
+    // Marked down: every inbox count is read again when it is back.
+    this.health.failed(e);
     // The store has dropped the batch (and anything buffered behind it).
-    // Inbox counts included those copies: read them again.
-    this.engine.inboxForget();
+    // The engine's inbox counts included those copies: they err high (an
+    // inbox may say full early, and is then read again) until the store is
+    // back, when StoreHealth has every count read again.
     this.engine.commitFailed();
     this.delivery.perform();
     this.wake(waiters, false);

@@ -26,6 +26,10 @@ export interface Conn {
   /** The stored backlog is sent page by page; live deliveries start after it. */
   backlogSeq: number;
   backlogDone: boolean;
+  /** A backlog page is being read (or waits for a commit): one at a time, so pages keep their order. */
+  backlogReading: boolean;
+  /** Frames that arrived while the login's token was being looked up, replayed in order after it; undefined when no lookup runs. */
+  held?: { data: ArrayBuffer; isBinary: boolean }[];
   /** Set when the upgrade carried a token that did not authenticate. */
   authError?: string;
 }

@@ -17,7 +17,7 @@ import uWS from 'uWebSockets.js';
 import type { Delivery as Engine } from '../delivery';
 import { CommitDue, StoreOpKind } from '../delivery';
 import { errorText, type Logger } from '../log';
-import type { Store } from '../store/types';
+import type { AsyncStore } from '../store/types';
 import type { Conn, Connections, WS } from './connections';
 import type { MetricCounts } from './metrics';
 import { Format, type Middlewares } from './pipeline';
@@ -75,7 +75,7 @@ export class Delivery {
   constructor(
     private readonly app: uWS.TemplatedApp,
     private readonly engine: Engine,
-    private readonly store: Store,
+    private readonly store: AsyncStore,
     settings: Pick<ServerSettings, 'maxMessageSize'>,
     private readonly connections: Connections,
     private readonly middleware: Middlewares,
@@ -84,6 +84,32 @@ export class Delivery {
   ) {
     // A copy is at most two frames of the largest message (max_message_size is fixed until a restart).
     this.checkEvery = Math.max(1, Math.floor(MAX_BACKPRESSURE / 4 / (2 * settings.maxMessageSize + 4096)));
+  }
+
+  /**
+   * Users whose backlog a connection is reading (Sessions.pump): readers,
+   * and copies enqueued for the user since. A read that finds the backlog
+   * empty is the last only if nothing was stored for the user meanwhile: a
+   * networked store answers later, and such a copy may not have been
+   * committed when the read ran.
+   */
+  private readonly backlogReads = new Map<number, { readers: number; stored: number }>();
+
+  /** A connection of user `uid` starts reading its backlog; stopBacklogRead undoes it. */
+  startBacklogRead(uid: number): void {
+    const r = this.backlogReads.get(uid);
+    if (r) r.readers++;
+    else this.backlogReads.set(uid, { readers: 1, stored: 0 });
+  }
+
+  stopBacklogRead(uid: number): void {
+    const r = this.backlogReads.get(uid);
+    if (r && --r.readers === 0) this.backlogReads.delete(uid);
+  }
+
+  /** Copies enqueued for `uid` while one of its connections reads its backlog: compare before and after a read. */
+  storedDuringBacklog(uid: number): number {
+    return this.backlogReads.get(uid)?.stored ?? 0;
   }
 
   /** A connection logged in as `id`: the topic it subscribes to. */
@@ -178,6 +204,10 @@ export class Delivery {
       const op = e.op(i);
       try {
         if (op.kind === StoreOpKind.Enqueue) {
+          if (this.backlogReads.size) {
+            const r = this.backlogReads.get(op.recipient);
+            if (r) r.stored++;
+          }
           this.store.enqueue({
             recipient: e.name(op.recipient), sender: e.name(op.sender), id: op.id, refid: op.refid, groupid: op.gid, flags: op.flags, type: op.type,
             expiry: op.expiry, expiresAt: op.expiresAt, payload: Buffer.from(op.payload),

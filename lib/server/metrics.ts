@@ -96,8 +96,12 @@ export interface MetricSources {
   modules: ModuleInfo[];
   /** Messages waiting for a deferred decision (or behind one) in the core. */
   deferredWaiting: number;
-  /** Committed copies waiting in the store for their recipients. */
+  /** Committed copies waiting in the store for their recipients (NaN when the store cannot be read). */
   storeWaiting: number;
+  /** `sqlite` or `postgresql`. */
+  storeKind: string;
+  /** The code the store failed with while it is down (StoreHealth), else null. */
+  storeDown: string | null;
   version: string;
 }
 

@@ -9,7 +9,7 @@
  * Only existing users can be watched in any mode, so a subscription names
  * at most one of a bounded set of addresses.
  */
-import type { Store } from '../store/types';
+import type { Directory } from './directory';
 import type { ServerSettings } from './settings';
 
 export type PresencePolicy = 'all' | 'contacts' | 'none';
@@ -29,8 +29,7 @@ export class Presence {
    */
   constructor(
     private readonly settings: Pick<ServerSettings, 'presence'>,
-    private readonly store: Store,
-    private readonly users: Set<string>,
+    private readonly directory: Directory,
   ) {}
 
   get policy(): PresencePolicy {
@@ -60,11 +59,10 @@ export class Presence {
    * refusal says nothing about who exists.
    */
   mayWatch(watcher: string, target: string): boolean {
-    if (this.policy === 'none' || !this.users.has(target)) return false;
+    if (this.policy === 'none' || !this.directory.users.has(target)) return false;
     if (this.policy === 'all' || watcher === target) return true;
     const key = watcher < target ? `${watcher}\0${target}` : `${target}\0${watcher}`;
     if (this.talked.has(key)) return true;
-    const mine = new Set(this.store.groupsOf(watcher));
-    return this.store.groupsOf(target).some((g) => mine.has(g));
+    return this.directory.shareGroup(watcher, target);
   }
 }

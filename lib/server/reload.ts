@@ -95,15 +95,16 @@ export const SETTING_OF: Record<keyof ServerSettings, SettingName> = {
   maxInboxBytes: 'max_inbox_bytes',
   metricsListen: 'metrics_listen',
   metricsToken: 'metrics_token',
+  store: 'store',
 };
 
 /** Settings that are not ServerSettings fields (the core reads them, or only one value is accepted): compared as written, paths resolved. */
-const OTHER = ['module_dir', 'http_ca_file', 'store'] as const satisfies readonly SettingName[];
+const OTHER = ['module_dir', 'http_ca_file'] as const satisfies readonly SettingName[];
 
 function otherValues(cfg: ParsedConfig): Record<(typeof OTHER)[number], string> {
   const get = (k: string) => cfg.settings.find((s) => s.key === k)?.value;
   const resolved = (v: string | undefined) => (v === undefined ? '' : path.resolve(cfg.dir, v));
-  return { module_dir: resolved(get('module_dir')), http_ca_file: resolved(get('http_ca_file')), store: get('store') ?? 'sqlite' };
+  return { module_dir: resolved(get('module_dir')), http_ca_file: resolved(get('http_ca_file')) };
 }
 
 /** What a reload did. */

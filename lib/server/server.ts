@@ -27,10 +27,12 @@ import { errorText, EVENTS, Logger, type LogEvent } from '../log';
 import type { ModuleExport, ModuleHandle, UseOptions } from '../modules';
 import { Bot } from './bot';
 import type { Middlewares } from './pipeline';
+import { SyncStoreAdapter } from '../store/async';
+import { PostgresStore } from '../store/postgres';
 import { SqliteStore } from '../store/sqlite';
-import type { Store } from '../store/types';
+import type { AsyncStore, Store } from '../store/types';
 import { handleApi, type ApiContext } from './api';
-import { settingsFrom, type ServerSettings } from './settings';
+import { settingsFrom, storeLabel, type ServerSettings } from './settings';
 import { Reloader, type ReloadReport } from './reload';
 import { requireNativeUws } from './transport';
 import { hashToken, newToken } from './tokens';
@@ -48,6 +50,8 @@ import { FLAG_RECEIPTS } from './protocol';
 import { Router } from './router';
 import { Sessions } from './sessions';
 import { Stages } from './stages';
+import { InboxCounts } from './inbox-counts';
+import { StoreHealth } from './store-health';
 
 export { Status } from './protocol';
 
@@ -66,11 +70,20 @@ export interface StartOptions {
   /** Receives every log line (in the config's log_format, without the newline); default: stderr. */
   log?: (line: string) => void;
   /**
-   * Opens the store on the data_dir's file (default: SqliteStore.open). The
-   * seam for another engine (docs/store.md), and for tests that wrap the
-   * SQLite store, e.g. to make its commit asynchronous.
+   * Opens the store on the data_dir's file when `store = sqlite` (default:
+   * SqliteStore.open). The seam for another synchronous engine
+   * (docs/store.md), and for tests that wrap the SQLite store, e.g. to make
+   * its commit asynchronous. With `store = postgresql://...` the server
+   * opens a PostgresStore instead.
    */
   openStore?: (file: string) => Store;
+}
+
+/** What the server reads from the store before it serves anyone. */
+interface Loaded {
+  users: string[];
+  groups: { gid: number; members: string[] }[];
+  receipts: { recipient: string; sender: string; id: number; groupid: number; flags: number }[];
 }
 
 const VERSION: string = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')).version;
@@ -78,7 +91,13 @@ const VERSION: string = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '.
 export class Server {
   readonly settings: ServerSettings;
   readonly core: Core;
-  readonly store: Store;
+  /**
+   * The store as opened: the SqliteStore (or openStore's) with `store =
+   * sqlite`, whose calls answer at once, or the PostgresStore. The server
+   * itself uses it through the asynchronous interface (`db`).
+   */
+  readonly store: Store | AsyncStore;
+  private readonly db: AsyncStore;
   /** The port actually listened on (useful with port 0). */
   port = 0;
 
@@ -119,23 +138,31 @@ export class Server {
   private readonly connections = new Connections();
   private readonly directory: Directory;
   private readonly presence: Presence;
+  private readonly inbox: InboxCounts;
+  private readonly health: StoreHealth;
+  /** What server.listening and the status page say the store is (a PostgreSQL URL without its password). */
+  private readonly storeName: string;
 
-  private constructor(settings: ServerSettings, core: Core, store: Store, logger: Logger) {
+  private constructor(settings: ServerSettings, core: Core, opened: Store | AsyncStore, store: AsyncStore, storeName: string, loaded: Loaded, inbox: InboxCounts, logger: Logger) {
     this.settings = settings;
     this.core = core;
-    this.store = store;
+    this.store = opened;
+    this.db = store;
+    this.storeName = storeName;
+    this.inbox = inbox;
     this.logger = logger;
     this.untapWarnings = logger.tap((r) => this.warnings.add(r));
-    this.directory = new Directory(store);
+    this.health = new StoreHealth(store, logger, () => inbox.reload());
+    this.directory = new Directory(loaded.users, loaded.groups);
     this.limitStats = newStats(0);
     setConnectionCap(this.limitStats, settings.maxConnections, logger);
-    this.presence = new Presence(settings, store, this.directory.users);
+    this.presence = new Presence(settings, this.directory);
     this.app = settings.tlsCert ? uWS.SSLApp({ cert_file_name: settings.tlsCert, key_file_name: settings.tlsKey! }) : uWS.App();
     // The delivery engine: every per-message decision, on integer ids
     // (docs/delivery.md). Its two questions for the store are off the
-    // plain path: a group's members on first use, and an inbox's committed
-    // count (buffered copies are not in it: the count errs low until the
-    // group commit, and it is read again when it says full).
+    // plain path and answered from memory, since it asks synchronously: a
+    // group's members (the directory holds every group), and an inbox's
+    // committed count (inbox-counts.ts reads them ahead).
     const engine = new Engine(
       {
         durable: settings.durable, graceMs: settings.durableGrace,
@@ -147,16 +174,14 @@ export class Server {
       },
       {
         loadGroup: (gid) => this.directory.group(gid),
-        inboxCount: (user) => {
-          const q = store.queued(engine.name(user));
-          return [q.messages, q.bytes];
-        },
+        inboxCount: (user: number): [number, number] => inbox.count(engine.name(user)),
       },
       core,
     );
     this.engine = engine;
     this.directory.attach(engine);
-    for (const r of store.receiptFlagsPending(FLAG_RECEIPTS)) engine.trackReceipt(engine.intern(r.sender), engine.intern(r.recipient), r.id, r.flags, r.groupid);
+    inbox.attach(engine);
+    for (const r of loaded.receipts) engine.trackReceipt(engine.intern(r.sender), engine.intern(r.recipient), r.id, r.flags, r.groupid);
     // Only the store knows whether an acknowledgement deleted a copy (a
     // transient message's never does). Not undone: the server closes the
     // store with itself.
@@ -165,11 +190,12 @@ export class Server {
     this.stages = new Stages(settings, core, logger, this.bots);
     this.middleware = this.stages.middleware;
     this.delivery = new Delivery(this.app, engine, store, settings, this.connections, this.middleware, this.counts, logger);
-    this.commit = new Commit(store, engine, this.delivery, this.counts, logger);
+    this.commit = new Commit(store, engine, this.delivery, this.counts, logger, this.health);
     this.delivery.commit = this.commit;
     this.router = new Router(core, engine, this.directory, this.delivery, this.presence, this.stages, logger);
-    this.sessions = new Sessions(settings, this.app, store, core, this.connections, engine, this.commit, this.delivery, this.limitStats, this.counts, logger);
+    this.sessions = new Sessions(settings, this.app, store, core, this.connections, engine, this.commit, this.delivery, this.limitStats, this.counts, logger, this.health);
     this.intake = new Intake(settings, core, engine, this.connections, this.sessions, this.stages, this.router, this.presence, this.commit, this.limitStats, logger);
+    this.sessions.replay = (ws, ab, isBinary) => this.intake.frame(ws, ab, isBinary);
     core.on('message', (m) => this.router.moduleMessage(m));
     core.on('complete', (token, verdict, from) => this.intake.completed(token, verdict, from));
     this.installRoutes();
@@ -195,7 +221,27 @@ export class Server {
       throw new SwitchboardError('E_DATA_DIR', `data_dir ${settings.dataDir} is not a writable folder (${(e as Error).message}); create it or point data_dir elsewhere`);
     }
     const storeFile = path.join(settings.dataDir, 'switchboard.db');
-    const store = (opts.openStore ?? SqliteStore.open)(storeFile);
+    let opened: Store | AsyncStore;
+    let store: AsyncStore;
+    if (settings.store === 'sqlite') {
+      opened = (opts.openStore ?? SqliteStore.open)(storeFile);
+      store = new SyncStoreAdapter(opened);
+    } else {
+      // Bounded: an unreachable database fails the start (E_STORE_OPEN)
+      // within the timeout instead of hanging it.
+      store = opened = await PostgresStore.open(settings.store);
+    }
+    // SQLite answers the engine's question at once; PostgreSQL's counts are read ahead.
+    const sync = settings.store === 'sqlite' ? (opened as Store) : null;
+    const inbox = new InboxCounts(store, sync && ((recipient) => sync.queued(recipient)), settings, logger);
+    let loaded: Loaded;
+    try {
+      const [users, groups, receipts] = await Promise.all([store.listUsers(), store.listGroups(), store.receiptFlagsPending(FLAG_RECEIPTS), inbox.load()]);
+      loaded = { users, groups, receipts };
+    } catch (e) {
+      await closeAfterFailedStart(store, logger);
+      throw e;
+    }
     let core: Core;
     try {
       // The core's own lines (module null) are its warnings.
@@ -212,7 +258,7 @@ export class Server {
       await closeAfterFailedStart(store, logger);
       throw e;
     }
-    const server = new Server(settings, core, store, logger);
+    const server = new Server(settings, core, opened, store, settings.store === 'sqlite' ? storeFile : storeLabel(settings.store), loaded, inbox, logger);
     server.reloader = new Reloader(server, opts, cfg);
     try {
       await core.ready; // script modules' init
@@ -222,20 +268,28 @@ export class Server {
       await server.abandon();
       throw e;
     }
+    let purging = false;
     server.purgeTimer = setInterval(() => {
-      try {
-        if (server.store.purgeExpired()) server.engine.inboxForget();
-      } catch (e) {
-        // Expired messages stay until the next purge succeeds; nothing is lost.
-        logger.event('store.error', { op: 'purge', error: errorText(e) });
-      }
       server.sessions.purge();
+      if (purging) return;
+      purging = true;
+      server.db.purgeExpired().then(
+        (n) => {
+          purging = false;
+          if (n) server.inbox.reload();
+        },
+        (e: unknown) => {
+          purging = false;
+          // Expired messages stay until the next purge succeeds; nothing is lost.
+          logger.event('store.error', { op: 'purge', error: errorText(e) });
+        },
+      );
     }, 60_000);
     server.purgeTimer.unref();
     const scheme = settings.tlsCert ? 'wss' : 'ws';
     for (const m of core.modules) logger.event('module.loaded', { module: m.name, position: m.position, kind: m.script ? 'script' : 'native', file: m.file, log_level: m.logLevel });
     const host = settings.host.includes(':') ? `[${settings.host}]` : settings.host;
-    logger.event('server.listening', { url: `${scheme}://${host}:${server.port}`, modules: core.modules.map((m) => m.name).join(',') || 'none', store: storeFile, durable: settings.durable ? 'on' : 'off', log_level: settings.logLevel });
+    logger.event('server.listening', { url: `${scheme}://${host}:${server.port}`, modules: core.modules.map((m) => m.name).join(',') || 'none', store: server.storeName, durable: settings.durable ? 'on' : 'off', log_level: settings.logLevel });
     return server;
   }
 
@@ -251,7 +305,8 @@ export class Server {
     this.core.close();
     (this.app as unknown as { close?: () => void }).close?.();
     (this.metricsApp as unknown as { close?: () => void } | null)?.close?.();
-    await closeAfterFailedStart(this.store, this.logger);
+    this.health.stop();
+    await closeAfterFailedStart(this.db, this.logger);
   }
 
   private async listen(): Promise<void> {
@@ -314,9 +369,11 @@ export class Server {
     let b = this.bots.get(address);
     if (b) return b;
     if (!this.directory.users.has(address)) {
-      // Nobody learns this token: no one can log in as the bot.
-      this.store.addUser(address, hashToken(newToken()));
+      // Nobody learns this token: no one can log in as the bot. Routed to
+      // at once; the store has it once the write lands (a failed write is
+      // logged, and the bot still answers until the next start).
       this.directory.users.add(address);
+      this.db.addUser(address, hashToken(newToken())).catch((e: unknown) => this.logger.event('bot.error', { bot: address, text: `the store did not take the bot's user: ${errorText(e)}` }));
     }
     b = new Bot(address, (text) => this.logger.event('bot.error', { bot: address, text }), (from, id) => this.stages.categoryOf(from, id) ?? 'bot');
     this.bots.set(address, b);
@@ -350,6 +407,7 @@ export class Server {
     this.processMetrics.stop();
     this.untapWarnings();
     if (this.purgeTimer) clearInterval(this.purgeTimer);
+    this.health.stop();
     // Every unconfirmed live copy is stored now; a close from here on stores nothing.
     this.delivery.stop();
     this.engine.stop();
@@ -359,8 +417,7 @@ export class Server {
     // is logged); SQLite commits and closes in this turn, as before.
     this.commit.now();
     if (!this.commit.idle) await new Promise<boolean>((resolve) => this.commit.afterCommit(resolve));
-    const closed = this.store.close();
-    if (closed) await closed;
+    await this.db.close();
     this.core.close();
     (this.app as unknown as { close?: () => void }).close?.();
     (this.metricsApp as unknown as { close?: () => void } | null)?.close?.();
@@ -410,21 +467,39 @@ export class Server {
       });
       return;
     }
-    const text = renderMetrics(this.metricSources(), this.processMetrics);
-    res.cork(() => {
-      res.writeHeader('Content-Type', 'text/plain; version=0.0.4; charset=utf-8').end(text);
+    this.withSources(res, (src) => {
+      const text = renderMetrics(src, this.processMetrics);
+      res.cork(() => {
+        res.writeHeader('Content-Type', 'text/plain; version=0.0.4; charset=utf-8').end(text);
+      });
     });
   }
 
-  private metricSources(): MetricSources {
-    return {
-      counts: this.metrics,
-      stats: this.stats,
-      modules: this.core.modules,
-      deferredWaiting: this.core.counters().waiting,
-      storeWaiting: this.store.countPending(),
-      version: VERSION,
-    };
+  /** Calls `fn` with the metrics' sources once the store has said how much waits, unless the request went away meanwhile. */
+  private withSources(res: uWS.HttpResponse, fn: (src: MetricSources) => void): void {
+    let aborted = false;
+    res.onAborted(() => {
+      aborted = true;
+    });
+    this.db.countPending().then(
+      (n) => n,
+      (e: unknown) => {
+        this.health.failed(e);
+        return NaN;
+      },
+    ).then((waiting) => {
+      if (aborted) return;
+      fn({
+        counts: this.metrics,
+        stats: this.stats,
+        modules: this.core.modules,
+        deferredWaiting: this.core.counters().waiting,
+        storeWaiting: waiting,
+        storeKind: this.settings.store === 'sqlite' ? 'sqlite' : 'postgresql',
+        storeDown: this.health.down?.code ?? null,
+        version: VERSION,
+      });
+    });
   }
 
   /**
@@ -450,12 +525,14 @@ export class Server {
       });
       return;
     }
-    const snap = statusSnapshot({ ...this.metricSources(), startedAt: this.startedAt, durable: this.settings.durable, warnings: this.warnings });
-    res.cork(() => {
-      // no-store and no-referrer: the page's URL may carry the token.
-      res.writeHeader('Cache-Control', 'no-store').writeHeader('Referrer-Policy', 'no-referrer');
-      if (what === 'json') res.writeHeader('Content-Type', 'application/json').end(JSON.stringify(snap));
-      else res.writeHeader('Content-Type', 'text/html; charset=utf-8').end(renderStatusPage(snap));
+    this.withSources(res, (src) => {
+      const snap = statusSnapshot({ ...src, startedAt: this.startedAt, durable: this.settings.durable, warnings: this.warnings });
+      res.cork(() => {
+        // no-store and no-referrer: the page's URL may carry the token.
+        res.writeHeader('Cache-Control', 'no-store').writeHeader('Referrer-Policy', 'no-referrer');
+        if (what === 'json') res.writeHeader('Content-Type', 'application/json').end(JSON.stringify(snap));
+        else res.writeHeader('Content-Type', 'text/html; charset=utf-8').end(renderStatusPage(snap));
+      });
     });
   }
 
@@ -468,23 +545,40 @@ export class Server {
       get appToken() {
         return s.appToken;
       },
-      store: this.store,
+      store: this.db,
       users: this.directory.users,
       groups: this.directory.groups,
       online: () => this.connections.addresses(),
       send: (from, frame) => this.intake.sendAs(from, frame),
       revoke: (address) => {
-        this.engine.inboxForget(this.engine.intern(address));
+        this.inbox.refresh(address);
         this.sessions.disconnect(address, 'E_AUTH', 'your token was revoked or your user was removed; log in again with a new token');
       },
+      removing: (address) => {
+        const restore = this.directory.removeUser(address);
+        return (deleted) => {
+          if (!deleted) restore();
+          // Read after the delete: the count read at the revoke may predate it.
+          this.inbox.refresh(address);
+        };
+      },
       afterFlight: (fn) => this.commit.afterFlight(fn),
-      loadGroup: (gid) => this.directory.group(gid),
       reload: () => this.reload(),
       logger: this.logger,
     };
     this.app.get('/health', (res) => {
+      const body = { ok: true, connections: this.connections.count, unauthenticated: this.sessions.unauthenticated, modules: this.core.modules.length, limits: this.stats };
+      const down = this.health.down;
       res.cork(() => {
-        res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ ok: true, connections: this.connections.count, unauthenticated: this.sessions.unauthenticated, modules: this.core.modules.length, limits: this.stats }));
+        if (!down) {
+          res.writeHeader('Content-Type', 'application/json').end(JSON.stringify(body));
+          return;
+        }
+        // 503: a load balancer sends new clients to a node that can keep their messages.
+        res
+          .writeStatus('503 Service Unavailable')
+          .writeHeader('Content-Type', 'application/json')
+          .end(JSON.stringify({ ...body, ok: false, code: 'E_STORE_DOWN' satisfies ErrorCode, message: `the store has failed since ${new Date(down.since).toISOString()} (${down.code}: ${down.error}); no message is acknowledged until it is back`, store: down }));
       });
     });
     this.app.get('/metrics', (res, req) => {
@@ -537,7 +631,7 @@ function transportLimit(maxMessageSize: number): number {
  * Closes the store of a start that failed, and waits for it. The start's
  * error is the one to report: a close that fails as well is logged.
  */
-async function closeAfterFailedStart(store: Store, logger: Logger): Promise<void> {
+async function closeAfterFailedStart(store: AsyncStore, logger: Logger): Promise<void> {
   try {
     await store.close();
   } catch (e) {

@@ -8,20 +8,24 @@ import uWS from 'uWebSockets.js';
 import type { Core } from '../core';
 import type { ErrorCode } from '../errors';
 import type { Logger } from '../log';
-import type { Store } from '../store/types';
+import type { AsyncStore, StoredMessage } from '../store/types';
 import type { Delivery as Engine } from '../delivery';
 import type { Commit } from './commit';
 import type { Conn, Connections, UserLimits, WS } from './connections';
 import { encodeStored, type Delivery } from './delivery';
 import { validDevice, type IpCount, type LimitStats } from './limits';
 import type { MetricCounts } from './metrics';
-import { CLOSE_AUTH, CLOSE_BAD_LOGIN, CLOSE_LOGIN_TIMEOUT, CLOSE_TOO_MANY } from './protocol';
+import { CLOSE_AUTH, CLOSE_BAD_LOGIN, CLOSE_LOGIN_TIMEOUT, CLOSE_STORE_FAILED, CLOSE_TOO_MANY } from './protocol';
 import type { ServerSettings } from './settings';
+import type { StoreHealth } from './store-health';
 import { hashToken } from './tokens';
 
 /** The backlog is sent while less than this waits in the socket's buffer. */
 const BACKLOG_BUFFER = 512 * 1024;
 const BACKLOG_PAGE = 500;
+/** Frames a client may send behind its login frame before the token is looked up; more is a client that does not wait for "hello". */
+const MAX_HELD = 64;
+const STORE_UNREADABLE = 'the server cannot read its store right now; connect again shortly';
 
 export class Sessions {
   /** Sockets not logged in yet, oldest first: the login deadline and eviction go in this order. */
@@ -30,11 +34,15 @@ export class Sessions {
   private readonly perUser = new Map<string, UserLimits>();
   private loginTimer: NodeJS.Timeout | null = null;
   private stopped = false;
+  /** Upgrades waiting for the store to look their token up: they count against the connection cap already. */
+  private upgrading = 0;
+  /** Where frames held during a login go once it succeeded (Intake.frame; set once by the server). */
+  replay: (ws: WS, ab: ArrayBuffer, isBinary: boolean) => void = () => {};
 
   constructor(
     private readonly settings: ServerSettings,
     private readonly app: uWS.TemplatedApp,
-    private readonly store: Store,
+    private readonly store: AsyncStore,
     private readonly core: Core,
     private readonly connections: Connections,
     private readonly engine: Engine,
@@ -43,6 +51,7 @@ export class Sessions {
     private readonly stats: LimitStats,
     private readonly metrics: MetricCounts,
     private readonly logger: Logger,
+    private readonly health: StoreHealth,
   ) {}
 
   get unauthenticated(): number {
@@ -55,7 +64,7 @@ export class Sessions {
     const ip = Buffer.from(res.getRemoteAddressAsText()).toString();
     const st = this.stats;
     // Refused before the upgrade: no socket is kept, nothing is buffered.
-    if (this.connections.count + this.unauth.size >= st.connectionCap) {
+    if (this.connections.count + this.unauth.size + this.upgrading >= st.connectionCap) {
       st.refusedServerFull++;
       refuseUpgrade(res, '503 Service Unavailable', 'E_SERVER_FULL', 'the server is at its connection limit; try again later');
       return;
@@ -67,6 +76,7 @@ export class Sessions {
       return;
     }
     const query = new URLSearchParams(req.getQuery() ?? '');
+    // The request is only valid in this call: everything needed later is read now.
     const key = req.getHeader('sec-websocket-key');
     const protocol = req.getHeader('sec-websocket-protocol');
     const extensions = req.getHeader('sec-websocket-extensions');
@@ -84,14 +94,39 @@ export class Sessions {
       presence: new Set(),
       backlogSeq: 0,
       backlogDone: false,
+      backlogReading: false,
     };
     const token = query.get('token');
-    if (token) {
-      const address = this.store.userByTokenHash(hashToken(token));
-      if (address) conn.address = address;
-      else conn.authError = 'the token is unknown or was revoked; ask the backend for a new one';
-    }
+    if (!token) return this.admit(res, conn, key, protocol, extensions, context);
+    // The token is looked up in the store, which may answer later: the
+    // upgrade completes then, unless the client went away meanwhile.
+    let aborted = false;
+    res.onAborted(() => {
+      aborted = true;
+    });
+    this.upgrading++;
+    this.store.userByTokenHash(hashToken(token)).then(
+      (address) => {
+        this.upgrading--;
+        if (aborted) return;
+        if (address) conn.address = address;
+        else conn.authError = 'the token is unknown or was revoked; ask the backend for a new one';
+        this.admit(res, conn, key, protocol, extensions, context);
+      },
+      (e: unknown) => {
+        this.upgrading--;
+        this.health.failed(e);
+        if (!aborted) refuseUpgrade(res, '503 Service Unavailable', 'E_STORE_READ', STORE_UNREADABLE);
+      },
+    );
+  }
+
+  /** Completes an upgrade whose token (if any) has been looked up. */
+  private admit(res: uWS.HttpResponse, conn: Conn, key: string, protocol: string, extensions: string, context: uWS.us_socket_context_t): void {
+    const s = this.settings;
+    const st = this.stats;
     if (!conn.address) {
+      const perIp = this.perIp.get(conn.ip);
       if (s.maxUnauthenticatedPerIp && perIp && perIp.unauth >= s.maxUnauthenticatedPerIp) {
         st.refusedPerIp++;
         refuseUpgrade(res, '429 Too Many Requests', 'E_TOO_MANY_CONNECTIONS', `this IP has ${perIp.unauth} connections that have not logged in (max_unauthenticated_per_ip); log in or close them`);
@@ -107,7 +142,7 @@ export class Sessions {
         }
       }
     }
-    res.upgrade(conn, key, protocol, extensions, context);
+    res.cork(() => res.upgrade(conn, key, protocol, extensions, context));
   }
 
   open(ws: WS): void {
@@ -126,6 +161,7 @@ export class Sessions {
 
   /** A frame on a socket that has not logged in: it must be the login. */
   login(ws: WS, ab: ArrayBuffer, isBinary: boolean): void {
+    if (this.holdDuringLogin(ws, ab, isBinary)) return;
     let req: { op?: unknown; token?: unknown; device?: unknown; format?: unknown } | null = null;
     if (!isBinary) {
       try {
@@ -138,24 +174,59 @@ export class Sessions {
       this.loginFailed(ws, 'E_NOT_LOGGED_IN', 'log in first: connect with ?token=TOKEN or send {"op":"login","token":"TOKEN"}');
       return;
     }
-    const address = typeof req.token === 'string' ? this.store.userByTokenHash(hashToken(req.token)) : null;
-    if (!address) {
+    if (typeof req.token !== 'string') {
       this.loginFailed(ws, 'E_AUTH', 'the token is unknown or was revoked; ask the backend for a new one');
       return;
     }
+    const { device, format } = req;
     const c = ws.getUserData();
-    c.address = address;
-    if (req.device !== undefined) {
-      if (typeof req.device !== 'string') {
-        c.address = '';
-        this.stats.refusedBadDevice++;
-        this.refuse(ws, 'E_BAD_DEVICE', '"device" must be a string of up to 64 bytes of text without control characters', CLOSE_BAD_LOGIN);
-        return;
-      }
-      c.device = req.device;
+    // Frames behind the login wait for the store's answer, then go in order.
+    c.held = [];
+    this.store.userByTokenHash(hashToken(req.token)).then(
+      (address) => {
+        const held = c.held ?? [];
+        c.held = undefined;
+        if (!c.open) return;
+        if (!address) {
+          this.loginFailed(ws, 'E_AUTH', 'the token is unknown or was revoked; ask the backend for a new one');
+          return;
+        }
+        if (device !== undefined) {
+          if (typeof device !== 'string') {
+            this.stats.refusedBadDevice++;
+            this.refuse(ws, 'E_BAD_DEVICE', '"device" must be a string of up to 64 bytes of text without control characters', CLOSE_BAD_LOGIN);
+            return;
+          }
+          c.device = device;
+        }
+        if (format === 'binary') c.binary = true;
+        c.address = address;
+        this.loggedIn(ws);
+        for (const f of held) {
+          if (!c.open || !c.address) break;
+          this.replay(ws, f.data, f.isBinary);
+        }
+      },
+      (e: unknown) => {
+        c.held = undefined;
+        this.health.failed(e);
+        if (c.open) this.refuse(ws, 'E_STORE_READ', STORE_UNREADABLE, CLOSE_STORE_FAILED);
+      },
+    );
+  }
+
+  /** A frame behind a login frame whose token is being looked up: kept for after it, or the socket is refused when too many wait. */
+  private holdDuringLogin(ws: WS, ab: ArrayBuffer, isBinary: boolean): boolean {
+    const c = ws.getUserData();
+    if (!c.held) return false;
+    if (c.held.length >= MAX_HELD) {
+      c.held = undefined;
+      this.loginFailed(ws, 'E_NOT_LOGGED_IN', `wait for the "hello" answer to the login before sending more than ${MAX_HELD} frames`);
+      return true;
     }
-    if (req.format === 'binary') c.binary = true;
-    this.loggedIn(ws);
+    // uWebSockets.js lends `ab` for this call only.
+    c.held.push({ data: ab.slice(0), isBinary });
+    return true;
   }
 
   close(ws: WS, code: number, reason: ArrayBuffer): void {
@@ -180,6 +251,7 @@ export class Sessions {
     // buy a fresh one.
     if (c.user) c.user.connections--;
     this.stats.connections = this.connections.count;
+    if (!c.backlogDone) this.delivery.stopBacklogRead(c.uid);
     // The live copies this user's devices had not confirmed are stored
     // (once stopped, the engine has stored every one already).
     this.engine.logout(c.id);
@@ -198,43 +270,69 @@ export class Sessions {
    * Sends what the store holds for this user (messages that arrived while it
    * was offline or were not acknowledged yet), page by page as the socket
    * drains, and only then lets the engine write live deliveries to it, so
-   * that nothing live overtakes the backlog.
+   * that nothing live overtakes the backlog. One page is read at a time
+   * (the store may answer later); a drain meanwhile finds it reading.
    */
   pump(ws: WS): void {
     const c = ws.getUserData();
-    if (!c.open || c.backlogDone) return;
-    while (ws.getBufferedAmount() < BACKLOG_BUFFER) {
-      // What was stored for this user since the last page (while this device
-      // was not subscribed yet) must be in the next one: committed first,
-      // and with an asynchronous store the page waits for that commit.
+    if (!c.open || c.backlogDone || c.backlogReading || ws.getBufferedAmount() >= BACKLOG_BUFFER) return;
+    // What was stored for this user since the last page (while this device
+    // was not subscribed yet) must be in the next one: committed first,
+    // and with an asynchronous store the page waits for that commit.
+    if (!this.commit.idle) {
+      this.commit.now();
       if (!this.commit.idle) {
-        this.commit.now();
-        if (!this.commit.idle) return this.commit.afterCommit(() => this.pump(ws));
+        c.backlogReading = true;
+        return this.commit.afterCommit(() => {
+          c.backlogReading = false;
+          this.pump(ws);
+        });
       }
-      const page = this.store.pending(c.address, BACKLOG_PAGE, c.backlogSeq);
-      if (!page.length) {
-        c.backlogDone = true;
-        this.engine.backlogDone(c.id);
-        return;
-      }
-      this.metrics.backlogPages++;
-      const durable = this.settings.durable;
-      ws.cork(() => {
-        const format = this.delivery.formats;
-        for (const m of page) {
-          const f = format ? this.delivery.formatFrame(c, c.address, encodeStored(m, c.binary)) : encodeStored(m, c.binary);
-          if (f) ws.send(f, c.binary);
-          this.metrics.backlogDelivered++;
-          this.engine.owe(c.id);
-          // With durability off, its "delivered" deletes the stored copy.
-          if (!durable) this.engine.backlogSent(c.id, this.engine.intern(m.sender), m.id);
-          c.backlogSeq = m.seq;
-          // Large messages: stop within the page rather than overshoot the
-          // buffer (a slow reader would then look like one that stopped).
-          if (ws.getBufferedAmount() >= BACKLOG_BUFFER) break;
-        }
-      });
     }
+    c.backlogReading = true;
+    const storedBefore = this.delivery.storedDuringBacklog(c.uid);
+    this.store.pending(c.address, BACKLOG_PAGE, c.backlogSeq).then(
+      (page) => {
+        c.backlogReading = false;
+        if (c.open) this.sendPage(ws, c, page, storedBefore);
+      },
+      (e: unknown) => {
+        c.backlogReading = false;
+        this.health.failed(e);
+        // The client reconnects and its backlog is read again from where the store has it.
+        if (c.open) this.refuse(ws, 'E_STORE_READ', STORE_UNREADABLE, CLOSE_STORE_FAILED);
+      },
+    );
+  }
+
+  private sendPage(ws: WS, c: Conn, page: StoredMessage[], storedBefore: number): void {
+    if (!page.length) {
+      // A copy stored for this user while the page was read may have been
+      // committed after the read looked: read again (pump commits first).
+      if (this.delivery.storedDuringBacklog(c.uid) !== storedBefore) return this.pump(ws);
+      c.backlogDone = true;
+      this.delivery.stopBacklogRead(c.uid);
+      this.engine.backlogDone(c.id);
+      return;
+    }
+    this.metrics.backlogPages++;
+    const durable = this.settings.durable;
+    ws.cork(() => {
+      const format = this.delivery.formats;
+      for (const m of page) {
+        const f = format ? this.delivery.formatFrame(c, c.address, encodeStored(m, c.binary)) : encodeStored(m, c.binary);
+        if (f) ws.send(f, c.binary);
+        this.metrics.backlogDelivered++;
+        this.engine.owe(c.id);
+        // With durability off, its "delivered" deletes the stored copy.
+        if (!durable) this.engine.backlogSent(c.id, this.engine.intern(m.sender), m.id);
+        c.backlogSeq = m.seq;
+        // Large messages: stop within the page rather than overshoot the
+        // buffer (a slow reader would then look like one that stopped).
+        if (ws.getBufferedAmount() >= BACKLOG_BUFFER) break;
+      }
+    });
+    this.pump(ws);
   }
 
   /** Sends an error naming `code` and closes the socket. */
@@ -319,6 +417,7 @@ export class Sessions {
     c.uid = this.engine.intern(addr);
     c.id = this.engine.login(c.uid, c.binary);
     ws.subscribe(this.delivery.opened(c.id));
+    this.delivery.startBacklogRead(c.uid);
     const first = this.connections.add(ws);
     this.stats.connections = this.connections.count;
     this.core.login(addr, true);

@@ -47,6 +47,11 @@ export interface ServerSettings {
   /** What may wait in the store for one recipient. */
   maxInboxMessages: number;
   maxInboxBytes: number;
+  /**
+   * `sqlite` (the embedded file in data_dir) or a PostgreSQL URL,
+   * postgresql://USER[:PASSWORD]@HOST:PORT/DB (lib/store/postgres.ts).
+   */
+  store: string;
   /** GET /metrics on its own HOST:PORT (null: on the server's port). */
   metricsListen: { host: string; port: number } | null;
   /** When set, /metrics needs `Authorization: Bearer <metrics_token>`. */
@@ -92,6 +97,30 @@ function hostPort(cfg: ParsedConfig, key: string, v: string): { host: string; po
   return { host: m[1].replace(/^\[|\]$/g, '') || '0.0.0.0', port: Number(m[2]) };
 }
 
+/** A store URL as it may be shown: without its password. */
+export function storeLabel(store: string): string {
+  return store.replace(/^(postgresql:\/\/[^:@/]*):[^@/]*@/, '$1:***@');
+}
+
+/**
+ * `sqlite`, or postgresql://USER[:PASSWORD]@HOST:PORT/DB with every part
+ * there: a URL that leaves one out would connect with a libpq default (the
+ * OS user, port 5432, a database named after the user) the operator did not
+ * choose. The password never appears in the error.
+ */
+function storeSetting(cfg: ParsedConfig, v: string): string {
+  if (v === 'sqlite') return v;
+  const shape = 'expected sqlite (the embedded file in data_dir) or postgresql://USER[:PASSWORD]@HOST:PORT/DB (the password may come from PGPASSWORD instead)';
+  let u: URL | null = null;
+  try {
+    u = new URL(v);
+  } catch {
+    u = null;
+  }
+  if (!u || u.protocol !== 'postgresql:' || !u.username || !u.hostname || !u.port || !/^\/[^/]+$/.test(u.pathname)) throw bad(cfg, 'store', storeLabel(v), shape);
+  return v;
+}
+
 export function settingsFrom(cfg: ParsedConfig): ServerSettings {
   const get = (k: string) => cfg.settings.find((s) => s.key === k)?.value;
   const { host, port } = hostPort(cfg, 'listen', get('listen') ?? DEFAULTS.listen);
@@ -106,8 +135,7 @@ export function settingsFrom(cfg: ParsedConfig): ServerSettings {
   if (durable !== 'on' && durable !== 'off') throw bad(cfg, 'durable', durable, 'expected on or off');
   const logFormat = get('log_format') ?? 'text';
   if (logFormat !== 'text' && logFormat !== 'json') throw bad(cfg, 'log_format', logFormat, 'expected text (one line per event, for people) or json (for log collectors)');
-  const store = get('store') ?? 'sqlite';
-  if (store !== 'sqlite') throw bad(cfg, 'store', store, 'this release has the embedded SQLite store only: store = sqlite');
+  const store = storeSetting(cfg, get('store') ?? 'sqlite');
   const presence = get('presence') ?? DEFAULTS.presence;
   if (presence !== 'all' && presence !== 'contacts' && presence !== 'none') throw bad(cfg, 'presence', presence, 'expected all, contacts or none');
   const rateLimit = int(cfg, 'rate_limit', DEFAULTS.rateLimit, 1, 10_000_000);
@@ -137,6 +165,7 @@ export function settingsFrom(cfg: ParsedConfig): ServerSettings {
     presence,
     maxInboxMessages: int(cfg, 'max_inbox_messages', DEFAULTS.maxInboxMessages, 1, 1_000_000_000),
     maxInboxBytes: int(cfg, 'max_inbox_bytes', DEFAULTS.maxInboxBytes, 1, Number.MAX_SAFE_INTEGER),
+    store,
     metricsListen: metricsListen ? hostPort(cfg, 'metrics_listen', metricsListen) : null,
     metricsToken: get('metrics_token') || null,
   };

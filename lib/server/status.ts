@@ -104,7 +104,7 @@ export interface StatusSnapshot {
   averagePerSecond: { received: number; delivered: number };
   deferredWaiting: number;
   modules: StatusModule[];
-  store: { kind: string; durable: boolean; waiting: number; copiesWritten: number; commits: number; commitP50: number | null; commitP99: number | null; backlogPages: number };
+  store: { kind: string; down: string | null; durable: boolean; waiting: number | null; copiesWritten: number; commits: number; commitP50: number | null; commitP99: number | null; backlogPages: number };
   limits: { rateLimited: number; slowClosed: number; inboxFull: number };
   warnings: StatusWarning[];
 }
@@ -147,9 +147,10 @@ export function statusSnapshot(src: StatusSources): StatusSnapshot {
         }),
     })),
     store: {
-      kind: 'sqlite',
+      kind: src.storeKind,
+      down: src.storeDown,
       durable: src.durable,
-      waiting: src.storeWaiting,
+      waiting: Number.isNaN(src.storeWaiting) ? null : src.storeWaiting,
       copiesWritten: m.copiesStored,
       commits: m.commits,
       // The commit histogram keeps no maximum; past its last bound the estimate says "more than 2.5 s".
@@ -263,7 +264,7 @@ function render(s){
     return hs.map(function(h,i){var r=hs.length;return '<tr'+(i===0?' class="first"':'')+'>'+(i===0?'<td rowspan="'+r+'" class="mod"><b>'+esc(m.name)+'</b><br><small>#'+m.position+' '+m.kind+'</small>'+(m.budget&&m.budget.bypassed?'<br><b class="bypassed">BYPASSED (over budget)</b>':'')+'</td><td rowspan="'+r+'" class="n">'+v+'</td><td rowspan="'+r+'" class="n">'+m.timeouts+' / '+m.errors+'</td>':'')+'<td>'+esc(h.hook)+'</td><td class="n calls">'+h.calls+'</td><td class="n">'+dur(h.p50)+'</td><td class="n">'+dur(h.p90)+'</td><td class="n">'+dur(h.p99)+'</td><td class="n">'+(h.calls?dur(h.max):'\\u2013')+'</td></tr>'}).join('');
   }).join(''):'<tr><td colspan="9" class="empty">no modules: every message passes</td></tr>';
   var st=s.store;
-  $('store').innerHTML='<dt>kind</dt><dd>'+esc(st.kind)+(st.durable?' (durable)':' (not durable)')+'</dd><dt>waiting for recipients</dt><dd>'+st.waiting+'</dd><dt>copies written</dt><dd>'+st.copiesWritten+'</dd><dt>group commits</dt><dd>'+st.commits+' (p50 '+dur(st.commitP50)+', p99 '+dur(st.commitP99)+')</dd><dt>backlog pages sent</dt><dd>'+st.backlogPages+'</dd><dt>rate-limited frames</dt><dd>'+s.limits.rateLimited+'</dd><dt>slow consumers closed</dt><dd>'+s.limits.slowClosed+'</dd><dt>inbox full</dt><dd>'+s.limits.inboxFull+'</dd>';
+  $('store').innerHTML='<dt>kind</dt><dd>'+esc(st.kind)+(st.durable?' (durable)':' (not durable)')+(st.down?' DOWN ('+esc(st.down)+')':'')+'</dd><dt>waiting for recipients</dt><dd>'+st.waiting+'</dd><dt>copies written</dt><dd>'+st.copiesWritten+'</dd><dt>group commits</dt><dd>'+st.commits+' (p50 '+dur(st.commitP50)+', p99 '+dur(st.commitP99)+')</dd><dt>backlog pages sent</dt><dd>'+st.backlogPages+'</dd><dt>rate-limited frames</dt><dd>'+s.limits.rateLimited+'</dd><dt>slow consumers closed</dt><dd>'+s.limits.slowClosed+'</dd><dt>inbox full</dt><dd>'+s.limits.inboxFull+'</dd>';
   $('warnings').innerHTML=s.warnings.length?s.warnings.slice().reverse().map(function(w){return '<tr class="'+esc(w.severity)+'"><td class="t">'+esc(new Date(w.time).toISOString().replace('T',' ').slice(0,19))+'</td><td>'+esc(w.severity)+'</td><td><b>'+esc(w.event)+'</b> '+esc(fields(w.fields))+'</td></tr>'}).join(''):'<tr><td colspan="3" class="empty">none since start</td></tr>';
   $('live').textContent='updated '+new Date(s.now).toLocaleTimeString();
   document.body.dataset.polls=String(Number(document.body.dataset.polls||0)+1);
@@ -293,7 +294,7 @@ export function renderStatusPage(s: StatusSnapshot): string {
 <div class="tile"><div class="k">Deferred waiting</div><div class="v" id="deferred">${s.deferredWaiting}</div><div class="s">messages waiting for a module's decision</div></div>
 </div>
 <section><h2>Module chain (in order)</h2><table><thead><tr><th>module</th><th class="n">pass / consumed / deferred</th><th class="n">timeouts / errors</th><th>hook</th><th class="n">calls</th><th class="n">p50</th><th class="n">p90</th><th class="n">p99</th><th class="n">max</th></tr></thead><tbody id="chain">${chain}</tbody></table></section>
-<section><h2>Store</h2><dl id="store"><dt>kind</dt><dd>${esc(st.kind)}${st.durable ? ' (durable)' : ' (not durable)'}</dd><dt>waiting for recipients</dt><dd>${st.waiting}</dd><dt>copies written</dt><dd>${st.copiesWritten}</dd><dt>group commits</dt><dd>${st.commits} (p50 ${dur(st.commitP50)}, p99 ${dur(st.commitP99)})</dd><dt>backlog pages sent</dt><dd>${st.backlogPages}</dd><dt>rate-limited frames</dt><dd>${s.limits.rateLimited}</dd><dt>slow consumers closed</dt><dd>${s.limits.slowClosed}</dd><dt>inbox full</dt><dd>${s.limits.inboxFull}</dd></dl></section>
+<section><h2>Store</h2><dl id="store"><dt>kind</dt><dd>${esc(st.kind)}${st.durable ? ' (durable)' : ' (not durable)'}${st.down ? ` DOWN (${esc(st.down)})` : ''}</dd><dt>waiting for recipients</dt><dd>${st.waiting}</dd><dt>copies written</dt><dd>${st.copiesWritten}</dd><dt>group commits</dt><dd>${st.commits} (p50 ${dur(st.commitP50)}, p99 ${dur(st.commitP99)})</dd><dt>backlog pages sent</dt><dd>${st.backlogPages}</dd><dt>rate-limited frames</dt><dd>${s.limits.rateLimited}</dd><dt>slow consumers closed</dt><dd>${s.limits.slowClosed}</dd><dt>inbox full</dt><dd>${s.limits.inboxFull}</dd></dl></section>
 <section><h2>Last warnings (newest first, up to ${WARNINGS_KEPT})</h2><table><thead><tr><th>time (UTC)</th><th>severity</th><th>event</th></tr></thead><tbody id="warnings">${warnings}</tbody></table></section>
 </main>
 <script>${PAGE_SCRIPT}</script>

@@ -18,7 +18,7 @@
  */
 import { Pool, types as pgTypes, type PoolConfig, type QueryConfig } from 'pg';
 import { SwitchboardError } from '../errors';
-import { checkMessage } from './sqlite';
+import { checkMessage, groupsWithMembers } from './sqlite';
 import type { AsyncStore, NewMessage, StoredMessage } from './types';
 import { WriteBuffer, type Write } from './write-buffer';
 
@@ -132,6 +132,8 @@ const SQL = {
   removeMembers: statement('remove_members', 'DELETE FROM members WHERE gid = $1 AND address = ANY ($2::text[])'),
   members: statement('members', 'SELECT address FROM members WHERE gid = $1 ORDER BY address'),
   groupsOf: statement('groups_of', 'SELECT gid FROM members WHERE address = $1 ORDER BY gid'),
+  listGroups: statement('list_groups', 'SELECT gid FROM groups ORDER BY gid'),
+  allMembers: statement('all_members', 'SELECT gid, address FROM members ORDER BY gid, address'),
 
   commit: statement(
     'commit',
@@ -141,6 +143,7 @@ const SQL = {
   pending: statement('pending', `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE recipient = $1 AND ${UNEXPIRED} AND seq > $3 ORDER BY seq LIMIT $4`),
   receiptFlags: statement('receipt_flags', 'SELECT recipient, sender, id, groupid, flags FROM messages WHERE (flags & $1) != 0 ORDER BY seq'),
   queued: statement('queued', `SELECT count(*) AS messages, coalesce(sum(octet_length(payload)), 0) AS bytes FROM messages WHERE recipient = $1 AND ${UNEXPIRED}`),
+  queuedAll: statement('queued_all', 'SELECT recipient, count(*) AS messages, coalesce(sum(octet_length(payload)), 0) AS bytes FROM messages WHERE (expires_at = 0 OR expires_at > $1) GROUP BY recipient'),
   countFor: statement('count_for', `SELECT count(*) AS n FROM messages WHERE recipient = $1 AND ${UNEXPIRED}`),
   countAll: statement('count_all', 'SELECT count(*) AS n FROM messages WHERE (expires_at = 0 OR expires_at > $1)'),
   purgeExpired: statement('purge_expired', 'DELETE FROM messages WHERE expires_at > 0 AND expires_at <= $1'),
@@ -320,6 +323,30 @@ export class PostgresStore implements AsyncStore {
     return (await this.read<{ gid: number }>(SQL.groupsOf([address]))).map((r) => r.gid);
   }
 
+  /** The groups, then the members, in one read-only transaction, so that both see the same moment. */
+  async listGroups(): Promise<{ gid: number; members: string[] }[]> {
+    this.checkOpen();
+    const client = await this.pool.connect().catch((e: unknown) => {
+      throw storeError('E_STORE_READ', this.url, e);
+    });
+    let broken = false;
+    try {
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      const gids = (await client.query<{ gid: number }>(SQL.listGroups([]))).rows.map((r) => r.gid);
+      const members = (await client.query<{ gid: number; address: string }>(SQL.allMembers([]))).rows;
+      await client.query('COMMIT');
+      return groupsWithMembers(gids, members);
+    } catch (e) {
+      broken = !(await client.query('ROLLBACK').then(
+        () => true,
+        () => false,
+      ));
+      throw storeError('E_STORE_READ', this.url, e);
+    } finally {
+      client.release(broken);
+    }
+  }
+
   // ---- messages ------------------------------------------------------------
 
   enqueue(m: NewMessage): void {
@@ -367,6 +394,10 @@ export class PostgresStore implements AsyncStore {
 
   async queued(recipient: string): Promise<{ messages: number; bytes: number }> {
     return (await this.read<{ messages: number; bytes: number }>(SQL.queued([recipient, Date.now()])))[0];
+  }
+
+  async queuedAll(): Promise<{ recipient: string; messages: number; bytes: number }[]> {
+    return this.read(SQL.queuedAll([Date.now()]));
   }
 
   async countPending(recipient?: string): Promise<number> {

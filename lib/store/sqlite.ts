@@ -122,6 +122,18 @@ function openSchema(db: Database, file: string, readonly: boolean): void {
   })();
 }
 
+/** listGroups' answer from the gids in order and the members in (gid, address) order, so that a group without members is there too. */
+export function groupsWithMembers(gids: number[], members: { gid: number; address: string }[]): { gid: number; members: string[] }[] {
+  const byGid = new Map<number, string[]>();
+  const out = gids.map((gid) => {
+    const g = { gid, members: [] as string[] };
+    byGid.set(gid, g.members);
+    return g;
+  });
+  for (const m of members) byGid.get(m.gid)?.push(m.address);
+  return out;
+}
+
 /** Every statement the store runs, prepared once when it opens. */
 function prepareStatements(db: Database) {
   return {
@@ -139,6 +151,8 @@ function prepareStatements(db: Database) {
     deleteMember: db.prepare('DELETE FROM members WHERE gid = ? AND address = ?'),
     members: db.pluck('SELECT address FROM members WHERE gid = ? ORDER BY address'),
     groupsOf: db.pluck('SELECT gid FROM members WHERE address = ? ORDER BY gid'),
+    listGroups: db.pluck('SELECT gid FROM groups ORDER BY gid'),
+    allMembers: db.prepare('SELECT gid, address FROM members ORDER BY gid, address'),
 
     // A copy the recipient still has pending is not stored twice: a sender
     // that resends after a crash (its "sent" was lost) must not get a fresh
@@ -156,6 +170,7 @@ function prepareStatements(db: Database) {
     pending: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE recipient = ? AND seq > ? AND ${UNEXPIRED} ORDER BY seq LIMIT ?`),
     countFor: db.pluck(`SELECT count(*) FROM messages WHERE recipient = ? AND ${UNEXPIRED}`),
     queued: db.prepare(`SELECT count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE recipient = ? AND ${UNEXPIRED}`),
+    queuedAll: db.prepare(`SELECT recipient, count(*) AS messages, coalesce(sum(length(payload)), 0) AS bytes FROM messages WHERE ${UNEXPIRED} GROUP BY recipient`),
     countAll: db.pluck(`SELECT count(*) FROM messages WHERE ${UNEXPIRED}`),
     purgeExpired: db.prepare('DELETE FROM messages WHERE expires_at > 0 AND expires_at <= ?'),
   };
@@ -312,6 +327,11 @@ export class SqliteStore implements Store {
     return this.sql.groupsOf.all(address) as number[];
   }
 
+  listGroups(): { gid: number; members: string[] }[] {
+    this.checkOpen();
+    return groupsWithMembers(this.sql.listGroups.all() as number[], this.sql.allMembers.all() as { gid: number; address: string }[]);
+  }
+
   // ---- messages ------------------------------------------------------------
 
   enqueue(m: NewMessage): void {
@@ -381,6 +401,11 @@ export class SqliteStore implements Store {
   queued(recipient: string): { messages: number; bytes: number } {
     this.checkOpen();
     return this.sql.queued.get(recipient, Date.now()) as { messages: number; bytes: number };
+  }
+
+  queuedAll(): { recipient: string; messages: number; bytes: number }[] {
+    this.checkOpen();
+    return this.sql.queuedAll.all(Date.now()) as { recipient: string; messages: number; bytes: number }[];
   }
 
   countPending(recipient?: string): number {

@@ -3,7 +3,8 @@
  * to this interface, so the embedded SQLite store (`./sqlite`) can be swapped
  * for another engine without touching the server. A networked engine
  * (PostgreSQL, `./postgres`) answers reads later: it implements `AsyncStore`
- * (at the end of this file), which the server moves to in issue 15.
+ * (at the end of this file), which is what the server uses; a synchronous
+ * `Store` is adapted to it (lib/store/async.ts).
  *
  * Durability contract: message writes (`enqueue`, `ack`) are buffered in
  * memory and become durable together, as one batch, at the next `commit()`.
@@ -94,6 +95,8 @@ export interface Store {
   members(gid: number): string[];
   /** The gids the address is a member of, ascending. */
   groupsOf(address: string): number[];
+  /** Every group, by ascending gid, with its members sorted (a group without members too): the server holds them all in memory. */
+  listGroups(): { gid: number; members: string[] }[];
 
   // ---- messages: buffered, durable at the next commit() -----------------
 
@@ -154,6 +157,8 @@ export interface Store {
   receiptFlagsPending(mask: number): { recipient: string; sender: string; id: number; groupid: number; flags: number }[];
   /** How many committed, unexpired copies wait for the recipient and their payload bytes (the server's inbox limit). */
   queued(recipient: string): { messages: number; bytes: number };
+  /** `queued` for every recipient that has a committed, unexpired copy, in one read (the server's inbox counts at start). */
+  queuedAll(): { recipient: string; messages: number; bytes: number }[];
   /** How many committed, unexpired copies wait for the recipient (or for everyone). */
   countPending(recipient?: string): number;
   /** Deletes committed copies that expired at `nowMs` (default: now). Returns how many. */
@@ -167,7 +172,7 @@ export interface Store {
 }
 
 /**
- * The store interface the server moves to in issue 15 ("Scale out"), for
+ * The store interface the server uses (issue 15, "Scale out"), made for
  * engines whose every call crosses a network (PostgreSQL,
  * lib/store/postgres.ts): the same calls and the same contract as `Store`,
  * but every read, and every user and group change, returns a Promise, and
@@ -191,18 +196,25 @@ export interface AsyncStore {
   editMembers(gid: number, add: string[], remove: string[]): Promise<void>;
   members(gid: number): Promise<string[]>;
   groupsOf(address: string): Promise<number[]>;
+  listGroups(): Promise<{ gid: number; members: string[] }[]>;
 
   enqueue(m: NewMessage): void;
   ack(recipient: string, sender: string, id: number): void;
   onCopyDeleted(fn: (recipient: string) => void): () => void;
-  /** As Store.commit, always asynchronous: resolves once the batch is durable, rejects with E_STORE_WRITE. */
-  commit(): Promise<void>;
+  /**
+   * As Store.commit: a Promise that resolves once the batch is durable and
+   * rejects with E_STORE_WRITE, or nothing when the batch was committed
+   * before it returned (the SQLite store behind asAsyncStore, lib/store/async.ts,
+   * which so keeps its speed: no Promise and no extra turn per batch).
+   */
+  commit(): Promise<void> | void;
   readonly pendingWrites: number;
 
   pending(recipient: string, limit?: number, afterSeq?: number): Promise<StoredMessage[]>;
   receiptFlagsPending(mask: number): Promise<{ recipient: string; sender: string; id: number; groupid: number; flags: number }[]>;
   queued(recipient: string): Promise<{ messages: number; bytes: number }>;
+  queuedAll(): Promise<{ recipient: string; messages: number; bytes: number }[]>;
   countPending(recipient?: string): Promise<number>;
   purgeExpired(nowMs?: number): Promise<number>;
-  close(): Promise<void>;
+  close(): Promise<void> | void;
 }
