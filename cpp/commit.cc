@@ -69,6 +69,7 @@ void router_committed(Router &r, uint64_t epoch, Batch &b) {
   Copier json, bin;
   for (size_t i = begin; i < end; ++i) {
     const Waiting &w = r.waiting[i];
+    if (w.kind == WAIT_FORWARD) --r.dir.users[w.user].forwards_waiting;
     if (w.kind != WAIT_HELD) continue;
     --r.dir.users[w.user].held;
     uint32_t jo = json(r, b, w.off, w.len), bo = bin(r, b, w.off2, w.len2);
@@ -117,6 +118,8 @@ void router_commit_failed(Router &r, Batch &b) {
   for (const Waiting &w : r.waiting) {
     if (w.kind == WAIT_HELD) {
       --r.dir.users[w.user].held;
+    } else if (w.kind == WAIT_FORWARD) {
+      --r.dir.users[w.user].forwards_waiting;
     } else if (w.kind == WAIT_ACK) {
       --r.acks_waiting;
       if (!directory_is(r.dir, w.conn, w.gen)) continue;

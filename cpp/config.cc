@@ -19,6 +19,8 @@ const char *const kConfigSettings[] = {
     "login_timeout", "max_connections", "max_unauthenticated", "max_unauthenticated_per_ip",
     "max_connections_per_ip", "max_connections_per_user", "user_rate_limit", "max_presence", "presence",
     "max_inbox_messages", "max_inbox_bytes",
+    // A cluster (docs/cluster.md).
+    "cluster", "node",
     // Metrics (docs/operations.md, "Metrics").
     "metrics_listen", "metrics_token", nullptr,
 };

@@ -257,20 +257,18 @@ int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
 bool forward(Router &r, UserId rc, UserId from, const mesibo_message_params_t &p, const char *payload, size_t len,
              bool may_keep, PayloadAt &at, uint64_t now, Batch &b) {
   uint32_t flags = static_cast<uint32_t>(p.flags);
-  bool keep = may_keep && r.settings.durable && !transient(flags);
-  if (keep) {
-    StoreOp &op = push_op(b, STORE_ENQUEUE, rc, from, p, now);
-    op.payload_off = payload_in(b, at, payload, len);
-    op.payload_len = static_cast<uint32_t>(len);
-    router_inbox_added(r, rc, len);
-    ++r.counters.copies_stored;
-    b.commit = std::max(b.commit, int(COMMIT_SOON));
-  }
-  StoreOp &op = push_op(b, STORE_FORWARD, rc, from, p, now);
+  // Also with durability off while an earlier copy waits for its commit:
+  // forwarded at once, this one would overtake it.
+  bool keep = may_keep && !transient(flags) && (r.settings.durable || r.dir.users[rc].forwards_waiting);
+  StoreOp &op = push_op(b, keep ? STORE_ENQUEUE : STORE_FORWARD, rc, from, p, now);
   op.payload_off = payload_in(b, at, payload, len);
   op.payload_len = static_cast<uint32_t>(len);
-  op.after_commit = keep;
-  return keep;
+  if (!keep) return false;
+  router_inbox_added(r, rc, len);
+  ++r.counters.copies_stored;
+  b.commit = std::max(b.commit, int(COMMIT_SOON));
+  router_forward_after_commit(r, b);
+  return true;
 }
 
 // A copy as the store would give it back (from the sender, to the
@@ -333,12 +331,20 @@ void router_backlog_sent(Router &r, ConnId c, UserId sender, uint32_t id) {
 
 void router_backlog_done(Router &r, ConnId c) { directory_backlog_done(r.dir, c); }
 
-void router_notify_stored(Router &r, Batch &b) {
-  if (!r.settings.cluster) return;
+void router_forward_after_commit(Router &r, Batch &b) {
   StoreOp op = b.ops.back();
   op.kind = STORE_FORWARD;
   op.after_commit = 1;
   b.ops.push_back(op);
+  Waiting w{};
+  w.kind = WAIT_FORWARD;
+  w.user = op.recipient;
+  ++r.dir.users[op.recipient].forwards_waiting;
+  router_queue_waiting(r, w, b);
+}
+
+void router_notify_stored(Router &r, Batch &b) {
+  if (r.settings.cluster) router_forward_after_commit(r, b);
 }
 
 bool router_backlog_recheck(Router &r, ConnId c) {
@@ -516,7 +522,7 @@ int router_route(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
         bool local_live = on && live && !usr.pumping && !usr.held;
         bool remote_live = false, kept = false;
         if (usr.remote) {
-          remote_live = live && (!on || local_live);
+          remote_live = live && !usr.forwards_waiting && (!on || local_live);
           kept = forward(r, rc, from, p, res.payload, res.payload_len, !remote_live, payload_at, now, b);
           stored = stored || kept;
           if (!on && !remote_live) continue;

@@ -213,12 +213,15 @@ struct Live {
 };
 
 // What waits for a commit, in the order it was queued.
-enum WaitKind : uint8_t { WAIT_HELD, WAIT_ACK, WAIT_RECEIPT };
+// WAIT_FORWARD: a copy for `user` that the cluster room hands out after
+// this commit; until then later copies for that user are not forwarded
+// live, which would overtake it.
+enum WaitKind : uint8_t { WAIT_HELD, WAIT_ACK, WAIT_RECEIPT, WAIT_FORWARD };
 struct Waiting {
   WaitKind kind;
   uint8_t binary;  // WAIT_ACK
   uint64_t epoch;
-  UserId user;   // WAIT_HELD, WAIT_RECEIPT
+  UserId user;   // WAIT_HELD, WAIT_RECEIPT, WAIT_FORWARD
   ConnId conn;   // WAIT_ACK
   uint32_t gen;  // WAIT_ACK
   // Bytes in Router::waiting_bytes: the JSON form (or the ack) and the
@@ -389,6 +392,9 @@ void router_queue_waiting(Router &r, Waiting w, Batch &b);
 // After an STORE_ENQUEUE was pushed: in a cluster, the same copy handed out
 // after its commit (RouterSettings::cluster).
 void router_notify_stored(Router &r, Batch &b);
+// The same, in or out of a cluster (a copy for a user on another node).
+// Later copies for that user wait for this commit too (WAIT_FORWARD).
+void router_forward_after_commit(Router &r, Batch &b);
 bool router_inbox_full(Router &r, UserId u, size_t bytes, uint64_t now);
 void router_inbox_added(Router &r, UserId u, size_t bytes);
 void live_add(Router &r, uint32_t ack, UserId recipient, uint32_t base, uint64_t now, Batch &b);

@@ -32,6 +32,12 @@ export const EVENTS = {
   'transport.error': { level: 0, severity: 'error' },
   'middleware.error': { level: 0, severity: 'error' },
   'bot.error': { level: 0, severity: 'error' },
+  /** Something the cluster room or bus could not do or read (docs/cluster.md). */
+  'cluster.error': { level: 0, severity: 'error' },
+  /** This node lost NATS: what it publishes waits in the bus (up to its limit). */
+  'cluster.disconnected': { level: 0, severity: 'warn' },
+  /** Another node of the cluster stopped beating: its users are taken as gone from it. */
+  'cluster.node_down': { level: 0, severity: 'warn' },
   /** The command line's stop after SIGTERM/SIGINT failed (it then exits 1). */
   'server.stop_failed': { level: 0, severity: 'error' },
   /** A config reload (SIGHUP, API op reload) refused the config: the server runs on as before. */
@@ -58,6 +64,10 @@ export const EVENTS = {
   /** A config reload applied what changed; it names what needs a restart instead (warn then, or when a module's new instance failed). */
   'server.reloaded': { level: 1, severity: 'info' },
   'server.stopped': { level: 1, severity: 'info' },
+  /** This node reached NATS (at start, and again after an outage). */
+  'cluster.connected': { level: 1, severity: 'info' },
+  /** Another node of the cluster appeared. */
+  'cluster.node_up': { level: 1, severity: 'info' },
   // 2: who comes and goes, and what the backend asks.
   'conn.open': { level: 2, severity: 'debug' },
   'conn.close': { level: 2, severity: 'debug' },

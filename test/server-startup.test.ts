@@ -44,6 +44,15 @@ describe('Server.start', () => {
     await expect(Server.start({ configText: 'listen = 127.0.0.1:0\nrate_limit = fast\n', log: quiet() })).rejects.toMatchObject({ code: 'E_CONFIG_BAD_VALUE', line: 2 });
     await expect(Server.start({ configText: 'listen = 127.0.0.1:0\ntls_cert = /nonexistent.pem\n', log: quiet() })).rejects.toMatchObject({ code: 'E_CONFIG_BAD_VALUE' });
   });
+
+  it('refuses a cluster without the shared PostgreSQL store, a cluster URL that is not nats://HOST:PORT, and a node name subjects cannot carry', async () => {
+    const pg = 'store = postgresql://u@127.0.0.1:1/db\n';
+    await expect(Server.start({ configText: 'listen = 127.0.0.1:0\ncluster = nats://127.0.0.1:4222\n', log: quiet() })).rejects.toMatchObject({ code: 'E_CONFIG_BAD_VALUE', message: expect.stringContaining('store = postgresql://') });
+    for (const bad of ['127.0.0.1:4222', 'nats://127.0.0.1', 'nats://127.0.0.1:4222,http://x:1']) {
+      await expect(Server.start({ configText: `listen = 127.0.0.1:0\n${pg}cluster = ${bad}\n`, log: quiet() })).rejects.toMatchObject({ code: 'E_CONFIG_BAD_VALUE', line: 3 });
+    }
+    await expect(Server.start({ configText: `listen = 127.0.0.1:0\n${pg}cluster = nats://127.0.0.1:4222\nnode = two words\n`, log: quiet() })).rejects.toMatchObject({ code: 'E_CONFIG_BAD_VALUE', line: 4 });
+  });
 });
 
 // A start that fails after the store opened, in a process of its own so

@@ -18,6 +18,7 @@ import type { Delivery as Engine } from '../delivery';
 import { CommitDue, StoreOpKind } from '../delivery';
 import { errorText, type Logger } from '../log';
 import type { AsyncStore } from '../store/types';
+import type { Cluster } from './cluster';
 import type { Conn, Connections, WS } from './connections';
 import type { MetricCounts } from './metrics';
 import { Format, type Middlewares } from './pipeline';
@@ -63,6 +64,8 @@ export class Delivery {
   };
   /** Set by the server once the commit room exists (it performs batches too). */
   commit!: CommitRequests;
+  /** Set by the server when it is a node of a cluster: Forward operations go there. */
+  cluster: Cluster | null = null;
   /** Message copies written to each connection since its buffer was last looked at. */
   private readonly sinceCheck: number[] = [];
   /**
@@ -214,10 +217,12 @@ export class Delivery {
           });
         } else if (op.kind === StoreOpKind.Ack) {
           this.store.ack(e.name(op.recipient), op.sender < 0 ? op.payload.toString('utf8') : e.name(op.sender), op.id);
+        } else if (this.cluster) {
+          // A user with connections on other nodes (or, once committed, any
+          // stored copy): the cluster room hands it over.
+          this.cluster.forward(e, op);
         } else {
-          // A user with connections on other nodes: the cluster room
-          // (issue 15) hands the copy or status over; a single node never
-          // marks a user remote.
+          // A single node never marks a user remote.
           this.logger.event('store.error', { op: 'forward', error: `no cluster to hand a ${op.kind === StoreOpKind.Forward ? 'copy' : 'status'} for ${e.name(op.recipient)} to` });
         }
       } catch (err) {

@@ -63,6 +63,8 @@ export const RELOAD = {
   max_inbox_bytes: 'live',
   metrics_listen: 'restart',
   metrics_token: 'live',
+  cluster: 'restart',
+  node: 'restart',
 } as const satisfies Record<string, Reloadability>;
 
 export type SettingName = keyof typeof RELOAD;
@@ -96,6 +98,8 @@ export const SETTING_OF: Record<keyof ServerSettings, SettingName> = {
   metricsListen: 'metrics_listen',
   metricsToken: 'metrics_token',
   store: 'store',
+  cluster: 'cluster',
+  node: 'node',
 };
 
 /** Settings that are not ServerSettings fields (the core reads them, or only one value is accepted): compared as written, paths resolved. */

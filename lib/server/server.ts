@@ -18,9 +18,10 @@
  * and engine, one native call) -> Delivery.perform -> Commit.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import uWS from 'uWebSockets.js';
-import { parseConfig } from '../config';
+import { parseConfig, type ParsedConfig } from '../config';
 import { Core, type LogEntry } from '../core';
 import { SwitchboardError, type ErrorCode } from '../errors';
 import { errorText, EVENTS, Logger, type LogEvent } from '../log';
@@ -52,6 +53,8 @@ import { Sessions } from './sessions';
 import { Stages } from './stages';
 import { InboxCounts } from './inbox-counts';
 import { StoreHealth } from './store-health';
+import { ClusterBus } from '../cluster/bus';
+import { Cluster, type DirectoryChange } from './cluster';
 
 export { Status } from './protocol';
 
@@ -142,8 +145,10 @@ export class Server {
   private readonly health: StoreHealth;
   /** What server.listening and the status page say the store is (a PostgreSQL URL without its password). */
   private readonly storeName: string;
+  /** This node's part of a cluster (`cluster = nats://...`); null on a single node. */
+  private readonly cluster: Cluster | null = null;
 
-  private constructor(settings: ServerSettings, core: Core, opened: Store | AsyncStore, store: AsyncStore, storeName: string, loaded: Loaded, inbox: InboxCounts, logger: Logger) {
+  private constructor(settings: ServerSettings, core: Core, opened: Store | AsyncStore, store: AsyncStore, storeName: string, loaded: Loaded, inbox: InboxCounts, logger: Logger, bus: ClusterBus | null) {
     this.settings = settings;
     this.core = core;
     this.store = opened;
@@ -171,6 +176,7 @@ export class Server {
         maxConnections: 64,
         maxInboxMessages: settings.maxInboxMessages, maxInboxBytes: settings.maxInboxBytes,
         rateLimit: settings.rateLimit, userRateLimit: settings.userRateLimit,
+        cluster: bus !== null,
       },
       {
         loadGroup: (gid) => this.directory.group(gid),
@@ -196,6 +202,21 @@ export class Server {
     this.sessions = new Sessions(settings, this.app, store, core, this.connections, engine, this.commit, this.delivery, this.limitStats, this.counts, logger, this.health);
     this.intake = new Intake(settings, core, engine, this.connections, this.sessions, this.stages, this.router, this.presence, this.commit, this.limitStats, logger);
     this.sessions.replay = (ws, ab, isBinary) => this.intake.frame(ws, ab, isBinary);
+    if (bus) {
+      this.cluster = new Cluster(
+        bus,
+        engine,
+        {
+          perform: () => this.delivery.perform(),
+          whenCommitted: (fn) => this.commit.whenCommitted(fn),
+          presence: (user, online) => this.app.publish(`p/${user}`, JSON.stringify({ op: 'presence', from: user, online }), false),
+          directory: (change) => this.directoryChanged(change),
+        },
+        logger,
+      );
+      this.delivery.cluster = this.cluster;
+      this.sessions.cluster = this.cluster;
+    }
     core.on('message', (m) => this.router.moduleMessage(m));
     core.on('complete', (token, verdict, from) => this.intake.completed(token, verdict, from));
     this.installRoutes();
@@ -258,7 +279,32 @@ export class Server {
       await closeAfterFailedStart(store, logger);
       throw e;
     }
-    const server = new Server(settings, core, opened, store, settings.store === 'sqlite' ? storeFile : storeLabel(settings.store), loaded, inbox, logger);
+    let bus: ClusterBus | null = null;
+    if (settings.cluster) {
+      // The room is made with the server; what the bus delivers for a user
+      // before then has nobody to go to (no user is subscribed yet).
+      let received: ((user: string, item: Uint8Array, from: string) => void) | null = null;
+      try {
+        // The default name (HOSTNAME-PORT) takes the configured port; a node on port 0 has no stable name and should set one.
+        const node = settings.node ?? `${os.hostname()}-${settings.port}`;
+        bus = await ClusterBus.connect({ servers: settings.cluster, node, onUser: (user, item, from) => received?.(user, item, from) });
+      } catch (e) {
+        core.close();
+        await closeAfterFailedStart(store, logger);
+        throw e;
+      }
+      watchBus(bus, logger);
+      const server = new Server(settings, core, opened, store, storeLabel(settings.store), loaded, inbox, logger, bus);
+      received = (user, item, from) => server.cluster!.received(user, item, from);
+      return Server.started(server, opts, cfg, settings, logger);
+    }
+    const server = new Server(settings, core, opened, store, settings.store === 'sqlite' ? storeFile : storeLabel(settings.store), loaded, inbox, logger, null);
+    return Server.started(server, opts, cfg, settings, logger);
+  }
+
+  /** The rest of start(), once the server is built: modules' init, listening, the purge timer. */
+  private static async started(server: Server, opts: StartOptions, cfg: ParsedConfig, settings: ServerSettings, logger: Logger): Promise<Server> {
+    const core = server.core;
     server.reloader = new Reloader(server, opts, cfg);
     try {
       await core.ready; // script modules' init
@@ -417,6 +463,8 @@ export class Server {
     // is logged); SQLite commits and closes in this turn, as before.
     this.commit.now();
     if (!this.commit.idle) await new Promise<boolean>((resolve) => this.commit.afterCommit(resolve));
+    // After the last commit: the copies it released for other nodes are handed to the bus first.
+    if (this.cluster) await this.cluster.close();
     await this.db.close();
     this.core.close();
     (this.app as unknown as { close?: () => void }).close?.();
@@ -538,6 +586,24 @@ export class Server {
 
   // --- routes ---------------------------------------------------------------
 
+  /** Another node of the cluster changed the directory through its API: the same change here. */
+  private directoryChanged(change: DirectoryChange): void {
+    if (change.op === 'user') {
+      if (change.exists) {
+        this.directory.users.add(change.address);
+        return;
+      }
+      this.sessions.disconnect(change.address, 'E_AUTH', 'your token was revoked or your user was removed; log in again with a new token');
+      this.directory.removeUser(change.address);
+      this.inbox.refresh(change.address);
+    } else if (change.op === 'token') {
+      this.sessions.disconnect(change.address, 'E_AUTH', 'your token was revoked or your user was removed; log in again with a new token');
+    } else if (change.op === 'group') {
+      if (change.members === null) this.directory.groups.delete(change.gid);
+      else this.directory.groups.set(change.gid, new Set(change.members));
+    }
+  }
+
   private installRoutes(): void {
     const s = this.settings;
     const api: ApiContext = {
@@ -563,11 +629,15 @@ export class Server {
         };
       },
       afterFlight: (fn) => this.commit.afterFlight(fn),
+      changed: (change) => this.cluster?.changed(change),
       reload: () => this.reload(),
       logger: this.logger,
     };
     this.app.get('/health', (res) => {
-      const body = { ok: true, connections: this.connections.count, unauthenticated: this.sessions.unauthenticated, modules: this.core.modules.length, limits: this.stats };
+      // A node that lost NATS still serves its own users and keeps every
+      // message (copies for other nodes wait in the bus or are stored when
+      // their grace runs out): ok, with the bus's state for the operator.
+      const body = { ok: true, connections: this.connections.count, unauthenticated: this.sessions.unauthenticated, modules: this.core.modules.length, limits: this.stats, ...(this.cluster ? { cluster: this.cluster.status } : {}) };
       const down = this.health.down;
       res.cork(() => {
         if (!down) {
@@ -631,6 +701,15 @@ function transportLimit(maxMessageSize: number): number {
  * Closes the store of a start that failed, and waits for it. The start's
  * error is the one to report: a close that fails as well is logged.
  */
+/** The bus's own events, in the log. */
+function watchBus(bus: ClusterBus, logger: Logger): void {
+  bus.on('connected', (server) => logger.event('cluster.connected', { node: bus.node, server }));
+  bus.on('disconnected', (server) => logger.event('cluster.disconnected', { node: bus.node, server }));
+  bus.on('nodeUp', (node) => logger.event('cluster.node_up', { node }));
+  bus.on('nodeDown', (node, reason) => logger.event('cluster.node_down', { node, reason }));
+  bus.on('error', (e) => logger.event('cluster.error', { node: bus.node, code: e.code, error: e.message }));
+}
+
 async function closeAfterFailedStart(store: AsyncStore, logger: Logger): Promise<void> {
   try {
     await store.close();

@@ -19,6 +19,7 @@ import { CLOSE_AUTH, CLOSE_BAD_LOGIN, CLOSE_LOGIN_TIMEOUT, CLOSE_STORE_FAILED, C
 import type { ServerSettings } from './settings';
 import type { StoreHealth } from './store-health';
 import { hashToken } from './tokens';
+import type { Cluster } from './cluster';
 
 /** The backlog is sent while less than this waits in the socket's buffer. */
 const BACKLOG_BUFFER = 512 * 1024;
@@ -38,6 +39,8 @@ export class Sessions {
   private upgrading = 0;
   /** Where frames held during a login go once it succeeded (Intake.frame; set once by the server). */
   replay: (ws: WS, ab: ArrayBuffer, isBinary: boolean) => void = () => {};
+  /** This node's part of a cluster (set by the server), or null on a single node. */
+  cluster: Cluster | null = null;
 
   constructor(
     private readonly settings: ServerSettings,
@@ -258,7 +261,10 @@ export class Sessions {
     this.delivery.perform();
     if (this.stopped) return;
     this.core.login(c.address, false);
-    if (left === 0) this.app.publish(`p/${c.address}`, JSON.stringify({ op: 'presence', from: c.address, online: false }), false);
+    if (left === 0) {
+      this.cluster?.left(c.address);
+      if (!this.cluster?.elsewhere(c.address)) this.app.publish(`p/${c.address}`, JSON.stringify({ op: 'presence', from: c.address, online: false }), false);
+    }
   }
 
   /** Closes every connection of `address` with an error (revoked token, removed user). */
@@ -310,6 +316,16 @@ export class Sessions {
       // A copy stored for this user while the page was read may have been
       // committed after the read looked: read again (pump commits first).
       if (this.delivery.storedDuringBacklog(c.uid) !== storedBefore) return this.pump(ws);
+      // Another node stored a copy for this user meanwhile: its sequence
+      // number may be below the last one read (PostgreSQL numbers copies
+      // at insert and shows them at commit), so read again from the start.
+      // A copy this connection was given already comes again (delivery is
+      // at least once; clients drop a repeat by sender and id, as the SDK
+      // does).
+      if (this.engine.backlogRecheck(c.id)) {
+        c.backlogSeq = 0;
+        return this.pump(ws);
+      }
       c.backlogDone = true;
       this.delivery.stopBacklogRead(c.uid);
       this.engine.backlogDone(c.id);
@@ -317,6 +333,7 @@ export class Sessions {
     }
     this.metrics.backlogPages++;
     const durable = this.settings.durable;
+    const cluster = this.cluster !== null;
     ws.cork(() => {
       const format = this.delivery.formats;
       for (const m of page) {
@@ -324,8 +341,10 @@ export class Sessions {
         if (f) ws.send(f, c.binary);
         this.metrics.backlogDelivered++;
         this.engine.owe(c.id);
-        // With durability off, its "delivered" deletes the stored copy.
-        if (!durable) this.engine.backlogSent(c.id, this.engine.intern(m.sender), m.id);
+        // With durability off, its "delivered" deletes the stored copy; in
+        // a cluster, the same copy coming from another node is not written
+        // to this connection again.
+        if (!durable || cluster) this.engine.backlogSent(c.id, this.engine.intern(m.sender), m.id);
         c.backlogSeq = m.seq;
         // Large messages: stop within the page rather than overshoot the
         // buffer (a slow reader would then look like one that stopped).
@@ -422,7 +441,13 @@ export class Sessions {
     this.stats.connections = this.connections.count;
     this.core.login(addr, true);
     ws.send(JSON.stringify({ op: 'hello', address: addr, device: c.device, v: 1, max: this.settings.maxMessageSize }), false);
-    if (first) this.app.publish(`p/${addr}`, JSON.stringify({ op: 'presence', from: addr, online: true }), false);
+    if (first) {
+      // Subscribed to its user's copies on other nodes before its backlog
+      // is read: a copy stored later comes this way (docs/cluster.md).
+      const elsewhere = this.cluster?.elsewhere(addr) ?? false;
+      this.cluster?.arrived(addr);
+      if (!elsewhere) this.app.publish(`p/${addr}`, JSON.stringify({ op: 'presence', from: addr, online: true }), false);
+    }
     // A message routed earlier in this loop turn, while this user was
     // offline, is buffered but not committed: the backlog would miss it and
     // the live subscription comes too late for it. Commit it first.

@@ -52,6 +52,13 @@ export interface ServerSettings {
    * postgresql://USER[:PASSWORD]@HOST:PORT/DB (lib/store/postgres.ts).
    */
   store: string;
+  /**
+   * NATS URLs (`cluster = nats://HOST:PORT[,nats://...]`): this server is
+   * one node of a cluster (docs/cluster.md); null: a single node.
+   */
+  cluster: string[] | null;
+  /** This node's name in the cluster (`node`); null: HOSTNAME-PORT, with the port it listens on (Server.nodeName). */
+  node: string | null;
   /** GET /metrics on its own HOST:PORT (null: on the server's port). */
   metricsListen: { host: string; port: number } | null;
   /** When set, /metrics needs `Authorization: Bearer <metrics_token>`. */
@@ -121,6 +128,30 @@ function storeSetting(cfg: ParsedConfig, v: string): string {
   return v;
 }
 
+/** nats://HOST:PORT, one or several, comma-separated; a cluster needs the shared PostgreSQL store. */
+function clusterSetting(cfg: ParsedConfig, v: string | undefined, store: string): string[] | null {
+  if (v === undefined || v.trim() === '') return null;
+  const urls = v.split(',').map((u) => u.trim()).filter((u) => u !== '');
+  for (const u of urls) {
+    let ok = false;
+    try {
+      const url = new URL(u);
+      ok = url.protocol === 'nats:' && url.hostname !== '' && url.port !== '';
+    } catch {
+      ok = false;
+    }
+    if (!ok) throw bad(cfg, 'cluster', v, 'expected nats://HOST:PORT, or several separated by commas');
+  }
+  if (store === 'sqlite') throw bad(cfg, 'cluster', v, 'a cluster shares its users, groups and waiting messages in PostgreSQL: set store = postgresql://USER@HOST:PORT/DB on every node');
+  return urls;
+}
+
+/** A node name: what the cluster's subjects can carry, readable in logs. */
+function nodeSetting(cfg: ParsedConfig, v: string): string {
+  if (!/^[A-Za-z0-9_-][A-Za-z0-9_.:-]{0,63}$/.test(v)) throw bad(cfg, 'node', v, 'expected 1 to 64 letters, digits, "_", "-", "." or ":", unique in the cluster');
+  return v;
+}
+
 export function settingsFrom(cfg: ParsedConfig): ServerSettings {
   const get = (k: string) => cfg.settings.find((s) => s.key === k)?.value;
   const { host, port } = hostPort(cfg, 'listen', get('listen') ?? DEFAULTS.listen);
@@ -136,6 +167,7 @@ export function settingsFrom(cfg: ParsedConfig): ServerSettings {
   const logFormat = get('log_format') ?? 'text';
   if (logFormat !== 'text' && logFormat !== 'json') throw bad(cfg, 'log_format', logFormat, 'expected text (one line per event, for people) or json (for log collectors)');
   const store = storeSetting(cfg, get('store') ?? 'sqlite');
+  const cluster = clusterSetting(cfg, get('cluster'), store);
   const presence = get('presence') ?? DEFAULTS.presence;
   if (presence !== 'all' && presence !== 'contacts' && presence !== 'none') throw bad(cfg, 'presence', presence, 'expected all, contacts or none');
   const rateLimit = int(cfg, 'rate_limit', DEFAULTS.rateLimit, 1, 10_000_000);
@@ -166,6 +198,8 @@ export function settingsFrom(cfg: ParsedConfig): ServerSettings {
     maxInboxMessages: int(cfg, 'max_inbox_messages', DEFAULTS.maxInboxMessages, 1, 1_000_000_000),
     maxInboxBytes: int(cfg, 'max_inbox_bytes', DEFAULTS.maxInboxBytes, 1, Number.MAX_SAFE_INTEGER),
     store,
+    cluster,
+    node: get('node') === undefined ? null : nodeSetting(cfg, get('node')!),
     metricsListen: metricsListen ? hostPort(cfg, 'metrics_listen', metricsListen) : null,
     metricsToken: get('metrics_token') || null,
   };

@@ -278,10 +278,12 @@ TEST("every known setting is accepted, and the list is nullptr-terminated") {
   std::string text;
   int n = 0;
   for (const char *const *k = sb::kConfigSettings; *k; ++k, ++n) text += std::string(*k) + " = x\n";
-  CHECK_EQ(n, 28);
+  CHECK_EQ(n, 30);
   auto r = parse(text);
   CHECK(r.ok);
-  CHECK_EQ(r.cfg.settings.size(), 28u);
+  CHECK_EQ(r.cfg.settings.size(), 30u);
+  CHECK(r.cfg.setting("cluster") != nullptr);
+  CHECK(r.cfg.setting("node") != nullptr);
   CHECK(r.cfg.setting("metrics_listen") != nullptr);
   CHECK(r.cfg.setting("metrics_token") != nullptr);
   CHECK(r.cfg.setting("max_inbox_bytes") != nullptr);

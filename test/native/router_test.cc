@@ -722,6 +722,36 @@ TEST("cluster: every stored copy is also handed out after its commit; a device t
   CHECK(g.r.dir.conns[bb].stored.find(sb::Key3{alice2, 0, 32}) == nullptr);
 }
 
+TEST("cluster: while a copy for a user waits for its commit to be handed out, later copies for it wait too (no overtaking)") {
+  sb::RouterSettings s;
+  s.cluster = true;
+  Fixture f(s);
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice);
+  f.send(alice, a, R"({"op":"msg","id":41,"to":"bob","data":"1"})");  // bob nowhere yet: stored, handed out after the commit
+  sb::directory_set_remote(f.r.dir, bob, 1);                           // now on another node
+  f.send(alice, a, R"({"op":"msg","id":42,"to":"bob","data":"2"})");
+  CHECK_EQ(f.b.ops.size(), size_t(2));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
+  CHECK_EQ(f.b.ops[1].kind, sb::STORE_FORWARD);
+  CHECK_EQ(int(f.b.ops[1].after_commit), 1);
+  CHECK_EQ(sb::router_live_count(f.r), size_t(0));
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(f.r.dir.users[bob].forwards_waiting, 0u);
+  // Nothing waits any more: live again.
+  f.send(alice, a, R"({"op":"msg","id":43,"to":"bob","data":"3"})");
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(int(f.b.ops[0].after_commit), 0);
+  CHECK_EQ(sb::router_live_count(f.r), size_t(1));
+  // A failed commit lets go of what waited too.
+  sb::directory_set_remote(f.r.dir, bob, 0);
+  f.send(alice, a, R"({"op":"msg","id":44,"to":"bob","data":"4"})");
+  CHECK_EQ(f.r.dir.users[bob].forwards_waiting, 1u);
+  sb::router_commit_failed(f.r, f.b);
+  CHECK_EQ(f.r.dir.users[bob].forwards_waiting, 0u);
+}
+
 TEST("a module's message is held for the commit and encoded from the sender") {
   Fixture f;
   sb::router_user_add(f.r, "alice");

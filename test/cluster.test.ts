@@ -1,0 +1,159 @@
+// Three Switchboard nodes on one real PostgreSQL and one real nats-server
+// (test/cluster-harness.ts), driven by SDK clients over real WebSockets:
+// what one node does behaves on another as on a single node
+// (docs/cluster.md).
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { SwitchboardClient } from '../lib/client';
+import { Server } from '../lib/index';
+import { freePort } from './child-server';
+import { peer, startCluster, type TestCluster } from './cluster-harness';
+import { until } from './helpers';
+
+let cluster: TestCluster;
+const clients: SwitchboardClient[] = [];
+let serial = 0;
+/** A fresh address per test, so tests share the cluster without sharing users. */
+const fresh = (name: string) => `${name}${++serial}`;
+
+beforeAll(async () => {
+  cluster = await startCluster(3);
+}, 120_000);
+
+afterAll(async () => {
+  await cluster?.close();
+});
+
+afterEach(() => {
+  for (const c of clients.splice(0)) c.close();
+});
+
+describe('a cluster of three nodes', () => {
+  it('each node sees the other two on NATS and says so in /health', async () => {
+    for (let i = 0; i < 3; i++) {
+      const health = (await (await fetch(`http://127.0.0.1:${cluster.nodes[i].port}/health`)).json()) as { ok: boolean; cluster: { node: string; connected: boolean; nodes: string[] } };
+      expect(health.ok).toBe(true);
+      expect(health.cluster.node).toBe(`n${i}`);
+      expect(health.cluster.connected).toBe(true);
+      await until(async () => {
+        const h = (await (await fetch(`http://127.0.0.1:${cluster.nodes[i].port}/health`)).json()) as { cluster: { nodes: string[] } };
+        return h.cluster.nodes.length === 2;
+      });
+    }
+  });
+
+  it('a user made through one node logs in on another; a 1:1 message crosses nodes, "sent" after the other node has it, receipts come back', async () => {
+    const alice = fresh('alice');
+    const bob = fresh('bob');
+    const at = await cluster.user(0, alice);
+    const bt = await cluster.user(0, bob);
+    const a = await peer(cluster.urls[1], at, clients);
+    const b = await peer(cluster.urls[2], bt, clients);
+    const sent = a.c.send(bob, 'across', { flags: 1 });
+    await expect(sent.sent).resolves.toBe(1);
+    await until(() => b.got.length === 1);
+    expect(b.got[0]).toMatchObject({ from: alice, to: bob, text: 'across' });
+    // bob's SDK confirmed it: alice gets her delivery receipt from bob's node.
+    await until(() => a.statuses.some((s) => s.status === 2));
+    expect(a.statuses.map((s) => s.status)).toEqual([1, 2]);
+  });
+
+  it('per-sender order across nodes, over many messages in flight', async () => {
+    const alice = fresh('alice');
+    const bob = fresh('bob');
+    const a = await peer(cluster.urls[0], await cluster.user(1, alice), clients);
+    const b = await peer(cluster.urls[2], await cluster.user(1, bob), clients);
+    const sends = [];
+    for (let i = 0; i < 300; i++) sends.push(a.c.send(bob, `m${i}`).sent);
+    await Promise.all(sends);
+    await until(() => b.got.length >= 300);
+    expect(b.texts()).toEqual(Array.from({ length: 300 }, (_, i) => `m${i}`));
+  });
+
+  it('store and forward: a user offline everywhere gets what was sent when it logs in on any node', async () => {
+    const alice = fresh('alice');
+    const carol = fresh('carol');
+    const ct = await cluster.user(2, carol);
+    const a = await peer(cluster.urls[0], await cluster.user(2, alice), clients);
+    for (const t of ['one', 'two', 'three']) await a.c.send(carol, t).sent;
+    const c = await peer(cluster.urls[1], ct, clients);
+    await until(() => c.got.length === 3);
+    expect(c.texts()).toEqual(['one', 'two', 'three']);
+  });
+
+  it('a user with devices on two other nodes gets the message on both; one device here too', async () => {
+    const alice = fresh('alice');
+    const bob = fresh('bob');
+    const bt = await cluster.user(0, bob);
+    const a = await peer(cluster.urls[0], await cluster.user(0, alice), clients);
+    const b1 = await peer(cluster.urls[1], bt, clients, 'phone');
+    const b2 = await peer(cluster.urls[2], bt, clients, 'laptop');
+    const b0 = await peer(cluster.urls[0], bt, clients, 'tablet');
+    await a.c.send(bob, 'everywhere').sent;
+    await until(() => b1.got.length === 1 && b2.got.length === 1 && b0.got.length === 1);
+    for (const p of [b0, b1, b2]) expect(p.texts()).toEqual(['everywhere']);
+  });
+
+  it('a group message reaches members on every node; receipts name the group', async () => {
+    const [x, y, z] = [fresh('x'), fresh('y'), fresh('z')];
+    const tokens = await Promise.all([cluster.user(0, x), cluster.user(1, y), cluster.user(2, z)]);
+    const gid = 7000 + serial;
+    await cluster.api(1, { op: 'groupadd', gid, members: [x, y, z] });
+    const px = await peer(cluster.urls[0], tokens[0], clients);
+    const py = await peer(cluster.urls[1], tokens[1], clients);
+    const pz = await peer(cluster.urls[2], tokens[2], clients);
+    // The group was made through node 1: node 0 and 2 know its members.
+    await px.c.sendToGroup(gid, 'hi all', { flags: 1 }).sent;
+    await until(() => py.got.length === 1 && pz.got.length === 1);
+    expect(py.got[0]).toMatchObject({ from: x, groupid: gid, text: 'hi all' });
+    expect(pz.got[0]).toMatchObject({ from: x, groupid: gid, text: 'hi all' });
+    await until(() => px.statuses.filter((s) => s.status === 2).length === 2);
+    expect(px.statuses.filter((s) => s.status === 2).every((s) => s.groupid === gid)).toBe(true);
+    expect(px.got).toEqual([]);
+  });
+
+  it('presence: subscribed on one node, the user comes and goes on another', async () => {
+    const alice = fresh('alice');
+    const bob = fresh('bob');
+    const bt = await cluster.user(0, bob);
+    const a = await peer(cluster.urls[0], await cluster.user(0, alice), clients);
+    a.c.subscribePresence(bob);
+    await until(() => a.presence.length === 1);
+    expect(a.presence[0]).toMatchObject({ address: bob, online: false });
+    const b = await peer(cluster.urls[2], bt, clients);
+    await until(() => a.presence.length === 2);
+    expect(a.presence[1]).toMatchObject({ address: bob, online: true });
+    b.c.close();
+    await until(() => a.presence.length === 3);
+    expect(a.presence[2]).toMatchObject({ address: bob, online: false });
+  });
+
+  it('a token revoked through one node closes the sessions on the others; a removed user is removed everywhere', async () => {
+    const bob = fresh('bob');
+    const alice = fresh('alice');
+    const bt = await cluster.user(0, bob);
+    const a = await peer(cluster.urls[1], await cluster.user(0, alice), clients);
+    const b = await peer(cluster.urls[2], bt, clients);
+    const closed = new Promise((resolve) => b.c.on('disconnected', resolve));
+    await cluster.api(0, { op: 'usertoken', address: bob });
+    await closed;
+    await cluster.api(0, { op: 'userdel', address: bob });
+    // Node 1 no longer knows bob: invalid destination.
+    await until(async () => {
+      try {
+        await a.c.send(bob, 'to nobody').sent;
+        return false;
+      } catch (e) {
+        return (e as { code?: string }).code === 'E_INVALID_DESTINATION';
+      }
+    });
+  });
+
+  it('a node that cannot reach NATS at start stops with E_CLUSTER_CONNECT, at once', async () => {
+    const port = await freePort();
+    const t0 = Date.now();
+    await expect(
+      Server.start({ configText: `listen = 127.0.0.1:0\nstore = ${cluster.pg.url(cluster.db)}\ncluster = nats://127.0.0.1:${port}\nnode = lonely\n`, log: () => {} }),
+    ).rejects.toMatchObject({ code: 'E_CLUSTER_CONNECT' });
+    expect(Date.now() - t0).toBeLessThan(10_000);
+  });
+});
