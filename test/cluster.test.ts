@@ -111,6 +111,19 @@ describe('a cluster of three nodes', () => {
     expect(px.got).toEqual([]);
   });
 
+  it('a group made through one node may name a user another node made a moment ago: the store says it exists before the broadcast does', async () => {
+    // As a user whose broadcast has not reached node 1 yet: in PostgreSQL only.
+    const w = fresh('w');
+    const x = fresh('x');
+    await cluster.user(0, x);
+    await cluster.pg.query(cluster.db, 'INSERT INTO users (address, token_hash) VALUES ($1, $2)', [w, `unused-${w}`]);
+    const gid = 7000 + serial;
+    await expect(cluster.api(1, { op: 'groupadd', gid, members: [x, w] })).resolves.toMatchObject({ members: expect.arrayContaining([x, w]) });
+    await expect(cluster.api(2, { op: 'groupeditmembers', gid, add: [w] })).resolves.toMatchObject({ ok: true });
+    // Nobody has it: still refused.
+    await expect(cluster.api(1, { op: 'groupeditmembers', gid, add: [fresh('nobody')] })).rejects.toThrow(/E_NO_SUCH_USER/);
+  });
+
   it('presence: subscribed on one node, the user comes and goes on another', async () => {
     const alice = fresh('alice');
     const bob = fresh('bob');
