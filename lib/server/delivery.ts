@@ -136,7 +136,10 @@ export class Delivery {
     const n = e.writeCount;
     if (n) this.write(e, n);
     const ops = e.opCount;
-    if (ops) this.storeOps(e, ops);
+    if (ops) {
+      this.storeOps(e, ops);
+      this.cluster?.batchDone();
+    }
     const due = e.commit;
     const wait = e.liveWait;
     if (this.slowReaders.length || this.failedSenders.length) this.closeNow();

@@ -213,6 +213,7 @@ export class Server {
           directory: (change) => this.directoryChanged(change),
         },
         logger,
+        settings.durable,
       );
       this.delivery.cluster = this.cluster;
       this.sessions.cluster = this.cluster;
