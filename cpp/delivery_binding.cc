@@ -135,6 +135,7 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
                         InstanceMethod<&DeliveryHandle::SetRemote>("setRemote"),
                         InstanceMethod<&DeliveryHandle::Login>("login"),
                         InstanceMethod<&DeliveryHandle::Logout>("logout"),
+                        InstanceMethod<&DeliveryHandle::StoreLive>("storeLive"),
                         InstanceMethod<&DeliveryHandle::BacklogSent>("backlogSent"),
                         InstanceMethod<&DeliveryHandle::BacklogDone>("backlogDone"),
                         InstanceMethod<&DeliveryHandle::BacklogRecheck>("backlogRecheck"),
@@ -360,6 +361,13 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     bool last = router_logout(st_->router, Conn(info[0]), st_->batch);
     Publish(info.Env(), last);
     return Napi::Boolean::New(info.Env(), last);
+  }
+  // storeLive(user): its devices on other nodes changed; its live copies are stored now.
+  Napi::Value StoreLive(const Napi::CallbackInfo &info) {
+    Enter(info.Env());
+    router_store_live(st_->router, U32(info[0]), st_->batch);
+    Publish(info.Env(), false);
+    return info.Env().Undefined();
   }
   Napi::Value BacklogSent(const Napi::CallbackInfo &info) {
     router_backlog_sent(st_->router, Conn(info[0]), U32(info[1]), U32(info[2]));

@@ -76,6 +76,7 @@ struct User {
   uint32_t pumping = 0;  // connections whose backlog is not done
   uint32_t held = 0;     // deliveries to it waiting for a commit: a live copy would overtake them
   uint32_t forwards_waiting = 0;  // copies for it handed to other nodes after a commit (WAIT_FORWARD)
+  uint32_t live = 0;              // its live copies not confirmed or stored yet (live.cc)
   // The inbox count (max_inbox_messages, max_inbox_bytes), read from the store once, then moved by the engine's writes.
   bool inbox_known = false;
   uint64_t inbox_messages = 0;

@@ -68,6 +68,7 @@ void settle_ack(Router &r, uint32_t a, Batch &b) {
 
 void settle(Router &r, uint32_t i, Batch &b) {
   LiveCopy &lc = r.live.copies[i];
+  --r.dir.users[lc.recipient].live;
   live_release_base(r, lc.base);
   lc.base = kNone;
   settle_ack(r, lc.ack, b);
@@ -171,6 +172,7 @@ void live_add(Router &r, uint32_t ack, UserId recipient, uint32_t base, uint64_t
   ++lb.refs;
   lc.sent_at = now;
   lc.ack = ack;
+  ++r.dir.users[recipient].live;
   r.live.by_key.put(key, i);
   r.live.queue.push_back(LiveRef{i, lc.gen, now});
   if (!r.live.timer_armed) arm(r, now, b);

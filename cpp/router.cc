@@ -368,6 +368,12 @@ bool router_logout(Router &r, ConnId c, Batch &b) {
   return last;
 }
 
+void router_store_live(Router &r, UserId u, Batch &b) {
+  batch_clear(b);
+  if (r.stopped || u >= r.dir.users.size() || !r.live.by_key.size()) return;
+  live_store_user(r, u, b);
+}
+
 int32_t *router_owed(Router &r) { return r.dir.owed; }
 
 void router_owe(Router &r, ConnId c) {
@@ -522,6 +528,14 @@ int router_route(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
         // unconfirmed within the grace it is stored. Otherwise, with
         // durability on, it is stored once here and goes after that commit.
         bool local_live = on && live && !usr.pumping && !usr.held;
+        // A copy that is stored (a device here still reading its backlog,
+        // a copy before it waiting for its commit) must not land in the
+        // store before this user's older live copies, should they be
+        // stored later (unconfirmed, or their device gone): a backlog
+        // would then give them after it. They are stored first.
+        if (held && usr.live &&
+            !(usr.remote ? live && !usr.forwards_waiting && (!on || local_live) : local_live))
+          live_store_user(r, rc, b);
         bool remote_live = false, kept = false;
         if (usr.remote) {
           remote_live = live && !usr.forwards_waiting && (!on || local_live);

@@ -282,6 +282,13 @@ bool router_backlog_recheck(Router &r, ConnId c);
 // deletes it). Returns whether it was the user's last connection (the
 // presence room announces "offline").
 bool router_logout(Router &r, ConnId c, Batch &b);
+// Where `u` is on other nodes changed (a node gained or lost a device of
+// it, a node died, or this node lost NATS): the live copies forwarded to it
+// and not confirmed may be lost on the way, like those of a device that
+// logged out. Every live copy of `u` is stored now, oldest first, and
+// handed out again after that commit; later copies for `u` wait behind it
+// (User::forwards_waiting), so none overtakes a lost one. Clears `b`.
+void router_store_live(Router &r, UserId u, Batch &b);
 // Free statuses per connection id (rate limits: a status answering a
 // delivery costs no budget). The array never moves; the embedder may share
 // it with JavaScript. Each message written to a connection adds 2 to it

@@ -203,6 +203,17 @@ export class Delivery {
     return last;
   }
 
+  /**
+   * Where `user` is on other nodes changed (a node gained or lost it, a node
+   * died, NATS was lost): its unconfirmed live copies may be lost on the
+   * way, so they are stored now and handed out again after the commit;
+   * later copies wait behind them. The batch holds what to perform.
+   */
+  storeLive(user: number): void {
+    this.h.storeLive(user);
+    this.sync();
+  }
+
   /** With durability off, a backlog message sent to `conn`: its delivered deletes the stored copy. */
   backlogSent(conn: number, sender: number, id: number): void {
     this.h.backlogSent(conn, sender, id);

@@ -90,6 +90,7 @@ export interface NativeDeliveryEngine {
   setRemote(user: number, nodes: number): void;
   login(user: number, binary: boolean): number;
   logout(conn: number): boolean;
+  storeLive(user: number): void;
   backlogSent(conn: number, sender: number, id: number): void;
   backlogDone(conn: number): void;
   backlogRecheck(conn: number): boolean;

@@ -45,6 +45,17 @@ const MAX_BODY = 1024 * 1024;
 const MESSAGE_KEYS = new Set(['op', 'token', 'from', 'to', 'gid', 'id', 'refid', 'type', 'flags', 'expiry', 'data', 'b64']);
 const ADDRESS = /^[^\x00-\x1f]{1,255}$/u;
 
+/**
+ * The addresses that are no user. The users held here answer first; one
+ * they do not know is looked up in the store, which in a cluster may have
+ * it from another node's API before that node's broadcast arrives here.
+ */
+async function unknownUsers(ctx: ApiContext, addresses: string[]): Promise<string[]> {
+  const unknown: string[] = [];
+  for (const a of addresses) if (!ctx.users.has(a) && !(await ctx.store.userExists(a))) unknown.push(a);
+  return unknown;
+}
+
 class ApiError extends Error {
   constructor(readonly status: number, readonly code: ErrorCode, message: string) {
     super(message);
@@ -146,7 +157,7 @@ const ops: Record<string, (ctx: ApiContext, b: Body) => Body | Promise<Body>> = 
     const name = typeof b.name === 'string' ? b.name : '';
     // Everything is checked before the group exists: a refused request leaves nothing behind.
     const members = addresses(b, 'members');
-    const unknown = members.filter((m) => !ctx.users.has(m));
+    const unknown = await unknownUsers(ctx, members);
     if (unknown.length) throw new ApiError(404, 'E_NO_SUCH_USER', `no such users: ${unknown.join(', ')}`);
     if (!(await ctx.store.addGroup(g, name))) throw new ApiError(409, 'E_GROUP_EXISTS', `group ${g} exists`);
     ctx.groups.set(g, new Set());
@@ -168,7 +179,7 @@ const ops: Record<string, (ctx: ApiContext, b: Body) => Body | Promise<Body>> = 
     if (!(await ctx.store.groupExists(g))) throw new ApiError(404, 'E_NO_SUCH_GROUP', `no group ${g}; add it with op "groupadd"`);
     const add = addresses(b, 'add');
     const remove = addresses(b, 'remove');
-    const unknown = add.filter((m) => !ctx.users.has(m));
+    const unknown = await unknownUsers(ctx, add);
     if (unknown.length) throw new ApiError(404, 'E_NO_SUCH_USER', `no such users: ${unknown.join(', ')}`);
     await ctx.store.editMembers(g, add, remove);
     const now = await ctx.store.members(g);

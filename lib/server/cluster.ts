@@ -36,6 +36,12 @@ const DIR = 'dir';
 /** Items on a user's subject. */
 const ITEM_COPY = 1;
 const ITEM_STATUS = 2;
+/**
+ * A node heard another's announcement that it has the user (`loc`): what it
+ * publishes for the user after this item, it published knowing that; it
+ * names the announcing node.
+ */
+const ITEM_SEEN = 3;
 const COPY_HEAD = 2 + 6 * 4 + 2;
 const STATUS_HEAD = 1 + 2 * 4 + 2;
 
@@ -51,17 +57,37 @@ export type DirectoryChange =
 export interface ClusterHooks {
   /** Performs the batch the engine's last call left (the delivery room). */
   perform(): void;
+  /** Calls `fn` once the writes buffered now are committed (true) or dropped by a failed commit (false). */
+  whenCommitted(fn: (ok: boolean) => void): void;
   /** `user` went online or offline as the whole cluster sees it, because of another node. */
   presence(user: string, online: boolean): void;
   /** Another node changed the directory. */
   directory(change: DirectoryChange): void;
 }
 
+/**
+ * What another node publishes for a user of this node, from the user's
+ * first connection here until that node has heard of it (its ITEM_SEEN): live
+ * copies from a node not in `heard` are held, per node, in order.
+ */
+interface Gate {
+  heard: Set<string>;
+  held: Map<string, Uint8Array[]>;
+  heldCount: number;
+}
+
+/** Live copies held for one user at most; past it they are dropped (their nodes keep them, and store them unconfirmed). */
+const MAX_HELD = 10_000;
+
 export class Cluster {
   /** Per user, the other nodes that have connections of it. */
   private readonly remote = new Map<string, Set<string>>();
   /** The users with connections here, and the release of their subscription. */
   private readonly here = new Map<string, () => void>();
+  /** Users whose subscription NATS has not confirmed yet: their backlog waits (subscribed()). */
+  private readonly subscribing = new Map<string, Promise<void>>();
+  /** Per user here, which other nodes have heard that this node has it (received()). */
+  private readonly gates = new Map<string, Gate>();
   private readonly undo: (() => void)[] = [];
   private readonly enc = new TextEncoder();
   private readonly dec = new TextDecoder();
@@ -71,12 +97,15 @@ export class Cluster {
     private readonly engine: Engine,
     private readonly hooks: ClusterHooks,
     private readonly logger: Logger,
+    /** `durable = on`: a copy forwarded live is one its sending node keeps until it is confirmed, or stores. */
+    private readonly durable: boolean,
   ) {
     this.undo.push(
       bus.onBroadcast(LOC, (item, from) => this.located(item, from)),
       bus.onBroadcast(DIR, (item, from) => this.directoryChanged(item, from)),
       bus.on('nodeUp', () => this.announceAll()),
       bus.on('connected', () => this.announceAll()),
+      bus.on('disconnected', () => this.natsLost()),
       bus.on('nodeDown', (node) => this.nodeGone(node)),
     );
   }
@@ -102,8 +131,32 @@ export class Cluster {
    */
   arrived(user: string): void {
     if (this.here.has(user)) return;
+    this.gates.set(user, { heard: new Set(), held: new Map(), heldCount: 0 });
     this.here.set(user, this.bus.subscribeUser(user));
     this.tell(LOC, this.loc(user, true));
+    // The nats client sends the subscription later; a copy another node
+    // publishes after its commit, once this backlog read has looked, would
+    // reach NATS before it and go nowhere. The read waits for NATS's answer
+    // (during an outage it does not: the client subscribes again before
+    // anything else once NATS is back).
+    const confirmed: Promise<void> = this.bus.flush().then(
+      () => this.confirmed(user, confirmed),
+      () => this.confirmed(user, confirmed),
+    );
+    this.subscribing.set(user, confirmed);
+    // Live copies this node forwarded to the user elsewhere may be lost
+    // with the node it left; newer copies are stored for this device while
+    // it reads its backlog, and must not land in the store before them.
+    this.storeLive(this.engine.intern(user));
+  }
+
+  /** Resolves once NATS has this node's subscription to `user`'s copies; undefined when it has it. */
+  subscribed(user: string): Promise<void> | undefined {
+    return this.subscribing.get(user);
+  }
+
+  private confirmed(user: string, p: Promise<void>): void {
+    if (this.subscribing.get(user) === p) this.subscribing.delete(user);
   }
 
   /** The last connection of `user` here closed. */
@@ -111,6 +164,8 @@ export class Cluster {
     const release = this.here.get(user);
     if (!release) return;
     this.here.delete(user);
+    // What it held are live copies their nodes keep: unconfirmed, they store them.
+    this.gates.delete(user);
     release();
     this.tell(LOC, this.loc(user, false));
   }
@@ -138,12 +193,21 @@ export class Cluster {
       if (item[0] === ITEM_COPY && item.length >= COPY_HEAD) {
         const v = new DataView(item.buffer, item.byteOffset, item.byteLength);
         const stored = item[1] === 1;
+        // A live copy from a node that has not heard yet that this node has
+        // the user: older copies it sent to where the user was may be
+        // unconfirmed (lost with a dead node). When it hears, it stores
+        // them (storeLive) and hands them out after that commit, then says
+        // so (ITEM_SEEN); this one waits for that, so that it does not
+        // overtake them. (With durability off, nobody stores them: taken.)
+        if (!stored && this.durable && this.hold(user, item, from)) return;
         const fields = { id: v.getUint32(2), refid: v.getUint32(6), groupid: v.getUint32(10), flags: v.getUint32(14), type: v.getUint32(18), expiry: v.getUint32(22) };
         const n = v.getUint16(26);
         const sender = this.dec.decode(item.subarray(COPY_HEAD, COPY_HEAD + n));
         const payload = item.subarray(COPY_HEAD + n);
         e.remoteMessage(e.intern(user), e.intern(sender), fields, payload, stored, Date.now());
         this.hooks.perform();
+      } else if (item[0] === ITEM_SEEN) {
+        if (this.dec.decode(item.subarray(1)) === this.node) this.seen(user, from);
       } else if (item[0] === ITEM_STATUS && item.length >= STATUS_HEAD) {
         const v = new DataView(item.buffer, item.byteOffset, item.byteLength);
         const n = v.getUint16(9);
@@ -203,9 +267,47 @@ export class Cluster {
       if (nodes.size === 0) this.remote.delete(user);
     }
     this.moved(user, before);
+    if (item[0] !== 1) return;
+    // What moved() stored for the user goes out after its commit, and then
+    // this: the announcing node takes this node's live copies from here on.
+    this.hooks.whenCommitted(() => this.publish(user, this.seenItem(from)));
+  }
+
+  /** Whether a live copy for `user` from node `from` waits for that node's ITEM_SEEN (or is dropped: its node keeps it). */
+  private hold(user: string, item: Uint8Array, from: string): boolean {
+    const gate = this.gates.get(user);
+    // The user left this node: its node stores the copy when nobody confirms it.
+    if (!gate) return true;
+    if (gate.heard.has(from)) return false;
+    if (gate.heldCount >= MAX_HELD) return true;
+    let list = gate.held.get(from);
+    if (!list) gate.held.set(from, (list = []));
+    // The bus's buffer is not ours to keep.
+    list.push(item.slice());
+    gate.heldCount++;
+    return true;
+  }
+
+  /** Node `from` heard that this node has `user`, and has handed out what it stored for it: the copies held for it go now. */
+  private seen(user: string, from: string): void {
+    const gate = this.gates.get(user);
+    if (!gate) return;
+    gate.heard.add(from);
+    const list = gate.held.get(from);
+    if (!list) return;
+    gate.held.delete(from);
+    gate.heldCount -= list.length;
+    for (const item of list) this.received(user, item, from);
   }
 
   private nodeGone(node: string): void {
+    // Its live copies held here are lost with it; their senders resend.
+    for (const gate of this.gates.values()) {
+      const list = gate.held.get(node);
+      if (!list) continue;
+      gate.held.delete(node);
+      gate.heldCount -= list.length;
+    }
     for (const [user, nodes] of [...this.remote]) {
       if (!nodes.has(node)) continue;
       nodes.delete(node);
@@ -214,11 +316,36 @@ export class Cluster {
     }
   }
 
-  /** `user`'s count of other nodes changed; `before`: whether it was online anywhere. */
+  /**
+   * `user`'s nodes changed; `before`: whether it was online anywhere. The
+   * live copies forwarded to it and not confirmed may be lost on the way
+   * (its node died, or it left that node before confirming them), and a
+   * device of it elsewhere must not get a newer copy before them: they are
+   * stored now and handed out again after that commit, and newer copies
+   * wait behind them (docs/cluster.md).
+   */
   private moved(user: string, before: boolean): void {
-    this.engine.setRemote(this.engine.intern(user), this.remote.get(user)?.size ?? 0);
+    const uid = this.engine.intern(user);
+    this.engine.setRemote(uid, this.remote.get(user)?.size ?? 0);
+    this.storeLive(uid);
     const after = this.here.has(user) || this.elsewhere(user);
     if (before !== after) this.hooks.presence(user, after);
+  }
+
+  /**
+   * Lost NATS: what the nats client was given before it noticed is lost
+   * (docs/cluster.md, "During a NATS outage"), and so is what NATS had not
+   * handed to the other nodes yet. The live copies for users elsewhere are
+   * stored now, so that they go out again after their commit ahead of
+   * anything newer the bus holds meanwhile.
+   */
+  private natsLost(): void {
+    for (const user of this.remote.keys()) this.storeLive(this.engine.intern(user));
+  }
+
+  private storeLive(uid: number): void {
+    this.engine.storeLive(uid);
+    this.hooks.perform();
   }
 
   private announceAll(): void {
@@ -259,6 +386,14 @@ export class Cluster {
     v.setUint16(26, name.length);
     out.set(name, COPY_HEAD);
     out.set(op.payload, COPY_HEAD + name.length);
+    return out;
+  }
+
+  private seenItem(node: string): Uint8Array {
+    const name = this.enc.encode(node);
+    const out = new Uint8Array(1 + name.length);
+    out[0] = ITEM_SEEN;
+    out.set(name, 1);
     return out;
   }
 

@@ -208,10 +208,12 @@ export class Server {
         engine,
         {
           perform: () => this.delivery.perform(),
+          whenCommitted: (fn) => this.commit.whenCommitted(fn),
           presence: (user, online) => this.app.publish(`p/${user}`, JSON.stringify({ op: 'presence', from: user, online }), false),
           directory: (change) => this.directoryChanged(change),
         },
         logger,
+        settings.durable,
       );
       this.delivery.cluster = this.cluster;
       this.sessions.cluster = this.cluster;

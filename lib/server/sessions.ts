@@ -452,7 +452,9 @@ export class Sessions {
     // offline, is buffered but not committed: the backlog would miss it and
     // the live subscription comes too late for it. Commit it first.
     if (this.store.pendingWrites) this.commit.now();
-    this.pump(ws);
+    const subscribed = this.cluster?.subscribed(addr);
+    if (subscribed) void subscribed.then(() => this.pump(ws));
+    else this.pump(ws);
   }
 }
 

@@ -764,12 +764,79 @@ TEST("cluster: while a copy for a user waits for its commit to be handed out, la
   CHECK_EQ(f.b.ops.size(), size_t(1));
   CHECK_EQ(int(f.b.ops[0].after_commit), 0);
   CHECK_EQ(sb::router_live_count(f.r), size_t(1));
-  // A failed commit lets go of what waited too.
+  // A failed commit lets go of what waited too. (43, still live, is stored
+  // before 44: both wait.)
   sb::directory_set_remote(f.r.dir, bob, 0);
   f.send(alice, a, R"({"op":"msg","id":44,"to":"bob","data":"4"})");
-  CHECK_EQ(f.r.dir.users[bob].forwards_waiting, 1u);
+  CHECK_EQ(f.r.dir.users[bob].forwards_waiting, 2u);
   sb::router_commit_failed(f.r, f.b);
   CHECK_EQ(f.r.dir.users[bob].forwards_waiting, 0u);
+}
+
+TEST("a copy that must be stored stores the recipient's older live copies first, so a backlog keeps the sender's order") {
+  Fixture f;
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice);
+  f.online(bob);
+  f.send(alice, a, R"({"op":"msg","id":71,"to":"bob","data":"1"})");  // live: bob's phone has it, unconfirmed
+  CHECK_EQ(sb::router_live_count(f.r), size_t(1));
+  // bob's laptop logs in: while it reads its backlog, copies for bob are stored.
+  sb::router_login(f.r, bob, false);
+  f.send(alice, a, R"({"op":"msg","id":72,"to":"bob","data":"2"})");
+  // 71, stored later (the phone never confirms), would come after 72 in the laptop's backlog.
+  CHECK_EQ(f.b.ops.size(), size_t(2));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
+  CHECK_EQ(f.b.ops[0].id, 71u);
+  CHECK_EQ(f.b.ops[1].kind, sb::STORE_ENQUEUE);
+  CHECK_EQ(f.b.ops[1].id, 72u);
+  CHECK_EQ(sb::router_live_count(f.r), size_t(0));
+  CHECK_EQ(f.r.dir.users[bob].live, 0u);
+}
+
+TEST("cluster: where a user is on other nodes changed: its unconfirmed live copies are stored at once, oldest first, and later copies wait behind that commit") {
+  sb::RouterSettings s;
+  s.cluster = true;
+  Fixture f(s);
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob"), carol = sb::router_user_add(f.r, "carol");
+  ConnId a = f.online(alice);
+  sb::directory_set_remote(f.r.dir, bob, 1);
+  sb::directory_set_remote(f.r.dir, carol, 1);
+  f.send(alice, a, R"({"op":"msg","id":51,"to":"bob","data":"1"})");
+  f.send(alice, a, R"({"op":"msg","id":52,"to":"bob","data":"2"})");
+  f.send(alice, a, R"({"op":"msg","id":53,"to":"carol","data":"c"})");
+  CHECK_EQ(sb::router_live_count(f.r), size_t(3));
+  // bob's node died (or bob moved, or this node lost NATS): 51 and 52 may be
+  // lost on the way. Stored now and handed out again after the commit, before
+  // anything newer; carol's copy stays live.
+  sb::directory_set_remote(f.r.dir, bob, 2);
+  sb::router_store_live(f.r, bob, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(2));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
+  CHECK_EQ(f.b.ops[0].id, 51u);
+  CHECK_EQ(f.b.ops[1].kind, sb::STORE_ENQUEUE);
+  CHECK_EQ(f.b.ops[1].id, 52u);
+  CHECK_EQ(sb::router_live_count(f.r), size_t(1));
+  CHECK_EQ(f.r.dir.users[bob].forwards_waiting, 2u);
+  // A newer copy for bob is not forwarded live past them: stored, handed out after the same commit.
+  f.send(alice, a, R"({"op":"msg","id":54,"to":"bob","data":"3"})");
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":51,"from":"bob","status":1})",
+                                   std::to_string(a) + R"(:{"op":"status","id":52,"from":"bob","status":1})",
+                                   std::to_string(a) + R"(:{"op":"status","id":54,"from":"bob","status":1})"}));
+  // Handed out after the commit, oldest first.
+  CHECK_EQ(f.b.ops.size(), size_t(3));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_FORWARD);
+  CHECK_EQ(int(f.b.ops[0].after_commit), 1);
+  CHECK_EQ(f.b.ops[0].id, 51u);
+  CHECK_EQ(f.b.ops[1].id, 52u);
+  CHECK_EQ(f.b.ops[2].id, 54u);
+  CHECK_EQ(f.r.dir.users[bob].forwards_waiting, 0u);
+  // Nothing live for a user: nothing to do.
+  sb::router_store_live(f.r, bob, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(0));
 }
 
 TEST("a module's message is held for the commit and encoded from the sender") {
