@@ -92,11 +92,6 @@ export async function startBackends({ nats: wantNats, core }) {
       async walBytes() {
         return lsnBytes((await admin.query('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0].l);
       },
-      /** Database-wide counters (they lag by up to a second or so: PostgreSQL's backends report them in batches). */
-      async dbStats(db) {
-        const r = (await admin.query('SELECT xact_commit, tup_inserted, tup_deleted, tup_updated FROM pg_stat_database WHERE datname = $1', [db])).rows[0];
-        return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, Number(v)]));
-      },
       async close() {
         await admin.end().catch(() => undefined);
         await nats?.close();

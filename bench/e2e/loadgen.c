@@ -762,7 +762,7 @@ static void on_readable(struct conn *c, uint64_t t) {
       continue;
     }
     if (n == 0) {
-      conn_fail(c, "server closed the TCP connection");
+      conn_fail(c, "server closed the TCP connection (%s)", c->state == ST_HANDSHAKE ? "no answer to the upgrade yet" : c->state == ST_HELLO ? "upgraded, no hello yet" : "logged in");
       return;
     }
     if (errno == EINTR) continue;

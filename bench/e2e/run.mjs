@@ -535,7 +535,7 @@ async function main() {
       console.log('|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
       for (const p of rows) {
         const ref = reference(p.c);
-        const ratioText = ref ? `${ratio(p.max, ref.max)} of "${ref.c.name.replace(/^Switchboard /, '')}"` : '(reference)';
+        const ratioText = ref ? `${ratio(p.max, ref.max)} ${p.c.nodes ? 'of on one node' : 'of SQLite'}` : '(reference)';
         const nodesCpu = p.used[0].serverCpuEach.map((_, i) => f(medOf(p, (r) => r.serverCpuEach[i]), 0)).join(' + ');
         const side = (k) => (k in p.used[0].sideCpuPct ? f(medOf(p, (r) => r.sideCpuPct[k]), 0) : '-');
         const wal = medOf(p, (r) => r.walBytesPerS ?? NaN);
@@ -600,7 +600,8 @@ async function main() {
             `  ${p.c.name}, ${p.conns} conns${p.label ?? ''}: ${Math.round(res.msgPerSec)} msg/s, p50 ${res.p50Ms} ms, p99 ${res.p99Ms} ms, generator CPU ${res.cpuPct.toFixed(0)}%, server CPU ${res.serverCpuEach.map((x) => x.toFixed(0)).join('+')}%${sideText}${storeText}, other processes ${res.otherCpuPct.toFixed(0)}%${quietEnough(res, o) ? '' : ' (busy machine: will repeat)'}`,
           );
         } catch (e) {
-          throw new Error(`${p.c.name}: ${e.message}\nserver stderr:\n${p.c.server.stderr()}`);
+          const stderrs = (p.c.nodesStarted ?? [p.c.server]).map((s, k) => `${p.c.nodesStarted ? `node ${k} ` : 'server '}(${s.child.exitCode ?? s.child.signalCode ?? 'running'}) stderr:\n${s.stderr()}`);
+          throw new Error(`${p.c.name}: ${e.message}\n${stderrs.join('\n')}`);
         }
       }
     }
