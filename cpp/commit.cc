@@ -67,9 +67,19 @@ void router_committed(Router &r, uint64_t epoch, Batch &b) {
   while (end < r.waiting.size() && r.waiting[end].epoch <= epoch) ++end;
   if (begin == end) return;
   Copier json, bin;
+  size_t forwards = 0;
   for (size_t i = begin; i < end; ++i) {
     const Waiting &w = r.waiting[i];
-    if (w.kind == WAIT_FORWARD) --r.dir.users[w.user].forwards_waiting;
+    if (w.kind == WAIT_FORWARD) {
+      // Stored now: handed out by the cluster room, after the held
+      // deliveries and "sent"s of the same commit.
+      --r.dir.users[w.user].forwards_waiting;
+      StoreOp op = r.held_forwards[w.off];
+      op.payload_off = static_cast<uint32_t>(b.bytes.size());
+      b.bytes.append(r.waiting_bytes, r.held_forwards[w.off].payload_off, op.payload_len);
+      b.ops.push_back(op);
+      ++forwards;
+    }
     if (w.kind != WAIT_HELD) continue;
     --r.dir.users[w.user].held;
     uint32_t jo = json(r, b, w.off, w.len), bo = bin(r, b, w.off2, w.len2);
@@ -95,19 +105,33 @@ void router_committed(Router &r, uint64_t epoch, Batch &b) {
   if (end == r.waiting.size()) {
     r.waiting.clear();
     r.waiting_bytes.clear();
+    r.held_forwards.clear();
     return;
   }
   // An asynchronous commit released a prefix: what stays keeps its bytes,
   // which were appended after those of everything released.
+  // Held forwards were queued in the same order, so those released are a
+  // prefix of held_forwards too.
   size_t keep = r.waiting_bytes.size();
   for (size_t i = end; i < r.waiting.size(); ++i) {
     const Waiting &w = r.waiting[i];
+    if (w.kind == WAIT_FORWARD) {
+      const StoreOp &op = r.held_forwards[w.off];
+      if (op.payload_len) keep = std::min<size_t>(keep, op.payload_off);
+      continue;
+    }
     if (w.len) keep = std::min<size_t>(keep, w.off);
     if (w.len2) keep = std::min<size_t>(keep, w.off2);
   }
   r.waiting.erase(r.waiting.begin(), r.waiting.begin() + static_cast<std::ptrdiff_t>(end));
   r.waiting_bytes.erase(0, keep);
+  r.held_forwards.erase(r.held_forwards.begin(), r.held_forwards.begin() + static_cast<std::ptrdiff_t>(forwards));
+  for (StoreOp &op : r.held_forwards) op.payload_off = op.payload_len ? static_cast<uint32_t>(op.payload_off - keep) : 0;
   for (Waiting &w : r.waiting) {
+    if (w.kind == WAIT_FORWARD) {
+      w.off = static_cast<uint32_t>(w.off - forwards);
+      continue;
+    }
     w.off = w.len ? static_cast<uint32_t>(w.off - keep) : 0;
     w.off2 = w.len2 ? static_cast<uint32_t>(w.off2 - keep) : 0;
   }
@@ -137,6 +161,8 @@ void router_commit_failed(Router &r, Batch &b) {
   }
   r.waiting.clear();
   r.waiting_bytes.clear();
+  // Not stored: not handed out either (their senders resend).
+  r.held_forwards.clear();
 }
 
 }  // namespace sb

@@ -335,10 +335,12 @@ void router_forward_after_commit(Router &r, Batch &b) {
   StoreOp op = b.ops.back();
   op.kind = STORE_FORWARD;
   op.after_commit = 1;
-  b.ops.push_back(op);
+  op.payload_off = put_bytes(r.waiting_bytes, b.bytes.data() + op.payload_off, op.payload_len);
   Waiting w{};
   w.kind = WAIT_FORWARD;
   w.user = op.recipient;
+  w.off = static_cast<uint32_t>(r.held_forwards.size());
+  r.held_forwards.push_back(op);
   ++r.dir.users[op.recipient].forwards_waiting;
   router_queue_waiting(r, w, b);
 }

@@ -213,9 +213,10 @@ struct Live {
 };
 
 // What waits for a commit, in the order it was queued.
-// WAIT_FORWARD: a copy for `user` that the cluster room hands out after
-// this commit; until then later copies for that user are not forwarded
-// live, which would overtake it.
+// WAIT_FORWARD: a copy for `user` stored in this commit, which comes out of
+// router_committed as a STORE_FORWARD operation (after_commit) for the
+// cluster room to hand out; until then later copies for that user are not
+// forwarded live, which would overtake it.
 enum WaitKind : uint8_t { WAIT_HELD, WAIT_ACK, WAIT_RECEIPT, WAIT_FORWARD };
 struct Waiting {
   WaitKind kind;
@@ -238,6 +239,9 @@ struct Router {
   Counters counters;
   std::vector<Waiting> waiting;
   std::string waiting_bytes;
+  // The copies WAIT_FORWARD entries hand out (Waiting::off indexes it),
+  // their payloads in waiting_bytes at payload_off.
+  std::vector<StoreOp> held_forwards;
   uint64_t epoch = 1;  // the open epoch: what is queued now
   size_t acks_waiting = 0, receipts_waiting = 0;
   bool stopped = false;
@@ -392,8 +396,9 @@ void router_queue_waiting(Router &r, Waiting w, Batch &b);
 // After an STORE_ENQUEUE was pushed: in a cluster, the same copy handed out
 // after its commit (RouterSettings::cluster).
 void router_notify_stored(Router &r, Batch &b);
-// The same, in or out of a cluster (a copy for a user on another node).
-// Later copies for that user wait for this commit too (WAIT_FORWARD).
+// The same, in or out of a cluster (a copy for a user on another node):
+// held (WAIT_FORWARD) and released by router_committed as STORE_FORWARD.
+// Later copies for that user wait for this commit too.
 void router_forward_after_commit(Router &r, Batch &b);
 bool router_inbox_full(Router &r, UserId u, size_t bytes, uint64_t now);
 void router_inbox_added(Router &r, UserId u, size_t bytes);

@@ -103,10 +103,14 @@ describe('a cluster of three nodes', () => {
     const pz = await peer(cluster.urls[2], tokens[2], clients);
     // The group was made through node 1: node 0 and 2 know its members.
     await px.c.sendToGroup(gid, 'hi all', { flags: 1 }).sent;
-    await until(() => py.got.length === 1 && pz.got.length === 1);
+    await until(() => py.got.length === 1 && pz.got.length === 1).catch((e) => {
+      throw new Error(`${(e as Error).message}: y got ${JSON.stringify(py.texts())}, z got ${JSON.stringify(pz.texts())}`);
+    });
     expect(py.got[0]).toMatchObject({ from: x, groupid: gid, text: 'hi all' });
     expect(pz.got[0]).toMatchObject({ from: x, groupid: gid, text: 'hi all' });
-    await until(() => px.statuses.filter((s) => s.status === 2).length === 2);
+    await until(() => px.statuses.filter((s) => s.status === 2).length === 2).catch((e) => {
+      throw new Error(`${(e as Error).message}: x's statuses ${JSON.stringify(px.statuses)}`);
+    });
     expect(px.statuses.filter((s) => s.status === 2).every((s) => s.groupid === gid)).toBe(true);
     expect(px.got).toEqual([]);
   });
@@ -125,6 +129,18 @@ describe('a cluster of three nodes', () => {
     b.c.close();
     await until(() => a.presence.length === 3);
     expect(a.presence[2]).toMatchObject({ address: bob, online: false });
+  });
+
+  it('a user online on another node is online here: the presence answer on subscribing, and the API\'s online list', async () => {
+    const alice = fresh('alice');
+    const bob = fresh('bob');
+    const bt = await cluster.user(1, bob);
+    await peer(cluster.urls[2], bt, clients);
+    const a = await peer(cluster.urls[0], await cluster.user(1, alice), clients);
+    await until(async () => ((await cluster.api(0, { op: 'online' })).online as string[]).includes(bob));
+    a.c.subscribePresence(bob);
+    await until(() => a.presence.length === 1);
+    expect(a.presence[0]).toMatchObject({ address: bob, online: true });
   });
 
   it('a token revoked through one node closes the sessions on the others; a removed user is removed everywhere', async () => {

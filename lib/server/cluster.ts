@@ -12,10 +12,10 @@
  *   users with it; a node that comes up, or this node back on NATS after an
  *   outage, hears this node's users again.
  * - Copies and statuses. The engine's Forward operations are published to
- *   the recipient's subject, at once or, `afterCommit`, once the commit that
- *   stored the copy is done (not at all if it failed: the copy was not kept
- *   and its sender resends). ForwardStatus operations go to the subject of
- *   the message's sender. What arrives for a user here goes to the engine
+ *   the recipient's subject as they come: a copy stored first comes out of
+ *   the engine only once its commit is done (not at all if it failed: the
+ *   copy was not kept and its sender resends). ForwardStatus operations go
+ *   to the subject of the message's sender. What arrives for a user here goes to the engine
  *   (remoteMessage, remoteStatus) and the delivery room performs it.
  * - Presence. A user is online while any node has a connection of it; this
  *   room tells the server when that changes because of another node.
@@ -51,17 +51,10 @@ export type DirectoryChange =
 export interface ClusterHooks {
   /** Performs the batch the engine's last call left (the delivery room). */
   perform(): void;
-  /** Calls `fn` once the writes buffered now are committed (true) or dropped by a failed commit (false). */
-  whenCommitted(fn: (ok: boolean) => void): void;
   /** `user` went online or offline as the whole cluster sees it, because of another node. */
   presence(user: string, online: boolean): void;
   /** Another node changed the directory. */
   directory(change: DirectoryChange): void;
-}
-
-interface Pending {
-  user: string;
-  item: Uint8Array;
 }
 
 export class Cluster {
@@ -69,8 +62,6 @@ export class Cluster {
   private readonly remote = new Map<string, Set<string>>();
   /** The users with connections here, and the release of their subscription. */
   private readonly here = new Map<string, () => void>();
-  /** Copies to publish once the commit that stores them is done. */
-  private pending: Pending[] = [];
   private readonly undo: (() => void)[] = [];
   private readonly enc = new TextEncoder();
   private readonly dec = new TextDecoder();
@@ -99,6 +90,11 @@ export class Cluster {
     return (this.remote.get(user)?.size ?? 0) > 0;
   }
 
+  /** The users with connections on other nodes (the API's `online`). */
+  elsewhereUsers(): string[] {
+    return [...this.remote.keys()];
+  }
+
   /**
    * The first connection of `user` here, before its backlog is read: from
    * now on what is published for it reaches this node (what was stored
@@ -124,22 +120,15 @@ export class Cluster {
     this.tell(DIR, this.enc.encode(JSON.stringify(change)));
   }
 
-  /** A Forward or ForwardStatus operation of the engine's batch (the delivery room reads them in order). */
+  /**
+   * A Forward or ForwardStatus operation of the engine's batch (the delivery
+   * room reads them in order). A copy marked afterCommit comes out of the
+   * engine only once the commit that stored it is done (router_committed);
+   * a commit that failed hands nothing out, and its senders resend.
+   */
   forward(e: Engine, op: StoreOp): void {
-    if (op.kind === StoreOpKind.ForwardStatus) {
-      this.publish(e.name(op.recipient), this.statusItem(e.name(op.sender), op.id, op.status));
-      return;
-    }
-    const user = e.name(op.recipient);
-    const item = this.copyItem(e.name(op.sender), op);
-    if (!op.afterCommit) {
-      this.publish(user, item);
-      return;
-    }
-    // Its Enqueue is buffered already (it came first in the batch): the
-    // commit that will hold it is the one whenCommitted waits for.
-    if (this.pending.length === 0) this.hooks.whenCommitted((ok) => this.committed(ok));
-    this.pending.push({ user, item });
+    if (op.kind === StoreOpKind.ForwardStatus) this.publish(e.name(op.recipient), this.statusItem(e.name(op.sender), op.id, op.status));
+    else this.publish(e.name(op.recipient), this.copyItem(e.name(op.sender), op));
   }
 
   /** What the bus received for a user of this node. */
@@ -180,14 +169,6 @@ export class Cluster {
     for (const u of this.undo.splice(0)) u();
     const { unsent } = await this.bus.close();
     if (unsent) this.logger.event('cluster.error', { node: this.node, error: `${unsent} items for other nodes could not be sent before the bus closed` });
-  }
-
-  private committed(ok: boolean): void {
-    const batch = this.pending;
-    this.pending = [];
-    // A failed commit kept nothing: the senders are closed and resend.
-    if (!ok) return;
-    for (const p of batch) this.publish(p.user, p.item);
   }
 
   private publish(user: string, item: Uint8Array): void {

@@ -119,18 +119,6 @@ export class Commit {
   }
 
   /**
-   * Calls `fn` once the writes buffered now are committed (true) or dropped
-   * (false), without asking for a commit: the group commit routing asked
-   * for carries them (at once when nothing is buffered or in flight). The
-   * cluster room hands copies to other nodes this way once they are stored.
-   */
-  whenCommitted(fn: CommitWaiter): void {
-    if (this.store.pendingWrites) this.waiters.push(fn);
-    else if (this.flight) this.flight.waiters.push(fn);
-    else fn(true);
-  }
-
-  /**
    * Runs `fn` with no batch in flight: now, or as the flight lands
    * (committed or failed), before the batch queued behind it is taken. A
    * store change that must not race the writes of a flight goes here:

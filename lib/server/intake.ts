@@ -9,6 +9,7 @@ import { Admit, CommitDue, type Delivery as Engine } from '../delivery';
 import { SwitchboardError, type ErrorCode } from '../errors';
 import type { Logger } from '../log';
 import { Info, native, VERDICT_DEFERRED } from '../native';
+import type { Cluster } from './cluster';
 import type { Commit } from './commit';
 import type { Conn, Connections, WS } from './connections';
 import { validAddress, type LimitStats } from './limits';
@@ -32,6 +33,9 @@ interface Deferred {
 export class Intake {
   /** Messages waiting for a deferred decision, by the core's token. */
   private readonly deferred = new Map<number, Deferred>();
+
+  /** This node's part of a cluster (set by the server), or null on a single node. */
+  cluster: Cluster | null = null;
 
   constructor(
     private readonly settings: ServerSettings,
@@ -238,6 +242,11 @@ export class Intake {
    * (E_PRESENCE_LIMIT), a user the presence policy does not let this user
    * watch or that does not exist (E_PRESENCE_DENIED, one code for both).
    */
+  /** Online here or, in a cluster, on another node. */
+  private online(address: string): boolean {
+    return this.connections.has(address) || (this.cluster?.elsewhere(address) ?? false);
+  }
+
   private presenceRequest(ws: WS, c: Conn, id: number, to: unknown, sub: boolean): void {
     const refuse = (code: ErrorCode, message: string): void => {
       this.stats.presenceRefused++;
@@ -250,7 +259,7 @@ export class Intake {
         ws.unsubscribe(t);
         this.stats.presenceSubscriptions--;
       }
-      ws.send(JSON.stringify({ op: 'presence', from: to, online: this.connections.has(to) }), false);
+      ws.send(JSON.stringify({ op: 'presence', from: to, online: this.online(to) }), false);
       return;
     }
     if (!c.presence.has(to)) {
@@ -260,7 +269,7 @@ export class Intake {
       c.presence.add(to);
       this.stats.presenceSubscriptions++;
     }
-    ws.send(JSON.stringify({ op: 'presence', from: to, online: this.connections.has(to) }), false);
+    ws.send(JSON.stringify({ op: 'presence', from: to, online: this.online(to) }), false);
   }
 }
 

@@ -208,7 +208,6 @@ export class Server {
         engine,
         {
           perform: () => this.delivery.perform(),
-          whenCommitted: (fn) => this.commit.whenCommitted(fn),
           presence: (user, online) => this.app.publish(`p/${user}`, JSON.stringify({ op: 'presence', from: user, online }), false),
           directory: (change) => this.directoryChanged(change),
         },
@@ -216,6 +215,7 @@ export class Server {
       );
       this.delivery.cluster = this.cluster;
       this.sessions.cluster = this.cluster;
+      this.intake.cluster = this.cluster;
     }
     core.on('message', (m) => this.router.moduleMessage(m));
     core.on('complete', (token, verdict, from) => this.intake.completed(token, verdict, from));
@@ -614,7 +614,7 @@ export class Server {
       store: this.db,
       users: this.directory.users,
       groups: this.directory.groups,
-      online: () => this.connections.addresses(),
+      online: () => (this.cluster ? [...new Set([...this.connections.addresses(), ...this.cluster.elsewhereUsers()])] : this.connections.addresses()),
       send: (from, frame) => this.intake.sendAs(from, frame),
       revoke: (address) => {
         this.inbox.refresh(address);

@@ -576,16 +576,31 @@ TEST("cluster, durability on without live copies: stored here once, forwarded af
   ConnId a = f.online(alice), bb = f.online(bob);
   sb::directory_set_remote(f.r.dir, bob, 1);
   CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":6,"to":"bob","data":"u"})"), 1);
-  CHECK_EQ(f.b.ops.size(), size_t(2));
+  CHECK_EQ(f.b.ops.size(), size_t(1));
   CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
-  CHECK_EQ(f.b.ops[1].kind, sb::STORE_FORWARD);
-  CHECK_EQ(int(f.b.ops[1].after_commit), 1);
   CHECK_EQ(f.b.commit, int(sb::COMMIT_SOON));
   CHECK_EQ(f.b.writes.size(), size_t(0));
-  uint64_t e = sb::router_commit_begin(f.r);
-  sb::router_committed(f.r, e, f.b);
+  // A commit in flight meanwhile does not release it: the copy is in the next one.
+  uint64_t e0 = sb::router_commit_begin(f.r);
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":7,"to":"bob","data":"v"})"), 1);
+  sb::router_committed(f.r, e0, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_FORWARD);
+  CHECK_EQ(f.b.ops[0].id, 6u);
+  CHECK_EQ(int(f.b.ops[0].after_commit), 1);
+  CHECK_EQ(f.b.bytes.substr(f.b.ops[0].payload_off, f.b.ops[0].payload_len), std::string("u"));
   CHECK_EQ(join(f.writes()), join({std::to_string(bb) + R"(:{"op":"msg","id":6,"from":"alice","to":"bob","data":"u"})",
                                    std::to_string(a) + R"(:{"op":"status","id":6,"from":"bob","status":1})"}));
+  uint64_t e1 = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e1, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].id, 7u);
+  CHECK_EQ(f.b.bytes.substr(f.b.ops[0].payload_off, f.b.ops[0].payload_len), std::string("v"));
+  // A failed commit hands nothing out.
+  f.send(alice, a, R"({"op":"msg","id":8,"to":"bob","data":"w"})");
+  sb::router_commit_failed(f.r, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(0));
+  CHECK_EQ(f.r.held_forwards.size(), size_t(0));
 }
 
 TEST("cluster: a user with devices here and on another node gets one live copy, written here and forwarded") {
@@ -697,11 +712,14 @@ TEST("cluster: every stored copy is also handed out after its commit; a device t
   ConnId a = f.online(alice);
   // bob is nowhere this node knows of: stored, and handed out after the commit for a bob who is logging in elsewhere.
   CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":31,"to":"bob","data":"s"})"), 1);
-  CHECK_EQ(f.b.ops.size(), size_t(2));
+  CHECK_EQ(f.b.ops.size(), size_t(1));
   CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
-  CHECK_EQ(f.b.ops[1].kind, sb::STORE_FORWARD);
-  CHECK_EQ(int(f.b.ops[1].after_commit), 1);
-  CHECK_EQ(f.b.ops[1].payload_off, f.b.ops[0].payload_off);
+  uint64_t e = sb::router_commit_begin(f.r);
+  sb::router_committed(f.r, e, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_FORWARD);
+  CHECK_EQ(int(f.b.ops[0].after_commit), 1);
+  CHECK_EQ(f.b.bytes.substr(f.b.ops[0].payload_off, f.b.ops[0].payload_len), std::string("s"));
   // On bob's node: his backlog gave the device message 31; the same copy handed out is not written again, 32 is.
   Fixture g(s);
   UserId alice2 = sb::router_user_add(g.r, "alice"), bob2 = sb::router_user_add(g.r, "bob");
@@ -731,13 +749,15 @@ TEST("cluster: while a copy for a user waits for its commit to be handed out, la
   f.send(alice, a, R"({"op":"msg","id":41,"to":"bob","data":"1"})");  // bob nowhere yet: stored, handed out after the commit
   sb::directory_set_remote(f.r.dir, bob, 1);                           // now on another node
   f.send(alice, a, R"({"op":"msg","id":42,"to":"bob","data":"2"})");
-  CHECK_EQ(f.b.ops.size(), size_t(2));
+  CHECK_EQ(f.b.ops.size(), size_t(1));
   CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
-  CHECK_EQ(f.b.ops[1].kind, sb::STORE_FORWARD);
-  CHECK_EQ(int(f.b.ops[1].after_commit), 1);
   CHECK_EQ(sb::router_live_count(f.r), size_t(0));
   uint64_t e = sb::router_commit_begin(f.r);
   sb::router_committed(f.r, e, f.b);
+  // Both handed out after the commit, in order.
+  CHECK_EQ(f.b.ops.size(), size_t(2));
+  CHECK_EQ(f.b.ops[0].id, 41u);
+  CHECK_EQ(f.b.ops[1].id, 42u);
   CHECK_EQ(f.r.dir.users[bob].forwards_waiting, 0u);
   // Nothing waits any more: live again.
   f.send(alice, a, R"({"op":"msg","id":43,"to":"bob","data":"3"})");
