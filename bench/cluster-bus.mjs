@@ -9,10 +9,10 @@
 // machine's cores; the figure is a micro figure, not the cluster's.
 //
 //   npm run build:ts && node bench/cluster-bus.mjs [items] [size]
-import fs from 'node:fs';
-import Module, { createRequire } from 'node:module';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { loadTs } from './load-ts.mjs';
 
 const require = createRequire(import.meta.url);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -24,17 +24,6 @@ const SIZE = Number(process.argv[3] ?? 100);
 const USERS = 16;
 const PER_TURN = 1000;
 
-/** test/nats.ts, the tests' nats-server launcher, compiled on the fly (TypeScript is a dev dependency, as the bench is). */
-function loadNatsLauncher() {
-  const ts = require('typescript');
-  const file = path.join(root, 'test/nats.ts');
-  const js = ts.transpileModule(fs.readFileSync(file, 'utf8'), { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true } }).outputText;
-  const m = new Module(file);
-  m.filename = file;
-  m.paths = Module._nodeModulePaths(path.dirname(file));
-  m._compile(js, file);
-  return m.exports;
-}
 
 const turn = () => new Promise((r) => setImmediate(r));
 
@@ -45,7 +34,7 @@ function report(name, t0, cpu0) {
   console.log(`${name}: ${Math.round(ITEMS / s).toLocaleString('en-US')} copies/s (${ITEMS.toLocaleString('en-US')} of ${SIZE} bytes in ${s.toFixed(2)} s; this process ${(cpuShare * 100).toFixed(0)} % of a core)`);
 }
 
-const { startNats } = loadNatsLauncher();
+const { startNats } = loadTs(path.join(root, 'test/nats.ts'));
 const nats = await startNats();
 try {
   const payload = Buffer.alloc(SIZE, 120);

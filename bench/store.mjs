@@ -17,10 +17,11 @@
 //
 //   npm run build:ts && node bench/store.mjs [messages] [batch] [seconds per cell]
 import fs from 'node:fs';
-import Module, { createRequire } from 'node:module';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { loadTs } from './load-ts.mjs';
 
 const require = createRequire(import.meta.url);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -62,17 +63,6 @@ function copy(j, id) {
 
 // ---- the engines, commits and copies per second --------------------------------
 
-/** test/pg.ts, the tests' PostgreSQL launcher, compiled on the fly (TypeScript is a dev dependency, as the bench is). */
-function loadPgLauncher() {
-  const ts = require('typescript');
-  const file = path.join(root, 'test/pg.ts');
-  const js = ts.transpileModule(fs.readFileSync(file, 'utf8'), { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true } }).outputText;
-  const m = new Module(file);
-  m.filename = file;
-  m.paths = Module._nodeModulePaths(path.dirname(file));
-  m._compile(js, file);
-  return m.exports;
-}
 
 /** Batches of `batch` copies for SECONDS: enqueue, ack the batch before, commit (awaited if it returns a Promise). */
 async function run(store, batch) {
@@ -137,7 +127,7 @@ for (const batch of batches) {
   rows.push({ engine: 'sqlite', batch, ...(await run(store, batch)) });
   store.close();
 }
-const { postgresBinDir, startPostgres } = loadPgLauncher();
+const { postgresBinDir, startPostgres } = loadTs(path.join(root, 'test/pg.ts'));
 let pgNote = '';
 if (postgresBinDir()) {
   const pg = await startPostgres();

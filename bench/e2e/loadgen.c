@@ -14,7 +14,20 @@
  *   loadgen --port P --conns N --seconds S [--host 127.0.0.1] [--tokens FILE]
  *           [--window W | --rate MSG_PER_S] [--size BYTES] [--warmup S]
  *           [--threads T] [--baseline | --mqtt] [--status-router] [--idle]
- *           [--ready-timeout S]
+ *           [--ready-timeout S] [--ports P1,P2,... [--spread cross|same]] [--linger S]
+ *
+ * --ports: several servers (the nodes of a cluster) instead of one --port.
+ * --spread cross (default) puts connection i on port i % K, so the two ends
+ * of every pair are on different servers (with K = 2, every message crosses
+ * between them); --spread same puts connection i on port (i / 2) % K, so
+ * both ends of a pair are on one server and the pairs alternate between
+ * them. Either way each server gets the same number of connections (for K
+ * dividing N / 2). Everything else is as with one port.
+ *
+ * --linger S: after the measured window, send nothing new but keep reading,
+ * confirming and answering for S seconds before closing, so that what was in
+ * flight completes as during the run (a caller reading the servers' counters
+ * as the window closes does not count closes in it). Default 0.
  *
  * Window mode (default, W=8): a connection has at most W messages without a
  * "sent" status (with --status-router: without their delivered status back)
@@ -111,6 +124,7 @@ struct group {
 struct conn {
   int fd;
   int idx;
+  int port_at; /* which of g_ports it connects to */
   enum state state;
   struct thread *th;
   struct conn *peer;
@@ -166,7 +180,11 @@ struct thread {
 
 /* Settings (read-only once threads start). */
 static const char *g_host = "127.0.0.1";
-static int g_port;
+#define MAX_PORTS 16
+static int g_port; /* the first of g_ports */
+static int g_ports[MAX_PORTS];
+static int g_nports;
+static int g_spread_same; /* --spread same: both ends of a pair on one port */
 static const char *g_tokens_file;
 static int g_nconns = 32;
 static double g_seconds = 3, g_warmup = 0.5;
@@ -181,8 +199,9 @@ static int g_idle;
 static int g_group;           /* members per group; 0: pairs */
 static int g_gid_base = 1000; /* the first group's id */
 static double g_ready_timeout = 10;
-static struct sockaddr_storage g_sa;
-static socklen_t g_salen;
+static double g_linger;
+static struct sockaddr_storage g_sa[MAX_PORTS];
+static socklen_t g_salen[MAX_PORTS];
 
 static uint64_t g_t0;                  /* process start, ns */
 static _Atomic int g_go;               /* all connections ready: start sending */
@@ -743,7 +762,7 @@ static void on_readable(struct conn *c, uint64_t t) {
       continue;
     }
     if (n == 0) {
-      conn_fail(c, "server closed the TCP connection");
+      conn_fail(c, "server closed the TCP connection (%s)", c->state == ST_HANDSHAKE ? "no answer to the upgrade yet" : c->state == ST_HELLO ? "upgraded, no hello yet" : "logged in");
       return;
     }
     if (errno == EINTR) continue;
@@ -758,7 +777,7 @@ static void on_connected(struct conn *c) {
   socklen_t el = sizeof err;
   getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
   if (err) {
-    conn_fail(c, "connect to %s:%d: %s", g_host, g_port, strerror(err));
+    conn_fail(c, "connect to %s:%d: %s", g_host, g_ports[c->port_at], strerror(err));
     return;
   }
   if (g_mqtt) {
@@ -796,14 +815,14 @@ static void on_connected(struct conn *c) {
   n += snprintf(req + n, sizeof req - (size_t)n,
                 "Host: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                g_host, g_port);
+                g_host, g_ports[c->port_at]);
   c->state = ST_HANDSHAKE;
   wbuf_append(c, req, (size_t)n);
   flush(c);
 }
 
 static void conn_start(struct conn *c) {
-  c->fd = socket(g_sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  c->fd = socket(g_sa[c->port_at].ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (c->fd < 0) die("socket: %s", strerror(errno));
   int one = 1;
   setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -811,7 +830,7 @@ static void conn_start(struct conn *c) {
   struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
   c->polling_out = 1;
   if (epoll_ctl(c->th->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) die("epoll_ctl: %s", strerror(errno));
-  if (connect(c->fd, (struct sockaddr *)&g_sa, g_salen) < 0 && errno != EINPROGRESS) die("connect: %s", strerror(errno));
+  if (connect(c->fd, (struct sockaddr *)&g_sa[c->port_at], g_salen[c->port_at]) < 0 && errno != EINPROGRESS) die("connect: %s", strerror(errno));
 }
 
 /* --- the loop ------------------------------------------------------------- */
@@ -871,7 +890,7 @@ static void *thread_main(void *arg) {
   int started = 0;
   while (started < th->nconns && started < 256) conn_start(th->conns[started++]);
 
-  int reported_ready = 0, built = 0, measuring = 0;
+  int reported_ready = 0, built = 0, measuring = 0, ended = 0;
   uint64_t next_due = 0;
   uint64_t sent_at_meas = 0;
   double cpu_at_meas = 0, user_at_meas = 0, user_now = 0;
@@ -911,20 +930,28 @@ static void *thread_main(void *arg) {
         cpu_at_meas = thread_cpu_s(&user_at_meas);
         for (int i = 0; i < th->nconns; i++) sent_at_meas += th->conns[i]->sent;
       }
-      if (t >= g_end_ns) break;
+      if (t >= g_end_ns && !ended) {
+        ended = 1;
+        th->cpu_s = thread_cpu_s(&user_now) - cpu_at_meas;
+        th->user_s = user_now - user_at_meas;
+        uint64_t sent = 0;
+        for (int i = 0; i < th->nconns; i++) sent += th->conns[i]->sent;
+        th->sent_in_window = sent - sent_at_meas;
+        next_due = 0;
+      }
+      if (t >= g_end_ns + (uint64_t)(g_linger * 1e9)) break;
       /* Stamped (window mode) and checked for lateness (rate mode) with the time they go out, after the events. */
-      if (!g_idle) next_due = fill(th, now_ns());
+      if (!g_idle && !ended) next_due = fill(th, now_ns());
     }
     for (int i = 0; i < th->nconns; i++) {
       struct conn *c = th->conns[i];
       if (c->state != ST_DEAD && c->state != ST_CONNECTING && wbuf_pending(c) && !c->polling_out) flush(c);
     }
   }
-  th->cpu_s = thread_cpu_s(&user_now) - cpu_at_meas;
-  th->user_s = user_now - user_at_meas;
-  uint64_t sent = 0;
-  for (int i = 0; i < th->nconns; i++) sent += th->conns[i]->sent;
-  th->sent_in_window = sent - sent_at_meas;
+  if (!ended) { /* gave up before the end */
+    th->cpu_s = thread_cpu_s(&user_now) - cpu_at_meas;
+    th->user_s = user_now - user_at_meas;
+  }
   return NULL;
 }
 
@@ -963,7 +990,8 @@ static void usage(void) {
   fprintf(stderr,
           "usage: loadgen --port P --conns N --seconds S [--host H] [--tokens FILE]\n"
           "               [--window W | --rate MSG_PER_S] [--size BYTES] [--warmup S] [--threads T]\n"
-          "               [--baseline | --mqtt] [--status-router] [--idle] [--ready-timeout S]\n");
+          "               [--baseline | --mqtt] [--status-router] [--idle] [--ready-timeout S]\n"
+          "               [--ports P1,P2,... [--spread cross|same]] [--linger S]\n");
   exit(2);
 }
 
@@ -976,6 +1004,13 @@ int main(int argc, char **argv) {
 #define OPT(name) (strcmp(a, name) == 0 && v && (i++, 1))
     if (OPT("--host")) g_host = v;
     else if (OPT("--port")) g_port = atoi(v);
+    else if (OPT("--ports")) {
+      g_nports = 0;
+      for (const char *q = v; *q && g_nports < MAX_PORTS; q = strchr(q, ',') ? strchr(q, ',') + 1 : q + strlen(q)) g_ports[g_nports++] = atoi(q);
+    } else if (OPT("--spread")) {
+      if (strcmp(v, "same") == 0) g_spread_same = 1;
+      else if (strcmp(v, "cross") != 0) usage();
+    }
     else if (OPT("--tokens")) g_tokens_file = v;
     else if (OPT("--conns")) g_nconns = atoi(v);
     else if (OPT("--seconds")) g_seconds = atof(v);
@@ -985,6 +1020,7 @@ int main(int argc, char **argv) {
     else if (OPT("--size")) g_size = atoi(v);
     else if (OPT("--threads")) g_threads = atoi(v);
     else if (OPT("--ready-timeout")) g_ready_timeout = atof(v);
+    else if (OPT("--linger")) g_linger = atof(v);
     else if (strcmp(a, "--baseline") == 0) g_baseline = 1;
     else if (strcmp(a, "--status-router") == 0) g_status_router = 1;
     else if (strcmp(a, "--mqtt") == 0) g_mqtt = 1;
@@ -994,7 +1030,11 @@ int main(int argc, char **argv) {
     else usage();
 #undef OPT
   }
-  if (g_port <= 0 || g_nconns < 2 || g_nconns % 2 || g_seconds <= 0 || g_threads < 1 || g_size < 0) usage();
+  if (!g_nports && g_port > 0) g_ports[g_nports++] = g_port;
+  g_port = g_ports[0];
+  for (int k = 0; k < g_nports; k++)
+    if (g_ports[k] <= 0) usage();
+  if (g_nports == 0 || g_nconns < 2 || g_nconns % 2 || g_seconds <= 0 || g_threads < 1 || g_size < 0) usage();
   if (g_mqtt && g_baseline) usage();
   if (g_status_router && (!(g_baseline || g_mqtt) || g_group)) die("--status-router needs --baseline or --mqtt, and no --group");
   if (!g_baseline && !g_mqtt && !g_tokens_file) die("--tokens FILE is needed (or --baseline)");
@@ -1003,14 +1043,16 @@ int main(int argc, char **argv) {
   if (g_window < 1) usage();
   if (g_threads > g_nconns / 2) g_threads = g_nconns / 2;
 
-  struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
-  char port[16];
-  snprintf(port, sizeof port, "%d", g_port);
-  int gai = getaddrinfo(g_host, port, &hints, &ai);
-  if (gai) die("%s: %s", g_host, gai_strerror(gai));
-  memcpy(&g_sa, ai->ai_addr, ai->ai_addrlen);
-  g_salen = ai->ai_addrlen;
-  freeaddrinfo(ai);
+  for (int k = 0; k < g_nports; k++) {
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
+    char port[16];
+    snprintf(port, sizeof port, "%d", g_ports[k]);
+    int gai = getaddrinfo(g_host, port, &hints, &ai);
+    if (gai) die("%s: %s", g_host, gai_strerror(gai));
+    memcpy(&g_sa[k], ai->ai_addr, ai->ai_addrlen);
+    g_salen[k] = ai->ai_addrlen;
+    freeaddrinfo(ai);
+  }
 
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -1037,6 +1079,7 @@ int main(int argc, char **argv) {
     struct conn *c = &conns[i];
     struct thread *th = &ths[(i / 2) % g_threads]; /* a pair shares a thread */
     c->idx = i;
+    c->port_at = (g_spread_same ? i / 2 : i) % g_nports;
     c->th = th;
     c->peer = &conns[i ^ 1];
     if (g_group) {

@@ -4,7 +4,7 @@
 //   npm run build:ts && node bench/e2e/run.mjs [--seconds 3] [--connections 32,1000]
 //       [--reps 3] [--window 8 | --rate MSG_PER_S] [--extra-window 64] [--size 32]
 //       [--warmup 0.5] [--max-other 20] [--retries 1] [--group MEMBERS]
-//       [--parts throughput,latency,memory] [--servers baseline,mosquitto,switchboard,more]
+//       [--parts throughput,latency,memory] [--servers baseline,mosquitto,switchboard,more,cluster]
 //       [--loads 25,50] [--latency-reps 1] [--latency-retries 0] [--idle-connections 10000]
 //
 // Parts (all by default):
@@ -27,8 +27,12 @@
 // status to the sender; skipped with a note if the binary is missing);
 // "switchboard" is durable off with 0 and 3 PASS modules and durable on with
 // 3; "more" adds durable on with 0, durable_grace 0, one TS module (sync and
-// async) and the filter module. Every row is printed with its ratio to both
-// routers.
+// async) and the filter module; "cluster" (not in the default set) is the
+// PostgreSQL store against SQLite on one node, and two nodes on one
+// nats-server and one PostgreSQL with every message crossing between them
+// against the same two nodes with both ends of each pair on one node, in a
+// table of its own (docs/performance.md, "Cluster"). Every row is printed
+// with its ratio to both routers.
 //
 // It builds the C load generator (bench/e2e/loadgen.c) into build-bench/e2e/.
 // Each server runs in its own child process; with taskset and 2+ cores the
@@ -50,6 +54,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { startBackends, storeCounters } from './cluster.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
@@ -91,12 +96,12 @@ function parseArgs(argv) {
     seconds: 3, connections: [32, 1000], reps: 3, window: 0, 'extra-window': 64, rate: 0, size: 32, warmup: 0.5, 'max-other': 20, retries: 1, group: 0,
     loads: [25, 50], 'latency-reps': 1, 'latency-retries': 0, 'idle-connections': 10000,
   };
-  const lists = { parts: ['throughput', 'latency', 'memory'], servers: ['baseline', 'mosquitto', 'switchboard', 'more'] };
+  const lists = { parts: ['throughput', 'latency', 'memory'], servers: ['baseline', 'mosquitto', 'switchboard', 'more', 'cluster'] };
   const numberLists = new Set(['connections', 'loads']);
   const usage = (bad) => {
     console.error(
       'usage: node bench/e2e/run.mjs [--seconds N] [--connections N[,N...]] [--reps N] [--window W | --rate MSG_PER_S] [--extra-window W] [--size BYTES] [--warmup S]\n' +
-        '         [--max-other PCT] [--retries N] [--group MEMBERS] [--parts throughput,latency,memory] [--servers baseline,mosquitto,switchboard,more]\n' +
+        '         [--max-other PCT] [--retries N] [--group MEMBERS] [--parts throughput,latency,memory] [--servers baseline,mosquitto,switchboard,more,cluster]\n' +
         '         [--loads PCT[,PCT...]] [--latency-reps N] [--latency-retries N] [--idle-connections N]\n' +
         `(bad argument: ${bad})`,
     );
@@ -123,7 +128,7 @@ function parseArgs(argv) {
     if (!(key in o) || i + 1 >= argv.length || !Number.isFinite(Number(argv[i + 1]))) usage(argv[i]);
     o[key] = Number(argv[++i]);
   }
-  // "more" only when asked for: the default run stays near the time budget of `npm run bench`.
+  // "more" and "cluster" only when asked for: the default run stays near the time budget of `npm run bench`.
   const defaults = { parts: lists.parts, servers: ['baseline', 'mosquitto', 'switchboard'] };
   for (const k of Object.keys(lists)) if (!(o[k] instanceof Set)) o[k] = new Set(defaults[k]);
   if (o.parts.has('latency') && o.rate > 0) o.parts.delete('latency');
@@ -140,6 +145,8 @@ function parseArgs(argv) {
   // and it measures throughput at one window only.
   if (o.group) {
     o.servers.delete('mosquitto');
+    // The two cluster rows share one database: their groups would collide.
+    o.servers.delete('cluster');
     o.parts.delete('latency');
     o.parts.delete('memory');
     o['extra-window'] = 0;
@@ -232,8 +239,28 @@ function machineBusyTicks() {
   return user + nice + system + irq + softirq + steal;
 }
 
-/** One generator run; resolves with its RESULT plus the server's CPU % over the measured window. */
+/** CPU ticks of every process in `pids` (a list, or a function returning one), by PID. */
+function ticksByPid(pids) {
+  const m = new Map();
+  for (const pid of typeof pids === 'function' ? pids() : pids) m.set(pid, cpuTicks(pid));
+  return m;
+}
+
+/** Ticks used between two ticksByPid() readings: processes that started meanwhile count from 0, those that ended are lost. */
+function ticksBetween(a, b) {
+  let t = 0;
+  for (const [pid, v] of b) if (Number.isFinite(v)) t += v - (a.get(pid) ?? 0);
+  return t;
+}
+
+/**
+ * One generator run; resolves with its RESULT plus the server's CPU % over the measured window. `serverPid` may be a
+ * list (the nodes of a cluster): serverCpuPct is their sum, serverCpuEach each one's. `hooks.sides` names other
+ * processes the row runs on ({ NATS: () => [pid], ... }): their CPU % goes to r.sideCpuPct and not to "other processes".
+ */
 function runLoadgen(bin, args, o, serverPid, pin, hooks = {}) {
+  const serverPids = Array.isArray(serverPid) ? serverPid : [serverPid];
+  const sides = Object.entries(hooks.sides ?? {});
   const [cmd, argv] = pin ? ['taskset', ['-c', pin.gen, bin, ...args]] : [bin, args];
   const child = track(spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] }));
   let out = '';
@@ -242,17 +269,20 @@ function runLoadgen(bin, args, o, serverPid, pin, hooks = {}) {
   child.stderr.on('data', (d) => (err = (err + d).slice(-4000)));
   // The server's CPU over the generator's measured window, which the generator marks on stdout.
   const hz = 100; // USER_HZ: /proc/PID/stat counts in 1/100 s on Linux
-  let t0 = NaN;
-  let t1 = NaN;
+  let t0 = null;
+  let t1 = null;
   let busy0 = NaN;
   let busy1 = NaN;
+  let side0 = null;
+  let side1 = null;
+  const sideTicks = () => sides.map(([, pids]) => ticksByPid(pids));
   child.stdout.on('data', () => {
-    if (Number.isNaN(t0) && out.includes('MEASURE start')) {
-      [t0, busy0] = [cpuTicks(serverPid), machineBusyTicks()];
+    if (!t0 && out.includes('MEASURE start')) {
+      [t0, side0, busy0] = [serverPids.map(cpuTicks), sideTicks(), machineBusyTicks()];
       hooks.onStart?.();
     }
-    if (Number.isNaN(t1) && out.includes('MEASURE end')) {
-      [t1, busy1] = [cpuTicks(serverPid), machineBusyTicks()];
+    if (!t1 && out.includes('MEASURE end')) {
+      [t1, side1, busy1] = [serverPids.map(cpuTicks), sideTicks(), machineBusyTicks()];
       hooks.onEnd?.();
     }
   });
@@ -266,8 +296,12 @@ function runLoadgen(bin, args, o, serverPid, pin, hooks = {}) {
       const r = JSON.parse(m[1]);
       if (r.errors || r.closed) return reject(new Error(`loadgen saw ${r.errors} error frames and ${r.closed} lost connections:\n${err}`));
       const secs = hooks.seconds ?? o.seconds;
-      r.serverCpuPct = ((t1 - t0) / hz / secs) * 100;
-      r.otherCpuPct = Math.max(0, ((busy1 - busy0) / hz / secs) * 100 - r.serverCpuPct - r.cpuPct);
+      const pct = (ticks) => (ticks / hz / secs) * 100;
+      r.serverCpuEach = t0 && t1 ? serverPids.map((_, i) => pct(t1[i] - t0[i])) : serverPids.map(() => NaN);
+      r.serverCpuPct = r.serverCpuEach.reduce((a, b) => a + b, 0);
+      r.sideCpuPct = Object.fromEntries(sides.map(([name], i) => [name, side0 && side1 ? pct(ticksBetween(side0[i], side1[i])) : NaN]));
+      const sideSum = Object.values(r.sideCpuPct).reduce((a, b) => a + b, 0);
+      r.otherCpuPct = Math.max(0, pct(busy1 - busy0) - r.serverCpuPct - sideSum - r.cpuPct);
       resolve(r);
     });
   });
@@ -360,7 +394,7 @@ const SCRIPTS = {
   async: 'module.exports = { async onMessage() { return "pass"; } };\n',
 };
 
-function switchboardConfigText(tmp, modDir, durable, modules, script = null, filter = false, grace = null) {
+function switchboardConfigText(tmp, modDir, durable, modules, script = null, filter = false, grace = null, extra = []) {
   const dataDir = fs.mkdtempSync(path.join(tmp, 'data-'));
   let scriptBlock = [];
   if (script) {
@@ -382,6 +416,7 @@ function switchboardConfigText(tmp, modDir, durable, modules, script = null, fil
     ...Array(modules).fill('module pass'),
     ...(filter ? ['module filter {', `\tpath = ${path.join(root, 'build/modules/mesibo_mod_filter.so')}`, '\tblocked_words = spam, scam, phishing, malware', '}'] : []),
     ...scriptBlock,
+    ...extra,
     '',
   ].join('\n');
 }
@@ -470,7 +505,63 @@ async function main() {
     // A module that reads every payload.
     sb('durable off, filter module', { filter: true });
   }
+  if (o.servers.has('cluster')) {
+    // Durable on with 3 PASS modules, as the last "switchboard" row; each pair of rows is compared in one run.
+    const cl = (name, more) => configs.push({ name, kind: 'switchboard', durable: 'on', modules: 3, cluster: true, ...more });
+    cl('Switchboard on SQLite, 1 node', { store: 'sqlite' });
+    cl('Switchboard on PostgreSQL, 1 node', { store: 'pg' });
+    // The same two nodes for both rows; their users share one database, hence prefixes of their own (same length as "r").
+    cl('2 nodes, NATS + PostgreSQL, each pair across the nodes', { store: 'pg', nodes: 2, spread: 'cross', prefix: 'x' });
+    cl('2 nodes, NATS + PostgreSQL, each pair on one node', { store: 'pg', nodes: 2, spread: 'same', prefix: 's' });
+  }
   const isRouter = (c) => c.kind === 'plain' || c.kind === 'status';
+
+  /** The cluster rows again, with what only they have: each compared with its reference, CPU per process, the store's write rate. */
+  const clusterTables = (plan, window) => {
+    const medOf = (p, get) => median(p.used.map(get));
+    console.log('');
+    console.log(`## Cluster: PostgreSQL against SQLite, messages across two nodes against within one, ${windowText(window)}`);
+    for (const conns of o.connections) {
+      const rows = plan.filter((p) => p.c.cluster && p.conns === conns && p.window === window);
+      const find = (pred) => rows.find((p) => pred(p.c));
+      const reference = (c) =>
+        c.nodes ? (c.spread === 'cross' ? find((d) => d.nodes && d.spread === 'same') : null) : c.store === 'pg' ? find((d) => d.store === 'sqlite') : null;
+      console.log('');
+      console.log(`# ${conns} connections (${conns / 2} pairs), durable on, 3 PASS modules, ${o.reps} x ${o.seconds} s (+${o.warmup} s warm-up), median of each column`);
+      console.log('');
+      console.log(
+        '| configuration | delivered msg/s | ratio | p50 ms | p99 ms | generator CPU % (user part) | node CPU % | NATS CPU % | PostgreSQL CPU % | other processes CPU % | store commits/s | copies stored/s | WAL KiB/s | WAL bytes per message | runs used (msg/s) |',
+      );
+      console.log('|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
+      for (const p of rows) {
+        const ref = reference(p.c);
+        const ratioText = ref ? `${ratio(p.max, ref.max)} ${p.c.nodes ? 'of on one node' : 'of SQLite'}` : '(reference)';
+        const nodesCpu = p.used[0].serverCpuEach.map((_, i) => f(medOf(p, (r) => r.serverCpuEach[i]), 0)).join(' + ');
+        const side = (k) => (k in p.used[0].sideCpuPct ? f(medOf(p, (r) => r.sideCpuPct[k]), 0) : '-');
+        const wal = medOf(p, (r) => r.walBytesPerS ?? NaN);
+        const perMsg = median(p.used.map((r) => (r.walBytesPerS ?? NaN) / r.msgPerSec));
+        console.log(
+          `| ${p.c.name} | ${int(p.max)}${genMark(p)} | ${ratioText} | ${f(med(p, 'p50Ms'))} | ${f(med(p, 'p99Ms'))} | ${f(med(p, 'cpuPct'), 0)} (${f(med(p, 'cpuUserPct'), 0)})${genMark(p)} | ` +
+            `${nodesCpu} | ${side('NATS')} | ${side('PostgreSQL')} | ${f(med(p, 'otherCpuPct'), 0)}${busyMark(p)} | ${int(med(p, 'commitsPerS'))} | ${int(med(p, 'copiesPerS'))} | ` +
+            `${Number.isFinite(wal) ? int(wal / 1024) : '-'} | ${Number.isFinite(perMsg) ? f(perMsg, 1) : '-'} | ${p.used.map((r) => Math.round(r.msgPerSec)).join(', ')} |`,
+        );
+      }
+    }
+    console.log('');
+    console.log(
+      (pin
+        ? `Where each process runs: every node, nats-server and PostgreSQL (the postmaster and every backend) on core ${pin.server}, the generator on core ${pin.gen}. ` +
+          'A two-node row is two nodes, NATS and PostgreSQL sharing one core: its absolute rate is what one core does for all of them, not what two nodes on two machines would do; ' +
+          'the ratio of "across the nodes" to "on one node" (same nodes, same core, same run) is what the figures say. '
+        : 'Not pinned: every process may run on any core. ') +
+        'Across: connection i on node i % 2, so both ends of every pair are on different nodes and every message, delivered status and "sent" crosses NATS; ' +
+        'on one node: connection i on node (i / 2) % 2, both ends of each pair on one node, half the pairs on each. Users are made through the first node\'s API (they are in PostgreSQL for both). ' +
+        '"Node CPU" is each node\'s process; "PostgreSQL CPU" all its processes. "Store commits/s" and "copies stored/s" are the nodes\' own counters (/metrics: ' +
+        'switchboard_store_commit_seconds_count, switchboard_store_copies_written_total) over the measured window, summed over the nodes; "WAL" is how far PostgreSQL\'s WAL insert position ' +
+        'moved meanwhile (pg_current_wal_insert_lsn), per second and per delivered message: every write to PostgreSQL, by any database, is in it. ' +
+        'With durable on, a copy its recipient confirms within durable_grace (50 ms) is never written; the copies stored are those that waited longer.',
+    );
+  };
 
   /**
    * Runs `plan` (a list of {c, conns, args, label}) round-robin until each has `reps` quiet runs or reps + retries
@@ -484,16 +575,33 @@ async function main() {
       for (const p of [...plan.slice(round % plan.length), ...plan.slice(0, round % plan.length)]) {
         if (p.runs.filter((r) => quietEnough(r, o)).length >= reps || p.runs.length >= maxAttempts) continue;
         try {
-          const args = [...base(seconds, p.conns), ...p.args, '--port', String(p.c.server.port), ...(await p.c.auth(p.conns))];
-          const res = await runLoadgen(bin, args, o, p.c.server.child.pid, pin, { seconds, extraS: 60 });
+          const nodes = p.c.nodesStarted;
+          const target = nodes ? ['--ports', nodes.map((s) => s.port).join(','), '--spread', p.c.spread] : ['--port', String(p.c.server.port)];
+          // --linger: the generator keeps its connections until after the window's counters are read (their closes would store what is in flight).
+          const args = [...base(seconds, p.conns), ...p.args, ...target, ...(p.c.cluster ? ['--linger', '0.5'] : []), ...(await p.c.auth(p.conns))];
+          // Cluster rows: the nodes' commit counters and PostgreSQL's WAL position as the measured window opens and closes.
+          const snaps = [];
+          const snapshot = () => Promise.all([Promise.all((nodes ?? [p.c.server]).map((s) => storeCounters(s.port))), p.c.store === 'pg' ? backends.walBytes() : NaN]);
+          const hooks = { seconds, extraS: 60, sides: p.c.sides, ...(p.c.cluster ? { onStart: () => snaps.push(snapshot()), onEnd: () => snaps.push(snapshot()) } : {}) };
+          const res = await runLoadgen(bin, args, o, nodes ? nodes.map((s) => s.child.pid) : p.c.server.child.pid, pin, hooks);
+          if (snaps.length === 2) {
+            const [[n0, wal0], [n1, wal1]] = await Promise.all(snaps);
+            const sum = (ns, k) => ns.reduce((a, x) => a + x[k], 0);
+            res.commitsPerS = (sum(n1, 'commits') - sum(n0, 'commits')) / seconds;
+            res.copiesPerS = (sum(n1, 'copies') - sum(n0, 'copies')) / seconds;
+            res.walBytesPerS = (wal1 - wal0) / seconds;
+          }
           const wrong = confirmationsWrong(p.c, res, o);
           if (wrong) throw new Error(`the statuses that came back do not match the row (${wrong}): the run would not measure what its row says`);
           p.runs.push(res);
+          const sideText = Object.entries(res.sideCpuPct).map(([k, v]) => `, ${k} CPU ${v.toFixed(0)}%`).join('');
+          const storeText = Number.isFinite(res.commitsPerS) ? `, ${Math.round(res.commitsPerS)} commits/s, ${Math.round(res.copiesPerS)} copies stored/s${Number.isFinite(res.walBytesPerS) ? `, WAL ${Math.round(res.walBytesPerS / 1024)} KiB/s` : ''}` : '';
           console.error(
-            `  ${p.c.name}, ${p.conns} conns${p.label ?? ''}: ${Math.round(res.msgPerSec)} msg/s, p50 ${res.p50Ms} ms, p99 ${res.p99Ms} ms, generator CPU ${res.cpuPct.toFixed(0)}%, server CPU ${res.serverCpuPct.toFixed(0)}%, other processes ${res.otherCpuPct.toFixed(0)}%${quietEnough(res, o) ? '' : ' (busy machine: will repeat)'}`,
+            `  ${p.c.name}, ${p.conns} conns${p.label ?? ''}: ${Math.round(res.msgPerSec)} msg/s, p50 ${res.p50Ms} ms, p99 ${res.p99Ms} ms, generator CPU ${res.cpuPct.toFixed(0)}%, server CPU ${res.serverCpuEach.map((x) => x.toFixed(0)).join('+')}%${sideText}${storeText}, other processes ${res.otherCpuPct.toFixed(0)}%${quietEnough(res, o) ? '' : ' (busy machine: will repeat)'}`,
           );
         } catch (e) {
-          throw new Error(`${p.c.name}: ${e.message}\nserver stderr:\n${p.c.server.stderr()}`);
+          const stderrs = (p.c.nodesStarted ?? [p.c.server]).map((s, k) => `${p.c.nodesStarted ? `node ${k} ` : 'server '}(${s.child.exitCode ?? s.child.signalCode ?? 'running'}) stderr:\n${s.stderr()}`);
+          throw new Error(`${p.c.name}: ${e.message}\n${stderrs.join('\n')}`);
         }
       }
     }
@@ -519,7 +627,16 @@ async function main() {
     'and those not yet received by the peer.' +
     (o.servers.has('mosquitto') ? ' Mosquitto: QoS 0 has no acknowledgement, so each receiver publishes its delivered status to the sender\'s topic (QoS 0), as the router + status frame forwards it: 4 frames per message.' : '');
 
+  let backends = null;
   try {
+    if (o.parts.has('throughput') && configs.some((c) => c.store === 'pg')) {
+      backends = await startBackends({ nats: configs.some((c) => c.nodes), core: pin?.server });
+      const where = pin ? `pinned to core ${pin.server} with the servers` : 'not pinned';
+      console.log(
+        `# cluster rows: PostgreSQL ${backends.pg.port} (fsync on${backends.nats ? `), nats-server ${backends.nats.port}` : ')'}, every process of both ${where}; ` +
+          `a two-node row runs both nodes on core ${pin?.server ?? '(any)'} too, so nodes, NATS and PostgreSQL share one core while the generator has the other`,
+      );
+    }
     if (o.parts.has('throughput') && configs.length) {
       // Every server starts first and idles until its turn, so the repetitions can
       // go round-robin: a burst of load from elsewhere on the machine then lands
@@ -532,14 +649,33 @@ async function main() {
           c.server = await startMosquitto(tmp, pin);
           c.auth = async () => ['--mqtt', '--status-router'];
         } else {
-          const configText = switchboardConfigText(tmp, modDir, c.durable, c.modules, c.script, c.filter, c.grace ?? null);
-          c.server = await startServer(c.name, [path.join(here, 'run.mjs'), '--server-child', JSON.stringify({ configText })], pin);
+          const start = (name, extra) =>
+            startServer(name, [path.join(here, 'run.mjs'), '--server-child', JSON.stringify({ configText: switchboardConfigText(tmp, modDir, c.durable, c.modules, c.script, c.filter, c.grace ?? null, extra) })], pin);
+          if (c.nodes) {
+            // The two-node rows share their nodes: started with the first of them.
+            const twin = configs.find((d) => d !== c && d.nodes && d.cluster && d.nodesStarted);
+            if (twin) c.nodesStarted = twin.nodesStarted;
+            else {
+              const url = backends.pg.url(await backends.pg.createDatabase());
+              c.nodesStarted = [];
+              // One at a time: the first creates the schema.
+              for (let k = 0; k < c.nodes; k++) c.nodesStarted.push(await start(`${c.name}, node ${k}`, [`store = ${url}`, `cluster = ${backends.nats.url}`, `node = bench-${k}`]));
+            }
+            c.server = c.nodesStarted[0];
+            c.sides = { NATS: backends.natsPids, PostgreSQL: backends.pgPids };
+          } else if (c.store === 'pg') {
+            c.server = await start(c.name, [`store = ${backends.pg.url(await backends.pg.createDatabase())}`]);
+            c.sides = { PostgreSQL: backends.pgPids };
+          } else {
+            c.server = await start(c.name, []);
+          }
           // Fresh users for every run: what one run leaves unacknowledged in the
           // store stays with its users and never reaches the next one.
           let attempt = 0;
           c.auth = async (conns) => {
             const n = attempt++;
-            const tokens = await makeUsers(c.server.port, `r${n}u`, conns);
+            // Through the first node's API: the users are in PostgreSQL for every node.
+            const tokens = await makeUsers(c.server.port, `${c.prefix ?? 'r'}${n}u`, conns);
             const file = path.join(tmp, `tokens-${configs.indexOf(c)}-${n}`);
             fs.writeFileSync(file, tokens.join('\n') + '\n');
             if (!o.group) return ['--tokens', file];
@@ -607,6 +743,7 @@ async function main() {
       for (const conns of o.connections) table(W, conns);
       console.log('');
       console.log(routersNote + ' ' + cpuNote + (o.rate > 0 ? ' Latency is measured from when a message fell due, so "sent >1 ms late" (the generator or its window fell behind) is part of it.' : ''));
+      if (configs.some((c) => c.cluster)) clusterTables(plan, W);
       if (xw) {
         console.log('');
         console.log(`## Window ${xw}: where the baseline degrades`);
@@ -654,7 +791,7 @@ async function main() {
             `(its core was busy or the window was full); their lateness is part of the latency, and over 1 % is marked "!": there the generator did not keep up and the row measures it too.`,
         );
       }
-      for (const c of configs) await stopChild(c.server.child);
+      for (const c of configs) for (const s of c.nodesStarted ?? [c.server]) await stopChild(s.child);
     }
 
     // --- part 3: memory per idle connection ------------------------------------------
@@ -740,6 +877,7 @@ async function main() {
     }
   } finally {
     killAll();
+    await backends?.close();
   }
   for (const note of notes) console.log(`\n${note}`);
   console.error(`e2e: done in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
