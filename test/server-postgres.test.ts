@@ -222,6 +222,33 @@ describe('store = postgresql://...', () => {
     }
   });
 
+  it('a server that stops while a token in a URL is looked up closes that socket too (1001)', async () => {
+    const p = await pg();
+    const db = await p.createDatabase();
+    const n = await start(db);
+    const token = await user(n.s, 'alice');
+    const locker = new Client({ connectionString: p.url(db) });
+    await locker.connect();
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE users IN ACCESS EXCLUSIVE MODE');
+      const ws = new WebSocket(`ws://127.0.0.1:${n.s.port}/?token=${token}`);
+      sockets.push(ws);
+      const frames: string[] = [];
+      ws.on('message', (d) => frames.push(d.toString()));
+      const closed = new Promise<number>((r) => ws.on('close', (code) => r(code)));
+      await new Promise((r) => ws.on('open', r));
+      const stopping = stop(n);
+      expect(await closed).toBe(1001);
+      expect(frames).toEqual([]);
+      // The store closes once its lookup has its answer.
+      await locker.query('COMMIT');
+      await stopping;
+    } finally {
+      await locker.end();
+    }
+  });
+
   it('a token in the URL that the store cannot look up gets E_STORE_READ and close code 1011, and the client connects again later', async () => {
     const p = await pg();
     const db = await p.createDatabase();

@@ -30,7 +30,7 @@ export interface Conn {
   backlogReading: boolean;
   /** Frames that arrived while the login's token was being looked up, replayed in order after it; undefined when no lookup runs. */
   held?: { data: ArrayBuffer; isBinary: boolean }[];
-  /** The hash of the token in the upgrade's URL while the store looks it up (Sessions.lookUp); undefined otherwise. */
+  /** The hash of the token in the upgrade's URL, from the upgrade to the open handler, which has the store look it up. */
   tokenHash?: string;
 }
 

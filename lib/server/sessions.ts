@@ -36,7 +36,7 @@ export class Sessions {
   private loginTimer: NodeJS.Timeout | null = null;
   private stopped = false;
   /** Sockets open with a token in their URL that the store is looking up: neither logged in nor unauthenticated, they count against the connection cap. */
-  private lookingUp = 0;
+  private readonly lookingUp = new Set<WS>();
   /** Where frames held during a login go once it succeeded (Intake.frame; set once by the server). */
   replay: (ws: WS, ab: ArrayBuffer, isBinary: boolean) => void = () => {};
   /** This node's part of a cluster (set by the server), or null on a single node. */
@@ -67,7 +67,7 @@ export class Sessions {
     const ip = Buffer.from(res.getRemoteAddressAsText()).toString();
     const st = this.stats;
     // Refused before the upgrade: no socket is kept, nothing is buffered.
-    if (this.connections.count + this.unauth.size + this.lookingUp >= st.connectionCap) {
+    if (this.connections.count + this.unauth.size + this.lookingUp.size >= st.connectionCap) {
       st.refusedServerFull++;
       refuseUpgrade(res, '503 Service Unavailable', 'E_SERVER_FULL', 'the server is at its connection limit; try again later');
       return;
@@ -143,8 +143,10 @@ export class Sessions {
     n.all++;
     this.logger.event('conn.open', { peer: c.ip });
     if (c.tokenHash) {
-      this.lookingUp++;
-      return this.lookUp(ws, c, c.tokenHash, undefined, undefined);
+      const tokenHash = c.tokenHash;
+      c.tokenHash = undefined;
+      this.lookingUp.add(ws);
+      return this.lookUp(ws, c, tokenHash, undefined, undefined);
     }
     if (c.address) return this.loggedIn(ws);
     n.unauth++;
@@ -180,7 +182,7 @@ export class Sessions {
     c.held = [];
     this.store.userByTokenHash(tokenHash).then(
       (address) => {
-        this.lookedUp(c);
+        this.lookingUp.delete(ws);
         const held = c.held ?? [];
         c.held = undefined;
         if (!c.open) return;
@@ -205,19 +207,12 @@ export class Sessions {
         }
       },
       (e: unknown) => {
-        this.lookedUp(c);
+        this.lookingUp.delete(ws);
         c.held = undefined;
         this.health.failed(e);
         if (c.open) this.refuse(ws, 'E_STORE_READ', STORE_UNREADABLE, CLOSE_STORE_FAILED);
       },
     );
-  }
-
-  /** The URL's token has its answer, or its socket closed first: it no longer counts as looked up. */
-  private lookedUp(c: Conn): void {
-    if (c.tokenHash === undefined) return;
-    c.tokenHash = undefined;
-    this.lookingUp--;
   }
 
   /** A frame behind a login frame whose token is being looked up: kept for after it, or the socket is refused when too many wait. */
@@ -241,7 +236,7 @@ export class Sessions {
     const n = this.perIp.get(c.ip);
     if (n && --n.all === 0) this.perIp.delete(c.ip);
     this.leftUnauth(ws, c);
-    this.lookedUp(c);
+    this.lookingUp.delete(ws);
     // uWebSockets.js ends these itself, without a close frame.
     if (code === 1006) {
       const why = Buffer.from(reason).toString();
@@ -375,7 +370,7 @@ export class Sessions {
     this.stopped = true;
     for (const ws of this.connections.all()) ws.end(1001, 'server shutting down');
     if (this.loginTimer) clearInterval(this.loginTimer);
-    for (const ws of [...this.unauth]) ws.end(1001, 'server shutting down');
+    for (const ws of [...this.unauth, ...this.lookingUp]) ws.end(1001, 'server shutting down');
   }
 
   /** No longer an unauthenticated socket (logged in or closed). */
