@@ -148,7 +148,6 @@ export class Sessions {
       this.lookingUp.add(ws);
       return this.lookUp(ws, c, tokenHash, undefined, undefined);
     }
-    if (c.address) return this.loggedIn(ws);
     n.unauth++;
     this.unauth.add(ws);
     this.stats.unauthenticated = this.unauth.size;
