@@ -5,9 +5,11 @@
 // when PostgreSQL goes away commits fail with E_STORE_WRITE and acknowledge
 // nothing, and once it is back the same store commits again; two stores on
 // one database (two nodes) see each other's commits.
+import { Client } from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PG_SCHEMA_VERSION, PostgresStore } from '../lib/store/postgres';
 import { startPostgres, type PgServer } from './pg';
+import { until } from './helpers';
 import { codeOf, inbox, msg } from './store-helpers';
 
 let pg: PgServer;
@@ -95,6 +97,25 @@ describe('opening', () => {
     expect(await pg.query(db, "SELECT indexname FROM pg_indexes WHERE indexname = 'messages_by_expiry'")).toEqual([]);
   });
 
+  it('brings a database of schema version 1 up to this one: its commit function is replaced, its data kept', async () => {
+    const db = await pg.createDatabase();
+    const s = await open(db);
+    s.enqueue(msg('bob', 'alice', 1));
+    await s.commit();
+    await s.close();
+    // Version 1's function inserted in batch order and locked nothing first.
+    await pg.query(db, 'UPDATE switchboard_schema SET version = 1');
+    await pg.query(db, 'DROP FUNCTION switchboard_commit');
+
+    const again = await open(db);
+    expect(await pg.query(db, 'SELECT version FROM switchboard_schema')).toEqual([{ version: PG_SCHEMA_VERSION }]);
+    expect(String((await pg.query(db, "SELECT prosrc FROM pg_proc WHERE proname = 'switchboard_commit'"))[0].prosrc)).toContain('FOR UPDATE');
+    again.ack('bob', 'alice', 1);
+    again.enqueue(msg('bob', 'alice', 2));
+    await again.commit();
+    expect(await inbox(again, 'bob')).toEqual(['alice#2']);
+  });
+
   it('takes the password from the URL or from PGPASSWORD, and names neither in its errors', async () => {
     const db = await pg.createDatabase();
     const saved = process.env.PGPASSWORD;
@@ -155,6 +176,15 @@ describe('committing', () => {
     s.enqueue(msg('bob', 'alice', 4));
     await s.commit();
     expect((await s.pending('bob')).at(-1)!.seq).toBeGreaterThan(newest);
+  });
+
+  it("keeps a batch's enqueue order in seq, though its commit takes the copies in key order", async () => {
+    const s = await open(await pg.createDatabase());
+    for (const [recipient, id] of [['carol', 5], ['bob', 9], ['bob', 3], ['carol', 1], ['bob', 7]] as const) s.enqueue(msg(recipient, 'alice', id));
+    await s.commit();
+    expect([await inbox(s, 'bob'), await inbox(s, 'carol')]).toEqual([['alice#9', 'alice#3', 'alice#7'], ['alice#5', 'alice#1']]);
+    const all = [...(await s.pending('bob')), ...(await s.pending('carol'))].sort((x, y) => x.seq - y.seq).map((m) => `${m.recipient}:${m.id}`);
+    expect(all).toEqual(['carol:5', 'bob:9', 'bob:3', 'carol:1', 'bob:7']);
   });
 
   it('reports exactly the copies an ack deleted: at once in the buffer, after the commit when committed', async () => {
@@ -306,5 +336,65 @@ describe('two nodes on one database', () => {
 
     expect(await b.removeUser('bob')).toBe(true);
     expect([await a.userExists('bob'), await a.members(9), await a.countPending()]).toEqual([false, ['alice'], 0]);
+  });
+
+  it('commit the same copies in opposite orders, and ack what the other stores, concurrently and without a deadlock', async () => {
+    // Both nodes may store one copy (recipient, sender, id): the sender's
+    // when its grace runs out, the recipient's when no device takes it.
+    // Each commit takes its rows in key order, whatever its batch's order.
+    const db = await pg.createDatabase();
+    const a = await open(db);
+    const b = await open(db);
+    const keys = Array.from({ length: 120 }, (_, i) => [`u${i % 4}`, `s${i % 3}`, i] as const);
+    for (let round = 0; round < 40; round++) {
+      const base = round * 1000;
+      for (const [r, s, i] of keys) a.enqueue(msg(r, s, base + i));
+      for (const [r, s, i] of [...keys].reverse()) b.enqueue(msg(r, s, base + i));
+      if (round > 0) {
+        // The previous round's copies: a acks the even ones, b the odd ones,
+        // each in the order the other stored them, within the batches above.
+        for (const [r, s, i] of [...keys].reverse()) if (i % 2 === 0) a.ack(r, s, base - 1000 + i);
+        for (const [r, s, i] of keys) if (i % 2 === 1) b.ack(r, s, base - 1000 + i);
+        // And each stores again a copy the other deletes now (a resend).
+        for (const [r, s, i] of keys) if (i % 2 === 1) a.enqueue(msg(r, s, base - 1000 + i));
+        for (const [r, s, i] of [...keys].reverse()) if (i % 2 === 0) b.enqueue(msg(r, s, base - 1000 + i));
+      }
+      const results = await Promise.allSettled([a.commit(), b.commit()]);
+      expect(results.map((x) => (x.status === 'fulfilled' ? 'ok' : (x.reason as Error).message)), `round ${round}`).toEqual(['ok', 'ok']);
+      // Every copy of the round once, each recipient's in one sender order.
+      const rows = await pg.query(db, 'SELECT count(*)::int AS n, count(DISTINCT (recipient, sender, id))::int AS d FROM messages WHERE id >= $1', [base]);
+      expect(rows).toEqual([{ n: keys.length, d: keys.length }]);
+    }
+  });
+
+  it('a commit that PostgreSQL aborts as a deadlock victim is sent again, and commits', async () => {
+    const db = await pg.createDatabase();
+    const s = await open(db);
+    s.enqueue(msg('bob', 'alice', 1));
+    s.enqueue(msg('bob', 'alice', 2));
+    await s.commit();
+    // Another session holds copy 2; the commit takes copy 1, then waits for
+    // copy 2; the session then asks for copy 1: a cycle. PostgreSQL aborts
+    // the commit, which waited first (the session waits 10 s before it looks).
+    const other = new Client({ connectionString: pg.url(db) });
+    await other.connect();
+    try {
+      await other.query("SET deadlock_timeout = '10s'");
+      await other.query('BEGIN');
+      await other.query("SELECT 1 FROM messages WHERE recipient = 'bob' AND sender = 'alice' AND id = 2 FOR UPDATE");
+      s.ack('bob', 'alice', 1);
+      s.ack('bob', 'alice', 2);
+      const committed = s.commit().then(
+        () => 'committed',
+        (e: Error) => e.message,
+      );
+      await until(async () => (await pg.query(db, "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'switchboard' AND wait_event_type = 'Lock'"))[0].n === 1);
+      await other.query("SELECT 1 FROM messages WHERE recipient = 'bob' AND sender = 'alice' AND id = 1 FOR UPDATE");
+      await other.query('COMMIT');
+      expect(await committed).toBe('committed');
+    } finally {
+      await other.end();
+    }
+    expect(await s.countPending('bob')).toBe(0);
   });
 });

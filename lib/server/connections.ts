@@ -30,8 +30,8 @@ export interface Conn {
   backlogReading: boolean;
   /** Frames that arrived while the login's token was being looked up, replayed in order after it; undefined when no lookup runs. */
   held?: { data: ArrayBuffer; isBinary: boolean }[];
-  /** Set when the upgrade carried a token that did not authenticate. */
-  authError?: string;
+  /** The hash of the token in the upgrade's URL, from the upgrade to the open handler, which has the store look it up. */
+  tokenHash?: string;
 }
 
 export type WS = uWS.WebSocket<Conn>;

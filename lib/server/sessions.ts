@@ -35,8 +35,8 @@ export class Sessions {
   private readonly perUser = new Map<string, UserLimits>();
   private loginTimer: NodeJS.Timeout | null = null;
   private stopped = false;
-  /** Upgrades waiting for the store to look their token up: they count against the connection cap already. */
-  private upgrading = 0;
+  /** Sockets open with a token in their URL that the store is looking up: neither logged in nor unauthenticated, they count against the connection cap. */
+  private readonly lookingUp = new Set<WS>();
   /** Where frames held during a login go once it succeeded (Intake.frame; set once by the server). */
   replay: (ws: WS, ab: ArrayBuffer, isBinary: boolean) => void = () => {};
   /** This node's part of a cluster (set by the server), or null on a single node. */
@@ -67,7 +67,7 @@ export class Sessions {
     const ip = Buffer.from(res.getRemoteAddressAsText()).toString();
     const st = this.stats;
     // Refused before the upgrade: no socket is kept, nothing is buffered.
-    if (this.connections.count + this.unauth.size + this.upgrading >= st.connectionCap) {
+    if (this.connections.count + this.unauth.size + this.lookingUp.size >= st.connectionCap) {
       st.refusedServerFull++;
       refuseUpgrade(res, '503 Service Unavailable', 'E_SERVER_FULL', 'the server is at its connection limit; try again later');
       return;
@@ -100,52 +100,40 @@ export class Sessions {
       backlogReading: false,
     };
     const token = query.get('token');
-    if (!token) return this.admit(res, conn, key, protocol, extensions, context);
-    // The token is looked up in the store, which may answer later: the
-    // upgrade completes then, unless the client went away meanwhile.
-    let aborted = false;
-    res.onAborted(() => {
-      aborted = true;
-    });
-    this.upgrading++;
-    this.store.userByTokenHash(hashToken(token)).then(
-      (address) => {
-        this.upgrading--;
-        if (aborted) return;
-        if (address) conn.address = address;
-        else conn.authError = 'the token is unknown or was revoked; ask the backend for a new one';
-        this.admit(res, conn, key, protocol, extensions, context);
-      },
-      (e: unknown) => {
-        this.upgrading--;
-        this.health.failed(e);
-        if (!aborted) refuseUpgrade(res, '503 Service Unavailable', 'E_STORE_READ', STORE_UNREADABLE);
-      },
-    );
+    // A token in the URL is looked up once the socket is open, as a login
+    // frame's is, so that the upgrade is made here, in this handler: the
+    // store may answer later, and uWebSockets.js 20.30 may close a socket
+    // upgraded after the handler returned. Its res.cork() takes a WebSocket
+    // that realloc left at the response's address for the response still,
+    // reads HTTP state from memory that is no longer the response's, and
+    // closes the socket (1006) right after its open handler when that reads
+    // "Connection: close" (issue 15; fixed upstream in uWebSockets PR 1929).
+    if (token) conn.tokenHash = hashToken(token);
+    else if (!this.roomForUnauthenticated(res, ip)) return;
+    // Inside this handler the response is corked already.
+    res.upgrade(conn, key, protocol, extensions, context);
   }
 
-  /** Completes an upgrade whose token (if any) has been looked up. */
-  private admit(res: uWS.HttpResponse, conn: Conn, key: string, protocol: string, extensions: string, context: uWS.us_socket_context_t): void {
+  /** Room for one more socket that has not logged in, or false when the upgrade was refused. */
+  private roomForUnauthenticated(res: uWS.HttpResponse, ip: string): boolean {
     const s = this.settings;
     const st = this.stats;
-    if (!conn.address) {
-      const perIp = this.perIp.get(conn.ip);
-      if (s.maxUnauthenticatedPerIp && perIp && perIp.unauth >= s.maxUnauthenticatedPerIp) {
-        st.refusedPerIp++;
-        refuseUpgrade(res, '429 Too Many Requests', 'E_TOO_MANY_CONNECTIONS', `this IP has ${perIp.unauth} connections that have not logged in (max_unauthenticated_per_ip); log in or close them`);
-        return;
-      }
-      // Full: the oldest socket that has not logged in makes room, so a
-      // flood of idle sockets cannot keep a real client from logging in.
-      if (this.unauth.size >= s.maxUnauthenticated) {
-        const oldest = this.unauth.values().next().value;
-        if (oldest) {
-          st.unauthenticatedEvicted++;
-          this.refuse(oldest, 'E_LOGIN_TIMEOUT', 'the server has too many connections that have not logged in; log in right after connecting', CLOSE_LOGIN_TIMEOUT);
-        }
+    const perIp = this.perIp.get(ip);
+    if (s.maxUnauthenticatedPerIp && perIp && perIp.unauth >= s.maxUnauthenticatedPerIp) {
+      st.refusedPerIp++;
+      refuseUpgrade(res, '429 Too Many Requests', 'E_TOO_MANY_CONNECTIONS', `this IP has ${perIp.unauth} connections that have not logged in (max_unauthenticated_per_ip); log in or close them`);
+      return false;
+    }
+    // Full: the oldest socket that has not logged in makes room, so a
+    // flood of idle sockets cannot keep a real client from logging in.
+    if (this.unauth.size >= s.maxUnauthenticated) {
+      const oldest = this.unauth.values().next().value;
+      if (oldest) {
+        st.unauthenticatedEvicted++;
+        this.refuse(oldest, 'E_LOGIN_TIMEOUT', 'the server has too many connections that have not logged in; log in right after connecting', CLOSE_LOGIN_TIMEOUT);
       }
     }
-    res.cork(() => res.upgrade(conn, key, protocol, extensions, context));
+    return true;
   }
 
   open(ws: WS): void {
@@ -154,8 +142,12 @@ export class Sessions {
     if (!n) this.perIp.set(c.ip, (n = { all: 0, unauth: 0 }));
     n.all++;
     this.logger.event('conn.open', { peer: c.ip });
-    if (c.authError) return this.loginFailed(ws, 'E_AUTH', c.authError);
-    if (c.address) return this.loggedIn(ws);
+    if (c.tokenHash) {
+      const tokenHash = c.tokenHash;
+      c.tokenHash = undefined;
+      this.lookingUp.add(ws);
+      return this.lookUp(ws, c, tokenHash, undefined, undefined);
+    }
     n.unauth++;
     this.unauth.add(ws);
     this.stats.unauthenticated = this.unauth.size;
@@ -181,12 +173,15 @@ export class Sessions {
       this.loginFailed(ws, 'E_AUTH', 'the token is unknown or was revoked; ask the backend for a new one');
       return;
     }
-    const { device, format } = req;
-    const c = ws.getUserData();
-    // Frames behind the login wait for the store's answer, then go in order.
+    this.lookUp(ws, ws.getUserData(), hashToken(req.token), req.device, req.format);
+  }
+
+  /** Logs the socket in once the store has found the token (by the URL's or a login frame's); frames behind it wait for the answer, then go in order. */
+  private lookUp(ws: WS, c: Conn, tokenHash: string, device: unknown, format: unknown): void {
     c.held = [];
-    this.store.userByTokenHash(hashToken(req.token)).then(
+    this.store.userByTokenHash(tokenHash).then(
       (address) => {
+        this.lookingUp.delete(ws);
         const held = c.held ?? [];
         c.held = undefined;
         if (!c.open) return;
@@ -211,6 +206,7 @@ export class Sessions {
         }
       },
       (e: unknown) => {
+        this.lookingUp.delete(ws);
         c.held = undefined;
         this.health.failed(e);
         if (c.open) this.refuse(ws, 'E_STORE_READ', STORE_UNREADABLE, CLOSE_STORE_FAILED);
@@ -239,6 +235,7 @@ export class Sessions {
     const n = this.perIp.get(c.ip);
     if (n && --n.all === 0) this.perIp.delete(c.ip);
     this.leftUnauth(ws, c);
+    this.lookingUp.delete(ws);
     // uWebSockets.js ends these itself, without a close frame.
     if (code === 1006) {
       const why = Buffer.from(reason).toString();
@@ -372,7 +369,7 @@ export class Sessions {
     this.stopped = true;
     for (const ws of this.connections.all()) ws.end(1001, 'server shutting down');
     if (this.loginTimer) clearInterval(this.loginTimer);
-    for (const ws of [...this.unauth]) ws.end(1001, 'server shutting down');
+    for (const ws of [...this.unauth, ...this.lookingUp]) ws.end(1001, 'server shutting down');
   }
 
   /** No longer an unauthenticated socket (logged in or closed). */

@@ -10,20 +10,35 @@
  * statement, a call of the schema's switchboard_commit() function with the
  * batch as arrays. One statement is one transaction and one round trip,
  * whatever the batch holds; the function applies the acks first, then
- * inserts the copies in the order enqueued, so seq follows that order.
+ * inserts the copies, with seq in the order enqueued. It takes its rows in
+ * key order, so that two nodes' commits of the same copies cannot deadlock;
+ * a batch PostgreSQL still aborts as a deadlock victim is sent again.
  *
  * Commits run on a connection of their own, so a burst of reads (logins,
  * backlog pages) never delays a batch behind it; reads share a small pool.
  * Every statement is a named (prepared) one: each connection parses it once.
  */
-import { Pool, types as pgTypes, type PoolConfig, type QueryConfig } from 'pg';
+import { Pool, types as pgTypes, type PoolConfig, type QueryConfig, type QueryResult } from 'pg';
 import { SwitchboardError } from '../errors';
 import { checkMessage, groupsWithMembers } from './sqlite';
 import type { AsyncStore, NewMessage, StoredMessage } from './types';
 import { WriteBuffer, type Write } from './write-buffer';
 
-/** Stored in switchboard_schema. Bump it, and migrate in openSchema(), when the tables change. */
-export const PG_SCHEMA_VERSION = 1;
+/**
+ * Stored in switchboard_schema. Bump it, and migrate in openSchema(), when
+ * the tables or the functions change: an older database gets what is new
+ * (version 2: switchboard_commit() takes its rows in key order).
+ */
+export const PG_SCHEMA_VERSION = 2;
+
+/**
+ * How often a batch is sent at most when PostgreSQL aborts it as a deadlock
+ * victim (40P01) or a serialization failure (40001): each commit takes its
+ * rows in key order, so only statements outside it (a user removed, the
+ * expiry purge) can still be part of such a cycle.
+ */
+const COMMIT_ATTEMPTS = 4;
+const RETRYABLE = new Set(['40P01', '40001']);
 
 export interface PostgresStoreOptions {
   /** Connections for reads and user/group changes (the commit has one more of its own). Default 8. */
@@ -81,12 +96,27 @@ const SCHEMA = `
   -- enqueued before it in the buffer, so what it may delete is committed
   -- already, and a copy enqueued after it must survive. Returns the
   -- recipient of each copy deleted.
+  --
+  -- Two nodes may delete and insert the same copies (recipient, sender,
+  -- id) at once, each batch in its own order: every commit therefore takes
+  -- its rows in key order, the copies it deletes and the existing ones it
+  -- would insert locked first, then the inserts made in key order. seq is
+  -- drawn in enqueue order before that, so each sender's copies keep their
+  -- order in the backlog.
   CREATE OR REPLACE FUNCTION switchboard_commit(
     ack_recipient text[], ack_sender text[], ack_id bigint[],
     m_recipient text[], m_sender text[], m_id bigint[], m_refid bigint[], m_groupid bigint[],
     m_flags bigint[], m_type bigint[], m_expiry bigint[], m_expires_at bigint[], m_payload bytea[]
   ) RETURNS SETOF text LANGUAGE plpgsql AS $$
   BEGIN
+    PERFORM 1 FROM messages m
+      JOIN (
+        SELECT * FROM unnest(ack_recipient, ack_sender, ack_id)
+        UNION
+        SELECT * FROM unnest(m_recipient, m_sender, m_id)
+      ) AS k (recipient, sender, id) ON m.recipient = k.recipient AND m.sender = k.sender AND m.id = k.id
+      ORDER BY m.recipient, m.sender, m.id
+      FOR UPDATE OF m;
     RETURN QUERY
       WITH gone AS (
         DELETE FROM messages m
@@ -95,11 +125,18 @@ const SCHEMA = `
         RETURNING m.recipient
       )
       SELECT gone.recipient::text FROM gone;
-    INSERT INTO messages (recipient, sender, id, refid, groupid, flags, type, expiry, expires_at, payload)
-      SELECT c.recipient, c.sender, c.id, c.refid, c.groupid, c.flags, c.type, c.expiry, c.expires_at, c.payload
+    -- A duplicate within the batch: the first enqueued is the one kept (n).
+    WITH c AS MATERIALIZED (
+      SELECT nextval(pg_get_serial_sequence('messages', 'seq')) AS seq, u.*
       FROM unnest(m_recipient, m_sender, m_id, m_refid, m_groupid, m_flags, m_type, m_expiry, m_expires_at, m_payload)
-        WITH ORDINALITY AS c (recipient, sender, id, refid, groupid, flags, type, expiry, expires_at, payload, n)
-      ORDER BY c.n
+        WITH ORDINALITY AS u (recipient, sender, id, refid, groupid, flags, type, expiry, expires_at, payload, n)
+      ORDER BY u.n
+    )
+    INSERT INTO messages (seq, recipient, sender, id, refid, groupid, flags, type, expiry, expires_at, payload)
+      OVERRIDING SYSTEM VALUE
+      SELECT c.seq, c.recipient, c.sender, c.id, c.refid, c.groupid, c.flags, c.type, c.expiry, c.expires_at, c.payload
+      FROM c
+      ORDER BY c.recipient, c.sender, c.id, c.n
       ON CONFLICT (recipient, sender, id) DO NOTHING;
   END
   $$;
@@ -426,7 +463,7 @@ export class PostgresStore implements AsyncStore {
     const count = this.buffer.size;
     const writes = this.buffer.take();
     if (count === 0) return Promise.resolve();
-    const flight = this.writer.query<{ r: string }>(SQL.commit(batchArrays(writes))).then(
+    const flight = this.sendBatch(SQL.commit(batchArrays(writes))).then(
       (res) => {
         this.flight = undefined;
         for (const row of res.rows) this.buffer.copyDeleted(row.r);
@@ -439,6 +476,17 @@ export class PostgresStore implements AsyncStore {
     );
     this.flight = flight;
     return flight;
+  }
+
+  /** The commit statement, sent again (it was rolled back) while PostgreSQL aborts it as a deadlock victim, up to COMMIT_ATTEMPTS times. */
+  private async sendBatch(q: QueryConfig): Promise<QueryResult<{ r: string }>> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.writer.query<{ r: string }>(q);
+      } catch (e) {
+        if (attempt === COMMIT_ATTEMPTS || !RETRYABLE.has(pgCode(e))) throw e;
+      }
+    }
   }
 
   private async read<R>(q: QueryConfig): Promise<R[]> {
