@@ -188,6 +188,45 @@ describe('a cluster of three nodes', () => {
     });
   });
 
+  it('transient messages cross nodes to a user online elsewhere, and are NOTACTIVE for one offline everywhere', async () => {
+    const alice = fresh('alice');
+    const bob = fresh('bob');
+    const carol = fresh('carol');
+    const a = await peer(cluster.urls[0], await cluster.user(0, alice), clients);
+    const b = await peer(cluster.urls[1], await cluster.user(0, bob), clients);
+    await cluster.user(0, carol);
+    // bob's node must be known to node 0 first: until then bob is offline everywhere for it.
+    await until(async () => ((await cluster.api(0, { op: 'online' })).online as string[]).includes(bob));
+    await expect(a.c.send(bob, 'now or never', { flags: 4 }).sent).resolves.toBe(1);
+    await until(() => b.texts().includes('now or never'));
+    await expect(a.c.send(carol, 'nobody there', { flags: 4 }).sent).rejects.toMatchObject({ code: 'E_NOT_ACTIVE' });
+  });
+
+  it('a message with an expiry stored for a user offline everywhere is gone once it expires; one within its expiry arrives on another node', async () => {
+    const alice = fresh('alice');
+    const dave = fresh('dave');
+    const dt = await cluster.user(1, dave);
+    const a = await peer(cluster.urls[0], await cluster.user(1, alice), clients);
+    await a.c.send(dave, 'stale', { expiry: 1 }).sent;
+    await a.c.send(dave, 'fresh', { expiry: 60 }).sent;
+    await new Promise((r) => setTimeout(r, 1500));
+    const d = await peer(cluster.urls[2], dt, clients);
+    await until(() => d.texts().includes('fresh'));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(d.texts()).toEqual(['fresh']);
+  });
+
+  it("the backend API's message through one node reaches a recipient on another", async () => {
+    const alice = fresh('alice');
+    const bob = fresh('bob');
+    await cluster.user(0, alice);
+    const b = await peer(cluster.urls[2], await cluster.user(0, bob), clients);
+    await until(async () => ((await cluster.api(0, { op: 'online' })).online as string[]).includes(bob));
+    expect(await cluster.api(0, { op: 'message', from: alice, to: bob, data: 'from the backend', id: 4242 })).toMatchObject({ status: 1 });
+    await until(() => b.texts().includes('from the backend'));
+    expect(b.got[0]).toMatchObject({ from: alice, id: 4242 });
+  });
+
   it('a node that cannot reach NATS at start stops with E_CLUSTER_CONNECT, at once', async () => {
     const port = await freePort();
     const t0 = Date.now();
