@@ -147,11 +147,13 @@ bool contains(const std::vector<UserId> &v, UserId u) {
 
 // `from` sent `status` for message `id` of `to`: confirms a live copy of
 // it, and writes the status to `to` as a receipt where its flags ask for
-// one. `core_frames` is the status as the core encoded it for a 1:1
-// message (null: encoded here, in `out_format`'s forms). Returns whether a
-// live copy was confirmed.
+// one, or where `wanted` (>= 0, the group) says another node's flags did.
+// `core_frames` is the status as the core encoded it for a 1:1 message
+// (null: encoded here, in `out_format`'s forms). Returns whether a live
+// copy was confirmed; `receipt` is the receipt's group (0 for 1:1) or -1
+// for none.
 bool status_to_sender(Router &r, UserId from, UserId to, uint32_t id, uint32_t status, const Frames *core_frames,
-                      int out_format, Batch &b) {
+                      int out_format, int64_t wanted, int64_t &receipt, Batch &b) {
   bool confirms = status == MESIBO_MODULE_MSGSTATUS_DELIVERED || status == MESIBO_MODULE_MSGSTATUS_READ;
   // A live copy confirmed: nothing was stored, nothing to delete. Its
   // "sent" goes before the receipt.
@@ -161,6 +163,8 @@ bool status_to_sender(Router &r, UserId from, UserId to, uint32_t id, uint32_t s
   }
   if (lc != kNone) live_confirm(r, lc, b);
   int64_t gid = to == kNone ? -1 : receipts_take(r.receipts, to, from, id, status);
+  if (gid < 0) gid = wanted;
+  receipt = gid;
   if (gid < 0) return lc != kNone;
   Frames f;
   if (gid || !core_frames) {
@@ -216,8 +220,9 @@ int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
   // The user the receipt is for: the message's sender.
   UserId to = directory_find(r.dir, to_name);
   Frames core_frames = frames_of(res, out_format);
+  int64_t receipt = -1;
   bool confirmed_live = status_to_sender(r, from, to, id, status, &core_frames,
-                                         out_format == OUT_SAME ? res.format : out_format, b);
+                                         out_format == OUT_SAME ? res.format : out_format, -1, receipt, b);
   // Any confirmation shows the device is reading (live.cc), also one for a
   // stored copy: an overloaded server may have stored the copies it now
   // reads confirmations for, and must not take the device for a silent one.
@@ -231,6 +236,10 @@ int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
     StoreOp &op = push_op(b, STORE_FORWARD_STATUS, to, from, p, now);
     op.status = status;
     op.expires_at = 0;
+    // The flags that asked for a receipt may be here (a copy another node
+    // forwarded): the sender's devices there get it too.
+    op.receipt = receipt >= 0;
+    op.gid = receipt >= 0 ? static_cast<uint32_t>(receipt) : 0;
   }
   // With durability off only copies for offline users are stored: a
   // receipt for anything else has no copy to delete.
@@ -706,6 +715,11 @@ bool router_remote_message(Router &r, UserId rc, UserId from, const mesibo_messa
   uint32_t flags = static_cast<uint32_t>(p.flags);
   User &usr = r.dir.users[rc];
   bool written = false;
+  // The recipient's status is read here: it is a receipt when these flags
+  // ask for one, on every node where the sender has devices
+  // (STORE_FORWARD_STATUS.receipt).
+  if (flags & kReceiptFlags && (usr.conns || !transient(flags)))
+    receipts_track(r.receipts, from, rc, static_cast<uint32_t>(p.id), flags, static_cast<uint32_t>(p.groupid));
   if (usr.conns > usr.pumping) {
     Frames f = copy_frames(r, rc, from, p, payload, len);
     Placed pl;
@@ -748,12 +762,14 @@ bool router_remote_message(Router &r, UserId rc, UserId from, const mesibo_messa
   return written;
 }
 
-void router_remote_status(Router &r, UserId from, UserId to, uint32_t id, uint32_t status, uint64_t now, Batch &b) {
+void router_remote_status(Router &r, UserId from, UserId to, uint32_t id, uint32_t status, int64_t receipt_gid,
+                          uint64_t now, Batch &b) {
   batch_clear(b);
   if (from >= r.dir.users.size() || to >= r.dir.users.size()) return;
   if (status == MESIBO_MODULE_MSGSTATUS_DELIVERED || status == MESIBO_MODULE_MSGSTATUS_READ)
     r.dir.users[from].remote_confirmed_at = now;
-  status_to_sender(r, from, to, id, status, nullptr, directory_out_format(r.dir), b);
+  int64_t receipt = -1;
+  status_to_sender(r, from, to, id, status, nullptr, directory_out_format(r.dir), receipt_gid, receipt, b);
 }
 
 }  // namespace sb

@@ -76,6 +76,10 @@ struct StoreOp {
   uint32_t payload_off, payload_len;
   uint8_t after_commit;  // STORE_FORWARD
   uint32_t status;       // STORE_FORWARD_STATUS
+  // STORE_FORWARD_STATUS: the flags this node keeps asked for a receipt
+  // (its group in gid): the other node writes it to the sender's devices
+  // there even without flags of its own.
+  uint8_t receipt;
 };
 
 enum CommitDue : int {
@@ -341,10 +345,12 @@ bool router_remote_message(Router &r, UserId recipient, UserId from, const mesib
 // A status another node handed over (STORE_FORWARD_STATUS): `from` sent
 // `status` for message `id` of `to` (at `now`, ms: a confirmation shows
 // `from` is still confirming, live.cc). Confirms a live copy here, and is
-// written to `to`'s connections as a receipt where its flags ask for one
-// (the flags live on the sender's node); no store operation (the node that
-// read the status did that). Clears `b`.
-void router_remote_status(Router &r, UserId from, UserId to, uint32_t id, uint32_t status, uint64_t now, Batch &b);
+// written to `to`'s connections as a receipt where the flags kept here ask
+// for one, or when `receipt_gid` >= 0 (the op's receipt and gid: the node
+// that read it had the flags); no store operation (the node that read the
+// status did that). Clears `b`.
+void router_remote_status(Router &r, UserId from, UserId to, uint32_t id, uint32_t status, int64_t receipt_gid,
+                          uint64_t now, Batch &b);
 
 // A "sent" for connection `c` that goes out after the next commit.
 void router_queue_ack(Router &r, ConnId c, const char *frame, size_t len, bool binary, Batch &b);

@@ -106,6 +106,8 @@ export interface StoreOp {
   afterCommit: boolean;
   /** ForwardStatus: the status. */
   status: number;
+  /** ForwardStatus: this node's flags asked for a receipt (its group in `gid`); the other node writes it too. */
+  receipt: boolean;
 }
 
 export interface DeliveryCounters {
@@ -247,9 +249,13 @@ export class Delivery {
     return written;
   }
 
-  /** A status another node forwarded: `from` sent `status` for `to`'s message `id` (now: ms). */
-  remoteStatus(from: number, to: number, id: number, status: number, now: number): void {
-    this.h.remoteStatus(from, to, id, status, now);
+  /**
+   * A status another node forwarded: `from` sent `status` for `to`'s
+   * message `id` (now: ms). `receiptGid` >= 0: that node's flags asked for
+   * a receipt (in that group, 0 for 1:1), written here even without flags.
+   */
+  remoteStatus(from: number, to: number, id: number, status: number, now: number, receiptGid = -1): void {
+    this.h.remoteStatus(from, to, id, status, now, receiptGid);
     this.sync();
   }
 
@@ -463,6 +469,7 @@ export class Delivery {
       payload: this.bytes.subarray(off, off + o[b + O.payloadLen]),
       afterCommit: o[b + O.afterCommit] === 1,
       status: o[b + O.status],
+      receipt: o[b + O.receipt] === 1,
     };
   }
 

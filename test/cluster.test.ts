@@ -216,15 +216,34 @@ describe('a cluster of three nodes', () => {
     expect(d.texts()).toEqual(['fresh']);
   });
 
-  it("the backend API's message through one node reaches a recipient on another", async () => {
+  it("the backend API's message through one node reaches a recipient on another, and the receipt reaches the sender's device on a third", async () => {
     const alice = fresh('alice');
     const bob = fresh('bob');
-    await cluster.user(0, alice);
+    const a = await peer(cluster.urls[1], await cluster.user(0, alice), clients);
     const b = await peer(cluster.urls[2], await cluster.user(0, bob), clients);
-    await until(async () => ((await cluster.api(0, { op: 'online' })).online as string[]).includes(bob));
-    expect(await cluster.api(0, { op: 'message', from: alice, to: bob, data: 'from the backend', id: 4242 })).toMatchObject({ status: 1 });
+    await until(async () => {
+      const online = (await cluster.api(0, { op: 'online' })).online as string[];
+      return online.includes(alice) && online.includes(bob);
+    });
+    expect(await cluster.api(0, { op: 'message', from: alice, to: bob, data: 'from the backend', id: 4242, flags: 1 })).toMatchObject({ status: 1 });
     await until(() => b.texts().includes('from the backend'));
     expect(b.got[0]).toMatchObject({ from: alice, id: 4242 });
+    // Node 0 kept the flags, but alice has no device there: bob's node kept them too and asks alice's node to write it.
+    await until(() => a.statuses.some((s) => s.id === 4242 && s.status === 2));
+  });
+
+  it("a receipt reaches every device of the sender, on every node", async () => {
+    const alice = fresh('alice');
+    const bob = fresh('bob');
+    const at = await cluster.user(0, alice);
+    const a0 = await peer(cluster.urls[0], at, clients, 'desk');
+    const a1 = await peer(cluster.urls[1], at, clients, 'phone');
+    const b = await peer(cluster.urls[2], await cluster.user(0, bob), clients);
+    await until(async () => ((await cluster.api(0, { op: 'online' })).online as string[]).includes(bob));
+    const sent = a0.c.send(bob, 'tell both', { flags: 1 });
+    await sent.sent;
+    await until(() => b.texts().includes('tell both'));
+    await until(() => a0.statuses.some((s) => s.id === sent.id && s.status === 2) && a1.statuses.some((s) => s.id === sent.id && s.status === 2));
   });
 
   it('a node that cannot reach NATS at start stops with E_CLUSTER_CONNECT, at once', async () => {

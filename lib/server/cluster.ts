@@ -43,7 +43,8 @@ const ITEM_STATUS = 2;
  */
 const ITEM_SEEN = 3;
 const COPY_HEAD = 2 + 6 * 4 + 2;
-const STATUS_HEAD = 1 + 2 * 4 + 2;
+/** Kind, whether a receipt is wanted, id, status, the receipt's group, the sender's name length. */
+const STATUS_HEAD = 2 + 3 * 4 + 2;
 
 /** A change of the directory made on one node, for the others to apply. */
 export type DirectoryChange =
@@ -182,7 +183,7 @@ export class Cluster {
    * a commit that failed hands nothing out, and its senders resend.
    */
   forward(e: Engine, op: StoreOp): void {
-    if (op.kind === StoreOpKind.ForwardStatus) this.publish(e.name(op.recipient), this.statusItem(e.name(op.sender), op.id, op.status));
+    if (op.kind === StoreOpKind.ForwardStatus) this.publish(e.name(op.recipient), this.statusItem(e.name(op.sender), op.id, op.status, op.receipt ? op.gid : -1));
     else this.publish(e.name(op.recipient), this.copyItem(e.name(op.sender), op));
   }
 
@@ -210,9 +211,11 @@ export class Cluster {
         if (this.dec.decode(item.subarray(1)) === this.node) this.seen(user, from);
       } else if (item[0] === ITEM_STATUS && item.length >= STATUS_HEAD) {
         const v = new DataView(item.buffer, item.byteOffset, item.byteLength);
-        const n = v.getUint16(9);
+        const n = v.getUint16(14);
         const sender = this.dec.decode(item.subarray(STATUS_HEAD, STATUS_HEAD + n));
-        e.remoteStatus(e.intern(sender), e.intern(user), v.getUint32(1), v.getUint32(5), Date.now());
+        // The other node's flags asked for a receipt (in group gid, 0 for 1:1), or not (-1).
+        const receipt = item[1] === 1 ? v.getUint32(10) : -1;
+        e.remoteStatus(e.intern(sender), e.intern(user), v.getUint32(2), v.getUint32(6), Date.now(), receipt);
         this.hooks.perform();
       } else {
         this.logger.event('cluster.error', { node: from, error: `an item of kind ${item[0]} and ${item.length} bytes for ${user} that this node cannot read (a node of another version?)` });
@@ -397,14 +400,16 @@ export class Cluster {
     return out;
   }
 
-  private statusItem(sender: string, id: number, status: number): Uint8Array {
+  private statusItem(sender: string, id: number, status: number, receiptGid: number): Uint8Array {
     const name = this.enc.encode(sender);
     const out = new Uint8Array(STATUS_HEAD + name.length);
     const v = new DataView(out.buffer);
     out[0] = ITEM_STATUS;
-    v.setUint32(1, id);
-    v.setUint32(5, status);
-    v.setUint16(9, name.length);
+    out[1] = receiptGid < 0 ? 0 : 1;
+    v.setUint32(2, id);
+    v.setUint32(6, status);
+    v.setUint32(10, receiptGid < 0 ? 0 : receiptGid);
+    v.setUint16(14, name.length);
     out.set(name, STATUS_HEAD);
     return out;
   }

@@ -547,7 +547,7 @@ TEST("cluster, durability on: a copy for a user on another node goes at once as 
   CHECK_EQ(f.b.commit, int(sb::COMMIT_NONE));
   CHECK_EQ(f.b.writes.size(), size_t(0));  // "sent" waits for the confirmation
   CHECK_EQ(sb::router_live_count(f.r), size_t(1));
-  sb::router_remote_status(f.r, bob, alice, 3, 2, 1010, f.b);
+  sb::router_remote_status(f.r, bob, alice, 3, 2, -1, 1010, f.b);
   CHECK_EQ(sb::router_live_count(f.r), size_t(0));
   CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":3,"from":"bob","status":1})"}));
   sb::router_expire(f.r, 1050, f.b);  // the timer the first copy armed: nothing left
@@ -616,7 +616,7 @@ TEST("cluster: a user with devices here and on another node gets one live copy, 
   // The device here confirms first: "sent"; the other device's confirmation later finds nothing.
   CHECK_EQ(f.send(bob, bb, R"({"op":"status","id":7,"to":"alice","status":2})"), 2);
   CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":7,"from":"bob","status":1})"}));
-  sb::router_remote_status(f.r, bob, alice, 7, 2, 1001, f.b);
+  sb::router_remote_status(f.r, bob, alice, 7, 2, -1, 1001, f.b);
   CHECK_EQ(f.b.writes.size(), size_t(0));
 }
 
@@ -693,13 +693,13 @@ TEST("cluster: a forwarded status is written as a receipt where the sender asked
   sb::router_committed(f.r, e, f.b);
   CHECK_EQ(sb::router_live_count(f.r), size_t(1));
   // bob's device on the other node confirmed: the live copy here is confirmed too, and alice gets her receipt.
-  sb::router_remote_status(f.r, bob, alice, 13, 2, 1001, f.b);
+  sb::router_remote_status(f.r, bob, alice, 13, 2, -1, 1001, f.b);
   CHECK_EQ(sb::router_live_count(f.r), size_t(0));
   CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":13,"from":"bob","status":1})",
                                    std::to_string(a) + R"(:{"op":"status","id":13,"from":"bob","status":2})"}));
   CHECK_EQ(f.b.ops.size(), size_t(0));
   // No receipt flags: nothing written.
-  sb::router_remote_status(f.r, bob, alice, 99, 2, 1002, f.b);
+  sb::router_remote_status(f.r, bob, alice, 99, 2, -1, 1002, f.b);
   CHECK_EQ(f.b.writes.size(), size_t(0));
 }
 
@@ -837,6 +837,30 @@ TEST("cluster: where a user is on other nodes changed: its unconfirmed live copi
   // Nothing live for a user: nothing to do.
   sb::router_store_live(f.r, bob, f.b);
   CHECK_EQ(f.b.ops.size(), size_t(0));
+}
+
+TEST("cluster: the recipient's node keeps the receipt flags of a forwarded copy, and its forwarded status asks the sender's nodes for the receipt") {
+  Fixture g;  // bob's node
+  UserId alice = sb::router_user_add(g.r, "alice"), bob = sb::router_user_add(g.r, "bob");
+  sb::directory_set_remote(g.r.dir, alice, 1);
+  ConnId bb = g.online(bob);
+  mesibo_message_params_t p{};
+  p.id = 61;
+  p.flags = MOD_MESIBO_MSGFLAG_DELIVERYRECEIPT;
+  CHECK(sb::router_remote_message(g.r, bob, alice, p, "r", 1, false, 1000, g.b));
+  CHECK_EQ(g.send(bob, bb, R"({"op":"status","id":61,"to":"alice","status":2})"), 2);
+  CHECK_EQ(g.b.ops[0].kind, sb::STORE_FORWARD_STATUS);
+  CHECK_EQ(int(g.b.ops[0].receipt), 1);
+  CHECK_EQ(g.b.ops[0].gid, 0u);
+  // A node of alice's that kept no flags (the message came through another node's API) writes it.
+  Fixture f;
+  UserId alice1 = sb::router_user_add(f.r, "alice"), bob1 = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice1);
+  sb::router_remote_status(f.r, bob1, alice1, 61, 2, 0, 1001, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":61,"from":"bob","status":2})"}));
+  // Without flags anywhere: none.
+  sb::router_remote_status(f.r, bob1, alice1, 62, 2, -1, 1002, f.b);
+  CHECK_EQ(f.b.writes.size(), size_t(0));
 }
 
 TEST("a module's message is held for the commit and encoded from the sender") {
