@@ -14,6 +14,10 @@ namespace sb {
 namespace {
 
 constexpr uint32_t kReceiptFlags = MOD_MESIBO_MSGFLAG_DELIVERYRECEIPT | MOD_MESIBO_MSGFLAG_READRECEIPT;
+// Connection::stored values in a cluster: a copy another node stored, or
+// one it forwarded live and keeps (it deletes it if it stores it).
+constexpr uint8_t kForwardedStored = 1;
+constexpr uint8_t kForwardedLive = 2;
 
 bool transient(uint32_t flags) { return (flags & MOD_MESIBO_MSGFLAG_TRANSIENT) != 0; }
 
@@ -226,9 +230,15 @@ int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
   // Any confirmation shows the device is reading (live.cc), also one for a
   // stored copy: an overloaded server may have stored the copies it now
   // reads confirmations for, and must not take the device for a silent one.
+  // A copy another node forwarded live, and keeps: if that node stored it
+  // meanwhile (its grace ran out), it deletes it itself when this status
+  // reaches it (router_remote_status), so this node asks the store nothing.
+  bool kept_elsewhere = false;
   if (conn != kNone && confirms && r.settings.durable) {
     r.dir.conns[conn].confirmed_at = now;
-    if (r.settings.cluster && to != kNone) r.dir.conns[conn].stored.erase(Key3{to, 0, id});
+    uint8_t how = 0;
+    if (r.settings.cluster && to != kNone && r.dir.conns[conn].stored.erase(Key3{to, 0, id}, &how))
+      kept_elsewhere = how == kForwardedLive && r.dir.users[to].remote;
   }
   // The sender has devices on other nodes: they confirm their live copies
   // and write the receipts their node tracks (router_remote_status).
@@ -243,7 +253,7 @@ int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
   }
   // With durability off only copies for offline users are stored: a
   // receipt for anything else has no copy to delete.
-  if (!confirmed_live && status == MESIBO_MODULE_MSGSTATUS_DELIVERED &&
+  if (!confirmed_live && !kept_elsewhere && status == MESIBO_MODULE_MSGSTATUS_DELIVERED &&
       (r.settings.durable || (conn != kNone && to != kNone && r.dir.conns[conn].stored.erase(Key3{to, 0, id})))) {
     StoreOp &op = push_op(b, STORE_ACK, from, to, p, now);
     op.expires_at = 0;
@@ -741,7 +751,8 @@ bool router_remote_message(Router &r, UserId rc, UserId from, const mesibo_messa
     // device has it already.
     if (r.settings.durable && r.settings.cluster)
       for (size_t i = before; i < b.writes.size(); ++i)
-        r.dir.conns[b.writes[i].conn].stored.put(Key3{from, 0, static_cast<uint32_t>(p.id)}, 1);
+        r.dir.conns[b.writes[i].conn].stored.put(Key3{from, 0, static_cast<uint32_t>(p.id)},
+                                                 stored ? kForwardedStored : kForwardedLive);
   }
   for (ConnId c = usr.first; c != kNone; c = r.dir.conns[c].next) {
     Connection &conn = r.dir.conns[c];
@@ -769,7 +780,16 @@ void router_remote_status(Router &r, UserId from, UserId to, uint32_t id, uint32
   if (status == MESIBO_MODULE_MSGSTATUS_DELIVERED || status == MESIBO_MODULE_MSGSTATUS_READ)
     r.dir.users[from].remote_confirmed_at = now;
   int64_t receipt = -1;
-  status_to_sender(r, from, to, id, status, nullptr, directory_out_format(r.dir), receipt_gid, receipt, b);
+  bool confirmed = status_to_sender(r, from, to, id, status, nullptr, directory_out_format(r.dir), receipt_gid, receipt, b);
+  // A copy this node forwarded live and stored when its grace ran out: the
+  // recipient's node left the delete to this one (route_status).
+  if (!confirmed && r.settings.durable && status == MESIBO_MODULE_MSGSTATUS_DELIVERED) {
+    mesibo_message_params_t p{};
+    p.id = id;
+    StoreOp &op = push_op(b, STORE_ACK, from, to, p, now);
+    op.expires_at = 0;
+    b.commit = std::max(b.commit, int(COMMIT_SOON));
+  }
 }
 
 }  // namespace sb

@@ -863,6 +863,40 @@ TEST("cluster: the recipient's node keeps the receipt flags of a forwarded copy,
   CHECK_EQ(f.b.writes.size(), size_t(0));
 }
 
+TEST("cluster: a live copy another node forwarded is not deleted from the store by the node that read its delivered; the node that kept it deletes it if it stored it") {
+  sb::RouterSettings s;
+  s.cluster = true;
+  Fixture g(s);  // bob's node
+  UserId alice = sb::router_user_add(g.r, "alice"), bob = sb::router_user_add(g.r, "bob");
+  sb::directory_set_remote(g.r.dir, alice, 1);
+  ConnId bb = g.online(bob);
+  mesibo_message_params_t p{};
+  p.id = 71;
+  CHECK(sb::router_remote_message(g.r, bob, alice, p, "l", 1, false, 1000, g.b));
+  CHECK_EQ(g.send(bob, bb, R"({"op":"status","id":71,"to":"alice","status":2})"), 2);
+  CHECK_EQ(g.b.ops.size(), size_t(1));
+  CHECK_EQ(g.b.ops[0].kind, sb::STORE_FORWARD_STATUS);
+  // A copy the other node had stored is deleted here, as before.
+  p.id = 72;
+  CHECK(sb::router_remote_message(g.r, bob, alice, p, "s", 1, true, 1000, g.b));
+  CHECK_EQ(g.send(bob, bb, R"({"op":"status","id":72,"to":"alice","status":2})"), 2);
+  CHECK_EQ(g.b.ops.size(), size_t(2));
+  CHECK_EQ(g.b.ops[1].kind, sb::STORE_ACK);
+  // On alice's node: the live copy of 71 was stored at its grace; the delivered that comes back deletes it.
+  Fixture f(s);
+  UserId alice1 = sb::router_user_add(f.r, "alice"), bob1 = sb::router_user_add(f.r, "bob");
+  f.online(alice1);
+  sb::router_remote_status(f.r, bob1, alice1, 71, 2, -1, 2000, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ACK);
+  CHECK_EQ(f.b.ops[0].recipient, bob1);
+  CHECK_EQ(f.b.ops[0].sender, alice1);
+  CHECK_EQ(f.b.ops[0].id, 71u);
+  // A read is no delete.
+  sb::router_remote_status(f.r, bob1, alice1, 71, 3, -1, 2001, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(0));
+}
+
 TEST("a module's message is held for the commit and encoded from the sender") {
   Fixture f;
   sb::router_user_add(f.r, "alice");
