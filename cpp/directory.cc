@@ -1,6 +1,7 @@
 // Who is online, by integer ids (directory.h).
 #include "directory.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core.h"
@@ -46,20 +47,67 @@ void directory_grow(Directory &d, size_t n, int32_t *mem) {
   d.owed_own = std::move(own);
 }
 
+namespace {
+
+// 32 bits of a name's hash (FNV-1a over 8-byte words, then mixed): names
+// are short, so this is a few multiplications.
+uint32_t name_hash(std::string_view s) {
+  uint64_t h = 0xcbf29ce484222325ull ^ s.size();
+  size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    uint64_t w;
+    std::memcpy(&w, s.data() + i, 8);
+    h = (h ^ w) * 0x100000001b3ull;
+    h ^= h >> 29;
+  }
+  uint64_t w = 0;
+  std::memcpy(&w, s.data() + i, s.size() - i);
+  h = (h ^ w) * 0x9E3779B97F4A7C15ull;
+  h ^= h >> 32;
+  return static_cast<uint32_t>(h);
+}
+
+void name_put(Directory &d, uint32_t hash, UserId u) {
+  size_t mask = d.name_slots.size() - 1;
+  for (size_t i = hash & mask;; i = (i + 1) & mask)
+    if (d.name_slots[i] == 0) {
+      d.name_slots[i] = uint64_t(hash) << 32 | (uint64_t(u) + 1);
+      return;
+    }
+}
+
+}  // namespace
+
 UserId directory_intern(Directory &d, std::string_view name) {
   UserId u = directory_find(d, name);
   if (u != kNone) return u;
   u = static_cast<UserId>(d.users.size());
   d.users.emplace_back();
   d.users.back().name.assign(name.data(), name.size());
-  d.by_name.emplace(d.users.back().name, u);
+  // At most half full, so a miss ends within a slot or two.
+  if ((d.names + 1) * 2 > d.name_slots.size()) {
+    std::vector<uint64_t> old;
+    old.swap(d.name_slots);
+    d.name_slots.assign(std::max<size_t>(64, old.size() * 2), 0);
+    for (uint64_t e : old)
+      if (e) name_put(d, static_cast<uint32_t>(e >> 32), static_cast<UserId>((e & 0xffffffffu) - 1));
+  }
+  name_put(d, name_hash(name), u);
+  ++d.names;
   return u;
 }
 
 UserId directory_find(Directory &d, std::string_view name) {
-  d.key_scratch.assign(name.data(), name.size());
-  auto it = d.by_name.find(d.key_scratch);
-  return it == d.by_name.end() ? kNone : it->second;
+  if (d.name_slots.empty()) return kNone;
+  uint32_t hash = name_hash(name);
+  size_t mask = d.name_slots.size() - 1;
+  for (size_t i = hash & mask;; i = (i + 1) & mask) {
+    uint64_t e = d.name_slots[i];
+    if (e == 0) return kNone;
+    if (static_cast<uint32_t>(e >> 32) != hash) continue;
+    UserId u = static_cast<UserId>((e & 0xffffffffu) - 1);
+    if (d.users[u].name == name) return u;
+  }
 }
 
 void directory_set_exists(Directory &d, UserId u, bool exists) {

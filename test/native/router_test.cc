@@ -1051,6 +1051,36 @@ TEST("flat map: erase keeps every other key findable") {
   CHECK_EQ(found, size_t(2500));
 }
 
+TEST("directory names: every interned name is found by its bytes, through the table's growth; others are not") {
+  sb::Directory d;
+  CHECK_EQ(sb::directory_find(d, "nobody"), sb::kNone);
+  std::vector<std::string> names;
+  // Lengths 0 to 40 (the hash reads 8-byte words and a tail), common
+  // prefixes, names that differ in one byte, and bytes above 0x7f.
+  for (int i = 0; i < 20000; ++i) {
+    std::string n = "u" + std::to_string(i);
+    if (i % 7 == 0) n = std::string(size_t(i % 41), 'x');
+    if (i % 11 == 0) n += "\xc3\xa9" + std::to_string(i);
+    if (i % 13 == 0) n = "group-member-with-a-long-common-prefix-" + std::to_string(i);
+    names.push_back(n);
+  }
+  std::vector<UserId> ids;
+  for (const std::string &n : names) ids.push_back(sb::directory_intern(d, n));
+  for (size_t i = 0; i < names.size(); ++i) {
+    CHECK_EQ(sb::directory_find(d, names[i]), ids[i]);
+    CHECK_EQ(d.users[ids[i]].name, names[i]);
+    // Interning again gives the same id, and no new user.
+    CHECK_EQ(sb::directory_intern(d, names[i]), ids[i]);
+  }
+  CHECK_EQ(sb::directory_find(d, "u1x"), sb::kNone);
+  CHECK_EQ(sb::directory_find(d, "u20000"), sb::kNone);
+  CHECK_EQ(sb::directory_find(d, std::string(41, 'x')), sb::kNone);
+  CHECK_EQ(sb::directory_find(d, std::string_view("u1\0", 3)), sb::kNone);
+  size_t distinct = d.users.size();
+  CHECK(distinct < names.size());  // the repeated 'x' runs are one user each
+  CHECK(distinct > 15000);
+}
+
 TEST("the steady state allocates nothing: live copies confirmed, receipts, commits") {
   Fixture f;
   std::vector<UserId> users;
