@@ -184,6 +184,9 @@ void live_confirm(Router &r, uint32_t i, Batch &b) {
 }
 
 void live_store_user(Router &r, UserId u, Batch &b) {
+  // Called on every logout and location change: a user with no live
+  // copies costs no scan of the queue (which holds every user's).
+  if (u != kNone && r.dir.users[u].live == 0) return;
   Live &l = r.live;
   // Oldest first: the late ones went out before any still in the queue.
   for (size_t k = 0; k < l.late.size(); ++k) {
