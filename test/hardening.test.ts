@@ -232,6 +232,12 @@ describe('presence', () => {
     await until(() => alice.frames.some((f) => f.id === 4));
     expect(alice.frames.some((f) => f.op === 'presence' && f.from === 'carol')).toBe(true);
     expect(alice.frames.find((f) => f.id === 4)).toMatchObject({ code: 'E_PRESENCE_DENIED' });
+    // Ending a subscription it could not make tells it nothing either: the
+    // answer to "sub":false carries the user's state.
+    const before = alice.frames.length;
+    alice.ws.send(JSON.stringify({ op: 'presence', id: 5, to: 'dave', sub: false }));
+    await until(() => alice.frames.length > before);
+    expect(alice.frames.slice(before)).toEqual([expect.objectContaining({ op: 'error', code: 'E_PRESENCE_DENIED', id: 5 })]);
   });
 
   it('presence = none refuses every subscription', async () => {

@@ -258,6 +258,9 @@ export class Intake {
       if (c.presence.delete(to)) {
         ws.unsubscribe(t);
         this.stats.presenceSubscriptions--;
+      } else if (!this.presence.mayWatch(c.address, to)) {
+        // The answer carries the user's state: not for who may not follow it.
+        return refuse('E_PRESENCE_DENIED', `the server does not let ${c.address} follow the presence of ${to} (presence = ${this.settings.presence})`);
       }
       ws.send(JSON.stringify({ op: 'presence', from: to, online: this.online(to) }), false);
       return;
