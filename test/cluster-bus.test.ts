@@ -384,6 +384,27 @@ describe('the cluster bus on a real nats-server', () => {
     await until(() => [a, b, c].every((n) => n.events.includes('down node-f left')));
   });
 
+  it('a node connected with join: false is unknown until join(); what the others answer its hello with reaches the handlers it registered before', async () => {
+    // As the server's cluster room: the others announce their users the moment they hear a node.
+    const offs = [a, b].map((n) => n.bus.on('nodeUp', (up) => up === 'node-late' && n.bus.broadcast('announce', text(`users of ${n.bus.node}`))));
+    const late = await node(nats, 'node-late', { join: false });
+    // The server builds itself before it registers its handlers: an answer
+    // sent meanwhile would reach NATS before the subscription and be dropped.
+    // Nobody knows the node yet, not even from a heartbeat (every third of
+    // the 1 s node timeout).
+    await new Promise((r) => setTimeout(r, 500));
+    for (const n of [a, b, c]) expect(n.bus.nodes).not.toContain('node-late');
+    const heard: string[] = [];
+    late.bus.onBroadcast('announce', (item, from) => heard.push(`${from}: ${str(item)}`));
+    late.bus.join();
+    await until(() => heard.length === 2);
+    expect(heard.sort()).toEqual(['node-a: users of node-a', 'node-b: users of node-b']);
+    await until(() => [a, b, c].every((n) => n.bus.nodes.includes('node-late')));
+    for (const off of offs) off();
+    await late.bus.close();
+    await until(() => [a, b, c].every((n) => n.events.includes('down node-late left')));
+  });
+
   it('does not take its own blocked loop for the others\' silence', async () => {
     for (const n of [a, b, c]) n.events.length = 0;
     // Longer than the node timeout: when the loop runs again, the heartbeat

@@ -43,6 +43,14 @@ export interface BusOptions {
   /** Default wait for a request's answer. Default 2000 ms. */
   requestTimeout?: number;
   /**
+   * Whether the node says hello at once (default true). With false it stays
+   * silent, unknown to the others, until join(): the others answer a new
+   * node at once (their announcements on broadcast channels), and NATS drops
+   * what reaches a channel this node has not subscribed to yet, so a node
+   * registers its broadcast handlers first and joins then.
+   */
+  join?: boolean;
+  /**
    * Receives each item published for a user this node subscribes to, in the
    * order its publisher published them; `from` is the publishing node. The
    * item is a view into the NATS message: copy it to keep it past the call.
@@ -114,6 +122,8 @@ export class ClusterBus {
   private requestHandler: RequestHandler | null = null;
   private connected = true;
   private closed = false;
+  /** Said hello: beats go out (BusOptions.join). */
+  private joined = false;
   private server: string;
   private readonly heartbeat: number;
   private readonly heartbeatTimer: NodeJS.Timeout;
@@ -175,11 +185,24 @@ export class ClusterBus {
     nc.subscribe(subjects.node(opts.node), { callback: (err, msg) => this.received(err, msg, (f) => this.requestFrame(f, msg)) });
     void this.watchStatus();
     this.outbox.resume();
-    this.beat(true);
+    if (opts.join !== false) this.join();
     this.heartbeat = opts.heartbeat ?? Math.max(100, Math.floor(nodeTimeout / 3));
     this.lastTick = Date.now();
     this.heartbeatTimer = setInterval(this.tick, this.heartbeat);
     this.heartbeatTimer.unref();
+  }
+
+  /**
+   * Says hello: the other nodes hear of this one (nodeUp) and answer at
+   * once, and heartbeats go out from now on. Subscriptions made before
+   * this call reach NATS before the hello. Only once; at connect unless
+   * BusOptions.join is false.
+   */
+  join(): void {
+    this.open();
+    if (this.joined) return;
+    this.joined = true;
+    this.beat(true);
   }
 
   /** Adds a listener; returns its removal. */
@@ -402,7 +425,7 @@ export class ClusterBus {
   private readonly sendReady = (subject: string, data: Uint8Array): boolean => this.send(subject, data);
 
   private beat(hello: boolean): void {
-    if (!this.connected || this.closed) return;
+    if (!this.connected || this.closed || !this.joined) return;
     this.send(this.subjects.members, encodeFrame(FrameKind.Beat, this.origin, [this.incarnation, hello ? HELLO : NOT_HELLO]));
   }
 

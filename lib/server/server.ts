@@ -289,7 +289,9 @@ export class Server {
       try {
         // The default name (HOSTNAME-PORT) takes the configured port; a node on port 0 has no stable name and should set one.
         const node = settings.node ?? `${os.hostname()}-${settings.port}`;
-        bus = await ClusterBus.connect({ servers: settings.cluster, node, onUser: (user, item, from) => received?.(user, item, from) });
+        // Silent until the cluster room has subscribed to its broadcasts:
+        // the others announce their users to a node the moment they hear it.
+        bus = await ClusterBus.connect({ servers: settings.cluster, node, join: false, onUser: (user, item, from) => received?.(user, item, from) });
       } catch (e) {
         core.close();
         await closeAfterFailedStart(store, logger);
@@ -298,6 +300,7 @@ export class Server {
       watchBus(bus, logger);
       const server = new Server(settings, core, opened, store, storeLabel(settings.store), loaded, inbox, logger, bus);
       received = (user, item, from) => server.cluster!.received(user, item, from);
+      bus.join();
       return Server.started(server, opts, cfg, settings, logger);
     }
     const server = new Server(settings, core, opened, store, settings.store === 'sqlite' ? storeFile : storeLabel(settings.store), loaded, inbox, logger, null);
