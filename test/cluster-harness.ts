@@ -28,8 +28,14 @@ export interface TestCluster {
   close(): Promise<void>;
 }
 
-export async function startCluster(n: number, extraConf = ''): Promise<TestCluster> {
-  const pg = await startPostgres({ fsync: false });
+/**
+ * `extraConf` is added to every node's config. A cluster given another's
+ * `pg` gets a database of its own there (and its own nats-server), and
+ * leaves that PostgreSQL running when it closes: a second cluster with
+ * other settings costs a second or so.
+ */
+export async function startCluster(n: number, extraConf = '', shared?: PgServer): Promise<TestCluster> {
+  const pg = shared ?? (await startPostgres({ fsync: false }));
   let nats: NatsServer | null = null;
   const nodes: ServerProcess[] = [];
   let db = '';
@@ -48,7 +54,7 @@ export async function startCluster(n: number, extraConf = ''): Promise<TestClust
   } catch (e) {
     for (const node of nodes) if (node.running) await node.kill('SIGKILL');
     await nats?.close();
-    await pg.close();
+    if (!shared) await pg.close();
     throw e;
   }
   const natsServer = nats;
@@ -69,7 +75,7 @@ export async function startCluster(n: number, extraConf = ''): Promise<TestClust
     async close() {
       for (const node of nodes) if (node.running) await node.kill('SIGTERM');
       await natsServer.close();
-      await pg.close();
+      if (!shared) await pg.close();
     },
   };
 }

@@ -6,8 +6,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { SwitchboardClient } from '../lib/client';
 import { Server } from '../lib/index';
 import { freePort } from './child-server';
-import { peer, startCluster, type TestCluster } from './cluster-harness';
-import { until } from './helpers';
+import { peer, startCluster, type Peer, type TestCluster } from './cluster-harness';
+import { compileModule, until } from './helpers';
 
 let cluster: TestCluster;
 const clients: SwitchboardClient[] = [];
@@ -253,5 +253,112 @@ describe('a cluster of three nodes', () => {
       Server.start({ configText: `listen = 127.0.0.1:0\nstore = ${cluster.pg.url(cluster.db)}\ncluster = nats://127.0.0.1:${port}\nnode = lonely\n`, log: () => {} }),
     ).rejects.toMatchObject({ code: 'E_CLUSTER_CONNECT' });
     expect(Date.now() - t0).toBeLessThan(10_000);
+  });
+});
+
+/** The node's next answer about `target` on `p`: 'online', 'offline', or a refusal's code. */
+function answer(p: Peer, target: string): Promise<string> {
+  return new Promise<string>((resolve) => {
+    const done = (v: string) => {
+      offPresence();
+      offError();
+      resolve(v);
+    };
+    const offPresence = p.c.on('presence', (e) => e.address === target && done(e.online ? 'online' : 'offline'));
+    const offError = p.c.on('error', (e) => done(e.code));
+  });
+}
+
+/**
+ * Subscribes `p` to `target`'s presence and returns the node's answer;
+ * then lets go of it again (and waits for that answer too, so that it is
+ * not taken for the next one).
+ */
+async function follow(p: Peer, target: string): Promise<string> {
+  const first = answer(p, target);
+  p.c.subscribePresence(target);
+  const v = await first;
+  const last = answer(p, target);
+  p.c.unsubscribePresence(target);
+  await last;
+  return v;
+}
+
+describe('a cluster with presence = contacts and a module that passes messages on', () => {
+  let desk: TestCluster;
+
+  beforeAll(async () => {
+    // Messages to `desk` go to `agent` through the module's mesibo_message.
+    const dir = compileModule({ name: 'notifier', source: 'test/modules/notifier.c' });
+    desk = await startCluster(3, `presence = contacts\nmodule notifier {\n path = ${dir}/mesibo_mod_notifier.so\n notify = agent\n}\n`, cluster.pg);
+  }, 120_000);
+
+  afterAll(async () => {
+    await desk?.close();
+  });
+
+  it('two users who messaged each other are contacts on every node; a user who never did is refused everywhere', async () => {
+    const [alice, bob, carol] = [fresh('alice'), fresh('bob'), fresh('carol')];
+    const [at, bt, ct] = await Promise.all([desk.user(0, alice), desk.user(1, bob), desk.user(2, carol)]);
+    const a = await peer(desk.urls[0], at, clients, 'phone');
+    const b = await peer(desk.urls[1], bt, clients);
+    expect(await follow(b, alice)).toBe('E_PRESENCE_DENIED');
+    await a.c.send(bob, 'hi').sent;
+    await until(() => b.texts().includes('hi'));
+    // Node 1 saw the copy arrive; the other nodes heard the pair from node 0.
+    expect(await follow(b, alice)).toBe('online');
+    const a2 = await peer(desk.urls[2], at, clients, 'laptop');
+    await until(async () => (await follow(a2, bob)) === 'online');
+    const b0 = await peer(desk.urls[0], bt, clients, 'tablet');
+    expect(await follow(b0, alice)).toBe('online');
+    for (let i = 0; i < 3; i++) {
+      const c = await peer(desk.urls[i], ct, clients, `d${i}`);
+      expect(await follow(c, alice)).toBe('E_PRESENCE_DENIED');
+      expect(await follow(c, bob)).toBe('E_PRESENCE_DENIED');
+    }
+  });
+
+  it("a module's mesibo_message reaches a user on another node in order, and one offline everywhere when it logs in on a third", async () => {
+    const alice = fresh('alice');
+    const agent = await desk.user(1, 'agent');
+    const a = await peer(desk.urls[0], await desk.user(0, alice), clients);
+    const g = await peer(desk.urls[1], agent, clients);
+    const sends = [];
+    for (let i = 0; i < 50; i++) sends.push(a.c.send('desk', `n${i}`, { flags: i === 0 ? 1 : 0 }));
+    await Promise.all(sends.map((x) => x.sent));
+    await until(() => g.got.length >= 50).catch((e) => {
+      throw new Error(`${(e as Error).message}: the agent got ${JSON.stringify(g.texts())}`);
+    });
+    expect(g.texts()).toEqual(Array.from({ length: 50 }, (_, i) => `n${i}`));
+    expect(g.got[0]).toMatchObject({ from: alice, to: 'agent', id: sends[0].id });
+    // The notice kept the message's id and flags: the agent's device confirms it to alice's node.
+    await until(() => a.statuses.some((st) => st.id === sends[0].id && st.status === 2));
+    g.c.close();
+    await until(async () => !((await desk.api(0, { op: 'online' })).online as string[]).includes('agent'));
+    for (const t of ['while', 'you', 'were', 'away']) await a.c.send('desk', t).sent;
+    const g2 = await peer(desk.urls[2], agent, clients);
+    await until(() => g2.got.length >= 4).catch((e) => {
+      throw new Error(`${(e as Error).message}: the agent got ${JSON.stringify(g2.texts())}`);
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(g2.texts()).toEqual(['while', 'you', 'were', 'away']);
+  });
+
+  it('a node started after two users talked does not know they are contacts until it sees a message between them', async () => {
+    const [alice, bob] = [fresh('alice'), fresh('bob')];
+    const [at, bt] = await Promise.all([desk.user(0, alice), desk.user(0, bob)]);
+    const a = await peer(desk.urls[0], at, clients);
+    const b = await peer(desk.urls[1], bt, clients);
+    await a.c.send(bob, 'before').sent;
+    await until(() => b.texts().includes('before'));
+    await desk.nodes[2].kill('SIGTERM');
+    await desk.nodes[2].start();
+    const b2 = await peer(desk.urls[2], bt, clients, 'laptop');
+    // The pair was told before node 2 started (docs/cluster.md, a known limit).
+    expect(await follow(b2, alice)).toBe('E_PRESENCE_DENIED');
+    await a.c.send(bob, 'after').sent;
+    await until(() => b2.texts().includes('after'));
+    // Node 2 heard where alice is as it joined (the others announce their users to a new node).
+    expect(await follow(b2, alice)).toBe('online');
   });
 });

@@ -21,6 +21,9 @@
  *   room tells the server when that changes because of another node.
  * - Directory changes made through this node's API reach the other nodes
  *   (broadcast `dir`), which apply them to their caches and sessions.
+ * - Contacts (`presence = contacts`): a pair of users this node saw talk for
+ *   the first time reaches the other nodes (broadcast `talk`); a 1:1 copy
+ *   from another node makes its two ends contacts here too.
  *
  * A node never receives its own publications (the bus's noEcho): the
  * engine has already done locally what a message needed here.
@@ -32,6 +35,7 @@ import { errorText, type Logger } from '../log';
 /** Broadcast channels. */
 const LOC = 'loc';
 const DIR = 'dir';
+const TALK = 'talk';
 
 /** Items on a user's subject. */
 const ITEM_COPY = 1;
@@ -64,6 +68,8 @@ export interface ClusterHooks {
   presence(user: string, online: boolean): void;
   /** Another node changed the directory. */
   directory(change: DirectoryChange): void;
+  /** `a` and `b` messaged each other, as another node saw (presence contacts; not passed on). */
+  talked(a: string, b: string): void;
 }
 
 /**
@@ -104,6 +110,7 @@ export class Cluster {
     this.undo.push(
       bus.onBroadcast(LOC, (item, from) => this.located(item, from)),
       bus.onBroadcast(DIR, (item, from) => this.directoryChanged(item, from)),
+      bus.onBroadcast(TALK, (item, from) => this.heardTalk(item, from)),
       bus.on('nodeUp', () => this.announceAll()),
       bus.on('connected', () => this.announceAll()),
       bus.on('disconnected', () => this.natsLost()),
@@ -177,6 +184,21 @@ export class Cluster {
   }
 
   /**
+   * `a` and `b` became contacts here (their first message since this node
+   * started), for the other nodes. The pairs of one loop turn travel in one
+   * frame; a node that starts later does not hear them (docs/cluster.md).
+   */
+  talked(a: string, b: string): void {
+    const first = this.enc.encode(a);
+    const second = this.enc.encode(b);
+    const out = new Uint8Array(2 + first.length + second.length);
+    new DataView(out.buffer).setUint16(0, first.length);
+    out.set(first, 2);
+    out.set(second, 2 + first.length);
+    this.tell(TALK, out);
+  }
+
+  /**
    * A Forward or ForwardStatus operation of the engine's batch (the delivery
    * room reads them in order). A copy marked afterCommit comes out of the
    * engine only once the commit that stored it is done (router_committed);
@@ -207,6 +229,9 @@ export class Cluster {
         const payload = item.subarray(COPY_HEAD + n);
         e.remoteMessage(e.intern(user), e.intern(sender), fields, payload, stored, Date.now());
         this.hooks.perform();
+        // Also what a node that started after the sender's node recorded
+        // the pair (and so never heard it) learns again.
+        if (fields.groupid === 0) this.hooks.talked(sender, user);
       } else if (item[0] === ITEM_SEEN) {
         if (this.dec.decode(item.subarray(1)) === this.node) this.seen(user, from);
       } else if (item[0] === ITEM_STATUS && item.length >= STATUS_HEAD) {
@@ -364,6 +389,15 @@ export class Cluster {
       return;
     }
     this.hooks.directory(change);
+  }
+
+  private heardTalk(item: Uint8Array, from: string): void {
+    const n = item.length >= 2 ? new DataView(item.buffer, item.byteOffset, item.byteLength).getUint16(0) : -1;
+    if (n < 0 || 2 + n > item.length) {
+      this.logger.event('cluster.error', { node: from, error: `a contact pair of ${item.length} bytes that this node cannot read` });
+      return;
+    }
+    this.hooks.talked(this.dec.decode(item.subarray(2, 2 + n)), this.dec.decode(item.subarray(2 + n)));
   }
 
   private loc(user: string, on: boolean): Uint8Array {

@@ -8,6 +8,10 @@
  *
  * Only existing users can be watched in any mode, so a subscription names
  * at most one of a bounded set of addresses.
+ *
+ * In a cluster, a pair is a fact of the whole cluster: the node that
+ * records it first tells the others (`shared`, the cluster room's `talk`
+ * broadcast), and they record it without passing it on (heard()).
  */
 import type { Directory } from './directory';
 import type { ServerSettings } from './settings';
@@ -20,6 +24,9 @@ const MAX_CONTACT_PAIRS = 1_000_000;
 export class Presence {
   /** "a\0b" with a < b, in the order the pairs were first seen. */
   private readonly talked = new Set<string>();
+
+  /** Told of each pair a message here made contacts for the first time (the cluster room tells the other nodes). */
+  shared: ((a: string, b: string) => void) | null = null;
 
   /**
    * `settings.presence` is read at each check, so a config reload that
@@ -43,14 +50,29 @@ export class Presence {
 
   /** A message went from `a` to `b`: they are contacts from now on. */
   messaged(a: string, b: string): void {
-    if (a === b) return;
+    if (this.record(a, b)) this.shared?.(a, b);
+  }
+
+  /**
+   * Another node recorded that `a` and `b` messaged each other, or this
+   * node received a copy one sent the other: recorded here, not passed on
+   * (the node that routed the message told every node).
+   */
+  heard(a: string, b: string): void {
+    if (this.tracksMessages) this.record(a, b);
+  }
+
+  /** Whether the pair is new. */
+  private record(a: string, b: string): boolean {
+    if (a === b) return false;
     const key = a < b ? `${a}\0${b}` : `${b}\0${a}`;
-    if (this.talked.has(key)) return;
+    if (this.talked.has(key)) return false;
     if (this.talked.size >= MAX_CONTACT_PAIRS) {
       const oldest = this.talked.values().next().value;
       if (oldest !== undefined) this.talked.delete(oldest);
     }
     this.talked.add(key);
+    return true;
   }
 
   /**

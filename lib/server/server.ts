@@ -211,6 +211,7 @@ export class Server {
           whenCommitted: (fn) => this.commit.whenCommitted(fn),
           presence: (user, online) => this.app.publish(`p/${user}`, JSON.stringify({ op: 'presence', from: user, online }), false),
           directory: (change) => this.directoryChanged(change),
+          talked: (a, b) => this.presence.heard(a, b),
         },
         logger,
         settings.durable,
@@ -218,6 +219,8 @@ export class Server {
       this.delivery.cluster = this.cluster;
       this.sessions.cluster = this.cluster;
       this.intake.cluster = this.cluster;
+      const cluster = this.cluster;
+      this.presence.shared = (a, b) => cluster.talked(a, b);
     }
     core.on('message', (m) => this.router.moduleMessage(m));
     core.on('complete', (token, verdict, from) => this.intake.completed(token, verdict, from));
