@@ -170,10 +170,23 @@ export class Delivery {
     this.h.userRemove(name);
   }
 
-  /** The id of a name, added if new (without making it a user). */
+  /**
+   * The id of a name, added if new (without making it a user). Cached: a
+   * name keeps its id for the engine's life, and the cluster room asks for
+   * two per crossing message. The cache is dropped whole past a million
+   * names (it refills from the engine).
+   */
   intern(name: string): number {
-    return this.h.intern(name);
+    let u = this.ids.get(name);
+    if (u === undefined) {
+      u = this.h.intern(name);
+      if (this.ids.size >= 1 << 20) this.ids.clear();
+      this.ids.set(name, u);
+    }
+    return u;
   }
+
+  private readonly ids = new Map<string, number>();
 
   /** The name interned as `user` (cached: an id never changes its name). */
   name(user: number): string {

@@ -97,6 +97,7 @@ export class Cluster {
   private readonly gates = new Map<string, Gate>();
   private readonly undo: (() => void)[] = [];
   private readonly enc = new TextEncoder();
+  private readonly fields = { id: 0, refid: 0, groupid: 0, flags: 0, type: 0, expiry: 0 };
   private readonly dec = new TextDecoder();
 
   constructor(
@@ -223,7 +224,14 @@ export class Cluster {
         // so (ITEM_SEEN); this one waits for that, so that it does not
         // overtake them. (With durability off, nobody stores them: taken.)
         if (!stored && this.durable && this.hold(user, item, from)) return;
-        const fields = { id: v.getUint32(2), refid: v.getUint32(6), groupid: v.getUint32(10), flags: v.getUint32(14), type: v.getUint32(18), expiry: v.getUint32(22) };
+        // One object for every item (the engine reads it during the call).
+        const fields = this.fields;
+        fields.id = v.getUint32(2);
+        fields.refid = v.getUint32(6);
+        fields.groupid = v.getUint32(10);
+        fields.flags = v.getUint32(14);
+        fields.type = v.getUint32(18);
+        fields.expiry = v.getUint32(22);
         const n = v.getUint16(26);
         const sender = this.dec.decode(item.subarray(COPY_HEAD, COPY_HEAD + n));
         const payload = item.subarray(COPY_HEAD + n);
@@ -408,10 +416,29 @@ export class Cluster {
     return out;
   }
 
+  /**
+   * Items are written into one scratch buffer that the next item reuses:
+   * the bus copies an item into its frame before publishUser returns, so a
+   * forwarded copy or status allocates no buffer of its own (a crossing
+   * message makes two).
+   */
+  private scratch = new Uint8Array(4096);
+  private scratchView = new DataView(this.scratch.buffer);
+
+  /** The scratch buffer with room for `n` bytes. */
+  private room(n: number): Uint8Array {
+    if (this.scratch.length < n) {
+      this.scratch = new Uint8Array(Math.max(n, this.scratch.length * 2));
+      this.scratchView = new DataView(this.scratch.buffer);
+    }
+    return this.scratch;
+  }
+
   private copyItem(sender: string, op: StoreOp): Uint8Array {
-    const name = this.enc.encode(sender);
-    const out = new Uint8Array(COPY_HEAD + name.length + op.payload.length);
-    const v = new DataView(out.buffer);
+    // A name of n UTF-16 units is at most 3n bytes of UTF-8.
+    const out = this.room(COPY_HEAD + 3 * sender.length + op.payload.length);
+    const nameLen = this.enc.encodeInto(sender, out.subarray(COPY_HEAD)).written;
+    const v = this.scratchView;
     out[0] = ITEM_COPY;
     out[1] = op.afterCommit ? 1 : 0;
     v.setUint32(2, op.id);
@@ -420,10 +447,9 @@ export class Cluster {
     v.setUint32(14, op.flags);
     v.setUint32(18, op.type);
     v.setUint32(22, op.expiry);
-    v.setUint16(26, name.length);
-    out.set(name, COPY_HEAD);
-    out.set(op.payload, COPY_HEAD + name.length);
-    return out;
+    v.setUint16(26, nameLen);
+    out.set(op.payload, COPY_HEAD + nameLen);
+    return out.subarray(0, COPY_HEAD + nameLen + op.payload.length);
   }
 
   private seenItem(node: string): Uint8Array {
@@ -435,16 +461,15 @@ export class Cluster {
   }
 
   private statusItem(sender: string, id: number, status: number, receiptGid: number): Uint8Array {
-    const name = this.enc.encode(sender);
-    const out = new Uint8Array(STATUS_HEAD + name.length);
-    const v = new DataView(out.buffer);
+    const out = this.room(STATUS_HEAD + 3 * sender.length);
+    const nameLen = this.enc.encodeInto(sender, out.subarray(STATUS_HEAD)).written;
+    const v = this.scratchView;
     out[0] = ITEM_STATUS;
     out[1] = receiptGid < 0 ? 0 : 1;
     v.setUint32(2, id);
     v.setUint32(6, status);
     v.setUint32(10, receiptGid < 0 ? 0 : receiptGid);
-    v.setUint16(14, name.length);
-    out.set(name, STATUS_HEAD);
-    return out;
+    v.setUint16(14, nameLen);
+    return out.subarray(0, STATUS_HEAD + nameLen);
   }
 }
