@@ -375,7 +375,8 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     return info.Env().Undefined();
   }
   Napi::Value BacklogDone(const Napi::CallbackInfo &info) {
-    router_backlog_done(st_->router, Conn(info[0]));
+    router_backlog_done(st_->router, Conn(info[0]), st_->batch);
+    Publish(info.Env(), 0);
     return info.Env().Undefined();
   }
   Napi::Value BacklogRecheck(const Napi::CallbackInfo &info) {

@@ -213,6 +213,34 @@ bool status_to_sender(Router &r, UserId from, UserId to, uint32_t id, uint32_t s
   return lc != kNone;
 }
 
+// The deletes that waited for `u`'s devices to finish their backlogs
+// (DeferredAck), once none is reading.
+void release_deferred_acks(Router &r, UserId u, Batch &b) {
+  if (r.acks_deferred.empty() || r.dir.users[u].pumping) return;
+  size_t keep = 0;
+  for (const DeferredAck &d : r.acks_deferred) {
+    if (d.user != u) {
+      r.acks_deferred[keep++] = d;
+      continue;
+    }
+    mesibo_message_params_t p{};
+    p.id = d.id;
+    push_op(b, STORE_ACK, d.user, d.sender, p, 0);
+    b.commit = std::max(b.commit, int(COMMIT_SOON));
+  }
+  r.acks_deferred.resize(keep);
+}
+
+// Whether a "delivered" from `conn` of `u` must leave the stored copy for
+// another of `u`'s devices that is still reading its backlog.
+bool defer_ack(Router &r, UserId u, ConnId conn, UserId sender, uint32_t id) {
+  const User &usr = r.dir.users[u];
+  uint32_t others = usr.pumping - (conn != kNone && r.dir.conns[conn].pumping ? 1 : 0);
+  if (!others || sender == kNone || r.acks_deferred.size() >= kMaxDeferredAcks) return false;
+  r.acks_deferred.push_back(DeferredAck{u, sender, id});
+  return true;
+}
+
 int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, int out_format, uint64_t now,
                  Batch &b) {
   const mesibo_message_params_t &p = res.params;
@@ -254,7 +282,8 @@ int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
   // With durability off only copies for offline users are stored: a
   // receipt for anything else has no copy to delete.
   if (!confirmed_live && !kept_elsewhere && status == MESIBO_MODULE_MSGSTATUS_DELIVERED &&
-      (r.settings.durable || (conn != kNone && to != kNone && r.dir.conns[conn].stored.erase(Key3{to, 0, id})))) {
+      (r.settings.durable || (conn != kNone && to != kNone && r.dir.conns[conn].stored.erase(Key3{to, 0, id}))) &&
+      !defer_ack(r, from, conn, to, id)) {
     StoreOp &op = push_op(b, STORE_ACK, from, to, p, now);
     op.expires_at = 0;
     if (to == kNone) {
@@ -348,7 +377,13 @@ void router_backlog_sent(Router &r, ConnId c, UserId sender, uint32_t id) {
   r.dir.conns[c].stored.put(Key3{sender, 0, id}, 1);
 }
 
-void router_backlog_done(Router &r, ConnId c) { directory_backlog_done(r.dir, c); }
+
+void router_backlog_done(Router &r, ConnId c, Batch &b) {
+  batch_clear(b);
+  if (c >= r.dir.conns.size() || !r.dir.conns[c].open) return;
+  directory_backlog_done(r.dir, c);
+  release_deferred_acks(r, r.dir.conns[c].user, b);
+}
 
 void router_forward_after_commit(Router &r, Batch &b) {
   StoreOp op = b.ops.back();
@@ -380,6 +415,7 @@ bool router_logout(Router &r, ConnId c, Batch &b) {
   if (c >= r.dir.conns.size() || !r.dir.conns[c].open) return false;
   UserId u = r.dir.conns[c].user;
   bool last = directory_logout(r.dir, c);
+  release_deferred_acks(r, u, b);
   // What this device was sent but did not confirm may be lost with it:
   // store it now, in the order it was sent (another device of the same
   // user that confirms it deletes it).
@@ -783,7 +819,8 @@ void router_remote_status(Router &r, UserId from, UserId to, uint32_t id, uint32
   bool confirmed = status_to_sender(r, from, to, id, status, nullptr, directory_out_format(r.dir), receipt_gid, receipt, b);
   // A copy this node forwarded live and stored when its grace ran out: the
   // recipient's node left the delete to this one (route_status).
-  if (!confirmed && r.settings.durable && status == MESIBO_MODULE_MSGSTATUS_DELIVERED) {
+  if (!confirmed && r.settings.durable && status == MESIBO_MODULE_MSGSTATUS_DELIVERED &&
+      !defer_ack(r, from, kNone, to, id)) {
     mesibo_message_params_t p{};
     p.id = id;
     StoreOp &op = push_op(b, STORE_ACK, from, to, p, now);

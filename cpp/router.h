@@ -234,6 +234,19 @@ struct Waiting {
   uint32_t off, len, off2, len2;
 };
 
+// A "delivered" from one device of `user` for a stored copy while another
+// device of that user was still reading its backlog: the copy's delete
+// waits until none of its devices is reading (router_backlog_done,
+// router_logout), or that device would never find it, since stored copies
+// are per user, not per device.
+struct DeferredAck {
+  UserId user, sender;
+  uint32_t id;
+};
+// At most this many wait; past it a delete goes at once (a backlog reader
+// stuck for that long is the slow-reader case, closed anyway).
+constexpr size_t kMaxDeferredAcks = 1 << 16;
+
 struct Router {
   RouterSettings settings;
   RouterHost host;
@@ -241,6 +254,7 @@ struct Router {
   Receipts receipts;
   Live live;
   Counters counters;
+  std::vector<DeferredAck> acks_deferred;
   std::vector<Waiting> waiting;
   std::string waiting_bytes;
   // The copies WAIT_FORWARD entries hand out (Waiting::off indexes it),
@@ -276,7 +290,7 @@ ConnId router_login(Router &r, UserId u, bool binary);
 // cluster the same copy coming from the node that stored it is not written
 // to `c` again. The pump also owes the connection its statuses (router_owe).
 void router_backlog_sent(Router &r, ConnId c, UserId sender, uint32_t id);
-void router_backlog_done(Router &r, ConnId c);
+void router_backlog_done(Router &r, ConnId c, Batch &b);
 // Whether the pump of `c` must read the store once more before it calls
 // router_backlog_done: a copy another node stored arrived meanwhile
 // (Connection::recheck). Clears the flag.

@@ -239,8 +239,10 @@ export class Delivery {
     this.owed[conn] = Math.min(this.owed[conn] + 2, this.owedCap);
   }
 
+  /** `conn`'s backlog has been sent: live copies go to it from now on. The batch may hold the deletes that waited for it (another device confirmed those copies meanwhile). */
   backlogDone(conn: number): void {
     this.h.backlogDone(conn);
+    this.sync();
   }
 
   /** Whether the backlog pump of `conn` must read the store once more before backlogDone(): another node stored a copy for it meanwhile. */

@@ -191,6 +191,31 @@ describe('two users', () => {
     await until(() => phone.got.length === 1 && laptop.got.length === 1);
   });
 
+  it('a device that logs in while another has a message unconfirmed gets it too, even when the other confirms first', async () => {
+    const s = await start();
+    const alice = await connect(s, await user(s, 'alice'));
+    const bobToken = await user(s, 'bob');
+    const phone = await raw(s, bobToken);
+    await until(() => phone.frames.some((f) => f.op === 'hello'));
+    const sending = alice.c.send('bob', 'only the phone was online');
+    await until(() => phone.frames.some((f) => f.op === 'msg'));
+    const m = phone.frames.find((f) => f.op === 'msg')!;
+    // The laptop comes while the phone has not confirmed; the phone confirms
+    // while the laptop may still be reading its backlog.
+    const laptop = await raw(s, bobToken);
+    phone.ws.send(JSON.stringify({ op: 'status', id: m.id, to: 'alice', status: 2 }));
+    await sending.sent;
+    await until(() => laptop.frames.some((f) => f.op === 'msg' && f.id === sending.id));
+    // The phone's delivered deletes the copy once the laptop's backlog is done.
+    await until(() => s.store.countPending('bob') === 0);
+    // And a device that logs in after that finds nothing (one delivery per user).
+    const tablet = await raw(s, bobToken);
+    await until(() => tablet.frames.some((f) => f.op === 'hello'));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(tablet.frames.filter((f) => f.op === 'msg')).toEqual([]);
+    for (const d of [phone, laptop, tablet]) d.ws.close();
+  });
+
   it('reports an unknown recipient as an invalid destination', async () => {
     const s = await start();
     const alice = await connect(s, await user(s, 'alice'));

@@ -326,6 +326,7 @@ export class Sessions {
       c.backlogDone = true;
       this.delivery.stopBacklogRead(c.uid);
       this.engine.backlogDone(c.id);
+      this.delivery.perform();
       return;
     }
     this.metrics.backlogPages++;
@@ -448,6 +449,16 @@ export class Sessions {
     // A message routed earlier in this loop turn, while this user was
     // offline, is buffered but not committed: the backlog would miss it and
     // the live subscription comes too late for it. Commit it first.
+    // The copies this user's other devices here were sent live and have not
+    // confirmed yet are stored now, so that this device's backlog has them:
+    // once another device confirmed one, nothing would be stored for this
+    // one (stored copies are per user). A confirmation from another device
+    // while this one reads its backlog leaves the stored copy until it is
+    // done (the engine's DeferredAck).
+    if (!first) {
+      this.engine.storeLive(c.uid);
+      this.delivery.perform();
+    }
     if (this.store.pendingWrites) this.commit.now();
     const subscribed = this.cluster?.subscribed(addr);
     if (subscribed) void subscribed.then(() => this.pump(ws));

@@ -56,7 +56,7 @@ struct Fixture {
 
   ConnId online(UserId u, bool binary = false) {
     ConnId c = sb::router_login(r, u, binary);
-    sb::router_backlog_done(r, c);
+    sb::router_backlog_done(r, c, b);
     return c;
   }
 
@@ -494,7 +494,7 @@ TEST("durable off: delivered deletes a stored copy only when the backlog sent it
   UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
   ConnId bb = sb::router_login(f.r, bob, false);
   sb::router_backlog_sent(f.r, bb, alice, 11);
-  sb::router_backlog_done(f.r, bb);
+  sb::router_backlog_done(f.r, bb, f.b);
   f.send(bob, bb, R"({"op":"status","id":12,"to":"alice","status":2})");
   CHECK_EQ(f.b.ops.size(), size_t(0));
   f.send(bob, bb, R"({"op":"status","id":11,"to":"alice","status":2})");
@@ -651,8 +651,55 @@ TEST("cluster: a forwarded copy is written to the recipient's devices here; one 
   CHECK(sb::router_backlog_recheck(f.r, pumping));
   CHECK(!sb::router_backlog_recheck(f.r, pumping));  // cleared
   CHECK(!sb::router_backlog_recheck(f.r, bb));
-  // bob's delivered deletes the copy the other node stored (durability on: no live copy here).
+  // bob's delivered deletes the copy the other node stored (durability on:
+  // no live copy here), once his other device has read its backlog.
   CHECK_EQ(f.send(bob, bb, R"({"op":"status","id":11,"to":"alice","status":2})"), 2);
+  CHECK_EQ(f.b.ops.size(), size_t(0));
+  sb::router_backlog_done(f.r, pumping, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ACK);
+}
+
+TEST("multi-device: a delivered from one device while another reads its backlog leaves the stored copy until it is done") {
+  Fixture f;
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId aa = f.online(alice);
+  ConnId b1 = f.online(bob);
+  ConnId b2 = sb::router_login(f.r, bob, false);  // reading its backlog
+  // With a device of bob's reading its backlog, the copy is stored, and
+  // written to b1 once committed.
+  CHECK_EQ(f.send(alice, aa, R"({"op":"msg","id":21,"to":"bob","data":"one"})"), 1);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
+  sb::router_committed(f.r, sb::router_commit_begin(f.r), f.b);
+  CHECK(!f.b.writes.empty());
+  CHECK_EQ(f.b.writes[0].conn, b1);
+  // b1 confirms: the copy stays stored for b2.
+  CHECK_EQ(f.send(bob, b1, R"({"op":"status","id":21,"to":"alice","status":2})"), 2);
+  CHECK_EQ(f.b.ops.size(), size_t(0));
+  // b2's backlog is done: the delete goes now.
+  sb::router_backlog_done(f.r, b2, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ACK);
+  CHECK_EQ(f.b.ops[0].recipient, bob);
+  CHECK_EQ(f.b.ops[0].sender, alice);
+  CHECK_EQ(f.b.ops[0].id, 21u);
+  CHECK(f.b.commit != sb::COMMIT_NONE);
+
+  // A device that leaves while reading its backlog releases them too.
+  ConnId b3 = sb::router_login(f.r, bob, false);
+  CHECK_EQ(f.send(alice, aa, R"({"op":"msg","id":22,"to":"bob","data":"two"})"), 1);
+  CHECK_EQ(f.send(bob, b1, R"({"op":"status","id":22,"to":"alice","status":2})"), 2);
+  CHECK_EQ(f.b.ops.size(), size_t(0));
+  sb::router_logout(f.r, b3, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ACK);
+  CHECK_EQ(f.b.ops[0].id, 22u);
+
+  // The reading device's own delivered (for a backlog copy) deletes at once:
+  // no other device of bob's is reading.
+  ConnId b4 = sb::router_login(f.r, bob, false);
+  CHECK_EQ(f.send(bob, b4, R"({"op":"status","id":21,"to":"alice","status":2})"), 2);
   CHECK_EQ(f.b.ops.size(), size_t(1));
   CHECK_EQ(f.b.ops[0].kind, sb::STORE_ACK);
 }
@@ -725,7 +772,7 @@ TEST("cluster: every stored copy is also handed out after its commit; a device t
   UserId alice2 = sb::router_user_add(g.r, "alice"), bob2 = sb::router_user_add(g.r, "bob");
   ConnId bb = sb::router_login(g.r, bob2, false);
   sb::router_backlog_sent(g.r, bb, alice2, 31);
-  sb::router_backlog_done(g.r, bb);
+  sb::router_backlog_done(g.r, bb, g.b);
   mesibo_message_params_t p{};
   p.id = 31;
   CHECK(!sb::router_remote_message(g.r, bob2, alice2, p, "s", 1, true, 1000, g.b));
