@@ -13,16 +13,7 @@
 import { SwitchboardError } from '../errors';
 import { FRAME_VERSION, frameOverhead, type FrameKind } from './frame';
 
-/**
- * A frame being written: the header, then each item as it is added (a copy,
- * so the caller may reuse its buffer). Written in a staging buffer the
- * outbox reuses; the frames of one flush are then copied into one new
- * buffer, which is what NATS gets (the nats client keeps a reference to
- * what it is given until it writes it, so a staging buffer cannot be
- * handed over). One allocation per loop turn instead of one per user
- * per turn: each was a calloc of an ArrayBuffer, measured at about 5 %
- * of a node's CPU with every message crossing.
- */
+/** A frame being written: the header, then each item as it is added (a copy, so the caller may reuse its buffer). */
 interface Batch {
   kind: FrameKind;
   buf: Uint8Array;
@@ -31,17 +22,11 @@ interface Batch {
   count: number;
 }
 
-/** A closed frame: still in its staging batch until the next flush or drop copies it out (then `data`). */
 interface Ready {
   subject: string;
-  data: Uint8Array | null;
-  staged: Batch | null;
+  data: Uint8Array;
   items: number;
 }
-
-/** Staging buffers kept for reuse, and the largest size kept. */
-const POOL_MAX = 256;
-const POOL_MAX_BYTES = 16 * 1024;
 
 export interface OutboxOptions {
   /** Bytes held at most while NATS is unreachable (frames and their headers). */
@@ -52,7 +37,6 @@ export interface OutboxOptions {
 
 export class Outbox {
   private readonly open = new Map<string, Batch>();
-  private readonly pool: Batch[] = [];
   private ready: Ready[] = [];
   private readyHead = 0;
   /** Bytes in open batches and ready frames. */
@@ -129,14 +113,12 @@ export class Outbox {
   /** Closes this turn's batches and, while flowing, hands everything ready to NATS in order. */
   flush(): void {
     for (const [subject, b] of this.open) this.close(subject, b);
-    this.materialize();
     if (!this.flowingNow) return;
     while (this.readyHead < this.ready.length) {
       const r = this.ready[this.readyHead];
-      const data = r.data as Uint8Array;
-      if (!this.send(r.subject, data)) break;
+      if (!this.send(r.subject, r.data)) break;
       this.ready[this.readyHead++] = undefined as unknown as Ready;
-      this.bytes -= data.length;
+      this.bytes -= r.data.length;
     }
     if (this.readyHead === this.ready.length) {
       this.ready = [];
@@ -158,7 +140,6 @@ export class Outbox {
   /** The bus closes: forgets what is still held; returns how many items that was. */
   drop(): number {
     for (const [subject, b] of this.open) this.close(subject, b);
-    this.materialize();
     let items = 0;
     for (let i = this.readyHead; i < this.ready.length; i++) items += this.ready[i].items;
     this.ready = [];
@@ -174,17 +155,8 @@ export class Outbox {
 
   private start(kind: FrameKind, first: number): Batch {
     const header = frameOverhead(this.origin.length, 0);
-    let b = this.pool.pop();
-    if (b && b.buf.length < header + first) b = undefined;
-    if (b) {
-      b.kind = kind;
-      b.bytes = header;
-      b.count = 0;
-    } else {
-      const buf = new Uint8Array(Math.max(1024, header + first));
-      b = { kind, buf, view: new DataView(buf.buffer), bytes: header, count: 0 };
-    }
-    const buf = b.buf;
+    const buf = new Uint8Array(Math.max(1024, header + first));
+    const b = { kind, buf, view: new DataView(buf.buffer), bytes: header, count: 0 };
     buf[0] = FRAME_VERSION;
     buf[1] = kind;
     buf[2] = this.origin.length;
@@ -202,28 +174,7 @@ export class Outbox {
   private close(subject: string, b: Batch): void {
     this.open.delete(subject);
     b.view.setUint32(3 + this.origin.length, b.count);
-    this.ready.push({ subject, data: null, staged: b, items: b.count });
-    this.staged += b.bytes;
-  }
-
-  /** Bytes of closed frames still in staging batches. */
-  private staged = 0;
-
-  /** Copies the closed frames out of their staging batches into one buffer, and takes the batches back for reuse. */
-  private materialize(): void {
-    if (this.staged === 0) return;
-    const all = new Uint8Array(this.staged);
-    let at = 0;
-    for (let i = this.ready.length - 1; i >= this.readyHead; i--) {
-      const r = this.ready[i];
-      const b = r.staged;
-      if (!b) break; // everything before it was copied out by an earlier call
-      all.set(b.buf.subarray(0, b.bytes), at);
-      r.data = all.subarray(at, at + b.bytes);
-      r.staged = null;
-      at += b.bytes;
-      if (this.pool.length < POOL_MAX && b.buf.length <= POOL_MAX_BYTES) this.pool.push(b);
-    }
-    this.staged = 0;
+    // A frame that waits for NATS keeps only its own bytes, not the batch's spare room.
+    this.ready.push({ subject, data: this.flowingNow ? b.buf.subarray(0, b.bytes) : b.buf.slice(0, b.bytes), items: b.count });
   }
 }
