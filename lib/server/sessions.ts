@@ -446,9 +446,6 @@ export class Sessions {
       this.cluster?.arrived(addr);
       if (!elsewhere) this.app.publish(`p/${addr}`, JSON.stringify({ op: 'presence', from: addr, online: true }), false);
     }
-    // A message routed earlier in this loop turn, while this user was
-    // offline, is buffered but not committed: the backlog would miss it and
-    // the live subscription comes too late for it. Commit it first.
     // The copies this user's other devices here were sent live and have not
     // confirmed yet are stored now, so that this device's backlog has them:
     // once another device confirmed one, nothing would be stored for this
@@ -459,6 +456,10 @@ export class Sessions {
       this.engine.storeLive(c.uid);
       this.delivery.perform();
     }
+    // A message routed earlier in this loop turn, while this user was
+    // offline, is buffered but not committed: the backlog would miss it and
+    // the live subscription comes too late for it. Commit it first (and
+    // the live copies just stored).
     if (this.store.pendingWrites) this.commit.now();
     const subscribed = this.cluster?.subscribed(addr);
     if (subscribed) void subscribed.then(() => this.pump(ws));
