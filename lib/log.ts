@@ -38,6 +38,8 @@ export const EVENTS = {
   'cluster.disconnected': { level: 0, severity: 'warn' },
   /** Another node of the cluster stopped beating: its users are taken as gone from it. */
   'cluster.node_down': { level: 0, severity: 'warn' },
+  /** A node that knew this one said hello again (it took this node for gone, or lost NATS): this node told it its users again. */
+  'cluster.node_rejoined': { level: 0, severity: 'warn' },
   /** The command line's stop after SIGTERM/SIGINT failed (it then exits 1). */
   'server.stop_failed': { level: 0, severity: 'error' },
   /** A config reload (SIGHUP, API op reload) refused the config: the server runs on as before. */

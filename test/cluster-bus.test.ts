@@ -48,6 +48,7 @@ async function node(nats: NatsServer, name: string, extra: Partial<BusOptions> =
   const errors: SwitchboardError[] = [];
   bus.on('nodeUp', (n) => events.push(`up ${n}`));
   bus.on('nodeDown', (n, why) => events.push(`down ${n} ${why}`));
+  bus.on('nodeRejoined', (n) => events.push(`rejoined ${n}`));
   bus.on('connected', () => events.push('connected'));
   bus.on('disconnected', () => events.push('disconnected'));
   bus.on('error', (e) => errors.push(e));
@@ -415,6 +416,31 @@ describe('the cluster bus on a real nats-server', () => {
     for (const n of [a, b, c]) expect(n.events).toEqual([]);
   });
 
+  it('asks a node it took for gone, alive all along (its beats came late), to tell it again what it tells new nodes; and no one else', async () => {
+    for (const n of [a, b, c]) n.events.length = 0;
+    const heard = new Map<string, string[]>([a, b, c].map((n) => [n.bus.node, []]));
+    const offs = [a, b, c].map((n) => n.bus.onBroadcast('announce', (item, from) => heard.get(n.bus.node)!.push(`${from}: ${str(item)}`)));
+    // As the server's cluster room: a node announces its users to a new node and to one that asks again.
+    const slow = await node(nats, 'node-slow', { heartbeat: 2500, join: false });
+    const announce = () => slow.bus.broadcast('announce', text('users of node-slow'));
+    const offSlow = [slow.bus.on('nodeUp', announce), slow.bus.on('nodeRejoined', announce)];
+    slow.bus.join();
+    await until(() => [a, b, c].every((n) => n.bus.nodes.includes('node-slow') && heard.get(n.bus.node)!.length > 0));
+    // Its beats come every 2.5 s, past the others' 1 s timeout: they drop it
+    // (with what it told them), then hear its next beat, not a hello.
+    await until(() => [a, b, c].every((n) => n.events.includes('down node-slow timeout') && n.bus.nodes.includes('node-slow')), 6000);
+    await until(() => [a, b, c].every((n) => heard.get(n.bus.node)!.length >= 2), 3000);
+    for (const n of [a, b, c]) expect(heard.get(n.bus.node)!.slice(0, 2)).toEqual(['node-slow: users of node-slow', 'node-slow: users of node-slow']);
+    // Each of them asked node-slow alone; the answers to its own hello at the start asked nothing.
+    expect(slow.events.filter((e) => e.startsWith('rejoined')).sort()).toEqual(['rejoined node-a', 'rejoined node-b', 'rejoined node-c']);
+    for (const n of [a, b, c]) expect(n.events.filter((e) => e.startsWith('rejoined'))).toEqual([]);
+    // It never took them for gone: its own ticks were on time.
+    expect(slow.events.filter((e) => e.startsWith('down'))).toEqual([]);
+    for (const off of [...offs, ...offSlow]) off();
+    await slow.bus.close();
+    await until(() => [a, b, c].every((n) => !n.bus.nodes.includes('node-slow')));
+  });
+
   it('notices a node that restarts under the same name before it timed out', async () => {
     const watch = await node(nats, 'node-watch', { nodeTimeout: 10_000 });
     const first = await childNode(nats, 'node-r');
@@ -434,6 +460,11 @@ describe('the cluster bus on a real nats-server', () => {
     await until(() => [one, two].every((n) => n.errors.some((e) => e.code === 'E_CLUSTER_DUPLICATE_NODE')));
     await one.bus.close();
     await two.bus.close();
+    // Their goodbyes reach the others before the answer to a flush they make
+    // after (one NATS server keeps that order): no late event of theirs
+    // lands in the next test.
+    for (const n of [a, b, c]) await n.bus.flush();
+    for (const n of [a, b, c]) expect(n.bus.nodes).not.toContain('node-twin');
   });
 
   it('survives a NATS restart: held publishes are delivered in order, subscriptions come back, nobody is declared gone', async () => {

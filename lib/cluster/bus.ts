@@ -65,6 +65,14 @@ export interface BusEvents {
   disconnected: (server: string) => void;
   nodeUp: (node: string) => void;
   nodeDown: (node: string, reason: NodeGone) => void;
+  /**
+   * A node this one knew, same incarnation, said hello again: it had taken
+   * this node for gone (its beats came late) or was away from NATS, and
+   * what this node told it on the broadcast channels since it last heard it
+   * may be lost there. Whoever tells a new node something at nodeUp tells
+   * this one again.
+   */
+  nodeRejoined: (node: string) => void;
   /** Something to log: a frame that could not be read, a handler that threw, an error NATS reported. */
   error: (err: SwitchboardError) => void;
 }
@@ -116,7 +124,7 @@ export class ClusterBus {
   private readonly incarnation = randomBytes(8);
   private readonly membership: Membership;
   private readonly outbox: Outbox;
-  private readonly listeners: Listeners = { connected: new Set(), disconnected: new Set(), nodeUp: new Set(), nodeDown: new Set(), error: new Set() };
+  private readonly listeners: Listeners = { connected: new Set(), disconnected: new Set(), nodeUp: new Set(), nodeDown: new Set(), nodeRejoined: new Set(), error: new Set() };
   private readonly users = new Map<string, Counted>();
   private readonly channels = new Map<string, Channel>();
   private requestHandler: RequestHandler | null = null;
@@ -124,6 +132,8 @@ export class ClusterBus {
   private closed = false;
   /** Said hello: beats go out (BusOptions.join). */
   private joined = false;
+  /** When this node last said hello: the plain beats answering it make nodes known, and ask for nothing more. */
+  private lastHello = -Infinity;
   private server: string;
   private readonly heartbeat: number;
   private readonly heartbeatTimer: NodeJS.Timeout;
@@ -182,7 +192,8 @@ export class ClusterBus {
     this.outbox = new Outbox(this.origin, { limit: opts.bufferLimit ?? 8 * 1024 * 1024, maxBatch: 64 * 1024 }, this.sendReady);
     this.outbox.setMaxPayload(nc.info?.max_payload ?? 1024 * 1024);
     nc.subscribe(subjects.members, { callback: (err, msg) => this.received(err, msg, this.memberFrame) });
-    nc.subscribe(subjects.node(opts.node), { callback: (err, msg) => this.received(err, msg, (f) => this.requestFrame(f, msg)) });
+    // A hello sent to this node alone comes here too (ask()).
+    nc.subscribe(subjects.node(opts.node), { callback: (err, msg) => this.received(err, msg, (f) => (f.kind === FrameKind.Beat ? this.memberFrame(f) : this.requestFrame(f, msg))) });
     void this.watchStatus();
     this.outbox.resume();
     if (opts.join !== false) this.join();
@@ -426,7 +437,14 @@ export class ClusterBus {
 
   private beat(hello: boolean): void {
     if (!this.connected || this.closed || !this.joined) return;
+    if (hello) this.lastHello = Date.now();
     this.send(this.subjects.members, encodeFrame(FrameKind.Beat, this.origin, [this.incarnation, hello ? HELLO : NOT_HELLO]));
+  }
+
+  /** A hello to `node` alone, on its own subject: it answers, and tells this node again what it tells new nodes (nodeRejoined). */
+  private ask(node: string): void {
+    if (!this.connected || this.closed || !this.joined) return;
+    this.send(this.subjects.node(node), encodeFrame(FrameKind.Beat, this.origin, [this.incarnation, HELLO]));
   }
 
   private readonly tick = (): void => {
@@ -560,8 +578,23 @@ export class ClusterBus {
       }
       return;
     }
-    this.apply(this.membership.heard(f.origin, incarnation, Date.now()));
-    if (f.items[1][0] === 1) this.beat(false);
+    const now = Date.now();
+    const changes = this.membership.heard(f.origin, incarnation, now);
+    this.apply(changes);
+    if (f.items[1][0] === 1) {
+      this.beat(false);
+      if (changes.length === 0) this.emit('nodeRejoined', f.origin);
+    } else if (changes.length === 1 && now - this.lastHello > this.heartbeat) {
+      // A node heard for the first time without its hello, and not as an
+      // answer to this node's own: this node took it for gone (its beats
+      // came late) and dropped what it had told this node (its users). It
+      // never took this node for gone, so it would not tell it again
+      // unasked (nodeRejoined there). A restart (another incarnation) asks
+      // nothing: that node kept nothing of what it had told, and its first
+      // beats went to a node that was away from NATS, whose own hello at
+      // reconnecting asks the others.
+      this.ask(f.origin);
+    }
     if (this.awaiting?.delete(f.origin) && this.awaiting.size === 0) this.resume();
   };
 

@@ -9,7 +9,8 @@
  *   the last one gone unsubscribes and tells them. Each node counts, per
  *   user, the other nodes that have it and gives the engine that count
  *   (setRemote). A node that goes down (the bus's membership) takes its
- *   users with it; a node that comes up, or this node back on NATS after an
+ *   users with it; a node that comes up, one that took this node for gone
+ *   and asks again (nodeRejoined), or this node back on NATS after an
  *   outage, hears this node's users again.
  * - Copies and statuses. The engine's Forward operations are published to
  *   the recipient's subject as they come: a copy stored first comes out of
@@ -113,6 +114,8 @@ export class Cluster {
       bus.onBroadcast(DIR, (item, from) => this.directoryChanged(item, from)),
       bus.onBroadcast(TALK, (item, from) => this.heardTalk(item, from)),
       bus.on('nodeUp', () => this.announceAll()),
+      // It may have dropped this node's users (it took this node for gone) or missed a loc.
+      bus.on('nodeRejoined', () => this.announceAll()),
       bus.on('connected', () => this.announceAll()),
       bus.on('disconnected', () => this.natsLost()),
       bus.on('nodeDown', (node) => this.nodeGone(node)),

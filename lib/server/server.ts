@@ -715,6 +715,7 @@ function watchBus(bus: ClusterBus, logger: Logger): void {
   bus.on('disconnected', (server) => logger.event('cluster.disconnected', { node: bus.node, server }));
   bus.on('nodeUp', (node) => logger.event('cluster.node_up', { node }));
   bus.on('nodeDown', (node, reason) => logger.event('cluster.node_down', { node, reason }));
+  bus.on('nodeRejoined', (node) => logger.event('cluster.node_rejoined', { node }));
   bus.on('error', (e) => logger.event('cluster.error', { node: bus.node, code: e.code, error: e.message }));
 }
 
