@@ -120,6 +120,11 @@ export class ServerProcess {
     return this.child !== null;
   }
 
+  /** Sends `signal` to the running server and returns at once (SIGSTOP and SIGCONT: a node that stalls). */
+  signal(signal: NodeJS.Signals): void {
+    this.child!.kill(signal);
+  }
+
   /** Sends `signal` and waits for the process to end. */
   async kill(signal: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
     const child = this.child!;

@@ -246,6 +246,31 @@ describe('a cluster of three nodes', () => {
     await until(() => a0.statuses.some((s) => s.id === sent.id && s.status === 2) && a1.statuses.some((s) => s.id === sent.id && s.status === 2));
   });
 
+  it('a node that stalls past the node timeout is taken for gone and back: its users are online elsewhere again, and get transient messages', async () => {
+    const alice = fresh('alice');
+    const bob = fresh('bob');
+    const a = await peer(cluster.urls[0], await cluster.user(0, alice), clients);
+    const b = await peer(cluster.urls[1], await cluster.user(0, bob), clients);
+    const online0 = async () => ((await cluster.api(0, { op: 'online' })).online as string[]).includes(bob);
+    const nodes0 = async () => ((await (await fetch(`http://127.0.0.1:${cluster.nodes[0].port}/health`)).json()) as { cluster: { nodes: string[] } }).cluster.nodes;
+    await until(online0);
+    // Its beats stop for longer than the node timeout (3 s) and a heartbeat:
+    // the others drop it with its users. Its own ticks come late when it
+    // runs again, so it takes nobody for gone, and its sockets stay open.
+    cluster.nodes[1].signal('SIGSTOP');
+    try {
+      await until(async () => !(await nodes0()).includes('n1'), 10_000);
+      expect(await online0()).toBe(false);
+    } finally {
+      cluster.nodes[1].signal('SIGCONT');
+    }
+    // Node 0 hears its next beat, not a hello, and asks it for its users.
+    await until(async () => (await nodes0()).includes('n1'));
+    await until(online0, 5000);
+    await expect(a.c.send(bob, 'after the stall', { flags: 4 }).sent).resolves.toBe(1);
+    await until(() => b.texts().includes('after the stall'));
+  });
+
   it('a node that cannot reach NATS at start stops with E_CLUSTER_CONNECT, at once', async () => {
     const port = await freePort();
     const t0 = Date.now();
