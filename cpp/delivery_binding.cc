@@ -374,6 +374,7 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     router_backlog_sent(st_->router, Conn(info[0]), U32(info[1]), U32(info[2]));
     return info.Env().Undefined();
   }
+  // backlogDone(conn): what waited for the backlog (statuses, transient copies) is in the batch.
   Napi::Value BacklogDone(const Napi::CallbackInfo &info) {
     router_backlog_done(st_->router, Conn(info[0]), st_->batch);
     Publish(info.Env(), 0);

@@ -76,8 +76,8 @@ void place(std::string &arena, const Frames &f, Placed &p) {
   p.len2 = static_cast<uint32_t>(f.bin_len);
 }
 
-void publish_placed(Router &r, UserId u, const Placed &p, bool delivery, Batch &b) {
-  router_publish(r, u, p.off, p.len, p.off2, p.len2, delivery, b);
+void publish_placed(Router &r, UserId u, const Placed &p, bool delivery, Batch &b, bool unstored = false) {
+  router_publish(r, u, p.off, p.len, p.off2, p.len2, delivery, b, unstored);
 }
 
 void hold(Router &r, UserId u, const Placed &p, Batch &b) {
@@ -383,6 +383,27 @@ void router_backlog_done(Router &r, ConnId c, Batch &b) {
   if (c >= r.dir.conns.size() || !r.dir.conns[c].open) return;
   directory_backlog_done(r.dir, c);
   release_deferred_acks(r, r.dir.conns[c].user, b);
+  if (r.after_backlog.empty()) return;
+  const Connection &conn = r.dir.conns[c];
+  size_t keep = 0;
+  for (AfterBacklog &a : r.after_backlog) {
+    if (a.conn != c) {
+      if (&r.after_backlog[keep] != &a) r.after_backlog[keep] = std::move(a);
+      ++keep;
+      continue;
+    }
+    // One for an earlier connection with this id is dropped (router_logout drops them too).
+    if (a.gen != conn.gen) continue;
+    if (a.delivery) router_owe(r, c);
+    b.writes.push_back(Write{c, put_bytes(b.bytes, a.bytes.data(), a.bytes.size()), static_cast<uint32_t>(a.bytes.size()),
+                             a.binary, a.delivery});
+  }
+  r.after_backlog.resize(keep);
+}
+
+void router_backlog_done(Router &r, ConnId c) {
+  Batch b;
+  router_backlog_done(r, c, b);
 }
 
 void router_forward_after_commit(Router &r, Batch &b) {
@@ -414,6 +435,10 @@ bool router_logout(Router &r, ConnId c, Batch &b) {
   batch_clear(b);
   if (c >= r.dir.conns.size() || !r.dir.conns[c].open) return false;
   UserId u = r.dir.conns[c].user;
+  if (!r.after_backlog.empty())
+    r.after_backlog.erase(std::remove_if(r.after_backlog.begin(), r.after_backlog.end(),
+                                         [c](const AfterBacklog &a) { return a.conn == c; }),
+                          r.after_backlog.end());
   bool last = directory_logout(r.dir, c);
   release_deferred_acks(r, u, b);
   // What this device was sent but did not confirm may be lost with it:
@@ -493,11 +518,21 @@ void router_inbox_added(Router &r, UserId u, size_t bytes) {
 }
 
 void router_publish(Router &r, UserId u, uint32_t json_off, uint32_t json_len, uint32_t bin_off, uint32_t bin_len,
-                    bool delivery, Batch &b) {
+                    bool delivery, Batch &b, bool unstored) {
   for (ConnId c = r.dir.users[u].first; c != kNone; c = r.dir.conns[c].next) {
     const Connection &conn = r.dir.conns[c];
-    if (conn.pumping) continue;
     if (conn.binary ? !bin_len : !json_len) continue;
+    if (conn.pumping) {
+      // A stored copy comes with the backlog; what no store keeps would be
+      // lost to a device that has just logged in (in a cluster its backlog
+      // read waits for NATS and the store, long enough for a receipt or a
+      // transient message to come).
+      if ((!delivery || unstored) && r.after_backlog.size() < kMaxAfterBacklog) {
+        uint32_t off = conn.binary ? bin_off : json_off, len = conn.binary ? bin_len : json_len;
+        r.after_backlog.push_back(AfterBacklog{c, conn.gen, uint8_t(conn.binary), uint8_t(delivery), b.bytes.substr(off, len)});
+      }
+      continue;
+    }
     // A message written may be answered with a delivered and a read status
     // that the rate limit does not count; a status is not answered, and a
     // device still sent its backlog gets the message (and owes) from it.
@@ -632,7 +667,7 @@ int router_route(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
           ++r.counters.delivered;
           if (!held) {
             place(b.bytes, frames, now_frames);
-            publish_placed(r, rc, now_frames, true, b);
+            publish_placed(r, rc, now_frames, true, b, transient(flags));
           } else {
             place(r.waiting_bytes, frames, held_frames);
             hold(r, rc, held_frames, b);
@@ -705,7 +740,7 @@ bool router_deliver_copy(Router &r, UserId rc, UserId from, const mesibo_message
       hold(r, rc, pl, b);
     } else {
       place(b.bytes, f, pl);
-      publish_placed(r, rc, pl, true, b);
+      publish_placed(r, rc, pl, true, b, transient(flags));
     }
   }
   if (flags & kReceiptFlags && (on || !transient(flags) || usr.remote))
@@ -766,12 +801,13 @@ bool router_remote_message(Router &r, UserId rc, UserId from, const mesibo_messa
   // (STORE_FORWARD_STATUS.receipt).
   if (flags & kReceiptFlags && (usr.conns || !transient(flags)))
     receipts_track(r.receipts, from, rc, static_cast<uint32_t>(p.id), flags, static_cast<uint32_t>(p.groupid));
-  if (usr.conns > usr.pumping) {
+  // A transient copy is for devices still sent their backlog too (after it): no store keeps it.
+  if (usr.conns > usr.pumping || (usr.conns && transient(flags))) {
     Frames f = copy_frames(r, rc, from, p, payload, len);
     Placed pl;
     place(b.bytes, f, pl);
     size_t before = b.writes.size();
-    publish_placed(r, rc, pl, true, b);
+    publish_placed(r, rc, pl, true, b, transient(flags));
     // A stored copy its backlog already gave a device is not written again.
     if (stored) {
       Key3 key{from, 0, static_cast<uint32_t>(p.id)};

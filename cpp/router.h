@@ -246,6 +246,17 @@ struct DeferredAck {
 // At most this many wait; past it a delete goes at once (a backlog reader
 // stuck for that long is the slow-reader case, closed anyway).
 constexpr size_t kMaxDeferredAcks = 1 << 16;
+// A write for a connection still sent its backlog that the backlog does
+// not carry (a status, a receipt, a transient copy): written right after
+// its backlog (router_backlog_done), in the order made.
+struct AfterBacklog {
+  ConnId conn;
+  uint32_t gen;
+  uint8_t binary, delivery;
+  std::string bytes;
+};
+// At most this many wait at once; past it they are dropped, as before there was a wait.
+constexpr size_t kMaxAfterBacklog = 65536;
 
 struct Router {
   RouterSettings settings;
@@ -262,6 +273,7 @@ struct Router {
   std::vector<StoreOp> held_forwards;
   uint64_t epoch = 1;  // the open epoch: what is queued now
   size_t acks_waiting = 0, receipts_waiting = 0;
+  std::vector<AfterBacklog> after_backlog;
   bool stopped = false;
   // Scratch, reused.
   std::vector<std::string> names_scratch;
@@ -290,7 +302,12 @@ ConnId router_login(Router &r, UserId u, bool binary);
 // cluster the same copy coming from the node that stored it is not written
 // to `c` again. The pump also owes the connection its statuses (router_owe).
 void router_backlog_sent(Router &r, ConnId c, UserId sender, uint32_t id);
+// The backlog of `c` is sent: live writes go to it from now on, and the
+// batch holds what waited for it (AfterBacklog, and the deletes of
+// DeferredAck). Clears `b`.
 void router_backlog_done(Router &r, ConnId c, Batch &b);
+// The same where nothing is written to connections (the native bench): what waited is dropped.
+void router_backlog_done(Router &r, ConnId c);
 // Whether the pump of `c` must read the store once more before it calls
 // router_backlog_done: a copy another node stored arrived meanwhile
 // (Connection::recheck). Clears the flag.
@@ -416,9 +433,11 @@ size_t router_live_count(const Router &r);
 
 // Writes frames already in b.bytes to every connection of `u` that is done
 // with its backlog, each in its form (a form with len 0 is skipped); for a
-// `delivery` (a message), router_owe for each connection written to.
+// `delivery` (a message), router_owe for each connection written to. A
+// connection still sent its backlog gets a status, or a copy that is
+// `unstored` (transient: its backlog cannot have it), after its backlog.
 void router_publish(Router &r, UserId u, uint32_t json_off, uint32_t json_len, uint32_t bin_off, uint32_t bin_len,
-                    bool delivery, Batch &b);
+                    bool delivery, Batch &b, bool unstored = false);
 void router_queue_waiting(Router &r, Waiting w, Batch &b);
 // After an STORE_ENQUEUE was pushed: in a cluster, the same copy handed out
 // after its commit (RouterSettings::cluster).

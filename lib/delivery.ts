@@ -239,7 +239,7 @@ export class Delivery {
     this.owed[conn] = Math.min(this.owed[conn] + 2, this.owedCap);
   }
 
-  /** `conn`'s backlog has been sent: live copies go to it from now on. The batch may hold the deletes that waited for it (another device confirmed those copies meanwhile). */
+  /** `conn`'s backlog has been sent: live copies go to it from now on. The batch writes what waited for it (statuses and transient copies, which no backlog carries) and may hold the deletes that waited for it (another device confirmed those copies meanwhile). */
   backlogDone(conn: number): void {
     this.h.backlogDone(conn);
     this.sync();

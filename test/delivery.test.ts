@@ -430,6 +430,73 @@ describe('one call per frame', () => {
   });
 });
 
+describe('a device still reading its backlog', () => {
+  it('gets the statuses and transient copies that came meanwhile right after its backlog, in order; stored copies come with the backlog', () => {
+    const { d, user, online, send, writes, commit } = setup();
+    const alice = user('alice'), bob = user('bob');
+    const a = online(alice);
+    const pb = d.login(bob, false);
+    // Now or never: bob is online, but his device is still sent its backlog.
+    expect(send(alice, a, { op: 'msg', id: 1, to: 'bob', flags: 4, data: 'now' })).toBe(1);
+    expect(writes()).toEqual([[a, status(1, 'bob', 1)]]);
+    // Stored: the backlog brings it.
+    send(alice, a, { op: 'msg', id: 2, to: 'bob', data: 'kept' });
+    expect(writes()).toEqual([]);
+    commit();
+    expect(writes()).toEqual([[a, status(2, 'bob', 1)]]);
+    // bob's own message, confirmed by alice: his "sent" goes at once, the receipt after his backlog.
+    send(bob, pb, { op: 'msg', id: 3, to: 'alice', flags: 1, data: 'hi' });
+    expect(writes()).toEqual([[a, msg(3, 'bob', 'alice', { text: 'hi' })]]);
+    send(alice, a, { op: 'status', id: 3, to: 'bob', status: 2 });
+    expect(writes()).toEqual([[pb, status(3, 'alice', 1)]]);
+    d.backlogDone(pb);
+    expect(writes()).toEqual([
+      [pb, msg(1, 'alice', 'bob', { text: 'now' })],
+      [pb, status(3, 'alice', 2)],
+    ]);
+    expect(d.owed[pb]).toBe(2); // the transient copy may be answered
+    // Written once.
+    d.backlogDone(pb);
+    expect(writes()).toEqual([]);
+  });
+
+  it('that logs out drops what waited for it: the next connection with its id gets none of it', () => {
+    const { d, user, online, send, writes } = setup();
+    const alice = user('alice'), bob = user('bob');
+    const a = online(alice);
+    const pb = d.login(bob, false);
+    send(alice, a, { op: 'msg', id: 1, to: 'bob', flags: 4, data: 'now' });
+    d.logout(pb);
+    const again = d.login(bob, false);
+    expect(again).toBe(pb);
+    d.backlogDone(again);
+    expect(writes()).toEqual([]);
+  });
+
+  it('on another node: a transient copy and a receipt that cross nodes wait for its backlog', () => {
+    const n1 = setup();
+    const n2 = setup();
+    const alice1 = n1.user('alice'), bob1 = n1.user('bob');
+    const alice2 = n2.user('alice'), bob2 = n2.user('bob');
+    const a = n1.online(alice1);
+    const a2 = n1.d.login(alice1, false); // alice's second device on node 1, still sent its backlog
+    const b = n2.d.login(bob2, false);
+    n1.d.setRemote(bob1, 1);
+    n2.d.setRemote(alice2, 1);
+    const fields = { id: 41, refid: 0, groupid: 0, flags: 4, type: 0, expiry: 0 };
+    n2.d.remoteMessage(bob2, n2.d.intern('alice'), fields, Buffer.from('now'), false, 1000);
+    expect(n2.writes()).toEqual([]);
+    n2.d.backlogDone(b);
+    expect(n2.writes()).toEqual([[b, msg(41, 'alice', 'bob', { text: 'now' })]]);
+    // bob's node kept the flags of alice's message 42 and asks for the receipt on every node of alice.
+    n1.send(alice1, a, { op: 'msg', id: 42, to: 'bob', flags: 1, data: 'x' });
+    n1.d.remoteStatus(n1.d.intern('bob'), alice1, 42, 2, 1001, 0);
+    expect(n1.writes()).toEqual([[a, status(42, 'bob', 1)], [a, status(42, 'bob', 2)]]);
+    n1.d.backlogDone(a2);
+    expect(n1.writes()).toEqual([[a2, status(42, 'bob', 2)]]);
+  });
+});
+
 describe('two engines as two nodes (the cluster room carries their Forward operations)', () => {
   it('a live copy crosses nodes, is written there, and its delivered comes back as the sender\'s sent and receipt', () => {
     const n1 = setup();

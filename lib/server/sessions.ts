@@ -326,6 +326,7 @@ export class Sessions {
       c.backlogDone = true;
       this.delivery.stopBacklogRead(c.uid);
       this.engine.backlogDone(c.id);
+      // What waited for the backlog: statuses and transient copies, deferred deletes.
       this.delivery.perform();
       return;
     }

@@ -108,6 +108,25 @@ TEST("durable off: a 1:1 message to an online user is written to it, and the sen
   CHECK(f.b.talked);
 }
 
+TEST("a device still sent its backlog gets a transient copy after it, once; one that logs out drops it") {
+  Fixture f(durable_off());
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice);
+  ConnId pb = sb::router_login(f.r, bob, false);
+  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":8,"to":"bob","flags":4,"data":"now"})"), 1);
+  CHECK_EQ(join(f.writes()), join({std::to_string(a) + R"(:{"op":"status","id":8,"from":"bob","status":1})"}));
+  sb::router_backlog_done(f.r, pb, f.b);
+  CHECK_EQ(join(f.writes()), join({std::to_string(pb) + R"(:{"op":"msg","id":8,"from":"alice","to":"bob","flags":4,"data":"now"})"}));
+  CHECK(f.b.writes[0].delivery == 1);
+  CHECK_EQ(sb::router_owed(f.r)[pb], 2);
+  CHECK(f.r.after_backlog.empty());
+  ConnId again = sb::router_login(f.r, bob, false);
+  f.send(alice, a, R"({"op":"msg","id":9,"to":"bob","flags":4,"data":"now"})");
+  sb::router_logout(f.r, again, f.b);
+  sb::router_logout(f.r, pb, f.b);
+  CHECK(f.r.after_backlog.empty());
+}
+
 TEST("durable off: to an offline user the copy is stored, and sent waits for the commit") {
   Fixture f(durable_off());
   UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
