@@ -202,6 +202,25 @@ describe('a cluster of three nodes', () => {
     await expect(a.c.send(carol, 'nobody there', { flags: 4 }).sent).rejects.toMatchObject({ code: 'E_NOT_ACTIVE' });
   });
 
+  it('a transient message reaches a device that is still reading its backlog on another node, after the backlog', async () => {
+    const alice = fresh('alice');
+    const bob = fresh('bob');
+    const bt = await cluster.user(0, bob);
+    const a = await peer(cluster.urls[0], await cluster.user(0, alice), clients);
+    // A backlog that takes a while to read: the transient message comes
+    // while bob's node still sends it (it read nothing live to him before).
+    const N = 2000;
+    const sends = Array.from({ length: N }, (_, i) => a.c.send(bob, `stored ${i}`));
+    await Promise.all(sends.map((x) => x.sent));
+    const b = await peer(cluster.urls[1], bt, clients);
+    await until(async () => ((await cluster.api(0, { op: 'online' })).online as string[]).includes(bob));
+    const readBefore = b.got.length;
+    await expect(a.c.send(bob, 'now or never', { flags: 4 }).sent).resolves.toBe(1);
+    await until(() => b.texts().includes('now or never'));
+    expect(readBefore).toBeLessThan(N);
+    expect(b.texts().indexOf('now or never')).toBe(N);
+  });
+
   it('a message with an expiry stored for a user offline everywhere is gone once it expires; one within its expiry arrives on another node', async () => {
     const alice = fresh('alice');
     const dave = fresh('dave');
