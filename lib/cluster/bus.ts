@@ -373,6 +373,9 @@ export class ClusterBus {
     clearInterval(this.heartbeatTimer);
     clearTimeout(this.holdTimer);
     let unsent = 0;
+    // No beat after the goodbye (one answering a hello while the flush below
+    // runs would bring this node back to the others until it timed out).
+    this.joined = false;
     if (this.connected) {
       this.outbox.resume();
       this.send(this.subjects.members, encodeFrame(FrameKind.Bye, this.origin, NO_ITEMS));
