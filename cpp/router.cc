@@ -401,11 +401,6 @@ void router_backlog_done(Router &r, ConnId c, Batch &b) {
   r.after_backlog.resize(keep);
 }
 
-void router_backlog_done(Router &r, ConnId c) {
-  Batch b;
-  router_backlog_done(r, c, b);
-}
-
 void router_forward_after_commit(Router &r, Batch &b) {
   StoreOp op = b.ops.back();
   op.kind = STORE_FORWARD;

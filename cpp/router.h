@@ -306,8 +306,6 @@ void router_backlog_sent(Router &r, ConnId c, UserId sender, uint32_t id);
 // batch holds what waited for it (AfterBacklog, and the deletes of
 // DeferredAck). Clears `b`.
 void router_backlog_done(Router &r, ConnId c, Batch &b);
-// The same where nothing is written to connections (the native bench): what waited is dropped.
-void router_backlog_done(Router &r, ConnId c);
 // Whether the pump of `c` must read the store once more before it calls
 // router_backlog_done: a copy another node stored arrived meanwhile
 // (Connection::recheck). Clears the flag.
