@@ -104,6 +104,22 @@ describe('a cluster of three nodes', () => {
     for (const d of devices) expect(d.texts().filter((t) => t === 'everywhere')).toEqual(['everywhere']);
   });
 
+  it("a user or group made through one node's API is in effect on every node when the API answers", async () => {
+    const alice = fresh('alice');
+    const a = await peer(cluster.urls[0], await cluster.user(0, alice), clients);
+    // Made through node 1 and 2, messaged through node 0 the moment the API answers: never INVALIDDEST.
+    for (let i = 0; i < 20; i++) {
+      const bob = fresh('bob');
+      await cluster.user(1 + (i % 2), bob);
+      await expect(a.c.send(bob, `hello ${i}`).sent).resolves.toBe(1);
+    }
+    const carol = fresh('carol');
+    await cluster.user(2, carol);
+    const gid = 7500 + serial;
+    await cluster.api(1, { op: 'groupadd', gid, members: [alice, carol] });
+    await expect(a.c.sendToGroup(gid, 'to the group').sent).resolves.toBe(1);
+  });
+
   it('a group message reaches members on every node; receipts name the group', async () => {
     const [x, y, z] = [fresh('x'), fresh('y'), fresh('z')];
     const tokens = await Promise.all([cluster.user(0, x), cluster.user(1, y), cluster.user(2, z)]);

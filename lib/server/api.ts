@@ -31,8 +31,13 @@ export interface ApiContext {
   removing(address: string): (deleted: boolean) => void;
   /** Runs `fn` with no batch of message writes in flight, and takes none until it settles (Commit.afterFlight). */
   afterFlight<T>(fn: () => Promise<T>): Promise<T>;
-  /** A change the store has now, for the other nodes of a cluster (nothing on a single node). */
-  changed(change: DirectoryChange): void;
+  /**
+   * A change the store has now, for the other nodes of a cluster (nothing on
+   * a single node). Resolves once every other live node has applied it (or
+   * did not confirm within a second: logged), so that the API's answer
+   * means the change is in effect on every node.
+   */
+  changed(change: DirectoryChange): Promise<void>;
   /** Server.reload(): rejects with the refused config's SwitchboardError. */
   reload(): Promise<ReloadReport>;
   logger: Logger;
@@ -114,7 +119,7 @@ const ops: Record<string, (ctx: ApiContext, b: Body) => Body | Promise<Body>> = 
     const token = newToken();
     if (!(await ctx.store.addUser(addr, hashToken(token)))) throw new ApiError(409, 'E_USER_EXISTS', `user ${addr} exists; use op "usertoken" to issue it a new token`);
     ctx.users.add(addr);
-    ctx.changed({ op: 'user', address: addr, exists: true });
+    await ctx.changed({ op: 'user', address: addr, exists: true });
     return { address: addr, token };
   },
   async usertoken(ctx, b) {
@@ -122,7 +127,7 @@ const ops: Record<string, (ctx: ApiContext, b: Body) => Body | Promise<Body>> = 
     const token = newToken();
     if (!(await ctx.store.setTokenHash(addr, hashToken(token)))) throw new ApiError(404, 'E_NO_SUCH_USER', `no user ${addr}; add it with op "useradd"`);
     ctx.revoke(addr);
-    ctx.changed({ op: 'token', address: addr });
+    await ctx.changed({ op: 'token', address: addr });
     return { address: addr, token };
   },
   userdel(ctx, b) {
@@ -144,7 +149,7 @@ const ops: Record<string, (ctx: ApiContext, b: Body) => Body | Promise<Body>> = 
         settle(removed);
       }
       if (!removed) throw new ApiError(404, 'E_NO_SUCH_USER', `no user ${addr}`);
-      ctx.changed({ op: 'user', address: addr, exists: false });
+      await ctx.changed({ op: 'user', address: addr, exists: false });
       return { address: addr };
     });
   },
@@ -164,14 +169,14 @@ const ops: Record<string, (ctx: ApiContext, b: Body) => Body | Promise<Body>> = 
     if (members.length) await ctx.store.editMembers(g, members, []);
     const now = await ctx.store.members(g);
     ctx.groups.set(g, new Set(now));
-    ctx.changed({ op: 'group', gid: g, members: now });
+    await ctx.changed({ op: 'group', gid: g, members: now });
     return { gid: g, members: now };
   },
   async groupdel(ctx, b) {
     const g = gid(b);
     if (!(await ctx.store.removeGroup(g))) throw new ApiError(404, 'E_NO_SUCH_GROUP', `no group ${g}`);
     ctx.groups.delete(g);
-    ctx.changed({ op: 'group', gid: g, members: null });
+    await ctx.changed({ op: 'group', gid: g, members: null });
     return { gid: g };
   },
   async groupeditmembers(ctx, b) {
@@ -184,7 +189,7 @@ const ops: Record<string, (ctx: ApiContext, b: Body) => Body | Promise<Body>> = 
     await ctx.store.editMembers(g, add, remove);
     const now = await ctx.store.members(g);
     ctx.groups.set(g, new Set(now));
-    ctx.changed({ op: 'group', gid: g, members: now });
+    await ctx.changed({ op: 'group', gid: g, members: now });
     return { gid: g, members: now };
   },
   message(ctx, b) {

@@ -32,11 +32,15 @@
 import type { ClusterBus } from '../cluster/bus';
 import { StoreOpKind, type Delivery as Engine, type StoreOp } from '../delivery';
 import { errorText, type Logger } from '../log';
+import { SwitchboardError } from '../errors';
 
 /** Broadcast channels. */
 const LOC = 'loc';
 const DIR = 'dir';
 const TALK = 'talk';
+/** A request every node answers at once: what the asking node published before it has been applied (changed()). */
+const SYNC = new Uint8Array([1]);
+const SYNC_TIMEOUT = 1000;
 
 /** Items on a user's subject. */
 const ITEM_COPY = 1;
@@ -113,6 +117,10 @@ export class Cluster {
       bus.onBroadcast(LOC, (item, from) => this.located(item, from)),
       bus.onBroadcast(DIR, (item, from) => this.directoryChanged(item, from)),
       bus.onBroadcast(TALK, (item, from) => this.heardTalk(item, from)),
+      bus.onRequest((item) => {
+        if (item.length === 1 && item[0] === SYNC[0]) return SYNC;
+        throw new SwitchboardError('E_CLUSTER_FRAME', `a request of ${item.length} bytes (kind ${item[0]}) that this node does not answer (a node of another version?)`);
+      }),
       bus.on('nodeUp', () => this.announceAll()),
       // It may have dropped this node's users (it took this node for gone) or missed a loc.
       bus.on('nodeRejoined', () => this.announceAll()),
@@ -182,9 +190,24 @@ export class Cluster {
     this.tell(LOC, this.loc(user, false));
   }
 
-  /** A change this node made to the directory, for the other nodes. */
-  changed(change: DirectoryChange): void {
+  /**
+   * A change this node made to the directory, for the other nodes; resolves
+   * once each other live node has applied it. Each answers a sync request
+   * only after what this node published before it, which it applies as it
+   * reads it (NATS keeps one connection's order), so its answer means the
+   * change is in effect there: the API answers after that, and a client
+   * that makes a user through one node may message it through any other
+   * at once. A node that does not answer within SYNC_TIMEOUT (down, slow,
+   * NATS unreachable) is logged and not waited for: it applies the change
+   * when it reads it.
+   */
+  async changed(change: DirectoryChange): Promise<void> {
     this.tell(DIR, this.enc.encode(JSON.stringify(change)));
+    const others = this.bus.status.nodes.filter((n) => n !== this.node);
+    const answers = await Promise.allSettled(others.map((n) => this.bus.request(n, SYNC, SYNC_TIMEOUT)));
+    answers.forEach((a, i) => {
+      if (a.status === 'rejected') this.logger.event('cluster.error', { node: others[i], error: `did not confirm a directory change (${change.op}): ${errorText(a.reason)}` });
+    });
   }
 
   /**

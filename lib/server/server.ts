@@ -637,7 +637,7 @@ export class Server {
         };
       },
       afterFlight: (fn) => this.commit.afterFlight(fn),
-      changed: (change) => this.cluster?.changed(change),
+      changed: async (change) => this.cluster?.changed(change),
       reload: () => this.reload(),
       logger: this.logger,
     };
