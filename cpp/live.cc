@@ -264,6 +264,8 @@ void router_stop(Router &r, Batch &b) {
   // Unconfirmed live copies: their senders never heard "sent" and will
   // resend, but a copy stored now is not lost if they do not come back.
   live_store_user(r, kNone, b);
+  // Deletes that waited for a device's backlog read: every device goes now.
+  router_release_all_deferred_acks(r, b);
   r.stopped = true;
   r.live.timer_armed = false;
   b.live_wait_ms = -1;

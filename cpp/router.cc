@@ -378,6 +378,16 @@ void router_backlog_sent(Router &r, ConnId c, UserId sender, uint32_t id) {
 }
 
 
+void router_release_all_deferred_acks(Router &r, Batch &b) {
+  for (const DeferredAck &d : r.acks_deferred) {
+    mesibo_message_params_t p{};
+    p.id = d.id;
+    push_op(b, STORE_ACK, d.user, d.sender, p, 0);
+  }
+  if (!r.acks_deferred.empty()) b.commit = std::max(b.commit, int(COMMIT_SOON));
+  r.acks_deferred.clear();
+}
+
 void router_backlog_done(Router &r, ConnId c, Batch &b) {
   batch_clear(b);
   if (c >= r.dir.conns.size() || !r.dir.conns[c].open) return;

@@ -306,6 +306,9 @@ void router_backlog_sent(Router &r, ConnId c, UserId sender, uint32_t id);
 // batch holds what waited for it (AfterBacklog, and the deletes of
 // DeferredAck). Clears `b`.
 void router_backlog_done(Router &r, ConnId c, Batch &b);
+// Appends every delete that waits for a backlog read (DeferredAck) to `b`
+// and forgets them: the server stops, and no device is reading any more.
+void router_release_all_deferred_acks(Router &r, Batch &b);
 // Whether the pump of `c` must read the store once more before it calls
 // router_backlog_done: a copy another node stored arrived meanwhile
 // (Connection::recheck). Clears the flag.

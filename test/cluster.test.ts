@@ -54,7 +54,8 @@ describe('a cluster of three nodes', () => {
     expect(b.got[0]).toMatchObject({ from: alice, to: bob, text: 'across' });
     // bob's SDK confirmed it: alice gets her delivery receipt from bob's node.
     await until(() => a.statuses.some((s) => s.status === 2));
-    expect(a.statuses.map((s) => s.status)).toEqual([1, 2]);
+    // In order; a receipt may repeat (at least once, docs/protocol.md).
+    expect([...new Set(a.statuses.map((s) => s.status))]).toEqual([1, 2]);
   });
 
   it('per-sender order across nodes, over many messages in flight', async () => {
@@ -135,7 +136,8 @@ describe('a cluster of three nodes', () => {
     });
     expect(py.got[0]).toMatchObject({ from: x, groupid: gid, text: 'hi all' });
     expect(pz.got[0]).toMatchObject({ from: x, groupid: gid, text: 'hi all' });
-    await until(() => px.statuses.filter((s) => s.status === 2).length === 2).catch((e) => {
+    // Receipts are at least once, as deliveries are (docs/protocol.md): one from each member, maybe repeated.
+    await until(() => new Set(px.statuses.filter((s) => s.status === 2).map((s) => s.from)).size === 2).catch((e) => {
       throw new Error(`${(e as Error).message}: x's statuses ${JSON.stringify(px.statuses)}`);
     });
     expect(px.statuses.filter((s) => s.status === 2).every((s) => s.groupid === gid)).toBe(true);

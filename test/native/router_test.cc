@@ -721,6 +721,15 @@ TEST("multi-device: a delivered from one device while another reads its backlog 
   CHECK_EQ(f.send(bob, b4, R"({"op":"status","id":21,"to":"alice","status":2})"), 2);
   CHECK_EQ(f.b.ops.size(), size_t(1));
   CHECK_EQ(f.b.ops[0].kind, sb::STORE_ACK);
+  // b4 still reads its backlog: b1's delivered waits, and stopping releases it
+  // (the server closes every device).
+  CHECK_EQ(f.send(bob, b1, R"({"op":"status","id":23,"to":"alice","status":2})"), 2);
+  CHECK_EQ(f.b.ops.size(), size_t(0));
+  sb::router_stop(f.r, f.b);
+  bool released = false;
+  for (const sb::StoreOp &op : f.b.ops) released = released || (op.kind == sb::STORE_ACK && op.id == 23u);
+  CHECK(released);
+  CHECK(f.r.acks_deferred.empty());
 }
 
 TEST("cluster: a forwarded copy nobody stored is stored here when no device here takes it (durability off)") {
