@@ -261,6 +261,24 @@ describe('sending', () => {
     await expect(sent).resolves.toBe(1);
   });
 
+  it('a repeated status (same from, id, status and group) is emitted once: receipts are at least once', async () => {
+    await startServer();
+    const [client, connection] = await connected();
+    const { id } = client.send('bob', 'hello', { flags: Flag.DELIVERY_RECEIPT });
+    await connection.next();
+    const statuses = collect(client, 'status');
+    connection.send({ op: 'status', id, from: 'bob', status: Status.SENT });
+    connection.send({ op: 'status', id, from: 'bob', status: Status.DELIVERED });
+    connection.send({ op: 'status', id, from: 'bob', status: Status.DELIVERED });
+    connection.send({ op: 'status', id, from: 'carol', gid: 5, status: Status.DELIVERED });
+    connection.send({ op: 'status', id, from: 'bob', status: Status.READ });
+    connection.send({ op: 'status', id, from: 'carol', gid: 5, status: Status.DELIVERED });
+    await vi.waitFor(() => expect(statuses.map((s) => `${s.from}:${s.status}`)).toEqual(['bob:1', 'bob:2', 'carol:2', 'bob:3']));
+    // Nothing more comes after a moment.
+    await new Promise((r) => setTimeout(r, 50));
+    expect(statuses).toHaveLength(4);
+  });
+
   it('a failure status rejects sent with a code and the status value', async () => {
     await startServer();
     const [client, connection] = await connected();

@@ -127,6 +127,8 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   private receiptsAfterAck: Array<{ id: number; to: string }> | null = null;
   private readonly presence = new Set<string>();
   private readonly delivered = new RecentKeys(DEDUP_CAPACITY);
+  /** Statuses already emitted: receipts are at least once, as deliveries are (a copy given twice is confirmed twice). */
+  private readonly statusesSeen = new RecentKeys(DEDUP_CAPACITY);
 
   constructor(options: SwitchboardClientOptions) {
     super();
@@ -438,7 +440,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         entry.reject(statusError(status.id, status.status));
       }
     }
-    this.emit('status', status);
+    if (this.statusesSeen.add(`${status.from}\n${status.id}\n${status.status}\n${status.groupid}`)) this.emit('status', status);
   }
 
   private onError(frame: { code: string; message: string; id: number; detail: string }): void {
