@@ -214,12 +214,13 @@ bool status_to_sender(Router &r, UserId from, UserId to, uint32_t id, uint32_t s
 }
 
 // The deletes that waited for `u`'s devices to finish their backlogs
-// (DeferredAck), once none is reading.
+// (DeferredAck), once none is reading; all of them for kNone.
 void release_deferred_acks(Router &r, UserId u, Batch &b) {
-  if (r.acks_deferred.empty() || r.dir.users[u].pumping || r.dir.users[u].remote_pumping) return;
+  if (r.acks_deferred.empty()) return;
+  if (u != kNone && (r.dir.users[u].pumping || r.dir.users[u].remote_pumping)) return;
   size_t keep = 0;
   for (const DeferredAck &d : r.acks_deferred) {
-    if (d.user != u) {
+    if (u != kNone && d.user != u) {
       r.acks_deferred[keep++] = d;
       continue;
     }
@@ -377,16 +378,7 @@ void router_backlog_sent(Router &r, ConnId c, UserId sender, uint32_t id) {
   r.dir.conns[c].stored.put(Key3{sender, 0, id}, 1);
 }
 
-
-void router_release_all_deferred_acks(Router &r, Batch &b) {
-  for (const DeferredAck &d : r.acks_deferred) {
-    mesibo_message_params_t p{};
-    p.id = d.id;
-    push_op(b, STORE_ACK, d.user, d.sender, p, 0);
-  }
-  if (!r.acks_deferred.empty()) b.commit = std::max(b.commit, int(COMMIT_SOON));
-  r.acks_deferred.clear();
-}
+void router_release_all_deferred_acks(Router &r, Batch &b) { release_deferred_acks(r, kNone, b); }
 
 void router_set_remote_pumping(Router &r, UserId u, uint32_t nodes, Batch &b) {
   batch_clear(b);

@@ -154,31 +154,15 @@ export class Cluster {
     const n = (this.readingHere.get(user) ?? 0) + (on ? 1 : -1);
     if (n > 0) this.readingHere.set(user, n);
     else this.readingHere.delete(user);
-    if ((on && n === 1) || (!on && n === 0)) this.tell(PUMP, this.pumpItem(user, on));
-  }
-
-  private pumpItem(user: string, on: boolean): Uint8Array {
-    const name = this.enc.encode(user);
-    const out = new Uint8Array(1 + name.length);
-    out[0] = on ? 1 : 0;
-    out.set(name, 1);
-    return out;
+    if ((on && n === 1) || (!on && n === 0)) this.tell(PUMP, this.userItem(user, on));
   }
 
   private heardPump(item: Uint8Array, from: string): void {
     if (item.length < 2) return;
     const user = this.dec.decode(item.subarray(1));
-    let nodes = this.readingElsewhere.get(user);
-    if (item[0] === 1) {
-      if (!nodes) this.readingElsewhere.set(user, (nodes = new Set()));
-      nodes.add(from);
-    } else if (nodes) {
-      nodes.delete(from);
-      if (nodes.size === 0) this.readingElsewhere.delete(user);
-    } else {
-      return;
-    }
-    this.engine.setRemotePumping(this.engine.intern(user), this.readingElsewhere.get(user)?.size ?? 0);
+    if (item[0] !== 1 && !this.readingElsewhere.has(user)) return;
+    const n = mark(this.readingElsewhere, user, from, item[0] === 1);
+    this.engine.setRemotePumping(this.engine.intern(user), n);
     this.hooks.perform();
   }
 
@@ -201,7 +185,7 @@ export class Cluster {
     if (this.here.has(user)) return;
     this.gates.set(user, { heard: new Set(), held: new Map(), heldCount: 0 });
     this.here.set(user, this.bus.subscribeUser(user));
-    this.tell(LOC, this.loc(user, true));
+    this.tell(LOC, this.userItem(user, true));
     // The nats client sends the subscription later; a copy another node
     // publishes after its commit, once this backlog read has looked, would
     // reach NATS before it and go nowhere. The read waits for NATS's answer
@@ -235,7 +219,7 @@ export class Cluster {
     // What it held are live copies their nodes keep: unconfirmed, they store them.
     this.gates.delete(user);
     release();
-    this.tell(LOC, this.loc(user, false));
+    this.tell(LOC, this.userItem(user, false));
   }
 
   /**
@@ -369,14 +353,7 @@ export class Cluster {
   private located(item: Uint8Array, from: string): void {
     const user = this.dec.decode(item.subarray(1));
     const before = this.here.has(user) || this.elsewhere(user);
-    let nodes = this.remote.get(user);
-    if (item[0] === 1) {
-      if (!nodes) this.remote.set(user, (nodes = new Set()));
-      nodes.add(from);
-    } else if (nodes) {
-      nodes.delete(from);
-      if (nodes.size === 0) this.remote.delete(user);
-    }
+    mark(this.remote, user, from, item[0] === 1);
     this.moved(user, before);
     if (item[0] !== 1) return;
     // What moved() stored for the user goes out after its commit, and then
@@ -467,8 +444,8 @@ export class Cluster {
   }
 
   private announceAll(): void {
-    for (const user of this.here.keys()) this.tell(LOC, this.loc(user, true));
-    for (const user of this.readingHere.keys()) this.tell(PUMP, this.pumpItem(user, true));
+    for (const user of this.here.keys()) this.tell(LOC, this.userItem(user, true));
+    for (const user of this.readingHere.keys()) this.tell(PUMP, this.userItem(user, true));
   }
 
   private directoryChanged(item: Uint8Array, from: string): void {
@@ -491,7 +468,8 @@ export class Cluster {
     this.hooks.talked(this.dec.decode(item.subarray(2, 2 + n)), this.dec.decode(item.subarray(2 + n)));
   }
 
-  private loc(user: string, on: boolean): Uint8Array {
+  /** A flag and a user's name: the items of `loc` and `pump`. */
+  private userItem(user: string, on: boolean): Uint8Array {
     const name = this.enc.encode(user);
     const out = new Uint8Array(1 + name.length);
     out[0] = on ? 1 : 0;
@@ -555,4 +533,17 @@ export class Cluster {
     v.setUint16(14, nameLen);
     return out.subarray(0, STATUS_HEAD + nameLen);
   }
+}
+
+/** Adds (`on`) or removes `node` in `user`'s set, dropping an empty set; returns the set's size. */
+function mark(map: Map<string, Set<string>>, user: string, node: string, on: boolean): number {
+  let nodes = map.get(user);
+  if (on) {
+    if (!nodes) map.set(user, (nodes = new Set()));
+    nodes.add(node);
+  } else if (nodes) {
+    nodes.delete(node);
+    if (nodes.size === 0) map.delete(user);
+  }
+  return nodes?.size ?? 0;
 }
