@@ -217,7 +217,7 @@ bool status_to_sender(Router &r, UserId from, UserId to, uint32_t id, uint32_t s
 // (DeferredAck), once none is reading; all of them for kNone.
 void release_deferred_acks(Router &r, UserId u, Batch &b) {
   if (r.acks_deferred.empty()) return;
-  if (u != kNone && (r.dir.users[u].pumping || r.dir.users[u].remote_pumping)) return;
+  if (u != kNone && r.dir.users[u].pumping) return;
   size_t keep = 0;
   for (const DeferredAck &d : r.acks_deferred) {
     if (u != kNone && d.user != u) {
@@ -236,7 +236,7 @@ void release_deferred_acks(Router &r, UserId u, Batch &b) {
 // another of `u`'s devices that is still reading its backlog.
 bool defer_ack(Router &r, UserId u, ConnId conn, UserId sender, uint32_t id) {
   const User &usr = r.dir.users[u];
-  uint32_t others = usr.pumping - (conn != kNone && r.dir.conns[conn].pumping ? 1 : 0) + usr.remote_pumping;
+  uint32_t others = usr.pumping - (conn != kNone && r.dir.conns[conn].pumping ? 1 : 0);
   if (!others || sender == kNone || r.acks_deferred.size() >= kMaxDeferredAcks) return false;
   r.acks_deferred.push_back(DeferredAck{u, sender, id});
   return true;
@@ -379,16 +379,6 @@ void router_backlog_sent(Router &r, ConnId c, UserId sender, uint32_t id) {
 }
 
 void router_release_all_deferred_acks(Router &r, Batch &b) { release_deferred_acks(r, kNone, b); }
-
-void router_set_remote_pumping(Router &r, UserId u, uint32_t nodes, Batch &b) {
-  batch_clear(b);
-  if (u >= r.dir.users.size()) return;
-  User &usr = r.dir.users[u];
-  uint32_t before = usr.remote_pumping;
-  usr.remote_pumping = nodes;
-  if (!before && nodes && !r.stopped) live_store_user(r, u, b);
-  if (before && !nodes) release_deferred_acks(r, u, b);
-}
 
 void router_backlog_done(Router &r, ConnId c, Batch &b) {
   batch_clear(b);
@@ -624,18 +614,18 @@ int router_route(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
         // here: the "delivered" their node forwards confirms it, and
         // unconfirmed within the grace it is stored. Otherwise, with
         // durability on, it is stored once here and goes after that commit.
-        bool local_live = on && live && !usr.pumping && !usr.remote_pumping && !usr.held;
+        bool local_live = on && live && !usr.pumping && !usr.held;
         // A copy that is stored (a device here still reading its backlog,
         // a copy before it waiting for its commit) must not land in the
         // store before this user's older live copies, should they be
         // stored later (unconfirmed, or their device gone): a backlog
         // would then give them after it. They are stored first.
         if (held && usr.live &&
-            !(usr.remote ? live && !usr.forwards_waiting && !usr.remote_pumping && (!on || local_live) : local_live))
+            !(usr.remote ? live && !usr.forwards_waiting && (!on || local_live) : local_live))
           live_store_user(r, rc, b);
         bool remote_live = false, kept = false;
         if (usr.remote) {
-          remote_live = live && !usr.forwards_waiting && !usr.remote_pumping && (!on || local_live);
+          remote_live = live && !usr.forwards_waiting && (!on || local_live);
           kept = forward(r, rc, from, p, res.payload, res.payload_len, !remote_live, payload_at, now, b);
           stored = stored || kept;
           if (!on && !remote_live) continue;

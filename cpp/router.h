@@ -309,11 +309,6 @@ void router_backlog_done(Router &r, ConnId c, Batch &b);
 // Appends every delete that waits for a backlog read (DeferredAck) to `b`
 // and forgets them: the server stops, and no device is reading any more.
 void router_release_all_deferred_acks(Router &r, Batch &b);
-// How many other nodes have a device of `u` reading its backlog. From 0 to
-// more: its live copies here are stored (that device reads them from the
-// store). Back to 0 with none reading here: the deletes that waited are in
-// the batch.
-void router_set_remote_pumping(Router &r, UserId u, uint32_t nodes, Batch &b);
 // Whether the pump of `c` must read the store once more before it calls
 // router_backlog_done: a copy another node stored arrived meanwhile
 // (Connection::recheck). Clears the flag.

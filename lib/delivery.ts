@@ -198,18 +198,6 @@ export class Delivery {
     return n;
   }
 
-  /**
-   * How many other nodes have a device of `user` reading its backlog. While
-   * any does, copies for it are stored rather than kept live, and a
-   * delivered from another of its devices leaves the stored copy; the
-   * batch has the live copies stored when it starts, and the deletes that
-   * waited when it ends.
-   */
-  setRemotePumping(user: number, nodes: number): void {
-    this.h.setRemotePumping(user, nodes);
-    this.sync();
-  }
-
   /** How many other nodes of the cluster have connections of `user` (0: none). Copies for it are then also forwarded. */
   setRemote(user: number, nodes: number): void {
     this.h.setRemote(user, nodes);

@@ -41,8 +41,6 @@ const TALK = 'talk';
 /** A request every node answers at once: what the asking node published before it has been applied (changed()). */
 const SYNC = new Uint8Array([1]);
 const SYNC_TIMEOUT = 1000;
-/** A user's device started (1) or finished (0) reading its backlog on the announcing node. */
-const PUMP = 'pump';
 
 /** Items on a user's subject. */
 const ITEM_COPY = 1;
@@ -123,7 +121,6 @@ export class Cluster {
         if (item.length === 1 && item[0] === SYNC[0]) return SYNC;
         throw new SwitchboardError('E_CLUSTER_FRAME', `a request of ${item.length} bytes (kind ${item[0]}) that this node does not answer (a node of another version?)`);
       }),
-      bus.onBroadcast(PUMP, (item, from) => this.heardPump(item, from)),
       bus.on('nodeUp', () => this.announceAll()),
       // It may have dropped this node's users (it took this node for gone) or missed a loc.
       bus.on('nodeRejoined', () => this.announceAll()),
@@ -135,35 +132,6 @@ export class Cluster {
 
   get node(): string {
     return this.bus.node;
-  }
-
-  /** Devices per user reading their backlog here, and the other nodes where one of a user's does. */
-  private readonly readingHere = new Map<string, number>();
-  private closing = false;
-  private readonly readingElsewhere = new Map<string, Set<string>>();
-
-  /**
-   * A device of `user` here started (`on`) or finished reading its backlog
-   * (or left while reading). The other nodes hear when the first starts
-   * and the last finishes: meanwhile they store what they would keep live
-   * for the user, and leave the stored copies another of its devices
-   * confirms until the reading is done (docs/cluster.md, "Multi-device").
-   */
-  reading(user: string, on: boolean): void {
-    if (this.closing) return;
-    const n = (this.readingHere.get(user) ?? 0) + (on ? 1 : -1);
-    if (n > 0) this.readingHere.set(user, n);
-    else this.readingHere.delete(user);
-    if ((on && n === 1) || (!on && n === 0)) this.tell(PUMP, this.userItem(user, on));
-  }
-
-  private heardPump(item: Uint8Array, from: string): void {
-    if (item.length < 2) return;
-    const user = this.dec.decode(item.subarray(1));
-    if (item[0] !== 1 && !this.readingElsewhere.has(user)) return;
-    const n = mark(this.readingElsewhere, user, from, item[0] === 1);
-    this.engine.setRemotePumping(this.engine.intern(user), n);
-    this.hooks.perform();
   }
 
   /** Whether `user` has connections on another node. */
@@ -185,7 +153,7 @@ export class Cluster {
     if (this.here.has(user)) return;
     this.gates.set(user, { heard: new Set(), held: new Map(), heldCount: 0 });
     this.here.set(user, this.bus.subscribeUser(user));
-    this.tell(LOC, this.userItem(user, true));
+    this.tell(LOC, this.loc(user, true));
     // The nats client sends the subscription later; a copy another node
     // publishes after its commit, once this backlog read has looked, would
     // reach NATS before it and go nowhere. The read waits for NATS's answer
@@ -219,7 +187,7 @@ export class Cluster {
     // What it held are live copies their nodes keep: unconfirmed, they store them.
     this.gates.delete(user);
     release();
-    this.tell(LOC, this.userItem(user, false));
+    this.tell(LOC, this.loc(user, false));
   }
 
   /**
@@ -324,7 +292,6 @@ export class Cluster {
 
   /** Server stop: no more handlers; the bus closes (what it holds is reported). */
   async close(): Promise<void> {
-    this.closing = true;
     for (const u of this.undo.splice(0)) u();
     const { unsent } = await this.bus.close();
     if (unsent) this.logger.event('cluster.error', { node: this.node, error: `${unsent} items for other nodes could not be sent before the bus closed` });
@@ -353,7 +320,14 @@ export class Cluster {
   private located(item: Uint8Array, from: string): void {
     const user = this.dec.decode(item.subarray(1));
     const before = this.here.has(user) || this.elsewhere(user);
-    mark(this.remote, user, from, item[0] === 1);
+    let nodes = this.remote.get(user);
+    if (item[0] === 1) {
+      if (!nodes) this.remote.set(user, (nodes = new Set()));
+      nodes.add(from);
+    } else if (nodes) {
+      nodes.delete(from);
+      if (nodes.size === 0) this.remote.delete(user);
+    }
     this.moved(user, before);
     if (item[0] !== 1) return;
     // What moved() stored for the user goes out after its commit, and then
@@ -402,13 +376,6 @@ export class Cluster {
       if (nodes.size === 0) this.remote.delete(user);
       this.moved(user, true);
     }
-    // Its devices reading their backlogs are gone with it.
-    for (const [user, nodes] of [...this.readingElsewhere]) {
-      if (!nodes.delete(node)) continue;
-      if (nodes.size === 0) this.readingElsewhere.delete(user);
-      this.engine.setRemotePumping(this.engine.intern(user), nodes.size);
-      this.hooks.perform();
-    }
   }
 
   /**
@@ -444,8 +411,7 @@ export class Cluster {
   }
 
   private announceAll(): void {
-    for (const user of this.here.keys()) this.tell(LOC, this.userItem(user, true));
-    for (const user of this.readingHere.keys()) this.tell(PUMP, this.userItem(user, true));
+    for (const user of this.here.keys()) this.tell(LOC, this.loc(user, true));
   }
 
   private directoryChanged(item: Uint8Array, from: string): void {
@@ -468,8 +434,7 @@ export class Cluster {
     this.hooks.talked(this.dec.decode(item.subarray(2, 2 + n)), this.dec.decode(item.subarray(2 + n)));
   }
 
-  /** A flag and a user's name: the items of `loc` and `pump`. */
-  private userItem(user: string, on: boolean): Uint8Array {
+  private loc(user: string, on: boolean): Uint8Array {
     const name = this.enc.encode(user);
     const out = new Uint8Array(1 + name.length);
     out[0] = on ? 1 : 0;
@@ -533,17 +498,4 @@ export class Cluster {
     v.setUint16(14, nameLen);
     return out.subarray(0, STATUS_HEAD + nameLen);
   }
-}
-
-/** Adds (`on`) or removes `node` in `user`'s set, dropping an empty set; returns the set's size. */
-function mark(map: Map<string, Set<string>>, user: string, node: string, on: boolean): number {
-  let nodes = map.get(user);
-  if (on) {
-    if (!nodes) map.set(user, (nodes = new Set()));
-    nodes.add(node);
-  } else if (nodes) {
-    nodes.delete(node);
-    if (nodes.size === 0) map.delete(user);
-  }
-  return nodes?.size ?? 0;
 }

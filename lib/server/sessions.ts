@@ -251,10 +251,7 @@ export class Sessions {
     // buy a fresh one.
     if (c.user) c.user.connections--;
     this.stats.connections = this.connections.count;
-    if (!c.backlogDone) {
-      this.delivery.stopBacklogRead(c.uid);
-      this.cluster?.reading(c.address, false);
-    }
+    if (!c.backlogDone) this.delivery.stopBacklogRead(c.uid);
     // The live copies this user's devices had not confirmed are stored
     // (once stopped, the engine has stored every one already).
     this.engine.logout(c.id);
@@ -331,7 +328,6 @@ export class Sessions {
       this.engine.backlogDone(c.id);
       // What waited for the backlog: statuses and transient copies, deferred deletes.
       this.delivery.perform();
-      this.cluster?.reading(c.address, false);
       return;
     }
     this.metrics.backlogPages++;
@@ -461,9 +457,6 @@ export class Sessions {
       this.engine.storeLive(c.uid);
       this.delivery.perform();
     }
-    // The other nodes do the same for the live copies they keep for this
-    // user, and hold their deletes of its stored copies until this read is done.
-    this.cluster?.reading(addr, true);
     // A message routed earlier in this loop turn, while this user was
     // offline, is buffered but not committed: the backlog would miss it and
     // the live subscription comes too late for it. Commit it first (and

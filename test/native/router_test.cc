@@ -587,48 +587,6 @@ TEST("cluster, durability on: a copy for a user on another node goes at once as 
   CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
 }
 
-TEST("cluster: while a device of the recipient reads its backlog on another node, live copies kept here are stored and deletes wait") {
-  Fixture f;
-  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
-  sb::directory_set_remote(f.r.dir, bob, 1);
-  ConnId a = f.online(alice);
-  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":31,"to":"bob","data":"live"})"), 1);
-  CHECK_EQ(sb::router_live_count(f.r), size_t(1));  // kept here, forwarded live
-  // bob's second device starts reading its backlog on the other node: the live copy is stored.
-  sb::router_set_remote_pumping(f.r, bob, 1, f.b);
-  CHECK_EQ(sb::router_live_count(f.r), size_t(0));
-  CHECK_EQ(f.b.ops.size(), size_t(1));
-  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
-  CHECK_EQ(f.b.ops[0].id, 31u);
-  sb::router_committed(f.r, sb::router_commit_begin(f.r), f.b);
-  // A new copy meanwhile is stored too (not kept live), handed out after its commit.
-  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":32,"to":"bob","data":"stored"})"), 1);
-  CHECK_EQ(sb::router_live_count(f.r), size_t(0));
-  CHECK_EQ(f.b.ops.size(), size_t(1));
-  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ENQUEUE);
-  sb::router_committed(f.r, sb::router_commit_begin(f.r), f.b);
-  // bob's first device confirms both: the deletes wait for the reading device.
-  sb::router_remote_status(f.r, bob, alice, 31, 2, -1, 1010, f.b);
-  CHECK_EQ(f.b.ops.size(), size_t(0));
-  sb::router_remote_status(f.r, bob, alice, 32, 2, -1, 1010, f.b);
-  CHECK_EQ(f.b.ops.size(), size_t(0));
-  // Still reading on another node (a second node starts too, then stops): nothing yet.
-  sb::router_set_remote_pumping(f.r, bob, 2, f.b);
-  CHECK_EQ(f.b.ops.size(), size_t(0));
-  sb::router_set_remote_pumping(f.r, bob, 1, f.b);
-  CHECK_EQ(f.b.ops.size(), size_t(0));
-  sb::router_set_remote_pumping(f.r, bob, 0, f.b);
-  CHECK_EQ(f.b.ops.size(), size_t(2));
-  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ACK);
-  CHECK_EQ(f.b.ops[0].recipient, bob);
-  CHECK_EQ(f.b.ops[0].sender, alice);
-  CHECK_EQ(f.b.ops[0].id, 31u);
-  CHECK_EQ(f.b.ops[1].id, 32u);
-  // Done reading: copies are kept live again.
-  CHECK_EQ(f.send(alice, a, R"({"op":"msg","id":33,"to":"bob","data":"live again"})"), 1);
-  CHECK_EQ(sb::router_live_count(f.r), size_t(1));
-}
-
 TEST("cluster, durability on without live copies: stored here once, forwarded after the commit, sent after it") {
   sb::RouterSettings s;
   s.grace_ms = 0;
