@@ -351,6 +351,8 @@ describe('the cluster bus on a real nats-server', () => {
   it('sees nodes come, leave, and die: a goodbye at once, a killed node within the node timeout', async () => {
     const d = await node(nats, 'node-d');
     await until(() => [a, b, c].every((n) => n.events.includes('up node-d')));
+    // d hears the others from their answers to its hello, which may come after they heard it.
+    await until(() => d.bus.nodes.length === 3);
     expect(d.bus.nodes.sort()).toEqual(['node-a', 'node-b', 'node-c']);
     const t0 = Date.now();
     await d.bus.close();
