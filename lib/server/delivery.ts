@@ -42,8 +42,12 @@ export interface CommitRequests {
 
 export class Delivery {
   private warnedAsyncFormat = false;
-  /** `#<id>` per connection id, made once per id. */
-  private readonly topics: string[] = [];
+  /**
+   * `#<id>` per connection id, made once per id, as bytes: uWebSockets.js
+   * takes a string topic through a heap-allocated UTF-8 copy on every
+   * publish, and a byte topic as it is.
+   */
+  private readonly topics: Buffer[] = [];
   private liveTimer: NodeJS.Timeout | null = null;
   private stopped = false;
   /**
@@ -116,13 +120,13 @@ export class Delivery {
   }
 
   /** A connection logged in as `id`: the topic it subscribes to. */
-  opened(id: number): string {
+  opened(id: number): Buffer {
     this.sinceCheck[id] = 0;
     return this.topic(id);
   }
 
-  private topic(id: number): string {
-    return (this.topics[id] ??= `#${id}`);
+  private topic(id: number): Buffer {
+    return (this.topics[id] ??= Buffer.from(`#${id}`, 'latin1'));
   }
 
   /**
