@@ -397,8 +397,8 @@ class CoreHandle : public Napi::ObjectWrap<CoreHandle> {
   // out(), or the refused frame's id and detail). For submit() and for the
   // delivery engine's submit (core_submit_filled). An open core only.
   int SubmitFrame(Napi::Env e, const char *from, size_t from_len, const uint8_t *data, size_t length, int fmt,
-                  sb::SubmitResult &res) {
-    int rc = sb::core_submit(state_->core, from, from_len, data, length, fmt, res);
+                  sb::SubmitResult &res, bool status_frame = true) {
+    int rc = sb::core_submit(state_->core, from, from_len, data, length, fmt, res, status_frame);
     if (rc != sb::WIRE_OK) {
       info_ptr_[sb::INFO_ID] = static_cast<double>(sb::core_refused_id(state_->core));
       return rc;
@@ -1074,7 +1074,9 @@ int sb::core_submit_filled(sb::CoreRef *ref, napi_env env, const char *from, siz
     make_error(Napi::Env(env), "E_CORE_CLOSED", "this core is closed; open a new one").ThrowAsJavaScriptException();
     return kSubmitNoCore;
   }
-  return reinterpret_cast<CoreHandle *>(ref)->SubmitFrame(Napi::Env(env), from, from_len, frame, len, out_format, res);
+  // The engine encodes a status frame itself, only for a receipt.
+  return reinterpret_cast<CoreHandle *>(ref)->SubmitFrame(Napi::Env(env), from, from_len, frame, len, out_format, res,
+                                                          false);
 }
 
 NODE_API_MODULE(switchboard, Init)

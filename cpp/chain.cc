@@ -401,7 +401,7 @@ Pending *start_waiting(Core &core, const mesibo_message_params_t &p, const char 
 }  // namespace
 
 int core_submit(Core &core, const char *from, size_t from_len, const uint8_t *frame, size_t len, int out_format,
-                SubmitResult &res) {
+                SubmitResult &res, bool status_frame) {
   WireMessage &m = core.msg;
   core.refused_detail.clear();
   int rc = wire_decode(frame, len, core.max_payload, m, core.scratch, &core.refused_detail);
@@ -427,14 +427,19 @@ int core_submit(Core &core, const char *from, size_t from_len, const uint8_t *fr
     res.verdict = MESIBO_RESULT_PASS;
     res.payload = nullptr;
     res.payload_len = 0;
+    res.ack = nullptr;
+    res.ack_len = 0;
+    if (!status_frame) {
+      res.frame = nullptr;
+      res.frame_len = 0;
+      return WIRE_OK;
+    }
     res.frame_len = wire_encode_status(first_format(out_format, m.format), p, core.out);
     res.frame = core.out.data();
     if (out_format == OUT_BOTH) {
       res.frame2_len = wire_encode_status(WIRE_BINARY, p, core.out2);
       res.frame2 = core.out2.data();
     }
-    res.ack = nullptr;
-    res.ack_len = 0;
     return WIRE_OK;
   }
 

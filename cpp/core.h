@@ -370,12 +370,14 @@ struct SubmitResult {
 // - a message: runs the chain, encodes the delivery in `out_format`
 //   (WIRE_JSON, WIRE_BINARY, OUT_SAME or OUT_BOTH) and the sender's "sent"
 //   status, and runs on_message_status for that status;
-// - a receipt (status 2 or 3): runs on_message_status and encodes the status
-//   frame for the user it is addressed to.
+// - a receipt (status 2 or 3): runs on_message_status and, unless
+//   `status_frame` is false, encodes the status frame for the user it is
+//   addressed to (the delivery engine encodes it itself, only when that
+//   user asked for a receipt: router.cc).
 // Returns WIRE_OK or a negative WireError (core_refused_id and
 // core_refused_detail say more). Loop thread only.
 int core_submit(Core &core, const char *from, size_t from_len, const uint8_t *frame, size_t len,
-                int out_format, SubmitResult &res);
+                int out_format, SubmitResult &res, bool status_frame = true);
 
 // After core_submit refused a frame: the id the decoder read before it
 // stopped (0 when it read none), which the error frame names the refused

@@ -27,7 +27,8 @@ CoreRef *core_ref_of(const Napi::Value &handle);
 Core *core_of(CoreRef *ref);
 
 // What CoreHandle's submit does: core_submit, then the info slots and out()
-// filled for JavaScript, or the refused frame's id. Returns core_submit's
+// filled for JavaScript, or the refused frame's id; a status frame is not
+// encoded (router_route encodes a receipt when one is due). Returns core_submit's
 // result, or kSubmitNoCore (with E_CORE_CLOSED thrown) for a closed core.
 constexpr int kSubmitNoCore = -1000;
 int core_submit_filled(CoreRef *ref, napi_env env, const char *from, size_t from_len, const uint8_t *frame, size_t len,

@@ -152,12 +152,12 @@ bool contains(const std::vector<UserId> &v, UserId u) {
 // `from` sent `status` for message `id` of `to`: confirms a live copy of
 // it, and writes the status to `to` as a receipt where its flags ask for
 // one, or where `wanted` (>= 0, the group) says another node's flags did.
-// `core_frames` is the status as the core encoded it for a 1:1 message
-// (null: encoded here, in `out_format`'s forms). Returns whether a live
-// copy was confirmed; `receipt` is the receipt's group (0 for 1:1) or -1
-// for none.
-bool status_to_sender(Router &r, UserId from, UserId to, uint32_t id, uint32_t status, const Frames *core_frames,
-                      int out_format, int64_t wanted, int64_t &receipt, Batch &b) {
+// The status is encoded here, in `out_format`'s forms, only when a
+// receipt is due (most statuses only confirm: the core does not encode them
+// on the engine's path, core_submit). Returns whether a live copy was
+// confirmed; `receipt` is the receipt's group (0 for 1:1) or -1 for none.
+bool status_to_sender(Router &r, UserId from, UserId to, uint32_t id, uint32_t status, int out_format,
+                      int64_t wanted, int64_t &receipt, Batch &b) {
   bool confirms = status == MESIBO_MODULE_MSGSTATUS_DELIVERED || status == MESIBO_MODULE_MSGSTATUS_READ;
   // A live copy confirmed: nothing was stored, nothing to delete. Its
   // "sent" goes before the receipt.
@@ -171,12 +171,11 @@ bool status_to_sender(Router &r, UserId from, UserId to, uint32_t id, uint32_t s
   receipt = gid;
   if (gid < 0) return lc != kNone;
   Frames f;
-  if (gid || !core_frames) {
-    // The core's frame does not know the group; a group message's receipt
-    // names it, as the sender's "sent" did. Encoded once per form some
-    // device reads, without the host: the status hooks ran once for this
-    // status when the core took it (on whichever node read it), and must
-    // not run again per form.
+  {
+    // A group message's receipt names the group, as the sender's "sent"
+    // did. Encoded once per form some device reads, without the host: the
+    // status hooks ran once for this status when the core took it (on
+    // whichever node read it), and must not run again per form.
     mesibo_message_params_t sp{};
     sp.id = id;
     sp.status = status;
@@ -189,8 +188,6 @@ bool status_to_sender(Router &r, UserId from, UserId to, uint32_t id, uint32_t s
     if (out_format != WIRE_JSON) wire_encode_status(WIRE_BINARY, sp, r.frame_scratch2);
     f.json = r.frame_scratch.data(), f.json_len = r.frame_scratch.size();
     f.bin = r.frame_scratch2.data(), f.bin_len = r.frame_scratch2.size();
-  } else {
-    f = *core_frames;
   }
   // Statuses reach the sender in the order sent, delivered, read: a "sent"
   // still waiting for a commit (one queued just now by the confirmation
@@ -252,10 +249,9 @@ int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
   std::string_view to_name(p.to ? p.to : "");
   // The user the receipt is for: the message's sender.
   UserId to = directory_find(r.dir, to_name);
-  Frames core_frames = frames_of(res, out_format);
   int64_t receipt = -1;
-  bool confirmed_live = status_to_sender(r, from, to, id, status, &core_frames,
-                                         out_format == OUT_SAME ? res.format : out_format, -1, receipt, b);
+  bool confirmed_live =
+      status_to_sender(r, from, to, id, status, out_format == OUT_SAME ? res.format : out_format, -1, receipt, b);
   // Any confirmation shows the device is reading (live.cc), also one for a
   // stored copy: an overloaded server may have stored the copies it now
   // reads confirmations for, and must not take the device for a silent one.
@@ -642,7 +638,7 @@ int router_route(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
             a.conn = conn;
             a.gen = r.dir.conns[conn].gen;
             a.binary = sender_binary;
-            a.frame.assign(res.ack, res.ack_len);
+            a.set_frame(res.ack, res.ack_len);
           }
           if (live_base == kNone) {
             live_base = live_new_base(r);
@@ -849,7 +845,7 @@ void router_remote_status(Router &r, UserId from, UserId to, uint32_t id, uint32
   if (status == MESIBO_MODULE_MSGSTATUS_DELIVERED || status == MESIBO_MODULE_MSGSTATUS_READ)
     r.dir.users[from].remote_confirmed_at = now;
   int64_t receipt = -1;
-  bool confirmed = status_to_sender(r, from, to, id, status, nullptr, directory_out_format(r.dir), receipt_gid, receipt, b);
+  bool confirmed = status_to_sender(r, from, to, id, status, directory_out_format(r.dir), receipt_gid, receipt, b);
   // A copy this node forwarded live and stored when its grace ran out: the
   // recipient's node left the delete to this one (route_status).
   if (!confirmed && r.settings.durable && status == MESIBO_MODULE_MSGSTATUS_DELIVERED &&
