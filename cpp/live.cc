@@ -55,13 +55,13 @@ void settle_ack(Router &r, uint32_t a, Batch &b) {
   if (!ack.stored && r.waiting.empty()) {
     if (directory_is(r.dir, ack.conn, ack.gen)) {
       uint32_t off = static_cast<uint32_t>(b.bytes.size());
-      b.bytes.append(ack.frame);
-      b.writes.push_back(Write{ack.conn, off, static_cast<uint32_t>(ack.frame.size()), uint8_t(ack.binary), 0});
+      b.bytes.append(ack.frame(), ack.frame_len());
+      b.writes.push_back(Write{ack.conn, off, static_cast<uint32_t>(ack.frame_len()), uint8_t(ack.binary), 0});
     }
   } else {
     // Queued even for a connection that has closed since (it is skipped at
     // the release): a receipt waits behind every queued "sent".
-    router_queue_ack_to(r, ack.conn, ack.gen, ack.frame.data(), ack.frame.size(), ack.binary, b);
+    router_queue_ack_to(r, ack.conn, ack.gen, ack.frame(), ack.frame_len(), ack.binary, b);
   }
   r.live.free_acks.push_back(a);
 }
@@ -69,7 +69,8 @@ void settle_ack(Router &r, uint32_t a, Batch &b) {
 void settle(Router &r, uint32_t i, Batch &b) {
   LiveCopy &lc = r.live.copies[i];
   --r.dir.users[lc.recipient].live;
-  live_release_base(r, lc.base);
+  if (lc.sole) r.live.free_bases.push_back(lc.base);
+  else live_release_base(r, lc.base);
   lc.base = kNone;
   settle_ack(r, lc.ack, b);
   for (uint32_t a : r.live.copies[i].more) settle_ack(r, a, b);
@@ -170,6 +171,8 @@ void live_add(Router &r, uint32_t ack, UserId recipient, uint32_t base, uint64_t
   lc.recipient = recipient;
   lc.base = base;
   ++lb.refs;
+  // One recipient, so one copy: a resend while it is live joins it (above).
+  lc.sole = lb.gid == 0;
   lc.sent_at = now;
   lc.ack = ack;
   ++r.dir.users[recipient].live;
