@@ -2,12 +2,15 @@
 // (test/cluster-harness.ts), driven by SDK clients over real WebSockets:
 // what one node does behaves on another as on a single node
 // (docs/cluster.md).
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { SwitchboardClient } from '../lib/client';
 import { Server } from '../lib/index';
-import { freePort } from './child-server';
-import { peer, startCluster, type Peer, type TestCluster } from './cluster-harness';
-import { compileModule, until } from './helpers';
+import { freePort, ServerProcess } from './child-server';
+import { APP, peer, startCluster, type Peer, type TestCluster } from './cluster-harness';
+import { compileModule, tempDir, until } from './helpers';
 
 let cluster: TestCluster;
 const clients: SwitchboardClient[] = [];
@@ -308,6 +311,82 @@ describe('a cluster of three nodes', () => {
     await until(() => b.texts().includes('after the stall'));
   });
 
+  it('a node away from NATS for less than the node timeout hears, when back, that a user left meanwhile: its online list and presence drop it', async () => {
+    // A fourth node reaches NATS through a proxy the test cuts: its own
+    // short outage, which nobody takes for a node gone.
+    const proxy = await natsProxy(cluster.nats.port);
+    const dir = path.join(tempDir('sb-cluster-away-'), 'n3');
+    fs.mkdirSync(dir);
+    const n3 = new ServerProcess(dir, await freePort(), APP, `store = ${cluster.pg.url(cluster.db)}\ncluster = nats://127.0.0.1:${proxy.port}\nnode = n3-away\n`);
+    try {
+      await n3.start();
+      const leaver = fresh('leaver');
+      const stayer = fresh('stayer');
+      const l = await peer(cluster.urls[0], await cluster.user(0, leaver), clients);
+      await peer(cluster.urls[1], await cluster.user(0, stayer), clients);
+      const online3 = async () => (await (await fetch(`http://127.0.0.1:${n3.port}/api`, { method: 'POST', headers: { Authorization: `Bearer ${APP}` }, body: JSON.stringify({ op: 'online' }) })).json()) as { online: string[] };
+      await until(async () => {
+        const on = (await online3()).online;
+        return on.includes(leaver) && on.includes(stayer);
+      });
+      const watcher = await peer(`ws://127.0.0.1:${n3.port}/`, await cluster.user(0, fresh('watcher')), clients);
+      const first = answer(watcher, leaver);
+      watcher.c.subscribePresence(leaver);
+      expect(await first).toBe('online');
+      await proxy.cut();
+      // The `loc` saying it left goes to NATS while node 3 is away, and is lost for it.
+      l.c.close();
+      await until(async () => !((await cluster.api(1, { op: 'online' })).online as string[]).includes(leaver));
+      await new Promise((r) => setTimeout(r, 300));
+      proxy.restore();
+      // Back, it says hello; node 0 and node 1 answer with their whole lists.
+      await until(async () => !(await online3()).online.includes(leaver), 15_000);
+      expect((await online3()).online).toContain(stayer);
+      await until(() => watcher.presence.some((e) => e.address === leaver && !e.online));
+    } finally {
+      if (n3.running) await n3.kill('SIGTERM');
+      proxy.close();
+    }
+  });
+
+  it('a node that starts while users are being made through another knows every one of them once it is up', async () => {
+    // It reads the users before it hears the others' changes; what was made
+    // in between is read again once NATS has its subscriptions.
+    const dir = path.join(tempDir('sb-cluster-late-'), 'n4');
+    fs.mkdirSync(dir);
+    const late = new ServerProcess(dir, await freePort(), APP, `store = ${cluster.pg.url(cluster.db)}\ncluster = ${cluster.nats.url}\nnode = n4-late\n`);
+    const made: string[] = [];
+    let making = true;
+    const maker = (async () => {
+      while (making) {
+        const u = fresh('early');
+        await cluster.user(0, u);
+        made.push(u);
+      }
+    })();
+    try {
+      await late.start();
+      // A few more after it is up: those it hears as broadcasts.
+      const until = made.length + 5;
+      while (made.length < until) await new Promise((r) => setTimeout(r, 5));
+      making = false;
+      await maker;
+      const sender = made[0];
+      const refused: string[] = [];
+      for (const to of made.slice(1)) {
+        const res = await fetch(`http://127.0.0.1:${late.port}/api`, { method: 'POST', headers: { Authorization: `Bearer ${APP}` }, body: JSON.stringify({ op: 'message', from: sender, to, data: 'hi' }) });
+        const body = (await res.json()) as { status?: number };
+        if (body.status !== 1) refused.push(`${to}: ${JSON.stringify(body)}`);
+      }
+      expect(made.length).toBeGreaterThan(10);
+      expect(refused).toEqual([]);
+    } finally {
+      making = false;
+      await maker.catch(() => undefined);
+      if (late.running) await late.kill('SIGTERM');
+    }
+  });
+
   it('a node that cannot reach NATS at start stops with E_CLUSTER_CONNECT, at once', async () => {
     const port = await freePort();
     const t0 = Date.now();
@@ -317,6 +396,43 @@ describe('a cluster of three nodes', () => {
     expect(Date.now() - t0).toBeLessThan(10_000);
   });
 });
+
+/**
+ * A TCP proxy to NATS on loopback: cut() drops every connection through it
+ * and refuses new ones until restore().
+ */
+async function natsProxy(target: number): Promise<{ port: number; cut(): Promise<void>; restore(): void; close(): void }> {
+  const sockets = new Set<net.Socket>();
+  let open = true;
+  const server = net.createServer((client) => {
+    if (!open) return client.destroy();
+    const upstream = net.connect(target, '127.0.0.1');
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => undefined);
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    async cut() {
+      open = false;
+      for (const s of sockets) s.destroy();
+    },
+    restore() {
+      open = true;
+    },
+    close() {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
 
 /** The node's next answer about `target` on `p`: 'online', 'offline', or a refusal's code. */
 function answer(p: Peer, target: string): Promise<string> {

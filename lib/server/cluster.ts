@@ -10,8 +10,10 @@
  *   user, the other nodes that have it and gives the engine that count
  *   (setRemote). A node that goes down (the bus's membership) takes its
  *   users with it; a node that comes up, one that took this node for gone
- *   and asks again (nodeRejoined), or this node back on NATS after an
- *   outage, hears this node's users again.
+ *   or was away from NATS and asks again (nodeRejoined), or this node back
+ *   on NATS after an outage, hears this node's users again as a snapshot:
+ *   the whole list, which also takes away the users that left while it
+ *   could not hear (their `loc` went nowhere).
  * - Copies and statuses. The engine's Forward operations are published to
  *   the recipient's subject as they come: a copy stored first comes out of
  *   the engine only once its commit is done (not at all if it failed: the
@@ -36,6 +38,14 @@ import { SwitchboardError } from '../errors';
 
 /** Broadcast channels. */
 const LOC = 'loc';
+/** `loc` items: a user came (LOC_ON) or left (LOC_OFF), or part of a snapshot of every user the node has (LOC_ALL). */
+const LOC_OFF = 0;
+const LOC_ON = 1;
+const LOC_ALL = 2;
+/** A snapshot's header: kind, its number (u32), whether it is the last part. Then (u16 length, name) per user. */
+const SNAPSHOT_HEAD = 6;
+/** Bytes of names per snapshot part, well under any NATS max_payload. */
+const SNAPSHOT_PART = 60_000;
 const DIR = 'dir';
 const TALK = 'talk';
 /** A request every node answers at once: what the asking node published before it has been applied (changed()). */
@@ -101,6 +111,11 @@ export class Cluster {
   /** Per user here, which other nodes have heard that this node has it (received()). */
   private readonly gates = new Map<string, Gate>();
   private readonly undo: (() => void)[] = [];
+  /** Snapshot parts heard so far, per node, until its last part (located()). */
+  private readonly snapshots = new Map<string, { id: number; users: Set<string> }>();
+  private snapshotSeq = 0;
+  private snapshotDue = false;
+  private closed = false;
   private readonly enc = new TextEncoder();
   private readonly fields = { id: 0, refid: 0, groupid: 0, flags: 0, type: 0, expiry: 0 };
   private readonly dec = new TextDecoder();
@@ -292,6 +307,7 @@ export class Cluster {
 
   /** Server stop: no more handlers; the bus closes (what it holds is reported). */
   async close(): Promise<void> {
+    this.closed = true;
     for (const u of this.undo.splice(0)) u();
     const { unsent } = await this.bus.close();
     if (unsent) this.logger.event('cluster.error', { node: this.node, error: `${unsent} items for other nodes could not be sent before the bus closed` });
@@ -318,10 +334,15 @@ export class Cluster {
   }
 
   private located(item: Uint8Array, from: string): void {
-    const user = this.dec.decode(item.subarray(1));
+    if (item[0] === LOC_ALL) return this.snapshotPart(item, from);
+    this.locate(this.dec.decode(item.subarray(1)), from, item[0] === LOC_ON);
+  }
+
+  /** Node `from` has `user` (on) or no longer has it. */
+  private locate(user: string, from: string, on: boolean): void {
     const before = this.here.has(user) || this.elsewhere(user);
     let nodes = this.remote.get(user);
-    if (item[0] === 1) {
+    if (on) {
       if (!nodes) this.remote.set(user, (nodes = new Set()));
       nodes.add(from);
     } else if (nodes) {
@@ -329,10 +350,34 @@ export class Cluster {
       if (nodes.size === 0) this.remote.delete(user);
     }
     this.moved(user, before);
-    if (item[0] !== 1) return;
+    if (!on) return;
     // What moved() stored for the user goes out after its commit, and then
     // this: the announcing node takes this node's live copies from here on.
     this.hooks.whenCommitted(() => this.publish(user, this.seenItem(from)));
+  }
+
+  /**
+   * A part of node `from`'s snapshot (announceAll). At its last part the
+   * snapshot is the node's whole list: a user it had here and does not list
+   * left it (this node missed that `loc` during an outage of its own, or
+   * of that node's), and each user it lists is located as by its own `loc`.
+   * Parts of one snapshot follow each other on the `loc` subject, between
+   * that node's other `loc` items, in order; a newer snapshot replaces one
+   * whose parts were cut short.
+   */
+  private snapshotPart(item: Uint8Array, from: string): void {
+    if (!validSnapshotPart(item)) {
+      this.logger.event('cluster.error', { node: from, error: `a location snapshot of ${item.length} bytes that this node cannot read` });
+      return;
+    }
+    const part = readSnapshotPart(item);
+    let snap = this.snapshots.get(from);
+    if (!snap || snap.id !== part.id) this.snapshots.set(from, (snap = { id: part.id, users: new Set() }));
+    for (const user of part.users) snap.users.add(user);
+    if (!part.last) return;
+    this.snapshots.delete(from);
+    for (const [user, nodes] of [...this.remote]) if (nodes.has(from) && !snap.users.has(user)) this.locate(user, from, false);
+    for (const user of snap.users) this.locate(user, from, true);
   }
 
   /** Whether a live copy for `user` from node `from` waits for that node's ITEM_SEEN (or is dropped: its node keeps it). */
@@ -363,6 +408,7 @@ export class Cluster {
   }
 
   private nodeGone(node: string): void {
+    this.snapshots.delete(node);
     // Its live copies held here are lost with it; their senders resend.
     for (const gate of this.gates.values()) {
       const list = gate.held.get(node);
@@ -410,8 +456,24 @@ export class Cluster {
     this.hooks.perform();
   }
 
+  /**
+   * Every user here, as one snapshot (snapshotPart) to every node. Asked for
+   * by several events of one loop turn (each node that had dropped this one
+   * says hello), it is sent once, after them; its list is taken when it is
+   * sent, and what changes later follows it as plain `loc` items.
+   */
   private announceAll(): void {
-    for (const user of this.here.keys()) this.tell(LOC, this.loc(user, true));
+    if (this.snapshotDue || this.closed) return;
+    this.snapshotDue = true;
+    setImmediate(() => {
+      this.snapshotDue = false;
+      if (!this.closed) this.sendSnapshot();
+    });
+  }
+
+  private sendSnapshot(): void {
+    this.snapshotSeq = (this.snapshotSeq + 1) >>> 0;
+    for (const part of snapshotParts([...this.here.keys()], this.snapshotSeq)) this.tell(LOC, part);
   }
 
   private directoryChanged(item: Uint8Array, from: string): void {
@@ -437,7 +499,7 @@ export class Cluster {
   private loc(user: string, on: boolean): Uint8Array {
     const name = this.enc.encode(user);
     const out = new Uint8Array(1 + name.length);
-    out[0] = on ? 1 : 0;
+    out[0] = on ? LOC_ON : LOC_OFF;
     out.set(name, 1);
     return out;
   }
@@ -498,4 +560,63 @@ export class Cluster {
     v.setUint16(14, nameLen);
     return out.subarray(0, STATUS_HEAD + nameLen);
   }
+}
+
+/**
+ * The users of a snapshot (`loc` LOC_ALL) as its parts: each part holds
+ * the kind, the snapshot's number, whether it is the last part, then
+ * (u16 length, UTF-8 name) per user, at most `partBytes` of names (one
+ * name at least); an empty list is one empty last part.
+ */
+export function snapshotParts(users: string[], id: number, partBytes = SNAPSHOT_PART): Uint8Array[] {
+  const enc = new TextEncoder();
+  const parts: Uint8Array[] = [];
+  let names: Uint8Array[] = [];
+  let bytes = 0;
+  const part = (last: boolean): void => {
+    const out = new Uint8Array(SNAPSHOT_HEAD + bytes);
+    const v = new DataView(out.buffer);
+    out[0] = LOC_ALL;
+    v.setUint32(1, id);
+    out[5] = last ? 1 : 0;
+    let at = SNAPSHOT_HEAD;
+    for (const name of names) {
+      v.setUint16(at, name.length);
+      out.set(name, at + 2);
+      at += 2 + name.length;
+    }
+    parts.push(out);
+    names = [];
+    bytes = 0;
+  };
+  for (const user of users) {
+    const name = enc.encode(user);
+    if (bytes + 2 + name.length > partBytes && names.length) part(false);
+    names.push(name);
+    bytes += 2 + name.length;
+  }
+  part(true);
+  return parts;
+}
+
+/** Whether `item` is a snapshot part whose names fill it exactly. */
+export function validSnapshotPart(item: Uint8Array): boolean {
+  if (item.length < SNAPSHOT_HEAD || item[0] !== LOC_ALL) return false;
+  const v = new DataView(item.buffer, item.byteOffset, item.byteLength);
+  let at = SNAPSHOT_HEAD;
+  while (at + 2 <= item.length) at += 2 + v.getUint16(at);
+  return at === item.length;
+}
+
+/** A part snapshotParts made (validSnapshotPart first). */
+export function readSnapshotPart(item: Uint8Array): { id: number; last: boolean; users: string[] } {
+  const dec = new TextDecoder();
+  const v = new DataView(item.buffer, item.byteOffset, item.byteLength);
+  const users: string[] = [];
+  for (let at = SNAPSHOT_HEAD; at + 2 <= item.length; ) {
+    const n = v.getUint16(at);
+    users.push(dec.decode(item.subarray(at + 2, at + 2 + n)));
+    at += 2 + n;
+  }
+  return { id: v.getUint32(1), last: item[5] === 1, users };
 }

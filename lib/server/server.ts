@@ -147,6 +147,8 @@ export class Server {
   private readonly storeName: string;
   /** This node's part of a cluster (`cluster = nats://...`); null on a single node. */
   private readonly cluster: Cluster | null = null;
+  /** Directory changes other nodes made while this node read the directory again at start (catchUpDirectory). */
+  private heldChanges: DirectoryChange[] | null = null;
 
   private constructor(settings: ServerSettings, core: Core, opened: Store | AsyncStore, store: AsyncStore, storeName: string, loaded: Loaded, inbox: InboxCounts, logger: Logger, bus: ClusterBus | null) {
     this.settings = settings;
@@ -210,12 +212,13 @@ export class Server {
           perform: () => this.delivery.perform(),
           whenCommitted: (fn) => this.commit.whenCommitted(fn),
           presence: (user, online) => this.app.publish(`p/${user}`, JSON.stringify({ op: 'presence', from: user, online }), false),
-          directory: (change) => this.directoryChanged(change),
+          directory: (change) => (this.heldChanges ? this.heldChanges.push(change) : this.directoryChanged(change)),
           talked: (a, b) => this.presence.heard(a, b),
         },
         logger,
         settings.durable,
       );
+      this.heldChanges = [];
       this.delivery.cluster = this.cluster;
       this.sessions.cluster = this.cluster;
       this.intake.cluster = this.cluster;
@@ -304,6 +307,7 @@ export class Server {
       const server = new Server(settings, core, opened, store, storeLabel(settings.store), loaded, inbox, logger, bus);
       received = (user, item, from) => server.cluster!.received(user, item, from);
       bus.join();
+      await server.catchUpDirectory(bus);
       return Server.started(server, opts, cfg, settings, logger);
     }
     const server = new Server(settings, core, opened, store, settings.store === 'sqlite' ? storeFile : storeLabel(settings.store), loaded, inbox, logger, null);
@@ -593,6 +597,37 @@ export class Server {
   }
 
   // --- routes ---------------------------------------------------------------
+
+  /**
+   * The users and groups were read before this node heard the other nodes'
+   * directory changes: one made in between (another node's API, while this
+   * one started) would be missing here until a restart. Once NATS has this
+   * node's subscriptions, they are read again and the difference applied,
+   * then the changes heard meanwhile, in order (each states a user's or a
+   * group's whole state, so one already in the second read does no harm).
+   * A read that fails is logged: the node goes on with its first read.
+   */
+  private async catchUpDirectory(bus: ClusterBus): Promise<void> {
+    try {
+      await bus.flush();
+      const [users, groups] = await Promise.all([this.db.listUsers(), this.db.listGroups()]);
+      const now = new Set(users);
+      for (const u of [...this.directory.users]) if (!now.has(u)) this.directoryChanged({ op: 'user', address: u, exists: false });
+      for (const u of users) if (!this.directory.users.has(u)) this.directoryChanged({ op: 'user', address: u, exists: true });
+      const gids = new Set(groups.map((g) => g.gid));
+      for (const gid of [...this.directory.groups.keys()]) if (!gids.has(gid)) this.directoryChanged({ op: 'group', gid, members: null });
+      for (const g of groups) {
+        const had = this.directory.groups.get(g.gid);
+        if (!had || had.size !== g.members.length || g.members.some((m) => !had.has(m))) this.directoryChanged({ op: 'group', gid: g.gid, members: g.members });
+      }
+    } catch (e) {
+      this.logger.event('cluster.error', { node: bus.node, error: `reading the directory again at start: ${errorText(e)}; users or groups made on another node while this one started may be missing here until it restarts` });
+    } finally {
+      const held = this.heldChanges ?? [];
+      this.heldChanges = null;
+      for (const change of held) this.directoryChanged(change);
+    }
+  }
 
   /** Another node of the cluster changed the directory through its API: the same change here. */
   private directoryChanged(change: DirectoryChange): void {
