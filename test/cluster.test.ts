@@ -311,38 +311,50 @@ describe('a cluster of three nodes', () => {
     await until(() => b.texts().includes('after the stall'));
   });
 
-  it('a node away from NATS for less than the node timeout hears, when back, that a user left meanwhile: its online list and presence drop it', async () => {
-    // A fourth node reaches NATS through a proxy the test cuts: its own
-    // short outage, which nobody takes for a node gone.
+  it('a node away from NATS for a moment hears, when back, what it missed: a user who left (online list, presence), a user made, a token revoked', async () => {
+    // A fourth node reaches NATS through a proxy the test cuts: an outage of
+    // its own, short enough that nobody need take it (or be taken) for gone.
     const proxy = await natsProxy(cluster.nats.port);
     const dir = path.join(tempDir('sb-cluster-away-'), 'n3');
     fs.mkdirSync(dir);
     const n3 = new ServerProcess(dir, await freePort(), APP, `store = ${cluster.pg.url(cluster.db)}\ncluster = nats://127.0.0.1:${proxy.port}\nnode = n3-away\n`);
+    const url3 = `ws://127.0.0.1:${n3.port}/`;
     try {
       await n3.start();
       const leaver = fresh('leaver');
       const stayer = fresh('stayer');
+      const revoked = fresh('revoked');
+      const newcomer = fresh('newcomer');
       const l = await peer(cluster.urls[0], await cluster.user(0, leaver), clients);
       await peer(cluster.urls[1], await cluster.user(0, stayer), clients);
-      const online3 = async () => (await (await fetch(`http://127.0.0.1:${n3.port}/api`, { method: 'POST', headers: { Authorization: `Bearer ${APP}` }, body: JSON.stringify({ op: 'online' }) })).json()) as { online: string[] };
+      const r = await peer(url3, await cluster.user(0, revoked), clients);
+      const api3 = async (body: Record<string, unknown>) => (await (await fetch(`http://127.0.0.1:${n3.port}/api`, { method: 'POST', headers: { Authorization: `Bearer ${APP}` }, body: JSON.stringify(body) })).json()) as Record<string, unknown>;
+      const online3 = async () => (await api3({ op: 'online' })).online as string[];
       await until(async () => {
-        const on = (await online3()).online;
+        const on = await online3();
         return on.includes(leaver) && on.includes(stayer);
       });
-      const watcher = await peer(`ws://127.0.0.1:${n3.port}/`, await cluster.user(0, fresh('watcher')), clients);
+      const watcher = await peer(url3, await cluster.user(0, fresh('watcher')), clients);
       const first = answer(watcher, leaver);
       watcher.c.subscribePresence(leaver);
       expect(await first).toBe('online');
+      let revokedClosed = false;
+      r.c.on('disconnected', () => (revokedClosed = true));
+
       await proxy.cut();
-      // The `loc` saying it left goes to NATS while node 3 is away, and is lost for it.
+      // What node 0 broadcasts now goes to NATS while node 3 is away, and is lost for it.
       l.c.close();
+      await Promise.all([cluster.api(0, { op: 'usertoken', address: revoked }), cluster.user(0, newcomer)]);
       await until(async () => !((await cluster.api(1, { op: 'online' })).online as string[]).includes(leaver));
-      await new Promise((r) => setTimeout(r, 300));
       proxy.restore();
-      // Back, it says hello; node 0 and node 1 answer with their whole lists.
-      await until(async () => !(await online3()).online.includes(leaver), 15_000);
-      expect((await online3()).online).toContain(stayer);
+
+      // Back, it says hello; node 0 and node 1 answer with their whole
+      // lists, and node 3 reads the users and the sessions' tokens again.
+      await until(async () => !(await online3()).includes(leaver), 15_000);
+      expect(await online3()).toContain(stayer);
       await until(() => watcher.presence.some((e) => e.address === leaver && !e.online));
+      await until(() => revokedClosed);
+      await until(async () => (await api3({ op: 'message', from: stayer, to: newcomer, data: 'welcome' })).status === 1);
     } finally {
       if (n3.running) await n3.kill('SIGTERM');
       proxy.close();

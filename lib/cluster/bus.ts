@@ -351,6 +351,21 @@ export class ClusterBus {
     throw new SwitchboardError('E_CLUSTER_FRAME', `node ${node} answered with a frame of kind ${f.kind}`);
   }
 
+  /**
+   * Resolves once NATS has this node's subscriptions: one round trip to it,
+   * also while what waited during an outage is still held (flush() waits
+   * for that). E_CLUSTER_DISCONNECTED during an outage.
+   */
+  async subscriptionsConfirmed(): Promise<void> {
+    this.open();
+    if (!this.connected) throw disconnected();
+    try {
+      await this.nc.flush();
+    } catch {
+      throw disconnected();
+    }
+  }
+
   /** Resolves once NATS has everything published so far (E_CLUSTER_DISCONNECTED during an outage). */
   async flush(): Promise<void> {
     this.open();

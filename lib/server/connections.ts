@@ -32,6 +32,8 @@ export interface Conn {
   held?: { data: ArrayBuffer; isBinary: boolean }[];
   /** The hash of the token in the upgrade's URL, from the upgrade to the open handler, which has the store look it up. */
   tokenHash?: string;
+  /** The hash of the token this connection logged in with: in a cluster, checked again after this node was away from NATS (Sessions.recheckTokens). */
+  loginHash?: string;
 }
 
 export type WS = uWS.WebSocket<Conn>;

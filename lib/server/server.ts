@@ -219,6 +219,7 @@ export class Server {
         settings.durable,
       );
       this.heldChanges = [];
+      bus.on('connected', () => void this.afterOutage(bus));
       this.delivery.cluster = this.cluster;
       this.sessions.cluster = this.cluster;
       this.intake.cluster = this.cluster;
@@ -601,15 +602,16 @@ export class Server {
   /**
    * The users and groups were read before this node heard the other nodes'
    * directory changes: one made in between (another node's API, while this
-   * one started) would be missing here until a restart. Once NATS has this
-   * node's subscriptions, they are read again and the difference applied,
-   * then the changes heard meanwhile, in order (each states a user's or a
-   * group's whole state, so one already in the second read does no harm).
-   * A read that fails is logged: the node goes on with its first read.
+   * one started, or while it was away from NATS) would be missing here.
+   * Once NATS has this node's subscriptions, they are read again and the
+   * difference applied, then the changes heard meanwhile (held from before
+   * the read: heldChanges), in order (each states a user's or a group's
+   * whole state, so one already in the read does no harm). A read that
+   * fails is logged: the node goes on with what it had.
    */
   private async catchUpDirectory(bus: ClusterBus): Promise<void> {
     try {
-      await bus.flush();
+      await bus.subscriptionsConfirmed();
       const [users, groups] = await Promise.all([this.db.listUsers(), this.db.listGroups()]);
       const now = new Set(users);
       for (const u of [...this.directory.users]) if (!now.has(u)) this.directoryChanged({ op: 'user', address: u, exists: false });
@@ -621,11 +623,44 @@ export class Server {
         if (!had || had.size !== g.members.length || g.members.some((m) => !had.has(m))) this.directoryChanged({ op: 'group', gid: g.gid, members: g.members });
       }
     } catch (e) {
-      this.logger.event('cluster.error', { node: bus.node, error: `reading the directory again at start: ${errorText(e)}; users or groups made on another node while this one started may be missing here until it restarts` });
+      this.logger.event('cluster.error', { node: bus.node, error: `reading the directory again (at start or after a NATS outage): ${errorText(e)}; users or groups another node made meanwhile may be missing here until this node restarts` });
     } finally {
       const held = this.heldChanges ?? [];
       this.heldChanges = null;
       for (const change of held) this.directoryChanged(change);
+    }
+  }
+
+  private catchingUp = false;
+  private catchUpAgain = false;
+
+  /**
+   * Back on NATS after an outage: the directory changes other nodes
+   * broadcast meanwhile went by unheard. The directory is read again as at
+   * start (catchUpDirectory), and each session's token looked up again: a
+   * token another node's API revoked meanwhile closes its sessions here
+   * too. An outage that ends while this runs has it run again.
+   */
+  private async afterOutage(bus: ClusterBus): Promise<void> {
+    if (this.catchingUp) {
+      this.catchUpAgain = true;
+      return;
+    }
+    this.catchingUp = true;
+    try {
+      do {
+        this.catchUpAgain = false;
+        this.heldChanges ??= [];
+        await this.catchUpDirectory(bus);
+        if (this.stopped) return;
+        try {
+          await this.sessions.recheckTokens();
+        } catch (e) {
+          this.logger.event('cluster.error', { node: bus.node, error: `looking the sessions' tokens up again after a NATS outage: ${errorText(e)}; a token revoked on another node meanwhile keeps its sessions here open until they end` });
+        }
+      } while (this.catchUpAgain && !this.stopped);
+    } finally {
+      this.catchingUp = false;
     }
   }
 

@@ -199,6 +199,7 @@ export class Sessions {
         }
         if (format === 'binary') c.binary = true;
         c.address = address;
+        c.loginHash = tokenHash;
         this.loggedIn(ws);
         for (const f of held) {
           if (!c.open || !c.address) break;
@@ -267,6 +268,39 @@ export class Sessions {
   /** Closes every connection of `address` with an error (revoked token, removed user). */
   disconnect(address: string, code: ErrorCode, message: string): void {
     for (const ws of [...this.connections.of(address)]) this.refuse(ws, code, message);
+  }
+
+  /**
+   * Each logged-in connection's token looked up again (one lookup per
+   * token, eight at a time): a connection whose token no longer names its
+   * user is closed as a revoked one is. For a node of a cluster back on
+   * NATS after an outage, during which another node's `usertoken` or
+   * `userdel` broadcast went by unheard. Returns how many were closed.
+   */
+  async recheckTokens(): Promise<number> {
+    const byHash = new Map<string, WS[]>();
+    for (const ws of this.connections.all()) {
+      const h = ws.getUserData().loginHash;
+      if (!h) continue;
+      const list = byHash.get(h);
+      if (list) list.push(ws);
+      else byHash.set(h, [ws]);
+    }
+    const hashes = [...byHash.keys()];
+    let closed = 0;
+    const next = async (): Promise<void> => {
+      for (let h = hashes.pop(); h !== undefined; h = hashes.pop()) {
+        const address = await this.store.userByTokenHash(h);
+        for (const ws of byHash.get(h)!) {
+          const c = ws.getUserData();
+          if (!c.open || c.address === address) continue;
+          closed++;
+          this.refuse(ws, 'E_AUTH', 'your token was revoked or your user was removed; log in again with a new token');
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, next));
+    return closed;
   }
 
   /**
