@@ -35,7 +35,7 @@ enum HeadSlot {
 constexpr size_t WRITE_FIELDS = 4;
 enum OpField {
   OP_KIND, OP_RECIPIENT, OP_SENDER, OP_ID, OP_REFID, OP_GID, OP_FLAGS, OP_TYPE, OP_EXPIRY, OP_EXPIRES_AT,
-  OP_PAYLOAD_OFF, OP_PAYLOAD_LEN, OP_AFTER_COMMIT, OP_STATUS, OP_RECEIPT, OP_FIELDS
+  OP_PAYLOAD_OFF, OP_PAYLOAD_LEN, OP_AFTER_COMMIT, OP_STATUS, OP_RECEIPT, OP_KEEP, OP_FIELDS
 };
 constexpr size_t COUNTER_FIXED = 6;  // then statuses[256]
 
@@ -281,6 +281,7 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
       o[OP_AFTER_COMMIT] = x.after_commit;
       o[OP_STATUS] = x.status;
       o[OP_RECEIPT] = x.receipt;
+      o[OP_KEEP] = x.keep;
       o += OP_FIELDS;
     }
     if (!b.bytes.empty()) std::memcpy(st.bytes_p, b.bytes.data(), b.bytes.size());
@@ -396,12 +397,12 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     return Napi::Boolean::New(info.Env(), written);
   }
 
-  // remoteStatus(fromUid, toUid, id, status, now, receiptGid = -1)
+  // remoteStatus(fromUid, toUid, id, status, now, receiptGid = -1, keep = false)
   Napi::Value RemoteStatus(const Napi::CallbackInfo &info) {
     Enter(info.Env());
     int64_t receipt = info[5].IsNumber() ? info[5].As<Napi::Number>().Int64Value() : -1;
     router_remote_status(st_->router, U32(info[0]), U32(info[1]), U32(info[2]), U32(info[3]), receipt, Now(info[4]),
-                         st_->batch);
+                         st_->batch, info.Length() > 6 && info[6].ToBoolean().Value());
     Publish(info.Env(), 0);
     return info.Env().Undefined();
   }
@@ -665,7 +666,7 @@ void delivery_binding_init(Napi::Env env, Napi::Object exports) {
   Napi::Object h = Napi::Object::New(env);
   for (uint32_t i = 0; i < HEAD_COUNT; ++i) h.Set(head[i], i);
   layout.Set("head", h);
-  const char *op[] = {"kind", "recipient", "sender", "id", "refid", "gid", "flags", "type", "expiry", "expiresAt", "payloadOff", "payloadLen", "afterCommit", "status", "receipt"};
+  const char *op[] = {"kind", "recipient", "sender", "id", "refid", "gid", "flags", "type", "expiry", "expiresAt", "payloadOff", "payloadLen", "afterCommit", "status", "receipt", "keep"};
   Napi::Object of = Napi::Object::New(env);
   for (uint32_t i = 0; i < OP_FIELDS; ++i) of.Set(op[i], i);
   layout.Set("op", of);

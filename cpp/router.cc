@@ -265,12 +265,19 @@ int route_status(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
     if (r.settings.cluster && to != kNone && r.dir.conns[conn].stored.erase(Key3{to, 0, id}, &how))
       kept_elsewhere = how == kForwardedLive && r.dir.users[to].remote;
   }
+  // A copy another node keeps, confirmed by this device while another
+  // device of the same user here still reads its backlog: that node stores
+  // it rather than settle it (keep), and this one deletes it once the
+  // reading is done (a DeferredAck), or the reading device would never find
+  // it: stored copies are per user.
+  bool keep = kept_elsewhere && defer_ack(r, from, conn, to, id);
   // The sender has devices on other nodes: they confirm their live copies
   // and write the receipts their node tracks (router_remote_status).
   if (to != kNone && r.dir.users[to].remote) {
     StoreOp &op = push_op(b, STORE_FORWARD_STATUS, to, from, p, now);
     op.status = status;
     op.expires_at = 0;
+    op.keep = keep;
     // The flags that asked for a receipt may be here (a copy another node
     // forwarded): the sender's devices there get it too.
     op.receipt = receipt >= 0;
@@ -839,16 +846,22 @@ bool router_remote_message(Router &r, UserId rc, UserId from, const mesibo_messa
 }
 
 void router_remote_status(Router &r, UserId from, UserId to, uint32_t id, uint32_t status, int64_t receipt_gid,
-                          uint64_t now, Batch &b) {
+                          uint64_t now, Batch &b, bool keep) {
   batch_clear(b);
   if (from >= r.dir.users.size() || to >= r.dir.users.size()) return;
-  if (status == MESIBO_MODULE_MSGSTATUS_DELIVERED || status == MESIBO_MODULE_MSGSTATUS_READ)
-    r.dir.users[from].remote_confirmed_at = now;
+  bool confirms = status == MESIBO_MODULE_MSGSTATUS_DELIVERED || status == MESIBO_MODULE_MSGSTATUS_READ;
+  if (confirms) r.dir.users[from].remote_confirmed_at = now;
+  // Another device of `from` on that node is reading its backlog: settled
+  // here, this copy would be in no store for it to find. `from`'s live
+  // copies are stored (oldest first, as at a second device's login), this
+  // one with them, and hand out after their commit.
+  if (keep && confirms && r.settings.durable) live_store_user(r, from, b);
   int64_t receipt = -1;
   bool confirmed = status_to_sender(r, from, to, id, status, directory_out_format(r.dir), receipt_gid, receipt, b);
   // A copy this node forwarded live and stored when its grace ran out: the
-  // recipient's node left the delete to this one (route_status).
-  if (!confirmed && r.settings.durable && status == MESIBO_MODULE_MSGSTATUS_DELIVERED &&
+  // recipient's node left the delete to this one (route_status), unless it
+  // keeps it for a device reading its backlog.
+  if (!confirmed && !keep && r.settings.durable && status == MESIBO_MODULE_MSGSTATUS_DELIVERED &&
       !defer_ack(r, from, kNone, to, id)) {
     mesibo_message_params_t p{};
     p.id = id;

@@ -81,6 +81,11 @@ struct StoreOp {
   // (its group in gid): the other node writes it to the sender's devices
   // there even without flags of its own.
   uint8_t receipt;
+  // STORE_FORWARD_STATUS: a device of the recipient here is still reading
+  // its backlog: the node that keeps the copy stores it rather than settle
+  // it, and leaves the delete to this node, which makes it once the
+  // reading is done (router_remote_status).
+  uint8_t keep;
 };
 
 enum CommitDue : int {
@@ -402,10 +407,14 @@ bool router_remote_message(Router &r, UserId recipient, UserId from, const mesib
 // `from` is still confirming, live.cc). Confirms a live copy here, and is
 // written to `to`'s connections as a receipt where the flags kept here ask
 // for one, or when `receipt_gid` >= 0 (the op's receipt and gid: the node
-// that read it had the flags); no store operation (the node that read the
-// status did that). Clears `b`.
+// that read it had the flags). A delivered for a copy this node forwarded
+// live and stored since deletes it here (the node that read the status
+// left that to this one). With `keep` (the op's keep: a device of `from`
+// on that node is reading its backlog) `from`'s live copies here are
+// stored instead, this one with them, and nothing is deleted: that node
+// deletes it once the reading is done. Clears `b`.
 void router_remote_status(Router &r, UserId from, UserId to, uint32_t id, uint32_t status, int64_t receipt_gid,
-                          uint64_t now, Batch &b);
+                          uint64_t now, Batch &b, bool keep = false);
 
 // A "sent" for connection `c` that goes out after the next commit.
 void router_queue_ack(Router &r, ConnId c, const char *frame, size_t len, bool binary, Batch &b);

@@ -108,6 +108,8 @@ export interface StoreOp {
   status: number;
   /** ForwardStatus: this node's flags asked for a receipt (its group in `gid`); the other node writes it too. */
   receipt: boolean;
+  /** ForwardStatus: a device of the recipient here is reading its backlog; the other node stores the copy rather than settle it, and leaves the delete to this one. */
+  keep: boolean;
 }
 
 export interface DeliveryCounters {
@@ -268,9 +270,11 @@ export class Delivery {
    * A status another node forwarded: `from` sent `status` for `to`'s
    * message `id` (now: ms). `receiptGid` >= 0: that node's flags asked for
    * a receipt (in that group, 0 for 1:1), written here even without flags.
+   * `keep`: a device of `from` on that node is reading its backlog (the
+   * op's keep): `from`'s live copies are stored, and nothing is deleted.
    */
-  remoteStatus(from: number, to: number, id: number, status: number, now: number, receiptGid = -1): void {
-    this.h.remoteStatus(from, to, id, status, now, receiptGid);
+  remoteStatus(from: number, to: number, id: number, status: number, now: number, receiptGid = -1, keep = false): void {
+    this.h.remoteStatus(from, to, id, status, now, receiptGid, keep);
     this.sync();
   }
 
@@ -485,6 +489,7 @@ export class Delivery {
       afterCommit: o[b + O.afterCommit] === 1,
       status: o[b + O.status],
       receipt: o[b + O.receipt] === 1,
+      keep: o[b + O.keep] === 1,
     };
   }
 

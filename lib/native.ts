@@ -95,7 +95,7 @@ export interface NativeDeliveryEngine {
   backlogDone(conn: number): void;
   backlogRecheck(conn: number): boolean;
   remoteMessage(recipient: number, from: number, fields: Record<string, unknown>, payload: Uint8Array, stored: boolean, now: number): boolean;
-  remoteStatus(from: number, to: number, id: number, status: number, now: number, receiptGid?: number): void;
+  remoteStatus(from: number, to: number, id: number, status: number, now: number, receiptGid?: number, keep?: boolean): void;
   groupSet(gid: number, members: string[]): void;
   groupForget(gid: number): void;
   outFormat(): number;
@@ -121,7 +121,7 @@ export interface NativeDeliveryEngine {
 /** Where each field of the delivery engine's views is (cpp/delivery_binding.cc). */
 export interface NativeDeliveryLayout {
   head: Record<'status' | 'writes' | 'ops' | 'bytes' | 'commit' | 'liveWait' | 'perRecipient' | 'recipients' | 'talked' | 'grown' | 'outFormat', number>;
-  op: Record<'kind' | 'recipient' | 'sender' | 'id' | 'refid' | 'gid' | 'flags' | 'type' | 'expiry' | 'expiresAt' | 'payloadOff' | 'payloadLen' | 'afterCommit' | 'status' | 'receipt', number>;
+  op: Record<'kind' | 'recipient' | 'sender' | 'id' | 'refid' | 'gid' | 'flags' | 'type' | 'expiry' | 'expiresAt' | 'payloadOff' | 'payloadLen' | 'afterCommit' | 'status' | 'receipt' | 'keep', number>;
   opFields: number;
   writeFields: number;
   opKinds: Record<'enqueue' | 'ack' | 'forward' | 'forwardStatus', number>;

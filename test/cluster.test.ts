@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import type { SwitchboardClient } from '../lib/client';
 import { Server } from '../lib/index';
 import { freePort, ServerProcess } from './child-server';
@@ -409,6 +410,16 @@ describe('a cluster of three nodes', () => {
   });
 });
 
+/** A device that confirms nothing by itself: a plain WebSocket, every frame it gets kept. */
+async function rawDevice(url: string, token: string): Promise<{ ws: WebSocket; frames: Record<string, unknown>[] }> {
+  const ws = new WebSocket(`${url}?token=${token}`);
+  const frames: Record<string, unknown>[] = [];
+  ws.on('message', (d, isBinary) => frames.push(isBinary ? { binary: d } : JSON.parse(d.toString())));
+  ws.on('error', () => undefined);
+  await new Promise((r) => ws.on('open', r));
+  return { ws, frames };
+}
+
 /**
  * A TCP proxy to NATS on loopback: cut() drops every connection through it
  * and refuses new ones until restore().
@@ -445,6 +456,67 @@ async function natsProxy(target: number): Promise<{ port: number; cut(): Promise
     },
   };
 }
+
+describe('multi-device across nodes (durable_grace = 5000, so that no copy is stored for want of a confirmation)', () => {
+  let grace: TestCluster;
+  beforeAll(async () => {
+    grace = await startCluster(2, 'durable_grace = 5000\n', cluster.pg);
+  }, 120_000);
+  afterAll(async () => {
+    await grace?.close();
+  });
+
+  for (const when of ['while the second reads its backlog', 'after the second read its backlog']) {
+    it(`a second device on the node of a first that has not confirmed a copy from another node gets it too, the first confirming ${when}`, async () => {
+      const alice = fresh('alice');
+      const bob = fresh('bob');
+      const a = await peer(grace.urls[0], await grace.user(0, alice), clients);
+      const bobToken = await grace.user(0, bob);
+      const phone = await rawDevice(grace.urls[1], bobToken);
+      await until(() => phone.frames.some((f) => f.op === 'hello'));
+      await until(async () => ((await grace.api(0, { op: 'online' })).online as string[]).includes(bob));
+      // Node 0 keeps the live copy; the phone on node 1 has it and does not confirm yet.
+      const sending = a.c.send(bob, 'only the phone had it');
+      await until(() => phone.frames.some((f) => f.op === 'msg'));
+      const m = phone.frames.find((f) => f.op === 'msg')!;
+      const laptop = await rawDevice(grace.urls[1], bobToken);
+      if (when.startsWith('after')) {
+        await until(() => laptop.frames.some((f) => f.op === 'hello'));
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      phone.ws.send(JSON.stringify({ op: 'status', id: m.id, to: alice, status: 2 }));
+      await sending.sent;
+      await until(() => laptop.frames.some((f) => f.op === 'msg' && f.id === sending.id), 10_000);
+      for (const d of [phone, laptop]) d.ws.close();
+    });
+  }
+
+  it('the same while the second device reads a long backlog: the node that kept the copy keeps it stored, and the delete waits for the reading', async () => {
+    const alice = fresh('alice');
+    const bob = fresh('bob');
+    const a = await peer(grace.urls[0], await grace.user(0, alice), clients);
+    const bobToken = await grace.user(0, bob);
+    // 1,500 stored while bob is offline: the phone gets them and confirms none.
+    for (let i = 0; i < 1500; i += 100) await Promise.all(Array.from({ length: 100 }, (_, k) => a.c.send(bob, `old ${i + k}`).sent));
+    const phone = await rawDevice(grace.urls[1], bobToken);
+    await until(() => phone.frames.filter((f) => f.op === 'msg').length === 1500);
+    const sending = a.c.send(bob, 'the phone had it live');
+    await until(() => phone.frames.some((f) => f.op === 'msg' && f.data === 'the phone had it live'));
+    const m = phone.frames.find((f) => f.op === 'msg' && f.data === 'the phone had it live')!;
+    const laptop = await rawDevice(grace.urls[1], bobToken);
+    await until(() => laptop.frames.some((f) => f.op === 'hello'));
+    phone.ws.send(JSON.stringify({ op: 'status', id: m.id, to: alice, status: 2 }));
+    await sending.sent;
+    await until(() => laptop.frames.some((f) => f.op === 'msg' && f.id === sending.id), 15_000);
+    // Its backlog in order, and the live one after the older ones.
+    const texts = laptop.frames.filter((f) => f.op === 'msg').map((f) => f.data as string);
+    const firsts = texts.filter((t, i) => texts.indexOf(t) === i);
+    expect(firsts.slice(0, 1500)).toEqual(Array.from({ length: 1500 }, (_, i) => `old ${i}`));
+    expect(firsts[1500]).toBe('the phone had it live');
+    for (const d of [phone, laptop]) d.ws.close();
+  });
+
+});
 
 /** The node's next answer about `target` on `p`: 'online', 'offline', or a refusal's code. */
 function answer(p: Peer, target: string): Promise<string> {

@@ -62,8 +62,11 @@ const ITEM_STATUS = 2;
  */
 const ITEM_SEEN = 3;
 const COPY_HEAD = 2 + 6 * 4 + 2;
-/** Kind, whether a receipt is wanted, id, status, the receipt's group, the sender's name length. */
+/** Kind, its flags (STATUS_RECEIPT, STATUS_KEEP), id, status, the receipt's group, the sender's name length. */
 const STATUS_HEAD = 2 + 3 * 4 + 2;
+/** A status item's flags: a receipt is wanted (its group follows); keep the copy stored (StoreOp.keep). */
+const STATUS_RECEIPT = 1;
+const STATUS_KEEP = 2;
 
 /** A change of the directory made on one node, for the others to apply. */
 export type DirectoryChange =
@@ -185,6 +188,23 @@ export class Cluster {
     this.storeLive(this.engine.intern(user));
   }
 
+  /**
+   * Another device of `user` logged in here while this node has it: the
+   * other nodes are told again (`loc`), so that they store the live copies
+   * they keep for it (an earlier device here had them and may confirm
+   * them while this one reads its backlog, or after: stored copies are per
+   * user, so nothing would be left for this one), hand them out after that
+   * commit, and say so (ITEM_SEEN). Live copies from a node that has not
+   * said so are held until it has, as for a first device: newer copies
+   * must not reach this device's backlog before the older ones stored.
+   */
+  anotherDevice(user: string): void {
+    const gate = this.gates.get(user);
+    if (!gate) return;
+    gate.heard.clear();
+    this.tell(LOC, this.loc(user, true));
+  }
+
   /** Resolves once NATS has this node's subscription to `user`'s copies; undefined when it has it. */
   subscribed(user: string): Promise<void> | undefined {
     return this.subscribing.get(user);
@@ -247,7 +267,7 @@ export class Cluster {
    * a commit that failed hands nothing out, and its senders resend.
    */
   forward(e: Engine, op: StoreOp): void {
-    if (op.kind === StoreOpKind.ForwardStatus) this.publish(e.name(op.recipient), this.statusItem(e.name(op.sender), op.id, op.status, op.receipt ? op.gid : -1));
+    if (op.kind === StoreOpKind.ForwardStatus) this.publish(e.name(op.recipient), this.statusItem(e.name(op.sender), op.id, op.status, op.receipt ? op.gid : -1, op.keep));
     else this.publish(e.name(op.recipient), this.copyItem(e.name(op.sender), op));
   }
 
@@ -288,8 +308,8 @@ export class Cluster {
         const n = v.getUint16(14);
         const sender = this.dec.decode(item.subarray(STATUS_HEAD, STATUS_HEAD + n));
         // The other node's flags asked for a receipt (in group gid, 0 for 1:1), or not (-1).
-        const receipt = item[1] === 1 ? v.getUint32(10) : -1;
-        e.remoteStatus(e.intern(sender), e.intern(user), v.getUint32(2), v.getUint32(6), Date.now(), receipt);
+        const receipt = (item[1] & STATUS_RECEIPT) !== 0 ? v.getUint32(10) : -1;
+        e.remoteStatus(e.intern(sender), e.intern(user), v.getUint32(2), v.getUint32(6), Date.now(), receipt, (item[1] & STATUS_KEEP) !== 0);
         this.hooks.perform();
       } else {
         this.logger.event('cluster.error', { node: from, error: `an item of kind ${item[0]} and ${item.length} bytes for ${user} that this node cannot read (a node of another version?)` });
@@ -548,12 +568,12 @@ export class Cluster {
     return out;
   }
 
-  private statusItem(sender: string, id: number, status: number, receiptGid: number): Uint8Array {
+  private statusItem(sender: string, id: number, status: number, receiptGid: number, keep: boolean): Uint8Array {
     const out = this.room(STATUS_HEAD + 3 * sender.length);
     const nameLen = this.enc.encodeInto(sender, out.subarray(STATUS_HEAD)).written;
     const v = this.scratchView;
     out[0] = ITEM_STATUS;
-    out[1] = receiptGid < 0 ? 0 : 1;
+    out[1] = (receiptGid < 0 ? 0 : STATUS_RECEIPT) | (keep ? STATUS_KEEP : 0);
     v.setUint32(2, id);
     v.setUint32(6, status);
     v.setUint32(10, receiptGid < 0 ? 0 : receiptGid);

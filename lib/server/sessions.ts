@@ -490,6 +490,8 @@ export class Sessions {
     if (!first) {
       this.engine.storeLive(c.uid);
       this.delivery.perform();
+      // And the live copies other nodes keep for it (docs/cluster.md, "Multi-device").
+      if (this.settings.durable) this.cluster?.anotherDevice(addr);
     }
     // A message routed earlier in this loop turn, while this user was
     // offline, is buffered but not committed: the backlog would miss it and

@@ -972,6 +972,64 @@ TEST("cluster: a live copy another node forwarded is not deleted from the store 
   CHECK_EQ(f.b.ops.size(), size_t(0));
 }
 
+TEST("cluster, multi-device: a delivered for a copy another node keeps, while another device here reads its backlog, asks that node to keep it stored; this node deletes it when the reading is done") {
+  sb::RouterSettings s;
+  s.cluster = true;
+  Fixture g(s);  // bob's node: the phone has alice's live copy, the laptop reads its backlog
+  UserId alice = sb::router_user_add(g.r, "alice"), bob = sb::router_user_add(g.r, "bob");
+  sb::directory_set_remote(g.r.dir, alice, 1);
+  ConnId phone = g.online(bob);
+  mesibo_message_params_t p{};
+  p.id = 81;
+  CHECK(sb::router_remote_message(g.r, bob, alice, p, "l", 1, false, 1000, g.b));
+  ConnId laptop = sb::router_login(g.r, bob, false);
+  CHECK_EQ(g.send(bob, phone, R"({"op":"status","id":81,"to":"alice","status":2})"), 2);
+  CHECK_EQ(g.b.ops.size(), size_t(1));
+  CHECK_EQ(g.b.ops[0].kind, sb::STORE_FORWARD_STATUS);
+  CHECK_EQ(int(g.b.ops[0].keep), 1);
+  // The laptop's backlog is read: the delete goes now.
+  sb::router_backlog_done(g.r, laptop, g.b);
+  CHECK_EQ(g.b.ops.size(), size_t(1));
+  CHECK_EQ(g.b.ops[0].kind, sb::STORE_ACK);
+  CHECK_EQ(g.b.ops[0].recipient, bob);
+  CHECK_EQ(g.b.ops[0].sender, alice);
+  CHECK_EQ(g.b.ops[0].id, 81u);
+  // Nobody reading: no keep, and no delete here (the other node keeps it).
+  p.id = 82;
+  CHECK(sb::router_remote_message(g.r, bob, alice, p, "m", 1, false, 1000, g.b));
+  CHECK_EQ(g.send(bob, phone, R"({"op":"status","id":82,"to":"alice","status":2})"), 2);
+  CHECK_EQ(g.b.ops.size(), size_t(1));
+  CHECK_EQ(int(g.b.ops[0].keep), 0);
+
+  // alice's node: bob on the other node; two live copies for him.
+  Fixture f(s);
+  UserId alice1 = sb::router_user_add(f.r, "alice"), bob1 = sb::router_user_add(f.r, "bob");
+  ConnId a = f.online(alice1);
+  sb::directory_set_remote(f.r.dir, bob1, 1);
+  CHECK_EQ(f.send(alice1, a, R"({"op":"msg","id":91,"to":"bob","data":"one"})"), 1);
+  CHECK_EQ(f.send(alice1, a, R"({"op":"msg","id":92,"to":"bob","data":"two"})"), 1);
+  CHECK_EQ(sb::router_live_count(f.r), size_t(2));
+  // The delivered of 92 with keep: both are stored, oldest first, and nothing is deleted.
+  sb::router_remote_status(f.r, bob1, alice1, 92, 2, -1, 1001, f.b, true);
+  CHECK_EQ(sb::router_live_count(f.r), size_t(0));
+  std::vector<uint32_t> stored;
+  for (const sb::StoreOp &op : f.b.ops) {
+    CHECK(op.kind != sb::STORE_ACK);
+    if (op.kind == sb::STORE_ENQUEUE) stored.push_back(op.id);
+  }
+  CHECK_EQ(stored.size(), size_t(2));
+  CHECK_EQ(stored[0], 91u);
+  CHECK_EQ(stored[1], 92u);
+  // Its "sent"s follow the commit.
+  CHECK(f.writes().empty());
+  sb::router_committed(f.r, sb::router_commit_begin(f.r), f.b);
+  CHECK_EQ(f.b.writes.size(), size_t(2));
+  // Without keep, a delivered for a copy stored here deletes it.
+  sb::router_remote_status(f.r, bob1, alice1, 91, 2, -1, 1002, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ACK);
+}
+
 TEST("a module's message is held for the commit and encoded from the sender") {
   Fixture f;
   sb::router_user_add(f.r, "alice");
