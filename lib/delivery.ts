@@ -261,7 +261,7 @@ export class Delivery {
    * Returns whether any connection got it.
    */
   remoteMessage(recipient: number, from: number, m: { id: number; refid: number; groupid: number; flags: number; type: number; expiry: number }, payload: Uint8Array, stored: boolean, now: number): boolean {
-    const written = this.h.remoteMessage(recipient, from, m, payload, stored, now);
+    const written = this.h.remoteMessage(recipient, from, m.id, m.refid, m.groupid, m.flags, m.type, m.expiry, payload, stored, now);
     this.sync();
     return written;
   }

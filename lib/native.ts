@@ -94,7 +94,7 @@ export interface NativeDeliveryEngine {
   backlogSent(conn: number, sender: number, id: number): void;
   backlogDone(conn: number): void;
   backlogRecheck(conn: number): boolean;
-  remoteMessage(recipient: number, from: number, fields: Record<string, unknown>, payload: Uint8Array, stored: boolean, now: number): boolean;
+  remoteMessage(recipient: number, from: number, id: number, refid: number, groupid: number, flags: number, type: number, expiry: number, payload: Uint8Array, stored: boolean, now: number): boolean;
   remoteStatus(from: number, to: number, id: number, status: number, now: number, receiptGid?: number, keep?: boolean): void;
   groupSet(gid: number, members: string[]): void;
   groupForget(gid: number): void;

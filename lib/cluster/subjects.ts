@@ -22,6 +22,15 @@ const HEX = '0123456789ABCDEF';
 
 /** A user address or node name as one subject token. Throws E_CLUSTER_ADDRESS for an empty name or one over 255 bytes. */
 export function encodeToken(name: string): string {
+  // Most names are plain ASCII: checked without encoding them (a buffer per publish otherwise).
+  if (name.length > 0 && name.length <= 255) {
+    let plain = true;
+    for (let i = 0; i < name.length && plain; i++) {
+      const c = name.charCodeAt(i);
+      plain = c < 128 && KEPT[c] === 1;
+    }
+    if (plain) return name;
+  }
   const bytes = Buffer.from(name, 'utf8');
   if (bytes.length === 0 || bytes.length > 255) {
     throw new SwitchboardError('E_CLUSTER_ADDRESS', `cannot put ${JSON.stringify(name.slice(0, 40))} on the cluster bus: a user address or node name is 1 to 255 bytes`);
