@@ -133,6 +133,7 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
                         InstanceMethod<&DeliveryHandle::Intern>("intern"),
                         InstanceMethod<&DeliveryHandle::Name>("name"),
                         InstanceMethod<&DeliveryHandle::SetRemote>("setRemote"),
+                        InstanceMethod<&DeliveryHandle::SetRemotePumping>("setRemotePumping"),
                         InstanceMethod<&DeliveryHandle::Login>("login"),
                         InstanceMethod<&DeliveryHandle::Logout>("logout"),
                         InstanceMethod<&DeliveryHandle::StoreLive>("storeLive"),
@@ -338,6 +339,13 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     if (u >= st_->router.dir.users.size()) return info.Env().Undefined();
     const std::string &n = st_->router.dir.users[u].name;
     return Napi::String::New(info.Env(), n.data(), n.size());
+  }
+  // setRemotePumping(user, nodes): how many other nodes have a device of it reading its backlog.
+  Napi::Value SetRemotePumping(const Napi::CallbackInfo &info) {
+    Enter(info.Env());
+    router_set_remote_pumping(st_->router, U32(info[0]), U32(info[1]), st_->batch);
+    Publish(info.Env(), 0);
+    return info.Env().Undefined();
   }
   // setRemote(user, nodes): how many other nodes have connections of it.
   Napi::Value SetRemote(const Napi::CallbackInfo &info) {

@@ -65,6 +65,14 @@ struct User {
   // copy for it is then also handed out as a STORE_FORWARD operation
   // (router.h), besides what is written to its connections here.
   uint32_t remote = 0;
+  // Other nodes where a device of it is reading its backlog (the cluster
+  // room counts them from the nodes' `pump` announcements): as for a
+  // device here reading its backlog, a delivered from another device does
+  // not delete a stored copy until they are done (DeferredAck, router.h),
+  // and one for a copy another node keeps asks that node to keep it
+  // stored (StoreOp::keep). Nothing else changes: where copies go is
+  // decided as without it.
+  uint32_t remote_pumping = 0;
   // ms of the last delivered/read status its devices on other nodes sent
   // (router_remote_status): it is still confirming (live.cc).
   uint64_t remote_confirmed_at = 0;

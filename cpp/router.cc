@@ -214,7 +214,7 @@ bool status_to_sender(Router &r, UserId from, UserId to, uint32_t id, uint32_t s
 // (DeferredAck), once none is reading; all of them for kNone.
 void release_deferred_acks(Router &r, UserId u, Batch &b) {
   if (r.acks_deferred.empty()) return;
-  if (u != kNone && r.dir.users[u].pumping) return;
+  if (u != kNone && (r.dir.users[u].pumping || r.dir.users[u].remote_pumping)) return;
   size_t keep = 0;
   for (const DeferredAck &d : r.acks_deferred) {
     if (u != kNone && d.user != u) {
@@ -233,7 +233,7 @@ void release_deferred_acks(Router &r, UserId u, Batch &b) {
 // another of `u`'s devices that is still reading its backlog.
 bool defer_ack(Router &r, UserId u, ConnId conn, UserId sender, uint32_t id) {
   const User &usr = r.dir.users[u];
-  uint32_t others = usr.pumping - (conn != kNone && r.dir.conns[conn].pumping ? 1 : 0);
+  uint32_t others = usr.pumping - (conn != kNone && r.dir.conns[conn].pumping ? 1 : 0) + usr.remote_pumping;
   if (!others || sender == kNone || r.acks_deferred.size() >= kMaxDeferredAcks) return false;
   r.acks_deferred.push_back(DeferredAck{u, sender, id});
   return true;
@@ -382,6 +382,15 @@ void router_backlog_sent(Router &r, ConnId c, UserId sender, uint32_t id) {
 }
 
 void router_release_all_deferred_acks(Router &r, Batch &b) { release_deferred_acks(r, kNone, b); }
+
+void router_set_remote_pumping(Router &r, UserId u, uint32_t nodes, Batch &b) {
+  batch_clear(b);
+  if (u >= r.dir.users.size()) return;
+  User &usr = r.dir.users[u];
+  bool released = usr.remote_pumping && !nodes;
+  usr.remote_pumping = nodes;
+  if (released) release_deferred_acks(r, u, b);
+}
 
 void router_backlog_done(Router &r, ConnId c, Batch &b) {
   batch_clear(b);

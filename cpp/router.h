@@ -334,6 +334,10 @@ void router_backlog_sent(Router &r, ConnId c, UserId sender, uint32_t id);
 // batch holds what waited for it (AfterBacklog, and the deletes of
 // DeferredAck). Clears `b`.
 void router_backlog_done(Router &r, ConnId c, Batch &b);
+// How many other nodes have a device of `u` reading its backlog
+// (User::remote_pumping). Back to 0 with none reading here: the deletes
+// that waited for them are in the batch.
+void router_set_remote_pumping(Router &r, UserId u, uint32_t nodes, Batch &b);
 // Appends every delete that waits for a backlog read (DeferredAck) to `b`
 // and forgets them: the server stops, and no device is reading any more.
 void router_release_all_deferred_acks(Router &r, Batch &b);

@@ -205,6 +205,17 @@ export class Delivery {
     this.h.setRemote(user, nodes);
   }
 
+  /**
+   * How many other nodes have a device of `user` reading its backlog: while
+   * any does, a delivered from another device leaves the stored copy (its
+   * delete waits), and the batch holds the deletes released when it is
+   * back to 0.
+   */
+  setRemotePumping(user: number, nodes: number): void {
+    this.h.setRemotePumping(user, nodes);
+    this.sync();
+  }
+
   /** A logged-in connection; -1 when maxConnections are open. Its backlog is being sent until backlogDone(). */
   login(user: number, binary: boolean): number {
     const id = this.h.login(user, binary);

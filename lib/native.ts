@@ -88,6 +88,7 @@ export interface NativeDeliveryEngine {
   intern(name: string): number;
   name(user: number): string | undefined;
   setRemote(user: number, nodes: number): void;
+  setRemotePumping(user: number, nodes: number): void;
   login(user: number, binary: boolean): number;
   logout(conn: number): boolean;
   storeLive(user: number): void;

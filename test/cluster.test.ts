@@ -491,6 +491,41 @@ describe('multi-device across nodes (durable_grace = 5000, so that no copy is st
     });
   }
 
+  it('a device reading a long backlog on one node gets every stored copy that another device of its user confirms meanwhile on another node', async () => {
+    const alice = fresh('alice');
+    const bob = fresh('bob');
+    const a = await peer(grace.urls[0], await grace.user(0, alice), clients);
+    const bobToken = await grace.user(0, bob);
+    // 2,000 copies of 3 KB stored while bob is offline: more than the
+    // sockets buffer, so a reader that stops reading holds the backlog up.
+    const pad = 'x'.repeat(3000);
+    const n = 2000;
+    for (let i = 0; i < n; i += 100) await Promise.all(Array.from({ length: 100 }, (_, k) => a.c.send(bob, `${i + k} ${pad}`).sent));
+    const phone = await rawDevice(grace.urls[1], bobToken);
+    await until(() => phone.frames.filter((f) => f.op === 'msg').length === n, 20_000);
+    // The laptop starts reading the same backlog on node 0 and stops
+    // mid-way; the phone on node 1 confirms all of it meanwhile.
+    const laptop = await rawDevice(grace.urls[0], bobToken);
+    laptop.ws.pause();
+    await new Promise((r) => setTimeout(r, 300));
+    for (const f of phone.frames) if (f.op === 'msg') phone.ws.send(JSON.stringify({ op: 'status', id: f.id, to: alice, status: 2 }));
+    await new Promise((r) => setTimeout(r, 700));
+    laptop.ws.resume();
+    const firsts = () => {
+      const texts = laptop.frames.filter((f) => f.op === 'msg').map((f) => (f.data as string).split(' ')[0]);
+      return texts.filter((t, i) => texts.indexOf(t) === i);
+    };
+    await until(() => firsts().length === n, 20_000);
+    expect(firsts()).toEqual(Array.from({ length: n }, (_, i) => String(i)));
+    // Once the laptop is done, the deletes that waited go: a third device finds nothing.
+    await new Promise((r) => setTimeout(r, 500));
+    const tablet = await rawDevice(grace.urls[1], bobToken);
+    await until(() => tablet.frames.some((f) => f.op === 'hello'));
+    await new Promise((r) => setTimeout(r, 500));
+    expect(tablet.frames.filter((f) => f.op === 'msg')).toEqual([]);
+    for (const d of [phone, laptop, tablet]) d.ws.close();
+  });
+
   it('the same while the second device reads a long backlog: the node that kept the copy keeps it stored, and the delete waits for the reading', async () => {
     const alice = fresh('alice');
     const bob = fresh('bob');

@@ -48,6 +48,16 @@ const SNAPSHOT_HEAD = 6;
 const SNAPSHOT_PART = 60_000;
 const DIR = 'dir';
 const TALK = 'talk';
+/**
+ * `pump` items: a device of a user started reading its backlog on the
+ * announcing node, where none was (PUMP_ON), the last one there finished
+ * (PUMP_OFF), or part of a snapshot of every user with one reading there
+ * (PUMP_ALL, the format of a `loc` snapshot).
+ */
+const PUMP = 'pump';
+const PUMP_OFF = 0;
+const PUMP_ON = 1;
+const PUMP_ALL = 2;
 /** A request every node answers at once: what the asking node published before it has been applied (changed()). */
 const SYNC = new Uint8Array([1]);
 const SYNC_TIMEOUT = 1000;
@@ -116,6 +126,11 @@ export class Cluster {
   private readonly undo: (() => void)[] = [];
   /** Snapshot parts heard so far, per node, until its last part (located()). */
   private readonly snapshots = new Map<string, { id: number; users: Set<string> }>();
+  private readonly pumpSnapshots = new Map<string, { id: number; users: Set<string> }>();
+  /** Devices per user reading their backlog here. */
+  private readonly readingHere = new Map<string, number>();
+  /** Per user, the other nodes where a device of it is reading its backlog. */
+  private readonly readingElsewhere = new Map<string, Set<string>>();
   private snapshotSeq = 0;
   private snapshotDue = false;
   private closed = false;
@@ -135,6 +150,7 @@ export class Cluster {
       bus.onBroadcast(LOC, (item, from) => this.located(item, from)),
       bus.onBroadcast(DIR, (item, from) => this.directoryChanged(item, from)),
       bus.onBroadcast(TALK, (item, from) => this.heardTalk(item, from)),
+      bus.onBroadcast(PUMP, (item, from) => this.heardPump(item, from)),
       bus.onRequest((item) => {
         if (item.length === 1 && item[0] === SYNC[0]) return SYNC;
         throw new SwitchboardError('E_CLUSTER_FRAME', `a request of ${item.length} bytes (kind ${item[0]}) that this node does not answer (a node of another version?)`);
@@ -203,6 +219,23 @@ export class Cluster {
     if (!gate) return;
     gate.heard.clear();
     this.tell(LOC, this.loc(user, true));
+  }
+
+  /**
+   * A device of `user` here started (`on`) or finished reading its backlog
+   * (or left while reading). The other nodes hear when the first here
+   * starts and the last finishes: meanwhile a delivered from another device
+   * of the user on their node does not delete a stored copy (the delete
+   * waits until no device of the user reads anywhere), since this device
+   * may not have read it yet (docs/cluster.md, "Multi-device"). Where copies
+   * go does not change.
+   */
+  reading(user: string, on: boolean): void {
+    if (this.closed) return;
+    const n = (this.readingHere.get(user) ?? 0) + (on ? 1 : -1);
+    if (n > 0) this.readingHere.set(user, n);
+    else this.readingHere.delete(user);
+    if ((on && n === 1) || (!on && n === 0)) this.tell(PUMP, this.loc(user, on));
   }
 
   /** Resolves once NATS has this node's subscription to `user`'s copies; undefined when it has it. */
@@ -429,6 +462,9 @@ export class Cluster {
 
   private nodeGone(node: string): void {
     this.snapshots.delete(node);
+    this.pumpSnapshots.delete(node);
+    // Its devices reading their backlogs are gone with it.
+    for (const [user, nodes] of [...this.readingElsewhere]) if (nodes.has(node)) this.pumping(user, node, false);
     // Its live copies held here are lost with it; their senders resend.
     for (const gate of this.gates.values()) {
       const list = gate.held.get(node);
@@ -494,6 +530,48 @@ export class Cluster {
   private sendSnapshot(): void {
     this.snapshotSeq = (this.snapshotSeq + 1) >>> 0;
     for (const part of snapshotParts([...this.here.keys()], this.snapshotSeq)) this.tell(LOC, part);
+    // And who reads its backlog here: a PUMP_OFF the other node missed is made up for.
+    for (const part of snapshotParts([...this.readingHere.keys()], this.snapshotSeq, undefined, PUMP_ALL)) this.tell(PUMP, part);
+  }
+
+  private heardPump(item: Uint8Array, from: string): void {
+    if (item[0] === PUMP_ALL) {
+      if (!validSnapshotPart(item, PUMP_ALL)) {
+        this.logger.event('cluster.error', { node: from, error: `a backlog-reading snapshot of ${item.length} bytes that this node cannot read` });
+        return;
+      }
+      const part = readSnapshotPart(item);
+      let snap = this.pumpSnapshots.get(from);
+      if (!snap || snap.id !== part.id) this.pumpSnapshots.set(from, (snap = { id: part.id, users: new Set() }));
+      for (const user of part.users) snap.users.add(user);
+      if (!part.last) return;
+      this.pumpSnapshots.delete(from);
+      for (const [user, nodes] of [...this.readingElsewhere]) if (nodes.has(from) && !snap.users.has(user)) this.pumping(user, from, false);
+      for (const user of snap.users) this.pumping(user, from, true);
+      return;
+    }
+    if (item.length < 2 || item[0] > PUMP_ON) {
+      this.logger.event('cluster.error', { node: from, error: `a backlog-reading item of ${item.length} bytes (kind ${item[0]}) that this node cannot read` });
+      return;
+    }
+    this.pumping(this.dec.decode(item.subarray(1)), from, item[0] === PUMP_ON);
+  }
+
+  /** Node `from` has a device of `user` reading its backlog (on), or no longer. */
+  private pumping(user: string, from: string, on: boolean): void {
+    let nodes = this.readingElsewhere.get(user);
+    const before = nodes?.size ?? 0;
+    if (on) {
+      if (!nodes) this.readingElsewhere.set(user, (nodes = new Set()));
+      nodes.add(from);
+    } else if (nodes) {
+      nodes.delete(from);
+      if (nodes.size === 0) this.readingElsewhere.delete(user);
+    }
+    const after = nodes?.size ?? 0;
+    if (after === before) return;
+    this.engine.setRemotePumping(this.engine.intern(user), after);
+    this.hooks.perform();
   }
 
   private directoryChanged(item: Uint8Array, from: string): void {
@@ -588,7 +666,7 @@ export class Cluster {
  * (u16 length, UTF-8 name) per user, at most `partBytes` of names (one
  * name at least); an empty list is one empty last part.
  */
-export function snapshotParts(users: string[], id: number, partBytes = SNAPSHOT_PART): Uint8Array[] {
+export function snapshotParts(users: string[], id: number, partBytes = SNAPSHOT_PART, kind = LOC_ALL): Uint8Array[] {
   const enc = new TextEncoder();
   const parts: Uint8Array[] = [];
   let names: Uint8Array[] = [];
@@ -596,7 +674,7 @@ export function snapshotParts(users: string[], id: number, partBytes = SNAPSHOT_
   const part = (last: boolean): void => {
     const out = new Uint8Array(SNAPSHOT_HEAD + bytes);
     const v = new DataView(out.buffer);
-    out[0] = LOC_ALL;
+    out[0] = kind;
     v.setUint32(1, id);
     out[5] = last ? 1 : 0;
     let at = SNAPSHOT_HEAD;
@@ -620,8 +698,8 @@ export function snapshotParts(users: string[], id: number, partBytes = SNAPSHOT_
 }
 
 /** Whether `item` is a snapshot part whose names fill it exactly. */
-export function validSnapshotPart(item: Uint8Array): boolean {
-  if (item.length < SNAPSHOT_HEAD || item[0] !== LOC_ALL) return false;
+export function validSnapshotPart(item: Uint8Array, kind = LOC_ALL): boolean {
+  if (item.length < SNAPSHOT_HEAD || item[0] !== kind) return false;
   const v = new DataView(item.buffer, item.byteOffset, item.byteLength);
   let at = SNAPSHOT_HEAD;
   while (at + 2 <= item.length) at += 2 + v.getUint16(at);

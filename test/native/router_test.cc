@@ -1030,6 +1030,50 @@ TEST("cluster, multi-device: a delivered for a copy another node keeps, while an
   CHECK_EQ(f.b.ops[0].kind, sb::STORE_ACK);
 }
 
+TEST("cluster, multi-device: while another node has a device of the user reading its backlog, a delivered here leaves the stored copy; the deletes go when no node has one") {
+  sb::RouterSettings s;
+  s.cluster = true;
+  Fixture f(s);
+  UserId alice = sb::router_user_add(f.r, "alice"), bob = sb::router_user_add(f.r, "bob");
+  sb::directory_set_remote(f.r.dir, alice, 1);
+  ConnId phone = f.online(bob);
+  sb::router_set_remote_pumping(f.r, bob, 2, f.b);
+  CHECK(f.b.ops.empty());
+  // A stored copy the phone had (its backlog, or handed out after a commit) and confirms.
+  mesibo_message_params_t p{};
+  p.id = 101;
+  sb::router_remote_message(f.r, bob, alice, p, "s", 1, true, 1000, f.b);
+  CHECK_EQ(f.send(bob, phone, R"({"op":"status","id":101,"to":"alice","status":2})"), 2);
+  for (const sb::StoreOp &op : f.b.ops) CHECK(op.kind != sb::STORE_ACK);
+  // A live copy alice's node keeps: the forwarded status asks it to keep it stored.
+  p.id = 102;
+  sb::router_remote_message(f.r, bob, alice, p, "l", 1, false, 1000, f.b);
+  CHECK_EQ(f.send(bob, phone, R"({"op":"status","id":102,"to":"alice","status":2})"), 2);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_FORWARD_STATUS);
+  CHECK_EQ(int(f.b.ops[0].keep), 1);
+  // One node done: still held. The last: both deletes.
+  sb::router_set_remote_pumping(f.r, bob, 1, f.b);
+  CHECK(f.b.ops.empty());
+  sb::router_set_remote_pumping(f.r, bob, 0, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(2));
+  CHECK_EQ(f.b.ops[0].kind, sb::STORE_ACK);
+  CHECK_EQ(f.b.ops[0].id, 101u);
+  CHECK_EQ(f.b.ops[1].kind, sb::STORE_ACK);
+  CHECK_EQ(f.b.ops[1].id, 102u);
+  // With a device of bob's reading here too, the deletes wait for it as well.
+  sb::router_set_remote_pumping(f.r, bob, 1, f.b);
+  ConnId laptop = sb::router_login(f.r, bob, false);
+  p.id = 103;
+  sb::router_remote_message(f.r, bob, alice, p, "s", 1, true, 1000, f.b);
+  CHECK_EQ(f.send(bob, phone, R"({"op":"status","id":103,"to":"alice","status":2})"), 2);
+  sb::router_set_remote_pumping(f.r, bob, 0, f.b);
+  CHECK(f.b.ops.empty());
+  sb::router_backlog_done(f.r, laptop, f.b);
+  CHECK_EQ(f.b.ops.size(), size_t(1));
+  CHECK_EQ(f.b.ops[0].id, 103u);
+}
+
 TEST("a module's message is held for the commit and encoded from the sender") {
   Fixture f;
   sb::router_user_add(f.r, "alice");
