@@ -387,7 +387,7 @@ export class Cluster {
   }
 
   private located(item: Uint8Array, from: string): void {
-    if (item[0] === LOC_ALL) return this.snapshotPart(item, from);
+    if (item[0] === LOC_ALL) return this.snapshotPart(item, from, LOC_ALL, this.snapshots, this.remote, (user, on) => this.locate(user, from, on));
     this.locate(this.dec.decode(item.subarray(1)), from, item[0] === LOC_ON);
   }
 
@@ -410,27 +410,36 @@ export class Cluster {
   }
 
   /**
-   * A part of node `from`'s snapshot (announceAll). At its last part the
-   * snapshot is the node's whole list: a user it had here and does not list
-   * left it (this node missed that `loc` during an outage of its own, or
-   * of that node's), and each user it lists is located as by its own `loc`.
-   * Parts of one snapshot follow each other on the `loc` subject, between
-   * that node's other `loc` items, in order; a newer snapshot replaces one
-   * whose parts were cut short.
+   * A part of node `from`'s snapshot of `kind` (announceAll): `loc`'s
+   * users, or `pump`'s users reading their backlog there. Parts are kept in
+   * `parts` until the last one; then the snapshot is that node's whole
+   * list: `apply(user, false)` for each user `current` has from that node
+   * and the snapshot does not list (this node missed its item saying so,
+   * during an outage of its own or of that node's), then `apply(user,
+   * true)` for each user listed. Parts of one snapshot follow each other
+   * on their subject, between that node's other items, in order; a newer
+   * snapshot replaces one whose parts were cut short.
    */
-  private snapshotPart(item: Uint8Array, from: string): void {
-    if (!validSnapshotPart(item)) {
-      this.logger.event('cluster.error', { node: from, error: `a location snapshot of ${item.length} bytes that this node cannot read` });
+  private snapshotPart(
+    item: Uint8Array,
+    from: string,
+    kind: number,
+    parts: Map<string, { id: number; users: Set<string> }>,
+    current: Map<string, Set<string>>,
+    apply: (user: string, on: boolean) => void,
+  ): void {
+    if (!validSnapshotPart(item, kind)) {
+      this.logger.event('cluster.error', { node: from, error: `a snapshot part of ${item.length} bytes (kind ${item[0]}) that this node cannot read` });
       return;
     }
     const part = readSnapshotPart(item);
-    let snap = this.snapshots.get(from);
-    if (!snap || snap.id !== part.id) this.snapshots.set(from, (snap = { id: part.id, users: new Set() }));
+    let snap = parts.get(from);
+    if (!snap || snap.id !== part.id) parts.set(from, (snap = { id: part.id, users: new Set() }));
     for (const user of part.users) snap.users.add(user);
     if (!part.last) return;
-    this.snapshots.delete(from);
-    for (const [user, nodes] of [...this.remote]) if (nodes.has(from) && !snap.users.has(user)) this.locate(user, from, false);
-    for (const user of snap.users) this.locate(user, from, true);
+    parts.delete(from);
+    for (const [user, nodes] of [...current]) if (nodes.has(from) && !snap.users.has(user)) apply(user, false);
+    for (const user of snap.users) apply(user, true);
   }
 
   /** Whether a live copy for `user` from node `from` waits for that node's ITEM_SEEN (or is dropped: its node keeps it). */
@@ -535,21 +544,7 @@ export class Cluster {
   }
 
   private heardPump(item: Uint8Array, from: string): void {
-    if (item[0] === PUMP_ALL) {
-      if (!validSnapshotPart(item, PUMP_ALL)) {
-        this.logger.event('cluster.error', { node: from, error: `a backlog-reading snapshot of ${item.length} bytes that this node cannot read` });
-        return;
-      }
-      const part = readSnapshotPart(item);
-      let snap = this.pumpSnapshots.get(from);
-      if (!snap || snap.id !== part.id) this.pumpSnapshots.set(from, (snap = { id: part.id, users: new Set() }));
-      for (const user of part.users) snap.users.add(user);
-      if (!part.last) return;
-      this.pumpSnapshots.delete(from);
-      for (const [user, nodes] of [...this.readingElsewhere]) if (nodes.has(from) && !snap.users.has(user)) this.pumping(user, from, false);
-      for (const user of snap.users) this.pumping(user, from, true);
-      return;
-    }
+    if (item[0] === PUMP_ALL) return this.snapshotPart(item, from, PUMP_ALL, this.pumpSnapshots, this.readingElsewhere, (user, on) => this.pumping(user, from, on));
     if (item.length < 2 || item[0] > PUMP_ON) {
       this.logger.event('cluster.error', { node: from, error: `a backlog-reading item of ${item.length} bytes (kind ${item[0]}) that this node cannot read` });
       return;
