@@ -526,6 +526,58 @@ describe('multi-device across nodes (durable_grace = 5000, so that no copy is st
     for (const d of [phone, laptop, tablet]) d.ws.close();
   });
 
+  it('a node away from NATS when the reading ends releases the deletes it held once it hears the snapshot that follows', async () => {
+    // The phone's node reaches NATS through a proxy the test cuts, so it
+    // misses the laptop's node saying the reading is done.
+    const proxy = await natsProxy(grace.nats.port);
+    const dir = path.join(tempDir('sb-cluster-pump-'), 'p');
+    fs.mkdirSync(dir);
+    const away = new ServerProcess(dir, await freePort(), APP, `store = ${grace.pg.url(grace.db)}\ncluster = nats://127.0.0.1:${proxy.port}\nnode = p-away\ndurable_grace = 5000\n`);
+    try {
+      await away.start();
+      const awayUrl = `ws://127.0.0.1:${away.port}/`;
+      const alice = fresh('alice');
+      const bob = fresh('bob');
+      const a = await peer(grace.urls[0], await grace.user(0, alice), clients);
+      const bobToken = await grace.user(0, bob);
+      const pad = 'x'.repeat(3000);
+      const n = 2000;
+      for (let i = 0; i < n; i += 100) await Promise.all(Array.from({ length: 100 }, (_, k) => a.c.send(bob, `${i + k} ${pad}`).sent));
+      const phone = await rawDevice(awayUrl, bobToken);
+      await until(() => phone.frames.filter((f) => f.op === 'msg').length === n, 20_000);
+      // The laptop on node 0 stops mid-way through the same backlog (the
+      // phone's node hears that it reads), then the phone's node loses
+      // NATS; the phone confirms all of it, and its node holds the deletes.
+      const laptop = await rawDevice(grace.urls[0], bobToken);
+      laptop.ws.pause();
+      await new Promise((r) => setTimeout(r, 300));
+      await proxy.cut();
+      for (const f of phone.frames) if (f.op === 'msg') phone.ws.send(JSON.stringify({ op: 'status', id: f.id, to: alice, status: 2 }));
+      await new Promise((r) => setTimeout(r, 500));
+      // The laptop finishes meanwhile, and its node's word that the reading
+      // is done goes by unheard.
+      laptop.ws.resume();
+      const firsts = () => new Set(laptop.frames.filter((f) => f.op === 'msg').map((f) => (f.data as string).split(' ')[0])).size;
+      await until(() => firsts() === n, 20_000);
+      await new Promise((r) => setTimeout(r, 300));
+      proxy.restore();
+      // Back, it hears node 0's snapshot (nobody reading there) and deletes:
+      // a device that logs in later finds nothing.
+      await until(async () => {
+        const tablet = await rawDevice(grace.urls[1], bobToken);
+        await until(() => tablet.frames.some((f) => f.op === 'hello'));
+        await new Promise((r) => setTimeout(r, 300));
+        const got = tablet.frames.filter((f) => f.op === 'msg').length;
+        tablet.ws.close();
+        return got === 0;
+      }, 15_000);
+      for (const d of [phone, laptop]) d.ws.close();
+    } finally {
+      if (away.running) await away.kill('SIGTERM');
+      proxy.close();
+    }
+  });
+
   it('the same while the second device reads a long backlog: the node that kept the copy keeps it stored, and the delete waits for the reading', async () => {
     const alice = fresh('alice');
     const bob = fresh('bob');
