@@ -394,8 +394,7 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     return Napi::Boolean::New(info.Env(), router_backlog_recheck(st_->router, Conn(info[0])));
   }
 
-  // remoteMessage(recipientUid, fromUid, fields, payload, stored, now) -> written
-  // remoteMessage(toUid, fromUid, id, refid, gid, flags, type, expiry, payload, stored, now): the fields as
+  // remoteMessage(toUid, fromUid, id, refid, gid, flags, type, expiry, payload, stored, now) -> written: the fields as
   // numbers, not an object: per crossing copy, reading six named properties
   // cost a string lookup each (about 1 µs).
   Napi::Value RemoteMessage(const Napi::CallbackInfo &info) {

@@ -171,24 +171,22 @@ bool status_to_sender(Router &r, UserId from, UserId to, uint32_t id, uint32_t s
   receipt = gid;
   if (gid < 0) return lc != kNone;
   Frames f;
-  {
-    // A group message's receipt names the group, as the sender's "sent"
-    // did. Encoded once per form some device reads, without the host: the
-    // status hooks ran once for this status when the core took it (on
-    // whichever node read it), and must not run again per form.
-    mesibo_message_params_t sp{};
-    sp.id = id;
-    sp.status = status;
-    sp.groupid = static_cast<mesibo_uint_t>(gid);
-    sp.from = const_cast<char *>(r.dir.users[from].name.c_str());
-    sp.to = const_cast<char *>(r.dir.users[to].name.c_str());
-    r.frame_scratch.clear();
-    r.frame_scratch2.clear();
-    if (out_format != WIRE_BINARY) wire_encode_status(WIRE_JSON, sp, r.frame_scratch);
-    if (out_format != WIRE_JSON) wire_encode_status(WIRE_BINARY, sp, r.frame_scratch2);
-    f.json = r.frame_scratch.data(), f.json_len = r.frame_scratch.size();
-    f.bin = r.frame_scratch2.data(), f.bin_len = r.frame_scratch2.size();
-  }
+  // A group message's receipt names the group, as the sender's "sent"
+  // did. Encoded once per form some device reads, without the host: the
+  // status hooks ran once for this status when the core took it (on
+  // whichever node read it), and must not run again per form.
+  mesibo_message_params_t sp{};
+  sp.id = id;
+  sp.status = status;
+  sp.groupid = static_cast<mesibo_uint_t>(gid);
+  sp.from = const_cast<char *>(r.dir.users[from].name.c_str());
+  sp.to = const_cast<char *>(r.dir.users[to].name.c_str());
+  r.frame_scratch.clear();
+  r.frame_scratch2.clear();
+  if (out_format != WIRE_BINARY) wire_encode_status(WIRE_JSON, sp, r.frame_scratch);
+  if (out_format != WIRE_JSON) wire_encode_status(WIRE_BINARY, sp, r.frame_scratch2);
+  f.json = r.frame_scratch.data(), f.json_len = r.frame_scratch.size();
+  f.bin = r.frame_scratch2.data(), f.bin_len = r.frame_scratch2.size();
   // Statuses reach the sender in the order sent, delivered, read: a "sent"
   // still waiting for a commit (one queued just now by the confirmation
   // above, a commit not yet done) goes first, so the receipt waits behind

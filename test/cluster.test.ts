@@ -410,6 +410,23 @@ describe('a cluster of three nodes', () => {
   });
 });
 
+/**
+ * 2,000 copies of 3 KB from `a` to `to`, stored while `to` is offline: more
+ * than the sockets buffer, so a reader that stops reading holds its
+ * backlog read up. Returns how many.
+ */
+async function bigBacklog(a: Peer, to: string): Promise<number> {
+  const pad = 'x'.repeat(3000);
+  const n = 2000;
+  for (let i = 0; i < n; i += 100) await Promise.all(Array.from({ length: 100 }, (_, k) => a.c.send(to, `${i + k} ${pad}`).sent));
+  return n;
+}
+
+/** `device` confirms (delivered) every message it has got from `from`. */
+function confirmAll(device: { ws: WebSocket; frames: Record<string, unknown>[] }, from: string): void {
+  for (const f of device.frames) if (f.op === 'msg') device.ws.send(JSON.stringify({ op: 'status', id: f.id, to: from, status: 2 }));
+}
+
 /** A device that confirms nothing by itself: a plain WebSocket, every frame it gets kept. */
 async function rawDevice(url: string, token: string): Promise<{ ws: WebSocket; frames: Record<string, unknown>[] }> {
   const ws = new WebSocket(`${url}?token=${token}`);
@@ -496,11 +513,7 @@ describe('multi-device across nodes (durable_grace = 5000, so that no copy is st
     const bob = fresh('bob');
     const a = await peer(grace.urls[0], await grace.user(0, alice), clients);
     const bobToken = await grace.user(0, bob);
-    // 2,000 copies of 3 KB stored while bob is offline: more than the
-    // sockets buffer, so a reader that stops reading holds the backlog up.
-    const pad = 'x'.repeat(3000);
-    const n = 2000;
-    for (let i = 0; i < n; i += 100) await Promise.all(Array.from({ length: 100 }, (_, k) => a.c.send(bob, `${i + k} ${pad}`).sent));
+    const n = await bigBacklog(a, bob);
     const phone = await rawDevice(grace.urls[1], bobToken);
     await until(() => phone.frames.filter((f) => f.op === 'msg').length === n, 20_000);
     // The laptop starts reading the same backlog on node 0 and stops
@@ -508,7 +521,7 @@ describe('multi-device across nodes (durable_grace = 5000, so that no copy is st
     const laptop = await rawDevice(grace.urls[0], bobToken);
     laptop.ws.pause();
     await new Promise((r) => setTimeout(r, 300));
-    for (const f of phone.frames) if (f.op === 'msg') phone.ws.send(JSON.stringify({ op: 'status', id: f.id, to: alice, status: 2 }));
+    confirmAll(phone, alice);
     await new Promise((r) => setTimeout(r, 700));
     laptop.ws.resume();
     const firsts = () => {
@@ -540,9 +553,7 @@ describe('multi-device across nodes (durable_grace = 5000, so that no copy is st
       const bob = fresh('bob');
       const a = await peer(grace.urls[0], await grace.user(0, alice), clients);
       const bobToken = await grace.user(0, bob);
-      const pad = 'x'.repeat(3000);
-      const n = 2000;
-      for (let i = 0; i < n; i += 100) await Promise.all(Array.from({ length: 100 }, (_, k) => a.c.send(bob, `${i + k} ${pad}`).sent));
+      const n = await bigBacklog(a, bob);
       const phone = await rawDevice(awayUrl, bobToken);
       await until(() => phone.frames.filter((f) => f.op === 'msg').length === n, 20_000);
       // The laptop on node 0 stops mid-way through the same backlog (the
@@ -552,7 +563,7 @@ describe('multi-device across nodes (durable_grace = 5000, so that no copy is st
       laptop.ws.pause();
       await new Promise((r) => setTimeout(r, 300));
       await proxy.cut();
-      for (const f of phone.frames) if (f.op === 'msg') phone.ws.send(JSON.stringify({ op: 'status', id: f.id, to: alice, status: 2 }));
+      confirmAll(phone, alice);
       await new Promise((r) => setTimeout(r, 500));
       // The laptop finishes meanwhile, and its node's word that the reading
       // is done goes by unheard.

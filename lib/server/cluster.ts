@@ -127,8 +127,8 @@ export class Cluster {
   /** Snapshot parts heard so far, per node, until its last part (located()). */
   private readonly snapshots = new Map<string, { id: number; users: Set<string> }>();
   private readonly pumpSnapshots = new Map<string, { id: number; users: Set<string> }>();
-  /** Devices per user reading their backlog here. */
-  private readonly readingHere = new Map<string, number>();
+  /** The users with a device reading its backlog here (Delivery counts the devices). */
+  private readonly readingHere = new Set<string>();
   /** Per user, the other nodes where a device of it is reading its backlog. */
   private readonly readingElsewhere = new Map<string, Set<string>>();
   private snapshotSeq = 0;
@@ -187,7 +187,7 @@ export class Cluster {
     if (this.here.has(user)) return;
     this.gates.set(user, { heard: new Set(), held: new Map(), heldCount: 0 });
     this.here.set(user, this.bus.subscribeUser(user));
-    this.tell(LOC, this.loc(user, true));
+    this.tell(LOC, this.userItem(LOC_ON, user));
     // The nats client sends the subscription later; a copy another node
     // publishes after its commit, once this backlog read has looked, would
     // reach NATS before it and go nowhere. The read waits for NATS's answer
@@ -218,24 +218,22 @@ export class Cluster {
     const gate = this.gates.get(user);
     if (!gate) return;
     gate.heard.clear();
-    this.tell(LOC, this.loc(user, true));
+    this.tell(LOC, this.userItem(LOC_ON, user));
   }
 
   /**
-   * A device of `user` here started (`on`) or finished reading its backlog
-   * (or left while reading). The other nodes hear when the first here
-   * starts and the last finishes: meanwhile a delivered from another device
-   * of the user on their node does not delete a stored copy (the delete
-   * waits until no device of the user reads anywhere), since this device
-   * may not have read it yet (docs/cluster.md, "Multi-device"). Where copies
-   * go does not change.
+   * The first device of `user` here started reading its backlog (`on`), or
+   * the last one finished (or left while reading): the other nodes hear it.
+   * Meanwhile a delivered from another device of the user on their node
+   * does not delete a stored copy (the delete waits until no device of the
+   * user reads anywhere), since this device may not have read it yet
+   * (docs/cluster.md, "Multi-device"). Where copies go does not change.
    */
   reading(user: string, on: boolean): void {
     if (this.closed) return;
-    const n = (this.readingHere.get(user) ?? 0) + (on ? 1 : -1);
-    if (n > 0) this.readingHere.set(user, n);
+    if (on) this.readingHere.add(user);
     else this.readingHere.delete(user);
-    if ((on && n === 1) || (!on && n === 0)) this.tell(PUMP, this.loc(user, on));
+    this.tell(PUMP, this.userItem(on ? PUMP_ON : PUMP_OFF, user));
   }
 
   /** Resolves once NATS has this node's subscription to `user`'s copies; undefined when it has it. */
@@ -255,7 +253,7 @@ export class Cluster {
     // What it held are live copies their nodes keep: unconfirmed, they store them.
     this.gates.delete(user);
     release();
-    this.tell(LOC, this.loc(user, false));
+    this.tell(LOC, this.userItem(LOC_OFF, user));
   }
 
   /**
@@ -394,14 +392,7 @@ export class Cluster {
   /** Node `from` has `user` (on) or no longer has it. */
   private locate(user: string, from: string, on: boolean): void {
     const before = this.here.has(user) || this.elsewhere(user);
-    let nodes = this.remote.get(user);
-    if (on) {
-      if (!nodes) this.remote.set(user, (nodes = new Set()));
-      nodes.add(from);
-    } else if (nodes) {
-      nodes.delete(from);
-      if (nodes.size === 0) this.remote.delete(user);
-    }
+    mark(this.remote, user, from, on);
     this.moved(user, before);
     if (!on) return;
     // What moved() stored for the user goes out after its commit, and then
@@ -483,8 +474,7 @@ export class Cluster {
     }
     for (const [user, nodes] of [...this.remote]) {
       if (!nodes.has(node)) continue;
-      nodes.delete(node);
-      if (nodes.size === 0) this.remote.delete(user);
+      mark(this.remote, user, node, false);
       this.moved(user, true);
     }
   }
@@ -540,7 +530,7 @@ export class Cluster {
     this.snapshotSeq = (this.snapshotSeq + 1) >>> 0;
     for (const part of snapshotParts([...this.here.keys()], this.snapshotSeq)) this.tell(LOC, part);
     // And who reads its backlog here: a PUMP_OFF the other node missed is made up for.
-    for (const part of snapshotParts([...this.readingHere.keys()], this.snapshotSeq, undefined, PUMP_ALL)) this.tell(PUMP, part);
+    for (const part of snapshotParts([...this.readingHere], this.snapshotSeq, SNAPSHOT_PART, PUMP_ALL)) this.tell(PUMP, part);
   }
 
   private heardPump(item: Uint8Array, from: string): void {
@@ -554,16 +544,7 @@ export class Cluster {
 
   /** Node `from` has a device of `user` reading its backlog (on), or no longer. */
   private pumping(user: string, from: string, on: boolean): void {
-    let nodes = this.readingElsewhere.get(user);
-    const before = nodes?.size ?? 0;
-    if (on) {
-      if (!nodes) this.readingElsewhere.set(user, (nodes = new Set()));
-      nodes.add(from);
-    } else if (nodes) {
-      nodes.delete(from);
-      if (nodes.size === 0) this.readingElsewhere.delete(user);
-    }
-    const after = nodes?.size ?? 0;
+    const [before, after] = mark(this.readingElsewhere, user, from, on);
     if (after === before) return;
     this.engine.setRemotePumping(this.engine.intern(user), after);
     this.hooks.perform();
@@ -589,10 +570,11 @@ export class Cluster {
     this.hooks.talked(this.dec.decode(item.subarray(2, 2 + n)), this.dec.decode(item.subarray(2 + n)));
   }
 
-  private loc(user: string, on: boolean): Uint8Array {
+  /** A `loc` or `pump` item about one user: its kind (LOC_ON, PUMP_OFF, ...), then the name. */
+  private userItem(kind: number, user: string): Uint8Array {
     const name = this.enc.encode(user);
     const out = new Uint8Array(1 + name.length);
-    out[0] = on ? LOC_ON : LOC_OFF;
+    out[0] = kind;
     out.set(name, 1);
     return out;
   }
@@ -656,8 +638,8 @@ export class Cluster {
 }
 
 /**
- * The users of a snapshot (`loc` LOC_ALL) as its parts: each part holds
- * the kind, the snapshot's number, whether it is the last part, then
+ * The users of a snapshot (`loc` LOC_ALL or `pump` PUMP_ALL) as its parts:
+ * each part holds the kind, the snapshot's number, whether it is the last part, then
  * (u16 length, UTF-8 name) per user, at most `partBytes` of names (one
  * name at least); an empty list is one empty last part.
  */
@@ -712,4 +694,18 @@ export function readSnapshotPart(item: Uint8Array): { id: number; last: boolean;
     at += 2 + n;
   }
   return { id: v.getUint32(1), last: item[5] === 1, users };
+}
+
+/** Adds `node` to `user`'s set in `map` (on) or takes it out; returns the set's size before and after. */
+function mark(map: Map<string, Set<string>>, user: string, node: string, on: boolean): [number, number] {
+  let nodes = map.get(user);
+  const before = nodes?.size ?? 0;
+  if (on) {
+    if (!nodes) map.set(user, (nodes = new Set()));
+    nodes.add(node);
+  } else if (nodes) {
+    nodes.delete(node);
+    if (nodes.size === 0) map.delete(user);
+  }
+  return [before, nodes?.size ?? 0];
 }

@@ -102,16 +102,26 @@ export class Delivery {
    */
   private readonly backlogReads = new Map<number, { readers: number; stored: number }>();
 
-  /** A connection of user `uid` starts reading its backlog; stopBacklogRead undoes it. */
+  /**
+   * A connection of user `uid` starts reading its backlog; stopBacklogRead
+   * undoes it. In a cluster, the other nodes hear when the user's first
+   * reader here starts and its last one stops (Cluster.reading).
+   */
   startBacklogRead(uid: number): void {
     const r = this.backlogReads.get(uid);
     if (r) r.readers++;
-    else this.backlogReads.set(uid, { readers: 1, stored: 0 });
+    else {
+      this.backlogReads.set(uid, { readers: 1, stored: 0 });
+      this.cluster?.reading(this.engine.name(uid), true);
+    }
   }
 
   stopBacklogRead(uid: number): void {
     const r = this.backlogReads.get(uid);
-    if (r && --r.readers === 0) this.backlogReads.delete(uid);
+    if (r && --r.readers === 0) {
+      this.backlogReads.delete(uid);
+      this.cluster?.reading(this.engine.name(uid), false);
+    }
   }
 
   /** Copies enqueued for `uid` while one of its connections reads its backlog: compare before and after a read. */

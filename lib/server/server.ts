@@ -149,6 +149,9 @@ export class Server {
   private readonly cluster: Cluster | null = null;
   /** Directory changes other nodes made while this node read the directory again at start (catchUpDirectory). */
   private heldChanges: DirectoryChange[] | null = null;
+  /** afterOutage() runs; an outage that ended meanwhile has it run again. */
+  private catchingUp = false;
+  private catchUpAgain = false;
 
   private constructor(settings: ServerSettings, core: Core, opened: Store | AsyncStore, store: AsyncStore, storeName: string, loaded: Loaded, inbox: InboxCounts, logger: Logger, bus: ClusterBus | null) {
     this.settings = settings;
@@ -630,9 +633,6 @@ export class Server {
       for (const change of held) this.directoryChanged(change);
     }
   }
-
-  private catchingUp = false;
-  private catchUpAgain = false;
 
   /**
    * Back on NATS after an outage: the directory changes other nodes

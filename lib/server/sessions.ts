@@ -252,10 +252,7 @@ export class Sessions {
     // buy a fresh one.
     if (c.user) c.user.connections--;
     this.stats.connections = this.connections.count;
-    if (!c.backlogDone) {
-      this.delivery.stopBacklogRead(c.uid);
-      this.cluster?.reading(c.address, false);
-    }
+    if (!c.backlogDone) this.delivery.stopBacklogRead(c.uid);
     // The live copies this user's devices had not confirmed are stored
     // (once stopped, the engine has stored every one already).
     this.engine.logout(c.id);
@@ -365,7 +362,6 @@ export class Sessions {
       this.engine.backlogDone(c.id);
       // What waited for the backlog: statuses and transient copies, deferred deletes.
       this.delivery.perform();
-      this.cluster?.reading(c.address, false);
       return;
     }
     this.metrics.backlogPages++;
@@ -473,9 +469,8 @@ export class Sessions {
     c.uid = this.engine.intern(addr);
     c.id = this.engine.login(c.uid, c.binary);
     ws.subscribe(this.delivery.opened(c.id));
+    // The other nodes hold their deletes of this user's stored copies until this read is done (Delivery tells them).
     this.delivery.startBacklogRead(c.uid);
-    // The other nodes hold their deletes of this user's stored copies until this read is done.
-    this.cluster?.reading(addr, true);
     const first = this.connections.add(ws);
     this.stats.connections = this.connections.count;
     this.core.login(addr, true);
