@@ -60,6 +60,11 @@ export const Admit = {
 /** When the store room must commit: not at all, after this loop turn (setImmediate), or before answering. */
 export const CommitDue = { None: 0, Soon: 1, Now: 2 } as const;
 
+/** A write's bits (writeFlags): a binary frame, a message copy (not a status), not a frame but "close this connection". */
+export const WRITE_BINARY = 1;
+export const WRITE_DELIVERY = 2;
+export const WRITE_CLOSE = 4;
+
 export interface DeliverySettings {
   durable: boolean;
   /** durable_grace in ms (0: no live copies). */
@@ -463,17 +468,22 @@ export class Delivery {
   }
 
   writeBinary(i: number): boolean {
-    return (this.writes[i * WRITE_FIELDS + 3] & 1) !== 0;
+    return (this.writes[i * WRITE_FIELDS + 3] & WRITE_BINARY) !== 0;
   }
 
   /** Not a write: close this connection, its "sent" was dropped by a failed commit (commitFailed). */
   writeClose(i: number): boolean {
-    return (this.writes[i * WRITE_FIELDS + 3] & 4) !== 0;
+    return (this.writes[i * WRITE_FIELDS + 3] & WRITE_CLOSE) !== 0;
   }
 
   /** A message copy (the format middleware stage applies), not a status. */
   writeDelivery(i: number): boolean {
-    return (this.writes[i * WRITE_FIELDS + 3] & 2) !== 0;
+    return (this.writes[i * WRITE_FIELDS + 3] & WRITE_DELIVERY) !== 0;
+  }
+
+  /** The write's bits as one number (WRITE_BINARY, WRITE_DELIVERY, WRITE_CLOSE). */
+  writeFlags(i: number): number {
+    return this.writes[i * WRITE_FIELDS + 3];
   }
 
   get opCount(): number {

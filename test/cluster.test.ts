@@ -362,6 +362,45 @@ describe('a cluster of three nodes', () => {
     }
   });
 
+  it('"sent" for a stored copy comes only once NATS has the copy for the other nodes (else a node killed in between breaks per-sender order)', async () => {
+    // A fourth node whose bytes to NATS the test holds back for a moment
+    // (a stall, not an outage: its connection stays up, NATS just does not
+    // hear it). A copy for a user offline everywhere is stored; its commit
+    // is done at once, but NATS has not got the copy that goes out after it.
+    const proxy = await natsProxy(cluster.nats.port);
+    const dir = path.join(tempDir('sb-cluster-stall-'), 'n3');
+    fs.mkdirSync(dir);
+    const n3 = new ServerProcess(dir, await freePort(), APP, `store = ${cluster.pg.url(cluster.db)}\ncluster = nats://127.0.0.1:${proxy.port}\nnode = n3-stall\n`);
+    try {
+      await n3.start();
+      const alice = fresh('alice');
+      const carol = fresh('carol');
+      const ct = await cluster.user(0, carol);
+      const a = await peer(`ws://127.0.0.1:${n3.port}/`, await cluster.user(0, alice), clients);
+      await expect(a.c.send(carol, 'before').sent).resolves.toBe(1);
+      proxy.stall();
+      let sentAt = 0;
+      const sent = a.c.send(carol, 'during the stall').sent.then((s) => {
+        sentAt = Date.now();
+        return s;
+      });
+      await new Promise((r) => setTimeout(r, 800));
+      // The commit was done long ago; the "sent" waits for NATS's answer.
+      expect(sentAt).toBe(0);
+      const resumedAt = Date.now();
+      proxy.resume();
+      await expect(sent).resolves.toBe(1);
+      expect(sentAt).toBeGreaterThanOrEqual(resumedAt);
+      const c = await peer(cluster.urls[1], ct, clients);
+      await until(() => c.got.length === 2);
+      expect(c.texts()).toEqual(['before', 'during the stall']);
+    } finally {
+      proxy.resume();
+      if (n3.running) await n3.kill('SIGTERM');
+      proxy.close();
+    }
+  });
+
   it('a node that starts while users are being made through another knows every one of them once it is up', async () => {
     // It reads the users before it hears the others' changes; what was made
     // in between is read again once NATS has its subscriptions.
@@ -441,12 +480,21 @@ async function rawDevice(url: string, token: string): Promise<{ ws: WebSocket; f
  * A TCP proxy to NATS on loopback: cut() drops every connection through it
  * and refuses new ones until restore().
  */
-async function natsProxy(target: number): Promise<{ port: number; cut(): Promise<void>; restore(): void; close(): void }> {
+/**
+ * A TCP proxy to NATS for one node: cut() drops its connections (and
+ * refuses new ones until restore()); stall() holds back what the node
+ * sends, its connection still up, until resume().
+ */
+async function natsProxy(target: number): Promise<{ port: number; cut(): Promise<void>; restore(): void; stall(): void; resume(): void; close(): void }> {
   const sockets = new Set<net.Socket>();
+  const pairs = new Map<net.Socket, net.Socket>();
   let open = true;
+  let stalled = false;
   const server = net.createServer((client) => {
     if (!open) return client.destroy();
     const upstream = net.connect(target, '127.0.0.1');
+    pairs.set(client, upstream);
+    client.on('close', () => pairs.delete(client));
     for (const s of [client, upstream]) {
       sockets.add(s);
       s.on('close', () => sockets.delete(s));
@@ -466,6 +514,18 @@ async function natsProxy(target: number): Promise<{ port: number; cut(): Promise
     },
     restore() {
       open = true;
+    },
+    stall() {
+      stalled = true;
+      for (const [client, upstream] of pairs) {
+        client.unpipe(upstream);
+        client.pause();
+      }
+    },
+    resume() {
+      if (!stalled) return;
+      stalled = false;
+      for (const [client, upstream] of pairs) client.pipe(upstream);
     },
     close() {
       for (const s of sockets) s.destroy();

@@ -15,7 +15,7 @@
  */
 import uWS from 'uWebSockets.js';
 import type { Delivery as Engine } from '../delivery';
-import { CommitDue, StoreOpKind } from '../delivery';
+import { CommitDue, StoreOpKind, WRITE_BINARY, WRITE_CLOSE, WRITE_DELIVERY } from '../delivery';
 import { errorText, type Logger } from '../log';
 import type { AsyncStore } from '../store/types';
 import type { Cluster } from './cluster';
@@ -39,6 +39,19 @@ export function encodeStored(m: NewMessage, binary: boolean): Buffer {
 export interface CommitRequests {
   schedule(): void;
 }
+
+/** Writes held until NATS confirms what was published before them (Delivery.held). */
+interface HeldSegment {
+  ws: WS[];
+  conns: number[];
+  frames: Uint8Array[];
+  flags: number[];
+  done: boolean;
+  timer: NodeJS.Timeout | null;
+}
+
+/** How long writes wait for NATS's answer at most (Delivery.held). */
+const HOLD_LIMIT = 2000;
 
 export class Delivery {
   private warnedAsyncFormat = false;
@@ -140,17 +153,20 @@ export class Delivery {
   }
 
   /**
-   * Performs the batch the engine's last call left: writes, then store
-   * operations, then closes, the live timer and the commit. Returns the
-   * batch's CommitDue (the backend API answers after a Now commit). Reads
-   * the whole batch before it calls anything that may call the engine.
+   * Performs the batch the engine's last call left: store operations, then
+   * writes, then closes, the live timer and the commit. Returns the batch's
+   * CommitDue (the backend API answers after a Now commit). Reads the whole
+   * batch before it calls anything that may call the engine.
    */
   perform(): number {
     const e = this.engine;
     const n = e.writeCount;
-    if (n) this.write(e, n);
     const ops = e.opCount;
-    if (ops) this.storeOps(e, ops);
+    // Store operations first: whether the batch hands stored copies to
+    // other nodes decides where its writes go (confirm()).
+    const forwarded = ops ? this.storeOps(e, ops) : false;
+    if (forwarded || this.held.length) this.hold(e, n, forwarded);
+    else if (n) this.write(e, n);
     const due = e.commit;
     const wait = e.liveWait;
     if (this.slowReaders.length || this.failedSenders.length) this.closeNow();
@@ -166,40 +182,103 @@ export class Delivery {
 
   private write(e: Engine, n: number): void {
     const sockets = this.connections.sockets;
-    const format = !this.middleware.format.empty;
+    for (let i = 0; i < n; i++) {
+      const conn = e.writeConn(i);
+      const ws = sockets[conn];
+      if (ws) this.writeOne(ws, conn, e.writeBytes(i), e.writeFlags(i));
+    }
+  }
+
+  private writeOne(ws: WS, conn: number, frame: Uint8Array, flags: number): void {
+    if (flags & WRITE_CLOSE) {
+      // Its "sent" was dropped by a failed commit: the client resends.
+      if (!this.failedSenders.includes(ws)) this.failedSenders.push(ws);
+      return;
+    }
+    const binary = (flags & WRITE_BINARY) !== 0;
+    if (!(flags & WRITE_DELIVERY)) {
+      this.app.publish(this.topic(conn), frame, binary);
+      return;
+    }
+    if (!this.middleware.format.empty) {
+      const c = ws.getUserData();
+      const f = this.formatFrame(c, c.address, Buffer.from(frame));
+      if (f) this.app.publish(this.topic(conn), f, binary);
+    } else {
+      this.app.publish(this.topic(conn), frame, binary);
+    }
+    // uWebSockets.js skips a subscriber whose backpressure would pass the
+    // limit; such a device would silently miss messages. Close it once it
+    // is half way there instead: what it missed waits in the store and
+    // comes on its next connection. Looked at after every checkEvery-th
+    // message copy (a native call each time): a status missed is sent
+    // again by its sender (its message resent, the duplicate dropped), and
+    // a reader that stops is caught within a quarter of the limit.
+    if (++this.sinceCheck[conn] >= this.checkEvery) {
+      this.sinceCheck[conn] = 0;
+      if (ws.getBufferedAmount() >= MAX_BACKPRESSURE / 2) this.slow(ws);
+    }
+  }
+
+  /**
+   * Writes that wait for NATS, in order: a batch that handed stored copies
+   * to the bus starts a segment, whose writes (the copies' "sent" among
+   * them) go once NATS has confirmed everything published before
+   * (bus.flush: a PING answered). Until then later batches' writes join the
+   * last segment, so that nothing overtakes them on a connection.
+   *
+   * Why: a stored copy goes to the recipient's node only through NATS. If
+   * its "sent" went first and this node died before NATS had the copy, the
+   * sender would move to another node, whose newer copies would reach the
+   * recipient live while this one waited in its backlog: per-sender order
+   * broken (the kill test's rare failure, docs/cluster.md "What sent
+   * means"). During a NATS outage the flush fails at once and the writes go
+   * (the copy is in PostgreSQL; order across a node killed during a NATS
+   * outage is not promised); a PING unanswered for HOLD_LIMIT ms lets them
+   * go too.
+   */
+  private readonly held: HeldSegment[] = [];
+
+  private hold(e: Engine, n: number, forwarded: boolean): void {
+    let seg = this.held[this.held.length - 1];
+    if (forwarded || !seg) {
+      const fresh: HeldSegment = { ws: [], conns: [], frames: [], flags: [], done: false, timer: null };
+      this.held.push((seg = fresh));
+      const done = (): void => this.segmentDone(fresh);
+      fresh.timer = setTimeout(() => {
+        this.logger.event('cluster.error', { node: this.cluster?.node, error: `NATS did not confirm copies handed to it within ${HOLD_LIMIT} ms; their senders get "sent" now (the copies are stored)` });
+        done();
+      }, HOLD_LIMIT);
+      if (this.cluster) this.cluster.bus.flush().then(done, done);
+      else done();
+    }
+    const sockets = this.connections.sockets;
     for (let i = 0; i < n; i++) {
       const conn = e.writeConn(i);
       const ws = sockets[conn];
       if (!ws) continue;
-      if (e.writeClose(i)) {
-        // Its "sent" was dropped by a failed commit: the client resends.
-        if (!this.failedSenders.includes(ws)) this.failedSenders.push(ws);
-        continue;
-      }
-      const binary = e.writeBinary(i);
-      if (!e.writeDelivery(i)) {
-        this.app.publish(this.topic(conn), e.writeBytes(i), binary);
-        continue;
-      }
-      if (format) {
-        const c = ws.getUserData();
-        const f = this.formatFrame(c, c.address, Buffer.from(e.writeBytes(i)));
-        if (f) this.app.publish(this.topic(conn), f, binary);
-      } else {
-        this.app.publish(this.topic(conn), e.writeBytes(i), binary);
-      }
-      // uWebSockets.js skips a subscriber whose backpressure would pass the
-      // limit; such a device would silently miss messages. Close it once it
-      // is half way there instead: what it missed waits in the store and
-      // comes on its next connection. Looked at after every checkEvery-th
-      // message copy (a native call each time): a status missed is sent
-      // again by its sender (its message resent, the duplicate dropped), and
-      // a reader that stops is caught within a quarter of the limit.
-      if (++this.sinceCheck[conn] >= this.checkEvery) {
-        this.sinceCheck[conn] = 0;
-        if (ws.getBufferedAmount() >= MAX_BACKPRESSURE / 2) this.slow(ws);
+      seg.ws.push(ws);
+      seg.conns.push(conn);
+      seg.frames.push(e.writeBytes(i).slice());
+      seg.flags.push(e.writeFlags(i));
+    }
+  }
+
+  private segmentDone(seg: HeldSegment): void {
+    if (seg.done) return;
+    seg.done = true;
+    if (seg.timer) clearTimeout(seg.timer);
+    seg.timer = null;
+    const sockets = this.connections.sockets;
+    while (this.held.length && this.held[0].done) {
+      const s = this.held.shift()!;
+      for (let i = 0; i < s.ws.length; i++) {
+        const ws = s.ws[i];
+        // Still the connection it was written for (engine ids are reused).
+        if (sockets[s.conns[i]] === ws) this.writeOne(ws, s.conns[i], s.frames[i], s.flags[i]);
       }
     }
+    if (this.slowReaders.length || this.failedSenders.length) this.closeNow();
   }
 
   private slow(ws: WS): void {
@@ -216,7 +295,9 @@ export class Delivery {
     for (const ws of this.failedSenders.splice(0)) if (ws.getUserData().open) ws.end(CLOSE_STORE_FAILED, 'E_STORE_WRITE');
   }
 
-  private storeOps(e: Engine, n: number): void {
+  /** Returns whether a stored copy went to the cluster room (afterCommit: hold the writes). */
+  private storeOps(e: Engine, n: number): boolean {
+    let forwarded = false;
     for (let i = 0; i < n; i++) {
       const op = e.op(i);
       try {
@@ -235,6 +316,7 @@ export class Delivery {
           // A user with connections on other nodes (or, once committed, any
           // stored copy): the cluster room hands it over.
           this.cluster.forward(e, op);
+          if (op.afterCommit) forwarded = true;
         } else {
           // A single node never marks a user remote.
           this.logger.event('store.error', { op: 'forward', error: `no cluster to hand a ${op.kind === StoreOpKind.Forward ? 'copy' : 'status'} for ${e.name(op.recipient)} to` });
@@ -245,6 +327,7 @@ export class Delivery {
         this.logger.event('store.error', { op: op.kind === StoreOpKind.Ack ? 'ack' : 'enqueue', error: errorText(err) });
       }
     }
+    return forwarded;
   }
 
   /**
@@ -257,9 +340,10 @@ export class Delivery {
     this.liveTimer = setTimeout(this.liveFired, wait);
   }
 
-  /** Server stop: no more timers (the engine stores the live copies: Engine.stop). */
+  /** Server stop: no more timers (the engine stores the live copies: Engine.stop); held writes go now. */
   stop(): void {
     this.stopped = true;
+    for (const seg of [...this.held]) this.segmentDone(seg);
     if (this.liveTimer) clearTimeout(this.liveTimer);
     this.liveTimer = null;
   }
