@@ -168,11 +168,14 @@ describe('JavaScript allocation per message on the plain path', () => {
       // Two writes per message, the copy to bob and the "sent" to alice, of
       // a Uint8Array view each (96 bytes as V8 lays it out and the
       // profiler samples it). The view may be inlined into its caller, so
-      // the sites are summed; what the server makes per loop turn or rarer
-      // (a timer) is in the rounding. Before the engine, the TypeScript
-      // router made several kilobytes per message.
+      // the sites are summed. Per loop turn the server also makes the
+      // Immediate that sends the turn's writes (Delivery.queue): some 100
+      // bytes, and this ping-pong of two clients has turns of one message
+      // or two, so it counts up to about that much per message here (under
+      // load, a turn carries hundreds). Before the engine, the TypeScript router made
+      // several kilobytes per message.
       const ours = Object.values(r.ours).reduce((a, v) => a + v, 0);
-      expect(ours, report(r)).toBeLessThanOrEqual(2 * 104);
+      expect(ours, report(r)).toBeLessThanOrEqual(3 * 104);
       console.log(`${name}: ${report(r)}`);
     }, 60_000);
   }

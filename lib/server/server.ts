@@ -200,7 +200,7 @@ export class Server {
     // Every room holds the one settings object and reads it when it acts.
     this.stages = new Stages(settings, core, logger, this.bots);
     this.middleware = this.stages.middleware;
-    this.delivery = new Delivery(this.app, engine, store, settings, this.connections, this.middleware, this.counts, logger);
+    this.delivery = new Delivery(engine, store, settings, this.connections, this.middleware, this.counts, logger);
     this.commit = new Commit(store, engine, this.delivery, this.counts, logger, this.health);
     this.delivery.commit = this.commit;
     this.router = new Router(core, engine, this.directory, this.delivery, this.presence, this.stages, logger);

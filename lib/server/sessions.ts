@@ -468,7 +468,7 @@ export class Sessions {
     // Nothing live is written to it until its backlog has been sent (backlogDone).
     c.uid = this.engine.intern(addr);
     c.id = this.engine.login(c.uid, c.binary);
-    ws.subscribe(this.delivery.opened(c.id));
+    this.delivery.opened(c.id);
     // The other nodes hold their deletes of this user's stored copies until this read is done (Delivery tells them).
     this.delivery.startBacklogRead(c.uid);
     const first = this.connections.add(ws);
