@@ -448,7 +448,9 @@ int core_submit(Core &core, const char *from, size_t from_len, const uint8_t *fr
   p.flags = m.flags;
   p.type = m.type;
   p.expiry = m.expiry;
-  if (m.to_len && !core.online.empty()) {
+  if (m.to_len && core.dest_online) {
+    if (core.dest_online(core.dest_online_data, m.to, m.to_len)) p.uflags |= MOD_MESIBO_UFLAG_DESTONLINE;
+  } else if (m.to_len && !core.online.empty()) {
     core.online_key.assign(m.to, m.to_len);
     auto it = core.online.find(core.online_key);
     if (it != core.online.end() && it->second > 0) p.uflags |= MOD_MESIBO_UFLAG_DESTONLINE;

@@ -287,6 +287,13 @@ struct Core {
   // MOD_MESIBO_UFLAG_DESTONLINE in params.uflags before the chain runs.
   std::unordered_map<std::string, int> online;
   std::string online_key;  // lookup scratch: no string built per message
+  // Set by the delivery engine that routes this core's messages: whether
+  // `to` has a connection here, from the engine's own directory, which
+  // also keeps the id it found for its routing (one name lookup per
+  // message instead of two: `online` was 1.3 % of the CPU at 1,000
+  // connections). Null: `online`.
+  bool (*dest_online)(void *data, const char *to, size_t len) = nullptr;
+  void *dest_online_data = nullptr;
 
   // Filled from any thread, emptied by core_drain on the loop thread.
   std::mutex mu;

@@ -73,6 +73,10 @@ struct State {
   const double *info_p = nullptr;  // the core's info slots (a Float64Array that never moves)
 };
 
+bool host_dest_online(void *data, const char *to, size_t len) {
+  return router_dest_online(static_cast<State *>(data)->router, std::string_view(to, len));
+}
+
 // ms since the epoch, as Date.now().
 double wall_clock_ms() {
   using namespace std::chrono;
@@ -483,8 +487,19 @@ class DeliveryHandle : public Napi::ObjectWrap<DeliveryHandle> {
     st.head_p[HEAD_OUT_FORMAT] = of;
     const std::string &name = st.router.dir.users[from].name;
     SubmitResult res;
+    // For this call only, the chain asks the engine whether the
+    // destination is online (host_dest_online); the core may outlive the
+    // engine, so it keeps no pointer to it.
+    Core *core = core_of(st.core_ref);
+    bool (*had)(void *, const char *, size_t) = nullptr;
+    void *had_data = nullptr;
+    if (core) {
+      had = core->dest_online, had_data = core->dest_online_data;
+      core->dest_online = host_dest_online, core->dest_online_data = &st;
+    }
     int rc = core_submit_filled(st.core_ref, env, name.data(), name.size(), static_cast<const uint8_t *>(frame), len,
                                 of, res);
+    if (core) core->dest_online = had, core->dest_online_data = had_data;
     if (rc == kSubmitNoCore) return nullptr;
     // It passed as a status but is a message: it spends the message budget after all.
     if (rc == WIRE_OK && admitted == ADMIT_STATUS && res.op != WIRE_OP_STATUS)

@@ -567,7 +567,13 @@ int router_route(Router &r, UserId from, ConnId conn, const SubmitResult &res, i
     ++r.counters.received_consumed;
   } else {
     std::string_view to_name(p.to ? p.to : "");
-    UserId to = gid ? kNone : directory_find(r.dir, to_name);
+    UserId to = kNone;
+    if (!gid) {
+      UserId seen = r.looked_up;
+      to = seen != kNone && seen < r.dir.users.size() && r.dir.users[seen].name == to_name ? seen
+                                                                                         : directory_find(r.dir, to_name);
+    }
+    r.looked_up = kNone;
     const std::vector<UserId> *group_members = gid ? group(r, gid) : nullptr;
     bool known = gid ? group_members != nullptr : (to != kNone && r.dir.users[to].exists);
     if (!known) {
@@ -876,6 +882,12 @@ void router_remote_status(Router &r, UserId from, UserId to, uint32_t id, uint32
     op.expires_at = 0;
     b.commit = std::max(b.commit, int(COMMIT_SOON));
   }
+}
+
+bool router_dest_online(Router &r, std::string_view to) {
+  UserId u = directory_find(r.dir, to);
+  r.looked_up = u;
+  return u != kNone && r.dir.users[u].first != kNone;
 }
 
 }  // namespace sb

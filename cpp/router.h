@@ -306,7 +306,15 @@ struct Router {
   // Scratch, reused.
   std::vector<std::string> names_scratch;
   std::string frame_scratch, frame_scratch2;
+  // The user the core last asked about (router_dest_online), for the
+  // routing that follows: used only if its name is the one routed to (a
+  // module may have rewritten the destination meanwhile).
+  UserId looked_up = kNone;
 };
+
+// For the core's chain (Core::dest_online): whether `to` has a connection
+// here; remembers the user for router_route.
+bool router_dest_online(Router &r, std::string_view to);
 
 // Sets up an engine; `host` may be all null (native tests).
 void router_init(Router &r, const RouterSettings &s, const RouterHost &host);

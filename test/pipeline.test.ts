@@ -79,6 +79,21 @@ describe('TypeScript modules in the server', () => {
     expect(bob.texts()).toEqual(Array.from({ length: 50 }, (_, i) => String(i)));
   });
 
+  it('a module sees MOD_MESIBO_UFLAG_DESTONLINE (uflags 1) while the recipient has a connection here, and not once it has none', async () => {
+    const s = await start();
+    const seen: Record<string, number> = {};
+    await s.use('watch', { onMessage: (m) => void (seen[m.text] = m.uflags) });
+    await api(s, { op: 'useradd', address: 'carol' });
+    const alice = await connect(s, 'alice');
+    const bob = await connect(s, 'bob');
+    await alice.c.send('bob', 'bob online').sent;
+    await alice.c.send('carol', 'carol never here').sent;
+    bob.c.close();
+    await until(async () => !((await api(s, { op: 'online' })).online as string[]).includes('bob'));
+    await alice.c.send('bob', 'bob gone').sent;
+    expect(seen).toEqual({ 'bob online': 1, 'carol never here': 0, 'bob gone': 0 });
+  });
+
   it('the backend API waits for a deferred decision before it answers', async () => {
     const s = await start();
     await s.use('veto', { onMessage: (m) => new Promise((r) => setTimeout(() => r(m.text.includes('no') ? 'consumed' : 'pass'), 30)) });
