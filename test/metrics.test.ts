@@ -259,6 +259,12 @@ describe('GET /metrics', () => {
     expect(value(m, 'switchboard_backlog_pages_total')).toBe(0);
     expect(value(m, 'switchboard_slow_consumers_closed_total')).toBe(0);
     expect(value(m, 'switchboard_rate_limited_total', { kind: 'message' })).toBe(0);
+    // Bob's three copies and alice's six statuses (five "sent", one failure)
+    // at least (bob's SDK also gets receipts it did not ask for: none here),
+    // in turns that each wrote one frame or more.
+    expect(value(m, 'switchboard_frames_written_total')).toBeGreaterThanOrEqual(9);
+    expect(value(m, 'switchboard_write_turns_total')).toBeGreaterThan(0);
+    expect(value(m, 'switchboard_write_turns_total')).toBeLessThanOrEqual(value(m, 'switchboard_frames_written_total'));
 
     // Carol logs in: her backlog is one page with one copy.
     const carol = await connect(s, tc);
@@ -290,6 +296,8 @@ describe('GET /metrics', () => {
       ['switchboard_store_waiting_messages', 'gauge'],
       ['switchboard_backlog_pages_total', 'counter'],
       ['switchboard_slow_consumers_closed_total', 'counter'],
+      ['switchboard_write_turns_total', 'counter'],
+      ['switchboard_frames_written_total', 'counter'],
       ['switchboard_rate_limited_total', 'counter'],
       ['process_cpu_seconds_total', 'counter'],
       ['process_resident_memory_bytes', 'gauge'],

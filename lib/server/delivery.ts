@@ -50,6 +50,17 @@ interface HeldSegment {
   timer: NodeJS.Timeout | null;
 }
 
+/** Ints per write in Delivery.meta. */
+const META = 4;
+
+/** `a` in a new array of at least `n` (twice its size, or n), the rest filled with `fill`. */
+function grow(a: Int32Array, n: number, fill: number): Int32Array<ArrayBuffer> {
+  const b = new Int32Array(Math.max(n, a.length * 2));
+  b.set(a);
+  if (fill !== 0) b.fill(fill, a.length);
+  return b;
+}
+
 /** The write buffer's size at start, and the most it keeps after a turn of large writes. */
 const OUT_START = 1 << 16;
 const OUT_KEEP = 1 << 22;
@@ -60,23 +71,21 @@ const HOLD_LIMIT = 2000;
 export class Delivery {
   private warnedAsyncFormat = false;
   /**
-   * This turn's writes: their bytes in `out`, and per write its socket,
-   * offset, length, binary flag and the next write to the same connection
-   * (-1). `first`/`last` per connection id chain them; `touched` lists the
-   * connections in the order of their first write.
+   * This turn's writes: their bytes in `out`, their sockets in `outWs`,
+   * and per write in `meta` (META ints each) its offset, length, binary
+   * flag and the next write to the same connection (-1). `first`/`last` per
+   * connection id chain them (last -1: none this turn); `touched` lists the
+   * connections in the order of their first write. Typed arrays, reused
+   * from turn to turn.
    */
   private out = new Uint8Array(OUT_START);
   private outUsed = 0;
   private outCount = 0;
   private readonly outWs: WS[] = [];
-  private readonly outOff: number[] = [];
-  private readonly outLen: number[] = [];
-  private readonly outBinary: boolean[] = [];
-  private readonly outNext: number[] = [];
-  private readonly first: number[] = [];
-  private readonly last: number[] = [];
-  /** Not truncated between turns (a truncated array gives its storage back and grows again). */
-  private readonly touched: number[] = [];
+  private meta = new Int32Array(META * 1024);
+  private first = new Int32Array(1024);
+  private last = new Int32Array(1024).fill(-1);
+  private touched = new Int32Array(1024);
   private touchedCount = 0;
   private flushDue = false;
   /** The connection flushWrites is sending to (read by corked). */
@@ -177,18 +186,26 @@ export class Delivery {
     }
     this.out.set(frame, this.outUsed);
     const i = this.outCount++;
+    if ((i + 1) * META > this.meta.length) this.meta = grow(this.meta, (i + 1) * META, 0);
+    if (conn >= this.last.length) {
+      this.first = grow(this.first, conn + 1, 0);
+      this.last = grow(this.last, conn + 1, -1);
+    }
+    const meta = this.meta;
+    const m = i * META;
     this.outWs[i] = ws;
-    this.outOff[i] = this.outUsed;
-    this.outLen[i] = n;
-    this.outBinary[i] = binary;
-    this.outNext[i] = -1;
+    meta[m] = this.outUsed;
+    meta[m + 1] = n;
+    meta[m + 2] = binary ? 1 : 0;
+    meta[m + 3] = -1;
     this.outUsed += n;
     const tail = this.last[conn];
-    if (tail === undefined || tail < 0) {
+    if (tail < 0) {
       this.first[conn] = i;
+      if (this.touchedCount === this.touched.length) this.touched = grow(this.touched, this.touchedCount + 1, 0);
       this.touched[this.touchedCount++] = conn;
     } else {
-      this.outNext[tail] = i;
+      meta[tail * META + 3] = i;
     }
     this.last[conn] = i;
     if (!this.flushDue) {
@@ -200,6 +217,8 @@ export class Delivery {
   /** Sends this turn's writes: per connection, its frames in one cork (one system call). */
   private readonly flushWrites = (): void => {
     this.flushDue = false;
+    this.metrics.writeTurns++;
+    this.metrics.framesWritten += this.outCount;
     const sockets = this.connections.sockets;
     const touched = this.touched;
     const n = this.touchedCount;
@@ -220,6 +239,7 @@ export class Delivery {
     }
     this.touchedCount = 0;
     this.corkWs = null;
+    // outWs keeps its entries until they are overwritten (truncating it would give its storage back, to grow again next turn).
     this.outCount = 0;
     this.outUsed = 0;
     // A turn of large messages leaves no large buffer behind.
@@ -230,12 +250,13 @@ export class Delivery {
   private readonly corked = (): void => {
     const ws = this.corkWs!;
     const out = this.out;
-    for (let i = this.first[this.corkConn]; i >= 0; i = this.outNext[i]) {
+    const meta = this.meta;
+    for (let i = this.first[this.corkConn]; i >= 0; i = meta[i * META + 3]) {
       // A write made for an earlier connection with the same id is skipped.
       if (this.outWs[i] !== ws) continue;
-      const off = this.outOff[i];
+      const off = meta[i * META];
       // 2: dropped, past maxBackpressure (writeOne closes a reader well before).
-      if (ws.send(out.subarray(off, off + this.outLen[i]), this.outBinary[i]) === 2) this.slow(ws);
+      if (ws.send(out.subarray(off, off + meta[i * META + 1]), meta[i * META + 2] === 1) === 2) this.slow(ws);
     }
   };
 
