@@ -529,4 +529,23 @@ describe('bad input', () => {
     expect(s.store.countPending('slow')).toBe(200);
     expect(log.join('\n')).toMatch(/ conn\.slow_closed address=slow peer=\S*127\.0\.0\.1 buffered=\d+/);
   });
+
+  it('ten senders at once to a client that does not read: it is closed, nothing is lost, everyone else goes on', async () => {
+    // Up to 512 KB per sender and loop turn: several megabytes for one
+    // connection in one turn, past uWebSockets.js's backpressure limit,
+    // which then closes it inside a send (the write buffer goes on with
+    // the other connections and with what that close wrote).
+    const s = await start();
+    const senders = await Promise.all(Array.from({ length: 10 }, async (_, i) => connect(s, await user(s, `blaster${i}`))));
+    const slow = await raw(s, await user(s, 'sink'));
+    const bob = await connect(s, await user(s, 'bob'));
+    (slow.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+    const big = 'z'.repeat(60_000);
+    const sent = senders.flatMap((p) => Array.from({ length: 60 }, () => p.c.send('sink', big).sent));
+    await until(async () => !((await api(s, { op: 'online' })).online as string[]).includes('sink'), 20_000);
+    await Promise.all(sent);
+    expect(s.store.countPending('sink')).toBe(600);
+    await senders[0].c.send('bob', 'still here').sent;
+    await until(() => bob.texts().includes('still here'));
+  }, 60_000);
 });

@@ -88,6 +88,9 @@ export class Delivery {
   private touched = new Int32Array(1024);
   private touchedCount = 0;
   private flushDue = false;
+  /** flushWrites is sending; writes made meanwhile wait in `late` for the next turn. */
+  private flushing = false;
+  private readonly late: { ws: WS; conn: number; frame: Uint8Array; binary: boolean }[] = [];
   /** The connection flushWrites is sending to (read by corked). */
   private corkConn = 0;
   private corkWs: WS | null = null;
@@ -178,6 +181,12 @@ export class Delivery {
 
   /** Queues a frame for `ws` (connection `conn`) for the end of this turn (flushWrites). */
   private queue(ws: WS, conn: number, frame: Uint8Array, binary: boolean): void {
+    if (this.flushing) {
+      // A close during the flush (uWebSockets.js closes a socket past
+      // maxBackpressure inside send) ran the engine, which wrote: after it.
+      this.late.push({ ws, conn, frame: frame.slice(), binary });
+      return;
+    }
     const n = frame.length;
     if (this.outUsed + n > this.out.length) {
       const grown = new Uint8Array(Math.max(this.out.length * 2, this.outUsed + n));
@@ -222,6 +231,7 @@ export class Delivery {
     const sockets = this.connections.sockets;
     const touched = this.touched;
     const n = this.touchedCount;
+    this.flushing = true;
     for (let t = 0; t < n; t++) {
       const conn = touched[t];
       const ws = this.outWs[this.first[conn]];
@@ -237,6 +247,7 @@ export class Delivery {
       }
       this.last[conn] = -1;
     }
+    this.flushing = false;
     this.touchedCount = 0;
     this.corkWs = null;
     // outWs keeps its entries until they are overwritten (truncating it would give its storage back, to grow again next turn).
@@ -244,6 +255,7 @@ export class Delivery {
     this.outUsed = 0;
     // A turn of large messages leaves no large buffer behind.
     if (this.out.length > OUT_KEEP) this.out = new Uint8Array(OUT_START);
+    if (this.late.length) for (const w of this.late.splice(0)) this.queue(w.ws, w.conn, w.frame, w.binary);
     if (this.slowReaders.length || this.failedSenders.length) this.closeNow();
   };
 
