@@ -234,9 +234,11 @@ export class Delivery {
     this.flushing = true;
     for (let t = 0; t < n; t++) {
       const conn = touched[t];
-      const ws = this.outWs[this.first[conn]];
-      // Still open and the connection it was written for (engine ids are reused).
-      if (sockets[conn] === ws) {
+      // The connection that has this id now: writes made for an earlier
+      // one with the same id this turn (engine ids are reused) are skipped
+      // in corked(), the new one's are sent.
+      const ws = sockets[conn];
+      if (ws) {
         this.corkConn = conn;
         this.corkWs = ws;
         try {
