@@ -350,10 +350,8 @@ export class Delivery {
    * (bus.flush: a PING answered). Until then later batches' statuses join
    * the last segment, so that none overtakes them on a connection (sent,
    * then delivered, then read). Message copies are not held: they do not
-   * depend on what this node hands to NATS. (Holding them too made a
-   * multi-device cluster test fail about one run in three: a copy a second
-   * device waited for, held behind a PING, and not found why; only the
-   * statuses need to wait.)
+   * depend on what this node hands to NATS, and only a "sent" must not
+   * come before NATS has the copy.
    *
    * Why: a stored copy goes to the recipient's node only through NATS. If
    * its "sent" went first and this node died before NATS had the copy, the
