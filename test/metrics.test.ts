@@ -265,6 +265,8 @@ describe('GET /metrics', () => {
     expect(value(m, 'switchboard_frames_written_total')).toBeGreaterThanOrEqual(9);
     expect(value(m, 'switchboard_write_turns_total')).toBeGreaterThan(0);
     expect(value(m, 'switchboard_write_turns_total')).toBeLessThanOrEqual(value(m, 'switchboard_frames_written_total'));
+    // Two connections: no turn wrote to enough of them for the random order.
+    expect(value(m, 'switchboard_write_turns_random_total')).toBe(0);
 
     // Carol logs in: her backlog is one page with one copy.
     const carol = await connect(s, tc);
@@ -297,6 +299,7 @@ describe('GET /metrics', () => {
       ['switchboard_backlog_pages_total', 'counter'],
       ['switchboard_slow_consumers_closed_total', 'counter'],
       ['switchboard_write_turns_total', 'counter'],
+      ['switchboard_write_turns_random_total', 'counter'],
       ['switchboard_frames_written_total', 'counter'],
       ['switchboard_rate_limited_total', 'counter'],
       ['process_cpu_seconds_total', 'counter'],

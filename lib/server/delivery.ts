@@ -262,6 +262,7 @@ export class Delivery {
     this.flushing = true;
     // A random order each turn of many connections (Fisher-Yates): see the header comment.
     let x = this.rand;
+    if (n >= RANDOM_ORDER_FROM) this.metrics.randomOrderTurns++;
     if (n >= RANDOM_ORDER_FROM) for (let t = n - 1; t > 0; t--) {
       x ^= x << 13;
       x ^= x >>> 17;

@@ -50,6 +50,8 @@ export interface MetricCounts {
   /** Loop turns that wrote to connections, and the frames they wrote (Delivery's write buffer): frames per turn is how well writes are batched. */
   writeTurns: number;
   framesWritten: number;
+  /** Of those, turns that wrote to so many connections that they went in a random order (Delivery, RANDOM_ORDER_FROM). */
+  randomOrderTurns: number;
   /** Group commits: per-bucket counts (not cumulative, the last past every bound), their sum in seconds. */
   commitBuckets: number[];
   commitSeconds: number;
@@ -73,6 +75,7 @@ export function newCounts(): MetricCounts {
     slowClosed: 0,
     writeTurns: 0,
     framesWritten: 0,
+    randomOrderTurns: 0,
     commitBuckets: new Array<number>(COMMIT_BUCKETS.length + 1).fill(0),
     commitSeconds: 0,
     commits: 0,
@@ -248,6 +251,7 @@ export function renderMetrics(src: MetricSources, proc: ProcessMetrics): string 
   w.family('switchboard_backlog_pages_total', 'counter', 'Pages of stored messages sent to connections that logged in (backlog pumps).').sample('switchboard_backlog_pages_total', null, m.backlogPages);
   w.family('switchboard_slow_consumers_closed_total', 'counter', 'Connections closed because they did not read what was sent to them.').sample('switchboard_slow_consumers_closed_total', null, m.slowClosed);
   w.family('switchboard_write_turns_total', 'counter', 'Event-loop turns that wrote frames to connections (one system call per connection per turn).').sample('switchboard_write_turns_total', null, m.writeTurns);
+  w.family('switchboard_write_turns_random_total', 'counter', 'Write turns with 256 connections or more, which write them in a random order (docs/performance.md, "Write order").').sample('switchboard_write_turns_random_total', null, m.randomOrderTurns);
   w.family('switchboard_frames_written_total', 'counter', 'Frames the delivery engine wrote to connections (messages, statuses, receipts); divided by write turns, how many each turn batched.').sample('switchboard_frames_written_total', null, m.framesWritten);
   w.family('switchboard_rate_limited_total', 'counter', 'Frames dropped with E_RATE_LIMITED, by kind.')
     .sample('switchboard_rate_limited_total', { kind: 'message' }, stats.rateLimited)
