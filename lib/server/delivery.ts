@@ -16,10 +16,10 @@
  *
  * The connections of a turn that writes to many (RANDOM_ORDER_FROM) are
  * written in a random order, drawn anew each turn; each connection's own
- * frames keep theirs. In a fixed order (that of
- * the turn's first writes, which follows the order the kernel reported the
- * sockets readable, turn after turn) clients that answer at once lock into
- * step with the server's turns. With durable on, a pair's two directions
+ * frames keep theirs. In a fixed order (that of the turn's first writes,
+ * which follows the order the kernel reported the sockets readable, turn
+ * after turn) clients that answer at once lock into step with the server's
+ * turns. With durable on, a pair's two directions
  * then arrive in turns of their own: a read of only messages and one of
  * only statuses per connection, twice the reads and writes per message
  * (1,000 connections in the bench's closed loop: 90 % of reads carried one
@@ -89,7 +89,7 @@ const OUT_KEEP = 1 << 22;
  * header comment: paired runs gained nothing from the random order at 32
  * and 128 connections with durable on, and lost 7 % with durable off).
  */
-const RANDOM_ORDER_FROM = 256;
+export const RANDOM_ORDER_FROM = 256;
 
 /** How long writes wait for NATS's answer at most (Delivery.held). */
 const HOLD_LIMIT = 2000;
@@ -260,19 +260,7 @@ export class Delivery {
     const touched = this.touched;
     const n = this.touchedCount;
     this.flushing = true;
-    // A random order each turn of many connections (Fisher-Yates): see the header comment.
-    let x = this.rand;
-    if (n >= RANDOM_ORDER_FROM) this.metrics.randomOrderTurns++;
-    if (n >= RANDOM_ORDER_FROM) for (let t = n - 1; t > 0; t--) {
-      x ^= x << 13;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      const j = (x >>> 0) % (t + 1);
-      const c = touched[t];
-      touched[t] = touched[j];
-      touched[j] = c;
-    }
-    this.rand = x;
+    if (n >= RANDOM_ORDER_FROM) this.shuffleTouched(n);
     for (let t = 0; t < n; t++) {
       const conn = touched[t];
       // The connection that has this id now: writes made for an earlier
@@ -301,6 +289,23 @@ export class Delivery {
     if (this.late.length) for (const w of this.late.splice(0)) this.queue(w.ws, w.conn, w.frame, w.binary);
     if (this.slowReaders.length || this.failedSenders.length) this.closeNow();
   };
+
+  /** The turn's first n connections in a random order (Fisher-Yates on xorshift32): see the header comment. */
+  private shuffleTouched(n: number): void {
+    this.metrics.randomOrderTurns++;
+    const touched = this.touched;
+    let x = this.rand;
+    for (let t = n - 1; t > 0; t--) {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      const j = (x >>> 0) % (t + 1);
+      const c = touched[t];
+      touched[t] = touched[j];
+      touched[j] = c;
+    }
+    this.rand = x;
+  }
 
   private readonly corked = (): void => {
     const ws = this.corkWs!;

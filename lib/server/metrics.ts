@@ -16,6 +16,7 @@ import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { native } from '../native';
 import type { ModuleInfo } from '../core';
 import type { LimitStats } from './limits';
+import { RANDOM_ORDER_FROM } from './delivery';
 
 /** Upper bounds (seconds) of the store commit histogram: a group commit is one SQLite transaction. */
 export const COMMIT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
@@ -251,7 +252,7 @@ export function renderMetrics(src: MetricSources, proc: ProcessMetrics): string 
   w.family('switchboard_backlog_pages_total', 'counter', 'Pages of stored messages sent to connections that logged in (backlog pumps).').sample('switchboard_backlog_pages_total', null, m.backlogPages);
   w.family('switchboard_slow_consumers_closed_total', 'counter', 'Connections closed because they did not read what was sent to them.').sample('switchboard_slow_consumers_closed_total', null, m.slowClosed);
   w.family('switchboard_write_turns_total', 'counter', 'Event-loop turns that wrote frames to connections (one system call per connection per turn).').sample('switchboard_write_turns_total', null, m.writeTurns);
-  w.family('switchboard_write_turns_random_total', 'counter', 'Write turns with 256 connections or more, which write them in a random order (docs/performance.md, "Write order").').sample('switchboard_write_turns_random_total', null, m.randomOrderTurns);
+  w.family('switchboard_write_turns_random_total', 'counter', `Write turns with ${RANDOM_ORDER_FROM} connections or more, which write them in a random order (docs/performance.md, "Write order").`).sample('switchboard_write_turns_random_total', null, m.randomOrderTurns);
   w.family('switchboard_frames_written_total', 'counter', 'Frames the delivery engine wrote to connections (messages, statuses, receipts); divided by write turns, how many each turn batched.').sample('switchboard_frames_written_total', null, m.framesWritten);
   w.family('switchboard_rate_limited_total', 'counter', 'Frames dropped with E_RATE_LIMITED, by kind.')
     .sample('switchboard_rate_limited_total', { kind: 'message' }, stats.rateLimited)
